@@ -1,0 +1,3 @@
+from amfmedit.cli import main
+
+main()

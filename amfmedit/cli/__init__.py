@@ -1,0 +1,33 @@
+"""The ``amfmedit`` command line. One module per subcommand; each only parses, calls, prints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from amfmedit import __version__
+from amfmedit.cli.common import app
+
+# Subcommands register themselves on import (one module per stage).
+from amfmedit.cli import info as _info  # noqa: E402,F401
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"amfmedit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """AMF-MedIT: prepare -> pretrain -> rconf -> finetune -> evaluate -> explain."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,123 @@
+"""``schema.json``: everything needed to turn a raw row into model input exactly as in training.
+
+Written by ``prepare``, read by every later stage and by ``predict`` for new patients.
+Continuous features: median imputation, then z-scoring with train-split statistics.
+Categorical features: integer codes, where code 0 means missing or unseen and code ``i >= 1``
+is ``categories[i - 1]``; an embedding table for a feature therefore has
+``len(categories) + 1`` rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+SCHEMA_VERSION = 1
+MISSING_CODE = 0
+
+
+@dataclass
+class Feature:
+    """One tabular input feature after preparation."""
+
+    name: str
+    kind: Literal["continuous", "categorical"]
+    group: str | None = None
+    description: str | None = None
+    # continuous: train-split statistics (median for imputation, mean/std for z-scoring)
+    median: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    # categorical: vocabulary in code order (code i -> categories[i-1]; code 0 = missing/unseen)
+    categories: list[str] | None = None
+    missing_fraction_train: float = 0.0
+
+    @property
+    def cardinality(self) -> int:
+        """Embedding rows needed for this feature (vocabulary + the missing/unseen code)."""
+        if self.kind != "categorical":
+            raise ValueError(f"{self.name} is continuous and has no cardinality")
+        return len(self.categories or []) + 1
+
+
+@dataclass
+class ImageInfo:
+    """How images were windowed and stored (``images.npy``: uint8, shape (N, C, H, W))."""
+
+    modality: Literal["ct", "rgb", "gray"]
+    channels: int
+    height: int
+    width: int
+    window: tuple[float, float] | None = None  # HU window for CT: [low, high] -> [0, 1]
+    file: str = "images.npy"
+
+
+@dataclass
+class Schema:
+    """Feature order, statistics and label coding of one prepared dataset."""
+
+    name: str
+    task: Literal["binary", "multiclass"]
+    class_names: list[str]
+    features: list[Feature]
+    image: ImageInfo
+    id_column: str = "id"
+    label_source: str = "label"
+    image_column: str | None = None  # raw table column with image paths (own cohorts), for predict
+    groups: dict[str, str] = field(default_factory=dict)  # regex -> group name (reports)
+    version: int = SCHEMA_VERSION
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def continuous(self) -> list[Feature]:
+        return [f for f in self.features if f.kind == "continuous"]
+
+    @property
+    def categorical(self) -> list[Feature]:
+        return [f for f in self.features if f.kind == "categorical"]
+
+    @property
+    def n_cont(self) -> int:
+        return len(self.continuous)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [f.cardinality for f in self.categorical]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Model input order: continuous features first, then categorical ones."""
+        return [f.name for f in self.continuous] + [f.name for f in self.categorical]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Schema":
+        d = dict(d)
+        d["features"] = [Feature(**f) for f in d["features"]]
+        img = dict(d["image"])
+        if img.get("window") is not None:
+            img["window"] = tuple(img["window"])
+        d["image"] = ImageInfo(**img)
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        from amfmedit.io import write_json
+
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Schema":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
