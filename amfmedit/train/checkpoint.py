@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically, read as data only, failures explained in one line.
+
+A training checkpoint (``last.pt``) holds everything needed to continue exactly: model,
+optimizer and scheduler states, global RNG states, the epoch just finished, the best
+metric so far, the early-stopping counter, the metric history and the resolved config.
+``best.pt`` holds the model at its best validation epoch. Both contain only tensors,
+numbers, strings, lists and dicts, so :func:`amfmedit.io.torch_load` (``weights_only=True``)
+reads them.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+from amfmedit.errors import UserError
+from amfmedit.io import torch_load, torch_save
+
+FORMAT = "amfmedit-checkpoint/1"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
+    """Write ``obj`` to ``path`` atomically; a full disk keeps the previous file and says so."""
+    path = Path(path)
+    obj = {"format": FORMAT, **obj}
+    try:
+        torch_save(obj, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = "the previous checkpoint there is intact" if path.exists() else "no earlier checkpoint existed"
+            raise UserError(
+                f"{path}: no space left on the device while writing the checkpoint ({kept}); "
+                f"free some space and continue with --resume"
+            ) from exc
+        raise
+
+
+def load_checkpoint(path: str | Path, *, hint: str = "run the stage again with --force to start over") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`; a missing or damaged file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; {hint}")
+    try:
+        obj = torch_load(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason}); {hint}") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise UserError(f"{path}: not an amfmedit checkpoint (format {obj.get('format') if isinstance(obj, dict) else None!r}); {hint}")
+    return obj

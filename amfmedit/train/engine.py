@@ -1,0 +1,362 @@
+"""The one training loop: pretraining, probes, fine-tuning and supervised baselines.
+
+A stage hands :func:`fit` a :class:`Task` (the model, how to turn a batch of row indices
+into a loss, how to validate) and a :class:`FitConfig`; the engine owns everything else:
+device placement, DDP, bf16 autocast, channels-last, ``torch.compile``, the optimizer with
+decay groups, warm-up + cosine schedule, sampling order, early stopping, NaN detection,
+atomic ``last.pt`` / ``best.pt`` checkpoints every epoch, exact ``--resume`` and one
+``metrics.jsonl`` line per epoch. It reports progress through a callback and never prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from amfmedit.errors import UserError
+from amfmedit.io import write_text
+from amfmedit.train import seeding
+from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from amfmedit.train.optim import build_optimizer, build_scheduler
+from amfmedit.train.runtime import Runtime
+from amfmedit.train.sampling import EpochSampler, batches
+
+METRICS_FILE = "metrics.jsonl"
+_TIMING_KEYS = ("time_s", "samples_per_s")
+
+
+@dataclass
+class FitConfig:
+    """How to optimise (the stage decides what)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 0
+    monitor: str = "val_loss"  # key of the validation dict that selects the best epoch
+    mode: Literal["min", "max"] = "min"
+    patience: int | None = None  # epochs without improvement > min_delta before stopping (None: never)
+    min_delta: float = 2e-4
+    seed: int = 2022
+    class_weights: list[float] | None = None  # class-balanced sampling (A.3); None: plain shuffling
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"{self.epochs=} must be >= 1")
+        if self.batch_size < 2:
+            raise ValueError(f"{self.batch_size=} must be >= 2")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"{self.mode=} must be 'min' or 'max'")
+        if self.warmup_epochs < 0 or (self.patience is not None and self.patience < 1):
+            raise ValueError(f"bad {self.warmup_epochs=} or {self.patience=}")
+
+
+class Task(Protocol):
+    """What a stage gives the engine."""
+
+    module: nn.Module  # everything the checkpoint holds (frozen parts included)
+
+    def model_spec(self) -> dict:
+        """``{"kind": ..., "config": ...}``: enough to rebuild ``module`` from a checkpoint."""
+
+    def train_labels(self) -> np.ndarray:
+        """(N_train,) labels of the training rows (for class-balanced sampling)."""
+
+    def train_step(self, model: nn.Module, positions: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Loss (scalar, on the device) of the training rows at ``positions`` and the batch size.
+
+        ``model`` is ``module`` possibly wrapped (DDP, compile): call it, not ``module``.
+        """
+
+    def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
+        """Validation metrics, already combined across ranks (identical on every rank)."""
+
+
+@dataclass
+class Progress:
+    """What the engine tells its caller (the CLI draws a progress bar from it)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    metrics: dict[str, float] | None = None  # set once the epoch's validation is done
+    samples_per_s: float | None = None
+    done: bool = False  # the epoch is finished (validation included)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+
+class _EarlyStopping:
+    """Lightning's rule (Appendix A.3): improvement means beating the best by more than min_delta."""
+
+    def __init__(self, mode: str, patience: int | None, min_delta: float) -> None:
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = -math.inf  # in "larger is better" units
+        self.wait = 0
+
+    def update(self, value: float) -> bool:
+        """Record an epoch's metric; True when training should stop."""
+        v = self.sign * value
+        if math.isfinite(v) and v > self.best + self.min_delta:
+            self.best, self.wait = v, 0
+        else:
+            self.wait += 1
+        return self.patience is not None and self.wait >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+    def load(self, state: dict) -> None:
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def _config_diff(saved: dict, current: dict) -> list[str]:
+    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
+def _jsonl(history: list[dict]) -> str:
+    import json
+
+    return "".join(json.dumps(h) + "\n" for h in history)
+
+
+def fit(
+    task: Task,
+    cfg: FitConfig,
+    runtime: Runtime,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    extra_config: dict | None = None,
+) -> FitResult:
+    """Train ``task.module`` in ``out_dir`` (``last.pt``, ``best.pt``, ``metrics.jsonl``).
+
+    With ``resume`` and an existing ``last.pt`` it continues after the last finished epoch
+    with the model, optimizer, scheduler, early-stopping and RNG states restored; the
+    sampling, augmentation and dropout draws of every epoch depend only on
+    ``(seed, epoch, rank)``, so the result equals an uninterrupted run (bit for bit on the CPU).
+    ``extra_config`` (the stage's settings) is stored with the checkpoint and must match on resume.
+    """
+    out_dir = Path(out_dir)
+    rt = runtime
+    if rt.device.type == "cpu":
+        seeding.deterministic_cpu()
+    seeding.seed_everything(cfg.seed, 0, rt.rank, seeding.STREAM_GLOBAL)
+    module = task.module.to(rt.device)
+    if rt.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    labels = np.asarray(task.train_labels())
+    sampler = EpochSampler(
+        n=len(labels),
+        seed=cfg.seed,
+        weights=None if cfg.class_weights is None else _class_weights(labels, cfg.class_weights),
+        rank=rt.rank,
+        world_size=rt.world_size,
+    )
+    steps_per_epoch = len(batches(np.arange(sampler.per_rank), cfg.batch_size))
+    optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(
+        optimizer,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        total_steps=cfg.epochs * steps_per_epoch,
+    )
+    stopper = _EarlyStopping(cfg.mode, cfg.patience, cfg.min_delta)
+    config_record = {"fit": asdict(cfg), "stage": extra_config or {}, "world_size": rt.world_size}
+    history: list[dict] = []
+    best_metric: float | None = None
+    best_epoch = 0
+    start = 0
+    last_path, best_path, metrics_path = out_dir / LAST, out_dir / BEST, out_dir / METRICS_FILE
+
+    if resume and last_path.exists():
+        ckpt = load_checkpoint(last_path)
+        diff = _config_diff(_flatten(ckpt.get("config", {})), _flatten(config_record))
+        if diff:
+            raise UserError(
+                f"{last_path}: the settings differ from the interrupted run ({', '.join(diff[:5])}); "
+                "resume with the same options, or start over with --force"
+            )
+        module.load_state_dict(ckpt["model"]["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        stopper.load(ckpt["early_stopping"])
+        seeding.set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+        best_metric, best_epoch = ckpt["best_metric"], int(ckpt["best_epoch"])
+        start = int(ckpt["epoch"])
+        if rt.is_main:  # the log is rebuilt from the checkpoint: lines of a lost epoch disappear
+            write_text(metrics_path, _jsonl(history))
+        if ckpt.get("finished"):
+            return FitResult(float(best_metric), best_epoch, start, bool(ckpt.get("stopped_early")), history)
+    elif rt.is_main:
+        write_text(metrics_path, "")
+
+    model: nn.Module = module
+    if rt.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
+    if rt.compile:
+        model = torch.compile(model)
+
+    stopped = False
+    epoch = start
+    for epoch in range(start + 1, cfg.epochs + 1):
+        # Dropout and any global draw: a function of (seed, epoch, rank) only.
+        seeding.seed_everything(cfg.seed, epoch, rt.rank, seeding.STREAM_GLOBAL)
+        gen = seeding.generator(cfg.seed, epoch, rt.rank, seeding.STREAM_AUGMENT, device=rt.device)
+        order = sampler.epoch(epoch)
+        steps = batches(order, cfg.batch_size)
+        module.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+        seen = 0
+        t0 = last_report = time.perf_counter()
+        for i, positions in enumerate(steps):
+            with rt.autocast():
+                loss, n = task.train_step(model, positions, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach().double() * n
+            seen += n
+            now = time.perf_counter()
+            if progress is not None and rt.is_main and (now - last_report > 0.5 or i == len(steps) - 1):
+                last_report = now
+                mean = float(loss_sum) / max(seen, 1)
+                if not rt.distributed and not math.isfinite(mean):
+                    _non_finite(mean, epoch, cfg, out_dir, history)
+                progress(Progress(epoch, cfg.epochs, i + 1, len(steps), loss=mean,
+                                  samples_per_s=seen * rt.world_size / max(now - t0, 1e-9)))
+        train_time = time.perf_counter() - t0
+        totals = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=rt.device)])
+        if rt.distributed:
+            torch.distributed.all_reduce(totals)
+        train_loss = float(totals[0] / totals[1].clamp(min=1))
+        if not math.isfinite(train_loss):
+            _non_finite(train_loss, epoch, cfg, out_dir, history)
+
+        module.eval()
+        with torch.no_grad(), rt.autocast():
+            val = task.validate(module, rt)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{k: float(v) for k, v in val.items()},
+            "time_s": round(train_time, 3),
+            "samples_per_s": round(float(totals[1]) / max(train_time, 1e-9), 2),
+        }
+        history.append(record)
+        metric = float(val[cfg.monitor])
+        improved = _better(metric, best_metric, cfg.mode)
+        if improved:
+            best_metric, best_epoch = metric, epoch
+        stopped = stopper.update(metric)
+        finished = stopped or epoch == cfg.epochs
+        if rt.is_main:
+            spec = {**task.model_spec(), "state_dict": module.state_dict()}
+            if improved:
+                save_checkpoint(best_path, {"model": spec, "epoch": epoch, "metric": metric, "monitor": cfg.monitor})
+            save_checkpoint(
+                last_path,
+                {
+                    "model": spec,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "early_stopping": stopper.state(),
+                    "rng": seeding.rng_state(),
+                    "epoch": epoch,
+                    "best_metric": best_metric,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "config": config_record,
+                    "finished": finished,
+                    "stopped_early": stopped,
+                },
+            )
+            with open(metrics_path, "a", encoding="utf-8") as fh:
+                import json
+
+                fh.write(json.dumps(record) + "\n")
+        rt.barrier()
+        if progress is not None and rt.is_main:
+            progress(Progress(epoch, cfg.epochs, len(steps), len(steps), loss=train_loss, metrics=val,
+                              samples_per_s=record["samples_per_s"], done=True))
+        if stopped:
+            break
+    if best_metric is None:
+        best_metric = math.nan
+    return FitResult(float(best_metric), best_epoch, epoch, stopped, history)
+
+
+def _class_weights(labels: np.ndarray, class_weights: list[float]) -> np.ndarray:
+    from amfmedit.train.sampling import sample_weights
+
+    return sample_weights(labels, class_weights)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict:
+    """Nested dict -> {"a.b": value} for readable config differences."""
+    if dataclasses.is_dataclass(d):
+        d = asdict(d)
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _non_finite(value: float, epoch: int, cfg: FitConfig, out_dir: Path, history: list[dict]) -> None:
+    kept = (
+        f"the last good checkpoint (epoch {history[-1]['epoch']}) is kept in {out_dir / LAST}"
+        if history
+        else "no checkpoint had been written yet"
+    )
+    raise UserError(
+        f"{out_dir}: the training loss became {value} in epoch {epoch}; stopped, {kept}; "
+        f"lower the learning rate (e.g. --lr {cfg.lr / 10:g}) and run again with --force"
+    )
+
+
+def metrics_without_timing(record: dict) -> dict:
+    """A ``metrics.jsonl`` record without its wall-clock fields (for comparing runs)."""
+    return {k: v for k, v in record.items() if k not in _TIMING_KEYS}

@@ -1,0 +1,128 @@
+"""The input pipeline: prepared arrays held where the model runs, batches gathered by index.
+
+Images stay uint8 (4× smaller than float) and live on the GPU when they fit (OL3I is about
+2.1 GB), so a batch is one ``index_select`` with no host-to-device copy and no worker
+processes; augmentation then runs on the batch on the same device
+(:mod:`amfmedit.train.augment`). A dataset larger than memory is read batch by batch from
+the memory-mapped ``images.npy``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+Residency = Literal["auto", "device", "host", "stream"]
+RESIDENCIES = ("auto", "device", "host", "stream")
+
+
+def host_available_bytes() -> int:
+    """Memory the OS can give us now (MemAvailable), else the physical total."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def choose_residency(nbytes: int, device: torch.device, requested: Residency = "auto") -> str:
+    """Where to keep ``nbytes`` of images: on the device, in host memory, or streamed from disk."""
+    if requested not in RESIDENCIES:
+        raise ValueError(f"unknown residency {requested!r}; use one of {RESIDENCIES}")
+    if requested != "auto":
+        return "host" if requested == "device" and device.type == "cpu" else requested
+    fits_host = nbytes <= 0.5 * host_available_bytes()
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        if nbytes <= 0.4 * free and fits_host:
+            return "device"
+    return "host" if fits_host else "stream"
+
+
+class ImageBank:
+    """uint8 images (N, C, H, W) gathered by row index onto ``device``."""
+
+    def __init__(self, images: np.ndarray, *, device: torch.device, residency: Residency = "auto") -> None:
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+        self.device = device
+        self.shape = tuple(images.shape)
+        self.residency = choose_residency(images.nbytes, device, residency)
+        self._memmap = images
+        self._tensor: torch.Tensor | None = None
+        if self.residency in ("device", "host"):
+            host = torch.from_numpy(np.ascontiguousarray(images))
+            self._tensor = host.to(device) if self.residency == "device" else host
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:
+        """(B,) row indices -> uint8 (B, C, H, W) on the device."""
+        if self._tensor is not None:
+            idx = torch.as_tensor(rows, dtype=torch.long, device=self._tensor.device)
+            return self._tensor.index_select(0, idx).to(self.device, non_blocking=True)
+        # Streaming: read the rows in file order (sequential I/O), then restore the batch order.
+        order = np.argsort(rows, kind="stable")
+        block = np.asarray(self._memmap[rows[order]])
+        out = np.empty_like(block)
+        out[order] = block
+        return torch.from_numpy(out).to(self.device, non_blocking=True)
+
+
+@dataclass
+class Batch:
+    """One batch on the device; ``image`` is uint8 until a task converts/augments it."""
+
+    rows: np.ndarray  # (B,) dataset row indices
+    image: torch.Tensor | None  # (B, C, H, W) uint8
+    x_cont: torch.Tensor  # (B, n_cont) float32
+    x_cat: torch.Tensor  # (B, n_cat) int64
+    label: torch.Tensor  # (B,) int64
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class DeviceData:
+    """A prepared dataset's arrays on the training device.
+
+    Args:
+        dataset: a :class:`amfmedit.data.PreparedDataset` (or anything with ``images``,
+            ``x_cont``, ``x_cat``, ``labels`` and ``indices(split)``).
+        with_images: False for tabular-only work (images are then never read).
+    """
+
+    def __init__(self, dataset, *, device: torch.device, residency: Residency = "auto", with_images: bool = True) -> None:
+        self.dataset = dataset
+        self.device = device
+        self.images = ImageBank(dataset.images, device=device, residency=residency) if with_images else None
+        self.x_cont = torch.from_numpy(np.ascontiguousarray(dataset.x_cont, dtype=np.float32)).to(device)
+        self.x_cat = torch.from_numpy(np.ascontiguousarray(dataset.x_cat, dtype=np.int64)).to(device)
+        self.labels = torch.from_numpy(np.ascontiguousarray(dataset.labels, dtype=np.int64)).to(device)
+        self._split_rows = {}
+
+    def rows(self, split: str) -> np.ndarray:
+        if split not in self._split_rows:
+            self._split_rows[split] = np.asarray(self.dataset.indices(split), dtype=np.int64)
+        return self._split_rows[split]
+
+    def batch(self, rows: np.ndarray, *, images: bool = True) -> Batch:
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        return Batch(
+            rows=np.asarray(rows),
+            image=self.images.gather(rows) if (images and self.images is not None) else None,
+            x_cont=self.x_cont.index_select(0, idx),
+            x_cat=self.x_cat.index_select(0, idx),
+            label=self.labels.index_select(0, idx),
+        )
