@@ -1,0 +1,164 @@
+"""Whole models: contrastive pretraining pair, image-tabular classifier, unimodal classifier.
+
+Their ``config`` nests the parts as ``{"kind", "config"}`` dicts, so
+:func:`amfmedit.models.build_model` rebuilds a checkpoint without pickled objects.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from torch import Tensor
+
+from amfmedit.models.fusion import FusionOutput
+from amfmedit.models.heads import ProjectionHead
+
+STRATEGIES = ("trainable", "frozen")
+
+
+def model_config(module: nn.Module) -> dict:
+    """``{"kind", "config"}`` of a buildable module (see :func:`amfmedit.models.build_model`)."""
+    kind, config = getattr(module, "kind", None), getattr(module, "config", None)
+    if kind is None or config is None:
+        raise ValueError(f"{type(module).__name__} has no kind/config and cannot be rebuilt from a checkpoint")
+    return {"kind": kind, "config": config}
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, however: {strategy=}")
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.eval()
+
+
+class ContrastiveModel(nn.Module):
+    """Image-tabular pretraining (Hager et al. 2023; AMF-MedIT §3.1, Fig. 1a).
+
+    ``forward(image, x_cont, x_cat) -> (p_img (B, d_proj), p_tab (B, d_proj))``: the encoders'
+    outputs through ProjectionHeads D_img -> D_img -> d_proj and D_tab -> D_tab -> d_proj
+    (2048 -> 2048 -> 128 and 64 -> 64 -> 128 for ResNet-50 and FT-Mamba), the inputs of the
+    ITC loss (eq. 11).
+    """
+
+    kind = "contrastive"
+
+    def __init__(self, image_encoder: nn.Module, tabular_encoder: nn.Module, *, d_proj: int = 128) -> None:
+        if d_proj < 1:
+            raise ValueError(f"d_proj must be positive, however: {d_proj=}")
+        super().__init__()
+        self.image_encoder, self.tabular_encoder = image_encoder, tabular_encoder
+        d_img, d_tab = image_encoder.d_out, tabular_encoder.d_out
+        self.image_head = ProjectionHead(d_in=d_img, d_hidden=d_img, d_out=d_proj)
+        self.tabular_head = ProjectionHead(d_in=d_tab, d_hidden=d_tab, d_out=d_proj)
+        self.config = dict(
+            image_encoder=model_config(image_encoder), tabular_encoder=model_config(tabular_encoder), d_proj=d_proj
+        )
+
+    def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor) -> tuple[Tensor, Tensor]:
+        return self.image_head(self.image_encoder(image)), self.tabular_head(self.tabular_encoder(x_cont, x_cat))
+
+
+class _Classifier(nn.Module):
+    """Shared "frozen means frozen" behaviour for classifiers built on pretrained encoders.
+
+    With strategy="frozen" the encoders' parameters have requires_grad=False AND the encoders
+    stay in eval mode whatever ``.train()`` is called with, so BatchNorm running statistics
+    (buffers, not parameters) are not updated either. (The reference code freezes parameters
+    only and lets BN statistics drift during fine-tuning.) Gradients still flow through the
+    frozen encoders to their inputs, which Integrated Gradients and Grad-CAM need.
+    """
+
+    strategy: str
+
+    def _encoders(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def _apply_strategy(self) -> None:
+        if self.strategy == "frozen":
+            for enc in self._encoders():
+                _freeze(enc)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.strategy == "frozen":
+            for enc in self._encoders():
+                enc.eval()
+        return self
+
+
+class ImageTabularClassifier(_Classifier):
+    """Fine-tuning model (AMF-MedIT Fig. 1b): image encoder + tabular encoder + a fusion module.
+
+    ``forward(image (B, C, H, W), x_cont, x_cat) -> FusionOutput``; the feature map is computed
+    once and passed to fusions that need it (cross-attention). strategy: "trainable" or
+    "frozen" (see :class:`_Classifier`).
+    """
+
+    kind = "image_tabular_classifier"
+
+    def __init__(
+        self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: nn.Module, *, strategy: str = "trainable"
+    ) -> None:
+        _check_strategy(strategy)
+        d_img, d_tab = fusion.config.get("d_img"), fusion.config.get("d_tab")
+        if d_img != image_encoder.d_out or d_tab != tabular_encoder.d_out:
+            raise ValueError(
+                f"fusion dims must match the encoders: fusion d_img={d_img}, d_tab={d_tab}; "
+                f"encoders d_out={image_encoder.d_out}, {tabular_encoder.d_out}"
+            )
+        super().__init__()
+        self.image_encoder, self.tabular_encoder, self.fusion = image_encoder, tabular_encoder, fusion
+        self.strategy = strategy
+        self.config = dict(
+            image_encoder=model_config(image_encoder), tabular_encoder=model_config(tabular_encoder),
+            fusion=model_config(fusion), strategy=strategy,
+        )
+        self._apply_strategy()
+
+    def _encoders(self) -> list[nn.Module]:
+        return [self.image_encoder, self.tabular_encoder]
+
+    def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor) -> FusionOutput:
+        feature_map = self.image_encoder.forward_features(image)
+        z_img = self.image_encoder.pool(feature_map)
+        z_tab = self.tabular_encoder(x_cont, x_cat)
+        return self.fusion(z_img, z_tab, feature_map if self.fusion.needs_feature_map else None)
+
+
+class UnimodalClassifier(_Classifier):
+    """Encoder + one Linear: supervised baselines (§4.2.1) and the R_conf probes (Appendix A.4).
+
+    ``forward(image=None, x_cont=None, x_cat=None) -> FusionOutput(logits, {})`` -- the same
+    call as :class:`ImageTabularClassifier`, using only its own modality's inputs.
+    """
+
+    kind = "unimodal_classifier"
+
+    def __init__(self, encoder: nn.Module, *, n_classes: int, modality: str, strategy: str = "trainable") -> None:
+        if modality not in ("image", "tabular"):
+            raise ValueError(f"modality must be 'image' or 'tabular', however: {modality=}")
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be positive, however: {n_classes=}")
+        _check_strategy(strategy)
+        super().__init__()
+        self.encoder, self.modality, self.strategy = encoder, modality, strategy
+        self.head = nn.Linear(encoder.d_out, n_classes)
+        self.config = dict(encoder=model_config(encoder), n_classes=n_classes, modality=modality, strategy=strategy)
+        self._apply_strategy()
+
+    def _encoders(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def forward(self, image: Tensor | None = None, x_cont: Tensor | None = None, x_cat: Tensor | None = None) -> FusionOutput:
+        if self.modality == "image":
+            if image is None:
+                raise ValueError("an image classifier needs image=(B, C, H, W)")
+            z = self.encoder(image)
+        else:
+            if x_cont is None or x_cat is None:
+                raise ValueError("a tabular classifier needs x_cont and x_cat")
+            z = self.encoder(x_cont, x_cat)
+        return FusionOutput(self.head(z), {})

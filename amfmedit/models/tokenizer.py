@@ -1,0 +1,125 @@
+"""Feature tokenizer (Gorishniy et al. 2021, Fig. 2a; AMF-MedIT §3.2.1) and one-hot inputs.
+
+Every tabular encoder takes ``x_cont`` (B, n_cont) float32 and ``x_cat`` (B, n_cat) int64,
+where categorical code 0 is "missing/unseen" and ``cat_cardinalities`` count it. For
+Integrated Gradients each encoder splits its forward into ``embed_categorical`` (the
+non-differentiable lookup) and ``forward_embedded`` (differentiable in both arguments).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def check_features(n_cont_features: int, cat_cardinalities: Sequence[int]) -> list[int]:
+    """Validate the feature description shared by all encoders; returns the cardinalities as ints."""
+    if n_cont_features < 0:
+        raise ValueError(f"n_cont_features must be non-negative, however: {n_cont_features=}")
+    cards = [int(c) for c in cat_cardinalities]
+    for i, c in enumerate(cards):
+        if c < 1:
+            raise ValueError(f"cat_cardinalities must be positive, however: cat_cardinalities[{i}]={c}")
+    if n_cont_features == 0 and not cards:
+        raise ValueError(f"at least one feature is needed, however: {n_cont_features=}, {cat_cardinalities=}")
+    return cards
+
+
+class ContinuousEmbeddings(nn.Module):
+    """x_j -> x_j * W_j + b_j for each continuous feature j: (B, n) -> (B, n, d)."""
+
+    def __init__(self, n_features: int, d_embedding: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_features, d_embedding))
+        self.bias = nn.Parameter(torch.empty(n_features, d_embedding))
+        bound = d_embedding**-0.5  # rtdl's initialisation
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.bias, x.unsqueeze(-1), self.weight)
+
+
+class CategoricalEmbeddings(nn.Module):
+    """A lookup table per categorical feature plus a per-feature bias: (B, n) -> (B, n, d).
+
+    One table with offsets instead of a ModuleList of nn.Embedding: one gather for all
+    features, which matters with hundreds of categorical columns.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], d_embedding: int) -> None:
+        super().__init__()
+        cards = torch.tensor(list(cardinalities), dtype=torch.long)
+        self.register_buffer("offsets", torch.cumsum(cards, 0) - cards, persistent=False)
+        self.embedding = nn.Embedding(int(cards.sum()), d_embedding)
+        self.bias = nn.Parameter(torch.empty(len(cards), d_embedding))
+        bound = d_embedding**-0.5
+        nn.init.uniform_(self.embedding.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x_cat: Tensor) -> Tensor:
+        return self.embedding(x_cat + self.offsets) + self.bias
+
+
+class FeatureTokenizer(nn.Module):
+    """Continuous and categorical features to tokens, plus a learned [CLS] token.
+
+    ``embed_categorical``: (B, n_cat) int64 -> (B, n_cat, d).
+    ``tokens(x_cont, e_cat, cls)``: (B, n_cont + n_cat [+ 1], d); ``cls`` is ``"first"``,
+    ``"last"`` or ``None``.
+    """
+
+    def __init__(self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_token: int) -> None:
+        super().__init__()
+        cards = check_features(n_cont_features, cat_cardinalities)
+        self.n_cont, self.n_cat, self.d_token = n_cont_features, len(cards), d_token
+        self.cont = ContinuousEmbeddings(n_cont_features, d_token) if n_cont_features else None
+        self.cat = CategoricalEmbeddings(cards, d_token) if cards else None
+        self.cls = nn.Parameter(torch.empty(d_token))
+        nn.init.uniform_(self.cls, -(d_token**-0.5), d_token**-0.5)
+
+    def embed_categorical(self, x_cat: Tensor) -> Tensor:
+        if self.cat is None:
+            return x_cat.new_zeros(x_cat.shape[0], 0, self.d_token, dtype=self.cls.dtype)
+        return self.cat(x_cat)
+
+    def tokens(self, x_cont: Tensor, e_cat: Tensor, cls: str | None) -> Tensor:
+        parts = []
+        batch = e_cat.shape[0]
+        cls_token = self.cls.expand(batch, 1, -1)
+        if cls == "first":
+            parts.append(cls_token)
+        if self.cont is not None:
+            parts.append(self.cont(x_cont))
+        if self.n_cat:
+            parts.append(e_cat)
+        if cls == "last":
+            parts.append(cls_token)
+        return torch.cat(parts, dim=1)
+
+
+class OneHotInputs(nn.Module):
+    """Flat model input for MLP/ResNet: [x_cont, one-hot(x_cat)] (Gorishniy et al. §3.1).
+
+    ``embed_categorical`` returns the one-hot codes padded to the largest cardinality,
+    (B, n_cat, max_card); ``flat(x_cont, e_cat)`` drops the padding: (B, n_cont + sum(card)).
+    """
+
+    def __init__(self, *, n_cont_features: int, cat_cardinalities: Sequence[int]) -> None:
+        super().__init__()
+        cards = check_features(n_cont_features, cat_cardinalities)
+        self.n_cont = n_cont_features
+        self.d_pad = max(cards, default=1)
+        keep = [i * self.d_pad + j for i, c in enumerate(cards) for j in range(c)]
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.long), persistent=False)
+        self.d_in = n_cont_features + sum(cards)
+
+    def embed_categorical(self, x_cat: Tensor) -> Tensor:
+        return nn.functional.one_hot(x_cat, self.d_pad).to(torch.float32)
+
+    def flat(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
+        onehot = e_cat.reshape(e_cat.shape[0], -1).index_select(1, self.keep)
+        return torch.cat([x_cont, onehot.to(x_cont.dtype)], dim=1)
