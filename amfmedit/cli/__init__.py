@@ -11,6 +11,7 @@ from amfmedit.cli.common import app
 
 # Subcommands register themselves on import (one module per stage).
 from amfmedit.cli import info as _info  # noqa: E402,F401
+from amfmedit.cli import prepare as _prepare  # noqa: E402,F401
 
 
 def _version_callback(value: bool) -> None:

@@ -33,6 +33,18 @@ class Feature:
     # categorical: vocabulary in code order (code i -> categories[i-1]; code 0 = missing/unseen)
     categories: list[str] | None = None
     missing_fraction_train: float = 0.0
+    # how the raw value is read (``amfmedit.data.transform.parse_features``): the raw column
+    # when it differs from ``name`` (DVM ``Engin_size`` -> ``Engine_size``), a unit suffix to
+    # strip before parsing ("6.8L"), and whether text in a continuous column becomes missing
+    # (``coerce``) instead of being an error
+    source: str | None = None
+    strip_suffix: str | None = None
+    coerce: bool = False
+
+    @property
+    def column(self) -> str:
+        """The raw table column this feature is read from."""
+        return self.source or self.name
 
     @property
     def cardinality(self) -> int:

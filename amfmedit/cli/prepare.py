@@ -1,0 +1,115 @@
+"""``amfmedit prepare``: a raw dataset (or a synthetic one) -> a prepared dataset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from amfmedit.cli.common import DataDir, Force, command, console, err_console
+
+SYNTHETIC = "Synthetic cohorts"
+
+
+@command("prepare")
+def prepare(
+    data: Annotated[str, typer.Option("--data", help="Data spec: a name in data_specs/ (ol3i, dvm, synthetic-ol3i, "
+                                                     "synthetic-dvm, ...) or a path to a .toml file.")],
+    raw: Annotated[Optional[Path], typer.Option("--raw", help="Folder (or table file) of the raw dataset, overriding "
+                                                              "the spec; for synthetic data: keep the generated raw "
+                                                              "files in this new folder.")] = None,
+    data_dir: DataDir = None,
+    force: Force = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Output folder name [default: the spec's name].")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Prepared image side in pixels "
+                                                                           "[default: the spec's].")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="Label column, e.g. label_5y for OL3I's 5-year "
+                                                                 "task [default: the spec's].")] = None,
+    split_column: Annotated[Optional[str], typer.Option("--split-column", help="Split column, e.g. set_5y "
+                                                                               "[default: the spec's].")] = None,
+    patients: Annotated[Optional[int], typer.Option("--patients", help="Patients (adverts for DVM) to generate.",
+                                                    rich_help_panel=SYNTHETIC)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Generator seed; the same seed gives the same bytes.",
+                                                rich_help_panel=SYNTHETIC)] = None,
+    features: Annotated[Optional[int], typer.Option("--features", help="OL3I features to generate (the informative "
+                                                                       "ones are always kept) [default: 423].",
+                                                    rich_help_panel=SYNTHETIC)] = None,
+    prevalence: Annotated[Optional[float], typer.Option("--prevalence", help="OL3I 1-year positive rate "
+                                                                             "[default: 0.04].",
+                                                        rich_help_panel=SYNTHETIC)] = None,
+    classes: Annotated[Optional[int], typer.Option("--classes", help="DVM car models to generate before the "
+                                                                     "min_class_count filter.",
+                                                   rich_help_panel=SYNTHETIC)] = None,
+) -> None:
+    """Prepare a dataset: readers for OL3I, DVM and your own table, preprocessing of Appendix A.1."""
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.data.prepare import prepare as run
+    from amfmedit.data.spec import load_spec
+
+    spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
+                           split_column=split_column)
+    synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
+                                         classes=classes).items() if v is not None}
+    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        result = run(spec, raw=raw, data_dir=data_dir, force=force, synthetic=synthetic, progress=progress)
+    _summary(result)
+
+
+def _summary(result) -> None:
+    prov, schema = result.provenance, result.schema
+    binary = schema.task == "binary"
+    table = Table(title=f"{schema.name}: prepared into {result.path}", title_justify="left")
+    table.add_column("split")
+    table.add_column("rows", justify="right")
+    if binary:
+        for c in schema.class_names:
+            table.add_column(f"label {c}", justify="right")
+        table.add_column("positives", justify="right")
+    else:
+        table.add_column("classes present", justify="right")
+        table.add_column("smallest class", justify="right")
+    oracle = (prov.get("synthetic") or {}).get("oracle")
+    if oracle:
+        table.add_column(f"oracle {oracle['metric']}", justify="right")
+    for split, c in prov["counts"].items():
+        counts = list(c["classes"].values())
+        row = [split, str(c["rows"])]
+        if binary:
+            row += [str(v) for v in counts] + [f"{counts[-1] / max(c['rows'], 1):.1%}"]
+        else:
+            present = [v for v in counts if v]
+            row += [str(len(present)), str(min(present) if present else 0)]
+        if oracle:
+            row.append("-" if oracle.get(split) is None else f"{oracle[split]:.3f}")
+        table.add_row(*row)
+    console.print(table)
+    f = prov["features"]
+    c, h, w = prov["image_shape"]
+    lines = [f"features: {f['continuous'] + f['categorical']} ({f['continuous']} continuous, "
+             f"{f['categorical']} categorical)",
+             f"images: {c} x {h} x {w} uint8 ({schema.image.modality}"
+             + (f", window {list(schema.image.window)} HU)" if schema.image.window else ")"),
+             f"classes: {schema.n_classes}"]
+    if prov["rows"]["dropped"]:
+        lines.append("dropped rows: " + ", ".join(f"{k}: {v}" for k, v in prov["rows"]["dropped"].items()))
+    if oracle and oracle.get("tabular_only") is not None:
+        lines.append(f"oracle by modality ({oracle['metric']}, all rows): tabular {oracle['tabular_only']:.3f}, "
+                     f"image {oracle['image_only']:.3f}")
+    syn = prov.get("synthetic")
+    if syn:
+        lines.append(f"informative features: {', '.join(syn['informative_features'])}")
+    for line in lines:
+        console.print(line, highlight=False)
+    for warning in prov.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)

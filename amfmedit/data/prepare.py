@@ -1,0 +1,418 @@
+"""``prepare``: raw dataset (via its spec) -> prepared dataset folder.
+
+The steps are the same for every reader: select features, parse them, drop or reject bad
+rows, code the labels, assign splits, fit statistics on the train split only (Appendix A.1:
+median imputation and z-scores; reference code fits its scaler on all rows, which leaks
+test information), and stream the images through the one transform path into a uint8
+array. The folder is built under a temporary name and renamed when complete, so a failure
+leaves nothing behind and an existing dataset is replaced only with ``force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from amfmedit import __version__
+from amfmedit.data.prepared import MARKER, SPLITS
+from amfmedit.data.readers import READERS, RawCohort, require_columns
+from amfmedit.data.schema import Feature, ImageInfo, Schema
+from amfmedit.data.spec import DataSpec
+from amfmedit.data.transform import (
+    ParsedTable,
+    category_key,
+    encode,
+    fit_features,
+    image_to_uint8,
+    parse_features,
+    sort_categories,
+)
+from amfmedit.errors import UserError
+from amfmedit.io import staging_dir, write_json, write_text
+from amfmedit.paths import data_dir as _data_dir
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+IMAGE_BLOCK_BYTES = 32 << 20  # images are written in blocks of about this size
+
+
+@dataclass
+class PrepareResult:
+    path: Path
+    schema: Schema
+    provenance: dict
+
+
+@dataclass
+class _Assembled:
+    """Rows that survive every check, in output order."""
+
+    ids: np.ndarray  # (N,) str
+    split: np.ndarray  # (N,) str
+    labels: np.ndarray  # (N,) int64
+    class_names: list[str]
+    features: list[Feature]  # fitted, continuous first then categorical
+    x_cont: np.ndarray
+    x_cat: np.ndarray
+    missing: np.ndarray
+    images: object  # image source restricted to the rows
+    dropped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def apply_overrides(spec: DataSpec, *, name=None, image_size=None, label=None, split_column=None) -> DataSpec:
+    """Command-line overrides of a spec (a new object; the spec itself is untouched)."""
+    spec = dataclasses.replace(spec, table=dataclasses.replace(spec.table), image=dataclasses.replace(spec.image))
+    if name is not None:
+        if not name or "/" in name or name.startswith("."):
+            raise UserError(f"--name {name!r}: must be a plain folder name")
+        spec.name = name
+    if image_size is not None:
+        if image_size < 8:
+            raise UserError(f"--image-size {image_size}: must be at least 8 pixels")
+        spec.image.size = [image_size, image_size]
+    if label is not None:
+        spec.table.label = label
+    if split_column is not None:
+        spec.table.split = split_column or None
+    return spec
+
+
+def prepare(
+    spec: DataSpec,
+    *,
+    raw: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    force: bool = False,
+    synthetic: dict | None = None,
+    progress: Progress | None = None,
+) -> PrepareResult:
+    """Prepare the dataset described by ``spec`` into ``<data_dir>/<spec.name>/``.
+
+    ``raw`` overrides the spec's raw folder; for synthetic specs it is where the generated raw
+    files are kept (default: a temporary folder removed afterwards). ``synthetic`` overrides
+    generator options (``patients``, ``seed``, ``features``, ``prevalence``, ``classes``).
+    """
+    final = _data_dir(data_dir) / spec.name
+    if final.exists() and not force:
+        raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one is complete)")
+    progress = progress or (lambda phase, done, total: None)
+    temp_raw: Path | None = None
+    try:
+        generated = None
+        if spec.synthetic is not None:
+            from amfmedit.data.synthetic import generate
+
+            if raw is None:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                temp_raw = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".raw", dir=final.parent))
+                raw_dir = temp_raw
+            else:
+                raw_dir = Path(raw)
+                if raw_dir.exists() and any(raw_dir.iterdir()):
+                    raise UserError(f"--raw {raw_dir}: folder is not empty; for a synthetic cohort --raw is where "
+                                    f"the generated raw files are written, so give a new folder")
+            generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress)
+            spec = dataclasses.replace(spec, descriptions={**generated.descriptions, **spec.descriptions})
+        else:
+            if synthetic:
+                raise UserError(f"--{next(iter(synthetic))}: only synthetic data specs take generator options")
+            raw_text = raw if raw is not None else spec.raw
+            if raw_text is None:
+                raise UserError(f"{spec.path or spec.name}: no raw data location; pass --raw PATH or set 'raw' in the spec")
+            raw_dir = Path(raw_text)
+            if not raw_dir.exists():
+                raise UserError(f"{raw_dir}: raw data not found; pass --raw PATH to the folder holding the dataset files")
+        cohort = READERS[spec.reader](spec, raw_dir)
+        asm = _assemble(spec, cohort, progress)
+        info = ImageInfo(modality=spec.image.modality, channels=spec.channels, height=spec.image.size[0],
+                         width=spec.image.size[1],
+                         window=tuple(spec.image.window) if spec.image.modality == "ct" else None)
+        schema = Schema(
+            name=spec.name,
+            task=spec.task,
+            class_names=asm.class_names,
+            features=asm.features,
+            image=info,
+            id_column=spec.table.id,
+            label_source=spec.table.label,
+            image_column=spec.image.column if spec.image.source == "column" else None,
+            groups=dict(spec.groups),
+        )
+        provenance = _provenance(spec, cohort, asm, raw_dir if temp_raw is None else None)
+        truth = None
+        if generated is not None:
+            truth, oracle = generated.finish(asm.ids, asm.labels, asm.class_names, asm.split, spec.table.label)
+            provenance["synthetic"] = {**generated.record, "oracle": oracle}
+        with staging_dir(final, force=force) as tmp:
+            _write(tmp, spec, schema, asm, provenance, truth, progress)
+        return PrepareResult(final, schema, provenance)
+    finally:
+        if temp_raw is not None:
+            shutil.rmtree(temp_raw, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows, features, labels, splits
+
+
+def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
+    import pandas as pd
+
+    t = spec.table
+    reserved = {t.id, t.label, t.split, spec.image.column} - {None}
+    require_columns(df, t.features, where, "feature column")
+    require_columns(df, t.categorical, where, "categorical column")
+    require_columns(df, list(t.rename) + list(t.strip_suffix) + t.coerce_numeric, where)
+    columns = t.features or [c for c in df.columns if c not in reserved and c not in set(t.exclude)]
+    if not columns:
+        raise UserError(f"{where}: no feature columns left after excluding id, label, split and table.exclude")
+    groups = [(re.compile(rx), g) for rx, g in spec.groups.items()]
+    features = []
+    for col in columns:
+        if col in reserved:
+            raise UserError(f"{where}: column {col!r} is the id, label, split or image column and cannot be a feature")
+        s = df[col]
+        if col in t.categorical:
+            kind = "categorical"
+        elif pd.api.types.is_bool_dtype(s.dtype):
+            kind = "categorical" if "bool" in t.categorical_dtypes else "continuous"
+        elif pd.api.types.is_numeric_dtype(s.dtype) or col in t.strip_suffix or col in t.coerce_numeric:
+            kind = "continuous"
+        else:
+            # a text column is categorical only when most of its values are not numbers: a
+            # numeric column with a few typos must fail loudly, not become a category
+            text = s.dropna().astype("string").str.strip()
+            numeric = pd.to_numeric(text, errors="coerce").notna().mean() if len(text) else 0.0
+            kind = "categorical" if ("string" in t.categorical_dtypes and numeric < 0.5) else "continuous"
+        name = t.rename.get(col, col)
+        features.append(Feature(
+            name=name, kind=kind,
+            group=next((g for rx, g in groups if rx.search(name)), None),
+            description=spec.descriptions.get(name) or spec.descriptions.get(col),
+            source=col if name != col else None,
+            strip_suffix=t.strip_suffix.get(col),
+            coerce=col in t.coerce_numeric,
+        ))
+    names = [f.name for f in features]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"{where}: feature name {dup[0]!r} occurs twice (check table.rename)")
+    for f in features:
+        if f.name in ("id", "split", "label"):
+            raise UserError(f"{where}: feature {f.name!r} clashes with a prepared-table column; rename it (table.rename)")
+    return [f for f in features if f.kind == "continuous"] + [f for f in features if f.kind == "categorical"]
+
+
+def _first(where: str, column: str, ids, mask, what: str, fix: str, values=None) -> UserError:
+    i = int(np.flatnonzero(mask)[0])
+    shown = f" {values[i]!r}" if values is not None else ""
+    return UserError(f"{where}: column {column!r} has {what}{shown} at id {ids[i]!r} "
+                     f"({int(mask.sum())} row{'s' if mask.sum() != 1 else ''}); {fix}")
+
+
+def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembled:
+    t = spec.table
+    df, where = cohort.table, cohort.where
+    require_columns(df, [t.id, t.label] + ([t.split] if t.split else []), where)
+    ids = df[t.id].astype("string").str.strip().to_numpy(dtype=object, na_value=None)
+    if any(i is None for i in ids):
+        raise UserError(f"{where}: column {t.id!r} has an empty id at row {[i is None for i in ids].index(True) + 1}; "
+                        f"every row needs an id")
+    ids = ids.astype(str)
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise UserError(f"{where}: id {uniq[counts > 1][0]!r} occurs {counts[counts > 1][0]} times in column "
+                        f"{t.id!r}; ids must be unique")
+    features = _select_features(spec, df, where)
+    progress("tabular", 0, 1)
+    parsed = parse_features(features, df, where=where, ids=ids)
+    keep = np.ones(len(df), bool)
+    dropped = dict(cohort.dropped)
+
+    if t.drop_missing:
+        miss = parsed.missing.any(axis=1)
+        dropped["missing feature values"] = int(miss.sum())
+        keep &= ~miss
+
+    label_keys = np.array([category_key(v) for v in df[t.label].astype(object)], dtype=object)
+    no_label = np.array([k is None for k in label_keys]) & keep
+    if no_label.any():
+        if t.drop_missing:
+            dropped["missing label"] = int(no_label.sum())
+            keep &= ~no_label
+        else:
+            raise _first(where, t.label, ids, no_label, "a missing (NaN) label", "every row needs a label")
+    if spec.task == "binary" or t.label_values:
+        allowed = t.label_values or ["0", "1"]
+        unknown = keep & np.array([k not in allowed for k in label_keys])
+        if unknown.any():
+            raise _first(where, t.label, ids, unknown, "the unknown label", f"labels must be one of "
+                         f"{', '.join(allowed)} (table.label_values)", values=label_keys)
+        class_names = list(allowed)
+    else:
+        class_names = sort_categories(label_keys[keep])
+    if t.min_class_count:
+        present = label_keys[keep]
+        names, counts = np.unique(present.astype(str), return_counts=True)
+        rare = set(names[counts < t.min_class_count].tolist())
+        small = keep & np.array([k in rare for k in label_keys])
+        dropped[f"class with fewer than {t.min_class_count} rows"] = int(small.sum())
+        keep &= ~small
+        class_names = [c for c in class_names if c not in rare]
+        if len(class_names) < 2:
+            raise UserError(f"{where}: fewer than two classes of {t.label!r} have at least {t.min_class_count} "
+                            f"rows; lower table.min_class_count or use more data")
+
+    present = cohort.images.present()
+    no_image = keep & ~present
+    if no_image.any():
+        if spec.image.missing == "drop":
+            dropped["image file missing"] = int(no_image.sum())
+            keep &= ~no_image
+        else:
+            i = int(np.flatnonzero(no_image)[0])
+            loc = getattr(cohort.images, "paths", None)
+            shown = str(loc[i]) if loc is not None else f"{cohort.images.path.name} has no dataset {ids[i]!r}"
+            raise UserError(f"{where}: id {ids[i]!r} has no image ({shown}; {int(no_image.sum())} ids without "
+                            f"images); add the images or remove the rows")
+    unmatched = cohort.images.unmatched()
+    if unmatched:
+        raise UserError(f"{cohort.images.path.name}: image {unmatched[0]!r} has no row in {where} "
+                        f"({len(unmatched)} such images); remove them or add the rows")
+
+    rows = np.flatnonzero(keep)
+    if len(rows) == 0:
+        raise UserError(f"{where}: no rows left after filtering ({dropped}); check the spec and the files")
+    label_index = {c: i for i, c in enumerate(class_names)}
+    labels = np.array([label_index[k] for k in label_keys[rows]], dtype=np.int64)
+    split = _splits(spec, df, ids, rows, labels, where)
+    for s in SPLITS:
+        if not (split == s).any():
+            counts_text = ", ".join(f"{x} {int((split == x).sum())}" for x in SPLITS)
+            raise UserError(f"{where}: split {s!r} is empty ({counts_text}); every split needs rows "
+                            f"(fix the split column or split.fractions)")
+    warnings = []
+    if spec.task == "binary":
+        for s in SPLITS:
+            if len(np.unique(labels[split == s])) < 2:
+                warnings.append(f"split {s!r} has only one class; AUC is undefined on it")
+
+    sub = ParsedTable(cont=parsed.cont[rows], cat=parsed.cat[rows])
+    fitted = fit_features(features, sub, split == "train", where=where)
+    x_cont, x_cat, missing = encode(fitted, sub)
+    progress("tabular", 1, 1)
+    return _Assembled(ids=ids[rows], split=split, labels=labels, class_names=class_names, features=fitted,
+                      x_cont=x_cont, x_cat=x_cat, missing=missing, images=cohort.images.take(rows),
+                      dropped={k: v for k, v in dropped.items() if v}, warnings=warnings)
+
+
+def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
+    t = spec.table
+    if t.split:
+        raw = df[t.split].astype("string").str.strip().str.lower().to_numpy(dtype=object, na_value=None)[rows]
+        bad = np.array([v not in SPLITS for v in raw])
+        if bad.any():
+            shown = df[t.split].astype(object).to_numpy()[rows]
+            raise _first(where, t.split, ids[rows], bad, "the split value", "allowed values are train, val, test",
+                         values=shown)
+        return raw.astype(str)
+    from sklearn.model_selection import train_test_split
+
+    # Two-stage split as the reference DVM preparation: test first, then val from the rest.
+    f_train, f_val, f_test = spec.split.fractions
+    idx = np.arange(len(rows))
+    strat = labels if spec.split.stratify else None
+    try:
+        rest, test = train_test_split(idx, test_size=f_test, random_state=spec.split.seed, stratify=strat)
+        train, val = train_test_split(rest, test_size=f_val / (f_train + f_val), random_state=spec.split.seed,
+                                      stratify=None if strat is None else labels[rest])
+    except ValueError as exc:
+        raise UserError(f"{where}: cannot split {len(rows)} rows with fractions {spec.split.fractions} ({exc}); "
+                        f"use more rows or set split.stratify = false") from None
+    out = np.empty(len(rows), dtype=object)
+    out[train], out[val], out[test] = "train", "val", "test"
+    return out.astype(str)
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Path | None) -> dict:
+    counts = {}
+    for s in SPLITS:
+        lab = asm.labels[asm.split == s]
+        counts[s] = {"rows": int(len(lab)),
+                     "classes": {c: int((lab == i).sum()) for i, c in enumerate(asm.class_names)}}
+    sources = dict(cohort.sources)
+    images = asm.images
+    if hasattr(images, "total_bytes"):
+        sources["image files"] = images.total_bytes()
+    return {
+        "name": spec.name,
+        "amfmedit": __version__,
+        "spec_file": spec.path,
+        "spec": spec.to_dict(),
+        "raw": str(Path(raw_dir).resolve()) if raw_dir is not None else None,
+        "sources": sources,
+        "rows": {"read": int(len(cohort.table)) + sum(cohort.dropped.values()), "kept": int(len(asm.ids)),
+                 "dropped": asm.dropped},
+        "counts": counts,
+        "features": {"continuous": sum(f.kind == "continuous" for f in asm.features),
+                     "categorical": sum(f.kind == "categorical" for f in asm.features)},
+        "image_shape": [spec.channels, *spec.image.size],
+        "warnings": asm.warnings,
+    }
+
+
+def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenance: dict, truth,
+           progress: Progress) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"id": pa.array(asm.ids.tolist(), pa.string()), "split": pa.array(asm.split.tolist(), pa.string()),
+               "label": pa.array(asm.labels, pa.int64())}
+    names = schema.feature_names
+    for j, name in enumerate(names[: schema.n_cont]):
+        columns[name] = pa.array(asm.x_cont[:, j], pa.float32())
+    for j, name in enumerate(names[schema.n_cont:]):
+        columns[name] = pa.array(asm.x_cat[:, j], pa.int64())
+    pq.write_table(pa.table(columns), tmp / "tabular.parquet")
+    np.save(tmp / "missing.npy", asm.missing)
+    _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress)
+    if truth is not None:
+        pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
+    schema.save(tmp / "schema.json")
+    write_json(tmp / "provenance.json", provenance)
+    write_text(tmp / MARKER, f"amfmedit {__version__}\n")
+
+
+def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress) -> None:
+    """Stream images into ``images.npy`` block by block: never the whole stack in memory."""
+    n = len(images)
+    shape = (info.channels, info.height, info.width)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *shape))
+    header = mm.offset  # the header is written and the file sized; rows follow at this offset
+    del mm
+    row_bytes = int(np.prod(shape))
+    block = max(1, IMAGE_BLOCK_BYTES // row_bytes)
+    buf = np.empty((block, *shape), dtype=np.uint8)
+    raw_size = spec.image.raw_size or None
+    with open(path, "r+b") as fh:
+        fh.seek(header)
+        k = 0
+        for i, (arr, where) in enumerate(images):
+            buf[k] = image_to_uint8(arr, info, where=where, raw_size=raw_size)
+            k += 1
+            if k == block or i == n - 1:
+                fh.write(memoryview(buf[:k]).cast("B"))
+                k = 0
+                progress("images", i + 1, n)
+    progress("images", n, n)

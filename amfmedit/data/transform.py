@@ -1,0 +1,348 @@
+"""The one transform path from raw rows and raw images to model input.
+
+``prepare`` fits statistics on the train split and then calls these functions on every row;
+``predict`` calls the same functions on new patients with the statistics from
+``schema.json``, so a new row is transformed exactly as the training rows were.
+
+Tabular (Appendix A.1): continuous features are median-imputed and z-scored with train-split
+statistics; categorical features become integer codes (0 = missing or unseen, ``i`` =
+``categories[i - 1]``); a boolean mask records what was missing before imputation.
+
+Images: CT slices are windowed, ``pixel = clip((HU - low) / (high - low), 0, 1)`` (default
+window [-125, 275] HU), RGB/gray photos are scaled to [0, 1]; both are resized with
+antialiased bilinear interpolation and stored as ``round(pixel * 255)`` in uint8.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from amfmedit.data.schema import Feature, ImageInfo, Schema
+from amfmedit.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# tabular
+
+
+def category_key(value) -> str | None:
+    """Canonical text of a categorical value; ``None`` when missing.
+
+    Integral numbers print without a decimal point so that ``1``, ``1.0`` and ``"1"`` (the same
+    value read from CSVs with and without missing entries) are one category.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _category_keys(column) -> np.ndarray:
+    """(n,) object array of :func:`category_key` values for a pandas Series."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return np.array([category_key(v) if not pd.isna(v) else None for v in column], dtype=object)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        arr = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        out = np.empty(len(arr), dtype=object)
+        finite = ~np.isnan(arr)
+        integral = finite & (np.mod(arr, 1.0) == 0)
+        out[:] = None
+        out[integral] = arr[integral].astype(np.int64).astype(str)
+        other = finite & ~integral
+        out[other] = [repr(float(v)) for v in arr[other]]
+        return out
+    return np.array([None if pd.isna(v) else category_key(v) for v in column], dtype=object)
+
+
+def sort_categories(keys) -> list[str]:
+    """Vocabulary order: numbers numerically, then text alphabetically."""
+
+    def order(k: str):
+        try:
+            return (0, float(k), k)
+        except ValueError:
+            return (1, 0.0, k)
+
+    return sorted(set(keys), key=order)
+
+
+@dataclass
+class ParsedTable:
+    """Raw feature values parsed but not yet imputed or scaled (one row per sample)."""
+
+    cont: np.ndarray  # (N, n_cont) float64, NaN where missing
+    cat: np.ndarray  # (N, n_cat) object, canonical text or None where missing
+
+    @property
+    def missing(self) -> np.ndarray:
+        """(N, n_cont + n_cat) bool in ``feature_names`` order."""
+        cat_missing = np.vectorize(lambda v: v is None, otypes=[bool])(self.cat) if self.cat.size else \
+            np.zeros(self.cat.shape, bool)
+        return np.concatenate([np.isnan(self.cont), cat_missing], axis=1)
+
+
+def _numeric_column(feature: Feature, column, *, where: str, ids) -> np.ndarray:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return column.astype("float64").to_numpy(na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = column.astype("string").str.strip()
+    if feature.strip_suffix:
+        text = text.str.removesuffix(feature.strip_suffix).str.strip()
+    text = text.mask(text == "")
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(values) & text.notna().to_numpy()
+    if bad.any() and not feature.coerce:
+        i = int(np.flatnonzero(bad)[0])
+        row = f"id {ids[i]!r}" if ids is not None else f"row {i + 1}"
+        raise UserError(
+            f"{where}: column {feature.column!r} is numeric but has text {str(text.iloc[i])!r} at {row} "
+            f"({int(bad.sum())} such values); fix the table, list the column as categorical, "
+            f"or add it to table.coerce_numeric to treat text as missing"
+        )
+    return values
+
+
+def parse_features(features: Sequence[Feature], df, *, where: str = "table", ids=None) -> ParsedTable:
+    """Read the raw values of ``features`` from ``df`` (a pandas DataFrame).
+
+    ``where`` names the source in error messages (a file name); ``ids`` (optional) name rows.
+    """
+    cont = [f for f in features if f.kind == "continuous"]
+    cat = [f for f in features if f.kind == "categorical"]
+    absent = [f.column for f in list(cont) + list(cat) if f.column not in df.columns]
+    if absent:
+        from amfmedit.errors import close_matches
+
+        hint = close_matches(absent[0], [str(c) for c in df.columns])
+        raise UserError(
+            f"{where}: missing column {absent[0]!r}"
+            + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+            + (f"; did you mean {hint}?" if hint else "; add it to the table or fix the spec")
+        )
+    n = len(df)
+    cont_arr = np.empty((n, len(cont)), dtype=np.float64)
+    for j, f in enumerate(cont):
+        cont_arr[:, j] = _numeric_column(f, df[f.column], where=where, ids=ids)
+    cat_arr = np.empty((n, len(cat)), dtype=object)
+    for j, f in enumerate(cat):
+        keys = _category_keys(df[f.column])
+        if f.strip_suffix:
+            keys = np.array([k.removesuffix(f.strip_suffix).strip() or None if k else None for k in keys], object)
+        cat_arr[:, j] = keys
+    return ParsedTable(cont=cont_arr, cat=cat_arr)
+
+
+def fit_features(features: Sequence[Feature], parsed: ParsedTable, train: np.ndarray, *, where: str) -> list[Feature]:
+    """Statistics from the train rows only: medians, means and stds, category vocabularies.
+
+    ``train`` is a (N,) bool mask. The mean and std are those of the median-imputed train
+    values (as an imputer followed by a standard scaler), so train rows end with mean 0 and
+    std 1 exactly. A constant column keeps std 1 instead of dividing by zero.
+    """
+    cont = [f for f in features if f.kind == "continuous"]
+    cat = [f for f in features if f.kind == "categorical"]
+    fitted: list[Feature] = []
+    x = parsed.cont[train]
+    for j, f in enumerate(cont):
+        col = x[:, j]
+        miss = np.isnan(col)
+        if miss.all():
+            raise UserError(
+                f"{where}: column {f.column!r} has no values in the train split; exclude it in the spec "
+                f"(table.exclude) or fill it in"
+            )
+        median = float(np.median(col[~miss]))
+        filled = np.where(miss, median, col)
+        mean = float(filled.mean())
+        std = float(filled.std())
+        fitted.append(replace(f, median=median, mean=mean, std=std if std > 1e-12 else 1.0,
+                              missing_fraction_train=float(miss.mean())))
+    c = parsed.cat[train]
+    for j, f in enumerate(cat):
+        col = c[:, j]
+        present = [k for k in col if k is not None]
+        fitted.append(replace(f, categories=sort_categories(present),
+                              missing_fraction_train=float(1 - len(present) / max(len(col), 1))))
+    return fitted
+
+
+def encode(features: Sequence[Feature], parsed: ParsedTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply fitted statistics: ``(x_cont (N, n_cont) float32, x_cat (N, n_cat) int64, missing (N, F) bool)``."""
+    import pandas as pd
+
+    cont = [f for f in features if f.kind == "continuous"]
+    cat = [f for f in features if f.kind == "categorical"]
+    n = parsed.cont.shape[0]
+    if cont:
+        median = np.array([f.median for f in cont])
+        mean = np.array([f.mean for f in cont])
+        std = np.array([f.std for f in cont])
+        filled = np.where(np.isnan(parsed.cont), median, parsed.cont)
+        x_cont = ((filled - mean) / std).astype(np.float32)
+    else:
+        x_cont = np.zeros((n, 0), np.float32)
+    x_cat = np.zeros((n, len(cat)), np.int64)
+    for j, f in enumerate(cat):
+        codes = pd.Categorical(parsed.cat[:, j], categories=f.categories or []).codes
+        x_cat[:, j] = codes.astype(np.int64) + 1  # -1 (missing or unseen) -> 0
+    return x_cont, x_cat, parsed.missing
+
+
+def transform_table(schema: Schema, df, *, where: str = "table") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw rows -> model input, exactly as ``prepare`` transformed the training rows.
+
+    Returns ``x_cont`` (N, n_cont) float32, ``x_cat`` (N, n_cat) int64 and ``missing`` (N, F)
+    bool, columns in ``schema.feature_names`` order.
+    """
+    ordered = schema.continuous + schema.categorical
+    ids = df[schema.id_column].astype(str).to_numpy() if schema.id_column in df.columns else None
+    return encode(ordered, parse_features(ordered, df, where=where, ids=ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".npy", ".dcm", ".dicom"}
+
+
+def window_ct(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """HU -> [0, 1]: ``clip((HU - low) / (high - low), 0, 1)`` as float32 (Appendix A.1)."""
+    low, high = float(window[0]), float(window[1])
+    x = np.asarray(hu, dtype=np.float32) - np.float32(low)
+    x *= np.float32(1.0 / (high - low))
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
+def to_uint8(x01: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8 ``round(x * 255)``."""
+    y = np.multiply(x01, np.float32(255.0), dtype=np.float32)
+    np.rint(y, out=y)
+    np.clip(y, 0, 255, out=y)
+    return y.astype(np.uint8)
+
+
+def resize01(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1] -> (C, h, w), antialiased bilinear; unchanged when sizes agree."""
+    h, w = int(size[0]), int(size[1])
+    if x.shape[1:] == (h, w):
+        return x
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    out = F.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+    return out.clamp_(0.0, 1.0).numpy()
+
+
+def _as_channels(arr: np.ndarray, info: ImageInfo, where: str) -> np.ndarray:
+    """Raw array -> (C, H, W) float32 in [0, 1] for ``info.modality``; wrong shapes are errors."""
+    if info.modality == "ct":
+        a = arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr
+        if a.ndim != 2:
+            raise UserError(f"{where}: a CT slice must be 2-D (H, W), got shape {arr.shape}; store one slice per image")
+        return window_ct(a, info.window)[None]
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise UserError(f"{where}: expected an image (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4, "
+                        f"got shape {arr.shape}; fix the file")
+    if arr.dtype == np.uint8:
+        x = arr.astype(np.float32) / np.float32(255.0)
+    elif arr.dtype == np.uint16:
+        x = arr.astype(np.float32) / np.float32(65535.0)
+    else:
+        x = arr.astype(np.float32)
+        if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1):
+            raise UserError(f"{where}: float pixel values must lie in [0, 1], got [{np.nanmin(x):.3g}, "
+                            f"{np.nanmax(x):.3g}]; store uint8 or scale the array")
+    x = x[:, :, :3]
+    if info.channels == 1 and x.shape[-1] == 3:
+        x = x @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
+        x = x[:, :, None]
+    elif info.channels == 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(x, -1, 0))
+
+
+def image_to_uint8(arr: np.ndarray, info: ImageInfo, *, where: str = "image",
+                   raw_size: Sequence[int] | None = None) -> np.ndarray:
+    """A raw image (HU for CT, pixels otherwise) -> uint8 (C, H, W) at ``info``'s size."""
+    if raw_size and tuple(arr.shape[-2:] if info.modality == "ct" else arr.shape[:2]) != tuple(raw_size):
+        raise UserError(f"{where}: image shape {tuple(arr.shape)} differs from the expected raw size "
+                        f"{list(raw_size)} (image.raw_size); fix or remove the image")
+    x = _as_channels(arr, info, where)
+    if not np.isfinite(x).all():
+        raise UserError(f"{where}: image has NaN or infinite values; fix the file")
+    return to_uint8(resize01(x, (info.height, info.width)))
+
+
+def read_dicom_hu(path: str | Path) -> np.ndarray:
+    """A CT DICOM file -> HU (float32, (H, W)) through RescaleSlope and RescaleIntercept."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        stored = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        raise UserError(f"{path}: cannot read this DICOM file ({type(exc).__name__}: {exc}); "
+                        f"check the file or install the decoder it needs") from None
+    absent = [t for t in ("RescaleSlope", "RescaleIntercept") if t not in ds]
+    if absent:
+        raise UserError(f"{path}: DICOM has no {' / '.join(absent)} tag, so stored values cannot be "
+                        f"converted to HU; export the series with rescale tags (or as .npy in HU)")
+    return stored.astype(np.float32) * np.float32(float(ds.RescaleSlope)) + np.float32(float(ds.RescaleIntercept))
+
+
+def read_image_file(path: str | Path, modality: str) -> np.ndarray:
+    """Raw array from a PNG/JPG, ``.npy`` or DICOM file (HU for CT, pixels otherwise)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise UserError(f"{path}: image file not found; fix the path in the table")
+    if suffix in (".dcm", ".dicom"):
+        if modality != "ct":
+            raise UserError(f"{path}: DICOM images are read as CT (HU); set image.modality = 'ct' with a window")
+        return read_dicom_hu(path)
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"{path}: cannot read this .npy file ({exc}); re-save it with numpy.save") from None
+    if suffix in (".png", ".jpg", ".jpeg"):
+        if modality == "ct":
+            raise UserError(f"{path}: PNG/JPG files hold no HU values; use DICOM or .npy in HU for CT, "
+                            f"or set image.modality = 'gray'")
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                if im.mode in ("I;16", "I;16B", "I;16L"):
+                    return np.asarray(im, dtype=np.uint16)
+                return np.asarray(im.convert("RGB" if modality == "rgb" else "L"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"{path}: cannot read this image ({exc}); fix or replace the file") from None
+    raise UserError(f"{path}: unsupported image type {suffix!r}; use PNG, JPG, NPY or DICOM")
+
+
+def load_image(path: str | Path, info: ImageInfo) -> np.ndarray:
+    """One image file -> uint8 (C, H, W), exactly as ``prepare`` stored training images."""
+    return image_to_uint8(read_image_file(path, info.modality), info, where=str(path))
