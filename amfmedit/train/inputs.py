@@ -61,7 +61,7 @@ class ImageBank:
         self._memmap = images
         self._tensor: torch.Tensor | None = None
         if self.residency in ("device", "host"):
-            host = torch.from_numpy(np.ascontiguousarray(images))
+            host = torch.from_numpy(np.array(images, copy=True, order="C"))  # read once from the memmap
             self._tensor = host.to(device) if self.residency == "device" else host
 
     def __len__(self) -> int:

@@ -1,0 +1,232 @@
+"""The fine-tuning recipe (Appendix A.3), shared by ``rconf`` probes, ``finetune`` and the baselines.
+
+Adam at a constant learning rate chosen from {1e-2, 1e-3, 1e-4} on the validation metric
+with the first seed (2022); weighted cross-entropy (α = 0.1 / 2) and class-balanced sampling
+(×0.5 / ×5) for binary tasks, plain cross-entropy for multiclass ones; λ1 = λ2 = 5 on AMF's
+auxiliary losses (eq. 14); early stopping after 10 epochs without a validation improvement
+larger than 0.0002; the best validation epoch is kept (``best.pt``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from amfmedit.errors import UserError
+from amfmedit.io import read_json, write_json
+from amfmedit.stages.common import (
+    BINARY_ALPHA,
+    BINARY_CLASS_WEIGHTS,
+    FINETUNE_LRS,
+    ProgressFactory,
+    jsonable,
+)
+from amfmedit.train import rundir, seeding
+from amfmedit.train.augment import preset
+from amfmedit.train.checkpoint import BEST, LAST
+from amfmedit.train.engine import FitConfig, FitResult, fit
+from amfmedit.train.inputs import DeviceData
+from amfmedit.train.metrics import headline_metric
+from amfmedit.train.runtime import Runtime
+from amfmedit.train.tasks import ClassificationTask
+
+
+@dataclass
+class Recipe:
+    """How a classifier is trained (Appendix A.3 defaults)."""
+
+    epochs: int = 500
+    batch_size: int = 128  # the reference fine-tuning batch
+    lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
+    lrs: tuple[float, ...] = FINETUNE_LRS
+    weight_decay: float = 0.0
+    patience: int = 10
+    min_delta: float = 2e-4
+    sampler_weights: tuple[float, ...] | None = None  # None: (0.5, 5) for binary tasks, none otherwise
+    loss_weights: tuple[float, ...] | None = None  # None: α = (0.1, 2) for binary tasks, CE otherwise
+    lambda_leakage: float = 5.0
+    lambda_density: float = 5.0
+    augment_rate: float | None = None  # None: 0.95 with a tabular input beside the image, 0.8 image only
+
+    def validate(self) -> None:
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr {self.lr}: the learning rate must be positive")
+        if any(not lr > 0 for lr in self.lrs) or not self.lrs:
+            raise UserError(f"--lrs {list(self.lrs)}: learning rates must be positive")
+        if self.augment_rate is not None and not 0 <= self.augment_rate <= 1:
+            raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
+        if self.patience < 1:
+            raise UserError(f"--patience {self.patience}: must be at least 1")
+
+    def resolved(self, task_kind: str, n_classes: int) -> "Recipe":
+        """Fill the task-dependent defaults; check weight vectors against the number of classes."""
+        from dataclasses import replace
+
+        binary = task_kind == "binary"
+        sw = self.sampler_weights if self.sampler_weights is not None else (BINARY_CLASS_WEIGHTS if binary else ())
+        lw = self.loss_weights if self.loss_weights is not None else (BINARY_ALPHA if binary else ())
+        for name, w in (("--sampler-weights", sw), ("--loss-weights", lw)):
+            if w and len(w) != n_classes:
+                raise UserError(f"{name} {','.join(map(str, w))}: need one weight per class ({n_classes})")
+            if w and (min(w) < 0 or max(w) <= 0):
+                raise UserError(f"{name} {','.join(map(str, w))}: weights must be >= 0 with one positive")
+        return replace(self, sampler_weights=tuple(sw), loss_weights=tuple(lw))
+
+
+def make_loss(recipe: Recipe) -> Callable:
+    """``(logits, labels, aux) -> loss``: eq. 12 or 13 plus λ-weighted auxiliary losses (eq. 14)."""
+    from amfmedit.models.losses import ce_loss, finetune_loss, weighted_ce_loss
+
+    weights = recipe.loss_weights
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, aux: dict) -> torch.Tensor:
+        cls = weighted_ce_loss(logits, labels, weights) if weights else ce_loss(logits, labels)
+        return finetune_loss(cls, aux, recipe.lambda_leakage, recipe.lambda_density)
+
+    return loss
+
+
+def augment_for(use_image: bool, use_tabular: bool, channels: int, recipe: Recipe):
+    if not use_image:
+        return None
+    # NOTE[paper]: the reference augments multimodal fine-tuning with rate 0.95 (its
+    # augmentation_rate) and image-only training with 0.8 (eval_train_augment_rate).
+    rate = recipe.augment_rate if recipe.augment_rate is not None else (0.95 if use_tabular else 0.8)
+    return preset("finetune", channels).with_rate(rate)
+
+
+@dataclass
+class Trained:
+    """One finished training of a classifier."""
+
+    out_dir: Path
+    lr: float
+    seed: int
+    best_val: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def train_one(
+    build: Callable[[], nn.Module],
+    *,
+    dataset,
+    data: DeviceData,
+    recipe: Recipe,
+    lr: float,
+    seed: int,
+    use_image: bool,
+    use_tabular: bool,
+    out_dir: Path,
+    rt: Runtime,
+    resume: bool,
+    progress: ProgressFactory,
+    title: str,
+    extra_config: dict,
+) -> Trained:
+    """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
+    from amfmedit.models import model_config
+
+    schema = dataset.schema
+    seeding.seed_everything(seed, 0, 0, 7)  # head / fusion initialisation depends on the seed only
+    model = build()
+    metric = headline_metric(schema.task)
+    task = ClassificationTask(
+        model=model,
+        loss=make_loss(recipe),
+        data=data,
+        use_image=use_image,
+        augment=augment_for(use_image, use_tabular, schema.image.channels, recipe),
+        channels_last=rt.channels_last,
+        eval_batch_size=max(recipe.batch_size, 2),
+        spec=model_config(model),
+        n_classes=schema.n_classes,
+    )
+    cfg = FitConfig(
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=lr,
+        weight_decay=recipe.weight_decay,
+        optimizer="adam",
+        # NOTE[paper]: Appendix A.3 names no schedule for fine-tuning and the reference code
+        # returns the optimizer without its scheduler, i.e. a constant learning rate.
+        schedule="constant",
+        warmup_epochs=0,
+        monitor=f"val_{metric}",
+        mode="max",
+        patience=recipe.patience,
+        min_delta=recipe.min_delta,
+        seed=seed,
+        class_weights=list(recipe.sampler_weights) or None,
+    )
+    res: FitResult = fit(
+        task, cfg, rt, out_dir, resume=resume, progress=progress(title, f"val_{metric}"),
+        extra_config={**extra_config, "recipe": jsonable(recipe), "lr": lr, "seed": seed},
+    )
+    return Trained(out_dir, lr, seed, res.best_metric, res.best_epoch, res.epochs_run, res.history)
+
+
+def _fmt_lr(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+def select_lr(
+    train: Callable[[float, Path, bool], Trained],
+    *,
+    search_dir: Path,
+    lrs: tuple[float, ...],
+    rt: Runtime,
+    resume: bool,
+) -> tuple[float, Trained, dict]:
+    """Train once per learning rate in ``search_dir/lr<lr>/`` and pick the best validation metric.
+
+    ``train(lr, out_dir, resume)`` trains one model. Finished sub-runs are reused (their
+    ``COMPLETE`` marker holds the result), unfinished ones continue with ``resume``.
+    Returns the chosen learning rate, its training and the selection record.
+    """
+    results: dict[float, Trained] = {}
+    for lr in lrs:
+        sub = search_dir / _fmt_lr(lr)
+        done = sub / rundir.MARKER
+        if done.is_file():
+            rec = read_json(done)
+            results[lr] = Trained(sub, lr, int(rec["seed"]), float(rec["best_val"]), int(rec["best_epoch"]),
+                                  int(rec["epochs_run"]))
+            continue
+        has_ckpt = (sub / LAST).is_file()
+        if rt.is_main:
+            if sub.exists() and not (resume and has_ckpt):
+                rundir.remove_tree(sub)
+            sub.mkdir(parents=True, exist_ok=True)
+        rt.barrier()
+        trained = train(lr, sub, resume and has_ckpt)
+        if rt.is_main:
+            rundir.mark_complete(sub, {"seed": trained.seed, "lr": lr, "best_val": trained.best_val,
+                                       "best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
+        rt.barrier()
+        results[lr] = trained
+    finite = {lr: t for lr, t in results.items() if math.isfinite(t.best_val)}
+    if not finite:
+        raise UserError(f"{search_dir}: no learning rate gave a finite validation metric; check the validation split "
+                        "has both classes")
+    # Ties go to the earlier (larger) learning rate in the listed order.
+    best_lr = max(finite, key=lambda lr: (finite[lr].best_val, -list(lrs).index(lr)))
+    record = {"chosen_lr": best_lr, "val": {f"{lr:g}": results[lr].best_val for lr in lrs}}
+    if rt.is_main:
+        write_json(search_dir / "selection.json", record)
+    return best_lr, results[best_lr], record
+
+
+def best_model(stage_dir: Path):
+    """The model of a finished training at its best validation epoch (``best.pt``)."""
+    from amfmedit.models import from_checkpoint
+    from amfmedit.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(stage_dir / BEST, hint=f"run the training of {stage_dir.name} again with --force")
+    return from_checkpoint(ckpt["model"]), ckpt

@@ -1,0 +1,322 @@
+"""``finetune``: the downstream classifier (§4.2.3) and the supervised baselines (Tables 1-2).
+
+Multimodal: the pretrained encoders + a fusion module (concatenation, cross-attention or
+AMF), strategy "frozen" (encoder weights AND BatchNorm statistics fixed) or "trainable".
+AMF needs R_conf: ``rconf`` (from ``amfmedit rconf``) or a value given by the user.
+Supervised baselines (``fusion="none"``): the tabular encoder alone or ResNet-50 alone,
+trained from scratch. Every combination runs once per seed (default 2022-2026); the
+learning rate, unless given, is chosen from {1e-2, 1e-3, 1e-4} on validation with the first
+seed. Writes ``finetune-<fusion>-<strategy>-seed<N>/`` or ``supervised-<modality>-seed<N>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from amfmedit.errors import UserError
+from amfmedit.io import read_json
+from amfmedit.stages.classify import Recipe, Trained, select_lr, train_one
+from amfmedit.stages.common import (
+    PAPER_SEEDS,
+    ProgressFactory,
+    RunOptions,
+    check_choice,
+    load_dataset,
+    no_progress,
+    runtime_for,
+    write_stage_config,
+)
+from amfmedit.train import rundir
+
+FUSION_CHOICES = ("concat", "cross_attention", "amf", "none")
+STRATEGY_CHOICES = ("frozen", "trainable")
+MODALITY_CHOICES = ("image", "tabular")
+STAGE_RE = re.compile(r"^(?:finetune-(?P<fusion>[a-z_]+)-(?P<strategy>frozen|trainable)|supervised-(?P<modality>image|tabular))"
+                      r"-seed(?P<seed>\d+)$")
+
+
+@dataclass
+class FinetuneConfig:
+    """One fusion x strategy (or one supervised baseline), over seeds."""
+
+    fusion: str = "amf"
+    strategy: str = "trainable"
+    modality: str | None = None  # fusion "none": the baseline's input, image or tabular
+    rconf: float | None = None  # AMF: None reads <run>/rconf/rconf.json
+    d_out: int = 2048  # AMF's D_out (the reference's classify_dim)
+    seeds: tuple[int, ...] = PAPER_SEEDS
+    recipe: Recipe = field(default_factory=Recipe)
+    # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
+    tabular_encoder: str | None = None
+    tabular_dim: int | None = None
+    image_arch: str | None = None
+
+    def validate(self) -> None:
+        check_choice(self.fusion, FUSION_CHOICES, "--fusion")
+        check_choice(self.strategy, STRATEGY_CHOICES, "--strategy")
+        if self.fusion == "none":
+            if self.modality is None:
+                raise UserError("--fusion none trains a supervised baseline: add --modality image or --modality tabular")
+            check_choice(self.modality, MODALITY_CHOICES, "--modality")
+            if self.strategy == "frozen":
+                raise UserError("--fusion none --strategy frozen: a supervised baseline is trained from scratch; "
+                                "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
+        elif self.modality is not None:
+            raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
+        if self.rconf is not None and not self.rconf > 0:
+            raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be positive")
+        if not self.seeds:
+            raise UserError("--seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
+        self.recipe.validate()
+
+    @property
+    def prefix(self) -> str:
+        if self.fusion == "none":
+            return f"supervised-{self.modality}"
+        return f"finetune-{self.fusion}-{self.strategy}"
+
+    def stage(self, seed: int) -> str:
+        return f"{self.prefix}-seed{seed}"
+
+
+@dataclass
+class FinetuneResult:
+    run: str
+    prefix: str
+    lr: float
+    seeds: list[Trained]
+    r_conf: float | None = None
+    metric: str = "auc"
+
+
+def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, r_conf: float | None):
+    """A function building a fresh model (pretrained weights reloaded each call)."""
+    from amfmedit.models import (
+        ImageEncoder,
+        ImageTabularClassifier,
+        UnimodalClassifier,
+        build_fusion,
+        build_tabular_encoder,
+        from_checkpoint,
+        model_config,
+    )
+    from amfmedit.stages.pretrain import PretrainConfig, load_pretrained, tabular_kwargs
+
+    if cfg.fusion == "none":
+        pcfg = PretrainConfig()
+        if run.is_complete("pretrain"):
+            _, pcfg = load_pretrained(run)
+        if cfg.tabular_encoder is not None:
+            pcfg = replace(pcfg, tabular_encoder=cfg.tabular_encoder, tabular_dim=cfg.tabular_dim)
+        if cfg.image_arch is not None:
+            pcfg = replace(pcfg, image_arch=cfg.image_arch)
+        pcfg.validate()
+
+        def build_supervised():
+            if cfg.modality == "image":
+                enc = ImageEncoder(arch=pcfg.image_arch, in_channels=schema.image.channels)
+            else:
+                enc = build_tabular_encoder(pcfg.tabular_encoder, n_cont_features=schema.n_cont,
+                                            cat_cardinalities=schema.cardinalities, **tabular_kwargs(pcfg))
+            return UnimodalClassifier(enc, n_classes=schema.n_classes, modality=cfg.modality, strategy="trainable")
+
+        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+
+    pretrained, pcfg = load_pretrained(run)
+    spec, state = model_config(pretrained), pretrained.state_dict()
+
+    def build_multimodal():
+        pm = from_checkpoint({**spec, "state_dict": state})
+        img, tab = pm.image_encoder, pm.tabular_encoder
+        kw = dict(d_img=img.d_out, d_tab=tab.d_out, n_classes=schema.n_classes)
+        if cfg.fusion == "amf":
+            kw.update(r_conf=r_conf, d_out=cfg.d_out)
+        return ImageTabularClassifier(img, tab, build_fusion(cfg.fusion, **kw), strategy=cfg.strategy)
+
+    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+
+
+def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float | None:
+    from amfmedit.stages.rconf import read_rconf
+
+    if cfg.fusion != "amf":
+        return None
+    if cfg.rconf is not None:
+        return float(cfg.rconf)
+    value = read_rconf(run)
+    if value is None:
+        raise UserError(
+            f"--fusion amf needs R_conf and run {run.name} has no finished rconf/ stage; "
+            "run `amfmedit rconf` first or pass --rconf VALUE"
+        )
+    return value
+
+
+def finetune(
+    cfg: FinetuneConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress, data=None
+) -> FinetuneResult:
+    """Train ``cfg``'s model once per seed in the run (``opts.run`` or the latest).
+
+    Finished seed folders are refused without ``force`` (replaced with it); with ``resume``
+    they are kept and unfinished ones continue. ``data`` may pass an already loaded
+    ``(dataset, DeviceData)`` to share between calls.
+    """
+    from amfmedit.train.inputs import DeviceData
+
+    cfg.validate()
+    rt = runtime_for(opts)
+    run = rundir.open_run(opts.runs_dir, opts.run)
+    if cfg.fusion != "none":
+        rundir.require_stage(run, "pretrain", f"amfmedit pretrain --data {run.data}")
+    r_conf = resolve_rconf(cfg, run)
+    if data is None:
+        ds = load_dataset(run, opts)
+        dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
+    else:
+        ds, dd = data
+    schema = ds.schema
+    recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
+    build, encoders = _model_builder(cfg, run, schema, r_conf)
+    use_image = cfg.modality != "tabular"
+    use_tabular = cfg.modality != "image"
+
+    # Refuse to clobber before training anything.
+    for seed in cfg.seeds:
+        path = run.stage(cfg.stage(seed))
+        if path.is_dir() and not opts.resume and not opts.force:
+            state = "finished" if (path / rundir.MARKER).is_file() else "unfinished"
+            raise UserError(f"{path} is {state}; pass --force to replace it" +
+                            ("" if state == "finished" else " or --resume to continue it"))
+    if rt.is_main:
+        run.record_command(cfg.prefix, opts.argv)
+    stage_extra = {"data": run.data, "r_conf": r_conf, **encoders}
+
+    def train(lr: float, seed: int, out_dir: Path, resume: bool) -> Trained:
+        if rt.is_main:
+            write_stage_config(out_dir, replace(cfg, recipe=recipe, seeds=(seed,), rconf=r_conf), rt,
+                               {**stage_extra, "lr": lr, "seed": seed})
+        return train_one(
+            build, dataset=ds, data=dd, recipe=recipe, lr=lr, seed=seed, use_image=use_image, use_tabular=use_tabular,
+            out_dir=out_dir, rt=rt, resume=resume, progress=progress,
+            title=f"{cfg.prefix} seed={seed} lr={lr:g}",
+            extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
+                          "modality": cfg.modality, "r_conf": r_conf},
+        )
+
+    first = cfg.seeds[0]
+    results: list[Trained] = []
+    lr = recipe.lr
+    first_dir = run.stage(cfg.stage(first))
+    if lr is None:
+        search = run.stage(f"{cfg.prefix}-lrsearch")
+        if (first_dir / rundir.MARKER).is_file() and opts.resume:
+            lr = float(read_json(first_dir / rundir.CONFIG_FILE)["lr"])
+        else:
+            if rt.is_main and search.exists() and (opts.force or not opts.resume):
+                rundir.remove_tree(search)
+            rt.barrier()
+            lr, trained, _ = select_lr(lambda lr_, d, res: train(lr_, first, d, res), search_dir=search,
+                                       lrs=recipe.lrs, rt=rt, resume=opts.resume)
+            # The winning search run IS the first seed's run: move it instead of training it again.
+            if rt.is_main:
+                if first_dir.exists():
+                    rundir.remove_tree(first_dir)
+                os.replace(trained.out_dir, first_dir)
+                rundir.mark_complete(search, {"chosen_lr": lr})
+            rt.barrier()
+            results.append(replace(trained, out_dir=first_dir))
+    for seed in cfg.seeds:
+        if results and seed == first:
+            continue
+        stage = cfg.stage(seed)
+        path = run.stage(stage)
+        if opts.resume and (path / rundir.MARKER).is_file():
+            rec = read_json(path / rundir.MARKER)
+            results.append(Trained(path, float(rec["lr"]), seed, float(rec["best_val"]), int(rec["best_epoch"]),
+                                   int(rec["epochs_run"])))
+            continue
+        out = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume and path.is_dir(), is_main=rt.is_main)
+        rt.barrier()
+        results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
+        if rt.is_main:
+            rundir.mark_complete(out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
+                                       "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run})
+        rt.barrier()
+    results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
+    from amfmedit.train.metrics import headline_metric
+
+    return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task))
+
+
+def finetune_many(
+    configs: list[FinetuneConfig], opts: RunOptions, *, progress: ProgressFactory = no_progress, data: str | None = None
+) -> list[FinetuneResult]:
+    """Several fusion x strategy combinations in one run, sharing the loaded dataset.
+
+    Every configuration is checked (and AMF's R_conf found) before anything trains.
+    ``data`` starts a new run for supervised baselines when the user has no run yet.
+    """
+    from amfmedit.train.inputs import DeviceData
+
+    if not configs:
+        raise UserError("nothing to fine-tune: give --fusion and --strategy")
+    for cfg in configs:
+        cfg.validate()
+    rt = runtime_for(opts)
+    if data is not None:
+        if any(c.fusion != "none" for c in configs):
+            raise UserError(f"--data {data}: only supervised baselines (--fusion none) start a run; fusion models "
+                            f"need a pretrained run: `amfmedit pretrain --data {data}`")
+        opts = replace(opts, run=_baseline_run(data, opts, rt))
+    run = rundir.open_run(opts.runs_dir, opts.run)
+    for cfg in configs:
+        if cfg.fusion != "none":
+            rundir.require_stage(run, "pretrain", f"amfmedit pretrain --data {run.data}")
+        resolve_rconf(cfg, run)
+    opts = replace(opts, run=str(run.root))
+    ds = load_dataset(run, opts)
+    dd = DeviceData(ds, device=rt.device, residency=opts.images_in,
+                    with_images=any(c.modality != "tabular" for c in configs))
+    return [finetune(cfg, opts, progress=progress, data=(ds, dd)) for cfg in configs]
+
+
+def _baseline_run(data: str, opts: RunOptions, rt) -> str:
+    from amfmedit.data import load_prepared
+    from amfmedit.env import environment
+    from amfmedit.paths import runs_dir
+
+    ds = load_prepared(data, opts.data_dir)  # unknown --data: lists what exists
+    if opts.run is not None and (runs_dir(opts.runs_dir) / opts.run / rundir.RUN_FILE).is_file():
+        run = rundir.open_run(opts.runs_dir, opts.run)
+        if Path(run.data).name != ds.root.name:
+            raise UserError(f"--run {opts.run} holds data {run.data!r}, not {data!r}; choose another run name")
+        return run.name
+    name = opts.run or (rundir.new_run_name(opts.runs_dir, str(data), "supervised") if rt.is_main else None)
+    name = rt.broadcast_object(name)
+    if rt.is_main:
+        rundir.create_run(opts.runs_dir, name, data=str(data), data_dir=opts.data_dir, environment=environment())
+    rt.barrier()
+    return name
+
+
+def metric_name(results: list[FinetuneResult]) -> str:
+    return results[0].metric if results else "auc"
+
+
+def parse_stage(name: str) -> dict | None:
+    """``finetune-amf-trainable-seed2022`` -> {fusion, strategy, modality, seed}; None otherwise."""
+    m = STAGE_RE.match(name)
+    if not m:
+        return None
+    d = m.groupdict()
+    return {
+        "fusion": d["fusion"] or "none",
+        "strategy": d["strategy"] or "trainable",
+        "modality": d["modality"],
+        "seed": int(d["seed"]),
+    }

@@ -1,0 +1,120 @@
+"""``predict``: score new patients with a trained classifier of a run.
+
+The new table goes through the prepared dataset's ``schema.json`` with the same functions
+``prepare`` used for the training rows (:func:`amfmedit.data.transform.transform_table`:
+imputation, scaling, category codes; :func:`amfmedit.data.transform.load_image`: HU
+window, scaling, resizing), so a new row is transformed exactly as training rows were.
+Images are found through the table's image-path column (relative paths are relative to
+the table's folder). Writes a CSV: id, one probability per class, predicted class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amfmedit.errors import UserError
+from amfmedit.io import atomic_path, read_json
+from amfmedit.stages.classify import best_model
+from amfmedit.stages.common import RunOptions, runtime_for
+from amfmedit.stages.finetune import parse_stage
+from amfmedit.train import rundir
+
+
+@dataclass
+class PredictConfig:
+    table: str
+    stage: str | None = None  # a finetune-*/supervised-* folder; None: the best on validation
+    image_column: str | None = None  # None: the schema's image column
+    out: str | None = None  # None: <run>/predict/<table stem>.csv
+    batch_size: int = 64
+
+
+@dataclass
+class PredictResult:
+    run: str
+    stage: str
+    out: Path
+    n: int
+
+
+def choose_stage(run: rundir.Run, name: str | None) -> str:
+    """The named classifier stage, or the finished one with the best validation metric."""
+    candidates = [n for n in run.complete_stages() if parse_stage(n) is not None]
+    if name is not None:
+        if name not in candidates:
+            listing = ", ".join(candidates) if candidates else "none"
+            raise UserError(f"--stage {name}: not a finished classifier of run {run.name} (finished: {listing})")
+        return name
+    if not candidates:
+        raise UserError(f"run {run.name} has no finished classifier; run `amfmedit finetune --fusion amf` first")
+
+    def score(n: str) -> float:
+        v = read_json(run.stage(n) / rundir.MARKER).get("best_val")
+        return float(v) if v is not None and math.isfinite(float(v)) else -math.inf
+
+    return max(candidates, key=lambda n: (score(n), n))
+
+
+def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
+    import pandas as pd
+    import torch
+
+    from amfmedit.data import Schema
+    from amfmedit.data.prepared import dataset_path
+    from amfmedit.data.readers import read_table_file
+    from amfmedit.data.transform import load_image, transform_table
+
+    rt = runtime_for(opts)
+    run = rundir.open_run(opts.runs_dir, opts.run)
+    stage = choose_stage(run, cfg.stage)
+    info = parse_stage(stage)
+    root = dataset_path(run.data, opts.data_dir or run.data_dir)
+    schema = Schema.load(root / "schema.json")
+    table = Path(cfg.table)
+    out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
+    if out.exists() and not opts.force:
+        raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
+    df = read_table_file(table, id_column=schema.id_column)
+    if schema.id_column not in df.columns:
+        raise UserError(f"{table}: no id column {schema.id_column!r} (the schema's); add it to the table")
+    x_cont, x_cat, _ = transform_table(schema, df, where=str(table))
+    uses_image = info["modality"] != "tabular"
+    images = None
+    if uses_image:
+        column = cfg.image_column or schema.image_column
+        if column is None:
+            raise UserError(f"{table}: this classifier reads images; name the table's column of image paths "
+                            "with --image-column")
+        if column not in df.columns:
+            raise UserError(f"{table}: no image-path column {column!r}; pass --image-column with the right name")
+        paths = [Path(p) if Path(p).is_absolute() else table.parent / str(p) for p in df[column].astype(str)]
+        images = np.stack([load_image(p, schema.image) for p in paths]) if paths else None
+
+    model, _ = best_model(run.stage(stage))
+    model = model.to(rt.device).eval()
+    probs = []
+    with torch.no_grad(), rt.autocast():
+        for i in range(0, len(df), cfg.batch_size):
+            sl = slice(i, i + cfg.batch_size)
+            img = None
+            if images is not None:
+                img = torch.from_numpy(images[sl]).to(rt.device).float() / 255.0
+                if rt.channels_last:
+                    img = img.contiguous(memory_format=torch.channels_last)
+            xc = torch.from_numpy(np.ascontiguousarray(x_cont[sl])).to(rt.device)
+            xk = torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device)
+            logits = model(img, xc, xk).logits
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    p = np.concatenate(probs) if probs else np.zeros((0, schema.n_classes))
+    res = pd.DataFrame({"id": df[schema.id_column].astype(str).to_numpy()})
+    for c, name in enumerate(schema.class_names):
+        res[f"prob_{name}"] = p[:, c]
+    res["predicted"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
+    res["model"] = stage
+    with atomic_path(out) as tmp:
+        res.to_csv(tmp, index=False)
+    return PredictResult(run.name, stage, out, len(res))

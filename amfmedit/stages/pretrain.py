@@ -1,0 +1,204 @@
+"""``pretrain``: image-tabular contrastive pretraining (§3.4, Appendix A.2).
+
+ResNet-50 and a tabular encoder learn from augmented image / corrupted tabular pairs with
+the ITC loss (eq. 11); validation uses clean pairs. Adam with weight decay 1e-4, learning
+rate 3e-4 for binary (OL3I-like) and 3e-3 for multiclass (DVM-like) data, 10 warm-up epochs
+and cosine annealing over 500 epochs. Writes ``<run>/pretrain/``; later stages read the
+encoders from its ``last.pt`` (the reference fine-tunes from the last epoch's checkpoint).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from amfmedit.errors import UserError
+from amfmedit.paths import runs_dir
+from amfmedit.stages.common import (
+    ProgressFactory,
+    RunOptions,
+    check_choice,
+    jsonable,
+    no_progress,
+    runtime_for,
+    write_stage_config,
+)
+from amfmedit.train import rundir
+from amfmedit.train.augment import preset
+from amfmedit.train.engine import FitConfig, fit
+
+STAGE = "pretrain"
+LR_BINARY = 3e-4  # Appendix A.2 / reference config for OL3I
+LR_MULTICLASS = 3e-3  # Appendix A.2 for DVM
+IMAGE_ARCHS = ("resnet50", "resnet18")
+
+
+@dataclass
+class PretrainConfig:
+    """What pretraining computes (Appendix A.2 defaults)."""
+
+    tabular_encoder: str = "ft_mamba"
+    tabular_dim: int | None = None  # D_tab (the encoder's width); None: 64 for FT-*, 256 for MLP/ResNet
+    image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
+    epochs: int = 500
+    batch_size: int = 32  # the reference configuration's pretraining batch
+    lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 10
+    temperature: float = 0.1
+    projection_dim: int = 128
+    augment_rate: float = 0.95
+    corruption_rate: float = 0.3
+    probe_every: int = 0  # online logistic-regression probe every N epochs (0: off)
+    seed: int = 2022
+
+    def validate(self) -> None:
+        from amfmedit.models import TABULAR_ENCODERS
+
+        check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
+        check_choice(self.image_arch, IMAGE_ARCHS, "--image-arch")
+        for name in ("augment_rate", "corruption_rate"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise UserError(f"--{name.replace('_', '-')} {v}: must lie in [0, 1]")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr {self.lr}: the learning rate must be positive")
+        if self.tabular_dim is not None and self.tabular_dim < 1:
+            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
+
+
+@dataclass
+class PretrainResult:
+    run: str
+    stage_dir: Path
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+
+
+def tabular_kwargs(cfg: PretrainConfig) -> dict:
+    return {} if cfg.tabular_dim is None else {"d_block": cfg.tabular_dim}
+
+
+def build_contrastive(schema, cfg: PretrainConfig):
+    """ResNet + tabular encoder + projection heads for ``schema``'s features and channels."""
+    from amfmedit.models import ContrastiveModel, ImageEncoder, build_tabular_encoder
+
+    image = ImageEncoder(arch=cfg.image_arch, in_channels=schema.image.channels)
+    tab = build_tabular_encoder(
+        cfg.tabular_encoder, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities, **tabular_kwargs(cfg)
+    )
+    return ContrastiveModel(image, tab, d_proj=cfg.projection_dim)
+
+
+def _open_or_create_run(data: str | None, opts: RunOptions, cfg: PretrainConfig, rt) -> rundir.Run:
+    from amfmedit.env import environment
+
+    if opts.resume:
+        run = rundir.open_run(opts.runs_dir, opts.run)
+        if data is not None and Path(str(data)).name != Path(run.data).name:
+            raise UserError(f"--resume: run {run.name} was started on {run.data!r}, not {data!r}; pass --run or drop --data")
+        return run
+    if data is None:
+        raise UserError("pretrain needs --data NAME (a prepared dataset; see `amfmedit prepare`)")
+    if opts.run is not None and (runs_dir(opts.runs_dir) / opts.run / rundir.RUN_FILE).is_file():
+        run = rundir.open_run(opts.runs_dir, opts.run)
+        if Path(run.data).name != Path(str(data)).name:
+            raise UserError(f"--run {opts.run} holds data {run.data!r}, not {data!r}; choose another run name")
+        return run
+    name = opts.run
+    if name is None and rt.is_main:
+        name = rundir.new_run_name(opts.runs_dir, str(data), cfg.tabular_encoder)
+    name = rt.broadcast_object(name)
+    if rt.is_main:
+        rundir.create_run(opts.runs_dir, name, data=str(data), data_dir=opts.data_dir, environment=environment())
+    rt.barrier()
+    return rundir.open_run(opts.runs_dir, name)
+
+
+def pretrain(
+    data: str | None, cfg: PretrainConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress
+) -> PretrainResult:
+    """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended."""
+    from amfmedit.data import load_prepared
+    from amfmedit.models.losses import itc_loss
+    from amfmedit.train.corruption import TabularCorruptor
+    from amfmedit.train.inputs import DeviceData
+    from amfmedit.train.tasks import ContrastiveTask
+
+    cfg.validate()
+    rt = runtime_for(opts)
+    if opts.resume:  # settings come from the interrupted run; only its data is needed first
+        run = _open_or_create_run(data, opts, cfg, rt)
+        ds = load_prepared(run.data, opts.data_dir or run.data_dir)
+    else:
+        ds = load_prepared(data, opts.data_dir)  # unknown --data fails here, before any folder exists
+        run = _open_or_create_run(data, opts, cfg, rt)
+    schema = ds.schema
+    if len(ds.indices("train")) < 2 or len(ds.indices("val")) < 2:
+        raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
+    lr = cfg.lr if cfg.lr is not None else (LR_BINARY if schema.task == "binary" else LR_MULTICLASS)
+    cfg = replace(cfg, lr=lr)
+    stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, is_main=rt.is_main)
+    rt.barrier()
+    if rt.is_main:
+        write_stage_config(stage_dir, cfg, rt, {"data": run.data})
+        run.record_command(STAGE, opts.argv)
+
+    model = build_contrastive(schema, cfg)
+    dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    train_rows = dd.rows("train")
+    import torch
+
+    idx = torch.as_tensor(train_rows, device=rt.device)
+    corruptor = TabularCorruptor(
+        x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate
+    )
+    from amfmedit.models import model_config
+
+    task = ContrastiveTask(
+        model=model,
+        loss=functools.partial(itc_loss, temperature=cfg.temperature),
+        data=dd,
+        augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
+        corruptor=corruptor,
+        channels_last=rt.channels_last,
+        eval_batch_size=max(cfg.batch_size, 2),
+        spec=model_config(model),
+        probe_every=cfg.probe_every,
+        embed=lambda m, img: m.image_encoder(img),
+    )
+    fit_cfg = FitConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=lr,
+        weight_decay=cfg.weight_decay,
+        optimizer="adam",
+        schedule="cosine",
+        warmup_epochs=cfg.warmup_epochs,
+        monitor="val_loss",
+        mode="min",
+        patience=None,  # the reference pretrains for a fixed number of epochs
+        seed=cfg.seed,
+    )
+    result = fit(
+        task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
+        extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
+    )
+    if rt.is_main:
+        rundir.mark_complete(stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run})
+    rt.barrier()
+    return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run)
+
+
+def load_pretrained(run: rundir.Run):
+    """The pretrained ``ContrastiveModel`` of a run (``pretrain/last.pt``) and its config."""
+    from amfmedit.models import from_checkpoint
+    from amfmedit.train.checkpoint import load_checkpoint
+
+    stage = rundir.require_stage(run, STAGE, f"amfmedit pretrain --data {run.data}")
+    ckpt = load_checkpoint(stage / "last.pt", hint=f"run `amfmedit pretrain --run {run.name} --force` to redo it")
+    model = from_checkpoint(ckpt["model"])
+    cfg_dict = dict(ckpt["config"]["stage"]["pretrain"])
+    return model, PretrainConfig(**cfg_dict)

@@ -1,0 +1,148 @@
+"""``rconf``: the modality confidence ratio R_conf from unimodal probes (Appendix A.4, eq. 3).
+
+An image-only and a tabular-only classifier are built on the FROZEN pretrained encoders
+(a linear head each) and trained with the fine-tuning recipe; R_conf = metric_img /
+metric_tab. The paper measured both on the test split; by default we measure on the
+validation split, because R_conf sets AMF's architecture (eq. 6) and choosing it on test
+data leaks the test set into model selection. ``split="test"`` reproduces the paper.
+Writes ``<run>/rconf/`` with ``rconf.json`` (both metrics, split, ratio, L_img / L_tab).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from amfmedit.errors import UserError
+from amfmedit.io import read_json, write_json
+from amfmedit.stages.classify import Recipe, best_model, select_lr, train_one
+from amfmedit.stages.common import (
+    PAPER_SEEDS,
+    ProgressFactory,
+    RunOptions,
+    check_choice,
+    load_dataset,
+    no_progress,
+    runtime_for,
+    write_stage_config,
+)
+from amfmedit.train import rundir
+from amfmedit.train.inputs import DeviceData
+from amfmedit.train.metrics import classification_metrics, headline_metric
+from amfmedit.train.tasks import ClassificationTask
+
+STAGE = "rconf"
+RCONF_FILE = "rconf.json"
+DEFAULT_D_OUT = 2048  # the reference configuration's classify_dim (AMF's D_out)
+
+
+class TestSplitWarning(UserWarning):
+    """R_conf measured on the test split (as the paper did)."""
+
+
+@dataclass
+class RconfConfig:
+    split: str = "val"
+    seed: int = PAPER_SEEDS[0]
+    d_out: int = DEFAULT_D_OUT
+    recipe: Recipe = field(default_factory=Recipe)
+
+    def validate(self) -> None:
+        check_choice(self.split, ("val", "test"), "--split")
+        self.recipe.validate()
+
+
+@dataclass
+class RconfResult:
+    run: str
+    stage_dir: Path
+    record: dict
+
+
+def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress) -> RconfResult:
+    """Train both probes on the run's frozen pretrained encoders and write ``rconf.json``."""
+    from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
+    from amfmedit.stages.pretrain import load_pretrained
+
+    cfg.validate()
+    if cfg.split == "test":
+        warnings.warn(
+            "R_conf on the test split (as in the paper) selects AMF's architecture with test data; "
+            "test metrics of AMF models built on it are optimistic",
+            TestSplitWarning,
+            stacklevel=2,
+        )
+    rt = runtime_for(opts)
+    run = rundir.open_run(opts.runs_dir, opts.run)
+    pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
+    pretrain_spec = model_config(pretrained)
+    pretrain_state = pretrained.state_dict()
+    ds = load_dataset(run, opts)
+    schema = ds.schema
+    recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
+    stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, is_main=rt.is_main)
+    rt.barrier()
+    if rt.is_main:
+        write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, {"data": run.data})
+        run.record_command(STAGE, opts.argv)
+    data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    metric = headline_metric(schema.task)
+
+    def encoders():
+        model = from_checkpoint({**pretrain_spec, "state_dict": pretrain_state})
+        return model.image_encoder, model.tabular_encoder
+
+    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": pcfg.tabular_encoder}
+    for modality in ("image", "tabular"):
+
+        def build(modality=modality):
+            img, tab = encoders()
+            enc = img if modality == "image" else tab
+            return UnimodalClassifier(enc, n_classes=schema.n_classes, modality=modality, strategy="frozen")
+
+        def train(lr, out_dir, resume, modality=modality, build=build):
+            return train_one(
+                build, dataset=ds, data=data, recipe=recipe, lr=lr, seed=cfg.seed,
+                use_image=modality == "image", use_tabular=modality == "tabular", out_dir=out_dir, rt=rt,
+                resume=resume, progress=progress, title=f"rconf {modality} lr={lr:g}",
+                extra_config={"stage": "rconf", "modality": modality},
+            )
+
+        lrs = (recipe.lr,) if recipe.lr is not None else recipe.lrs
+        lr, trained, selection = select_lr(train, search_dir=stage_dir / modality, lrs=lrs, rt=rt, resume=opts.resume)
+        model, _ = best_model(trained.out_dir)
+        model = model.to(rt.device).eval()
+        task = ClassificationTask(model=model, loss=None, data=data, use_image=modality == "image", augment=None,
+                                  channels_last=rt.channels_last, eval_batch_size=recipe.batch_size, spec={},
+                                  n_classes=schema.n_classes)
+        import torch
+
+        with torch.no_grad(), rt.autocast():
+            _, probs, labels = task.predict(model, cfg.split, rt)
+        value = classification_metrics(probs, labels)[metric]
+        record[modality] = {"metric": value, "val_best": trained.best_val, "lr": lr, "best_epoch": trained.best_epoch,
+                            "checkpoint": str(trained.out_dir.relative_to(run.root) / "best.pt"),
+                            "lr_selection": selection["val"]}
+    m_img, m_tab = record["image"]["metric"], record["tabular"]["metric"]
+    if not (m_tab > 0) or not (m_img > 0):
+        raise UserError(
+            f"{stage_dir}: R_conf is undefined (image {metric} {m_img}, tabular {metric} {m_tab} on the {cfg.split} "
+            "split); the split needs both classes — use a larger cohort or pass --rconf to finetune"
+        )
+    r = m_img / m_tab
+    l_img, l_tab = amf_split(cfg.d_out, r)
+    record.update({"r_conf": r, "d_out": cfg.d_out, "L_img": l_img, "L_tab": l_tab})
+    if rt.is_main:
+        write_json(stage_dir / RCONF_FILE, record)
+        rundir.mark_complete(stage_dir, {"r_conf": r})
+    rt.barrier()
+    return RconfResult(run.name, stage_dir, record)
+
+
+def read_rconf(run: rundir.Run) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run, or None."""
+    path = run.stage(STAGE) / RCONF_FILE
+    if not run.is_complete(STAGE) or not path.is_file():
+        return None
+    return float(read_json(path)["r_conf"])

@@ -1,0 +1,214 @@
+"""The two kinds of training the engine runs: contrastive pretraining and classification.
+
+A task turns row positions into a loss on the device (gather, augment, corrupt, forward)
+and validates on clean inputs, gathering results across ranks. Classification covers the
+rconf probes, fine-tuning (every fusion, frozen or trainable) and the supervised baselines:
+they differ only in the model and which inputs it reads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from amfmedit.train.augment import ImageAugment, augment_batch
+from amfmedit.train.corruption import TabularCorruptor
+from amfmedit.train.inputs import Batch, DeviceData
+from amfmedit.train.metrics import classification_metrics
+from amfmedit.train.runtime import Runtime
+
+
+def _image_input(batch: Batch, aug: ImageAugment | None, gen: torch.Generator | None, channels_last: bool):
+    if batch.image is None:
+        return None
+    x = augment_batch(batch.image, aug, gen) if aug is not None else batch.image.float() / 255.0
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _eval_chunks(rows: np.ndarray, batch_size: int, rt: Runtime) -> list[np.ndarray]:
+    """This rank's share of ``rows`` in fixed-size chunks (file order, no padding)."""
+    mine = rows[rt.rank :: rt.world_size]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+class ContrastiveTask:
+    """ITC pretraining (§3.4): augmented image vs corrupted tabular row; clean pairs for validation.
+
+    Args:
+        model: maps ``(image (B, C, H, W) float, x_cont, x_cat)`` to projected
+            ``(z_img, z_tab)``, each (B, d_proj).
+        loss: ``(z_img, z_tab) -> scalar`` (the ITC loss, eq. 11).
+        probe_every: every this many epochs also fit a logistic-regression probe on the
+            frozen image embeddings of the training rows and report its validation metric
+            (the reference's online classifier); 0 turns it off.
+        embed: ``(model, image) -> (B, D)`` pooled image embedding for the probe.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        data: DeviceData,
+        augment: ImageAugment,
+        corruptor: TabularCorruptor,
+        channels_last: bool = False,
+        eval_batch_size: int = 64,
+        spec: dict,
+        probe_every: int = 0,
+        embed: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+        task_kind: str = "binary",
+    ) -> None:
+        self.module = model
+        self.loss = loss
+        self.data = data
+        self.augment = augment
+        self.corruptor = corruptor
+        self.channels_last = channels_last
+        self.eval_batch_size = eval_batch_size
+        self.spec = spec
+        self.probe_every = probe_every
+        self.embed = embed
+        self.task_kind = task_kind
+        self.train_rows = data.rows("train")
+        self.val_rows = data.rows("val")
+        self._epoch = 0
+
+    def model_spec(self) -> dict:
+        return self.spec
+
+    def train_labels(self) -> np.ndarray:
+        return self.data.dataset.labels[self.train_rows]
+
+    def train_step(self, model, positions, gen):
+        batch = self.data.batch(self.train_rows[positions])
+        image = _image_input(batch, self.augment, gen, self.channels_last)
+        x_cont, x_cat, _ = self.corruptor(batch.x_cont, batch.x_cat, gen)
+        z_img, z_tab = model(image, x_cont, x_cat)
+        return self.loss(z_img, z_tab), len(batch)
+
+    def validate(self, model, rt: Runtime) -> dict[str, float]:
+        self._epoch += 1
+        total = torch.zeros(2, dtype=torch.float64, device=rt.device)
+        for rows in _eval_chunks(self.val_rows, self.eval_batch_size, rt):
+            if len(rows) < 2:  # a contrastive loss needs negatives
+                continue
+            batch = self.data.batch(rows)
+            z_img, z_tab = model(_image_input(batch, None, None, self.channels_last), batch.x_cont, batch.x_cat)
+            total[0] += self.loss(z_img.float(), z_tab.float()).double() * len(rows)
+            total[1] += len(rows)
+        if rt.distributed:
+            torch.distributed.all_reduce(total)
+        out = {"val_loss": float(total[0] / total[1]) if total[1] > 0 else math.nan}
+        if self.probe_every and self.embed is not None and self._epoch % self.probe_every == 0:
+            out.update(self._probe(model, rt))
+        return out
+
+    def _embeddings(self, model, rows: np.ndarray, rt: Runtime) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for chunk in _eval_chunks(rows, self.eval_batch_size, rt):
+            batch = self.data.batch(chunk)
+            z = self.embed(model, _image_input(batch, None, None, self.channels_last)).float().cpu().numpy()
+            parts.append((chunk, z))
+        gathered = [p for rank_parts in rt.all_gather_object(parts) for p in rank_parts]
+        idx = np.concatenate([c for c, _ in gathered])
+        emb = np.concatenate([z for _, z in gathered])
+        order = np.argsort(idx, kind="stable")
+        return emb[order], self.data.dataset.labels[idx[order]]
+
+    def _probe(self, model, rt: Runtime) -> dict[str, float]:
+        from sklearn.linear_model import LogisticRegression
+
+        x_tr, y_tr = self._embeddings(model, self.train_rows, rt)
+        x_va, y_va = self._embeddings(model, self.val_rows, rt)
+        if len(np.unique(y_tr)) < 2:
+            return {}
+        clf = LogisticRegression(class_weight="balanced", max_iter=1000).fit(x_tr, y_tr)
+        probs = np.zeros((len(x_va), int(self.data.dataset.labels.max()) + 1))
+        probs[:, clf.classes_] = clf.predict_proba(x_va)
+        m = classification_metrics(probs, y_va)
+        return {"probe_auc": m["auc"], "probe_acc": m["acc"]}
+
+
+class ClassificationTask:
+    """Supervised training of a classifier on images, tabular rows or both.
+
+    Args:
+        model: maps ``(image | None, x_cont, x_cat)`` to logits (B, C) or to an object with
+            ``logits`` and ``aux`` (a dict of named auxiliary losses, e.g. AMF's).
+        loss: ``(logits, labels, aux) -> scalar``.
+        use_image / use_tabular: which inputs the model reads (the other is passed as None
+            or left unread).
+        augment: image augmentation for training rows (None: clean images).
+        metric: validation metric that selects the best epoch ('auc' or 'acc').
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        loss: Callable,
+        data: DeviceData,
+        use_image: bool,
+        augment: ImageAugment | None,
+        channels_last: bool = False,
+        eval_batch_size: int = 128,
+        spec: dict,
+        n_classes: int,
+    ) -> None:
+        self.module = model
+        self.loss = loss
+        self.data = data
+        self.use_image = use_image
+        self.augment = augment
+        self.channels_last = channels_last
+        self.eval_batch_size = eval_batch_size
+        self.spec = spec
+        self.n_classes = n_classes
+        self.train_rows = data.rows("train")
+
+    def model_spec(self) -> dict:
+        return self.spec
+
+    def train_labels(self) -> np.ndarray:
+        return self.data.dataset.labels[self.train_rows]
+
+    def _forward(self, model, batch: Batch, aug, gen):
+        image = _image_input(batch, aug, gen, self.channels_last) if self.use_image else None
+        out = model(image, batch.x_cont, batch.x_cat)
+        logits = getattr(out, "logits", out)
+        aux = getattr(out, "aux", None) or {}
+        return logits, aux
+
+    def train_step(self, model, positions, gen):
+        batch = self.data.batch(self.train_rows[positions], images=self.use_image)
+        logits, aux = self._forward(model, batch, self.augment, gen)
+        return self.loss(logits.float(), batch.label, aux), len(batch)
+
+    def predict(self, model, split: str, rt: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, (N, C) probabilities and labels of ``split`` (all ranks' shares, file order)."""
+        rows = self.data.rows(split)
+        parts = []
+        for chunk in _eval_chunks(rows, self.eval_batch_size, rt):
+            batch = self.data.batch(chunk, images=self.use_image)
+            logits, _ = self._forward(model, batch, None, None)
+            parts.append((chunk, torch.softmax(logits.float(), dim=-1).cpu().numpy()))
+        gathered = [p for rank_parts in rt.all_gather_object(parts) for p in rank_parts]
+        if not gathered:
+            return rows[:0], np.zeros((0, self.n_classes)), rows[:0]
+        idx = np.concatenate([c for c, _ in gathered])
+        probs = np.concatenate([p for _, p in gathered])
+        order = np.argsort(idx, kind="stable")
+        idx, probs = idx[order], probs[order]
+        return idx, probs, self.data.dataset.labels[idx]
+
+    def validate(self, model, rt: Runtime) -> dict[str, float]:
+        _, probs, labels = self.predict(model, "val", rt)
+        m = classification_metrics(probs, labels)
+        eps = 1e-7
+        nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)))) if len(labels) else math.nan
+        return {"val_loss": nll, **{f"val_{k}": v for k, v in m.items() if k != "n"}}
