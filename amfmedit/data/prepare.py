@@ -206,7 +206,8 @@ def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
         raise UserError(f"{where}: feature name {dup[0]!r} occurs twice (check table.rename)")
     for f in features:
         if f.name in ("id", "split", "label"):
-            raise UserError(f"{where}: feature {f.name!r} clashes with a prepared-table column; rename it (table.rename)")
+            raise UserError(f"{where}: feature {f.name!r} clashes with a prepared-table column; rename it (table.rename) "
+                            f"or leave it out (table.exclude)")
     return [f for f in features if f.kind == "continuous"] + [f for f in features if f.kind == "categorical"]
 
 
@@ -225,7 +226,7 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
     if any(i is None for i in ids):
         raise UserError(f"{where}: column {t.id!r} has an empty id at row {[i is None for i in ids].index(True) + 1}; "
                         f"every row needs an id")
-    ids = ids.astype(str)
+    ids = np.array([str(i) for i in ids], dtype=object)  # plain str, so messages show 'p004'
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise UserError(f"{where}: id {uniq[counts > 1][0]!r} occurs {counts[counts > 1][0]} times in column "

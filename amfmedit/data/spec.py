@@ -170,7 +170,7 @@ def resolve_spec_path(name: str | os.PathLike) -> Path:
     hint = close_matches(text, names)
     raise UserError(
         f"--data {text}: no data spec named {text!r} (known: {', '.join(names) or 'none'})"
-        + (f"; did you mean {hint}?" if hint else "; write data_specs/{0}.toml or pass a .toml path".format(text))
+        + (f"; did you mean {hint}?" if hint else f"; write data_specs/{text}.toml or pass a .toml path")
     )
 
 
@@ -204,7 +204,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        item = typing.get_args(tp)[0]
+        plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+        return f"a list of {plural.get(item, _type_name(item))}"
     if origin is dict:
         return f"a table of {_type_name(typing.get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):

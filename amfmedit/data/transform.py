@@ -200,7 +200,7 @@ def encode(features: Sequence[Feature], parsed: ParsedTable) -> tuple[np.ndarray
         x_cont = np.zeros((n, 0), np.float32)
     x_cat = np.zeros((n, len(cat)), np.int64)
     for j, f in enumerate(cat):
-        codes = pd.Categorical(parsed.cat[:, j], categories=f.categories or []).codes
+        codes = pd.Index(f.categories or [], dtype=object).get_indexer(parsed.cat[:, j])
         x_cat[:, j] = codes.astype(np.int64) + 1  # -1 (missing or unseen) -> 0
     return x_cont, x_cat, parsed.missing
 
@@ -243,12 +243,15 @@ def resize01(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     if x.shape[1:] == (h, w):
         return x
-    import torch
-    import torch.nn.functional as F
+    from PIL import Image
 
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-    out = F.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-    return out.clamp_(0.0, 1.0).numpy()
+    # Pillow's bilinear resize widens its triangle filter when shrinking (antialiasing), on
+    # 32-bit float channels, so no precision is lost before the final rounding to uint8
+    out = np.empty((x.shape[0], h, w), dtype=np.float32)
+    for c in range(x.shape[0]):
+        ch = Image.fromarray(np.ascontiguousarray(x[c], dtype=np.float32), mode="F")
+        out[c] = np.asarray(ch.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _as_channels(arr: np.ndarray, info: ImageInfo, where: str) -> np.ndarray:
