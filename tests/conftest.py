@@ -6,9 +6,10 @@
     2 categorical: gender, smoker), binary ``label_1y`` with prevalence 0.2 so that every
     split has positives; splits in OL3I's proportions (154 / 38 / 48). Seed 7.
 ``tiny_dvm``
-    Prepared synthetic DVM (``synthetic-dvm`` spec): about 360 adverts of 5 car models,
-    3 x 32 x 32 RGB images, 13 features (9 continuous, 4 categorical), multiclass label
-    ``Genmodel_ID``, random 72/18/10 split. Seed 7.
+    Prepared synthetic DVM (``synthetic-dvm`` spec, ``min_class_count`` lowered to 20): 360
+    adverts of 5 car models generated, 306 kept after DVM's filters (220 / 55 / 31), 3 x 32 x 32
+    RGB images, 13 features (9 continuous, 4 categorical), multiclass label ``Genmodel_ID``,
+    random 72/18/10 split. Seed 7.
 
 Each returns a :class:`PreparedFixture`: ``path`` (the dataset folder), ``data_dir`` (its parent,
 for ``--data-dir``) and ``name`` (for ``--data NAME``). It is ``os.PathLike``, so
