@@ -1,0 +1,268 @@
+"""Integrated Gradients on a tabular model (§4.2.1, §4.3.2, Appendix B) with captum.
+
+Setup of the paper: the baseline is the mean training sample; attributions toward the disease
+class for every training sample; a feature's importance is its mean absolute attribution as
+a percentage of the total over features (Table B.1, Figs. 4-5).
+
+Inputs attributed: the continuous values ``x_cont`` and the categorical embeddings ``e_cat``
+(the lookup itself has no gradient), through ``forward_embedded``; a categorical feature's
+attribution is the sum over its embedding dimensions, so completeness holds per feature:
+``sum_j attr_j = f(x) - f(baseline)`` up to the integral's quadrature error, which captum
+reports as the convergence delta. The baseline of ``e_cat`` is the mean of the training
+rows' embeddings.
+
+Interpolation steps of several samples run as one batch (captum's ``internal_batch_size``)
+with parameters frozen, so the backward pass computes input gradients only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from amfmedit.errors import UserError
+
+IMPORTANCE_FILE = "importance.csv"
+TOP_FILE = "top10.md"
+SUMMARY_FILE = "summary.json"
+LOW_IMPORTANCE_PCT = 1.0  # Fig. 5a: features under 1% of the total are "low importance"
+
+ProgressFn = Callable[[int, int], None]  # (samples done, samples total)
+
+
+@dataclass
+class Attributions:
+    """IG attributions of N samples over F features (model input order: continuous, categorical)."""
+
+    names: list[str]
+    rows: np.ndarray  # (N,) dataset rows
+    values: np.ndarray  # (N, F) float64
+    delta: np.ndarray  # (N,) captum's convergence delta: sum(attr) - (f(x) - f(baseline))
+    change: np.ndarray  # (N,) f(x) - f(baseline) of the target output
+    steps: int
+    targets: np.ndarray  # (N,) class index attributed
+
+    def importance(self) -> np.ndarray:
+        """(F,) mean |attribution| per feature."""
+        return np.abs(self.values).mean(axis=0)
+
+    def importance_pct(self) -> np.ndarray:
+        """(F,) importance as a percentage of the total (sums to 100)."""
+        imp = self.importance()
+        total = imp.sum()
+        if not total > 0:
+            raise UserError("every attribution is zero: the explained model's output does not depend on its "
+                            "tabular input (an untrained or collapsed model?)")
+        return 100.0 * imp / total
+
+    def completeness(self) -> dict:
+        """How closely the attributions add up to f(x) - f(baseline) (Sundararajan et al., completeness)."""
+        d, c = np.abs(self.delta), np.abs(self.change)
+        mean_change = float(c.mean()) if len(c) else math.nan
+        return {
+            "mean_abs_delta": float(d.mean()) if len(d) else math.nan,
+            "max_abs_delta": float(d.max()) if len(d) else math.nan,
+            "mean_abs_output_change": mean_change,
+            "relative": float(d.mean() / mean_change) if mean_change > 0 else math.nan,
+            "steps": self.steps,
+        }
+
+
+def tabular_baseline(encoder, x_cont: Tensor, x_cat: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """The mean training sample: (n_cont,) mean of ``x_cont`` and (n_cat, d_e) mean of the embeddings."""
+    with torch.no_grad():
+        b_cont = x_cont.double().mean(dim=0).float()
+        sums = None
+        for i in range(0, len(x_cat), chunk):
+            e = encoder.embed_categorical(x_cat[i : i + chunk]).double().sum(dim=0)
+            sums = e if sums is None else sums + e
+        b_cat = (sums / max(len(x_cat), 1)).float()
+    return b_cont, b_cat
+
+
+def integrated_gradients(
+    scorer,
+    *,
+    x_cont: Tensor,
+    x_cat: Tensor,
+    baseline: tuple[Tensor, Tensor],
+    targets: Tensor,
+    steps: int = 50,
+    batch_size: int = 256,
+    images: Callable[[np.ndarray], Tensor] | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IG of ``scorer`` (:class:`~amfmedit.explain.targets.TabularScore`) for every row of ``x_cont``.
+
+    Args:
+        x_cont, x_cat: (N, n_cont) float32, (N, n_cat) int64 on the scorer's device.
+        baseline: ``(b_cont (n_cont,), b_cat (n_cat, d_e))``.
+        targets: (N,) int64 class whose output is attributed.
+        steps: interpolation steps (Gauss-Legendre nodes, captum's default method).
+        batch_size: sample-steps per forward/backward pass; samples are processed
+            ``max(1, batch_size // steps)`` at a time.
+        images: for a multimodal scorer, ``positions -> (B, C, H, W)`` float images of those rows.
+
+    Returns: (N, n_cont + n_cat) attributions, (N,) convergence deltas, (N,) f(x) - f(baseline).
+    """
+    from captum.attr import IntegratedGradients
+
+    if steps < 2:
+        raise UserError(f"--steps {steps}: Integrated Gradients needs at least 2 steps")
+    n = len(x_cont)
+    per_call = max(1, batch_size // steps)
+    internal = max(per_call, batch_size)
+    ig = IntegratedGradients(scorer)
+    b_cont, b_cat = baseline
+    attrs, deltas, changes = [], [], []
+    with torch.enable_grad():
+        for start in range(0, n, per_call):
+            pos = np.arange(start, min(start + per_call, n))
+            xc = x_cont[start : start + len(pos)]
+            ec = scorer.encoder.embed_categorical(x_cat[start : start + len(pos)]).detach()
+            tgt = targets[start : start + len(pos)]
+            context = scorer.image_context(images(pos)) if images is not None else ()
+            bc = b_cont.expand_as(xc).contiguous()
+            be = b_cat.expand_as(ec).contiguous()
+            (a_cont, a_cat), delta = ig.attribute(
+                (xc, ec), baselines=(bc, be), target=tgt, additional_forward_args=context or None,
+                n_steps=steps, internal_batch_size=internal, return_convergence_delta=True,
+            )
+            with torch.no_grad():
+                f_x = scorer(xc, ec, *context).gather(1, tgt[:, None])[:, 0]
+                f_b = scorer(bc, be, *context).gather(1, tgt[:, None])[:, 0]
+            attrs.append(torch.cat([a_cont, a_cat.sum(dim=-1)], dim=1).double().cpu().numpy())
+            deltas.append(delta.double().cpu().numpy())
+            changes.append((f_x - f_b).double().cpu().numpy())
+            if progress is not None:
+                progress(start + len(pos), n)
+    width = x_cont.shape[1] + x_cat.shape[1]
+    return (np.concatenate(attrs) if attrs else np.zeros((0, width)),
+            np.concatenate(deltas) if deltas else np.zeros(0),
+            np.concatenate(changes) if changes else np.zeros(0))
+
+
+def resolve_target(schema, target: str | int | None) -> int | None:
+    """``--target``: a class name or index; None -> the positive class of a binary task,
+    None (each sample's own label) for a multiclass task."""
+    if target is None:
+        return 1 if schema.n_classes == 2 else None
+    names = [str(c) for c in schema.class_names]
+    if str(target) in names:
+        return names.index(str(target))
+    try:
+        idx = int(target)
+    except (TypeError, ValueError):
+        idx = -1
+    if 0 <= idx < schema.n_classes:
+        return idx
+    from amfmedit.errors import close_matches
+
+    hint = close_matches(str(target), names)
+    shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+    raise UserError(f"--target {target}: not a class of dataset {schema.name} (classes: {shown})"
+                    + (f"; did you mean {hint}?" if hint else ""))
+
+
+def importance_table(schema, attributions: Attributions, informative: list[str] | None = None):
+    """A pandas DataFrame of every feature, most important first (rank 1).
+
+    Columns: name, kind, group, description, importance_pct, rank, mean_abs_attribution,
+    mean_attribution (signed: positive pushes toward the target class) and, for synthetic
+    cohorts, informative (the generator's risk model uses the feature).
+    """
+    import pandas as pd
+
+    features = {f.name: f for f in schema.features}
+    pct = attributions.importance_pct()
+    order = np.argsort(-pct, kind="stable")
+    rank = np.empty(len(pct), dtype=np.int64)
+    rank[order] = np.arange(1, len(pct) + 1)
+    rows = []
+    for j, name in enumerate(attributions.names):
+        f = features[name]
+        rows.append({
+            "name": name, "kind": f.kind, "group": f.group or "Other", "description": f.description or "",
+            "importance_pct": float(pct[j]), "rank": int(rank[j]),
+            "mean_abs_attribution": float(np.abs(attributions.values[:, j]).mean()),
+            "mean_attribution": float(attributions.values[:, j].mean()),
+            **({"informative": name in set(informative)} if informative is not None else {}),
+        })
+    return pd.DataFrame(rows).sort_values("rank").reset_index(drop=True)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def top_markdown(table, k: int = 10) -> str:
+    """The top-``k`` features as a markdown table (Table B.1 layout, with the share in %)."""
+    has_truth = "informative" in table.columns
+    head = "| Rank | Feature | Description | Group | Importance (%) |" + (" Informative |" if has_truth else "")
+    lines = [head, "|---:|---|---|---|---:|" + ("---|" if has_truth else "")]
+    for _, r in table.head(k).iterrows():
+        line = (f"| {r['rank']} | `{_cell(r['name'])}` | {_cell(r['description']) or '—'} | {_cell(r['group'])} | "
+                f"{r['importance_pct']:.2f} |")
+        if has_truth:
+            line += " yes |" if r["informative"] else " no |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def group_shares(table, low_pct: float = LOW_IMPORTANCE_PCT) -> dict[str, float]:
+    """Fig. 5a: total importance (%) of features under ``low_pct`` ("low importance"), and of the
+    others summed by group (largest first)."""
+    low = table["importance_pct"] < low_pct
+    out = {f"low importance (<{low_pct:g}%)": float(table.loc[low, "importance_pct"].sum())}
+    high = table.loc[~low].groupby("group")["importance_pct"].sum().sort_values(ascending=False)
+    out.update({str(g): float(v) for g, v in high.items()})
+    return out
+
+
+def ig_reports(run) -> dict[str, Path]:
+    """Finished IG reports of a run: explained stage -> ``explain/ig-<stage>/`` (oldest first)."""
+    from amfmedit.train import rundir
+
+    root = run.root / "explain"
+    if not root.is_dir():
+        return {}
+    found = [(p.stat().st_mtime, p.name[3:], p) for p in root.iterdir()
+             if p.is_dir() and p.name.startswith("ig-") and (p / rundir.MARKER).is_file()]
+    return {stage: p for _, stage, p in sorted(found)}
+
+
+@dataclass
+class IGConfig:
+    """What ``explain --method ig`` computes (the paper's setup by default)."""
+
+    steps: int = 50
+    max_samples: int | None = None  # None: every sample of the split
+    split: str = "train"  # the paper: all training samples
+    target: str | None = None  # None: positive class (binary) / each sample's label (multiclass)
+    output: str = "prob"  # attribute the target's softmax probability ("logit": its raw logit)
+    batch_size: int = 256  # sample-steps per forward/backward pass
+    seed: int = 0  # which samples when --max-samples caps them
+    top_k: int = 10
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from amfmedit.explain.targets import OUTPUTS
+
+        if self.steps < 2:
+            raise UserError(f"--steps {self.steps}: Integrated Gradients needs at least 2 steps")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise UserError(f"--max-samples {self.max_samples}: must be at least 1")
+        if self.split not in ("train", "val", "test"):
+            raise UserError(f"--split {self.split}: use train, val or test")
+        if self.output not in OUTPUTS:
+            raise UserError(f"--output {self.output}: use {' or '.join(OUTPUTS)}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be positive")
+        if self.top_k < 1:
+            raise UserError(f"--top-k {self.top_k}: must be positive")
