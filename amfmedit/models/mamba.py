@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from amfmedit.models.scan import SCAN_IMPLS, default_scan_impl, selective_scan
+from amfmedit.models.scan import SCAN_IMPLS, default_scan_impl, selective_scan_time_major
 
 log = logging.getLogger(__name__)
 
@@ -200,48 +200,78 @@ class MambaBlock(nn.Module):
             return "fused" if fused_ok else default_scan_impl(hidden.device)
         return impl
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        """hidden: (B, L, d_model) -> (B, L, d_model)."""
-        batch, seqlen, _ = hidden.shape
+    def forward(self, hidden: Tensor, *, time_major: bool = False) -> Tensor:
+        """hidden: (B, L, d_model) -> (B, L, d_model); with ``time_major`` (L, B, d_model) both ways."""
         path = self._choose_path(hidden)
+        self._log_path(path, hidden)
+        if path == "fused":
+            out = self._forward_fused(hidden.transpose(0, 1) if time_major else hidden)
+            return out.transpose(0, 1) if time_major else out
+        out = self._forward_pure(hidden if time_major else hidden.transpose(0, 1), path)
+        return out if time_major else out.transpose(0, 1)
+
+    def _log_path(self, path: str, hidden: Tensor) -> None:
         if path == "fused":
             _log_path_once("fused", kernel_status()[1])
-        else:
-            k = _load_kernels()
-            why = (
-                f"impl={self.impl!r}" if self.impl is not None
-                else "use_kernels=False" if not self.use_kernels
-                else k.get("reason", "") if k["selective_scan_fn"] is None
-                else "CPU tensors"
-            )
-            _log_path_once(f"pytorch-{path}", f"{hidden.device.type}; {why}")
-        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
-        # (B, 2*d_inner, L): the layout both the kernels and the pure scan take.
-        xz = (self.in_proj(hidden)).transpose(1, 2)
-        k = _load_kernels() if path == "fused" else None
-        if k is not None and k["causal_conv1d_fn"] is not None:
+            return
+        k = _load_kernels()
+        why = (
+            f"impl={self.impl!r}" if self.impl is not None
+            else "use_kernels=False" if not self.use_kernels
+            else k.get("reason", "") if k["selective_scan_fn"] is None
+            else "CPU tensors"
+        )
+        _log_path_once(f"pytorch-{path}", f"{hidden.device.type}; {why}")
+
+    def _forward_fused(self, hidden: Tensor) -> Tensor:
+        """mamba_ssm.Mamba.forward's own computation (B, L, d) -> (B, L, d), on its kernels."""
+        k = _load_kernels()
+        seqlen = hidden.shape[1]
+        A = -torch.exp(self.A_log.float())
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*d_inner, L)
+        if k["causal_conv1d_fn"] is not None:
             return k["mamba_inner_fn"](
                 xz.contiguous(), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
                 self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A, None, None,
                 self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             )
         x, z = xz.chunk(2, dim=1)
-        x = F.silu(self.conv1d(x)[..., :seqlen])  # causal depthwise conv: (B, d_inner, L)
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2 N)
+        x = F.silu(self.conv1d(x)[..., :seqlen])
+        x_dbl = self.x_proj(x.transpose(1, 2))
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, d_inner, L); bias in the scan
-        B, C = B.transpose(1, 2), C.transpose(1, 2)  # (B, N, L)
-        if path == "fused":
-            y = k["selective_scan_fn"](
-                x.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(), self.D.float(),
-                z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            )
-        else:
-            y = selective_scan(
-                x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias,
-                delta_softplus=True, impl=path,
-            )
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)
+        y = k["selective_scan_fn"](
+            x.contiguous(), dt.contiguous(), A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )
         return self.out_proj(y.transpose(1, 2))
+
+    def _causal_conv(self, x: Tensor) -> Tensor:
+        """Depthwise causal convolution in time-major layout: (L, B, d_inner) -> same.
+
+        Equal to ``conv1d(x, padding=d_conv-1)[..., :L]``: out_t = bias + sum_k w_k x_{t-K+1+k}.
+        """
+        L, K = x.shape[0], self.d_conv
+        w = self.conv1d.weight[:, 0, :]  # (d_inner, K)
+        xp = F.pad(x, (0, 0, 0, 0, K - 1, 0))
+        out = xp[K - 1 :] * w[:, K - 1]
+        if self.conv1d.bias is not None:
+            out = out + self.conv1d.bias
+        for k in range(K - 1):
+            out = torch.addcmul(out, xp[k : k + L], w[:, k])
+        return out
+
+    def _forward_pure(self, hidden: Tensor, impl: str) -> Tensor:
+        """The same computation with our scan, time-major throughout: (L, B, d) -> (L, B, d)."""
+        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (L, B, d_inner) each
+        x = F.silu(self._causal_conv(x))
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan (fp32)
+        y = selective_scan_time_major(
+            x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, impl=impl
+        )
+        return self.out_proj(y)
 
 
 def set_scan_impl(module: nn.Module, impl: str | None) -> int:

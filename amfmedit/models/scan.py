@@ -46,11 +46,12 @@ from torch import Tensor
 
 SCAN_IMPLS = ("sequential", "chunked")
 
-# Work tensors of one segment hold (T, Bt, D, N) floats. On a CPU a segment sized to stay in
-# cache (~16 MB over the few live work tensors) is what makes the loop fast; on a GPU, bigger
-# segments mean fewer launches and memory is plentiful.
-_CPU_SEGMENT_ELEMENTS = 1 << 20
-_CUDA_SEGMENT_ELEMENTS = 1 << 27
+# Segment lengths. "sequential" keeps a checkpoint of the (Bt, N, D) state every `seg` steps
+# and its backward holds 2 * seg states: ~16 keeps them in a CPU's last-level cache. "chunked"
+# materialises (seg, Bt, N, D) work tensors: longer segments mean fewer launches on a GPU
+# (memory is plentiful there), shorter ones bound host memory on a CPU.
+_SEQUENTIAL_SEGMENT = 16
+_CHUNKED_SEGMENT_ELEMENTS = {"cuda": 1 << 27, "cpu": 1 << 23}
 
 
 def default_scan_impl(device: torch.device | str) -> str:
@@ -63,8 +64,10 @@ def default_scan_impl(device: torch.device | str) -> str:
     return "chunked" if torch.device(device).type == "cuda" else "sequential"
 
 
-def _segment_length(n_state: int, device: torch.device, length: int) -> int:
-    budget = _CUDA_SEGMENT_ELEMENTS if device.type == "cuda" else _CPU_SEGMENT_ELEMENTS
+def _segment_length(impl: str, n_state: int, device: torch.device, length: int) -> int:
+    if impl == "sequential":
+        return max(1, min(length, _SEQUENTIAL_SEGMENT))
+    budget = _CHUNKED_SEGMENT_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     return max(1, min(length, budget // max(n_state, 1)))
 
 
@@ -144,118 +147,243 @@ def _chunk_plan(T: int, impl: str) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# One segment's work tensors.
+# Work tensors. States are laid out (..., N, D) so the innermost dimension is the channel
+# dimension D (contiguous, vectorisable); decays use exp2 with A pre-scaled by log2(e) (exp2
+# is the cheaper of the two on CPUs, and exp(dt*A) == exp2(dt*A*log2(e))).
 # --------------------------------------------------------------------------------------------
 
+_LOG2E = 1.4426950408889634
 
-def _decays(dt: Tensor, A: Tensor, Tp: int) -> Tensor:
-    """exp(dt_t * A) for the segment, padded with ones to Tp + 1 steps: (Tp+1, Bt, D, N).
 
-    The ones are the identity decay: padding passes a state (forward) or an adjoint carry
-    (reverse) through unchanged, so the chunked scan can use equal-length chunks.
+def _decays(dt: Tensor, A2: Tensor, Tp: int) -> Tensor:
+    """exp(dt_t * A) for a segment, padded with ones to Tp + 1 steps: (Tp+1, Bt, N, D).
+
+    dt (T, Bt, D); A2 = A^T * log2(e), (N, D). The ones are the identity decay: padding
+    passes a state (forward) or an adjoint carry (reverse) through unchanged, so the chunked
+    scan can use equal-length chunks.
     """
     T, Bt, D = dt.shape
-    a = torch.ones(Tp + 1, Bt, D, A.shape[1], dtype=dt.dtype, device=dt.device)
-    torch.mul(dt.unsqueeze(-1), A, out=a[:T])
-    a[:T].exp_()
+    a = torch.ones(Tp + 1, Bt, A2.shape[0], D, dtype=dt.dtype, device=dt.device)
+    torch.mul(dt.unsqueeze(2), A2, out=a[:T])
+    a[:T].exp2_()
     return a
 
 
 def _inputs(dtu: Tensor, Bm: Tensor, Tp: int) -> Tensor:
-    """dt_t * u_t * B_t for the segment, zero-padded to Tp: (Tp, Bt, D, N)."""
+    """dt_t * u_t * B_t for a segment, zero-padded to Tp: (Tp, Bt, N, D)."""
     T, Bt, D = dtu.shape
-    x = torch.empty(Tp, Bt, D, Bm.shape[-1], dtype=dtu.dtype, device=dtu.device)
-    torch.mul(dtu.unsqueeze(-1), Bm.unsqueeze(-2), out=x[:T])
+    x = torch.empty(Tp, Bt, Bm.shape[-1], D, dtype=dtu.dtype, device=dtu.device)
+    torch.mul(Bm.unsqueeze(-1), dtu.unsqueeze(2), out=x[:T])
     if Tp > T:
         x[T:].zero_()
     return x
 
 
-def _bmm_contract(h: Tensor, v: Tensor) -> Tensor:
-    """sum_n h[t, b, d, n] * v[t, b, n] -> (T, Bt, D) as one batched matmul."""
-    T, Bt, D, N = h.shape
-    return torch.bmm(h.reshape(T * Bt, D, N), v.reshape(T * Bt, N, 1)).view(T, Bt, D)
+def _contract_n(v: Tensor, h: Tensor) -> Tensor:
+    """sum_n v[..., n] * h[..., n, d] -> (..., D), one batched (1 x N) @ (N x D) matmul."""
+    lead, (N, D) = h.shape[:-2], h.shape[-2:]
+    return torch.bmm(v.reshape(-1, 1, N), h.reshape(-1, N, D)).view(*lead, D)
 
 
-def _bmm_contract_state(h: Tensor, w: Tensor) -> Tensor:
-    """sum_d h[t, b, d, n] * w[t, b, d] -> (T, Bt, N)."""
-    T, Bt, D, N = h.shape
-    return torch.bmm(w.reshape(T * Bt, 1, D), h.reshape(T * Bt, D, N)).view(T, Bt, N)
+def _check_scan_inputs(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor):
+    return (u.contiguous(), dt.contiguous(), Bm.contiguous(), Cm.contiguous(),
+            A.t().contiguous(), (A * _LOG2E).t().contiguous())
 
 
-class _SelectiveScanCore(torch.autograd.Function):
-    """y_t = <C_t, h_t> with h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t. Time-major float32.
+class _SequentialScan(torch.autograd.Function):
+    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, one time step at a time.
 
-    u, dt: (L, Bt, D); A: (D, N); Bm, Cm: (L, Bt, N) -> y: (L, Bt, D).
+    Time-major float32: u, dt (L, Bt, D); A (D, N); Bm, Cm (L, Bt, N) -> y (L, Bt, D).
+    Every step's work is a handful of ops on the (Bt, N, D) state, which stays in cache.
+    The forward keeps the state every ``seg`` steps; the backward recomputes one segment of
+    states and decays at a time and walks it backwards with the adjoint.
     """
 
     @staticmethod
-    def forward(ctx, u, dt, A, Bm, Cm, impl):
+    def forward(ctx, u, dt, A, Bm, Cm, seg):
+        u, dt, Bm, Cm, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
         L, Bt, D = u.shape
         N = A.shape[1]
-        seg = _segment_length(Bt * D * N, u.device, L)
+        dtu = dt * u
+        y = torch.empty_like(u)
+        h = u.new_zeros(Bt, N, D)
+        a = torch.empty_like(h)
+        ckpts = u.new_empty((L + seg - 1) // seg, Bt, N, D)
+        dt_s, dtu_s = dt.unsqueeze(2).unbind(0), dtu.unsqueeze(2).unbind(0)  # (Bt, 1, D)
+        B_s, C_s = Bm.unsqueeze(-1).unbind(0), Cm.unsqueeze(2).unbind(0)  # (Bt, N, 1), (Bt, 1, N)
+        y_s = y.unsqueeze(2).unbind(0)  # (Bt, 1, D) views into y
+        for t in range(L):
+            if t % seg == 0:
+                ckpts[t // seg].copy_(h)
+            torch.mul(dt_s[t], A2, out=a)
+            a.exp2_()
+            h.mul_(a).addcmul_(B_s[t], dtu_s[t])
+            torch.bmm(C_s[t], h, out=y_s[t])
+        ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts)
+        ctx.seg = seg
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, dt, A, Bm, Cm, ckpts = ctx.saved_tensors
+        seg = ctx.seg
+        _, _, _, _, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
+        L, Bt, D = u.shape
+        N = A.shape[1]
+        dy = dy.contiguous()
+        dtu = dt * u
+        d_dtu, ddt = torch.empty_like(u), torch.empty_like(u)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        W = u.new_zeros(Bt, N, D)  # sum_t gah_t * dt_t; dA is its sum over the batch
+        H = u.new_empty(seg + 1, Bt, N, D)  # states h_{s0-1} .. h_{s1-1} of one segment
+        Aseg = u.new_empty(seg, Bt, N, D)  # decays of one segment
+        carry = u.new_zeros(Bt, N, D)  # a_{t+1} * g_{t+1}
+        g, gah = torch.empty_like(carry), torch.empty_like(carry)
+        dt_s, dtu_s = dt.unsqueeze(2).unbind(0), dtu.unsqueeze(2).unbind(0)
+        dy_s = dy.unsqueeze(2).unbind(0)
+        B_col, B_row, C_col = Bm.unsqueeze(-1).unbind(0), Bm.unsqueeze(2).unbind(0), Cm.unsqueeze(-1).unbind(0)
+        d_dtu_s = d_dtu.unsqueeze(2).unbind(0)
+        for k in range((L + seg - 1) // seg - 1, -1, -1):
+            s0 = k * seg
+            T = min(seg, L - s0)
+            H[0].copy_(ckpts[k])
+            for i in range(T):  # recompute this segment's decays and states
+                t = s0 + i
+                torch.mul(dt_s[t], A2, out=Aseg[i])
+                Aseg[i].exp2_()
+                torch.mul(Aseg[i], H[i], out=H[i + 1]).addcmul_(B_col[t], dtu_s[t])
+            for i in range(T - 1, -1, -1):
+                t = s0 + i
+                torch.addcmul(carry, C_col[t], dy_s[t], out=g)  # g_t = dL/dh_t
+                torch.linalg.vecdot(H[i + 1], dy_s[t], out=dC[t])  # sum_d h dy
+                torch.bmm(B_row[t], g, out=d_dtu_s[t])  # sum_n g B
+                torch.linalg.vecdot(g, dtu_s[t], out=dB[t])  # sum_d g dt u
+                torch.mul(g, Aseg[i], out=carry)
+                torch.mul(carry, H[i], out=gah)  # dL/d(dt_t A) = g_t a_t h_{t-1}
+                torch.linalg.vecdot(gah, At, dim=1, out=ddt[t])  # sum_n gah A
+                W.addcmul_(gah, dt_s[t])
+        du = d_dtu * dt
+        ddt += d_dtu * u
+        return du, ddt, W.sum(0).t(), dB, dC, None
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """The same scan as :class:`_SequentialScan`, each segment by the two-level chunked scan.
+
+    Segments are large (up to ~2^27 state elements on CUDA) and their work tensors are
+    materialised, (T, Bt, N, D); this trades memory traffic for far fewer kernel launches.
+    """
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, seg):
+        u, dt, Bm, Cm, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
+        L, Bt, D = u.shape
+        N = A.shape[1]
         dtu = dt * u
         y = torch.empty_like(u)
         starts = list(range(0, L, seg))
-        h0s = torch.empty(len(starts), Bt, D, N, dtype=u.dtype, device=u.device)
+        h0s = u.new_empty(len(starts), Bt, N, D)
         h = None
         for k, s0 in enumerate(starts):
             s1 = min(s0 + seg, L)
             T = s1 - s0
-            Tp, chunk = _chunk_plan(T, impl)
+            Tp, chunk = _chunk_plan(T, "chunked")
             h0s[k] = 0 if h is None else h
-            a = _decays(dt[s0:s1], A, Tp)
+            a = _decays(dt[s0:s1], A2, Tp)
             x = _inputs(dtu[s0:s1], Bm[s0:s1], Tp)
             _scan_forward_(a, x, h, chunk)
-            y[s0:s1] = _bmm_contract(x[:T], Cm[s0:s1])
+            y[s0:s1] = _contract_n(Cm[s0:s1], x[:T])
             h = x[T - 1]
         ctx.save_for_backward(u, dt, A, Bm, Cm, h0s)
-        ctx.seg, ctx.impl = seg, impl
+        ctx.seg = seg
         return y
 
     @staticmethod
     def backward(ctx, dy):
         u, dt, A, Bm, Cm, h0s = ctx.saved_tensors
-        seg, impl = ctx.seg, ctx.impl
+        seg = ctx.seg
+        _, _, _, _, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
         L, Bt, D = u.shape
         dy = dy.contiguous()
         dtu = dt * u
-        d_dtu = torch.empty_like(u)
-        ddt = torch.empty_like(u)
-        dB = torch.empty_like(Bm)
-        dC = torch.empty_like(Cm)
-        dA = torch.zeros_like(A)
-        carry = None  # exp(dt_{s1} A) * g_{s1}: the adjoint entering from the next segment
+        d_dtu, ddt = torch.empty_like(u), torch.empty_like(u)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        dAt = torch.zeros_like(At)
+        carry = None  # a_{s1} * g_{s1}: the adjoint entering from the next segment
         starts = list(range(0, L, seg))
         for k in range(len(starts) - 1, -1, -1):
             s0 = starts[k]
             s1 = min(s0 + seg, L)
             T = s1 - s0
-            Tp, chunk = _chunk_plan(T, impl)
+            Tp, chunk = _chunk_plan(T, "chunked")
             h0 = h0s[k] if k > 0 else None
-            a = _decays(dt[s0:s1], A, Tp)
+            a = _decays(dt[s0:s1], A2, Tp)
             h = _inputs(dtu[s0:s1], Bm[s0:s1], Tp)
             _scan_forward_(a, h, h0, chunk)  # recompute the states of this segment
-            dC[s0:s1] = _bmm_contract_state(h[:T], dy[s0:s1])
+            dC[s0:s1] = torch.linalg.vecdot(h[:T], dy[s0:s1].unsqueeze(2))
             g = torch.zeros_like(h)
-            torch.mul(dy[s0:s1].unsqueeze(-1), Cm[s0:s1].unsqueeze(-2), out=g[:T])
+            torch.mul(Cm[s0:s1].unsqueeze(-1), dy[s0:s1].unsqueeze(2), out=g[:T])
             _scan_reverse_(a, g, carry, chunk)
             g = g[:T]
             carry = a[0] * g[0]
-            # dL/d(dt_t A) = g_t * a_t * h_{t-1}
-            gah = g * a[:T]
+            gah = g * a[:T]  # dL/d(dt_t A) = g_t a_t h_{t-1}
             gah[1:].mul_(h[: T - 1])
             if h0 is not None:
                 gah[0].mul_(h0)
             else:
                 gah[0].zero_()
-            ddt[s0:s1] = (gah * A).sum(-1)
-            dA += (gah * dt[s0:s1].unsqueeze(-1)).sum((0, 1))
-            d_dtu[s0:s1] = _bmm_contract(g, Bm[s0:s1])
-            dB[s0:s1] = _bmm_contract_state(g, dtu[s0:s1])
+            ddt[s0:s1] = torch.linalg.vecdot(gah, At, dim=-2)
+            dAt += (gah * dt[s0:s1].unsqueeze(2)).sum((0, 1))
+            d_dtu[s0:s1] = _contract_n(Bm[s0:s1], g)
+            dB[s0:s1] = torch.linalg.vecdot(g, dtu[s0:s1].unsqueeze(2))
         du = d_dtu * dt
         ddt += d_dtu * u
-        return du, ddt, dA, dB, dC, None
+        return du, ddt, dAt.t(), dB, dC, None
+
+
+def selective_scan_time_major(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    impl: str | None = None,
+) -> Tensor:
+    """:func:`selective_scan` with time as the leading dimension of every sequence input.
+
+    Shapes: u, delta, z (L, Bt, D); A (D, N); B, C (L, Bt, N); D, delta_bias (D,).
+    Returns (L, Bt, D). This is the layout the scan works in; a block that produces its
+    tensors time-major (``MambaBlock``'s pure path) avoids every transpose, and elementwise
+    ops never mix memory layouts (which is several times slower on a CPU).
+    """
+    impl = impl or default_scan_impl(u.device)
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"impl must be one of {SCAN_IMPLS}, however: {impl=}")
+    if A.is_complex():
+        raise ValueError("complex A is not supported by the pure-PyTorch selective scan")
+    if B.dim() != 3 or C.dim() != 3:
+        raise ValueError(f"B and C must be input-dependent (L, Bt, N), however: {B.shape=}, {C.shape=}")
+    dtype_in = u.dtype
+    with torch.autocast(u.device.type, enabled=False):
+        uf = u.float()
+        dt = delta.float()
+        if delta_bias is not None:
+            dt = dt + delta_bias.float()
+        if delta_softplus:
+            dt = F.softplus(dt)
+        fn = _SequentialScan if impl == "sequential" else _ChunkedScan
+        seg = _segment_length(impl, u.shape[1] * A.shape[0] * A.shape[1], u.device, u.shape[0])
+        y = fn.apply(uf, dt, A.float(), B.float(), C.float(), seg)
+        if D is not None:
+            y = torch.addcmul(y, uf, D.float())
+        if z is not None:
+            y = y * F.silu(z.float())
+    return y.to(dtype_in)
 
 
 def selective_scan(
@@ -277,31 +405,10 @@ def selective_scan(
     Returns (Bt, D, L) in u's dtype; the recurrence runs in float32.
     ``impl``: ``"sequential"`` or ``"chunked"``; None picks :func:`default_scan_impl`.
     """
-    impl = impl or default_scan_impl(u.device)
-    if impl not in SCAN_IMPLS:
-        raise ValueError(f"impl must be one of {SCAN_IMPLS}, however: {impl=}")
-    if A.is_complex():
-        raise ValueError("complex A is not supported by the pure-PyTorch selective scan")
     if B.dim() != 3 or C.dim() != 3:
         raise ValueError(f"B and C must be input-dependent (Bt, N, L), however: {B.shape=}, {C.shape=}")
-    dtype_in = u.dtype
-    with torch.autocast(u.device.type, enabled=False):
-        uf = u.float()
-        dt = delta.float()
-        if delta_bias is not None:
-            dt = dt + delta_bias.float()[:, None]
-        if delta_softplus:
-            dt = F.softplus(dt)
-        y = _SelectiveScanCore.apply(
-            uf.permute(2, 0, 1),
-            dt.permute(2, 0, 1),
-            A.float(),
-            B.float().permute(2, 0, 1),
-            C.float().permute(2, 0, 1),
-            impl,
-        ).permute(1, 2, 0)
-        if D is not None:
-            y = y + uf * D.float()[:, None]
-        if z is not None:
-            y = y * F.silu(z.float())
-    return y.to(dtype_in)
+    tm = lambda t: None if t is None else t.permute(2, 0, 1).contiguous()  # noqa: E731
+    y = selective_scan_time_major(
+        tm(u), tm(delta), A, tm(B), tm(C), D, tm(z), delta_bias, delta_softplus, impl=impl
+    )
+    return y.permute(1, 2, 0)

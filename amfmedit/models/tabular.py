@@ -318,8 +318,10 @@ class FTMambaEncoder(_TabularEncoder):
         # NOTE[paper]: §3.2 puts [CLS] at the sequence end and reads out its state; the
         # reference code puts it first and average-pools (pooling="avg" reproduces that).
         cls = "last" if self.pooling == "cls" else "first"
-        x = self.tokenizer.tokens(x_cont, e_cat, cls=cls)
+        # Time-major (L, B, d) through the blocks: the pure scan's layout, so no block
+        # transposes its input or output.
+        x = self.tokenizer.tokens(x_cont, e_cat, cls=cls).transpose(0, 1).contiguous()
         for i, block in enumerate(self.blocks):
-            x = x + block(self.norms[i](x)) if self.residual else block(x)
-        pooled = x[:, -1] if self.pooling == "cls" else x.mean(dim=1)
+            x = x + block(self.norms[i](x), time_major=True) if self.residual else block(x, time_major=True)
+        pooled = x[-1] if self.pooling == "cls" else x.mean(dim=0)
         return self.norm_f(pooled)

@@ -37,7 +37,8 @@ NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 @pytest.mark.parametrize("dt_bias", [-6.0, 3.0], ids=["tiny-dt", "large-dt"])
 def test_scan_matches_oracle_values_and_every_gradient(impl, L, dt_bias, monkeypatch):
     # Small segments so that segment boundaries (state and adjoint carries) are exercised too.
-    monkeypatch.setattr(scan, "_CPU_SEGMENT_ELEMENTS", 2 * 3 * 4 * 5)
+    monkeypatch.setattr(scan, "_SEQUENTIAL_SEGMENT", 5)
+    monkeypatch.setitem(scan._CHUNKED_SEGMENT_ELEMENTS, "cpu", 2 * 3 * 4 * 11)
     ref_in = [t.requires_grad_() for t in make_inputs(L, dt_bias)]
     ref_out = oracle(*ref_in)
     grad_out = torch.randn_like(ref_out)
