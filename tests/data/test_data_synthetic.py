@@ -16,7 +16,7 @@ from amfmedit.data.prepare import apply_overrides, prepare
 from amfmedit.data.spec import load_spec
 from amfmedit.data.synthetic import patient_index, region_mask, region_masks
 from amfmedit.data.synthetic.ol3i import INFORMATIVE, select_features
-from amfmedit.data.synthetic.phantom import ANALYSIS_SIZE, anatomy, render_labels, tissue_area_cm2
+from amfmedit.data.synthetic.phantom import anatomy, render_labels, tissue_area_cm2
 from amfmedit.errors import UserError
 
 
@@ -112,10 +112,10 @@ def test_region_mask_is_the_visceral_fat_of_the_slice(tmp_path):
             assert img[0, 0] == 0
     masks = region_masks(ds, [0, 1, 2])
     assert masks.shape == (3, 64, 64) and masks.dtype == bool
-    # the risk-carrying area is the area of that region (measured at the analysis resolution)
+    # the risk-carrying area is the area of that region in the slice (40 cm field of view)
     for row in range(5):
-        area = tissue_area_cm2(render_labels(anatomy(11, patient_index(ds.ids[row])), ANALYSIS_SIZE))
-        assert truth["visceral_fat_area_cm2"][row] == pytest.approx(area, abs=1e-3)
+        mask = region_mask(11, patient_index(ds.ids[row]), 64, "visceral_fat")
+        assert truth["visceral_fat_area_cm2"][row] == pytest.approx(mask.sum() * (40 / 64) ** 2, abs=1e-3)
 
 
 def test_visceral_fat_varies_and_is_visible_at_low_resolution():

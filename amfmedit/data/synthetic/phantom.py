@@ -23,7 +23,6 @@ from functools import lru_cache
 import numpy as np
 
 FOV_CM = 40.0  # field of view across the slice
-ANALYSIS_SIZE = 128  # resolution at which the risk-carrying visceral fat area is measured
 
 # tissue codes of the label map (order matters for the nested-ellipse trick in render_labels)
 AIR, SKIN, SAT, MUSCLE, VAT, BOWEL, GAS, LIVER, KIDNEY, VESSEL, CANCELLOUS, CORTICAL, TABLE = range(13)
@@ -55,7 +54,9 @@ class Anatomy:
     sat: float
     muscle: float
     hu: dict  # per-patient tissue HU means
-    organs: list  # (code, cx, cy, ax, ay, theta, cavity_only) painted in order
+    loops: np.ndarray  # (n, 4) bowel loops: cx, cy, ax, ay (axis-aligned, inside the cavity)
+    bubbles: np.ndarray  # (m, 4) gas in some of the loops
+    organs: list  # (code, cx, cy, ax, ay, theta, cavity_only) painted in order after the loops
     noise_offset: tuple[int, int]
 
     @property
@@ -93,23 +94,23 @@ def anatomy(seed: int, index: int) -> Anatomy:
     }
     k = 1.0 - skin - sat - muscle
     cax, cay = ax * k, ay * k  # cavity half-axes
-    organs = []
     # bowel loops fill less of the cavity the more visceral fat there is; candidates are drawn
     # in one batch and taken until their area reaches the target
     fill = float(np.clip(0.62 - 0.17 * visceral, 0.12, 0.9))
-    n_max = 64
-    r = rng.uniform(0.045, 0.08, n_max)
+    n_max = 48
+    r = rng.uniform(0.05, 0.09, n_max)
     t, rr = rng.uniform(0.0, 2 * np.pi, n_max), np.sqrt(rng.uniform(0.0, 1.0, n_max))
     squash, gas = rng.uniform(0.7, 1.0, n_max), rng.random(n_max) < 0.3
-    n_loops = int(np.searchsorted(np.cumsum(np.pi * r * r), fill * np.pi * cax * cay * 1.25)) + 1
-    for j in range(min(n_loops, n_max)):
-        lx = cx + 0.9 * cax * rr[j] * np.cos(t[j])
-        ly = cy + 0.9 * cay * rr[j] * np.sin(t[j]) - 0.1 * cay
-        wide = j % 2 == 0  # axis-aligned loops, alternately wide and tall
-        rx, ry = (r[j], r[j] * squash[j]) if wide else (r[j] * squash[j], r[j])
-        organs.append((BOWEL, float(lx), float(ly), float(rx), float(ry), 0.0, True))
-        if gas[j]:
-            organs.append((GAS, float(lx), float(ly - 0.3 * r[j]), float(0.45 * r[j]), float(0.35 * r[j]), 0.0, True))
+    n = min(int(np.searchsorted(np.cumsum(np.pi * r * r), fill * np.pi * cax * cay * 1.25)) + 1, n_max)
+    lx = cx + 0.9 * cax * rr[:n] * np.cos(t[:n])
+    ly = cy + 0.9 * cay * rr[:n] * np.sin(t[:n]) - 0.1 * cay
+    wide = np.arange(n) % 2 == 0  # axis-aligned loops, alternately wide and tall
+    rx = np.where(wide, r[:n], r[:n] * squash[:n])
+    ry = np.where(wide, r[:n] * squash[:n], r[:n])
+    loops = np.stack([lx, ly, rx, ry], axis=1)
+    g = gas[:n]
+    bubbles = np.stack([lx[g], ly[g] - 0.3 * r[:n][g], 0.45 * r[:n][g], 0.35 * r[:n][g]], axis=1)
+    organs = []
     vy = cy + 0.58 * cay  # vertebral body centre, posterior part of the cavity
     rv = 0.075
     for side in (-1, 1):
@@ -127,8 +128,8 @@ def anatomy(seed: int, index: int) -> Anatomy:
     organs.append((CORTICAL, 0.0, vy + rv + 0.07, 0.016, 0.055, 0.0, False))  # spinous process
     noise_offset = (int(rng.integers(0, 1 << 20)), int(rng.integers(0, 1 << 20)))
     return Anatomy(index=index, male=male, age=age, adiposity=adiposity, visceral=visceral, cx=cx, cy=cy,
-                   ax=ax, ay=ay, skin=skin, sat=sat, muscle=muscle, hu=hu, organs=organs,
-                   noise_offset=noise_offset)
+                   ax=ax, ay=ay, skin=skin, sat=sat, muscle=muscle, hu=hu, loops=loops, bubbles=bubbles,
+                   organs=organs, noise_offset=noise_offset)
 
 
 @lru_cache(maxsize=8)
@@ -150,24 +151,42 @@ def _stamp(ax2: int, ay2: int, turn: int) -> np.ndarray:
     return ((u * c + v * s) / ax) ** 2 + ((v * c - u * s) / ay) ** 2 <= 1.0
 
 
-def _paint(labels: np.ndarray, code: int, cx, cy, ax, ay, theta, cavity_only: bool) -> None:
-    """Paint one (rotated) ellipse into the label map, centred on the nearest pixel."""
-    size = labels.shape[0]
+def _place(size: int, cx, cy, ax, ay, theta) -> tuple | None:
+    """(stamp crop, row slice, column slice) of an ellipse centred on the nearest pixel, or None."""
     half = size / 2.0
     stamp = _stamp(round(2 * ax * half), round(2 * ay * half), round(math.degrees(theta)) % 180)
     reach = stamp.shape[0] // 2
-    jc, ic = round((cx + 1.0) * half - 0.5), round((cy + 1.0) * half - 0.5)
-    c0, r0 = jc - reach, ic - reach
+    c0, r0 = round((cx + 1.0) * half - 0.5) - reach, round((cy + 1.0) * half - 0.5) - reach
     c1, r1 = c0 + stamp.shape[1], r0 + stamp.shape[0]
     sc0, sr0 = max(0, -c0), max(0, -r0)
     sc1, sr1 = stamp.shape[1] - max(0, c1 - size), stamp.shape[0] - max(0, r1 - size)
     if sc0 >= sc1 or sr0 >= sr1:
+        return None
+    return stamp[sr0:sr1, sc0:sc1], slice(r0 + sr0, r0 + sr1), slice(c0 + sc0, c0 + sc1)
+
+
+def _paint(labels: np.ndarray, code: int, cx, cy, ax, ay, theta, cavity_only: bool) -> None:
+    """Paint one (rotated) ellipse into the label map (only into the cavity if ``cavity_only``)."""
+    placed = _place(labels.shape[0], cx, cy, ax, ay, theta)
+    if placed is None:
         return
-    box = labels[r0 + sr0:r0 + sr1, c0 + sc0:c0 + sc1]
-    inside = stamp[sr0:sr1, sc0:sc1]
+    inside, rows, cols = placed
+    box = labels[rows, cols]
     if cavity_only:
         inside = inside & (box >= VAT)
     box[inside] = code
+
+
+def _paint_many(labels: np.ndarray, code: int, ellipses: np.ndarray) -> None:
+    """Paint the union of axis-aligned ellipses (n, 4: cx, cy, ax, ay) into the cavity at once."""
+    union = np.zeros(labels.shape, dtype=bool)
+    for cx, cy, ax, ay in ellipses.tolist():
+        placed = _place(labels.shape[0], cx, cy, ax, ay, 0.0)
+        if placed is not None:
+            inside, rows, cols = placed
+            union[rows, cols] |= inside
+    union &= labels >= VAT
+    labels[union] = code
 
 
 def render_labels(anat: Anatomy, size: int) -> np.ndarray:
@@ -182,6 +201,8 @@ def render_labels(anat: Anatomy, size: int) -> np.ndarray:
     labels += q <= t_skin
     labels += q <= t_sat
     labels += q <= t_cav  # AIR 0, SKIN 1, SAT 2, MUSCLE 3, VAT 4
+    _paint_many(labels, BOWEL, anat.loops)
+    _paint_many(labels, GAS, anat.bubbles)
     for code, cx, cy, ax, ay, theta, cavity_only in anat.organs:
         _paint(labels, code, cx, cy, ax, ay, theta, cavity_only)
     # the CT couch: a thin band under the patient
@@ -222,10 +243,19 @@ def render_hu(anat: Anatomy, size: int, seed: int, labels: np.ndarray | None = N
     return np.maximum(hu, -1024, out=hu)  # the lowest value CT scanners store
 
 
+def _in_region(labels: np.ndarray, region: str) -> np.ndarray:
+    codes = REGIONS[region]
+    if len(codes) == 1:
+        return labels == codes[0]
+    member = np.zeros(256, bool)
+    member[list(codes)] = True
+    return member[labels]
+
+
 def tissue_area_cm2(labels: np.ndarray, region: str = "visceral_fat") -> float:
     """Area of a region in cm^2 on a label map covering the 40 cm field of view."""
     pixel = (FOV_CM / labels.shape[0]) ** 2
-    return float(np.isin(labels, REGIONS[region]).sum() * pixel)
+    return float(np.count_nonzero(_in_region(labels, region)) * pixel)
 
 
 def region_mask(seed: int, index: int, size: int, region: str = "visceral_fat") -> np.ndarray:
@@ -236,4 +266,4 @@ def region_mask(seed: int, index: int, size: int, region: str = "visceral_fat") 
     """
     if region not in REGIONS:
         raise ValueError(f"unknown region {region=}; choose from {sorted(REGIONS)}")
-    return np.isin(render_labels(anatomy(seed, index), size), REGIONS[region])
+    return _in_region(render_labels(anatomy(seed, index), size), region)
