@@ -47,6 +47,8 @@ def finetune(
     tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="Baseline's D_tab [default: the encoder's].")] = None,
     image_arch: Annotated[Optional[str], typer.Option("--image-arch", help="Baseline's image encoder [default: the run's].")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
+    mask_features: Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")] = None,
+    mask_top_k: Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")] = None,
     run: RunName = None,
     runs_dir: RunsDir = None,
     data_dir: DataDir = None,
@@ -72,7 +74,8 @@ def finetune(
     configs = [
         FinetuneConfig(fusion=f, strategy=s, modality=modality if f == "none" else None, rconf=rconf, d_out=d_out,
                        seeds=ints(seeds, "--seeds"), recipe=recipe, tabular_encoder=tabular_encoder,
-                       tabular_dim=tabular_dim, image_arch=image_arch)
+                       tabular_dim=tabular_dim, image_arch=image_arch, mask_features=tuple(mask_features or ()),
+                       mask_top_k=mask_top_k)
         for f in dict.fromkeys(fusion) for s in dict.fromkeys(strategy)
         if not (f == "none" and s == "frozen" and len(strategy) > 1)  # baselines are trained, not frozen
     ]

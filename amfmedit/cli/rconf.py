@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.table import Table
@@ -36,6 +36,8 @@ def rconf(
     loss_weights: Annotated[Optional[str], typer.Option("--loss-weights", help="Per-class CE weights α [default binary: 0.1,2].")] = None,
     d_out: Annotated[int, typer.Option("--d-out", min=2, help="AMF's D_out for the reported L_img / L_tab.")] = 2048,
     seed: Seed = 2022,
+    mask_features: Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")] = None,
+    mask_top_k: Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")] = None,
     run: RunName = None,
     runs_dir: RunsDir = None,
     data_dir: DataDir = None,
@@ -56,7 +58,8 @@ def rconf(
     recipe = Recipe(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr, lrs=floats(lrs, "--lrs"),
                     patience=patience, sampler_weights=floats(sampler_weights, "--sampler-weights"),
                     loss_weights=floats(loss_weights, "--loss-weights"))
-    cfg = RconfConfig(split=split, seed=seed, d_out=d_out, recipe=recipe)
+    cfg = RconfConfig(split=split, seed=seed, d_out=d_out, recipe=recipe, mask_features=tuple(mask_features or ()),
+                      mask_top_k=mask_top_k)
     opts = RunOptions(runs_dir=runs_dir, run=run, data_dir=data_dir, device=device, compile=compile,
                       images_in=images_in, resume=resume, force=force)
     main = is_main_process()

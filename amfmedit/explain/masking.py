@@ -208,3 +208,35 @@ def incomplete_markdown(groups: list[dict], *, metric: str) -> str:
         rc = f"{r_conf:.2f}" if isinstance(r_conf, (int, float)) else "-"
         lines.append(f"| {name} | {enc} | {', '.join(row['features'])} | {rc} | {fz[0]} | {fz[1]} | {tr[0]} | {tr[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def resolve_mask(run, names: Sequence[str] = (), top_k: int | None = None, *, data_dir=None) -> list[str]:
+    """The features a stage masks: ``--mask-features`` names (checked against the run's schema)
+    or the top ``--mask-top-k`` of the run's IG report; [] when neither is given."""
+    from amfmedit.data.prepared import dataset_path
+    from amfmedit.data.schema import Schema
+
+    names = [n for part in names for n in str(part).split(",") if n.strip()]
+    names = [n.strip() for n in names]
+    if names and top_k is not None:
+        raise UserError("--mask-features and --mask-top-k: give one of them")
+    if top_k is not None:
+        names = top_features(run, top_k)
+    if not names:
+        return []
+    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / "schema.json")
+    return check_feature_names(schema, names)
+
+
+def masked_data(dataset, device_data, names: Sequence[str]):
+    """``(masked dataset, its DeviceData)`` sharing ``device_data``'s images (no second image copy)."""
+    import copy
+
+    import torch
+
+    masked = mask_features(dataset, names)
+    dd = copy.copy(device_data)
+    dd.dataset = masked
+    dd.x_cont = torch.from_numpy(np.ascontiguousarray(masked.x_cont, dtype=np.float32)).to(device_data.device)
+    dd.x_cat = torch.from_numpy(np.ascontiguousarray(masked.x_cat, dtype=np.int64)).to(device_data.device)
+    return masked, dd

@@ -50,7 +50,7 @@ def importance_distribution(table, names: Sequence[str], path, title: str, label
     t = table.set_index("name").loc[list(names)]
     colours = _group_colours(t["group"])
     x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(min(14, 5 + len(t) / 40), 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(min(16, 7 + len(t) / 40), 3.6), dpi=110)
     ax.bar(x, t["importance_pct"], width=1.0, color=[colours[g] for g in t["group"]], linewidth=0)
     if "informative" in t.columns:
         inf = np.flatnonzero(t["informative"].to_numpy(bool))
@@ -65,7 +65,7 @@ def importance_distribution(table, names: Sequence[str], path, title: str, label
     if "informative" in t.columns:
         h, lab = ax.get_legend_handles_labels()
         handles, labels = handles + h, labels + lab
-    ax.legend(handles, labels, fontsize=7, loc="upper right", ncol=2)
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlim(-0.5, len(t) - 0.5)
     ax.set_xlabel(f"feature (model input order, {len(t)} features)")
     ax.set_ylabel("importance (% of total)")
@@ -110,7 +110,7 @@ def group_breakdown(shares: dict[str, float], path, title: str, truth: dict[str,
                for k, c in zip(keys, [_GROUP_COLOURS[i % len(_GROUP_COLOURS)] for i in range(len(keys))])}
     if truth:
         colours.update({k: c for k, c in zip(list(truth)[1:], ("#E377C2", "#1F3A93"))})
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(bars)), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.55 * len(bars)), dpi=110)
     for y, (_, d) in enumerate(bars):
         left = 0.0
         for k, v in d.items():
@@ -122,7 +122,7 @@ def group_breakdown(shares: dict[str, float], path, title: str, truth: dict[str,
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of total importance (%)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=4, frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -21,7 +21,6 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, staging_dir, write_json, write_text
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
-from amfmedit.stages.finetune import parse_stage
 from amfmedit.stages.report import plot_roc, stage_markdown, table2_markdown
 from amfmedit.train import rundir
 from amfmedit.train.metrics import classification_metrics, headline_metric
@@ -49,7 +48,7 @@ class EvaluateResult:
 
 
 def _group_key(info: dict, cfg: dict) -> tuple:
-    return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"))
+    return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"))
 
 
 def oracle_auc(dataset, split: str) -> float | None:
@@ -73,6 +72,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     """Score every finished classifier of the run on ``cfg.split`` and write the reports."""
     import torch
 
+    from amfmedit.explain.masking import masked_data, stage_mask
+    from amfmedit.explain.targets import classifier_stages
     from amfmedit.train.inputs import DeviceData
     from amfmedit.train.tasks import ClassificationTask
 
@@ -80,7 +81,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         raise UserError(f"--split {cfg.split}: use val or test")
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    names = [n for n in run.complete_stages() if parse_stage(n) is not None]
+    parsed = classifier_stages(run)  # parse_stage, plus masked stages (incomplete tabular data, Table 4)
+    names = list(parsed)
     if not names:
         raise UserError(
             f"run {run.name} has no finished finetune-* or supervised-* stage; run `amfmedit finetune --fusion amf` "
@@ -95,22 +97,30 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     stages, per_group = [], defaultdict(list)
     outputs = {}
+    masked_sets = {}
     for name in names:
-        info = parse_stage(name)
+        info = parsed[name]
         stage_dir = run.stage(name)
         scfg = read_json(stage_dir / rundir.CONFIG_FILE)
+        stage_data = data
+        if info["mask"]:  # tested on the same masked table it was trained on
+            features = stage_mask(stage_dir)
+            if tuple(features) not in masked_sets:
+                masked_sets[tuple(features)] = masked_data(ds, data, features)[1]
+            stage_data = masked_sets[tuple(features)]
         model, ckpt = best_model(stage_dir)
         model = model.to(rt.device).eval()
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
         uses_image = info["modality"] != "tabular"
-        task = ClassificationTask(model=model, loss=None, data=data, use_image=uses_image, augment=None,
+        task = ClassificationTask(model=model, loss=None, data=stage_data, use_image=uses_image, augment=None,
                                   channels_last=rt.channels_last, eval_batch_size=cfg.batch_size, spec={},
                                   n_classes=schema.n_classes)
         with torch.no_grad(), rt.autocast():
             rows, probs, labels = task.predict(model, cfg.split, rt)
         m = classification_metrics(probs, labels)
-        row = {"stage": name, **info, "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
+        row = {"stage": name, **info, "mask_features": stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
+               "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
                "best_epoch": int(ckpt["epoch"]), "val_" + metric: float(ckpt["metric"]),
                **{k: m[k] for k in METRICS_KEYS}, "n": m["n"]}
         stages.append(row)
@@ -118,12 +128,13 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         outputs[name] = (rows, probs, labels)
 
     groups = []
-    for (fusion, strategy, modality, encoder), rows in per_group.items():
+    for (fusion, strategy, modality, encoder, mask), rows in per_group.items():
         vals = [r[metric] for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
         groups.append({
             "kind": "supervised" if fusion == "none" else "fusion",
             "fusion": fusion, "strategy": strategy, "modality": modality, "encoder": encoder,
+            "mask": mask, "mask_features": rows[0]["mask_features"], "r_conf": rows[0]["r_conf"],
             "seeds": [r["seed"] for r in rows], "values": vals,
             "mean": float(np.mean(finite)) if finite else math.nan,
             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else math.nan,
@@ -142,6 +153,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             _write_rocs(tmp / "roc", outputs, per_group, cfg.split)
         rundir.mark_complete(tmp, {"metric": metric, "stages": len(stages)})
     run.record_command(STAGE, opts.argv)
+    from amfmedit.explain.report import refresh_report
+
+    refresh_report(run.root)
     return EvaluateResult(run.name, final, metric, groups, stages, oracle, md)
 
 
@@ -150,8 +164,15 @@ def _markdown(run, split, metric, groups, stages, oracle) -> str:
     parts = [
         f"# Results of run {run.name}\n",
         f"Data: `{run.data}`. Metric: {title} on the {split} split, mean ± standard deviation over seeds (%).\n",
-        table2_markdown(groups, metric=metric, oracle=oracle),
+        table2_markdown([g for g in groups if not g.get("mask")], metric=metric, oracle=oracle),
     ]
+    from amfmedit.explain.masking import incomplete_markdown
+
+    masked = incomplete_markdown(groups, metric=metric)
+    if masked:
+        parts.append("\n## Incomplete tabular data\n\nMasked features replaced by training constants at train and "
+                     "test time; drop = complete − masked (points), against the same fusion and strategy on complete "
+                     "data in this run.\n\n" + masked)
     if oracle is not None:
         parts.append(f"\nOracle AUC (the generator's true risk on the {split} split): {oracle:.4f}\n")
     parts.append("\n## Per stage\n\n")
@@ -176,6 +197,8 @@ def _write_predictions(folder: Path, ds, schema, outputs) -> None:
 def _write_rocs(folder: Path, outputs, per_group, split: str) -> None:
     from sklearn.metrics import roc_curve
 
+    from amfmedit.explain.masking import split_mask_suffix
+
     folder.mkdir(parents=True, exist_ok=True)
     for rows in per_group.values():
         curves = {}
@@ -186,5 +209,6 @@ def _write_rocs(folder: Path, outputs, per_group, split: str) -> None:
             fpr, tpr, _ = roc_curve(labels, probs[:, 1])
             curves[f"seed {r['seed']}"] = (fpr, tpr, r["auc"])
         if curves:
-            prefix = rows[0]["stage"].rsplit("-seed", 1)[0]
+            base, tag = split_mask_suffix(rows[0]["stage"])
+            prefix = base.rsplit("-seed", 1)[0] + (f"-{tag}" if tag else "")
             plot_roc(curves, folder / f"{prefix}.png", f"{prefix} ({split})")

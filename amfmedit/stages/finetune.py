@@ -53,6 +53,10 @@ class FinetuneConfig:
     tabular_encoder: str | None = None
     tabular_dim: int | None = None
     image_arch: str | None = None
+    # incomplete tabular data (§4.2.4): these features replaced by training constants at train
+    # and test time (amfmedit.explain.masking), or the top K of the run's IG report
+    mask_features: tuple[str, ...] = ()
+    mask_top_k: int | None = None
 
     def validate(self) -> None:
         check_choice(self.fusion, FUSION_CHOICES, "--fusion")
@@ -81,7 +85,9 @@ class FinetuneConfig:
         return f"finetune-{self.fusion}-{self.strategy}"
 
     def stage(self, seed: int) -> str:
-        return f"{self.prefix}-seed{seed}"
+        from amfmedit.explain.masking import masked_stage_name
+
+        return masked_stage_name(f"{self.prefix}-seed{seed}", self.mask_features)
 
 
 @dataclass
@@ -148,11 +154,13 @@ def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float | None:
         return None
     if cfg.rconf is not None:
         return float(cfg.rconf)
-    value = read_rconf(run)
+    value = read_rconf(run, cfg.mask_features)
     if value is None:
+        masked = " ".join(f"--mask-features {n}" for n in cfg.mask_features)
         raise UserError(
-            f"--fusion amf needs R_conf and run {run.name} has no finished rconf/ stage; "
-            "run `amfmedit rconf` first or pass --rconf VALUE"
+            f"--fusion amf needs R_conf and run {run.name} has no finished "
+            f"{'rconf/' if not masked else 'rconf on the same masked features'} stage; "
+            f"run `amfmedit rconf{' ' + masked if masked else ''}` first or pass --rconf VALUE"
         )
     return value
 
@@ -166,11 +174,14 @@ def finetune(
     they are kept and unfinished ones continue. ``data`` may pass an already loaded
     ``(dataset, DeviceData)`` to share between calls.
     """
+    from amfmedit.explain.masking import mask_record, masked_data, masked_stage_name, resolve_mask
     from amfmedit.train.inputs import DeviceData
 
     cfg.validate()
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
+    cfg = replace(cfg, mask_features=tuple(resolve_mask(run, cfg.mask_features, cfg.mask_top_k,
+                                                        data_dir=opts.data_dir)), mask_top_k=None)
     if cfg.fusion != "none":
         rundir.require_stage(run, "pretrain", f"amfmedit pretrain --data {run.data}")
     r_conf = resolve_rconf(cfg, run)
@@ -179,6 +190,9 @@ def finetune(
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
     else:
         ds, dd = data
+    mask = mask_record(ds, cfg.mask_features) if cfg.mask_features else None
+    if cfg.mask_features:  # train, validation and test rows all see the constants
+        ds, dd = masked_data(ds, dd, cfg.mask_features)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
     build, encoders = _model_builder(cfg, run, schema, r_conf)
@@ -194,7 +208,7 @@ def finetune(
                             ("" if state == "finished" else " or --resume to continue it"))
     if rt.is_main:
         run.record_command(cfg.prefix, opts.argv)
-    stage_extra = {"data": run.data, "r_conf": r_conf, **encoders}
+    stage_extra = {"data": run.data, "r_conf": r_conf, **encoders, **({"mask": mask} if mask else {})}
 
     def train(lr: float, seed: int, out_dir: Path, resume: bool) -> Trained:
         if rt.is_main:
@@ -213,7 +227,7 @@ def finetune(
     lr = recipe.lr
     first_dir = run.stage(cfg.stage(first))
     if lr is None:
-        search = run.stage(f"{cfg.prefix}-lrsearch")
+        search = run.stage(masked_stage_name(f"{cfg.prefix}-lrsearch", cfg.mask_features))
         if (first_dir / rundir.MARKER).is_file() and opts.resume:
             lr = float(read_json(first_dir / rundir.CONFIG_FILE)["lr"])
         else:
@@ -250,6 +264,11 @@ def finetune(
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
     from amfmedit.train.metrics import headline_metric
 
+    if rt.is_main:
+        from amfmedit.explain.report import refresh_report
+
+        refresh_report(run.root)
+
     return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task))
 
 
@@ -274,6 +293,10 @@ def finetune_many(
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
         opts = replace(opts, run=_baseline_run(data, opts, rt))
     run = rundir.open_run(opts.runs_dir, opts.run)
+    from amfmedit.explain.masking import resolve_mask
+
+    configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
+                       mask_top_k=None) for c in configs]
     for cfg in configs:
         if cfg.fusion != "none":
             rundir.require_stage(run, "pretrain", f"amfmedit pretrain --data {run.data}")

@@ -47,6 +47,9 @@ class RconfConfig:
     seed: int = PAPER_SEEDS[0]
     d_out: int = DEFAULT_D_OUT
     recipe: Recipe = field(default_factory=Recipe)
+    # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.explain.masking)
+    mask_features: tuple[str, ...] = ()
+    mask_top_k: int | None = None
 
     def validate(self) -> None:
         check_choice(self.split, ("val", "test"), "--split")
@@ -62,6 +65,7 @@ class RconfResult:
 
 def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress) -> RconfResult:
     """Train both probes on the run's frozen pretrained encoders and write ``rconf.json``."""
+    from amfmedit.explain.masking import mask_features, mask_record, masked_stage_name, resolve_mask
     from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
     from amfmedit.stages.pretrain import load_pretrained
 
@@ -75,16 +79,23 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         )
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
+    masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
+    cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
     pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
     pretrain_spec = model_config(pretrained)
     pretrain_state = pretrained.state_dict()
     ds = load_dataset(run, opts)
+    extra = {"data": run.data}
+    if masked:  # the probes train and are measured on the masked table
+        extra["mask"] = mask_record(ds, masked)
+        ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
-    stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, is_main=rt.is_main)
+    stage_dir = rundir.begin_stage(run, masked_stage_name(STAGE, masked), force=opts.force, resume=opts.resume,
+                                   is_main=rt.is_main)
     rt.barrier()
     if rt.is_main:
-        write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, {"data": run.data})
+        write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
         run.record_command(STAGE, opts.argv)
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     metric = headline_metric(schema.task)
@@ -93,7 +104,8 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         model = from_checkpoint({**pretrain_spec, "state_dict": pretrain_state})
         return model.image_encoder, model.tabular_encoder
 
-    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": pcfg.tabular_encoder}
+    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": pcfg.tabular_encoder,
+                    "mask_features": list(masked)}
     for modality in ("image", "tabular"):
 
         def build(modality=modality):
@@ -136,13 +148,19 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     if rt.is_main:
         write_json(stage_dir / RCONF_FILE, record)
         rundir.mark_complete(stage_dir, {"r_conf": r})
+        from amfmedit.explain.report import refresh_report
+
+        refresh_report(run.root)
     rt.barrier()
     return RconfResult(run.name, stage_dir, record)
 
 
-def read_rconf(run: rundir.Run) -> float | None:
-    """R_conf recorded by ``amfmedit rconf`` in this run, or None."""
-    path = run.stage(STAGE) / RCONF_FILE
-    if not run.is_complete(STAGE) or not path.is_file():
+def read_rconf(run: rundir.Run, mask_features=()) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked), or None."""
+    from amfmedit.explain.masking import masked_stage_name
+
+    stage = masked_stage_name(STAGE, mask_features)
+    path = run.stage(stage) / RCONF_FILE
+    if not run.is_complete(stage) or not path.is_file():
         return None
     return float(read_json(path)["r_conf"])
