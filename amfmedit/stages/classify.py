@@ -134,7 +134,7 @@ def train_one(
     from amfmedit.models import model_config
 
     schema = dataset.schema
-    seeding.seed_everything(seed, 0, 0, 7)  # head / fusion initialisation depends on the seed only
+    seeding.seed_everything(seed, seeding.STREAM_INIT)  # head / fusion initialisation: a function of the seed
     model = build()
     metric = headline_metric(schema.task)
     task = ClassificationTask(

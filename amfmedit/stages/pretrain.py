@@ -146,6 +146,9 @@ def pretrain(
         write_stage_config(stage_dir, cfg, rt, {"data": run.data})
         run.record_command(STAGE, opts.argv)
 
+    from amfmedit.train.seeding import STREAM_INIT, seed_everything
+
+    seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
     model = build_contrastive(schema, cfg)
     dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
     train_rows = dd.rows("train")

@@ -19,6 +19,7 @@ import torch
 STREAM_SAMPLER = 0
 STREAM_AUGMENT = 1
 STREAM_GLOBAL = 2
+STREAM_INIT = 3  # model initialisation before training
 
 
 def derive_seed(seed: int, *keys: int) -> int:
