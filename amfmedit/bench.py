@@ -114,15 +114,19 @@ def fusion_table(
     tabular_tokens: int = OL3I_FEATURES + 1,
     repeats: int = 100,
     warmup: int = 10,
+    cross_attention_kw: dict | None = None,
 ) -> list[FusionRow]:
-    """Table 3: parameters, MACs and batch-1 latency of the cross-attention and AMF modules."""
+    """Table 3: parameters, MACs and batch-1 latency of the cross-attention and AMF modules.
+
+    ``cross_attention_kw``: extra constructor arguments (e.g. a smaller d_model for smoke runs).
+    """
     from amfmedit.models import AMFFusion, CrossAttentionFusion
 
     device = torch.device(device)
     image_sizes = image_sizes or IMAGE_SIZES
     torch.manual_seed(0)
     modules = {
-        "cross_attention": CrossAttentionFusion(d_img=d_img, d_tab=d_tab, n_classes=n_classes),
+        "cross_attention": CrossAttentionFusion(d_img=d_img, d_tab=d_tab, n_classes=n_classes, **(cross_attention_kw or {})),
         "amf": AMFFusion(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=r_conf, d_out=d_out),
     }
     rows = []
@@ -330,7 +334,8 @@ def run_bench(
                     "method": __doc__.split("What is measured, and how:")[1].strip()}
     if fusion:
         kw = dict(image_sizes={"OL3I": 128, "DVM": 64}, d_img=64, d_tab=16, d_out=64, tabular_tokens=9,
-                  repeats=repeats or 3, warmup=1) if small else dict(repeats=repeats or 100, warmup=10)
+                  repeats=repeats or 3, warmup=1, cross_attention_kw=dict(d_model=32, n_heads=4)) if small else dict(
+                  image_sizes=IMAGE_SIZES, repeats=repeats or 100, warmup=10)
         result["fusion"] = [asdict(r) for r in fusion_table(device, **kw)]
         lat = {(r["module"], r["dataset"], r["tabular_tokens"]): r["latency_ms"] for r in result["fusion"]}
         result["fusion_latency_ratio"] = {

@@ -132,3 +132,42 @@ def test_info_reports_the_mamba_path():
 
     path, reason = mamba_path()
     assert path in ("fused", "pytorch-sequential", "pytorch-chunked") and reason
+
+
+def mamba_reference_forward(block, hidden):
+    """mamba_ssm.Mamba.forward's slow path (mamba_simple.py), with selective_scan_ref's loop."""
+    L = hidden.shape[1]
+    xz = (hidden @ block.in_proj.weight.T).transpose(1, 2)  # (B, 2*d_inner, L)
+    x, z = xz.chunk(2, dim=1)
+    x = F.silu(F.conv1d(x, block.conv1d.weight, block.conv1d.bias, padding=block.d_conv - 1,
+                        groups=block.d_inner)[..., :L])
+    x_dbl = x.transpose(1, 2) @ block.x_proj.weight.T
+    dt, B, C = torch.split(x_dbl, [block.dt_rank, block.d_state, block.d_state], dim=-1)
+    dt = F.softplus(dt @ block.dt_proj.weight.T + block.dt_proj.bias).transpose(1, 2)  # (B, d_inner, L)
+    A = -torch.exp(block.A_log)
+    h = x.new_zeros(x.shape[0], block.d_inner, block.d_state)
+    ys = []
+    for t in range(L):
+        h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * x[:, :, t])[..., None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1))
+    y = (torch.stack(ys, dim=-1) + x * block.D[:, None]) * F.silu(z)
+    return y.transpose(1, 2) @ block.out_proj.weight.T
+
+
+@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+def test_block_pure_path_equals_the_mamba_reference_computation(impl):
+    torch.manual_seed(0)
+    block = MambaBlock(d_model=16, d_state=8, d_conv=4)
+    set_scan_impl(block, impl)
+    x = torch.randn(3, 37, 16, requires_grad=True)
+    y = block(x)
+    x_ref = x.detach().clone().requires_grad_()
+    y_ref = mamba_reference_forward(block, x_ref)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), [x, *block.parameters()])
+    ref_grads = torch.autograd.grad((y_ref * w).sum(), [x_ref, *block.parameters()])
+    for (name, _), g, rg in zip([("input", None), *block.named_parameters()], grads, ref_grads):
+        torch.testing.assert_close(g, rg, rtol=1e-4, atol=1e-5 * (rg.abs().max().item() + 1e-9), msg=name)
+    # time_major=True is the same computation on (L, B, d)
+    torch.testing.assert_close(block(x.detach().transpose(0, 1), time_major=True).transpose(0, 1), y.detach())
