@@ -92,12 +92,16 @@ def prepare(
     force: bool = False,
     synthetic: dict | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> PrepareResult:
     """Prepare the dataset described by ``spec`` into ``<data_dir>/<spec.name>/``.
 
     ``raw`` overrides the spec's raw folder; for synthetic specs it is where the generated raw
     files are kept (default: a temporary folder removed afterwards). ``synthetic`` overrides
-    generator options (``patients``, ``seed``, ``features``, ``prevalence``, ``classes``).
+    generator options (``patients``, ``seed``, ``features``, ``prevalence``, ``classes``) and
+    ``workers`` sets the generator's rendering processes (see
+    :func:`amfmedit.data.synthetic.generate`). ``progress(phase, done, total)`` is called as
+    work advances.
     """
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
@@ -118,7 +122,7 @@ def prepare(
                 if raw_dir.exists() and any(raw_dir.iterdir()):
                     raise UserError(f"--raw {raw_dir}: folder is not empty; for a synthetic cohort --raw is where "
                                     f"the generated raw files are written, so give a new folder")
-            generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress)
+            generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
             spec = dataclasses.replace(spec, descriptions={**generated.descriptions, **spec.descriptions})
         else:
             if synthetic:

@@ -20,8 +20,13 @@ from amfmedit.errors import UserError
 GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence"}, "dvm": {"patients", "seed", "classes"}}
 
 
-def generate(spec, raw_dir: Path, *, overrides: dict, progress=None):
-    """Run the spec's generator with CLI overrides; returns a :class:`~.common.Generated`."""
+def generate(spec, raw_dir: Path, *, overrides: dict, progress=None, workers: int | None = None):
+    """Run the spec's generator with CLI overrides; returns a :class:`~.common.Generated`.
+
+    Large cohorts render images on ``workers`` processes (default: one per CPU from 1,000
+    patients or 2,000 images up; 1 = in this process). They start with the ``forkserver``
+    method, so a script that calls this must do so under ``if __name__ == "__main__":``.
+    """
     syn = spec.synthetic
     allowed = GENERATOR_OPTIONS[syn.generator]
     for key, value in overrides.items():
@@ -31,10 +36,10 @@ def generate(spec, raw_dir: Path, *, overrides: dict, progress=None):
     opts = {k: getattr(syn, k) for k in allowed}
     opts.update(overrides)
     if syn.generator == "ol3i":
-        return generate_ol3i(raw_dir, image_size=spec.image.size[0], progress=progress, **opts)
+        return generate_ol3i(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
     from amfmedit.data.synthetic.dvm import generate_dvm
 
-    return generate_dvm(raw_dir, image_size=spec.image.size[0], progress=progress, **opts)
+    return generate_dvm(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
 
 
 def region_masks(prepared, rows, region: str = "visceral_fat") -> np.ndarray:
