@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +191,98 @@ def _check_scan_inputs(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor)
             A.t().contiguous(), (A * _LOG2E).t().contiguous())
 
 
+def _sequential_forward_part(dt, dtu, Bm, Cm, A2, y, ckpts, seg) -> None:
+    """Forward loop over time for a slice of the batch; writes y and the state checkpoints."""
+    L, Bt, D = dt.shape
+    h = dt.new_zeros(Bt, A2.shape[0], D)
+    a = torch.empty_like(h)
+    dt_s, dtu_s = dt.unsqueeze(2).unbind(0), dtu.unsqueeze(2).unbind(0)  # (Bt, 1, D)
+    B_s, C_s = Bm.unsqueeze(-1).unbind(0), Cm.unsqueeze(2).unbind(0)  # (Bt, N, 1), (Bt, 1, N)
+    y_s = y.unsqueeze(2).unbind(0)  # (Bt, 1, D) views into y
+    for t in range(L):
+        if t % seg == 0:
+            ckpts[t // seg].copy_(h)
+        torch.mul(dt_s[t], A2, out=a)
+        a.exp2_()
+        h.mul_(a).addcmul_(B_s[t], dtu_s[t])
+        torch.bmm(C_s[t], h, out=y_s[t])
+
+
+def _sequential_backward_part(dt, dtu, Bm, Cm, At, A2, dy, ckpts, seg, d_dtu, ddt, dB, dC) -> Tensor:
+    """Backward loop for a slice of the batch: writes the per-step gradients, returns dA^T."""
+    L, Bt, D = dt.shape
+    N = At.shape[0]
+    W = dt.new_zeros(Bt, N, D)  # sum_t gah_t * dt_t; dA^T is its sum over the batch
+    H = dt.new_empty(seg + 1, Bt, N, D)  # states h_{s0-1} .. h_{s1-1} of one segment
+    Aseg = dt.new_empty(seg, Bt, N, D)  # decays of one segment
+    carry = dt.new_zeros(Bt, N, D)  # a_{t+1} * g_{t+1}
+    g, gah, prod = torch.empty_like(carry), torch.empty_like(carry), torch.empty_like(carry)
+    dt_s, dtu_s, dy_s = dt.unsqueeze(2).unbind(0), dtu.unsqueeze(2).unbind(0), dy.unsqueeze(2).unbind(0)
+    B_col, B_row, C_col = Bm.unsqueeze(-1).unbind(0), Bm.unsqueeze(2).unbind(0), Cm.unsqueeze(-1).unbind(0)
+    d_dtu_s = d_dtu.unsqueeze(2).unbind(0)
+    for k in range((L + seg - 1) // seg - 1, -1, -1):
+        s0 = k * seg
+        T = min(seg, L - s0)
+        H[0].copy_(ckpts[k])
+        for i in range(T):  # recompute this segment's decays and states
+            t = s0 + i
+            torch.mul(dt_s[t], A2, out=Aseg[i])
+            Aseg[i].exp2_()
+            torch.mul(Aseg[i], H[i], out=H[i + 1]).addcmul_(B_col[t], dtu_s[t])
+        for i in range(T - 1, -1, -1):
+            t = s0 + i
+            torch.addcmul(carry, C_col[t], dy_s[t], out=g)  # g_t = dL/dh_t
+            # Contractions as multiply + sum into preallocated buffers (linalg.vecdot would
+            # allocate its product on every call).
+            torch.sum(torch.mul(H[i + 1], dy_s[t], out=prod), dim=-1, out=dC[t])  # sum_d h dy
+            torch.bmm(B_row[t], g, out=d_dtu_s[t])  # sum_n g B
+            torch.sum(torch.mul(g, dtu_s[t], out=prod), dim=-1, out=dB[t])  # sum_d g dt u
+            torch.mul(g, Aseg[i], out=carry)
+            torch.mul(carry, H[i], out=gah)  # dL/d(dt_t A) = g_t a_t h_{t-1}
+            torch.sum(torch.mul(gah, At, out=prod), dim=1, out=ddt[t])  # sum_n gah A
+            W.addcmul_(gah, dt_s[t])
+    return W.sum(0)
+
+
+# Batch rows are independent, so the sequential scan runs one slice of the batch per Python
+# thread, each thread's ops single-threaded. Per-op intra-op threading is the wrong grain for
+# ~0.1 ms ops: every op pays a fork/join, and on a shared machine one descheduled thread stalls
+# every op (measured 6x slower than one thread under load; the split is not).
+_MIN_STATE_PER_THREAD = 1 << 15
+_POOL: dict[int, Any] = {}
+
+
+def _batch_parts(Bt: int, n_state_per_row: int, device: torch.device | None = None) -> list[tuple[int, int]]:
+    """Batch slices for the threads; one slice on CUDA (kernels queue on one stream anyway)."""
+    if device is not None and device.type != "cpu":
+        return [(0, Bt)]
+    n = max(1, min(torch.get_num_threads(), Bt, (Bt * n_state_per_row) // _MIN_STATE_PER_THREAD))
+    bounds = [round(i * Bt / n) for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run_parts(fn, parts: list[tuple[int, int]]) -> list:
+    """fn(b0, b1) for each batch slice: in this thread if one, else in a thread pool."""
+    if len(parts) == 1:
+        return [fn(*parts[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOL.get(len(parts))
+    if pool is None:
+        pool = _POOL[len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="amfmedit-scan")
+
+    def work(b0, b1):
+        with torch.no_grad():  # grad mode is per thread; the Function's body needs none
+            return fn(b0, b1)
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [f.result() for f in [pool.submit(work, b0, b1) for b0, b1 in parts]]
+    finally:
+        torch.set_num_threads(n_threads)
+
+
 class _SequentialScan(torch.autograd.Function):
     """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, one time step at a time.
 
@@ -206,19 +299,10 @@ class _SequentialScan(torch.autograd.Function):
         N = A.shape[1]
         dtu = dt * u
         y = torch.empty_like(u)
-        h = u.new_zeros(Bt, N, D)
-        a = torch.empty_like(h)
         ckpts = u.new_empty((L + seg - 1) // seg, Bt, N, D)
-        dt_s, dtu_s = dt.unsqueeze(2).unbind(0), dtu.unsqueeze(2).unbind(0)  # (Bt, 1, D)
-        B_s, C_s = Bm.unsqueeze(-1).unbind(0), Cm.unsqueeze(2).unbind(0)  # (Bt, N, 1), (Bt, 1, N)
-        y_s = y.unsqueeze(2).unbind(0)  # (Bt, 1, D) views into y
-        for t in range(L):
-            if t % seg == 0:
-                ckpts[t // seg].copy_(h)
-            torch.mul(dt_s[t], A2, out=a)
-            a.exp2_()
-            h.mul_(a).addcmul_(B_s[t], dtu_s[t])
-            torch.bmm(C_s[t], h, out=y_s[t])
+        parts = _batch_parts(Bt, N * D, u.device)
+        _run_parts(lambda b0, b1: _sequential_forward_part(
+            dt[:, b0:b1], dtu[:, b0:b1], Bm[:, b0:b1], Cm[:, b0:b1], A2, y[:, b0:b1], ckpts[:, b0:b1], seg), parts)
         ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts)
         ctx.seg = seg
         return y
@@ -229,42 +313,17 @@ class _SequentialScan(torch.autograd.Function):
         seg = ctx.seg
         _, _, _, _, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
         L, Bt, D = u.shape
-        N = A.shape[1]
         dy = dy.contiguous()
         dtu = dt * u
         d_dtu, ddt = torch.empty_like(u), torch.empty_like(u)
         dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
-        W = u.new_zeros(Bt, N, D)  # sum_t gah_t * dt_t; dA is its sum over the batch
-        H = u.new_empty(seg + 1, Bt, N, D)  # states h_{s0-1} .. h_{s1-1} of one segment
-        Aseg = u.new_empty(seg, Bt, N, D)  # decays of one segment
-        carry = u.new_zeros(Bt, N, D)  # a_{t+1} * g_{t+1}
-        g, gah = torch.empty_like(carry), torch.empty_like(carry)
-        dt_s, dtu_s = dt.unsqueeze(2).unbind(0), dtu.unsqueeze(2).unbind(0)
-        dy_s = dy.unsqueeze(2).unbind(0)
-        B_col, B_row, C_col = Bm.unsqueeze(-1).unbind(0), Bm.unsqueeze(2).unbind(0), Cm.unsqueeze(-1).unbind(0)
-        d_dtu_s = d_dtu.unsqueeze(2).unbind(0)
-        for k in range((L + seg - 1) // seg - 1, -1, -1):
-            s0 = k * seg
-            T = min(seg, L - s0)
-            H[0].copy_(ckpts[k])
-            for i in range(T):  # recompute this segment's decays and states
-                t = s0 + i
-                torch.mul(dt_s[t], A2, out=Aseg[i])
-                Aseg[i].exp2_()
-                torch.mul(Aseg[i], H[i], out=H[i + 1]).addcmul_(B_col[t], dtu_s[t])
-            for i in range(T - 1, -1, -1):
-                t = s0 + i
-                torch.addcmul(carry, C_col[t], dy_s[t], out=g)  # g_t = dL/dh_t
-                torch.linalg.vecdot(H[i + 1], dy_s[t], out=dC[t])  # sum_d h dy
-                torch.bmm(B_row[t], g, out=d_dtu_s[t])  # sum_n g B
-                torch.linalg.vecdot(g, dtu_s[t], out=dB[t])  # sum_d g dt u
-                torch.mul(g, Aseg[i], out=carry)
-                torch.mul(carry, H[i], out=gah)  # dL/d(dt_t A) = g_t a_t h_{t-1}
-                torch.linalg.vecdot(gah, At, dim=1, out=ddt[t])  # sum_n gah A
-                W.addcmul_(gah, dt_s[t])
+        parts = _batch_parts(Bt, A.shape[1] * D, u.device)
+        dAt = sum(_run_parts(lambda b0, b1: _sequential_backward_part(
+            dt[:, b0:b1], dtu[:, b0:b1], Bm[:, b0:b1], Cm[:, b0:b1], At, A2, dy[:, b0:b1], ckpts[:, b0:b1], seg,
+            d_dtu[:, b0:b1], ddt[:, b0:b1], dB[:, b0:b1], dC[:, b0:b1]), parts))
         du = d_dtu * dt
         ddt += d_dtu * u
-        return du, ddt, W.sum(0).t(), dB, dC, None
+        return du, ddt, dAt.t(), dB, dC, None
 
 
 class _ChunkedScan(torch.autograd.Function):

@@ -88,3 +88,29 @@ def test_scan_impl_choice_and_errors(monkeypatch):
     ins = [t.float() for t in make_inputs(5, 0.0)]
     with pytest.raises(ValueError, match="impl must be one of"):
         selective_scan(*ins[:6], impl="loop")
+
+
+def test_sequential_scan_split_over_threads_equals_one_thread(monkeypatch):
+    # The batch is split across Python threads (each single-threaded) when it is big enough;
+    # results must not depend on the split, and the intra-op thread count must be restored.
+    ins = [t.float().requires_grad_() for t in make_inputs(29, -1.0, batch=5, d=3, n=4)]
+    grad_out = torch.randn(5, 3, 29)
+
+    def run():
+        out = selective_scan(*ins[:6], z=ins[6], delta_bias=ins[7], delta_softplus=True, impl="sequential")
+        return [out, *torch.autograd.grad(out, ins, grad_out)]
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(scan, "_MIN_STATE_PER_THREAD", 10**9)
+    assert len(scan._batch_parts(5, 12)) == 1
+    single = run()
+    monkeypatch.setattr(scan, "_MIN_STATE_PER_THREAD", 1)
+    torch.set_num_threads(3)
+    try:
+        assert scan._batch_parts(5, 12) == [(0, 2), (2, 3), (3, 5)]
+        split = run()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b in zip(["out", *NAMES], split, single):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
