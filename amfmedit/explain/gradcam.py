@@ -75,6 +75,12 @@ def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", ba
                          torch.from_numpy(dataset.x_cat[chunk]).to(device))
                 maps = cam(input_tensor=images_of(dataset, chunk, device),
                            targets=[ClassifierOutputTarget(target) for _ in chunk])
+                h, w = cam.activations_and_grads.activations[0].shape[-2:]
+                if h * w == 1:  # a single cell: the min-max scaled map is all zeros
+                    size = "x".join(map(str, dataset.images.shape[-2:]))
+                    raise UserError(f"{dataset.root}: images of {size} pixels give a 1x1 map at the image encoder's "
+                                    "last stage, so Grad-CAM has nothing to localise; prepare images of 64 pixels "
+                                    "or more (--image-size)")
                 cams.append(np.asarray(maps, dtype=np.float32))
                 probs.append(torch.softmax(cam.outputs.detach().float(), dim=-1)[:, target].cpu().numpy())
         finally:

@@ -33,7 +33,7 @@ def _img(path: Path, root: Path, alt: str) -> str:
 
 
 def _todo(text: str) -> str:
-    return f"_Not run yet: {text}._\n"
+    return f"_Not run yet: {text}._\n\n"
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -131,6 +131,8 @@ def _rconf_section(run: rundir.Run) -> str:
     folders = [p for p in sorted(run.root.glob("rconf*")) if (p / rundir.MARKER).is_file() and (p / "rconf.json").is_file()]
     if not folders:
         return "".join(out) + _todo("`amfmedit rconf` (image-only and tabular-only probes on the frozen encoders)")
+    if not run.is_complete("rconf"):
+        out.append(_todo("`amfmedit rconf` on the complete table"))
     out.append("| stage | split | image | tabular | R_conf | L_img / L_tab (D_out) |\n|---|---|---:|---:|---:|---|\n")
     for p in folders:
         r = read_json(p / "rconf.json")
