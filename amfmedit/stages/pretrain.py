@@ -191,6 +191,9 @@ def pretrain(
     )
     if rt.is_main:
         rundir.mark_complete(stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run})
+        from amfmedit.explain.report import refresh_report
+
+        refresh_report(run.root)
     rt.barrier()
     return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run)
 
