@@ -34,12 +34,13 @@ from amfmedit.data.transform import (
     parse_features,
     sort_categories,
 )
+from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.errors import UserError
 from amfmedit.io import staging_dir, write_json, write_text
 from amfmedit.paths import data_dir as _data_dir
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-IMAGE_BLOCK_BYTES = 32 << 20  # images are written in blocks of about this size
+IMAGE_BLOCK_BYTES = 16 << 20  # images are converted and written in blocks of about this size
 
 
 @dataclass
@@ -99,9 +100,9 @@ def prepare(
     ``raw`` overrides the spec's raw folder; for synthetic specs it is where the generated raw
     files are kept (default: a temporary folder removed afterwards). ``synthetic`` overrides
     generator options (``patients``, ``seed``, ``features``, ``prevalence``, ``classes``) and
-    ``workers`` sets the generator's rendering processes (see
-    :func:`amfmedit.data.synthetic.generate`). ``progress(phase, done, total)`` is called as
-    work advances.
+    ``workers`` sets the processes that render synthetic images and convert images (default:
+    one per CPU for 1,000 images or more; see :mod:`amfmedit.data.workers`).
+    ``progress(phase, done, total)`` is called as work advances.
     """
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
@@ -155,7 +156,7 @@ def prepare(
             truth, oracle = generated.finish(asm.ids, asm.labels, asm.class_names, asm.split, spec.table.label)
             provenance["synthetic"] = {**generated.record, "oracle": oracle}
         with staging_dir(final, force=force) as tmp:
-            _write(tmp, spec, schema, asm, provenance, truth, progress)
+            _write(tmp, spec, schema, asm, provenance, truth, progress, workers)
         return PrepareResult(final, schema, provenance)
     finally:
         if temp_raw is not None:
@@ -378,7 +379,7 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
 
 
 def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenance: dict, truth,
-           progress: Progress) -> None:
+           progress: Progress, workers: int | None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -391,7 +392,7 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
         columns[name] = pa.array(asm.x_cat[:, j], pa.int64())
     pq.write_table(pa.table(columns), tmp / "tabular.parquet")
     np.save(tmp / "missing.npy", asm.missing)
-    _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress)
+    _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
     if truth is not None:
         pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
     schema.save(tmp / "schema.json")
@@ -399,25 +400,35 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
     write_text(tmp / MARKER, f"amfmedit {__version__}\n")
 
 
-def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress) -> None:
-    """Stream images into ``images.npy`` block by block: never the whole stack in memory."""
+def _convert_chunk(job: tuple) -> np.ndarray:
+    """Worker: raw images of a run of rows -> uint8 (k, C, H, W)."""
+    images, info, raw_size = job
+    return np.stack([image_to_uint8(arr, info, where=where, raw_size=raw_size) for arr, where in images])
+
+
+def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress,
+                  workers: int | None) -> None:
+    """Stream images into ``images.npy`` block by block: never the whole stack in memory.
+
+    Blocks are converted on worker processes for large datasets (reading, windowing and
+    resizing dominate) and written here in row order.
+    """
     n = len(images)
     shape = (info.channels, info.height, info.width)
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *shape))
     header = mm.offset  # the header is written and the file sized; rows follow at this offset
     del mm
-    row_bytes = int(np.prod(shape))
-    block = max(1, IMAGE_BLOCK_BYTES // row_bytes)
-    buf = np.empty((block, *shape), dtype=np.uint8)
+    if workers is None:
+        workers = default_workers(n, 1000)
+    # blocks small enough to bound memory and to keep every worker busy
+    block = int(np.clip(min(IMAGE_BLOCK_BYTES // max(int(np.prod(shape)), 1), -(-n // (4 * workers))), 1, 256))
     raw_size = spec.image.raw_size or None
+    jobs = ((images.take(np.arange(s, min(s + block, n))), info, raw_size) for s in range(0, n, block))
+    done = 0
     with open(path, "r+b") as fh:
         fh.seek(header)
-        k = 0
-        for i, (arr, where) in enumerate(images):
-            buf[k] = image_to_uint8(arr, info, where=where, raw_size=raw_size)
-            k += 1
-            if k == block or i == n - 1:
-                fh.write(memoryview(buf[:k]).cast("B"))
-                k = 0
-                progress("images", i + 1, n)
+        for arr in ordered_map(_convert_chunk, jobs, workers=workers):
+            fh.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+            done += len(arr)
+            progress("images", done, n)
     progress("images", n, n)

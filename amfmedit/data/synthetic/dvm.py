@@ -20,13 +20,13 @@ latent variables.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from amfmedit.data.synthetic.cars import COLOURS, CarShape, draw_car
 from amfmedit.data.synthetic.common import Generated, write_csv
+from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.errors import UserError
 
 # maker, model, segment, maker code (Genmodel_ID = "<maker code>_<model number>")
@@ -303,24 +303,12 @@ def generate_dvm(raw_dir: Path, *, patients: int, image_size: int, classes: int 
 def _write_images(files: list[Path], items: list, seed: int, size: int, progress, workers: int | None) -> None:
     n = len(files)
     if workers is None:
-        workers = (os.cpu_count() or 1) if n >= 2000 else 1
+        workers = default_workers(n, 2000)
     chunk = 64
     jobs = [(seed, size, items[s:s + chunk]) for s in range(0, n, chunk)]
-    for f in {p.parent for p in files}:
-        f.mkdir(parents=True, exist_ok=True)
-
-    def store(blobs, start):
+    for folder in {p.parent for p in files}:
+        folder.mkdir(parents=True, exist_ok=True)
+    for start, blobs in zip(range(0, n, chunk), ordered_map(_render_adverts, jobs, workers=workers)):
         for k, blob in enumerate(blobs):
             files[start + k].write_bytes(blob)
         progress("generate images", start + len(blobs), n)
-
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("forkserver").Pool(workers) as pool:
-            for s, blobs in zip(range(0, n, chunk), pool.imap(_render_adverts, jobs)):
-                store(blobs, s)
-    else:
-        for s, job in zip(range(0, n, chunk), jobs):
-            store(_render_adverts(job), s)
-

@@ -25,6 +25,7 @@ import numpy as np
 from amfmedit.data.synthetic import phantom
 from amfmedit.data.synthetic.common import Generated, rounded, stratified_split, write_csv
 from amfmedit.data.synthetic.vocabulary import FeatureDef, vocabulary
+from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.errors import UserError
 
 OL3I_SPLIT = (5227, 1303, 1609)  # the release's 1-year split of 8,139 patients
@@ -163,28 +164,18 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
     import h5py
 
     if workers is None:  # worker processes pay off only for large cohorts
-        workers = (os.cpu_count() or 1) if n >= 1000 else 1
+        workers = default_workers(n, 1000)
     chunk = 32
     jobs = [(seed, size, range(s, min(s + chunk, n))) for s in range(0, n, chunk)]
     traits = np.empty((n, 4))
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with h5py.File(tmp, "w") as f:
-            def store(results, start):
+            for (_, _, idx), results in zip(jobs, ordered_map(_render_chunk, jobs, workers=workers)):
                 for k, (hu, row) in enumerate(results):
-                    f.create_dataset(anon_id(start + k), data=hu, track_times=False)
-                    traits[start + k] = row
-                progress("generate images", start + len(results), n)
-
-            if workers > 1:
-                import multiprocessing as mp
-
-                with mp.get_context("forkserver").Pool(workers) as pool:
-                    for (_, _, idx), results in zip(jobs, pool.imap(_render_chunk, jobs)):
-                        store(results, idx.start)
-            else:
-                for job in jobs:
-                    store(_render_chunk(job), job[2].start)
+                    f.create_dataset(anon_id(idx.start + k), data=hu, track_times=False)
+                    traits[idx.start + k] = row
+                progress("generate images", idx.stop, n)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
