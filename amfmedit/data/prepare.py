@@ -118,12 +118,17 @@ def prepare(
                 final.parent.mkdir(parents=True, exist_ok=True)
                 temp_raw = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".raw", dir=final.parent))
                 raw_dir = temp_raw
+                generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
             else:
                 raw_dir = Path(raw)
-                if raw_dir.exists() and any(raw_dir.iterdir()):
+                if raw_dir.exists() and (not raw_dir.is_dir() or any(raw_dir.iterdir())):
                     raise UserError(f"--raw {raw_dir}: folder is not empty; for a synthetic cohort --raw is where "
                                     f"the generated raw files are written, so give a new folder")
-            generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
+                if raw_dir.exists():
+                    raw_dir.rmdir()
+                with staging_dir(raw_dir) as staged:  # kept raw files appear complete or not at all
+                    generated = generate(spec, staged, overrides=synthetic or {}, progress=progress,
+                                         workers=workers)
             spec = dataclasses.replace(spec, descriptions={**generated.descriptions, **spec.descriptions})
         else:
             if synthetic:

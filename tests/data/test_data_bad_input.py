@@ -140,3 +140,17 @@ def test_unreadable_png_in_an_own_cohort(tmp_path, data_dir):
     with pytest.raises(UserError, match=r"id 'd' has no image \(.*img/bad\.png; 1 ids without images\)"):
         prepare(spec, raw=tmp_path, data_dir=data_dir)
     assert leftovers(data_dir) == []
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("synthetic-dvm", dict(classes=99), r"--classes 99: synthetic DVM has between 2 and 30 car models"),
+    ("synthetic-ol3i", dict(features=5), r"--features 5: synthetic OL3I needs at least 14 features"),
+    ("synthetic-ol3i", dict(prevalence=0.9), r"--prevalence 0.9: must be between 0 and 0.40"),
+    ("synthetic-ol3i", dict(patients=5), r"--patients 5: use at least 20 patients"),
+])
+def test_bad_generator_options_write_no_raw_files(tmp_path, data_dir, name, options, message):
+    from amfmedit.data.spec import load_spec
+
+    with pytest.raises(UserError, match=message):
+        prepare(load_spec(name), raw=tmp_path / "raw", data_dir=data_dir, synthetic=options)
+    assert not (tmp_path / "raw").exists() and leftovers(data_dir) == []

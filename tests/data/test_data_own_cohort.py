@@ -143,3 +143,18 @@ def test_random_split_when_the_table_has_none(tmp_path, data_dir):
         assert ds.labels[ds.split == s].mean() == pytest.approx(0.5)
     assert ds.images[:, 0, 0, 0].tolist() == list(range(40))  # rows stay in table order
     assert (ds.split != df["split"].to_numpy()).any()  # the table's split column was not used
+
+
+def test_parquet_table(tmp_path, data_dir):
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        np.save(tmp_path / f"img/{i}.npy", np.full((8, 8), 10 * i, np.uint8))
+    df = _cohort(tmp_path, [f"img/{i}.npy" for i in range(3)])
+    df.to_parquet(tmp_path / "cohort.parquet", index=False)
+    (tmp_path / "cohort.csv").unlink()
+    spec = _spec(tmp_path, modality="gray", size=[8, 8])
+    spec.table.file = "cohort.parquet"
+    ds = load_prepared(prepare(spec, raw=tmp_path, data_dir=data_dir).path)
+    assert ds.ids.tolist() == ["c0", "c1", "c2"] and ds.images[:, 0, 0, 0].tolist() == [0, 10, 20]
+    assert ds.schema.feature("sex").categories == ["F"]  # vocabulary from the train row only
+    assert ds.x_cat[:, 0].tolist() == [1, 0, 1]  # "M" appears only outside train: unseen -> 0

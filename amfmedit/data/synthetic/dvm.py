@@ -125,10 +125,10 @@ def generate_dvm(raw_dir: Path, *, patients: int, image_size: int, classes: int 
     progress = progress or (lambda *a: None)
     if patients < 20:
         raise UserError(f"--patients {patients}: use at least 20 adverts")
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD7]))
     models = _models(classes, rng)
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
     n, k = patients, len(models)
     prior = np.array([m["weight"] for m in models])
     prior /= prior.sum()
