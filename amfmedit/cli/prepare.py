@@ -23,22 +23,22 @@ def prepare(
                                                               "files in this new folder.")] = None,
     data_dir: DataDir = None,
     force: Force = False,
-    name: Annotated[Optional[str], typer.Option("--name", help="Output folder name [default: the spec's name].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Output folder name (default: the spec's name).")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Prepared image side in pixels "
-                                                                           "[default: the spec's].")] = None,
+                                                                           "(default: the spec's).")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="Label column, e.g. label_5y for OL3I's 5-year "
-                                                                 "task [default: the spec's].")] = None,
+                                                                 "task (default: the spec's).")] = None,
     split_column: Annotated[Optional[str], typer.Option("--split-column", help="Split column, e.g. set_5y "
-                                                                               "[default: the spec's].")] = None,
+                                                                               "(default: the spec's).")] = None,
     patients: Annotated[Optional[int], typer.Option("--patients", help="Patients (adverts for DVM) to generate.",
                                                     rich_help_panel=SYNTHETIC)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Generator seed; the same seed gives the same bytes.",
                                                 rich_help_panel=SYNTHETIC)] = None,
     features: Annotated[Optional[int], typer.Option("--features", help="OL3I features to generate (the informative "
-                                                                       "ones are always kept) [default: 423].",
+                                                                       "ones are always kept; default: 423).",
                                                     rich_help_panel=SYNTHETIC)] = None,
     prevalence: Annotated[Optional[float], typer.Option("--prevalence", help="OL3I 1-year positive rate "
-                                                                             "[default: 0.04].",
+                                                                             "(default: 0.04).",
                                                         rich_help_panel=SYNTHETIC)] = None,
     classes: Annotated[Optional[int], typer.Option("--classes", help="DVM car models to generate before the "
                                                                      "min_class_count filter.",
