@@ -23,9 +23,9 @@ from amfmedit.errors import UserError, close_matches
 class RawCohort:
     """Raw rows and their images, before any preparation."""
 
-    table: "object"  # pandas.DataFrame, one row per sample
+    table: "pandas.DataFrame"  # one row per sample, in output order
     where: str  # the table file, for messages
-    images: "H5Images | FileImages"
+    images: "H5Images | FileImages"  # aligned with the rows
     sources: dict[str, int]  # raw file (relative to the raw folder) -> bytes
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows removed by the reader
 
