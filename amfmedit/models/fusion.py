@@ -210,7 +210,7 @@ def amf_masks(d_out: int, l_img: int) -> tuple[Tensor, Tensor]:
 
 def amf_fuse(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
     """Eq. 8: z_fused = m_img * z'_img + m_tab * z'_tab: (B, D_out)."""
-    return z_img * m_img + z_tab * m_tab
+    return torch.addcmul(z_img * m_img, z_tab, m_tab)
 
 
 class AMFFusion(nn.Module):
@@ -220,7 +220,10 @@ class AMFFusion(nn.Module):
     the pretraining heads' form), the masks of eq. 6/7 from R_conf, the fused vector of eq. 8
     into Linear(D_out, n_classes), and ``aux = {"leakage": eq. 9, "density": eq. 10}`` on the
     transitional features (unweighted; λ1 = λ2 = 5 are applied by eq. 14,
-    :func:`amfmedit.models.losses.finetune_loss`). With D_img 2048, D_tab 64, D_out 2048 and
+    :func:`amfmedit.models.losses.finetune_loss`). The auxiliary losses belong to the
+    fine-tuning objective only: ``with_aux=None`` (default) computes them when gradients are
+    being recorded and skips them under ``torch.no_grad()`` (inference, Table 3's latency);
+    pass ``with_aux=True`` to get them anyway. With D_img 2048, D_tab 64, D_out 2048 and
     2 classes this has 8,534,082 parameters (Table 3: 8.53 M). The masks are non-persistent
     buffers: they follow ``.to(device)`` and are rebuilt from ``config``.
     """
@@ -241,12 +244,16 @@ class AMFFusion(nn.Module):
         self.psi_tab = ProjectionHead(d_in=d_tab, d_hidden=d_tab, d_out=d_out)
         self.head = nn.Linear(d_out, n_classes)
 
-    def forward(self, z_img: Tensor, z_tab: Tensor, feature_map: Tensor | None = None) -> FusionOutput:
+    def forward(
+        self, z_img: Tensor, z_tab: Tensor, feature_map: Tensor | None = None, *, with_aux: bool | None = None
+    ) -> FusionOutput:
         zt_img, zt_tab = self.psi_img(z_img), self.psi_tab(z_tab)
         m_img, m_tab = self.m_img.to(zt_img.dtype), self.m_tab.to(zt_img.dtype)
-        fused = amf_fuse(zt_img, zt_tab, m_img, m_tab)
+        logits = self.head(amf_fuse(zt_img, zt_tab, m_img, m_tab))
+        if not (torch.is_grad_enabled() if with_aux is None else with_aux):
+            return FusionOutput(logits, {})
         aux = {
             "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab),
             "density": density_loss(zt_img, zt_tab, m_img, m_tab),
         }
-        return FusionOutput(self.head(fused), aux)
+        return FusionOutput(logits, aux)

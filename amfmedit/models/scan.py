@@ -2,35 +2,37 @@
 
 The recurrence, per batch row b, channel d and state n (Gu & Dao 2023, Alg. 2)::
 
-    h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t          (state, (Bt, D, N))
+    h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t          (state, (Bt, N, D) here)
     y_t = <C_t, h_t> + D * u_t ;  out_t = y_t * silu(z_t)
 
 ``selective_scan`` has the signature and semantics of ``mamba_ssm``'s ``selective_scan_fn``
-(real A, input-dependent B and C of shape (B, N, L), ``delta_bias`` and ``delta_softplus``),
-so a block can call either one.
+(real A, input-dependent B and C of shape (B, N, L), ``delta_bias`` and ``delta_softplus``);
+``selective_scan_time_major`` takes every sequence (L, Bt, .), the layout the scan works in.
 
-Why a hand-written autograd function: letting autograd record a Python loop over time
-allocates and saves one (Bt, D, N) tensor per step and, worse, a full-size gradient per step
-when the loop slices a precomputed (Bt, D, L, N) tensor (168 s for one OL3I-shaped block on
-two cores). Here the forward keeps only the inputs and the state at segment boundaries; the
-backward recomputes one short time segment at a time (the work tensors stay in cache on a
-CPU) and runs the adjoint recurrence backwards in time::
+Why hand-written autograd functions: letting autograd record a Python loop over time saves
+one state per step and, when the loop slices a precomputed (Bt, D, L, N) tensor, allocates a
+full-size gradient per step (168 s for one OL3I-shaped block on two cores). Here the forward
+keeps only its inputs and the state every few steps; the backward recomputes one short
+segment of states at a time and runs the adjoint recurrence backwards in time::
 
     g_t = C_t * dy_t + exp(dt_{t+1} A) * g_{t+1}              (dL/dh_t)
 
-from which every input gradient is one batched reduction over the segment.
+every input gradient being a contraction of g_t, h_t or h_{t-1} with that step's inputs.
+The (L, Bt, N, D) tensors are never materialised for the whole sequence.
 
-Two ways to run the linear recurrence inside a segment (``impl``):
+Two implementations (``impl``), the same mathematics:
 
-- ``"sequential"``: one fused multiply-add per time step over the (Bt, D, N) state, in place.
-  Fewest passes over memory; the default on CPU, where an op on a 1 MB state costs far more
-  than Python's dispatch.
-- ``"chunked"``: a two-level scan. The segment is split into M chunks of K ~ sqrt(T) steps;
-  all chunks are scanned at once from a zero state (K steps), the chunk-end states are
-  chained (M steps), and every position is corrected with the cumulative decay from its
-  chunk start -- a product of factors in (0, 1], i.e. exp of non-positive numbers only, so it
-  cannot overflow for any dt. ~2 sqrt(T) dispatches instead of T: the default on CUDA,
-  where a per-token loop of small kernels is bound by launch latency.
+- ``"sequential"`` (default on CPU): one time step at a time, a handful of ops on the
+  (Bt, N, D) state, which stays in cache, with the decays computed on the fly (exp2 of
+  dt*A*log2(e), cheaper than exp on CPUs). On a CPU each op costs far more than Python's
+  dispatch, and memory traffic, not the op count, is the limit. The batch is split over
+  Python threads, each running single-threaded ops.
+- ``"chunked"`` (default on CUDA): a two-level scan over a segment materialised as
+  (T, Bt, N, D): M chunks of K ~ sqrt(T) steps are scanned at once from a zero state (K
+  steps), the chunk-end states are chained (M steps), and every position is corrected with
+  the cumulative decay from its chunk start -- a product of factors in (0, 1], i.e. exp of
+  non-positive numbers only, so it cannot overflow for any dt. ~2 sqrt(T) launches instead
+  of T: on a GPU a per-token loop of small kernels is bound by launch latency.
 
 ``AMFMEDIT_SCAN`` (``auto`` | ``sequential`` | ``chunked``) overrides the choice.
 """

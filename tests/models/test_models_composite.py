@@ -144,9 +144,10 @@ def test_fusion_dims_must_match_encoders():
 
 def test_resnet50_image_encoder_shapes_and_target_layer():
     enc = ImageEncoder()  # ResNet-50, 1-channel stem, random init
-    x = torch.rand(2, 1, 64, 64)
+    enc.eval()  # batch 1: BatchNorm needs running statistics
+    x = torch.rand(1, 1, 64, 64)
     fmap = enc.forward_features(x)
-    assert fmap.shape == (2, 2048, 2, 2) and enc.d_out == 2048
+    assert fmap.shape == (1, 2048, 2, 2) and enc.d_out == 2048
     torch.testing.assert_close(enc(x), fmap.mean(dim=(2, 3)))
     assert enc.target_layer is enc.layer4 and enc.conv1.in_channels == 1
     assert "fc.weight" not in enc.state_dict()

@@ -64,6 +64,9 @@ def test_amf_module_aux_losses_use_its_masks_and_lengths():
     torch.testing.assert_close(out.aux["leakage"], leak)
     torch.testing.assert_close(out.aux["density"], dens)
     torch.testing.assert_close(out.logits, amf.head(torch.cat([zi[:, :2], zt[:, 2:]], dim=1)))
+    with torch.no_grad():  # inference: the training-only losses are skipped unless asked for
+        assert amf(z_img, z_tab).aux == {}
+        torch.testing.assert_close(amf(z_img, z_tab, with_aux=True).aux["density"], dens)
 
 
 def test_eq11_itc_loss_by_hand():
