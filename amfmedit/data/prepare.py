@@ -285,8 +285,7 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
     no_image = keep & ~present
     if no_image.any():
         if spec.image.missing == "drop":
-            dropped["image file missing"] = int(no_image.sum())
-            keep &= ~no_image
+            dropped["image file missing"] = int(no_image.sum())  # removed after the split, below
         else:
             i = int(np.flatnonzero(no_image)[0])
             loc = getattr(cohort.images, "paths", None)
@@ -304,6 +303,12 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
     label_index = {c: i for i, c in enumerate(class_names)}
     labels = np.array([label_index[k] for k in label_keys[rows]], dtype=np.int64)
     split = _splits(spec, df, ids, rows, labels, where)
+    # NOTE[paper]: the reference DVM preparation draws its split first and then removes the
+    # adverts whose image file is missing; doing the same keeps the split identical to it.
+    has_image = present[rows]
+    rows, labels, split = rows[has_image], labels[has_image], split[has_image]
+    if len(rows) == 0:
+        raise UserError(f"{where}: no row has an image file; check image.folder / image.column and --raw")
     for s in SPLITS:
         if not (split == s).any():
             counts_text = ", ".join(f"{x} {int((split == x).sum())}" for x in SPLITS)

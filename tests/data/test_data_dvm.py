@@ -81,10 +81,15 @@ def test_images_are_resized_rgb(release, data_dir):
     np.testing.assert_allclose(ds.images[0].reshape(3, -1).mean(axis=1), source, atol=4)
 
 
-def test_missing_image_files_are_dropped_as_in_the_reference(release, data_dir):
+def test_missing_image_files_are_dropped_after_the_split_as_in_the_reference(release, data_dir):
     raw, kept = release
+    full = load_prepared(prepare(dvm_spec(), raw=raw, data_dir=data_dir / "full").path)
     victim = next(r for r in kept if r["Genmodel_ID"] == "29_1")
     victim["image"].unlink()
     result = prepare(dvm_spec(), raw=raw, data_dir=data_dir)
-    assert victim["Adv_ID"] not in set(load_prepared(result.path).ids)
+    ds = load_prepared(result.path)
+    assert victim["Adv_ID"] not in set(ds.ids)
     assert result.provenance["rows"]["dropped"]["image file missing"] == 1
+    # every other advert keeps the split it had with the image present
+    before = dict(zip(full.ids, full.split))
+    assert all(before[i] == s for i, s in zip(ds.ids, ds.split))
