@@ -18,7 +18,7 @@ with parameters frozen, so the backward pass computes input gradients only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -249,7 +249,6 @@ class IGConfig:
     batch_size: int = 256  # sample-steps per forward/backward pass
     seed: int = 0  # which samples when --max-samples caps them
     top_k: int = 10
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         from amfmedit.explain.targets import OUTPUTS
