@@ -269,6 +269,11 @@ def fit(
         if not math.isfinite(train_loss):
             _non_finite(train_loss, epoch, cfg, out_dir, history)
 
+        if rt.distributed:
+            # DDP copies rank 0's buffers at each forward, so after the last step every rank holds
+            # BatchNorm statistics updated by its own last batch; validate (and save) rank 0's.
+            for buf in module.buffers():
+                torch.distributed.broadcast(buf, src=0)
         module.eval()
         with torch.no_grad(), rt.autocast():
             val = task.validate(module, rt)

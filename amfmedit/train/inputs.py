@@ -107,9 +107,9 @@ class DeviceData:
         self.dataset = dataset
         self.device = device
         self.images = ImageBank(dataset.images, device=device, residency=residency) if with_images else None
-        self.x_cont = torch.from_numpy(np.ascontiguousarray(dataset.x_cont, dtype=np.float32)).to(device)
-        self.x_cat = torch.from_numpy(np.ascontiguousarray(dataset.x_cat, dtype=np.int64)).to(device)
-        self.labels = torch.from_numpy(np.ascontiguousarray(dataset.labels, dtype=np.int64)).to(device)
+        self.x_cont = torch.tensor(np.asarray(dataset.x_cont, dtype=np.float32), device=device)
+        self.x_cat = torch.tensor(np.asarray(dataset.x_cat, dtype=np.int64), device=device)
+        self.labels = torch.tensor(np.asarray(dataset.labels, dtype=np.int64), device=device)
         self._split_rows = {}
 
     def rows(self, split: str) -> np.ndarray:

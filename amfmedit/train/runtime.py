@@ -95,7 +95,10 @@ def setup_runtime(device: str | None = "auto", *, compile: bool = False, bf16: b
             dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
+        import atexit
+
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        atexit.register(_leave_group)
     on_cuda = dev.type == "cuda"
     if on_cuda:
         # TF32 matmuls for whatever stays in fp32 under autocast; cudnn picks the fastest convs.
@@ -111,6 +114,11 @@ def setup_runtime(device: str | None = "auto", *, compile: bool = False, bf16: b
         channels_last=on_cuda,
         compile=compile,
     )
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def teardown(runtime: Runtime) -> None:
