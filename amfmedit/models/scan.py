@@ -166,7 +166,8 @@ def _decays(dt: Tensor, A2: Tensor, Tp: int) -> Tensor:
     scan can use equal-length chunks.
     """
     T, Bt, D = dt.shape
-    a = torch.ones(Tp + 1, Bt, A2.shape[0], D, dtype=dt.dtype, device=dt.device)
+    a = torch.empty(Tp + 1, Bt, A2.shape[0], D, dtype=dt.dtype, device=dt.device)
+    a[T:].fill_(1.0)
     torch.mul(dt.unsqueeze(2), A2, out=a[:T])
     a[:T].exp2_()
     return a
@@ -382,7 +383,8 @@ class _ChunkedScan(torch.autograd.Function):
             h = _inputs(dtu[s0:s1], Bm[s0:s1], Tp)
             _scan_forward_(a, h, h0, chunk)  # recompute the states of this segment
             dC[s0:s1] = torch.linalg.vecdot(h[:T], dy[s0:s1].unsqueeze(2))
-            g = torch.zeros_like(h)
+            g = torch.empty_like(h)
+            g[T:].zero_()
             torch.mul(Cm[s0:s1].unsqueeze(-1), dy[s0:s1].unsqueeze(2), out=g[:T])
             _scan_reverse_(a, g, carry, chunk)
             g = g[:T]
