@@ -404,6 +404,9 @@ class _ChunkedScan(torch.autograd.Function):
         return du, ddt, dAt.t(), dB, dC, None
 
 
+# torch.compile would unroll the time loops (hundreds of steps) or trip over the thread pool;
+# the scan is already a hand-scheduled kernel sequence, so compiled models run it eagerly.
+@torch.compiler.disable
 def selective_scan_time_major(
     u: Tensor,
     delta: Tensor,
