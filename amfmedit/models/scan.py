@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import Any
 
 import torch
@@ -253,6 +254,7 @@ def _sequential_backward_part(dt, dtu, Bm, Cm, At, A2, dy, ckpts, seg, d_dtu, dd
 # every op (measured 6x slower than one thread under load; the split is not).
 _MIN_STATE_PER_THREAD = 1 << 15
 _POOL: dict[int, Any] = {}
+_POOL_LOCK = threading.Lock()  # the intra-op thread count is process-wide: one split at a time
 
 
 def _batch_parts(Bt: int, n_state_per_row: int, device: torch.device | None = None) -> list[tuple[int, int]]:
@@ -278,12 +280,13 @@ def _run_parts(fn, parts: list[tuple[int, int]]) -> list:
         with torch.no_grad():  # grad mode is per thread; the Function's body needs none
             return fn(b0, b1)
 
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return [f.result() for f in [pool.submit(work, b0, b1) for b0, b1 in parts]]
-    finally:
-        torch.set_num_threads(n_threads)
+    with _POOL_LOCK:
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [f.result() for f in [pool.submit(work, b0, b1) for b0, b1 in parts]]
+        finally:
+            torch.set_num_threads(n_threads)
 
 
 class _SequentialScan(torch.autograd.Function):
