@@ -114,6 +114,13 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert "Top 10 features by Integrated Gradients" in res.output
     assert str(first["name"]) in res.output
     assert f"{in_top} of the top 10 features are informative" in " ".join(res.output.split())
+    # --mask-top-k ranks by this report
+    from amfmedit.explain.masking import resolve_mask, top_features
+    from amfmedit.train import rundir
+
+    run = rundir.open_run()
+    assert top_features(run, 3) == list(table["name"][:3])
+    assert resolve_mask(run, (), 2) == list(table["name"][:2])
     # a finished report is not silently replaced
     again = __import__("conftest").invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4")
     assert again.exit_code == 2 and "--force" in again.output
