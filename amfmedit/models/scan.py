@@ -272,15 +272,14 @@ def _run_parts(fn, parts: list[tuple[int, int]]) -> list:
         return [fn(*parts[0])]
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = _POOL.get(len(parts))
-    if pool is None:
-        pool = _POOL[len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="amfmedit-scan")
-
     def work(b0, b1):
         with torch.no_grad():  # grad mode is per thread; the Function's body needs none
             return fn(b0, b1)
 
     with _POOL_LOCK:
+        pool = _POOL.get(len(parts))
+        if pool is None:
+            pool = _POOL[len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="amfmedit-scan")
         n_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
