@@ -27,15 +27,15 @@ err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Optional[Path],
-    typer.Option("--data-dir", help="Folder of prepared datasets [default: $AMFMEDIT_DATA or ./data]."),
+    typer.Option("--data-dir", help="Folder of prepared datasets (default: $AMFMEDIT_DATA, else ./data)."),
 ]
 RunsDir = Annotated[
     Optional[Path],
-    typer.Option("--runs-dir", help="Folder of runs [default: $AMFMEDIT_RUNS or ./runs]."),
+    typer.Option("--runs-dir", help="Folder of runs (default: $AMFMEDIT_RUNS, else ./runs)."),
 ]
 RunName = Annotated[
     Optional[str],
-    typer.Option("--run", help="Run name or path [default: the most recent run]."),
+    typer.Option("--run", help="Run name or path (default: the most recent run)."),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace a finished result instead of refusing.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
