@@ -29,11 +29,13 @@ Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate [defaul
 
 
 def floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    """``"0.5,5"`` -> (0.5, 5.0); a bad number is a one-line error naming the option."""
+    """``"0.5,5"`` -> (0.5, 5.0); ``"none"`` -> () (switched off); a bad number is a one-line error."""
     from amfmedit.errors import UserError
 
     if text is None:
         return None
+    if text.strip().lower() == "none":
+        return ()
     try:
         return tuple(float(x) for x in text.replace(" ", "").split(",") if x != "")
     except ValueError:

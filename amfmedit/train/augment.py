@@ -116,10 +116,14 @@ def _per_sample(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with a different ``sigma`` (B,) per sample, reflect padding."""
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """Separable Gaussian blur with a different ``sigma`` (B,) per sample, reflect padding.
+
+    The kernel radius comes from the configured ``sigma_max``, not the drawn sigmas: reading
+    those back would stall the host on every batch.
+    """
     b, c, h, w = x.shape
-    radius = int(math.ceil(4.0 * float(sigma.max())))
+    radius = int(math.ceil(4.0 * sigma_max))
     radius = max(1, min(radius, h - 1, w - 1))
     offs = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-0.5 * (offs.view(1, -1) / sigma.view(-1, 1)) ** 2)
@@ -205,7 +209,7 @@ def augment_batch(images: torch.Tensor, aug: ImageAugment, gen: torch.Generator)
     if aug.blur_p:
         blur = _per_sample(_coin(aug.blur_p, b, gen, dev))
         sigma = _uniform(aug.blur_sigma[0], aug.blur_sigma[1], b, gen, dev)
-        y = torch.where(blur, _gaussian_blur(y, sigma), y)
+        y = torch.where(blur, _gaussian_blur(y, sigma, aug.blur_sigma[1]), y)
     theta = _random_affine(aug, b, h, w, gen, dev)
     grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

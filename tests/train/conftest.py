@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: a tiny pretrained run, copied per test so tests stay independent."""
+"""Fixtures for the training tests: one tiny pretrained run per session, copied per test."""
 
 from __future__ import annotations
 
@@ -24,29 +24,37 @@ class RunFixture:
     def root(self) -> Path:
         return self.runs_dir / self.run
 
-    def env(self) -> dict:
-        return {"AMFMEDIT_RUNS": str(self.runs_dir), "AMFMEDIT_DATA": str(self.data_dir)}
-
 
 @pytest.fixture(scope="session")
 def pretrained_template(tiny_ol3i, tmp_path_factory) -> RunFixture:
+    """``amfmedit pretrain --data NAME`` typed in a folder holding ./data, with no other path."""
+    import os
+
     from typer.testing import CliRunner
 
     from amfmedit.cli import app
 
-    runs = tmp_path_factory.mktemp("template-runs")
-    res = CliRunner().invoke(app, ["pretrain", "--data", tiny_ol3i.name, "--data-dir", str(tiny_ol3i.data_dir),
-                                   "--runs-dir", str(runs), "--run", "tiny", *PRETRAIN_ARGS])
+    work = tmp_path_factory.mktemp("template")
+    (work / "data").symlink_to(tiny_ol3i.data_dir, target_is_directory=True)
+    old, env = os.getcwd(), {k: os.environ.pop(k) for k in ("AMFMEDIT_RUNS", "AMFMEDIT_DATA") if k in os.environ}
+    os.chdir(work)
+    try:
+        res = CliRunner().invoke(app, ["pretrain", "--data", tiny_ol3i.name, *PRETRAIN_ARGS])
+    finally:
+        os.chdir(old)
+        os.environ.update(env)
     assert res.exit_code == 0, res.output
-    return RunFixture(runs, tiny_ol3i.data_dir, tiny_ol3i.name, "tiny")
+    (run,) = list((work / "runs").iterdir())
+    return RunFixture(work / "runs", tiny_ol3i.data_dir, tiny_ol3i.name, run.name)
 
 
 @pytest.fixture
 def pretrained_run(pretrained_template, tmp_path, monkeypatch) -> RunFixture:
-    """A private copy of the tiny pretrained run; $AMFMEDIT_RUNS / $AMFMEDIT_DATA point at it."""
+    """A private copy of the tiny pretrained run; the test runs in a folder with ./data and ./runs."""
     runs = tmp_path / "runs"
     shutil.copytree(pretrained_template.root, runs / pretrained_template.run)
-    fx = RunFixture(runs, pretrained_template.data_dir, pretrained_template.data, pretrained_template.run)
-    for k, v in fx.env().items():
-        monkeypatch.setenv(k, v)
-    return fx
+    (tmp_path / "data").symlink_to(pretrained_template.data_dir, target_is_directory=True)
+    monkeypatch.delenv("AMFMEDIT_RUNS", raising=False)
+    monkeypatch.delenv("AMFMEDIT_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return RunFixture(runs, pretrained_template.data_dir, pretrained_template.data, pretrained_template.run)

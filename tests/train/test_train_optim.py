@@ -76,3 +76,17 @@ def test_scheduler_drives_the_learning_rate_and_restores():
     sched.step()
     lr = opt.param_groups[0]["lr"]
     assert opt2.param_groups[0]["lr"] == lr == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+
+
+def test_weight_decay_groups_of_a_real_model_exempt_mamba_parameters():
+    from amfmedit.models import build_tabular_encoder
+    from amfmedit.train.optim import param_groups
+
+    enc = build_tabular_encoder("ft_mamba", n_cont_features=5, cat_cardinalities=[3], d_block=8)
+    decay, no_decay = param_groups(enc, 1e-4)
+    names = {id(p): n for n, p in enc.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    d = {names[id(p)] for p in decay["params"]}
+    assert {n for n in names.values() if n.endswith(("A_log", ".D"))} <= nd
+    assert not any(n.endswith(("A_log", ".D", ".bias")) for n in d)
+    assert any(n.endswith("in_proj.weight") for n in d)

@@ -12,8 +12,6 @@ from typer.testing import CliRunner
 
 from amfmedit.cli import app
 
-from conftest import PRETRAIN_ARGS  # noqa: E402  (tests/train/conftest.py)
-
 
 def _cli(*args):
     res = CliRunner().invoke(app, list(args))
@@ -25,20 +23,19 @@ def _lines(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_pipeline_defaults_to_the_latest_run(tiny_ol3i, tmp_path, monkeypatch):
+def test_pipeline_defaults_to_the_latest_run(pretrained_run, tiny_ol3i, tmp_path):
+    """After `amfmedit pretrain --data NAME` (the session fixture, typed without any path):
+    rconf -> finetune --fusion amf -> evaluate -> predict, again without a path."""
+    import torch
     from sklearn.metrics import roc_auc_score
 
-    monkeypatch.delenv("AMFMEDIT_RUNS", raising=False)
-    monkeypatch.delenv("AMFMEDIT_DATA", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").symlink_to(tiny_ol3i.data_dir, target_is_directory=True)
+    from amfmedit.train.checkpoint import load_checkpoint
 
-    _cli("pretrain", "--data", tiny_ol3i.name, *PRETRAIN_ARGS)
-    (run,) = [p for p in (tmp_path / "runs").iterdir()]
+    run = pretrained_run.root
     assert {"run.json", "environment.json", "pretrain"} <= {p.name for p in run.iterdir()}
     assert (run / "pretrain" / "COMPLETE").is_file()
-    assert len(_lines(run / "pretrain" / "metrics.jsonl")) == 1
-    assert np.isfinite(_lines(run / "pretrain" / "metrics.jsonl")[0]["val_loss"])
+    (line,) = _lines(run / "pretrain" / "metrics.jsonl")
+    assert line["epoch"] == 1 and np.isfinite(line["val_loss"]) and np.isfinite(line["train_loss"])
 
     _cli("rconf", "--lr", "0.01", "--epochs", "1", "--quiet")
     rec = json.loads((run / "rconf" / "rconf.json").read_text())
@@ -47,12 +44,19 @@ def test_pipeline_defaults_to_the_latest_run(tiny_ol3i, tmp_path, monkeypatch):
     assert rec["L_img"] + rec["L_tab"] == rec["d_out"] == 2048
     assert rec["L_tab"] == int(2048 // (1 + rec["r_conf"]))
 
-    _cli("finetune", "--fusion", "amf", "--seeds", "2022,2023", "--lr", "0.001", "--epochs", "1", "--quiet")
+    _cli("finetune", "--fusion", "amf", "--strategy", "frozen", "--seeds", "2022,2023", "--lr", "0.001",
+         "--epochs", "1", "--quiet")
+    pre = load_checkpoint(run / "pretrain" / "last.pt")["model"]["state_dict"]
     for seed in (2022, 2023):
-        stage = run / f"finetune-amf-trainable-seed{seed}"
+        stage = run / f"finetune-amf-frozen-seed{seed}"
         assert (stage / "COMPLETE").is_file() and (stage / "best.pt").is_file()
         cfg = json.loads((stage / "config.json").read_text())
         assert cfg["r_conf"] == pytest.approx(rec["r_conf"]) and cfg["lr"] == 0.001
+        # frozen means frozen: encoder weights AND BatchNorm statistics as pretrained
+        fin = load_checkpoint(stage / "last.pt")["model"]["state_dict"]
+        enc = [k for k in fin if k.startswith(("image_encoder.", "tabular_encoder."))]
+        assert any(k.endswith("running_var") for k in enc)
+        assert all(torch.equal(fin[k], pre[k]) for k in enc)
 
     res = _cli("evaluate")
     ev = run / "evaluate"
@@ -60,7 +64,7 @@ def test_pipeline_defaults_to_the_latest_run(tiny_ol3i, tmp_path, monkeypatch):
     oracle = json.loads((tiny_ol3i.path / "provenance.json").read_text())["synthetic"]["oracle"]["test"]
     assert metrics["oracle_auc"] == pytest.approx(oracle)
     (group,) = metrics["groups"]
-    assert group["fusion"] == "amf" and group["strategy"] == "trainable" and group["seeds"] == [2022, 2023]
+    assert group["fusion"] == "amf" and group["strategy"] == "frozen" and group["seeds"] == [2022, 2023]
     for row in metrics["stages"]:  # the reported AUC is the AUC of the written predictions
         pred = pd.read_csv(ev / "predictions" / f"{row['stage']}.csv")
         assert len(pred) == 48
@@ -68,14 +72,14 @@ def test_pipeline_defaults_to_the_latest_run(tiny_ol3i, tmp_path, monkeypatch):
     table = (ev / "results.md").read_text()
     assert "| AMF module | FT-Mamba |" in table and f"{oracle * 100:.2f}" in table
     assert f"{np.mean(group['values']) * 100:.2f} ± {np.std(group['values'], ddof=1) * 100:.2f}" in table
-    assert (ev / "roc" / "finetune-amf-trainable.png").stat().st_size > 1000
+    assert (ev / "roc" / "finetune-amf-frozen.png").stat().st_size > 1000
     assert "AMF module" in res.output
 
     # New patients through the saved schema give the same probabilities as the test rows had.
     table_csv = _raw_test_table(tiny_ol3i, tmp_path / "new")
-    _cli("predict", "--table", str(table_csv), "--stage", "finetune-amf-trainable-seed2022", "--image-column", "image")
+    _cli("predict", "--table", str(table_csv), "--stage", "finetune-amf-frozen-seed2022", "--image-column", "image")
     got = pd.read_csv(run / "predict" / "new_patients.csv")
-    want = pd.read_csv(ev / "predictions" / "finetune-amf-trainable-seed2022.csv")
+    want = pd.read_csv(ev / "predictions" / "finetune-amf-frozen-seed2022.csv")
     assert list(got["id"].astype(str)) == list(want["id"].astype(str))
     np.testing.assert_allclose(got["prob_1"], want["prob_1"], atol=1e-5)
 
