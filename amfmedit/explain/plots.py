@@ -148,7 +148,7 @@ def cam_grid(overlays: Sequence[np.ndarray], titles: Sequence[str], path, title:
                 _outline(ax, outlines[i])
             ax.set_title(titles[i], fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the first row
     return _save(fig, path)
 
 
@@ -183,7 +183,7 @@ def compare_grid(cells: list[list[np.ndarray]], row_titles: Sequence[str], col_t
             if c == 0:
                 ax.set_ylabel(row_titles[r], fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return _save(fig, path)
 
 
