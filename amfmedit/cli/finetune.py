@@ -33,6 +33,7 @@ def finetune(
     lr: Lr = None,
     lrs: Annotated[str, typer.Option("--lrs", help="Learning rates searched on validation with the first seed when --lr is not given.")] = "0.01,0.001,0.0001",
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Adam weight decay (the paper: 0; cross-attention searched 1e-1..1e-4).")] = 0.0,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam (the paper) or adamw (decoupled weight decay).")] = "adam",
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Early stopping patience (epochs).")] = 10,
@@ -67,7 +68,7 @@ def finetune(
     d = Recipe()
     recipe = Recipe(
         epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr, lrs=floats(lrs, "--lrs"),
-        weight_decay=weight_decay, patience=patience, min_delta=min_delta,
+        weight_decay=weight_decay, optimizer=optimizer, patience=patience, min_delta=min_delta,
         sampler_weights=floats(sampler_weights, "--sampler-weights"), loss_weights=floats(loss_weights, "--loss-weights"),
         lambda_leakage=lambda_leakage, lambda_density=lambda_density, augment_rate=augment_rate,
     )

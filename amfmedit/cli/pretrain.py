@@ -30,7 +30,8 @@ def pretrain(
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: Lr = None,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Adam weight decay.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay (not on biases, norms, A_log, D).")] = 1e-4,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam (the paper) or adamw (decoupled weight decay).")] = "adam",
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.")] = 10,
     temperature: Annotated[float, typer.Option("--temperature", help="ITC temperature τ (eq. 11).")] = 0.1,
     projection_dim: Annotated[int, typer.Option("--projection-dim", min=1, help="Projection head output size.")] = 128,
@@ -57,7 +58,7 @@ def pretrain(
     cfg = PretrainConfig(
         tabular_encoder=tabular_encoder, tabular_dim=tabular_dim, image_arch=image_arch,
         epochs=epochs or defaults.epochs, batch_size=batch_size or defaults.batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, temperature=temperature,
+        weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
         projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
         probe_every=probe_every, seed=seed,
     )

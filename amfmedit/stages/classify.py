@@ -45,6 +45,7 @@ class Recipe:
     lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
     lrs: tuple[float, ...] = FINETUNE_LRS
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam (the paper) or adamw
     patience: int = 10
     min_delta: float = 2e-4
     sampler_weights: tuple[float, ...] | None = None  # None: (0.5, 5) for binary tasks, none otherwise
@@ -62,6 +63,8 @@ class Recipe:
             raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
         if self.patience < 1:
             raise UserError(f"--patience {self.patience}: must be at least 1")
+        if self.optimizer not in ("adam", "adamw"):
+            raise UserError(f"--optimizer {self.optimizer}: use adam or adamw")
 
     def resolved(self, task_kind: str, n_classes: int) -> "Recipe":
         """Fill the task-dependent defaults; check weight vectors against the number of classes."""
@@ -153,7 +156,7 @@ def train_one(
         batch_size=recipe.batch_size,
         lr=lr,
         weight_decay=recipe.weight_decay,
-        optimizer="adam",
+        optimizer=recipe.optimizer,
         # NOTE[paper]: Appendix A.3 names no schedule for fine-tuning and the reference code
         # returns the optimizer without its scheduler, i.e. a constant learning rate.
         schedule="constant",

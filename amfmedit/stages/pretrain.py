@@ -45,6 +45,7 @@ class PretrainConfig:
     batch_size: int = 32  # the reference configuration's pretraining batch
     lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
     weight_decay: float = 1e-4
+    optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
     warmup_epochs: int = 10
     temperature: float = 0.1
     projection_dim: int = 128
@@ -58,6 +59,7 @@ class PretrainConfig:
 
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
         check_choice(self.image_arch, IMAGE_ARCHS, "--image-arch")
+        check_choice(self.optimizer, ("adam", "adamw"), "--optimizer")
         for name in ("augment_rate", "corruption_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -177,7 +179,7 @@ def pretrain(
         batch_size=cfg.batch_size,
         lr=lr,
         weight_decay=cfg.weight_decay,
-        optimizer="adam",
+        optimizer=cfg.optimizer,
         schedule="cosine",
         warmup_epochs=cfg.warmup_epochs,
         monitor="val_loss",

@@ -10,7 +10,7 @@ import pytest
 
 # Small but real: ResNet-18 (the zoo's quick image encoder) at 32 x 32, FT-Mamba of width 16.
 PRETRAIN_ARGS = ["--tabular-encoder", "ft_mamba", "--tabular-dim", "16", "--image-arch", "resnet18",
-                 "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--quiet"]
+                 "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--probe-every", "1", "--quiet"]
 
 
 @dataclass(frozen=True)

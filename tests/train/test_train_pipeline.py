@@ -36,6 +36,7 @@ def test_pipeline_defaults_to_the_latest_run(pretrained_run, tiny_ol3i, tmp_path
     assert (run / "pretrain" / "COMPLETE").is_file()
     (line,) = _lines(run / "pretrain" / "metrics.jsonl")
     assert line["epoch"] == 1 and np.isfinite(line["val_loss"]) and np.isfinite(line["train_loss"])
+    assert 0 <= line["probe_auc"] <= 1 and 0 <= line["probe_acc"] <= 1  # the online linear probe
 
     _cli("rconf", "--lr", "0.01", "--epochs", "1", "--quiet")
     rec = json.loads((run / "rconf" / "rconf.json").read_text())
