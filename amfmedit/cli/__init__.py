@@ -11,15 +11,15 @@ from amfmedit.cli.common import app
 
 # Subcommands register themselves on import (one module per stage).
 from amfmedit.cli import info as _info  # noqa: E402,F401
+from amfmedit.cli import prepare as _prepare  # noqa: E402,F401
 from amfmedit.cli import pretrain as _pretrain  # noqa: E402,F401
 from amfmedit.cli import rconf as _rconf  # noqa: E402,F401
 from amfmedit.cli import finetune as _finetune  # noqa: E402,F401
 from amfmedit.cli import evaluate as _evaluate  # noqa: E402,F401
 from amfmedit.cli import predict as _predict  # noqa: E402,F401
-from amfmedit.cli import bench as _bench  # noqa: E402,F401
 from amfmedit.cli import explain as _explain  # noqa: E402,F401
 from amfmedit.cli import report as _report  # noqa: E402,F401
-from amfmedit.cli import prepare as _prepare  # noqa: E402,F401
+from amfmedit.cli import bench as _bench  # noqa: E402,F401
 
 
 def _version_callback(value: bool) -> None:

@@ -203,6 +203,7 @@ def select_lr(
                                   int(rec["epochs_run"]))
             continue
         has_ckpt = (sub / LAST).is_file()
+        rt.barrier()  # every rank has read the folder before rank 0 changes it
         if rt.is_main:
             if sub.exists() and not (resume and has_ckpt):
                 rundir.remove_tree(sub)

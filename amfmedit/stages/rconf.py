@@ -91,6 +91,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
+    rt.barrier()  # every rank inspects the folder before rank 0 creates or replaces it
     stage_dir = rundir.begin_stage(run, masked_stage_name(STAGE, masked), force=opts.force, resume=opts.resume,
                                    is_main=rt.is_main)
     rt.barrier()

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import invoke, ok  # noqa: E402  (tests/explain/conftest.py)
+from explain_cli import invoke, ok  # noqa: E402  (tests/explain/explain_cli.py)
 
 
 def test_gradcam_overlays_region_share_and_compare(trained_run, ol3i64):

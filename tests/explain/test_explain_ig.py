@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ok  # noqa: E402  (tests/explain/conftest.py)
+from explain_cli import invoke, ok  # noqa: E402  (tests/explain/explain_cli.py)
 
 
 def _scorer(kind: str, output: str = "prob"):
@@ -122,7 +122,7 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert top_features(run, 3) == list(table["name"][:3])
     assert resolve_mask(run, (), 2) == list(table["name"][:2])
     # a finished report is not silently replaced
-    again = __import__("conftest").invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4")
+    again = invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4")
     assert again.exit_code == 2 and "--force" in again.output
 
 

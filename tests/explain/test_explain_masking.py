@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import QUICK, invoke, ok  # noqa: E402  (tests/explain/conftest.py)
+from explain_cli import QUICK, invoke, ok  # noqa: E402  (tests/explain/explain_cli.py)
 
 
 def test_mask_features_replaces_columns_with_training_constants(ol3i64):

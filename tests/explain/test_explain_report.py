@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import invoke, ok  # noqa: E402  (tests/explain/conftest.py)
+from explain_cli import invoke, ok  # noqa: E402  (tests/explain/explain_cli.py)
 
 
 def _links(markdown: str) -> list[str]:
