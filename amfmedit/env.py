@@ -30,12 +30,15 @@ def choose_device(requested: str | None = None):
     raise UserError(f"--device {requested!r} is not a device: use auto, cpu, cuda or cuda:N")
 
 
-def _version(module: str) -> str | None:
+def _version(distribution: str) -> str | None:
+    """The installed version of a distribution, read from its metadata (importing captum or
+    grad-cam to ask would cost seconds of start-up in every command)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        mod = __import__(module)
-    except Exception:  # noqa: BLE001 - a broken optional package is reported as absent
+        return version(distribution)
+    except PackageNotFoundError:
         return None
-    return getattr(mod, "__version__", "unknown")
 
 
 def environment() -> dict:
@@ -55,9 +58,9 @@ def environment() -> dict:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(),
         "captum": _version("captum"),
-        "pytorch_grad_cam": _version("pytorch_grad_cam"),
-        "mamba_ssm": _version("mamba_ssm"),
-        "causal_conv1d": _version("causal_conv1d"),
+        "pytorch_grad_cam": _version("grad-cam"),
+        "mamba_ssm": _version("mamba-ssm"),
+        "causal_conv1d": _version("causal-conv1d"),
     }
     info["mamba_path"], info["mamba_path_reason"] = mamba_path()
     return info

@@ -1,8 +1,46 @@
 #!/usr/bin/env bash
 # `make demo`: the whole pipeline on a CPU-sized synthetic OL3I cohort.
+#
+# prepare -> pretrain (ResNet-18 + FT-Mamba, ITC) -> rconf -> finetune (concatenation,
+# cross-attention and AMF; frozen and trainable) -> evaluate, then the results table beside
+# the generator's oracle AUC and the check AMF + FT-Mamba (trainable) >= 0.5 + 0.7 (oracle - 0.5).
+# Sizes are plain CLI options (no demo mode in the library); override them with the
+# environment variables below, e.g. DEMO_SEED=3 make demo.
 set -euo pipefail
 BIN=${1:-.venv/bin}
 OUT=${2:-demo-out}
 export AMFMEDIT_DATA="$OUT/data" AMFMEDIT_RUNS="$OUT/runs"
+PATIENTS=${DEMO_PATIENTS:-800}
+IMAGE=${DEMO_IMAGE:-32}
+FEATURES=${DEMO_FEATURES:-32}
+PREVALENCE=${DEMO_PREVALENCE:-0.2}
+SEED=${DEMO_SEED:-2022}
 "$BIN/amfmedit" info
-"$BIN/amfmedit" prepare --data synthetic-ol3i --patients 800 --image-size 64 --features 64 --prevalence 0.15 --force
+start=$(date +%s)
+"$BIN/amfmedit" prepare --data synthetic-ol3i --patients "$PATIENTS" --image-size "$IMAGE" --features "$FEATURES" \
+    --prevalence "$PREVALENCE" --seed "$SEED" --force
+rm -rf "$OUT/runs/demo"
+# ResNet-18 instead of the paper's ResNet-50 keeps two CPU cores inside five minutes; the
+# tabular side is the paper's FT-Mamba (D_tab 64). Plain cross-entropy (--loss-weights none):
+# the paper's alpha = (0.1, 2) is OL3I's choice for a ~20:1 imbalance and over-corrects at the
+# demo's 20% prevalence (the class-balanced sampler stays).
+"$BIN/amfmedit" pretrain --data synthetic-ol3i --run demo --tabular-encoder ft_mamba --image-arch resnet18 \
+    --epochs "${DEMO_PRETRAIN_EPOCHS:-3}" --warmup-epochs 1 --batch-size 64 --lr 1e-3
+"$BIN/amfmedit" rconf --lr 1e-3 --epochs "${DEMO_RCONF_EPOCHS:-5}" --batch-size 64 --loss-weights none
+"$BIN/amfmedit" finetune --fusion concat --fusion cross_attention --fusion amf --strategy frozen --strategy trainable \
+    --seeds 2022 --lr 1e-3 --epochs "${DEMO_FINETUNE_EPOCHS:-6}" --batch-size 64 --loss-weights none
+"$BIN/amfmedit" evaluate
+end=$(date +%s)
+
+"$BIN/python" - "$OUT/runs/demo/evaluate/metrics.json" "$((end - start))" <<'EOF'
+import json, sys
+
+metrics = json.load(open(sys.argv[1]))
+oracle = metrics["oracle_auc"]
+(amf,) = [g for g in metrics["groups"] if g["fusion"] == "amf" and g["strategy"] == "trainable" and not g.get("mask")]
+target = 0.5 + 0.7 * (oracle - 0.5)
+verdict = "meets" if amf["mean"] >= target else "MISSES"
+print(f"AMF + FT-Mamba (trainable) test AUC {amf['mean']:.4f}; oracle AUC {oracle:.4f}; "
+      f"target 0.5 + 0.7 x (oracle - 0.5) = {target:.4f}: {verdict} the target")
+print(f"pipeline (prepare -> pretrain -> rconf -> finetune x6 -> evaluate) took {sys.argv[2]} s")
+EOF

@@ -22,8 +22,8 @@ def bench(
     only: Annotated[
         Optional[str], typer.Option("--only", help="Run one part: fusion (Table 3) or tabular (FT-Mamba vs FT-Transformer).")
     ] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", min=1, help="Timed calls per figure [100 fusion, 5 tabular].")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads [torch's default].")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", min=1, help="Timed calls per figure \\[100 fusion, 5 tabular].")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads \\[torch's default].")] = None,
     small: Annotated[bool, typer.Option("--small", help="Tiny shapes: checks the machinery in seconds (figures mean nothing).")] = False,
 ) -> None:
     """Parameters, MACs and batch-1 latency of the fusion modules (Table 3); FT-Mamba vs FT-Transformer time and memory."""

@@ -28,16 +28,16 @@ def _sample_bar(enabled: bool):
 @command("explain")
 def explain(
     method: Annotated[str, typer.Option("--method", help="ig (Integrated Gradients on the tabular model) or gradcam (Grad-CAM on the image encoder).")] = "ig",
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of the model to explain [default ig: supervised-tabular-seed*, else a fine-tuned model's tabular branch; gradcam: finetune-concat-frozen-seed*, else another fine-tuned model].")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of the model to explain \\[default ig: supervised-tabular-seed*, else a fine-tuned model's tabular branch; gradcam: finetune-concat-frozen-seed*, else another fine-tuned model].")] = None,
     steps: Annotated[int, typer.Option("--steps", help="IG: interpolation steps.")] = 50,
-    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="IG: at most this many samples (random, --seed) [default: all].")] = None,
-    target: Annotated[Optional[str], typer.Option("--target", help="Class to explain (name or index) [default: the positive class; multiclass IG: each sample's label].")] = None,
+    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="IG: at most this many samples (random, --seed) \\[default: all].")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Class to explain (name or index) \\[default: the positive class; multiclass IG: each sample's label].")] = None,
     output: Annotated[str, typer.Option("--output", help="IG: attribute the target's probability (prob) or its logit.")] = "prob",
     top_k: Annotated[int, typer.Option("--top-k", help="IG: features in the top table and bar plot.")] = 10,
     cases: Annotated[int, typer.Option("--cases", help="Grad-CAM: positive and negative test cases to draw (each).")] = 4,
     compare: Annotated[Optional[List[str]], typer.Option("--compare", help="Grad-CAM: another run (RUN or RUN:STAGE) whose maps of the same patients go beside; repeat for more.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Samples explained [default: train for ig (as the paper), test for gradcam].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="IG: sample-steps per pass [256]; Grad-CAM: images per pass [16].")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Samples explained \\[default: train for ig (as the paper), test for gradcam].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="IG: sample-steps per pass \\[256]; Grad-CAM: images per pass \\[16].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Which samples when capped (ig) / which cases are drawn (gradcam).")] = 0,
     run: RunName = None,
     runs_dir: RunsDir = None,
@@ -99,7 +99,9 @@ def _print_ig(rep, k: int) -> None:
     if syn:
         m = syn["n_informative"]
         console.print(f"synthetic truth: {syn[f'informative_in_top{k}']} of the top {k} features are informative "
-                      f"({syn[f'informative_in_top{m}']} of the top {m}; the generator uses {m})")
+                      f"({syn[f'informative_in_top{m}']} of the top {m}; the generator uses {m})"
+                      + (f"; {syn[f'proxies_in_top{k}']} more track the image signal ({', '.join(syn['proxies'])})"
+                         if syn.get("proxies") else ""))
 
 
 def _print_cam(rep) -> None:

@@ -13,9 +13,9 @@ from amfmedit.cli.common import DataDir, Device, Force, RunName, RunsDir, comman
 @command("predict")
 def predict(
     table: Annotated[Path, typer.Option("--table", help="CSV or Parquet of new patients (raw values, as before prepare).")],
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Classifier folder, e.g. finetune-amf-trainable-seed2022 [default: best on validation].")] = None,
-    image_column: Annotated[Optional[str], typer.Option("--image-column", help="Column of image paths (relative to the table) [default: the schema's].")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output CSV [default: <run>/predict/<table>.csv].")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Classifier folder, e.g. finetune-amf-trainable-seed2022 \\[default: best on validation].")] = None,
+    image_column: Annotated[Optional[str], typer.Option("--image-column", help="Column of image paths (relative to the table) \\[default: the schema's].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output CSV \\[default: <run>/predict/<table>.csv].")] = None,
     run: RunName = None,
     runs_dir: RunsDir = None,
     data_dir: DataDir = None,

@@ -25,7 +25,7 @@ from amfmedit.cli.train_common import (
 def pretrain(
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset name (see `amfmedit prepare`).")] = None,
     tabular_encoder: Annotated[str, typer.Option("--tabular-encoder", help="mlp, resnet, ft_transformer or ft_mamba.")] = "ft_mamba",
-    tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="D_tab, the tabular encoder's width [default: 64 FT-*, 256 MLP/ResNet].")] = None,
+    tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="D_tab, the tabular encoder's width \\[default: 64 FT-*, 256 MLP/ResNet].")] = None,
     image_arch: Annotated[str, typer.Option("--image-arch", help="resnet50 (the paper) or resnet18 (quick experiments).")] = "resnet50",
     epochs: Epochs = None,
     batch_size: BatchSize = None,

@@ -160,6 +160,13 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
             f"informative_in_top{k}": sum(n in informative for n in table["name"].head(k)),
             "n_informative": k,
         }
+        # Features the risk model does not use but that track its image term (bmi and weight
+        # follow visceral fat): a tabular-only model rightly leans on them, so they are counted
+        # apart, never added to the informative count.
+        proxies = sorted(truth.get("proxy_features") or {})
+        if proxies:
+            summary["synthetic"]["proxies"] = proxies
+            summary["synthetic"][f"proxies_in_top{cfg.top_k}"] = sum(n in proxies for n in top_names)
     shares = group_shares(table)
     truth_shares = None
     if informative:
@@ -201,7 +208,9 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
     if syn:
         m = syn["n_informative"]
         lines.append(f"\nSynthetic cohort: {syn[f'informative_in_top{k}']} of the top {k} features are among the "
-                     f"generator's {m} informative features ({syn[f'informative_in_top{m}']} of the top {m}).\n")
+                     f"generator's {m} informative features ({syn[f'informative_in_top{m}']} of the top {m})"
+                     + (f"; {syn[f'proxies_in_top{k}']} more are proxies of the image signal "
+                        f"({', '.join(syn['proxies'])})" if syn.get("proxies") else "") + ".\n")
     return "".join(lines)
 
 

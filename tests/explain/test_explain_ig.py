@@ -99,6 +99,9 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     informative = json.loads((ol3i64.path / "provenance.json").read_text())["synthetic"]["informative_features"]
     in_top = int(table.head(10)["name"].isin(informative).sum())
     assert summary["synthetic"]["informative_in_top10"] == in_top
+    proxies = sorted(json.loads((ol3i64.path / "provenance.json").read_text())["synthetic"]["proxy_features"])
+    assert proxies and summary["synthetic"]["proxies"] == proxies  # counted apart from the informative ones
+    assert summary["synthetic"]["proxies_in_top10"] == int(table.head(10)["name"].isin(proxies).sum())
     assert summary["top"] == list(table["name"].head(10))
 
     top = (folder / "top10.md").read_text()
