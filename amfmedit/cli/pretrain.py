@@ -26,6 +26,7 @@ def pretrain(
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset name (see `amfmedit prepare`).")] = None,
     tabular_encoder: Annotated[str, typer.Option("--tabular-encoder", help="mlp, resnet, ft_transformer or ft_mamba.")] = "ft_mamba",
     tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="D_tab, the tabular encoder's width \\[default: 64 FT-*, 256 MLP/ResNet].")] = None,
+    ft_mamba_pooling: Annotated[Optional[str], typer.Option("--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text) \\[default: avg].")] = None,
     image_arch: Annotated[str, typer.Option("--image-arch", help="resnet50 (the paper) or resnet18 (quick experiments).")] = "resnet50",
     epochs: Epochs = None,
     batch_size: BatchSize = None,
@@ -56,7 +57,8 @@ def pretrain(
 
     defaults = PretrainConfig()
     cfg = PretrainConfig(
-        tabular_encoder=tabular_encoder, tabular_dim=tabular_dim, image_arch=image_arch,
+        tabular_encoder=tabular_encoder, tabular_dim=tabular_dim, ft_mamba_pooling=ft_mamba_pooling,
+        image_arch=image_arch,
         epochs=epochs or defaults.epochs, batch_size=batch_size or defaults.batch_size, lr=lr,
         weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
         projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,

@@ -248,9 +248,9 @@ class FTTransformerEncoder(_TabularEncoder):
 class FTMambaEncoder(_TabularEncoder):
     """FT-Mamba (AMF-MedIT §3.2): the FT-Transformer tokenizer, a [CLS] token, stacked Mamba blocks.
 
-    pooling="cls" (default, the paper): [CLS] is appended at the END of the sequence and its
-    final state is z_tab -- Mamba is causal, so only the last token has seen every feature.
-    pooling="avg": [CLS] first and the mean over all tokens, as the reference code does.
+    pooling="avg" (default, the reference code): [CLS] first and the mean over all tokens.
+    pooling="cls" (the paper's text, §3.2): [CLS] is appended at the END of the sequence and
+    its final state is z_tab -- Mamba is causal, so only the last token has seen every feature.
 
     Between blocks (residual=True, default): x <- x + Mamba(LayerNorm(x)), then a final
     LayerNorm on the pooled vector. This is how mamba_ssm stacks its mixer (Block /
@@ -278,7 +278,7 @@ class FTMambaEncoder(_TabularEncoder):
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
-        pooling: str = "cls",
+        pooling: str = "avg",
         residual: bool = True,
         use_kernels: bool = True,
     ) -> None:
@@ -316,7 +316,12 @@ class FTMambaEncoder(_TabularEncoder):
 
     def forward_embedded(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
         # NOTE[paper]: §3.2 puts [CLS] at the sequence end and reads out its state; the
-        # reference code puts it first and average-pools (pooling="avg" reproduces that).
+        # reference code, which produced the paper's tables, puts it first and average-pools.
+        # We default to the reference ("avg"): with the [CLS] readout every feature must reach
+        # the last token through the causal scan, and training is far slower -- on the demo
+        # cohort (514 training rows, batch 64, Adam 1e-3) validation AUC after 1/3/6 epochs
+        # was 0.58/0.60/0.63 for "cls" against 0.72/0.78/0.78 for "avg" (FT-Transformer:
+        # 0.77/0.78/0.74). pooling="cls" (--ft-mamba-pooling cls) keeps the paper's text.
         cls = "last" if self.pooling == "cls" else "first"
         # Time-major (L, B, d) through the blocks: the pure scan's layout, so no block
         # transposes its input or output.

@@ -118,7 +118,9 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, r_conf: float |
         if run.is_complete("pretrain"):
             _, pcfg = load_pretrained(run)
         if cfg.tabular_encoder is not None:
-            pcfg = replace(pcfg, tabular_encoder=cfg.tabular_encoder, tabular_dim=cfg.tabular_dim)
+            pooling = pcfg.ft_mamba_pooling if cfg.tabular_encoder == pcfg.tabular_encoder else None
+            pcfg = replace(pcfg, tabular_encoder=cfg.tabular_encoder, tabular_dim=cfg.tabular_dim,
+                           ft_mamba_pooling=pooling)
         if cfg.image_arch is not None:
             pcfg = replace(pcfg, image_arch=cfg.image_arch)
         pcfg.validate()

@@ -40,6 +40,7 @@ class PretrainConfig:
 
     tabular_encoder: str = "ft_mamba"
     tabular_dim: int | None = None  # D_tab (the encoder's width); None: 64 for FT-*, 256 for MLP/ResNet
+    ft_mamba_pooling: str | None = None  # FT-Mamba readout: avg (reference code, default) or cls (paper text)
     image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
     epochs: int = 500
     batch_size: int = 32  # the reference configuration's pretraining batch
@@ -66,6 +67,11 @@ class PretrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} {v}: must lie in [0, 1]")
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"--lr {self.lr}: the learning rate must be positive")
+        if self.ft_mamba_pooling is not None:
+            check_choice(self.ft_mamba_pooling, ("avg", "cls"), "--ft-mamba-pooling")
+            if self.tabular_encoder != "ft_mamba":
+                raise UserError(f"--ft-mamba-pooling {self.ft_mamba_pooling}: only for --tabular-encoder ft_mamba "
+                                f"(not {self.tabular_encoder})")
         if self.tabular_dim is not None and self.tabular_dim < 1:
             raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
 
@@ -80,7 +86,10 @@ class PretrainResult:
 
 
 def tabular_kwargs(cfg: PretrainConfig) -> dict:
-    return {} if cfg.tabular_dim is None else {"d_block": cfg.tabular_dim}
+    kw = {} if cfg.tabular_dim is None else {"d_block": cfg.tabular_dim}
+    if cfg.ft_mamba_pooling is not None:
+        kw["pooling"] = cfg.ft_mamba_pooling
+    return kw
 
 
 def build_contrastive(schema, cfg: PretrainConfig):

@@ -96,7 +96,7 @@ def test_paper_default_widths():
     assert ftt.blocks[0]["ffn_linear2"].in_features == 85  # int(64 * 4/3), ReGLU
     assert ftt.blocks[0]["attention"].dropout == 0.2 and ftt.ffn_dropout.p == 0.1
     ftm = FTMambaEncoder(**kw)
-    assert len(ftm.blocks) == 2 and ftm.blocks[0].d_state == 16 and ftm.pooling == "cls"
+    assert len(ftm.blocks) == 2 and ftm.blocks[0].d_state == 16 and ftm.pooling == "avg"  # the reference code; "cls" is the paper text (NOTE[paper])
 
 
 def test_ft_mamba_cls_at_the_end_sees_every_feature():
