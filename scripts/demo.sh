@@ -26,9 +26,9 @@ rm -rf "$OUT/runs/demo"
 # demo's 20% prevalence (the class-balanced sampler stays).
 "$BIN/amfmedit" pretrain --data synthetic-ol3i --run demo --tabular-encoder ft_mamba --image-arch resnet18 \
     --epochs "${DEMO_PRETRAIN_EPOCHS:-3}" --warmup-epochs 1 --batch-size 64 --lr 1e-3
-"$BIN/amfmedit" rconf --lr 1e-3 --epochs "${DEMO_RCONF_EPOCHS:-5}" --batch-size 64 --loss-weights none
+"$BIN/amfmedit" rconf --lr 1e-3 --epochs "${DEMO_RCONF_EPOCHS:-3}" --batch-size 64 --loss-weights none
 "$BIN/amfmedit" finetune --fusion concat --fusion cross_attention --fusion amf --strategy frozen --strategy trainable \
-    --seeds 2022 --lr 1e-3 --epochs "${DEMO_FINETUNE_EPOCHS:-6}" --batch-size 64 --loss-weights none
+    --seeds 2022 --lr 1e-3 --epochs "${DEMO_FINETUNE_EPOCHS:-5}" --batch-size 64 --loss-weights none
 "$BIN/amfmedit" evaluate
 end=$(date +%s)
 
