@@ -19,21 +19,11 @@ read-only (copy the folder first if a test must change it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-
-@dataclass(frozen=True)
-class PreparedFixture:
-    path: Path
-    data_dir: Path
-    name: str
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
+from fixture_records import PreparedFixture  # noqa: E402  (tests/fixture_records.py)
 
 TINY_OL3I = dict(patients=240, seed=7, features=40, prevalence=0.2)
 TINY_DVM = dict(patients=360, seed=7, classes=5)

@@ -13,11 +13,12 @@ import shutil
 
 import pytest
 
-from explain_cli import QUICK, Prepared, TrainedRun, ok  # noqa: E402  (tests/explain/explain_cli.py)
+from explain_cli import QUICK, ok  # noqa: E402  (tests/explain/explain_cli.py)
+from fixture_records import PreparedFixture, RunFixture  # noqa: E402  (tests/fixture_records.py)
 
 
 @pytest.fixture(scope="session")
-def ol3i64(tmp_path_factory) -> Prepared:
+def ol3i64(tmp_path_factory) -> PreparedFixture:
     """The tiny synthetic OL3I cohort at 64 x 64 pixels."""
     from amfmedit.data.prepare import apply_overrides, prepare
     from amfmedit.data.spec import load_spec
@@ -25,11 +26,11 @@ def ol3i64(tmp_path_factory) -> Prepared:
     data_dir = tmp_path_factory.mktemp("explain-data")
     spec = apply_overrides(load_spec("synthetic-ol3i"), image_size=64)
     res = prepare(spec, data_dir=data_dir, synthetic=dict(patients=240, seed=7, features=40, prevalence=0.2))
-    return Prepared(res.path, data_dir, spec.name)
+    return PreparedFixture(res.path, data_dir, spec.name)
 
 
 @pytest.fixture(scope="session")
-def trained_template(ol3i64, tmp_path_factory) -> TrainedRun:
+def trained_template(ol3i64, tmp_path_factory) -> RunFixture:
     runs = tmp_path_factory.mktemp("explain-runs")
     common = ["--runs-dir", runs, "--data-dir", ol3i64.data_dir]
     ok("pretrain", "--data", ol3i64.name, "--run", "tiny", "--tabular-encoder", "mlp", "--tabular-dim", "16",
@@ -37,14 +38,14 @@ def trained_template(ol3i64, tmp_path_factory) -> TrainedRun:
     ok("finetune", "--run", "tiny", "--fusion", "concat", "--strategy", "frozen", *QUICK, *common)
     ok("finetune", "--run", "tiny", "--fusion", "none", "--modality", "tabular", "--epochs", "2", "--lr", "0.01",
        "--seeds", "2022", "--quiet", *common)
-    return TrainedRun(runs, ol3i64.data_dir, ol3i64.name, "tiny")
+    return RunFixture(runs, ol3i64.data_dir, ol3i64.name, "tiny")
 
 
 @pytest.fixture
-def trained_run(trained_template, tmp_path, monkeypatch) -> TrainedRun:
+def trained_run(trained_template, tmp_path, monkeypatch) -> RunFixture:
     """A private copy of the tiny trained run; $AMFMEDIT_RUNS / $AMFMEDIT_DATA point at it."""
     runs = tmp_path / "runs"
     shutil.copytree(trained_template.root, runs / trained_template.run)
     monkeypatch.setenv("AMFMEDIT_RUNS", str(runs))
     monkeypatch.setenv("AMFMEDIT_DATA", str(trained_template.data_dir))
-    return TrainedRun(runs, trained_template.data_dir, trained_template.data, trained_template.run)
+    return RunFixture(runs, trained_template.data_dir, trained_template.data, trained_template.run)

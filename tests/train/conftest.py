@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+
+from fixture_records import RunFixture  # noqa: E402  (tests/fixture_records.py)
 
 # Small but real: ResNet-18 (the zoo's quick image encoder) at 32 x 32, FT-Mamba of width 16.
 PRETRAIN_ARGS = ["--tabular-encoder", "ft_mamba", "--tabular-dim", "16", "--image-arch", "resnet18",
                  "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--probe-every", "1", "--quiet"]
-
-
-@dataclass(frozen=True)
-class RunFixture:
-    runs_dir: Path
-    data_dir: Path
-    data: str
-    run: str
-
-    @property
-    def root(self) -> Path:
-        return self.runs_dir / self.run
 
 
 @pytest.fixture(scope="session")
