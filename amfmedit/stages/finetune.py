@@ -208,7 +208,6 @@ def finetune(
             state = "finished" if (path / rundir.MARKER).is_file() else "unfinished"
             raise UserError(f"{path} is {state}; pass --force to replace it" +
                             ("" if state == "finished" else " or --resume to continue it"))
-    rt.barrier()  # every rank has looked at the folders before rank 0 creates or replaces any
     if rt.is_main:
         run.record_command(cfg.prefix, opts.argv)
     stage_extra = {"data": run.data, "r_conf": r_conf, **encoders, **({"mask": mask} if mask else {})}
@@ -257,10 +256,7 @@ def finetune(
             results.append(Trained(path, float(rec["lr"]), seed, float(rec["best_val"]), int(rec["best_epoch"]),
                                    int(rec["epochs_run"])))
             continue
-        resume_seed = opts.resume and path.is_dir()
-        rt.barrier()  # all ranks decided before rank 0 touches the folder
-        out = rundir.begin_stage(run, stage, force=opts.force, resume=resume_seed, is_main=rt.is_main)
-        rt.barrier()
+        out = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume and path.is_dir(), rt=rt)
         results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
         if rt.is_main:
             rundir.mark_complete(out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,

@@ -151,9 +151,7 @@ def pretrain(
         raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
     lr = cfg.lr if cfg.lr is not None else (LR_BINARY if schema.task == "binary" else LR_MULTICLASS)
     cfg = replace(cfg, lr=lr)
-    rt.barrier()  # every rank inspects the folder before rank 0 creates or replaces it
-    stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, is_main=rt.is_main)
-    rt.barrier()
+    stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
     if rt.is_main:
         write_stage_config(stage_dir, cfg, rt, {"data": run.data})
         run.record_command(STAGE, opts.argv)

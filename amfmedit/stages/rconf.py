@@ -91,10 +91,8 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
-    rt.barrier()  # every rank inspects the folder before rank 0 creates or replaces it
     stage_dir = rundir.begin_stage(run, masked_stage_name(STAGE, masked), force=opts.force, resume=opts.resume,
-                                   is_main=rt.is_main)
-    rt.barrier()
+                                   rt=rt)
     if rt.is_main:
         write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
         run.record_command(STAGE, opts.argv)

@@ -156,32 +156,36 @@ def require_stage(run: Run, stage: str, command: str) -> Path:
     return path
 
 
-def begin_stage(run: Run, stage: str, *, force: bool = False, resume: bool = False, is_main: bool = True) -> Path:
+def begin_stage(run: Run, stage: str, *, force: bool = False, resume: bool = False, rt=None) -> Path:
     """Prepare the folder of ``stage`` for writing, refusing to clobber finished or unfinished work.
 
     - absent: created (``resume`` is refused: there is nothing to continue);
     - finished (``COMPLETE``): replaced only with ``force``;
     - unfinished with a checkpoint: continued with ``resume``, restarted with ``force``;
     - unfinished without any checkpoint (stopped before its first epoch ended): restarted.
+
+    ``rt`` (a :class:`amfmedit.train.runtime.Runtime`; None in one process): every rank decides
+    from the folder as it was before rank 0 changes it, and all return once it is ready.
     """
     path = run.stage(stage)
+    action = "create"
     if path.is_dir() and (path / MARKER).is_file():
         if not force:
             raise UserError(f"{path} is finished; pass --force to replace it" + (" (nothing to resume)" if resume else ""))
-        if is_main:
-            remove_tree(path)
     elif path.is_dir():
-        has_ckpt = any(path.rglob("last.pt"))
         if resume:
-            return path
-        if has_ckpt and not force:
+            action = "keep"
+        elif any(path.rglob("last.pt")) and not force:
             raise UserError(f"{path} holds an unfinished stage; continue it with --resume or start over with --force")
-        if is_main:
-            remove_tree(path)
     elif resume:
         raise UserError(f"nothing to resume: {path} does not exist; run the command without --resume")
-    if is_main:
+    if rt is not None:
+        rt.barrier()
+    if action == "create" and (rt is None or rt.is_main):
+        remove_tree(path)  # a finished or unfinished folder being replaced; nothing when absent
         path.mkdir(parents=True, exist_ok=True)
+    if rt is not None:
+        rt.barrier()
     return path
 
 
