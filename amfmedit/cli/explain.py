@@ -97,11 +97,9 @@ def _print_ig(rep, k: int) -> None:
                   f"(max {c['max_abs_delta']:.3g}; relative to mean |f(x) - f(baseline)| {c['relative']:.3g})")
     syn = s.get("synthetic")
     if syn:
-        m = syn["n_informative"]
-        console.print(f"synthetic truth: {syn[f'informative_in_top{k}']} of the top {k} features are informative "
-                      f"({syn[f'informative_in_top{m}']} of the top {m}; the generator uses {m})"
-                      + (f"; {syn[f'proxies_in_top{k}']} more track the image signal ({', '.join(syn['proxies'])})"
-                         if syn.get("proxies") else ""))
+        from amfmedit.explain.report import truth_sentence
+
+        console.print(f"synthetic truth: {truth_sentence(syn, k)}")
 
 
 def _print_cam(rep) -> None:

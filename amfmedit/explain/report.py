@@ -24,6 +24,16 @@ REPORT_FILE = "report.md"
 ASSETS = "report_files"  # figures drawn for the report itself (the others live in stage folders)
 
 
+def truth_sentence(syn: dict, k: int) -> str:
+    """How an IG ranking meets a synthetic cohort's truth (``summary.json``'s ``synthetic``)."""
+    m = syn["n_informative"]
+    text = (f"{syn[f'informative_in_top{k}']} of the top {k} features are informative "
+            f"({syn[f'informative_in_top{m}']} of the top {m}; the generator uses {m})")
+    if syn.get("proxies"):  # they track the image term; never added to the informative count
+        text += f"; {syn[f'proxies_in_top{k}']} more track the image signal ({', '.join(syn['proxies'])})"
+    return text
+
+
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
@@ -204,9 +214,7 @@ def _explain_section(run: rundir.Run) -> str:
                    f"(relative to mean |f(x) − f(baseline)|: {c['relative']:.3g}).")
         syn = s.get("synthetic")
         if syn:
-            m = syn["n_informative"]
-            out.append(f" Ground truth: {syn[f'informative_in_top{k}']} of the top {k} are informative "
-                       f"({syn[f'informative_in_top{m}']} of the top {m}).")
+            out.append(f" Ground truth: {truth_sentence(syn, k)}.")
         out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
         for png, alt in (("importance_distribution.png", "importance over all features (Fig. 4)"),
                          ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):

@@ -206,11 +206,9 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
     ]
     syn = summary.get("synthetic")
     if syn:
-        m = syn["n_informative"]
-        lines.append(f"\nSynthetic cohort: {syn[f'informative_in_top{k}']} of the top {k} features are among the "
-                     f"generator's {m} informative features ({syn[f'informative_in_top{m}']} of the top {m})"
-                     + (f"; {syn[f'proxies_in_top{k}']} more are proxies of the image signal "
-                        f"({', '.join(syn['proxies'])})" if syn.get("proxies") else "") + ".\n")
+        from amfmedit.explain.report import truth_sentence
+
+        lines.append(f"\nSynthetic cohort: {truth_sentence(syn, k)}.\n")
     return "".join(lines)
 
 
