@@ -228,12 +228,19 @@ def main() -> None:
     kw = dict(batch=args.batch_size, warmup=args.warmup, windows=args.windows, per_window=args.per_window,
               device=rt.device)
     results: dict[str, list[float]] = {}
-    results["model-only (ours, eager)"] = timed(model_only(args, rt, data), **kw)
-    results["ours, eager"] = timed(ours(args, rt, data, compile=False), **kw)
-    if args.compile:
-        results["ours, torch.compile"] = timed(ours(args, rt, data, compile=True), **{**kw, "warmup": kw["warmup"] + 3})
+
+    def measure(name: str, step, **extra) -> None:
+        # Printed at once: a time limit that stops a later variant (compiling) keeps the earlier figures.
+        results[name] = timed(step, **{**kw, **extra})
+        print(f"{name}: {statistics.median(results[name]):.1f} samples/s (median of {len(results[name])} windows)",
+              flush=True)
+
+    measure("model-only (ours, eager)", model_only(args, rt, data))
+    measure("ours, eager", ours(args, rt, data, compile=False))
     if not args.skip_reference:
-        results["reference (fp32, per-sample CPU transforms)"] = timed(reference(args, rt.device, raw), **kw)
+        measure("reference (fp32, per-sample CPU transforms)", reference(args, rt.device, raw))
+    if args.compile:  # last: its compile time on the device is unknown
+        measure("ours, torch.compile", ours(args, rt, data, compile=True), warmup=kw["warmup"] + 3)
 
     ref = statistics.median(results.get("reference (fp32, per-sample CPU transforms)", [float("nan")]))
     print(f"{'variant':48s} {'samples/s (median)':>20s} {'min':>9s} {'max':>9s} {'x reference':>12s}")
