@@ -38,6 +38,7 @@ RunName = Annotated[
     typer.Option("--run", help="Run name or path (default: the most recent run)."),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace a finished result instead of refusing.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 

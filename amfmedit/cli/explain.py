@@ -8,8 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from amfmedit.cli.common import DataDir, Device, Force, RunName, RunsDir, command, console
-from amfmedit.cli.train_common import Quiet
+from amfmedit.cli.common import DataDir, Device, Force, Quiet, RunName, RunsDir, command, console
 
 
 @contextlib.contextmanager

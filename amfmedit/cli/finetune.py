@@ -7,13 +7,12 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from amfmedit.cli.common import DataDir, Device, Force, RunName, RunsDir, command, console
+from amfmedit.cli.common import DataDir, Device, Force, Quiet, RunName, RunsDir, command, console
 from amfmedit.cli.train_common import (
     BatchSize,
     Compile,
     Epochs,
     Lr,
-    Quiet,
     Residency,
     Resume,
     floats,

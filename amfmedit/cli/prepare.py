@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amfmedit.cli.common import DataDir, Force, command, console, err_console
+from amfmedit.cli.common import DataDir, Force, Quiet, command, console, err_console
 
 SYNTHETIC = "Synthetic cohorts"
 
@@ -43,6 +43,7 @@ def prepare(
     classes: Annotated[Optional[int], typer.Option("--classes", help="DVM car models to generate before the "
                                                                      "min_class_count filter.",
                                                    rich_help_panel=SYNTHETIC)] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Prepare a dataset: readers for OL3I, DVM and your own table, preprocessing of Appendix A.1."""
     from amfmedit.data.prepare import apply_overrides
@@ -54,7 +55,7 @@ def prepare(
     synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
                                          classes=classes).items() if v is not None}
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True, disable=quiet) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

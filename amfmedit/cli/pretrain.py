@@ -6,13 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from amfmedit.cli.common import DataDir, Device, Force, RunName, RunsDir, command, console
+from amfmedit.cli.common import DataDir, Device, Force, Quiet, RunName, RunsDir, command, console
 from amfmedit.cli.train_common import (
     BatchSize,
     Compile,
     Epochs,
     Lr,
-    Quiet,
     Residency,
     Resume,
     Seed,

@@ -24,7 +24,6 @@ Residency = Annotated[
     str,
     typer.Option("--images-in", help="Where images live while training: auto, device, host or stream (from disk)."),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: the paper's choice for the stage].")]
 
 

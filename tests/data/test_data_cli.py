@@ -44,8 +44,9 @@ def test_prepare_synthetic_ol3i_writes_the_dataset_and_prints_a_summary(tmp_path
     assert again.exit_code == 2
     assert "already exists; pass --force" in again.output and "Traceback" not in again.output
     forced = runner.invoke(app, args[:4] + ["100", "--image-size", "16", "--features", "30", "--data-dir", str(data),
-                                            "--force"])
+                                            "--force", "--quiet"])
     assert forced.exit_code == 0, forced.output
+    assert "prepared into" in forced.output  # --quiet drops the progress bar, not the summary
     assert len(load_prepared("synthetic-ol3i", data)) == 100
     assert leftovers(data) == sorted(["synthetic-ol3i", *(f"synthetic-ol3i/{p.name}" for p in
                                                           (data / "synthetic-ol3i").iterdir())])
