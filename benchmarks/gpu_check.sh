@@ -37,7 +37,7 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
-step info 60 $PY -m amfmedit info
+step info "${T_INFO:-60}" $PY -m amfmedit info
 if [ "$SMALL" = 1 ]; then
   step gpu-tests 120 $PY -m pytest -q -rs tests/models/test_models_gpu.py
   step models 240 $PY benchmarks/gpu_models.py --small
@@ -45,9 +45,11 @@ if [ "$SMALL" = 1 ]; then
   E2E_ARGS="--patients 160 --image-size 64 --features 24"
   DEV=cpu
 else
-  step gpu-tests 60 $PY -m pytest -q -rs tests/models/test_models_gpu.py
-  step models 90 $PY benchmarks/gpu_models.py
-  step throughput 130 $PY benchmarks/bench_pretrain_throughput.py --compile --windows 4 --per-window 5
+  # Limits fit a ~5-minute device budget; T_* and THROUGHPUT_ARGS shrink them for a smaller one.
+  step gpu-tests "${T_TESTS:-60}" $PY -m pytest -q -rs tests/models/test_models_gpu.py
+  step models "${T_MODELS:-90}" $PY benchmarks/gpu_models.py
+  step throughput "${T_THROUGHPUT:-130}" $PY benchmarks/bench_pretrain_throughput.py \
+    ${THROUGHPUT_ARGS:---compile --windows 4 --per-window 5}
   E2E_ARGS="--patients 800 --image-size 128 --features 64"
   DEV=cuda
 fi
@@ -73,4 +75,4 @@ if [ "${E2E:-$SMALL}" = 1 ]; then step e2e 150 bash -c e2e; fi
 echo
 echo "=== summary ($(cat "$OUT/gpu.txt" 2>/dev/null || echo no GPU)) ==="
 printf '%s\n' "${SUMMARY[@]}"
-grep -h -E "^(variant|ours|reference|model-only)|x reference|ratio|fused|chunked|sequential|AMF|cross" "$OUT/models.log" "$OUT/throughput.log" 2>/dev/null | tail -n 30
+grep -h -E "^(variant|ours|reference|model-only|device)|x reference|ratio|fused|chunked|sequential|AMF|cross" "$OUT/models.log" "$OUT/throughput.log" 2>/dev/null | tail -n 30
