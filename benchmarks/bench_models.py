@@ -46,7 +46,7 @@ def main(argv=None) -> None:
         impls = args.impls.split(",") if args.impls else None
         rows = bench.tabular_table(dev, repeats=args.repeats or 5, warmup=1, scan_impls=impls)
         base = next(r for r in rows if r.model == "ft_transformer")
-        print(f"\nFT-Mamba vs FT-Transformer, forward + backward, batch 128, 424 tokens")
+        print("\nFT-Mamba vs FT-Transformer, forward + backward, batch 128, 424 tokens")
         print(f"{'model':<16}{'scan':<12}{'median s':>10}{'runs s':>26}{'peak MiB':>10}{'time ratio':>12}{'mem ratio':>11}")
         for r in rows:
             runs = ", ".join(f"{t / 1e3:.2f}" for t in r.times_ms)

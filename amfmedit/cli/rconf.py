@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -13,8 +13,13 @@ from amfmedit.cli.train_common import (
     BatchSize,
     Compile,
     Epochs,
+    LossWeights,
     Lr,
+    MaskFeatures,
+    MaskTopK,
+    Patience,
     Residency,
+    SamplerWeights,
     Resume,
     Seed,
     floats,
@@ -30,13 +35,13 @@ def rconf(
     lrs: Annotated[str, typer.Option("--lrs", help="Learning rates searched on validation when --lr is not given.")] = "0.01,0.001,0.0001",
     epochs: Epochs = None,
     batch_size: BatchSize = None,
-    patience: Annotated[int, typer.Option("--patience", min=1, help="Early stopping patience (epochs).")] = 10,
-    sampler_weights: Annotated[Optional[str], typer.Option("--sampler-weights", help="Per-class sampling weights, or none for plain shuffling \\[default binary: 0.5,5].")] = None,
-    loss_weights: Annotated[Optional[str], typer.Option("--loss-weights", help="Per-class CE weights α, or none for plain CE \\[default binary: 0.1,2].")] = None,
+    patience: Patience = 10,
+    sampler_weights: SamplerWeights = None,
+    loss_weights: LossWeights = None,
     d_out: Annotated[int, typer.Option("--d-out", min=2, help="AMF's D_out for the reported L_img / L_tab.")] = 2048,
     seed: Seed = 2022,
-    mask_features: Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")] = None,
-    mask_top_k: Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")] = None,
+    mask_features: MaskFeatures = None,
+    mask_top_k: MaskTopK = None,
     run: RunName = None,
     runs_dir: RunsDir = None,
     data_dir: DataDir = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Iterator, List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,6 +25,11 @@ Residency = Annotated[
     typer.Option("--images-in", help="Where images live while training: auto, device, host or stream (from disk)."),
 ]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: the paper's choice for the stage].")]
+Patience = Annotated[int, typer.Option("--patience", min=1, help="Early stopping patience (epochs).")]
+SamplerWeights = Annotated[Optional[str], typer.Option("--sampler-weights", help="Per-class sampling weights, or none for plain shuffling \\[default binary: 0.5,5].")]
+LossWeights = Annotated[Optional[str], typer.Option("--loss-weights", help="Per-class CE weights α, or none for plain CE \\[default binary: 0.1,2].")]
+MaskFeatures = Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")]
+MaskTopK = Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")]
 
 
 def floats(text: str | None, option: str) -> tuple[float, ...] | None:

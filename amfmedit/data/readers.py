@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from amfmedit.data.spec import DataSpec
 from amfmedit.errors import UserError, close_matches
+
+if TYPE_CHECKING:  # pandas is imported where a table is read
+    import pandas
 
 
 @dataclass

@@ -107,7 +107,7 @@ def test_transform_table_reproduces_prepared_rows_and_handles_new_patients(tmp_p
     for i in range(3, 9):
         shutil.copy(tmp_path / names[0], tmp_path / "scans" / f"s{i}.dcm")
         names.append(f"scans/s{i}.dcm")
-    df = _cohort(tmp_path, names, bmi=[22.0, np.nan, 30.5, 27.0, np.nan, 24.0, 31.0, 26.5, 29.0])
+    _cohort(tmp_path, names, bmi=[22.0, np.nan, 30.5, 27.0, np.nan, 24.0, 31.0, 26.5, 29.0])
     result = prepare(_spec(tmp_path), raw=tmp_path, data_dir=data_dir)
     ds = load_prepared(result.path)
     x_cont, x_cat, missing = transform_table(ds.schema, pd.read_csv(tmp_path / "cohort.csv"))

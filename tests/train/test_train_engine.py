@@ -1,15 +1,13 @@
 """The engine on a small task: checkpoints, exact resume, early stopping, NaN, full disk, damage."""
 
 import errno
-import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from amfmedit.errors import UserError
-from amfmedit.io import read_json, torch_load
+from amfmedit.io import torch_load
 from amfmedit.train.checkpoint import load_checkpoint
 from amfmedit.train.engine import FitConfig, fit, metrics_without_timing
 from amfmedit.train.metrics import classification_metrics
