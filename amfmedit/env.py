@@ -30,7 +30,7 @@ def choose_device(requested: str | None = None):
     raise UserError(f"--device {requested!r} is not a device: use auto, cpu, cuda or cuda:N")
 
 
-def _version(distribution: str) -> str | None:
+def package_version(distribution: str) -> str | None:
     """The installed version of a distribution, read from its metadata (importing captum or
     grad-cam to ask would cost seconds of start-up in every command)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -52,15 +52,15 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
+        "torchvision": package_version("torchvision"),
         "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(),
-        "captum": _version("captum"),
-        "pytorch_grad_cam": _version("grad-cam"),
-        "mamba_ssm": _version("mamba-ssm"),
-        "causal_conv1d": _version("causal-conv1d"),
+        "captum": package_version("captum"),
+        "pytorch_grad_cam": package_version("grad-cam"),
+        "mamba_ssm": package_version("mamba-ssm"),
+        "causal_conv1d": package_version("causal-conv1d"),
     }
     info["mamba_path"], info["mamba_path_reason"] = mamba_path()
     return info

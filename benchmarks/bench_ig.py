@@ -1,7 +1,7 @@
 """Integrated Gradients on FT-Mamba at OL3I size: wall time per sample and the extrapolated total.
 
 Target of issue 5: IG over 5,000 samples x 423 features with 50 steps in <= 5 minutes on a
-2-core CPU. The model is the paper's FT-Mamba (d_block 64, 2 blocks, d_state 16, [CLS] last;
+2-core CPU. The model is the paper's FT-Mamba (d_block 64, 2 blocks, d_state 16, default readout;
 421 continuous + 2 categorical features) with random weights (timing does not depend on them),
 attributed exactly as ``amfmedit explain --method ig`` does (captum, Gauss-Legendre steps,
 interpolation steps of several samples batched, parameters frozen so the backward computes

@@ -97,8 +97,7 @@ def main() -> None:
         print(f"  test AUC {g['modality'] if g['fusion'] == 'none' else g['fusion']:>8}: {g['mean']:.4f}")
     print(f"  oracle AUC (test split): {metrics['oracle_auc']:.4f}")
     if do_ig:
-        report_ig(json.loads((root / "explain" / "ig-supervised-tabular-seed2022" / "summary.json").read_text()),
-                  informative)
+        report_ig(json.loads((root / "explain" / "ig-supervised-tabular-seed2022" / "summary.json").read_text()))
         ref = reference_top(args.out / "data" / "synthetic-ol3i")
         print(f"  reference, L2 logistic regression on the same {ref['n_train']} training rows: "
               f"{sum(f in informative for f in ref['top'])} of its top 10 are informative "
@@ -113,14 +112,12 @@ def main() -> None:
     print("wall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
 
 
-def report_ig(ig: dict, informative: list[str]) -> None:
-    top = ig["top"]
-    hits = [f for f in top if f in informative]
-    proxies = ig["synthetic"].get("proxies", [])
-    print(f"IG (FT-Mamba tabular, {ig['n_samples']} samples x {ig['steps']} steps): "
-          f"{len(hits)} of the top 10 are informative (target >= 8), "
-          f"{sum(f in proxies for f in top)} more are proxies of the image signal ({', '.join(proxies)})")
-    print(f"  top 10: {', '.join(top)}")
+def report_ig(ig: dict) -> None:
+    from amfmedit.explain.report import truth_sentence
+
+    print(f"IG (FT-Mamba tabular, {ig['n_samples']} samples x {ig['steps']} steps, target >= 8 informative "
+          f"in the top 10): {truth_sentence(ig['synthetic'], 10)}")
+    print(f"  top 10: {', '.join(ig['top'])}")
     print(f"  completeness: mean |delta| {ig['completeness']['mean_abs_delta']:.2e} "
           f"({ig['completeness']['relative']:.2%} of the mean output change)")
 

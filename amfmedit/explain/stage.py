@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from amfmedit.env import package_version
 from amfmedit.errors import UserError
 from amfmedit.explain import plots
 from amfmedit.explain.gradcam import grad_cams, overlay, region_summary, select_cases
@@ -38,6 +39,7 @@ from amfmedit.explain.ig import (
     top_markdown,
 )
 from amfmedit.explain.masking import mask_features
+from amfmedit.explain.report import truth_sentence
 from amfmedit.explain.targets import Explained, TabularScore, choose_stage, frozen_parameters, load_explained
 from amfmedit.io import atomic_path, staging_dir, write_json, write_text
 from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
@@ -143,7 +145,7 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     top_names = [str(n) for n in table["name"].head(cfg.top_k)]
     summary = {
         "run": run.name, "stage": name, "model": ex.describe("ig"), "method": "integrated_gradients",
-        "captum": _version("captum"), "split": cfg.split, "n_samples": int(len(rows)), "steps": cfg.steps,
+        "captum": package_version("captum"), "split": cfg.split, "n_samples": int(len(rows)), "steps": cfg.steps,
         "target": None if target is None else {"index": target, "name": str(schema.class_names[target])},
         "target_rule": "fixed class" if target is not None else "each sample's own label",
         "output": cfg.output,
@@ -206,19 +208,8 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
     ]
     syn = summary.get("synthetic")
     if syn:
-        from amfmedit.explain.report import truth_sentence
-
         lines.append(f"\nSynthetic cohort: {truth_sentence(syn, k)}.\n")
     return "".join(lines)
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,7 +289,7 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     cls = str(ds.schema.class_names[target])
     summary: dict = {
         "run": run.name, "stage": name, "model": ex.describe("gradcam"), "method": "gradcam",
-        "grad_cam": _version("grad-cam"), "target_layer": "image_encoder.layer4 (last ResNet stage)",
+        "grad_cam": package_version("grad-cam"), "target_layer": "image_encoder.layer4 (last ResNet stage)",
         "target": {"index": target, "name": cls}, "split": cfg.split, "masked_features": ex.mask,
         "cases": {"positive": [str(i) for i in ds.ids[cases.positive]],
                   "negative": [str(i) for i in ds.ids[cases.negative]]},
