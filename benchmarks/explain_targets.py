@@ -113,7 +113,7 @@ def main() -> None:
 
 
 def report_ig(ig: dict) -> None:
-    from amfmedit.explain.report import truth_sentence
+    from amfmedit.stages.report import truth_sentence
 
     print(f"IG (FT-Mamba tabular, {ig['n_samples']} samples x {ig['steps']} steps, target >= 8 informative "
           f"in the top 10): {truth_sentence(ig['synthetic'], 10)}")

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from amfmedit.cli.common import Device, command, console
+from amfmedit.cli.common import command, console
+from amfmedit.cli.options import Device
+from amfmedit.stages.common import RunOptions
 
 
 def _fmt(value, spec: str) -> str:
@@ -18,7 +20,7 @@ def _fmt(value, spec: str) -> str:
 @command("bench")
 def bench(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench.json"),
-    device: Device = "auto",
+    device: Device = None,
     only: Annotated[
         Optional[str], typer.Option("--only", help="Run one part: fusion (Table 3) or tabular (FT-Mamba vs FT-Transformer).")
     ] = None,
@@ -38,7 +40,7 @@ def bench(
         raise UserError(f"--only {only!r}: choose fusion or tabular")
     if threads:
         torch.set_num_threads(threads)
-    dev = choose_device(device)
+    dev = choose_device(device or RunOptions().device)
     console.print(f"device {dev}, {torch.get_num_threads()} CPU threads{' (small shapes)' if small else ''}")
     result = run_bench(dev, fusion=only in (None, "fusion"), tabular=only in (None, "tabular"), small=small,
                        repeats=repeats, tabular_repeats=repeats)

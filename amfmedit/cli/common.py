@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the Typer app, option aliases defined once, and error handling.
+"""Shared CLI plumbing: the Typer app and error handling (options: :mod:`amfmedit.cli.options`).
 
 Commands are thin: parse, validate, call the library, print. A :class:`UserError` from the
 library becomes one red line on stderr and a non-zero exit, never a traceback.
@@ -7,8 +7,7 @@ library becomes one red line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Callable
 
 import typer
 from rich.console import Console
@@ -24,23 +23,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-DataDir = Annotated[
-    Optional[Path],
-    typer.Option("--data-dir", help="Folder of prepared datasets (default: $AMFMEDIT_DATA, else ./data)."),
-]
-RunsDir = Annotated[
-    Optional[Path],
-    typer.Option("--runs-dir", help="Folder of runs (default: $AMFMEDIT_RUNS, else ./runs)."),
-]
-RunName = Annotated[
-    Optional[str],
-    typer.Option("--run", help="Run name or path (default: the most recent run)."),
-]
-Force = Annotated[bool, typer.Option("--force", help="Replace a finished result instead of refusing.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
-
 
 def fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amfmedit.cli.common import DataDir, Force, Quiet, command, console, err_console
+from amfmedit.cli.common import command, console, err_console
+from amfmedit.cli.options import DataDir, Force, Quiet
 
 SYNTHETIC = "Synthetic cohorts"
 

@@ -1,70 +1,54 @@
 """``amfmedit pretrain``: contrastive image-tabular pretraining (§3.4, Appendix A.2)."""
 
-from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
 
-from amfmedit.cli.common import DataDir, Device, Force, Quiet, RunName, RunsDir, command, console
-from amfmedit.cli.train_common import (
-    BatchSize,
-    Compile,
-    Epochs,
-    Lr,
-    Residency,
-    Resume,
-    Seed,
-    is_main_process,
-    progress_bars,
-)
+from amfmedit.cli.common import command, console
+from amfmedit.cli.options import derived_option, field_option, given, run_options
+from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_process, lr_option, progress_bars
+from amfmedit.models import TABULAR_ENCODERS, options_of
+from amfmedit.models.image import ARCHS
+from amfmedit.stages.common import RunOptions
+from amfmedit.stages.pretrain import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, PretrainConfig
+from amfmedit.stages.pretrain import pretrain as run_pretrain
+
+P = PretrainConfig
+WIDTHS = ", ".join(f"{k} {options_of(c)[c.width_argument]}" for k, c in TABULAR_ENCODERS.items())
+READOUTS = ", ".join(f"{k} {options_of(c)[READOUT_OPTION]}" for k, c in TABULAR_ENCODERS.items()
+                     if READOUT_OPTION in options_of(c))
 
 
 @command("pretrain")
+@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet")
 def pretrain(
+    opts: RunOptions,
+    quiet: bool,
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset name (see `amfmedit prepare`).")] = None,
-    tabular_encoder: Annotated[str, typer.Option("--tabular-encoder", help="mlp, resnet, ft_transformer or ft_mamba.")] = "ft_mamba",
-    tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="D_tab, the tabular encoder's width \\[default: 64 FT-*, 256 MLP/ResNet].")] = None,
-    ft_mamba_pooling: Annotated[Optional[str], typer.Option("--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text) \\[default: avg].")] = None,
-    image_arch: Annotated[str, typer.Option("--image-arch", help="resnet50 (the paper) or resnet18 (quick experiments).")] = "resnet50",
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay (not on biases, norms, A_log, D).")] = 1e-4,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adam (the paper) or adamw (decoupled weight decay).")] = "adam",
-    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.")] = 10,
-    temperature: Annotated[float, typer.Option("--temperature", help="ITC temperature τ (eq. 11).")] = 0.1,
-    projection_dim: Annotated[int, typer.Option("--projection-dim", min=1, help="Projection head output size.")] = 128,
-    augment_rate: Annotated[float, typer.Option("--augment-rate", help="Probability that an image is augmented.")] = 0.95,
-    corruption_rate: Annotated[float, typer.Option("--corruption-rate", help="Fraction of tabular features replaced.")] = 0.3,
-    probe_every: Annotated[int, typer.Option("--probe-every", min=0, help="Online linear-probe metric every N epochs (0: off).")] = 0,
-    seed: Seed = 2022,
-    run: RunName = None,
-    runs_dir: RunsDir = None,
-    data_dir: DataDir = None,
-    device: Device = "auto",
-    compile: Compile = False,
-    images_in: Residency = "auto",
-    resume: Resume = False,
-    force: Force = False,
-    quiet: Quiet = False,
+    tabular_encoder: field_option(P, "tabular_encoder", str, "--tabular-encoder", help=f"{', '.join(TABULAR_ENCODERS)}.") = None,
+    tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=(TABULAR_ENCODERS, "width_argument")) = None,
+    ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text).", shown=READOUTS, source=(TABULAR_ENCODERS, READOUT_OPTION)) = None,
+    image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(ARCHS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
+    epochs: epochs_option(P) = None,
+    batch_size: batch_size_option(P) = None,
+    lr: lr_option(f"{LR_BINARY:g} binary, {LR_MULTICLASS:g} multiclass (Appendix A.2)") = None,
+    weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (not on biases, norms, A_log, D).") = None,
+    optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
+    warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,
+    temperature: field_option(P, "temperature", float, "--temperature", help="ITC temperature τ (eq. 11).") = None,
+    projection_dim: field_option(P, "projection_dim", int, "--projection-dim", min=1, help="Projection head output size.") = None,
+    augment_rate: field_option(P, "augment_rate", float, "--augment-rate", help="Probability that an image is augmented.") = None,
+    corruption_rate: field_option(P, "corruption_rate", float, "--corruption-rate", help="Fraction of tabular features replaced.") = None,
+    probe_every: field_option(P, "probe_every", int, "--probe-every", min=0, help="Online linear-probe metric every N epochs (0: off).") = None,
+    seed: field_option(P, "seed", int, "--seed", help="Random seed.") = None,
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
-    from amfmedit.stages.common import RunOptions
-    from amfmedit.stages.pretrain import PretrainConfig
-    from amfmedit.stages.pretrain import pretrain as run_pretrain
-
-    defaults = PretrainConfig()
-    cfg = PretrainConfig(
-        tabular_encoder=tabular_encoder, tabular_dim=tabular_dim, ft_mamba_pooling=ft_mamba_pooling,
-        image_arch=image_arch,
-        epochs=epochs or defaults.epochs, batch_size=batch_size or defaults.batch_size, lr=lr,
-        weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
-        projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
-        probe_every=probe_every, seed=seed,
-    )
-    opts = RunOptions(runs_dir=runs_dir, run=run, data_dir=data_dir, device=device, compile=compile,
-                      images_in=images_in, resume=resume, force=force)
+    cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
+                ft_mamba_pooling=ft_mamba_pooling, image_arch=image_arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
+                projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
+                probe_every=probe_every, seed=seed)
     main = is_main_process()
     with progress_bars(enabled=main and not quiet) as bars:
         res = run_pretrain(data, cfg, opts, progress=bars)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from amfmedit.cli.common import RunName, RunsDir, command, console
+from amfmedit.cli.common import command, console
+from amfmedit.cli.options import run_options
+from amfmedit.stages.common import RunOptions
+from amfmedit.stages.report import write_report
+from amfmedit.train import rundir
 
 
 @command("report")
-def report(run: RunName = None, runs_dir: RunsDir = None) -> None:
+@run_options("run", "runs_dir")
+def report(opts: RunOptions) -> None:
     """Write <run>/report.md: data, pretraining curves, R_conf, results table, IG top-10, CAM examples."""
-    from amfmedit.explain.report import write_report
-    from amfmedit.train import rundir
-
-    path = write_report(rundir.open_run(runs_dir, run))
-    console.print(f"report: {path}")
+    path = write_report(rundir.open_run(opts.runs_dir, opts.run))
+    console.print(f"report: {path}", highlight=False, markup=False)

@@ -8,34 +8,55 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Annotated, Iterator, List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from amfmedit.cli.common import console
+from amfmedit.cli.options import derived_option, field_option, given
+from amfmedit.errors import UserError
+from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
+from amfmedit.stages.classify import BINARY_SAMPLER_WEIGHTS, Recipe
 
-Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage exactly where its last epoch ended.")]
-Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (faster on GPUs after a warm-up).")]
-Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum number of epochs.")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Samples per batch (per process under torchrun).")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
-Residency = Annotated[
-    str,
-    typer.Option("--images-in", help="Where images live while training: auto, device, host or stream (from disk)."),
-]
-Lr = Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: the paper's choice for the stage].")]
-Patience = Annotated[int, typer.Option("--patience", min=1, help="Early stopping patience (epochs).")]
-SamplerWeights = Annotated[Optional[str], typer.Option("--sampler-weights", help="Per-class sampling weights, or none for plain shuffling \\[default binary: 0.5,5].")]
-LossWeights = Annotated[Optional[str], typer.Option("--loss-weights", help="Per-class CE weights α, or none for plain CE \\[default binary: 0.1,2].")]
+def epochs_option(cls: type):
+    return field_option(cls, "epochs", int, "--epochs", min=1, help="Maximum number of epochs.")
+
+
+def batch_size_option(cls: type):
+    return field_option(cls, "batch_size", int, "--batch-size", min=2,
+                        help="Samples per batch (per process under torchrun).")
+
+
+def lr_option(shown: str):
+    return derived_option(float, "--lr", help="Learning rate.", shown=shown, source=("lr",))
+
+
+Lrs = field_option(Recipe, "lrs", str, "--lrs",
+                   help="Learning rates searched on validation with the first seed when --lr is not given.")
+Patience = field_option(Recipe, "patience", int, "--patience", min=1, help="Early stopping patience (epochs).")
+SamplerWeights = derived_option(
+    str, "--sampler-weights", help="Per-class sampling weights, or none for plain shuffling.",
+    shown=f"binary tasks {','.join(f'{w:g}' for w in BINARY_SAMPLER_WEIGHTS)}, else none",
+    source=("amfmedit.stages.classify", "BINARY_SAMPLER_WEIGHTS"))
+LossWeights = derived_option(
+    str, "--loss-weights", help="Per-class CE weights α (eq. 12), or none for plain CE.",
+    shown=f"binary tasks {','.join(f'{w:g}' for w in OL3I_CLASS_WEIGHTS)}, else none",
+    source=("amfmedit.models.losses", "OL3I_CLASS_WEIGHTS"))
 MaskFeatures = Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")]
 MaskTopK = Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")]
 
 
+def recipe_from(base: Recipe | None = None, *, lrs: str | None = None, sampler_weights: str | None = None,
+                loss_weights: str | None = None, **typed) -> Recipe:
+    """The recipe with what the user typed (None: not given) applied; text lists parsed here."""
+    return given(base or Recipe(), lrs=floats(lrs, "--lrs"), sampler_weights=floats(sampler_weights, "--sampler-weights"),
+                 loss_weights=floats(loss_weights, "--loss-weights"), **typed)
+
+
 def floats(text: str | None, option: str) -> tuple[float, ...] | None:
     """``"0.5,5"`` -> (0.5, 5.0); ``"none"`` -> () (switched off); a bad number is a one-line error."""
-    from amfmedit.errors import UserError
-
     if text is None:
         return None
     if text.strip().lower() == "none":
@@ -47,8 +68,6 @@ def floats(text: str | None, option: str) -> tuple[float, ...] | None:
 
 
 def ints(text: str | None, option: str) -> tuple[int, ...] | None:
-    from amfmedit.errors import UserError
-
     if text is None:
         return None
     out = []
@@ -88,8 +107,11 @@ class ProgressBar:
         self.last_metric = None
 
     def __call__(self, p) -> None:
+        # One bar for the whole training (epochs x steps), so elapsed and remaining time are the
+        # stage's, not the epoch's; it stops short when early stopping ends the training.
+        total = p.epochs * p.steps
         if self.task is None:
-            self.task = self.progress.add_task(self.title, total=p.steps, info="")
+            self.task = self.progress.add_task(self.title, total=total, info="")
         if p.done and p.metrics and self.monitor:
             self.last_metric = p.metrics.get(self.monitor)
         info = f"epoch {p.epoch}/{p.epochs}  loss {_fmt(p.loss)}"
@@ -97,9 +119,7 @@ class ProgressBar:
             info += f"  {self.monitor} {_fmt(self.last_metric)}"
         if p.samples_per_s:
             info += f"  {p.samples_per_s:,.0f} samples/s"
-        self.progress.update(self.task, completed=p.step, total=p.steps, info=info)
-        if p.done and p.epoch < p.epochs:
-            self.progress.reset(self.task, total=p.steps, info=info)
+        self.progress.update(self.task, completed=(p.epoch - 1) * p.steps + p.step, total=total, info=info)
 
 
 @contextlib.contextmanager
@@ -114,6 +134,7 @@ def progress_bars(enabled: bool = True) -> Iterator[callable]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     ) as prog:
@@ -122,6 +143,4 @@ def progress_bars(enabled: bool = True) -> Iterator[callable]:
 
 def is_main_process() -> bool:
     """Rank 0 under torchrun (only it prints)."""
-    import os
-
     return os.environ.get("RANK", "0") in ("", "0")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from amfmedit.errors import UserError
+from amfmedit.explain.targets import OUTPUTS
 
 IMPORTANCE_FILE = "importance.csv"
 TOP_FILE = "top10.md"
@@ -225,18 +225,6 @@ def group_shares(table, low_pct: float = LOW_IMPORTANCE_PCT) -> dict[str, float]
     return out
 
 
-def ig_reports(run) -> dict[str, Path]:
-    """Finished IG reports of a run: explained stage -> ``explain/ig-<stage>/`` (oldest first)."""
-    from amfmedit.train import rundir
-
-    root = run.root / "explain"
-    if not root.is_dir():
-        return {}
-    found = [(p.stat().st_mtime, p.name[3:], p) for p in root.iterdir()
-             if p.is_dir() and p.name.startswith("ig-") and (p / rundir.MARKER).is_file()]
-    return {stage: p for _, stage, p in sorted(found)}
-
-
 @dataclass
 class IGConfig:
     """What ``explain --method ig`` computes (the paper's setup by default)."""
@@ -251,8 +239,6 @@ class IGConfig:
     top_k: int = 10
 
     def validate(self) -> None:
-        from amfmedit.explain.targets import OUTPUTS
-
         if self.steps < 2:
             raise UserError(f"--steps {self.steps}: Integrated Gradients needs at least 2 steps")
         if self.max_samples is not None and self.max_samples < 1:

@@ -1,11 +1,5 @@
-"""Which trained model of a run is explained, and the views of it the explainers see.
-
-Integrated Gradients explains a tabular model: the supervised tabular baseline
-(``supervised-tabular-seed<N>``, the paper's §4.2.1 setting) when the run has one, else the
-tabular branch of a fine-tuned image-tabular model with each sample's image held fixed.
-Grad-CAM explains an image encoder inside a classifier: a fine-tuned concatenation model with
-frozen pretrained encoders first (the paper's Fig. 6 setting), then any other fine-tuned model,
-then the supervised image baseline. ``--stage NAME`` picks one explicitly.
+"""The views of a classifier that the explainers differentiate (which model of a run is
+explained is the explain stage's business: :mod:`amfmedit.stages.explain`).
 
 The views: :class:`TabularScore` is ``(x_cont, e_cat, *context) -> (B, C)`` for captum, where
 ``context`` is the fixed image part of a multimodal model; :class:`ImageOnly` is
@@ -15,133 +9,12 @@ The views: :class:`TabularScore` is ``(x_cont, e_cat, *context) -> (B, C)`` for 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from amfmedit.errors import UserError, close_matches
-from amfmedit.explain.masking import split_mask_suffix, stage_mask
-from amfmedit.train import rundir
-
 OUTPUTS = ("prob", "logit")
-
-
-def _parse(name: str) -> dict | None:
-    from amfmedit.stages.finetune import parse_stage
-
-    base, tag = split_mask_suffix(name)
-    info = parse_stage(base)
-    return None if info is None else {**info, "mask": tag}
-
-
-def classifier_stages(run: rundir.Run) -> dict[str, dict]:
-    """Finished ``finetune-*`` / ``supervised-*`` stages (masked ones included) -> parsed name."""
-    out = {}
-    for name in run.complete_stages():
-        info = _parse(name)
-        if info is not None:
-            out[name] = info
-    return out
-
-
-def _uses(info: dict, purpose: str) -> bool:
-    if purpose == "ig":
-        return info["modality"] != "image"
-    return info["modality"] != "tabular"
-
-
-def _preference(info: dict, purpose: str) -> tuple:
-    if purpose == "ig":
-        rank = 0 if info["modality"] == "tabular" else (1 if info["strategy"] == "trainable" else 2)
-    elif info["fusion"] == "concat":
-        rank = 0 if info["strategy"] == "frozen" else 1
-    else:
-        rank = 3 if info["modality"] == "image" else 2
-    return (rank, info["seed"])
-
-
-def choose_stage(run: rundir.Run, purpose: str, stage: str | None = None) -> str:
-    """The stage to explain: ``stage`` when given (checked), else the preferred finished one."""
-    stages = classifier_stages(run)
-    what = "a tabular input" if purpose == "ig" else "an image input"
-    if stage is not None:
-        if stage not in stages:
-            names = list(stages)
-            hint = close_matches(stage, names)
-            listing = ", ".join(names) if names else "none"
-            raise UserError(f"--stage {stage}: not a finished classifier of run {run.name} (finished: {listing})"
-                            + (f"; did you mean {hint}?" if hint else ""))
-        if not _uses(stages[stage], purpose):
-            raise UserError(f"--stage {stage}: this model has no {what.split(' ', 1)[1]} to explain with "
-                            f"{'Integrated Gradients' if purpose == 'ig' else 'Grad-CAM'}; pick a stage with {what}")
-        return stage
-    usable = {n: i for n, i in stages.items() if _uses(i, purpose) and i["mask"] is None}
-    if not usable:
-        make = ("`amfmedit finetune --fusion none --modality tabular` (the paper's supervised tabular model) "
-                "or `amfmedit finetune --fusion amf`" if purpose == "ig"
-                else "`amfmedit finetune --fusion concat --strategy frozen` (the paper's Fig. 6 setting)")
-        raise UserError(f"run {run.name} has no trained model with {what} to explain; run {make} first")
-    return min(usable, key=lambda n: (_preference(usable[n], purpose), n))
-
-
-@dataclass
-class Explained:
-    """A trained classifier loaded for explanation."""
-
-    run: rundir.Run
-    stage: str
-    model: nn.Module  # UnimodalClassifier or ImageTabularClassifier, eval mode
-    info: dict  # fusion, strategy, modality, seed, mask tag
-    mask: list[str]  # features this model was trained with masked
-
-    @property
-    def stage_dir(self) -> Path:
-        return self.run.stage(self.stage)
-
-    @property
-    def tabular_encoder(self) -> nn.Module:
-        return self.model.encoder if self.info["modality"] == "tabular" else self.model.tabular_encoder
-
-    @property
-    def image_encoder(self) -> nn.Module:
-        return self.model.encoder if self.info["modality"] == "image" else self.model.image_encoder
-
-    def describe(self, purpose: str) -> str:
-        """One line naming the model, e.g. for the terminal and the report."""
-        from amfmedit.stages.report import ENCODER_TITLES, FUSION_TITLES
-
-        cfg = self.model.config
-        if self.info["modality"] == "tabular":
-            enc = ENCODER_TITLES.get(cfg["encoder"]["kind"], cfg["encoder"]["kind"])
-            text = f"supervised {enc} tabular model"
-        elif self.info["modality"] == "image":
-            text = "supervised image model (ResNet)"
-        else:
-            enc = ENCODER_TITLES.get(cfg["tabular_encoder"]["kind"], cfg["tabular_encoder"]["kind"])
-            fusion = FUSION_TITLES.get(self.info["fusion"], self.info["fusion"])
-            part = f"the {enc} tabular branch of" if purpose == "ig" else "the image encoder of"
-            text = f"{part} the fine-tuned {fusion} model ({self.info['strategy']})"
-            if purpose == "ig":
-                text += ", each sample's image held fixed"
-            else:
-                text += ", each sample's tabular row held fixed"
-        masked = f"; trained with {', '.join(self.mask)} masked" if self.mask else ""
-        return f"{text} [{self.stage}/best.pt{masked}]"
-
-
-def load_explained(run: rundir.Run, stage: str, device: torch.device | str = "cpu") -> Explained:
-    """Load ``stage``'s best-validation model (``best.pt``) in eval mode on ``device``."""
-    from amfmedit.stages.classify import best_model
-
-    info = classifier_stages(run).get(stage)
-    if info is None:
-        raise UserError(f"--stage {stage}: not a finished classifier of run {run.name}")
-    model, _ = best_model(run.stage(stage))
-    model = model.to(device).eval()
-    return Explained(run, stage, model, info, stage_mask(run.stage(stage)))
 
 
 @contextlib.contextmanager
@@ -179,9 +52,11 @@ class TabularScore(nn.Module):
         """The fixed image inputs of the fusion for a batch of images (() for a tabular model)."""
         if not self.multimodal:
             return ()
+        if not getattr(self.model, "uses_feature_map", True):
+            return (self.model.image_encoder(image), None)
         fmap = self.model.image_encoder.forward_features(image)
         z_img = self.model.image_encoder.pool(fmap)
-        return (z_img, fmap if self.model.fusion.needs_feature_map else None)
+        return (z_img, fmap if getattr(self.model.fusion, "needs_feature_map", False) else None)
 
     def forward(self, x_cont: Tensor, e_cat: Tensor, *context) -> Tensor:
         z_tab = self.encoder.forward_embedded(x_cont, e_cat)

@@ -11,6 +11,7 @@ constructor keyword arguments, nested parts as ``{"kind", "config"}``), so a che
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch.nn as nn
@@ -23,7 +24,7 @@ from amfmedit.models.composite import (
     UnimodalClassifier,
     model_config,
 )
-from amfmedit.models.fusion import AMFFusion, ConcatFusion, CrossAttentionFusion, FusionOutput, amf_split
+from amfmedit.models.fusion import D_OUT, AMFFusion, ConcatFusion, CrossAttentionFusion, FusionOutput, amf_split
 from amfmedit.models.heads import ProjectionHead
 from amfmedit.models.image import ImageEncoder
 from amfmedit.models.mamba import MambaBlock, kernel_status, set_scan_impl
@@ -42,10 +43,9 @@ FUSIONS: dict[str, type[nn.Module]] = {
     "amf": AMFFusion,
 }
 
-#: Every kind a checkpoint may name -> its class.
+#: Every other kind a checkpoint may name -> its class (the two family registries above are
+#: looked up too, so a member registered there needs no second line here).
 MODEL_KINDS: dict[str, type[nn.Module]] = {
-    **TABULAR_ENCODERS,
-    **FUSIONS,
     "image_encoder": ImageEncoder,
     "projection_head": ProjectionHead,
     "mamba_block": MambaBlock,
@@ -53,6 +53,17 @@ MODEL_KINDS: dict[str, type[nn.Module]] = {
     "image_tabular_classifier": ImageTabularClassifier,
     "unimodal_classifier": UnimodalClassifier,
 }
+
+
+def options_of(cls: type) -> dict[str, Any]:
+    """A family member's settings: its keyword-only constructor arguments with their defaults.
+
+    Stages pass a user's setting only to members that have it (e.g. ``d_out`` to AMF,
+    ``pooling`` to FT-Mamba), so nobody branches on a member's name.
+    """
+    sig = inspect.signature(cls.__init__)
+    return {n: p.default for n, p in sig.parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
 
 
 def _choice(name: str, registry: dict, what: str) -> type[nn.Module]:
@@ -76,9 +87,14 @@ def _is_part(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"kind", "config"}
 
 
+def model_kinds() -> dict[str, type[nn.Module]]:
+    """Every buildable kind: the family registries and :data:`MODEL_KINDS`, as registered now."""
+    return {**TABULAR_ENCODERS, **FUSIONS, **MODEL_KINDS}
+
+
 def build_model(kind: str, config: dict) -> nn.Module:
     """Rebuild a module from ``kind`` and ``config`` (nested ``{"kind", "config"}`` become modules)."""
-    cls = _choice(kind, MODEL_KINDS, "model kind")
+    cls = _choice(kind, model_kinds(), "model kind")
     kwargs = {k: build_model(v["kind"], v["config"]) if _is_part(v) else v for k, v in config.items()}
     if kind == "image_tabular_classifier":
         return cls(kwargs.pop("image_encoder"), kwargs.pop("tabular_encoder"), kwargs.pop("fusion"), **kwargs)
@@ -105,8 +121,8 @@ def from_checkpoint(checkpoint: dict) -> nn.Module:
 
 
 __all__ = [
-    "TABULAR_ENCODERS", "FUSIONS", "MODEL_KINDS", "STRATEGIES",
-    "build_tabular_encoder", "build_fusion", "build_model", "model_config", "to_checkpoint", "from_checkpoint",
+    "TABULAR_ENCODERS", "FUSIONS", "MODEL_KINDS", "STRATEGIES", "D_OUT",
+    "build_tabular_encoder", "build_fusion", "options_of", "model_kinds", "build_model", "model_config", "to_checkpoint", "from_checkpoint",
     "MLPEncoder", "ResNetEncoder", "FTTransformerEncoder", "FTMambaEncoder", "MambaBlock",
     "ImageEncoder", "ProjectionHead", "ConcatFusion", "CrossAttentionFusion", "AMFFusion", "FusionOutput",
     "amf_split", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",

@@ -2,6 +2,19 @@
 
 Their ``config`` nests the parts as ``{"kind", "config"}`` dicts, so
 :func:`amfmedit.models.build_model` rebuilds a checkpoint without pickled objects.
+
+The parts may be any ``nn.Module`` that meets its family's contract (docs/library.md):
+
+- image encoder: ``d_out`` and ``forward(image (B, C, H, W)) -> (B, d_out)``; for fusions
+  that read the feature map (``needs_feature_map``) and for Grad-CAM also
+  ``forward_features(image) -> (B, d_out, h, w)`` and ``pool(feature_map) -> (B, d_out)``;
+- tabular encoder: ``d_out`` and ``forward(x_cont (B, n_cont), x_cat (B, n_cat)) -> (B, d_out)``
+  (Integrated Gradients also needs ``embed_categorical`` and ``forward_embedded``);
+- fusion: ``forward(z_img, z_tab, feature_map | None) -> FusionOutput`` and the declarations
+  listed in :mod:`amfmedit.models.fusion`.
+
+A part without ``kind`` / ``config`` trains and explains like any other; only saving the
+model as a self-describing checkpoint (:func:`model_config`) needs them.
 """
 
 from __future__ import annotations
@@ -19,8 +32,35 @@ def model_config(module: nn.Module) -> dict:
     """``{"kind", "config"}`` of a buildable module (see :func:`amfmedit.models.build_model`)."""
     kind, config = getattr(module, "kind", None), getattr(module, "config", None)
     if kind is None or config is None:
-        raise ValueError(f"{type(module).__name__} has no kind/config and cannot be rebuilt from a checkpoint")
+        raise ValueError(f"{type(module).__name__} has no kind/config and cannot be rebuilt from a checkpoint; "
+                         "give it both and register its class in amfmedit.models.MODEL_KINDS")
+    missing = [k for k, v in config.items() if v is _UNBUILDABLE]
+    if missing:
+        raise ValueError(f"{type(module).__name__}: its part(s) {missing} have no kind/config and cannot be rebuilt "
+                         "from a checkpoint; give them both and register their classes in amfmedit.models.MODEL_KINDS")
     return {"kind": kind, "config": config}
+
+
+class _Unbuildable:
+    def __repr__(self) -> str:
+        return "<no kind/config>"
+
+
+_UNBUILDABLE = _Unbuildable()
+
+
+def _part_config(module: nn.Module):
+    """A part's ``{"kind", "config"}``, or a placeholder for a user module without them."""
+    kind, config = getattr(module, "kind", None), getattr(module, "config", None)
+    return _UNBUILDABLE if kind is None or config is None else {"kind": kind, "config": config}
+
+
+def _width(module: nn.Module, role: str) -> int:
+    d = getattr(module, "d_out", None)
+    if not isinstance(d, int) or d < 1:
+        raise ValueError(f"the {role} {type(module).__name__} needs an int attribute d_out (its output width), "
+                         f"however: d_out={d!r}")
+    return d
 
 
 def _check_strategy(strategy: str) -> None:
@@ -48,13 +88,13 @@ class ContrastiveModel(nn.Module):
     def __init__(self, image_encoder: nn.Module, tabular_encoder: nn.Module, *, d_proj: int = 128) -> None:
         if d_proj < 1:
             raise ValueError(f"d_proj must be positive, however: {d_proj=}")
+        d_img, d_tab = _width(image_encoder, "image encoder"), _width(tabular_encoder, "tabular encoder")
         super().__init__()
         self.image_encoder, self.tabular_encoder = image_encoder, tabular_encoder
-        d_img, d_tab = image_encoder.d_out, tabular_encoder.d_out
         self.image_head = ProjectionHead(d_in=d_img, d_hidden=d_img, d_out=d_proj)
         self.tabular_head = ProjectionHead(d_in=d_tab, d_hidden=d_tab, d_out=d_proj)
         self.config = dict(
-            image_encoder=model_config(image_encoder), tabular_encoder=model_config(tabular_encoder), d_proj=d_proj
+            image_encoder=_part_config(image_encoder), tabular_encoder=_part_config(tabular_encoder), d_proj=d_proj
         )
 
     def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,18 +143,23 @@ class ImageTabularClassifier(_Classifier):
         self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: nn.Module, *, strategy: str = "trainable"
     ) -> None:
         _check_strategy(strategy)
-        d_img, d_tab = fusion.config.get("d_img"), fusion.config.get("d_tab")
-        if d_img != image_encoder.d_out or d_tab != tabular_encoder.d_out:
+        d_img, d_tab = _width(image_encoder, "image encoder"), _width(tabular_encoder, "tabular encoder")
+        fcfg = getattr(fusion, "config", None) or {}
+        if fcfg.get("d_img", d_img) != d_img or fcfg.get("d_tab", d_tab) != d_tab:
             raise ValueError(
-                f"fusion dims must match the encoders: fusion d_img={d_img}, d_tab={d_tab}; "
-                f"encoders d_out={image_encoder.d_out}, {tabular_encoder.d_out}"
+                f"fusion dims must match the encoders: fusion d_img={fcfg.get('d_img')}, d_tab={fcfg.get('d_tab')}; "
+                f"encoders d_out={d_img}, {d_tab}"
             )
+        self.uses_feature_map = hasattr(image_encoder, "forward_features") and hasattr(image_encoder, "pool")
+        if getattr(fusion, "needs_feature_map", False) and not self.uses_feature_map:
+            raise ValueError(f"{type(fusion).__name__} reads the image feature map: the image encoder "
+                             f"{type(image_encoder).__name__} needs forward_features(image) and pool(feature_map)")
         super().__init__()
         self.image_encoder, self.tabular_encoder, self.fusion = image_encoder, tabular_encoder, fusion
         self.strategy = strategy
         self.config = dict(
-            image_encoder=model_config(image_encoder), tabular_encoder=model_config(tabular_encoder),
-            fusion=model_config(fusion), strategy=strategy,
+            image_encoder=_part_config(image_encoder), tabular_encoder=_part_config(tabular_encoder),
+            fusion=_part_config(fusion), strategy=strategy,
         )
         self._apply_strategy()
 
@@ -122,10 +167,13 @@ class ImageTabularClassifier(_Classifier):
         return [self.image_encoder, self.tabular_encoder]
 
     def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor) -> FusionOutput:
-        feature_map = self.image_encoder.forward_features(image)
-        z_img = self.image_encoder.pool(feature_map)
+        if self.uses_feature_map:
+            feature_map = self.image_encoder.forward_features(image)
+            z_img = self.image_encoder.pool(feature_map)
+        else:
+            feature_map, z_img = None, self.image_encoder(image)
         z_tab = self.tabular_encoder(x_cont, x_cat)
-        return self.fusion(z_img, z_tab, feature_map if self.fusion.needs_feature_map else None)
+        return self.fusion(z_img, z_tab, feature_map if getattr(self.fusion, "needs_feature_map", False) else None)
 
 
 class UnimodalClassifier(_Classifier):
@@ -143,10 +191,11 @@ class UnimodalClassifier(_Classifier):
         if n_classes < 1:
             raise ValueError(f"n_classes must be positive, however: {n_classes=}")
         _check_strategy(strategy)
+        d = _width(encoder, f"{modality} encoder")
         super().__init__()
         self.encoder, self.modality, self.strategy = encoder, modality, strategy
-        self.head = nn.Linear(encoder.d_out, n_classes)
-        self.config = dict(encoder=model_config(encoder), n_classes=n_classes, modality=modality, strategy=strategy)
+        self.head = nn.Linear(d, n_classes)
+        self.config = dict(encoder=_part_config(encoder), n_classes=n_classes, modality=modality, strategy=strategy)
         self._apply_strategy()
 
     def _encoders(self) -> list[nn.Module]:

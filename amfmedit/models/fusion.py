@@ -2,8 +2,18 @@
 
 One contract: ``forward(z_img (B, D_img), z_tab (B, D_tab), feature_map (B, D_img, h, w) | None)
 -> FusionOutput(logits (B, n_classes), aux)``, where ``aux`` maps names of auxiliary losses to
-scalars (AMF: ``leakage``, ``density``; the others: empty). ``needs_feature_map`` says whether
-the caller must pass the image encoder's last feature map. Each module ends in its classifier.
+scalars (AMF: ``leakage``, ``density``; the others: empty). Each module ends in its classifier.
+
+A fusion class declares what its callers need, so that no caller branches on its name:
+
+- ``kind``: its registry name (``amfmedit.models.FUSIONS``), ``title``: its name in tables;
+- ``needs_feature_map``: whether the caller must pass the image encoder's last feature map;
+- ``run_inputs``: constructor arguments a stage must fill from the run (AMF: ``r_conf``, from
+  ``amfmedit rconf``); every other constructor argument beyond ``d_img``, ``d_tab`` and
+  ``n_classes`` is an optional setting with its default in the signature;
+- ``aux_weights``: the weight of each auxiliary loss in eq. 14's total (an auxiliary loss
+  without a weight is an error, :func:`amfmedit.models.losses.finetune_loss`);
+- ``cam_rank``: preference when ``explain --method gradcam`` picks a model (lower first).
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.heads import ProjectionHead
-from amfmedit.models.losses import density_loss, leakage_loss
+from amfmedit.models.losses import LAMBDA_DENSITY, LAMBDA_LEAKAGE, density_loss, leakage_loss
+
+#: AMF's D_out, the length of the fused vector (the reference configuration's ``classify_dim``).
+D_OUT = 2048
 
 
 class FusionOutput(NamedTuple):
@@ -40,7 +53,11 @@ class ConcatFusion(nn.Module):
     """[z_img, z_tab] -> Linear -> logits (Hager et al. 2023; AMF-MedIT §4.2.3)."""
 
     kind = "concat"
+    title = "Concatenation"
     needs_feature_map = False
+    run_inputs: tuple[str, ...] = ()
+    aux_weights: dict[str, float] = {}
+    cam_rank = 0  # Fig. 6 draws Grad-CAM of concatenation models
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
@@ -122,7 +139,11 @@ class CrossAttentionFusion(nn.Module):
     """
 
     kind = "cross_attention"
+    title = "Cross-attention"
     needs_feature_map = True
+    run_inputs: tuple[str, ...] = ()
+    aux_weights: dict[str, float] = {}
+    cam_rank = 1
 
     def __init__(
         self,
@@ -229,9 +250,13 @@ class AMFFusion(nn.Module):
     """
 
     kind = "amf"
+    title = "AMF module"
     needs_feature_map = False
+    run_inputs = ("r_conf",)
+    aux_weights = {"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}  # eq. 14: λ1, λ2
+    cam_rank = 1
 
-    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = 2048) -> None:
+    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
         l_img, l_tab = amf_split(d_out, r_conf)
         super().__init__()

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-_ARCHS = {"resnet50": 2048, "resnet18": 512}
+ARCHS = {"resnet50": 2048, "resnet18": 512}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -41,8 +41,8 @@ class ImageEncoder(nn.Module):
         normalize: str = "none",
         weights: str | Path | None = None,
     ) -> None:
-        if arch not in _ARCHS:
-            raise ValueError(f"arch must be one of {sorted(_ARCHS)}, however: {arch=}")
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {sorted(ARCHS)}, however: {arch=}")
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, however: {in_channels=}")
         if normalize not in ("none", "imagenet"):
@@ -59,7 +59,7 @@ class ImageEncoder(nn.Module):
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             setattr(self, name, getattr(net, name))
-        self.d_out = _ARCHS[arch]
+        self.d_out = ARCHS[arch]
         self.normalize = normalize
         if normalize == "imagenet":
             self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

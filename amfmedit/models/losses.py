@@ -97,23 +97,18 @@ def ce_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target)
 
 
-def finetune_loss(
-    classification: Tensor,
-    aux: Mapping[str, Tensor],
-    lambda_leakage: float = LAMBDA_LEAKAGE,
-    lambda_density: float = LAMBDA_DENSITY,
-) -> Tensor:
-    """Fine-tuning objective, eq. 14: L_ce(or weighted) + λ1 L_leakage + λ2 L_density.
+def finetune_loss(classification: Tensor, aux: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """Fine-tuning objective, eq. 14: L_ce (or weighted, eq. 12) + sum_k λ_k L_k.
 
-    ``aux`` is a fusion module's auxiliary dict; modules without the AMF losses pass an empty
-    one and the total is the classification loss alone.
+    ``aux`` is a fusion module's dict of auxiliary losses and ``weights`` the λ of each
+    (a fusion declares them in its ``aux_weights``; AMF: leakage λ1 = LAMBDA_LEAKAGE, density
+    λ2 = LAMBDA_DENSITY). An auxiliary loss without a weight is an error, never silently
+    dropped; modules without auxiliary losses pass an empty ``aux``.
     """
-    unknown = set(aux) - {"leakage", "density"}
-    if unknown:
-        raise ValueError(f"aux may only hold 'leakage' and 'density', however: {sorted(unknown)=}")
+    unweighted = sorted(set(aux) - set(weights))
+    if unweighted:
+        raise ValueError(f"every auxiliary loss needs a weight (eq. 14), however these have none: {unweighted}")
     total = classification
-    if "leakage" in aux:
-        total = total + lambda_leakage * aux["leakage"]
-    if "density" in aux:
-        total = total + lambda_density * aux["density"]
+    for name, value in aux.items():
+        total = total + float(weights[name]) * value
     return total

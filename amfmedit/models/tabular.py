@@ -3,7 +3,9 @@
 One contract: ``forward(x_cont (B, n_cont) float32, x_cat (B, n_cat) int64) -> (B, d_out)``,
 equal to ``forward_embedded(x_cont, embed_categorical(x_cat))`` (Integrated Gradients
 attributes to ``x_cont`` and to the categorical embeddings, summed over the embedding dims).
-Every encoder keeps its constructor arguments in ``.config``.
+Every encoder keeps its constructor arguments in ``.config`` and declares what callers need:
+``kind`` (registry name), ``title`` (its name in tables) and ``width_argument`` (the
+constructor argument that ``--tabular-dim``, the width D_tab, sets).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class _TabularEncoder(nn.Module):
     """Shared plumbing: ``forward`` is ``forward_embedded`` after the categorical lookup."""
 
     kind: str
+    title: str
+    width_argument = "d_block"
     d_out: int
 
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
@@ -49,6 +53,7 @@ class MLPEncoder(_TabularEncoder):
     """
 
     kind = "mlp"
+    title = "MLP"
 
     def __init__(
         self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = 256, n_blocks: int = 2
@@ -86,6 +91,7 @@ class ResNetEncoder(_TabularEncoder):
     """
 
     kind = "resnet"
+    title = "ResNet"
 
     def __init__(
         self,
@@ -173,6 +179,7 @@ class FTTransformerEncoder(_TabularEncoder):
     """
 
     kind = "ft_transformer"
+    title = "FT-Transformer"
 
     def __init__(
         self,
@@ -267,6 +274,7 @@ class FTMambaEncoder(_TabularEncoder):
     """
 
     kind = "ft_mamba"
+    title = "FT-Mamba"
 
     def __init__(
         self,

@@ -3,14 +3,14 @@
 Adam at a constant learning rate chosen from {1e-2, 1e-3, 1e-4} on the validation metric
 with the first seed (2022); weighted cross-entropy (α = 0.1 / 2) and class-balanced sampling
 (×0.5 / ×5) for binary tasks, plain cross-entropy for multiclass ones; λ1 = λ2 = 5 on AMF's
-auxiliary losses (eq. 14); early stopping after 10 epochs without a validation improvement
+auxiliary losses (eq. 14, the weights each fusion declares); early stopping after 10 epochs without a validation improvement
 larger than 0.0002; the best validation epoch is kept (``best.pt``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,21 +19,22 @@ from torch import nn
 
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
-from amfmedit.stages.common import (
-    BINARY_ALPHA,
-    BINARY_CLASS_WEIGHTS,
-    FINETUNE_LRS,
-    ProgressFactory,
-    jsonable,
-)
+from amfmedit.models import from_checkpoint, losses, model_config
+from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
+from amfmedit.stages.common import ProgressFactory, jsonable
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
-from amfmedit.train.checkpoint import BEST, LAST
+from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import headline_metric
+from amfmedit.train.optim import OPTIMIZERS
 from amfmedit.train.runtime import Runtime
 from amfmedit.train.tasks import ClassificationTask
+
+
+#: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled ×0.5, class 1 over-sampled ×5.
+BINARY_SAMPLER_WEIGHTS = (0.5, 5.0)
 
 
 @dataclass
@@ -43,15 +44,16 @@ class Recipe:
     epochs: int = 500
     batch_size: int = 128  # the reference fine-tuning batch
     lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
-    lrs: tuple[float, ...] = FINETUNE_LRS
-    weight_decay: float = 0.0
+    lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)  # Appendix A.3: searched on validation with the first seed
+    weight_decay: float = 0.0  # Appendix A.3 (cross-attention searched 1e-1..1e-4 in the reference)
     optimizer: str = "adam"  # adam (the paper) or adamw
-    patience: int = 10
-    min_delta: float = 2e-4
-    sampler_weights: tuple[float, ...] | None = None  # None: (0.5, 5) for binary tasks, none otherwise
-    loss_weights: tuple[float, ...] | None = None  # None: α = (0.1, 2) for binary tasks, CE otherwise
-    lambda_leakage: float = 5.0
-    lambda_density: float = 5.0
+    patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
+    min_delta: float = 2e-4  # ... larger than 0.0002
+    sampler_weights: tuple[float, ...] | None = None  # None: BINARY_SAMPLER_WEIGHTS for binary tasks, none otherwise
+    loss_weights: tuple[float, ...] | None = None  # None: α of eq. 12 (OL3I_CLASS_WEIGHTS) for binary tasks, CE otherwise
+    # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
+    # (AMF: leakage λ1 = density λ2 = 5)
+    aux_weights: dict[str, float] = field(default_factory=dict)
     augment_rate: float | None = None  # None: 0.95 with a tabular input beside the image, 0.8 image only
 
     def validate(self) -> None:
@@ -63,16 +65,23 @@ class Recipe:
             raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
         if self.patience < 1:
             raise UserError(f"--patience {self.patience}: must be at least 1")
-        if self.optimizer not in ("adam", "adamw"):
-            raise UserError(f"--optimizer {self.optimizer}: use adam or adamw")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer {self.optimizer}: use {' or '.join(OPTIMIZERS)}")
+        if self.epochs < 1:
+            raise UserError(f"--epochs {self.epochs}: must be at least 1")
+        if self.batch_size < 2:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 2")
+        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+            raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
+        for name, w in self.aux_weights.items():
+            if not (math.isfinite(w) and w >= 0):
+                raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
 
     def resolved(self, task_kind: str, n_classes: int) -> "Recipe":
         """Fill the task-dependent defaults; check weight vectors against the number of classes."""
-        from dataclasses import replace
-
         binary = task_kind == "binary"
-        sw = self.sampler_weights if self.sampler_weights is not None else (BINARY_CLASS_WEIGHTS if binary else ())
-        lw = self.loss_weights if self.loss_weights is not None else (BINARY_ALPHA if binary else ())
+        sw = self.sampler_weights if self.sampler_weights is not None else (BINARY_SAMPLER_WEIGHTS if binary else ())
+        lw = self.loss_weights if self.loss_weights is not None else (OL3I_CLASS_WEIGHTS if binary else ())
         for name, w in (("--sampler-weights", sw), ("--loss-weights", lw)):
             if w and len(w) != n_classes:
                 raise UserError(f"{name} {','.join(map(str, w))}: need one weight per class ({n_classes})")
@@ -81,15 +90,19 @@ class Recipe:
         return replace(self, sampler_weights=tuple(sw), loss_weights=tuple(lw))
 
 
-def make_loss(recipe: Recipe) -> Callable:
-    """``(logits, labels, aux) -> loss``: eq. 12 or 13 plus λ-weighted auxiliary losses (eq. 14)."""
-    from amfmedit.models.losses import ce_loss, finetune_loss, weighted_ce_loss
+def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
+    """Eq. 14's weights: what the model's fusion declares (``aux_weights``), the recipe's overrides on top."""
+    declared = dict(getattr(getattr(model, "fusion", None), "aux_weights", {}) or {})
+    return {**declared, **{k: v for k, v in recipe.aux_weights.items() if k in declared}}
 
+
+def make_loss(recipe: Recipe, aux_weights: dict[str, float]) -> Callable:
+    """``(logits, labels, aux) -> loss``: eq. 12 or 13 plus the weighted auxiliary losses (eq. 14)."""
     weights = recipe.loss_weights
 
     def loss(logits: torch.Tensor, labels: torch.Tensor, aux: dict) -> torch.Tensor:
-        cls = weighted_ce_loss(logits, labels, weights) if weights else ce_loss(logits, labels)
-        return finetune_loss(cls, aux, recipe.lambda_leakage, recipe.lambda_density)
+        cls = losses.weighted_ce_loss(logits, labels, weights) if weights else losses.ce_loss(logits, labels)
+        return losses.finetune_loss(cls, aux, aux_weights)
 
     return loss
 
@@ -134,15 +147,13 @@ def train_one(
     extra_config: dict,
 ) -> Trained:
     """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
-    from amfmedit.models import model_config
-
     schema = dataset.schema
     seeding.seed_everything(seed, seeding.STREAM_INIT)  # head / fusion initialisation: a function of the seed
     model = build()
     metric = headline_metric(schema.task)
     task = ClassificationTask(
         model=model,
-        loss=make_loss(recipe),
+        loss=make_loss(recipe, aux_weights_of(model, recipe)),
         data=data,
         use_image=use_image,
         augment=augment_for(use_image, use_tabular, schema.image.channels, recipe),
@@ -229,8 +240,5 @@ def select_lr(
 
 def best_model(stage_dir: Path):
     """The model of a finished training at its best validation epoch (``best.pt``)."""
-    from amfmedit.models import from_checkpoint
-    from amfmedit.train.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(stage_dir / BEST, hint=f"run the training of {stage_dir.name} again with --force")
     return from_checkpoint(ckpt["model"]), ckpt

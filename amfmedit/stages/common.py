@@ -1,4 +1,5 @@
-"""What every stage shares: run options, opening the run and its dataset, writing stage records."""
+"""What every stage shares: run options, opening the run and its dataset, writing stage records,
+and which features a stage masks (incomplete tabular data, §4.2.4)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from amfmedit.errors import UserError
+from amfmedit.data import load_prepared
+from amfmedit.data.masking import check_feature_names, mask_features
+from amfmedit.data.prepared import dataset_path
+from amfmedit.data.schema import Schema
+from amfmedit.env import environment
+from amfmedit.errors import UserError, close_matches
+from amfmedit.explain.ig import IMPORTANCE_FILE
 from amfmedit.io import write_json
+from amfmedit.stages import names as stage_names
 from amfmedit.train import rundir
 from amfmedit.train.engine import ProgressFn
+from amfmedit.train.inputs import DeviceData
 from amfmedit.train.runtime import Runtime, setup_runtime
 
 # ``progress(title, monitor) -> callback or None``: the CLI draws one bar per training run.
 ProgressFactory = Callable[[str, "str | None"], "ProgressFn | None"]
 
-BINARY_CLASS_WEIGHTS = (0.5, 5.0)  # Appendix A.3: class 0 down-sampled ×0.5, class 1 over-sampled ×5
-BINARY_ALPHA = (0.1, 2.0)  # Appendix A.3: weighted CE factors for class 0 and class 1
-FINETUNE_LRS = (1e-2, 1e-3, 1e-4)  # Appendix A.3: searched on validation with seed 2022
-PAPER_SEEDS = (2022, 2023, 2024, 2025, 2026)
+PAPER_SEEDS = (2022, 2023, 2024, 2025, 2026)  # Appendix A.3: five seeds, the first one searches the lr
 
 
 @dataclass
@@ -48,15 +54,11 @@ def no_progress(title: str, monitor: str | None = None) -> None:
 
 def load_dataset(run: rundir.Run, opts: RunOptions):
     """The prepared dataset a run was started on (``--data-dir`` overrides the recorded folder)."""
-    from amfmedit.data import load_prepared
-
     return load_prepared(run.data, opts.data_dir or run.data_dir)
 
 
 def write_stage_config(stage_dir: Path, config, runtime: Runtime, extra: dict | None = None) -> None:
     """``config.json`` (resolved settings) and ``environment.json`` of a stage, written first."""
-    from amfmedit.env import environment
-
     cfg = asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     write_json(stage_dir / rundir.CONFIG_FILE, {"config": cfg, "runtime": runtime.describe(), **(extra or {})})
     write_json(stage_dir / rundir.ENV_FILE, environment())
@@ -69,9 +71,61 @@ def jsonable(obj) -> dict:
 
 def check_choice(value, choices, option: str) -> None:
     if value not in choices:
-        from amfmedit.errors import close_matches
-
         hint = close_matches(str(value), [str(c) for c in choices])
         raise UserError(
             f"{option} {value}: not one of {', '.join(map(str, choices))}" + (f"; did you mean {hint}?" if hint else "")
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Incomplete tabular data: which features a stage masks
+# ----------------------------------------------------------------------------------------------
+
+
+def top_features(run: rundir.Run, k: int, *, ig_stage: str | None = None) -> list[str]:
+    """The ``k`` most important features of an IG report of ``run`` (``explain/ig-*/importance.csv``).
+
+    ``ig_stage``: the explained stage (``ig-<stage>`` folder); default the supervised tabular
+    model's report as in §4.2.4, else the most recent IG report of the run.
+    """
+    import pandas as pd  # pandas costs ~0.3 s of start-up; only masking by IG rank needs it here
+
+    if k < 1:
+        raise UserError(f"--mask-top-k {k}: must be at least 1")
+    reports = stage_names.ig_reports(run)
+    if not reports:
+        raise UserError(f"run {run.name} has no IG report to rank features by; run `amfmedit explain --method ig` first "
+                        "or name the features with --mask-features")
+    if ig_stage is not None:
+        if ig_stage not in reports:
+            hint = close_matches(ig_stage, list(reports))
+            raise UserError(f"--mask-from {ig_stage}: run {run.name} has no IG report of that stage (it has: "
+                            f"{', '.join(reports)})" + (f"; did you mean {hint}?" if hint else ""))
+        folder = reports[ig_stage]
+    else:
+        supervised = [s for s in reports if (stage_names.parse_stage(s) or {}).get("modality") == "tabular"]
+        folder = reports[supervised[0]] if supervised else reports[list(reports)[-1]]
+    table = pd.read_csv(folder / IMPORTANCE_FILE).sort_values("rank")
+    if k > len(table):
+        raise UserError(f"--mask-top-k {k}: the IG report {folder} ranks only {len(table)} features")
+    return [str(n) for n in table["name"].head(k)]
+
+
+def resolve_mask(run: rundir.Run, names: Sequence[str] = (), top_k: int | None = None, *, data_dir=None) -> list[str]:
+    """The features a stage masks: ``--mask-features`` names (checked against the run's schema)
+    or the top ``--mask-top-k`` of the run's IG report; [] when neither is given."""
+    names = [n.strip() for part in names for n in str(part).split(",") if n.strip()]
+    if names and top_k is not None:
+        raise UserError("--mask-features and --mask-top-k: give one of them")
+    if top_k is not None:
+        names = top_features(run, top_k)
+    if not names:
+        return []
+    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / "schema.json")
+    return check_feature_names(schema, names)
+
+
+def masked_data(dataset, device_data: DeviceData, names: Sequence[str]):
+    """``(masked dataset, its DeviceData)`` sharing ``device_data``'s images (no second image copy)."""
+    masked = mask_features(dataset, names)
+    return masked, device_data.with_table(masked)

@@ -16,17 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from amfmedit.errors import UserError
-from amfmedit.io import read_json, staging_dir, write_json, write_text
+from amfmedit.io import atomic_path, read_json, write_json, write_text
+from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
-from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
-from amfmedit.stages.report import plot_roc, stage_markdown, table2_markdown
+from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
+from amfmedit.stages.lifecycle import staged
+from amfmedit.stages.tables import incomplete_markdown, plot_roc, stage_markdown, table2_markdown
 from amfmedit.train import rundir
+from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import classification_metrics, headline_metric
+from amfmedit.train.tasks import ClassificationTask
 
-STAGE = "evaluate"
-RESULTS_FILE = "results.md"
+STAGE = names.EVALUATE
+RESULTS_FILE = names.RESULTS_FILE
+SPLITS = ("val", "test")
 METRICS_KEYS = ("auc", "auprc", "acc", "balanced_acc", "ece")
 
 
@@ -70,27 +76,18 @@ def oracle_auc(dataset, split: str) -> float | None:
 
 def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     """Score every finished classifier of the run on ``cfg.split`` and write the reports."""
-    import torch
-
-    from amfmedit.explain.masking import masked_data, stage_mask
-    from amfmedit.explain.targets import classifier_stages
-    from amfmedit.train.inputs import DeviceData
-    from amfmedit.train.tasks import ClassificationTask
-
-    if cfg.split not in ("val", "test"):
+    if cfg.split not in SPLITS:
         raise UserError(f"--split {cfg.split}: use val or test")
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    parsed = classifier_stages(run)  # parse_stage, plus masked stages (incomplete tabular data, Table 4)
-    names = list(parsed)
-    if not names:
+    parsed = names.classifier_stages(run)  # masked stages included (incomplete tabular data, Table 4)
+    stage_list = list(parsed)
+    if not stage_list:
         raise UserError(
             f"run {run.name} has no finished finetune-* or supervised-* stage; run `amfmedit finetune --fusion amf` "
             "(or another fusion / a baseline) first"
         )
     final = run.stage(STAGE)
-    if final.is_dir() and not opts.force:
-        raise UserError(f"{final} exists; pass --force to evaluate again")
     ds = load_dataset(run, opts)
     schema = ds.schema
     metric = headline_metric(schema.task)
@@ -98,13 +95,13 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     stages, per_group = [], defaultdict(list)
     outputs = {}
     masked_sets = {}
-    for name in names:
+    for name in stage_list:
         info = parsed[name]
         stage_dir = run.stage(name)
         scfg = read_json(stage_dir / rundir.CONFIG_FILE)
         stage_data = data
         if info["mask"]:  # tested on the same masked table it was trained on
-            features = stage_mask(stage_dir)
+            features = names.stage_mask(stage_dir)
             if tuple(features) not in masked_sets:
                 masked_sets[tuple(features)] = masked_data(ds, data, features)[1]
             stage_data = masked_sets[tuple(features)]
@@ -119,7 +116,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         with torch.no_grad(), rt.autocast():
             rows, probs, labels = task.predict(model, cfg.split, rt)
         m = classification_metrics(probs, labels)
-        row = {"stage": name, **info, "mask_features": stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
+        row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
                "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
                "best_epoch": int(ckpt["epoch"]), "val_" + metric: float(ckpt["metric"]),
                **{k: m[k] for k in METRICS_KEYS}, "n": m["n"]}
@@ -132,7 +129,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         vals = [r[metric] for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
         groups.append({
-            "kind": "supervised" if fusion == "none" else "fusion",
+            "kind": "supervised" if fusion == names.NO_FUSION else "fusion",
             "fusion": fusion, "strategy": strategy, "modality": modality, "encoder": encoder,
             "mask": mask, "mask_features": rows[0]["mask_features"], "r_conf": rows[0]["r_conf"],
             "seeds": [r["seed"] for r in rows], "values": vals,
@@ -144,30 +141,26 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
 
     if not rt.is_main:
         return EvaluateResult(run.name, final, metric, groups, stages, oracle, md)
-    with staging_dir(final, force=opts.force) as tmp:
+    with staged(run, final, force=True) as stage_out:  # derived from finished stages: always recomputed
+        tmp = stage_out.folder
         write_text(tmp / RESULTS_FILE, md)
-        write_json(tmp / "metrics.json", {"split": cfg.split, "metric": metric, "oracle_auc": oracle,
+        write_json(tmp / names.EVAL_METRICS_FILE, {"split": cfg.split, "metric": metric, "oracle_auc": oracle,
                                           "groups": groups, "stages": stages})
         _write_predictions(tmp / "predictions", ds, schema, outputs)
         if schema.n_classes == 2:
             _write_rocs(tmp / "roc", outputs, per_group, cfg.split)
-        rundir.mark_complete(tmp, {"metric": metric, "stages": len(stages)})
-    run.record_command(STAGE, opts.argv)
-    from amfmedit.explain.report import refresh_report
-
-    refresh_report(run.root)
+        stage_out.summary = {"metric": metric, "stages": len(stages)}
+        run.record_command(STAGE, opts.argv)
     return EvaluateResult(run.name, final, metric, groups, stages, oracle, md)
 
 
 def _markdown(run, split, metric, groups, stages, oracle) -> str:
-    title = "AUC" if metric == "auc" else "top-1 accuracy"
+    title = "AUC" if metric == "auc" else "top-1 accuracy"  # spelled out in the sentence; the tables abbreviate
     parts = [
         f"# Results of run {run.name}\n",
         f"Data: `{run.data}`. Metric: {title} on the {split} split, mean ± standard deviation over seeds (%).\n",
         table2_markdown([g for g in groups if not g.get("mask")], metric=metric, oracle=oracle),
     ]
-    from amfmedit.explain.masking import incomplete_markdown
-
     masked = incomplete_markdown(groups, metric=metric)
     if masked:
         parts.append("\n## Incomplete tabular data\n\nMasked features replaced by training constants at train and "
@@ -181,9 +174,7 @@ def _markdown(run, split, metric, groups, stages, oracle) -> str:
 
 
 def _write_predictions(folder: Path, ds, schema, outputs) -> None:
-    import pandas as pd
-
-    from amfmedit.io import atomic_path
+    import pandas as pd  # pandas costs ~0.3 s of start-up; only this writer needs it
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, probs, labels) in outputs.items():
@@ -195,9 +186,7 @@ def _write_predictions(folder: Path, ds, schema, outputs) -> None:
 
 
 def _write_rocs(folder: Path, outputs, per_group, split: str) -> None:
-    from sklearn.metrics import roc_curve
-
-    from amfmedit.explain.masking import split_mask_suffix
+    from sklearn.metrics import roc_curve  # scikit-learn costs ~0.5 s of start-up; only ROC plots need it here
 
     folder.mkdir(parents=True, exist_ok=True)
     for rows in per_group.values():
@@ -209,6 +198,6 @@ def _write_rocs(folder: Path, outputs, per_group, split: str) -> None:
             fpr, tpr, _ = roc_curve(labels, probs[:, 1])
             curves[f"seed {r['seed']}"] = (fpr, tpr, r["auc"])
         if curves:
-            base, tag = split_mask_suffix(rows[0]["stage"])
+            base, tag = names.split_mask_suffix(rows[0]["stage"])
             prefix = base.rsplit("-seed", 1)[0] + (f"-{tag}" if tag else "")
             plot_roc(curves, folder / f"{prefix}.png", f"{prefix} ({split})")

@@ -1,8 +1,10 @@
 """``finetune``: the downstream classifier (§4.2.3) and the supervised baselines (Tables 1-2).
 
-Multimodal: the pretrained encoders + a fusion module (concatenation, cross-attention or
-AMF), strategy "frozen" (encoder weights AND BatchNorm statistics fixed) or "trainable".
-AMF needs R_conf: ``rconf`` (from ``amfmedit rconf``) or a value given by the user.
+Multimodal: the pretrained encoders + a fusion module of the registry
+(:data:`amfmedit.models.FUSIONS`: concatenation, cross-attention, AMF), strategy "frozen"
+(encoder weights AND BatchNorm statistics fixed) or "trainable". A fusion declares the run
+inputs it needs (AMF: ``r_conf``, from ``amfmedit rconf`` or given by the user) and its
+settings (AMF: ``d_out``); nothing here branches on a fusion's name.
 Supervised baselines (``fusion="none"``): the tabular encoder alone or ResNet-50 alone,
 trained from scratch. Every combination runs once per seed (default 2022-2026); the
 learning rate, unless given, is chosen from {1e-2, 1e-3, 1e-4} on validation with the first
@@ -11,13 +13,32 @@ seed. Writes ``finetune-<fusion>-<strategy>-seed<N>/`` or ``supervised-<modality
 
 from __future__ import annotations
 
+import math
 import os
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
+from amfmedit.data.masking import mask_record
+from amfmedit.env import environment
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
+from amfmedit.models import (
+    FUSIONS,
+    STRATEGIES,
+    ImageEncoder,
+    ImageTabularClassifier,
+    UnimodalClassifier,
+    amf_split,
+    build_fusion,
+    build_tabular_encoder,
+    from_checkpoint,
+    model_config,
+    options_of,
+)
+from amfmedit.data import load_prepared
+from amfmedit.paths import runs_dir
+from amfmedit.stages import names
 from amfmedit.stages.classify import Recipe, Trained, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
@@ -25,17 +46,25 @@ from amfmedit.stages.common import (
     RunOptions,
     check_choice,
     load_dataset,
+    masked_data,
     no_progress,
+    resolve_mask,
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.pretrain import PretrainConfig, load_pretrained, tabular_kwargs
+from amfmedit.stages.rconf import read_rconf
 from amfmedit.train import rundir
+from amfmedit.train.inputs import DeviceData
+from amfmedit.train.metrics import headline_metric
 
-FUSION_CHOICES = ("concat", "cross_attention", "amf", "none")
-STRATEGY_CHOICES = ("frozen", "trainable")
-MODALITY_CHOICES = ("image", "tabular")
-STAGE_RE = re.compile(r"^(?:finetune-(?P<fusion>[a-z_]+)-(?P<strategy>frozen|trainable)|supervised-(?P<modality>image|tabular))"
-                      r"-seed(?P<seed>\d+)$")
+NO_FUSION = names.NO_FUSION
+
+
+def fusion_choices() -> list[str]:
+    """``--fusion`` values: the registered fusions and ``none`` (a supervised baseline)."""
+    return [*FUSIONS, NO_FUSION]
 
 
 @dataclass
@@ -45,8 +74,8 @@ class FinetuneConfig:
     fusion: str = "amf"
     strategy: str = "trainable"
     modality: str | None = None  # fusion "none": the baseline's input, image or tabular
-    rconf: float | None = None  # AMF: None reads <run>/rconf/rconf.json
-    d_out: int = 2048  # AMF's D_out (the reference's classify_dim)
+    rconf: float | None = None  # fusions with run input r_conf (AMF): None reads <run>/rconf/rconf.json
+    d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
     seeds: tuple[int, ...] = PAPER_SEEDS
     recipe: Recipe = field(default_factory=Recipe)
     # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
@@ -54,24 +83,34 @@ class FinetuneConfig:
     tabular_dim: int | None = None
     image_arch: str | None = None
     # incomplete tabular data (§4.2.4): these features replaced by training constants at train
-    # and test time (amfmedit.explain.masking), or the top K of the run's IG report
+    # and test time (amfmedit.data.masking), or the top K of the run's IG report
     mask_features: tuple[str, ...] = ()
     mask_top_k: int | None = None
 
     def validate(self) -> None:
-        check_choice(self.fusion, FUSION_CHOICES, "--fusion")
-        check_choice(self.strategy, STRATEGY_CHOICES, "--strategy")
-        if self.fusion == "none":
+        check_choice(self.fusion, fusion_choices(), "--fusion")
+        check_choice(self.strategy, STRATEGIES, "--strategy")
+        if self.fusion == NO_FUSION:
             if self.modality is None:
                 raise UserError("--fusion none trains a supervised baseline: add --modality image or --modality tabular")
-            check_choice(self.modality, MODALITY_CHOICES, "--modality")
+            check_choice(self.modality, names.MODALITIES, "--modality")
             if self.strategy == "frozen":
                 raise UserError("--fusion none --strategy frozen: a supervised baseline is trained from scratch; "
                                 "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
         elif self.modality is not None:
             raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if self.rconf is not None and not self.rconf > 0:
-            raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be positive")
+        if self.rconf is not None and not (self.rconf > 0 and math.isfinite(self.rconf)):
+            raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be a positive finite number")
+        if self.fusion != NO_FUSION:
+            settings = options_of(FUSIONS[self.fusion])
+            if self.d_out is not None:
+                if "d_out" not in settings:
+                    having = [k for k, c in FUSIONS.items() if "d_out" in options_of(c)]
+                    raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
+                if self.d_out < 2:
+                    raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
+            if "r_conf" in FUSIONS[self.fusion].run_inputs and self.rconf is not None:
+                _check_split(self.rconf, self.d_out or settings.get("d_out"))
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -80,14 +119,21 @@ class FinetuneConfig:
 
     @property
     def prefix(self) -> str:
-        if self.fusion == "none":
-            return f"supervised-{self.modality}"
-        return f"finetune-{self.fusion}-{self.strategy}"
+        return names.classifier_prefix(self.fusion, self.strategy, self.modality)
 
     def stage(self, seed: int) -> str:
-        from amfmedit.explain.masking import masked_stage_name
+        return names.seed_stage(self.prefix, seed, self.mask_features)
 
-        return masked_stage_name(f"{self.prefix}-seed{seed}", self.mask_features)
+
+def _check_split(r_conf: float, d_out: int | None) -> None:
+    """Eq. 6 must leave each modality at least one of D_out's dimensions."""
+    if d_out is None:
+        return
+    try:
+        amf_split(d_out, r_conf)
+    except ValueError:
+        raise UserError(f"--rconf {r_conf}: with D_out {d_out}, eq. 6 leaves a modality no dimension; "
+                        f"use R_conf between {1 / (d_out - 1):.4g} and {d_out - 1:g} or a larger --d-out") from None
 
 
 @dataclass
@@ -100,22 +146,11 @@ class FinetuneResult:
     metric: str = "auc"
 
 
-def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, r_conf: float | None):
-    """A function building a fresh model (pretrained weights reloaded each call)."""
-    from amfmedit.models import (
-        ImageEncoder,
-        ImageTabularClassifier,
-        UnimodalClassifier,
-        build_fusion,
-        build_tabular_encoder,
-        from_checkpoint,
-        model_config,
-    )
-    from amfmedit.stages.pretrain import PretrainConfig, load_pretrained, tabular_kwargs
-
-    if cfg.fusion == "none":
+def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -> tuple[Callable, dict]:
+    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses."""
+    if cfg.fusion == NO_FUSION:
         pcfg = PretrainConfig()
-        if run.is_complete("pretrain"):
+        if run.is_complete(names.PRETRAIN):
             _, pcfg = load_pretrained(run)
         if cfg.tabular_encoder is not None:
             pooling = pcfg.ft_mamba_pooling if cfg.tabular_encoder == pcfg.tabular_encoder else None
@@ -137,34 +172,50 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, r_conf: float |
 
     pretrained, pcfg = load_pretrained(run)
     spec, state = model_config(pretrained), pretrained.state_dict()
+    settings = {"d_out": cfg.d_out} if cfg.d_out is not None else {}
 
     def build_multimodal():
         pm = from_checkpoint({**spec, "state_dict": state})
         img, tab = pm.image_encoder, pm.tabular_encoder
-        kw = dict(d_img=img.d_out, d_tab=tab.d_out, n_classes=schema.n_classes)
-        if cfg.fusion == "amf":
-            kw.update(r_conf=r_conf, d_out=cfg.d_out)
-        return ImageTabularClassifier(img, tab, build_fusion(cfg.fusion, **kw), strategy=cfg.strategy)
+        fusion = build_fusion(cfg.fusion, d_img=img.d_out, d_tab=tab.d_out, n_classes=schema.n_classes,
+                              **inputs, **settings)
+        return ImageTabularClassifier(img, tab, fusion, strategy=cfg.strategy)
 
     return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
 
 
-def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float | None:
-    from amfmedit.stages.rconf import read_rconf
-
-    if cfg.fusion != "amf":
-        return None
+def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float:
+    """R_conf for a fusion that needs it: ``--rconf`` or the run's ``rconf`` stage (on the same masked table)."""
     if cfg.rconf is not None:
         return float(cfg.rconf)
     value = read_rconf(run, cfg.mask_features)
     if value is None:
         masked = " ".join(f"--mask-features {n}" for n in cfg.mask_features)
         raise UserError(
-            f"--fusion amf needs R_conf and run {run.name} has no finished "
+            f"--fusion {cfg.fusion} needs R_conf and run {run.name} has no finished "
             f"{'rconf/' if not masked else 'rconf on the same masked features'} stage; "
             f"run `amfmedit rconf{' ' + masked if masked else ''}` first or pass --rconf VALUE"
         )
     return value
+
+
+#: How a stage fills each run input a fusion may declare (``run_inputs``).
+RUN_INPUTS: dict[str, Callable[[FinetuneConfig, rundir.Run], object]] = {"r_conf": resolve_rconf}
+
+
+def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
+    """The run inputs ``cfg``'s fusion declares, found in the run (or given by the user)."""
+    if cfg.fusion == NO_FUSION:
+        return {}
+    declared = FUSIONS[cfg.fusion].run_inputs
+    unknown = [n for n in declared if n not in RUN_INPUTS]
+    if unknown:
+        raise ValueError(f"fusion {cfg.fusion} declares run inputs no stage provides: {unknown}; "
+                         f"add a resolver to amfmedit.stages.finetune.RUN_INPUTS")
+    inputs = {n: RUN_INPUTS[n](cfg, run) for n in declared}
+    if "r_conf" in inputs:
+        _check_split(inputs["r_conf"], cfg.d_out or options_of(FUSIONS[cfg.fusion]).get("d_out"))
+    return inputs
 
 
 def finetune(
@@ -176,17 +227,15 @@ def finetune(
     they are kept and unfinished ones continue. ``data`` may pass an already loaded
     ``(dataset, DeviceData)`` to share between calls.
     """
-    from amfmedit.explain.masking import mask_record, masked_data, masked_stage_name, resolve_mask
-    from amfmedit.train.inputs import DeviceData
-
     cfg.validate()
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     cfg = replace(cfg, mask_features=tuple(resolve_mask(run, cfg.mask_features, cfg.mask_top_k,
                                                         data_dir=opts.data_dir)), mask_top_k=None)
-    if cfg.fusion != "none":
-        rundir.require_stage(run, "pretrain", f"amfmedit pretrain --data {run.data}")
-    r_conf = resolve_rconf(cfg, run)
+    if cfg.fusion != NO_FUSION:
+        rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
+    inputs = resolve_inputs(cfg, run)
+    r_conf = inputs.get("r_conf")
     if data is None:
         ds = load_dataset(run, opts)
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
@@ -197,7 +246,7 @@ def finetune(
         ds, dd = masked_data(ds, dd, cfg.mask_features)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
-    build, encoders = _model_builder(cfg, run, schema, r_conf)
+    build, encoders = _model_builder(cfg, run, schema, inputs)
     use_image = cfg.modality != "tabular"
     use_tabular = cfg.modality != "image"
 
@@ -210,7 +259,7 @@ def finetune(
                             ("" if state == "finished" else " or --resume to continue it"))
     if rt.is_main:
         run.record_command(cfg.prefix, opts.argv)
-    stage_extra = {"data": run.data, "r_conf": r_conf, **encoders, **({"mask": mask} if mask else {})}
+    stage_extra = {"data": run.data, "r_conf": r_conf, **inputs, **encoders, **({"mask": mask} if mask else {})}
 
     def train(lr: float, seed: int, out_dir: Path, resume: bool) -> Trained:
         if rt.is_main:
@@ -229,7 +278,7 @@ def finetune(
     lr = recipe.lr
     first_dir = run.stage(cfg.stage(first))
     if lr is None:
-        search = run.stage(masked_stage_name(f"{cfg.prefix}-lrsearch", cfg.mask_features))
+        search = run.stage(names.lr_search_stage(cfg.prefix, cfg.mask_features))
         if (first_dir / rundir.MARKER).is_file() and opts.resume:
             lr = float(read_json(first_dir / rundir.CONFIG_FILE)["lr"])
         else:
@@ -243,8 +292,7 @@ def finetune(
                 if first_dir.exists():
                     rundir.remove_tree(first_dir)
                 os.replace(trained.out_dir, first_dir)
-                rundir.mark_complete(search, {"chosen_lr": lr})
-            rt.barrier()
+            finish_stage(run, search, {"chosen_lr": lr}, rt=rt)
             results.append(replace(trained, out_dir=first_dir))
     for seed in cfg.seeds:
         if results and seed == first:
@@ -258,18 +306,9 @@ def finetune(
             continue
         out = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume and path.is_dir(), rt=rt)
         results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
-        if rt.is_main:
-            rundir.mark_complete(out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
-                                       "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run})
-        rt.barrier()
+        finish_stage(run, out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
+                                "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run}, rt=rt)
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
-    from amfmedit.train.metrics import headline_metric
-
-    if rt.is_main:
-        from amfmedit.explain.report import refresh_report
-
-        refresh_report(run.root)
-
     return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task))
 
 
@@ -281,27 +320,23 @@ def finetune_many(
     Every configuration is checked (and AMF's R_conf found) before anything trains.
     ``data`` starts a new run for supervised baselines when the user has no run yet.
     """
-    from amfmedit.train.inputs import DeviceData
-
     if not configs:
         raise UserError("nothing to fine-tune: give --fusion and --strategy")
     for cfg in configs:
         cfg.validate()
     rt = runtime_for(opts)
     if data is not None:
-        if any(c.fusion != "none" for c in configs):
+        if any(c.fusion != NO_FUSION for c in configs):
             raise UserError(f"--data {data}: only supervised baselines (--fusion none) start a run; fusion models "
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
         opts = replace(opts, run=_baseline_run(data, opts, rt))
     run = rundir.open_run(opts.runs_dir, opts.run)
-    from amfmedit.explain.masking import resolve_mask
-
     configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
                        mask_top_k=None) for c in configs]
     for cfg in configs:
-        if cfg.fusion != "none":
-            rundir.require_stage(run, "pretrain", f"amfmedit pretrain --data {run.data}")
-        resolve_rconf(cfg, run)
+        if cfg.fusion != NO_FUSION:
+            rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
+        resolve_inputs(cfg, run)
     opts = replace(opts, run=str(run.root))
     ds = load_dataset(run, opts)
     dd = DeviceData(ds, device=rt.device, residency=opts.images_in,
@@ -310,10 +345,6 @@ def finetune_many(
 
 
 def _baseline_run(data: str, opts: RunOptions, rt) -> str:
-    from amfmedit.data import load_prepared
-    from amfmedit.env import environment
-    from amfmedit.paths import runs_dir
-
     ds = load_prepared(data, opts.data_dir)  # unknown --data: lists what exists
     if opts.run is not None and (runs_dir(opts.runs_dir) / opts.run / rundir.RUN_FILE).is_file():
         run = rundir.open_run(opts.runs_dir, opts.run)
@@ -330,17 +361,3 @@ def _baseline_run(data: str, opts: RunOptions, rt) -> str:
 
 def metric_name(results: list[FinetuneResult]) -> str:
     return results[0].metric if results else "auc"
-
-
-def parse_stage(name: str) -> dict | None:
-    """``finetune-amf-trainable-seed2022`` -> {fusion, strategy, modality, seed}; None otherwise."""
-    m = STAGE_RE.match(name)
-    if not m:
-        return None
-    d = m.groupdict()
-    return {
-        "fusion": d["fusion"] or "none",
-        "strategy": d["strategy"] or "trainable",
-        "modality": d["modality"],
-        "seed": int(d["seed"]),
-    }

@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from amfmedit.data import Schema
+from amfmedit.data.prepared import dataset_path
+from amfmedit.data.readers import read_table_file
+from amfmedit.data.transform import load_image, transform_table
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json
+from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
-from amfmedit.stages.finetune import parse_stage
 from amfmedit.train import rundir
 
 
@@ -42,15 +47,22 @@ class PredictResult:
 
 
 def choose_stage(run: rundir.Run, name: str | None) -> str:
-    """The named classifier stage, or the finished one with the best validation metric."""
-    candidates = [n for n in run.complete_stages() if parse_stage(n) is not None]
+    """The named classifier stage, or the finished multimodal one with the best validation metric.
+
+    Supervised single-modality baselines are chosen only by name (``--stage``), or when the run
+    holds nothing else: a baseline that edges out the fusion models on validation would
+    otherwise score image-tabular patients without their images.
+    """
+    stages = {n: i for n, i in names.classifier_stages(run).items() if i["mask"] is None}
     if name is not None:
-        if name not in candidates:
-            listing = ", ".join(candidates) if candidates else "none"
+        if name not in stages:
+            listing = ", ".join(stages) if stages else "none"
             raise UserError(f"--stage {name}: not a finished classifier of run {run.name} (finished: {listing})")
         return name
-    if not candidates:
+    if not stages:
         raise UserError(f"run {run.name} has no finished classifier; run `amfmedit finetune --fusion amf` first")
+    fused = [n for n, i in stages.items() if i["fusion"] != names.NO_FUSION]
+    candidates = fused or list(stages)
 
     def score(n: str) -> float:
         v = read_json(run.stage(n) / rundir.MARKER).get("best_val")
@@ -60,18 +72,12 @@ def choose_stage(run: rundir.Run, name: str | None) -> str:
 
 
 def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
-    import pandas as pd
-    import torch
-
-    from amfmedit.data import Schema
-    from amfmedit.data.prepared import dataset_path
-    from amfmedit.data.readers import read_table_file
-    from amfmedit.data.transform import load_image, transform_table
+    import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
 
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     stage = choose_stage(run, cfg.stage)
-    info = parse_stage(stage)
+    info = names.parse_stage(stage)
     root = dataset_path(run.data, opts.data_dir or run.data_dir)
     schema = Schema.load(root / "schema.json")
     table = Path(cfg.table)

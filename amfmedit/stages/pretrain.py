@@ -10,11 +10,28 @@ encoders from its ``last.pt`` (the reference fine-tunes from the last epoch's ch
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
+from amfmedit.data import load_prepared
+from amfmedit.env import environment
 from amfmedit.errors import UserError
+from amfmedit.models import (
+    TABULAR_ENCODERS,
+    ContrastiveModel,
+    ImageEncoder,
+    build_tabular_encoder,
+    from_checkpoint,
+    model_config,
+    options_of,
+)
+from amfmedit.models.image import ARCHS
+from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
 from amfmedit.paths import runs_dir
+from amfmedit.stages import names
 from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
@@ -24,14 +41,21 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.train import rundir
 from amfmedit.train.augment import preset
+from amfmedit.train.checkpoint import LAST, load_checkpoint
+from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
+from amfmedit.train.inputs import DeviceData
+from amfmedit.train.optim import OPTIMIZERS
+from amfmedit.train.seeding import STREAM_INIT, seed_everything
+from amfmedit.train.tasks import ContrastiveTask
 
-STAGE = "pretrain"
+STAGE = names.PRETRAIN
 LR_BINARY = 3e-4  # Appendix A.2 / reference config for OL3I
 LR_MULTICLASS = 3e-3  # Appendix A.2 for DVM
-IMAGE_ARCHS = ("resnet50", "resnet18")
+READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (encoders that have a readout choice)
 
 
 @dataclass
@@ -48,7 +72,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
     warmup_epochs: int = 10
-    temperature: float = 0.1
+    temperature: float = ITC_TEMPERATURE
     projection_dim: int = 128
     augment_rate: float = 0.95
     corruption_rate: float = 0.3
@@ -56,11 +80,9 @@ class PretrainConfig:
     seed: int = 2022
 
     def validate(self) -> None:
-        from amfmedit.models import TABULAR_ENCODERS
-
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        check_choice(self.image_arch, IMAGE_ARCHS, "--image-arch")
-        check_choice(self.optimizer, ("adam", "adamw"), "--optimizer")
+        check_choice(self.image_arch, list(ARCHS), "--image-arch")
+        check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
         for name in ("augment_rate", "corruption_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -69,11 +91,22 @@ class PretrainConfig:
             raise UserError(f"--lr {self.lr}: the learning rate must be positive")
         if self.ft_mamba_pooling is not None:
             check_choice(self.ft_mamba_pooling, ("avg", "cls"), "--ft-mamba-pooling")
-            if self.tabular_encoder != "ft_mamba":
-                raise UserError(f"--ft-mamba-pooling {self.ft_mamba_pooling}: only for --tabular-encoder ft_mamba "
-                                f"(not {self.tabular_encoder})")
+            if READOUT_OPTION not in options_of(TABULAR_ENCODERS[self.tabular_encoder]):
+                having = [k for k, c in TABULAR_ENCODERS.items() if READOUT_OPTION in options_of(c)]
+                raise UserError(f"--ft-mamba-pooling {self.ft_mamba_pooling}: only for --tabular-encoder "
+                                f"{' or '.join(having)} (not {self.tabular_encoder})")
         if self.tabular_dim is not None and self.tabular_dim < 1:
             raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"--temperature {self.temperature}: τ of eq. 11 must be a positive finite number")
+        for name in ("epochs", "batch_size", "projection_dim"):
+            v = getattr(self, name)
+            if v < (2 if name == "batch_size" else 1):
+                raise UserError(f"--{name.replace('_', '-')} {v}: must be at least {2 if name == 'batch_size' else 1}")
+        if self.warmup_epochs < 0 or self.probe_every < 0:
+            raise UserError(f"--warmup-epochs {self.warmup_epochs} / --probe-every {self.probe_every}: must be >= 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
 
 
 @dataclass
@@ -86,16 +119,16 @@ class PretrainResult:
 
 
 def tabular_kwargs(cfg: PretrainConfig) -> dict:
-    kw = {} if cfg.tabular_dim is None else {"d_block": cfg.tabular_dim}
+    """The tabular encoder's keyword arguments set by ``cfg`` (its declared width argument, its readout)."""
+    cls = TABULAR_ENCODERS[cfg.tabular_encoder]
+    kw = {} if cfg.tabular_dim is None else {cls.width_argument: cfg.tabular_dim}
     if cfg.ft_mamba_pooling is not None:
-        kw["pooling"] = cfg.ft_mamba_pooling
+        kw[READOUT_OPTION] = cfg.ft_mamba_pooling
     return kw
 
 
 def build_contrastive(schema, cfg: PretrainConfig):
     """ResNet + tabular encoder + projection heads for ``schema``'s features and channels."""
-    from amfmedit.models import ContrastiveModel, ImageEncoder, build_tabular_encoder
-
     image = ImageEncoder(arch=cfg.image_arch, in_channels=schema.image.channels)
     tab = build_tabular_encoder(
         cfg.tabular_encoder, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities, **tabular_kwargs(cfg)
@@ -104,8 +137,6 @@ def build_contrastive(schema, cfg: PretrainConfig):
 
 
 def _open_or_create_run(data: str | None, opts: RunOptions, cfg: PretrainConfig, rt) -> rundir.Run:
-    from amfmedit.env import environment
-
     if opts.resume:
         run = rundir.open_run(opts.runs_dir, opts.run)
         if data is not None and Path(str(data)).name != Path(run.data).name:
@@ -132,12 +163,6 @@ def pretrain(
     data: str | None, cfg: PretrainConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress
 ) -> PretrainResult:
     """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended."""
-    from amfmedit.data import load_prepared
-    from amfmedit.models.losses import itc_loss
-    from amfmedit.train.corruption import TabularCorruptor
-    from amfmedit.train.inputs import DeviceData
-    from amfmedit.train.tasks import ContrastiveTask
-
     cfg.validate()
     rt = runtime_for(opts)
     if opts.resume:  # settings come from the interrupted run; only its data is needed first
@@ -156,20 +181,14 @@ def pretrain(
         write_stage_config(stage_dir, cfg, rt, {"data": run.data})
         run.record_command(STAGE, opts.argv)
 
-    from amfmedit.train.seeding import STREAM_INIT, seed_everything
-
     seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
     model = build_contrastive(schema, cfg)
     dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
     train_rows = dd.rows("train")
-    import torch
-
     idx = torch.as_tensor(train_rows, device=rt.device)
     corruptor = TabularCorruptor(
         x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate
     )
-    from amfmedit.models import model_config
-
     task = ContrastiveTask(
         model=model,
         loss=functools.partial(itc_loss, temperature=cfg.temperature),
@@ -199,22 +218,14 @@ def pretrain(
         task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
         extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
     )
-    if rt.is_main:
-        rundir.mark_complete(stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run})
-        from amfmedit.explain.report import refresh_report
-
-        refresh_report(run.root)
-    rt.barrier()
+    finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run}, rt=rt)
     return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run)
 
 
 def load_pretrained(run: rundir.Run):
     """The pretrained ``ContrastiveModel`` of a run (``pretrain/last.pt``) and its config."""
-    from amfmedit.models import from_checkpoint
-    from amfmedit.train.checkpoint import load_checkpoint
-
     stage = rundir.require_stage(run, STAGE, f"amfmedit pretrain --data {run.data}")
-    ckpt = load_checkpoint(stage / "last.pt", hint=f"run `amfmedit pretrain --run {run.name} --force` to redo it")
+    ckpt = load_checkpoint(stage / LAST, hint=f"run `amfmedit pretrain --run {run.name} --force` to redo it")
     model = from_checkpoint(ckpt["model"])
     cfg_dict = dict(ckpt["config"]["stage"]["pretrain"])
     return model, PretrainConfig(**cfg_dict)

@@ -14,8 +14,13 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
+from amfmedit.data.masking import mask_features, mask_record
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
+from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
+from amfmedit.stages import names
 from amfmedit.stages.classify import Recipe, best_model, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
@@ -24,17 +29,19 @@ from amfmedit.stages.common import (
     check_choice,
     load_dataset,
     no_progress,
+    resolve_mask,
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.pretrain import load_pretrained
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import classification_metrics, headline_metric
 from amfmedit.train.tasks import ClassificationTask
 
-STAGE = "rconf"
-RCONF_FILE = "rconf.json"
-DEFAULT_D_OUT = 2048  # the reference configuration's classify_dim (AMF's D_out)
+RCONF_FILE = names.RCONF_FILE
+SPLITS = ("val", "test")
 
 
 class TestSplitWarning(UserWarning):
@@ -45,14 +52,16 @@ class TestSplitWarning(UserWarning):
 class RconfConfig:
     split: str = "val"
     seed: int = PAPER_SEEDS[0]
-    d_out: int = DEFAULT_D_OUT
+    d_out: int = D_OUT  # AMF's D_out for the reported L_img / L_tab
     recipe: Recipe = field(default_factory=Recipe)
-    # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.explain.masking)
+    # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.data.masking)
     mask_features: tuple[str, ...] = ()
     mask_top_k: int | None = None
 
     def validate(self) -> None:
-        check_choice(self.split, ("val", "test"), "--split")
+        check_choice(self.split, SPLITS, "--split")
+        if self.d_out < 2:
+            raise UserError(f"--d-out {self.d_out}: AMF's D_out must be at least 2")
         self.recipe.validate()
 
 
@@ -65,10 +74,6 @@ class RconfResult:
 
 def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress) -> RconfResult:
     """Train both probes on the run's frozen pretrained encoders and write ``rconf.json``."""
-    from amfmedit.explain.masking import mask_features, mask_record, masked_stage_name, resolve_mask
-    from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
-    from amfmedit.stages.pretrain import load_pretrained
-
     cfg.validate()
     if cfg.split == "test":
         warnings.warn(
@@ -91,11 +96,11 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
-    stage_dir = rundir.begin_stage(run, masked_stage_name(STAGE, masked), force=opts.force, resume=opts.resume,
+    stage_dir = rundir.begin_stage(run, names.rconf_stage(masked), force=opts.force, resume=opts.resume,
                                    rt=rt)
     if rt.is_main:
         write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
-        run.record_command(STAGE, opts.argv)
+        run.record_command(names.RCONF, opts.argv)
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     metric = headline_metric(schema.task)
 
@@ -127,8 +132,6 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         task = ClassificationTask(model=model, loss=None, data=data, use_image=modality == "image", augment=None,
                                   channels_last=rt.channels_last, eval_batch_size=recipe.batch_size, spec={},
                                   n_classes=schema.n_classes)
-        import torch
-
         with torch.no_grad(), rt.autocast():
             _, probs, labels = task.predict(model, cfg.split, rt)
         value = classification_metrics(probs, labels)[metric]
@@ -146,19 +149,13 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     record.update({"r_conf": r, "d_out": cfg.d_out, "L_img": l_img, "L_tab": l_tab})
     if rt.is_main:
         write_json(stage_dir / RCONF_FILE, record)
-        rundir.mark_complete(stage_dir, {"r_conf": r})
-        from amfmedit.explain.report import refresh_report
-
-        refresh_report(run.root)
-    rt.barrier()
+    finish_stage(run, stage_dir, {"r_conf": r}, rt=rt)
     return RconfResult(run.name, stage_dir, record)
 
 
 def read_rconf(run: rundir.Run, mask_features=()) -> float | None:
     """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked), or None."""
-    from amfmedit.explain.masking import masked_stage_name
-
-    stage = masked_stage_name(STAGE, mask_features)
+    stage = names.rconf_stage(mask_features)
     path = run.stage(stage) / RCONF_FILE
     if not run.is_complete(stage) or not path.is_file():
         return None

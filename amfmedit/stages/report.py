@@ -1,105 +1,282 @@
-"""Reports a person opens: the results table in the layout of the paper's Table 2, ROC plots.
+"""``<run>/report.md``: one page a person reads top to bottom.
 
-Drawing is kept apart from computing; matplotlib runs on the Agg backend (no display).
+Data summary, pretraining curves, R_conf, the fine-tuning results table (the Table-2 layout of
+:func:`amfmedit.stages.tables.table2_markdown`, from ``evaluate``), the incomplete-data drops,
+the IG top-10 and the CAM examples. Every figure is a PNG linked by a path relative to the
+run folder. A stage that has not run yet is one line naming the command that produces it.
+
+Written by ``amfmedit report`` and refreshed at the end of every stage
+(:func:`refresh_report`, called by :func:`amfmedit.stages.lifecycle.finish_stage`); drawing the pretraining curves is the only computation here,
+everything else is read from the stage folders.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from pathlib import Path
 
-import numpy as np
+from amfmedit.data.prepared import dataset_path
+from amfmedit.errors import UserError
+from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE
+from amfmedit.explain.plots import training_curves
+from amfmedit.io import read_json, write_text
+from amfmedit.stages import names
+from amfmedit.stages.tables import incomplete_markdown, table2_markdown
+from amfmedit.train import rundir
 
-FUSION_TITLES = {"concat": "Concatenation", "cross_attention": "Cross-attention", "amf": "AMF module"}
-ENCODER_TITLES = {"mlp": "MLP", "resnet": "ResNet", "ft_transformer": "FT-Transformer", "ft_mamba": "FT-Mamba"}
-STRATEGIES = ("frozen", "trainable")
-
-
-def mean_std(values: list[float], scale: float = 100.0) -> str:
-    """``"76.97 ± 0.75"`` (sample standard deviation, as over the paper's five seeds)."""
-    vals = [v * scale for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}"
+REPORT_FILE = "report.md"
+ASSETS = "report_files"  # figures drawn for the report itself (the others live in stage folders)
 
 
-def table2_markdown(groups: list[dict], *, metric: str, oracle: float | None = None) -> str:
-    """Markdown table with rows (fusion method, tabular encoder) and columns frozen / trainable.
-
-    Args:
-        groups: dicts with ``kind`` ('fusion' or 'supervised'), ``fusion``/``modality``,
-            ``encoder``, ``strategy`` and ``values`` (one test metric per seed, in [0, 1]).
-        metric: 'auc' or 'acc' (column title).
-        oracle: the true-risk AUC of a synthetic cohort's test split, shown as its own row.
-    """
-    title = "AUC (%)" if metric == "auc" else "ACC (%)"
-    lines = [
-        f"| Fusion method | Tabular encoder | Frozen {title} | Trainable {title} |",
-        "|---|---|---|---|",
-    ]
-    cells: dict[tuple[str, str], dict[str, str]] = {}
-    order: list[tuple[str, str]] = []
-    for g in groups:
-        if g["kind"] == "fusion":
-            key = (FUSION_TITLES.get(g["fusion"], g["fusion"]), ENCODER_TITLES.get(g["encoder"], g["encoder"]))
-        elif g["modality"] == "image":
-            key = ("Supervised", "— (ResNet-50, image only)")
-        else:
-            key = ("Supervised", f"{ENCODER_TITLES.get(g['encoder'], g['encoder'])} (tabular only)")
-        if key not in cells:
-            cells[key] = {}
-            order.append(key)
-        n = len([v for v in g["values"] if v is not None and math.isfinite(v)])
-        cells[key][g["strategy"]] = f"{mean_std(g['values'])} (n={n})" if n > 1 else mean_std(g["values"])
-    rank = {t: i for i, t in enumerate([*FUSION_TITLES.values(), "Supervised"])}
-    order.sort(key=lambda k: (rank.get(k[0], 99), k[1]))
-    prev = None
-    for fusion, encoder in order:
-        row = cells[(fusion, encoder)]
-        lines.append(
-            f"| {fusion if fusion != prev else ''} | {encoder} | {row.get('frozen', '-')} | {row.get('trainable', '-')} |"
-        )
-        prev = fusion
-    if oracle is not None and math.isfinite(oracle):
-        lines.append(f"| Oracle (true risk) | — | {oracle * 100:.2f} | {oracle * 100:.2f} |")
-    return "\n".join(lines) + "\n"
+def truth_sentence(syn: dict, k: int) -> str:
+    """How an IG ranking meets a synthetic cohort's truth (``summary.json``'s ``synthetic``)."""
+    m = syn["n_informative"]
+    text = (f"{syn[f'informative_in_top{k}']} of the top {k} features are informative "
+            f"({syn[f'informative_in_top{m}']} of the top {m}; the generator uses {m})")
+    if syn.get("proxies"):  # they track the image term; never added to the informative count
+        text += f"; {syn[f'proxies_in_top{k}']} more track the image signal ({', '.join(syn['proxies'])})"
+    return text
 
 
-def stage_markdown(rows: list[dict], keys: list[str]) -> str:
-    """One row per stage folder with its test metrics."""
-    lines = ["| stage | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for r in rows:
-        vals = []
-        for k in keys:
-            v = r.get(k)
-            vals.append("-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else
-                        (f"{v:.4f}" if isinstance(v, float) else str(v)))
-        lines.append(f"| {r['stage']} | " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n"
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str) -> None:
-    """ROC curves ``{label: (fpr, tpr, auc)}`` in one PNG, written atomically."""
-    import matplotlib
+def _img(path: Path, root: Path, alt: str) -> str:
+    return f"![{alt}]({_rel(path, root)})\n" if path.is_file() else ""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from amfmedit.io import atomic_path
+def _todo(text: str) -> str:
+    return f"_Not run yet: {text}._\n\n"
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    for label, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_xlabel("False positive rate")
-    ax.set_ylabel("True positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line being appended right now
+    return out
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------------
+
+
+def _data_section(run: rundir.Run) -> str:
+    out = ["## 1. Data\n\n"]
+    try:
+        root = dataset_path(run.data, run.data_dir)
+    except UserError as exc:
+        return "".join(out) + f"The prepared dataset is not where the run recorded it ({exc}).\n"
+    schema = read_json(root / "schema.json")
+    prov = read_json(root / "provenance.json") if (root / "provenance.json").is_file() else {}
+    n_cont = sum(f["kind"] == "continuous" for f in schema["features"])
+    img = schema["image"]
+    out.append(f"Prepared dataset `{root}`: task {schema['task']} ({len(schema['class_names'])} classes), "
+               f"{len(schema['features'])} tabular features ({n_cont} continuous, {len(schema['features']) - n_cont} "
+               f"categorical), images {img['channels']} × {img['height']} × {img['width']} ({img['modality']}).\n\n")
+    counts = prov.get("counts") or {}
+    if counts:
+        classes = list(next(iter(counts.values()))["classes"])
+        shown = classes if len(classes) <= 6 else classes[:5]
+        out.append("| split | rows | " + " | ".join(f"class {c}" for c in shown) + (" | … |" if len(classes) > 6 else " |")
+                   + "\n")
+        out.append("|---|---:|" + "---:|" * len(shown) + ("---|" if len(classes) > 6 else "") + "\n")
+        for s, rec in counts.items():
+            cells = [str(rec["classes"].get(c, 0)) for c in shown]
+            out.append(f"| {s} | {rec['rows']} | " + " | ".join(cells) + (" | … |" if len(classes) > 6 else " |")
+                       + "\n")
+    syn = prov.get("synthetic")
+    if syn:
+        oracle = syn.get("oracle") or {}
+        parts = [f"{k} {oracle[k]:.3f}" for k in ("train", "val", "test", "tabular_only", "image_only")
+                 if isinstance(oracle.get(k), (int, float))]
+        out.append(f"\nSynthetic cohort ({syn.get('generator')}, seed {syn.get('seed')}): oracle "
+                   f"{oracle.get('metric', 'auc').upper()} from the true risk: {', '.join(parts) or '—'}.")
+        if syn.get("informative_features"):
+            out.append(f" Informative features: {', '.join(f'`{n}`' for n in syn['informative_features'])}.")
+        signal = syn.get("image_signal") or {}
+        if signal.get("region"):
+            out.append(f" Image signal: {signal.get('property')} (region `{signal['region']}`).")
+        out.append("\n")
+    return "".join(out)
+
+
+def _pretrain_section(run: rundir.Run) -> str:
+    out = ["## 2. Contrastive pretraining\n\n"]
+    stage = run.stage(names.PRETRAIN)
+    history = _jsonl(stage / rundir.METRICS_FILE)
+    if not history:
+        return "".join(out) + _todo(f"`amfmedit pretrain --data {run.data}`")
+    cfg = read_json(stage / rundir.CONFIG_FILE).get("config", {}) if (stage / rundir.CONFIG_FILE).is_file() else {}
+    state = "finished" if run.is_complete(names.PRETRAIN) else "unfinished (continue with `amfmedit pretrain --resume`)"
+    best = min((h for h in history if isinstance(h.get("val_loss"), (int, float))), key=lambda h: h["val_loss"],
+               default=None)
+    out.append(f"ResNet ({cfg.get('image_arch', '?')}) + {cfg.get('tabular_encoder', '?')} with the ITC loss; "
+               f"{len(history)} of {cfg.get('epochs', '?')} epochs, {state}.")
+    if best:
+        out.append(f" Lowest validation loss {best['val_loss']:.4f} at epoch {best['epoch']}; "
+                   f"last {history[-1].get('val_loss', float('nan')):.4f}.")
+    out.append("\n\n")
+    png = training_curves(history, run.root / ASSETS / "pretrain_curves.png", f"Pretraining — run {run.name}")
+    if png is not None:
+        out.append(_img(png, run.root, "pretraining curves"))
+    return "".join(out)
+
+
+def _rconf_section(run: rundir.Run) -> str:
+    out = ["## 3. Modality confidence R_conf\n\n"]
+    folders = [p for p in sorted(run.root.glob(names.RCONF + "*")) if (p / rundir.MARKER).is_file() and (p / names.RCONF_FILE).is_file()]
+    if not folders:
+        return "".join(out) + _todo("`amfmedit rconf` (image-only and tabular-only probes on the frozen encoders)")
+    if not run.is_complete(names.RCONF):
+        out.append(_todo("`amfmedit rconf` on the complete table"))
+    out.append("| stage | split | image | tabular | R_conf | L_img / L_tab (D_out) |\n|---|---|---:|---:|---:|---|\n")
+    for p in folders:
+        r = read_json(p / names.RCONF_FILE)
+        metric = r.get("metric", "auc").upper()
+        out.append(f"| {p.name} | {r.get('split')} | {metric} {_fmt(r['image']['metric'])} | "
+                   f"{metric} {_fmt(r['tabular']['metric'])} | {_fmt(r.get('r_conf'))} | "
+                   f"{r.get('L_img')} / {r.get('L_tab')} ({r.get('d_out')}) |\n")
+    return "".join(out)
+
+
+def _finetune_section(run: rundir.Run) -> str:
+    out = ["## 4. Fine-tuning and evaluation\n\n"]
+    stages = names.classifier_stages(run)
+    ev = run.stage(names.EVALUATE)
+    if run.is_complete(names.EVALUATE) and (ev / names.EVAL_METRICS_FILE).is_file():
+        m = read_json(ev / names.EVAL_METRICS_FILE)
+        groups = m.get("groups", [])
+        complete = [g for g in groups if not g.get("mask")]
+        out.append(f"Test metric: {m['metric'].upper()} on the {m['split']} split, mean ± std over seeds (%), "
+                   f"from [`evaluate/{names.RESULTS_FILE}`](evaluate/{names.RESULTS_FILE}).\n\n")
+        out.append(table2_markdown(complete, metric=m["metric"], oracle=m.get("oracle_auc")))
+        masked = incomplete_markdown(groups, metric=m["metric"])
+        if masked:
+            out.append("\n**Incomplete tabular data** (Table 4 layout; drop = complete − masked, points):\n\n")
+            out.append(masked)
+        rocs = sorted((ev / "roc").glob("*.png")) if (ev / "roc").is_dir() else []
+        if rocs:
+            out.append("\nROC curves: " + ", ".join(f"[{p.stem}]({_rel(p, run.root)})" for p in rocs) + "\n")
+        evaluated = {s["stage"] for s in m.get("stages", [])}
+        newer = sorted(set(stages) - evaluated)
+        if newer:
+            out.append(f"\n{len(newer)} stage(s) finished after this evaluation ({', '.join(newer)}); "
+                       "refresh with `amfmedit evaluate`.\n")
+        return "".join(out)
+    if not stages:
+        return "".join(out) + _todo("`amfmedit finetune --fusion amf` (and other fusions / `--fusion none` baselines), "
+                                     "then `amfmedit evaluate`")
+    out.append("| stage | lr | best epoch | best validation |\n|---|---:|---:|---:|\n")
+    for name in stages:
+        rec = read_json(run.stage(name) / rundir.MARKER)
+        lr = rec.get("lr")
+        out.append(f"| {name} | {'—' if lr is None else format(lr, 'g')} | {rec.get('best_epoch', '—')} | "
+                   f"{_fmt(rec.get('best_val'))} |\n")
+    out.append("\n" + _todo("`amfmedit evaluate` (test metrics in the Table-2 layout)"))
+    return "".join(out)
+
+
+def _explain_section(run: rundir.Run) -> str:
+    out = ["## 5. Explanations\n\n"]
+    reports = names.ig_reports(run)
+    if not reports:
+        out.append("### Integrated Gradients\n\n" + _todo("`amfmedit explain --method ig` (tabular feature importance)"))
+    for stage, folder in reports.items():
+        s = read_json(folder / SUMMARY_FILE)
+        k = len(s.get("top", [])) or 10
+        out.append(f"### Integrated Gradients — {stage}\n\n{s['model']}; {s['n_samples']} {s['split']} samples, "
+                   f"{s['steps']} steps, baseline: training-set mean.\n\n")
+        top = (folder / TOP_FILE).read_text(encoding="utf-8")
+        table = [line for line in top.splitlines() if line.startswith("|")]
+        out.append("\n".join(table) + "\n\n")
+        c = s["completeness"]
+        out.append(f"Completeness: mean |Σ attributions − (f(x) − f(baseline))| = {c['mean_abs_delta']:.3g} "
+                   f"(relative to mean |f(x) − f(baseline)|: {c['relative']:.3g}).")
+        syn = s.get("synthetic")
+        if syn:
+            out.append(f" Ground truth: {truth_sentence(syn, k)}.")
+        out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
+        for png, alt in (("importance_distribution.png", "importance over all features (Fig. 4)"),
+                         ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):
+            out.append(_img(folder / png, run.root, alt))
+        out.append("\n")
+    cams = list(names.cam_reports(run).values())
+    if not cams:
+        out.append("### Grad-CAM\n\n" + _todo("`amfmedit explain --method gradcam` (CAM overlays of test cases)"))
+    for folder in cams:
+        s = read_json(folder / SUMMARY_FILE)
+        out.append(f"### Grad-CAM — {s['stage']}\n\n{s['model']}; class {s['target']['name']}, "
+                   f"{len(s['cases']['positive'])} positive and {len(s['cases']['negative'])} negative "
+                   f"{s['split']} cases.\n\n")
+        if "region" in s:
+            out.append(_region_table(s))
+        for png, alt in (("positive.png", "positive cases"), ("negative.png", "negative cases"),
+                         ("compare-positive.png", "positive cases, runs side by side"),
+                         ("compare-negative.png", "negative cases, runs side by side")):
+            out.append(_img(folder / png, run.root, alt))
+        out.append("\n")
+    return "".join(out)
+
+
+def _region_table(s: dict) -> str:
+    region = s["region"]["positive"]["region"]
+    lines = [f"CAM mass inside the generator's signal region `{region}` vs the region's share of the image "
+             "(mean over cases; ratio > 1: the map concentrates on the region):\n\n",
+             "| run | cases | CAM mass in region | region area share | ratio |\n|---|---|---:|---:|---:|\n"]
+    for name, rec in [(s["run"], s)] + [(c["run"], c) for c in s.get("compare", [])]:
+        for part in ("positive", "negative"):
+            r = rec["region"][part]
+            lines.append(f"| {name} | {part} | {_fmt(r['cam_mass_in_region'], 3)} | {_fmt(r['region_area_share'], 3)} | "
+                         f"{_fmt(r['enrichment'], 2)} |\n")
+    return "".join(lines) + "\n"
+
+
+def _commands_section(run: rundir.Run) -> str:
+    cmds = run.info.get("commands", [])
+    if not cmds:
+        return ""
+    lines = ["## Commands\n\n```\n"] + [f"{c.get('argv', '')}\n" for c in cmds] + ["```\n"]
+    return "".join(lines)
+
+
+def build_report(run: rundir.Run) -> str:
+    """The markdown of ``run``'s report (no file written except the pretraining-curve PNG)."""
+    info = run.info
+    head = (f"# Run `{run.name}`\n\nData `{info.get('data')}`, started {str(info.get('created', ''))[:19]}. "
+            "Sections follow the pipeline: data → pretraining → R_conf → fine-tuning → explanations. "
+            "Regenerate with `amfmedit report`.\n\n")
+    sections = [_data_section(run), _pretrain_section(run), _rconf_section(run), _finetune_section(run),
+                _explain_section(run), _commands_section(run)]
+    return head + "\n".join(s for s in sections if s)
+
+
+def write_report(run: rundir.Run) -> Path:
+    """Write ``<run>/report.md`` (atomically) and return its path."""
+    path = run.root / REPORT_FILE
+    write_text(path, build_report(run))
+    return path
+
+
+def refresh_report(run_root: str | Path) -> Path | None:
+    """Rewrite the report at the end of a stage; a failure here never fails the stage (it warns)."""
+    try:
+        return write_report(rundir.Run(Path(run_root)))
+    except Exception as exc:  # noqa: BLE001 - the stage's own results are already safe on disk
+        warnings.warn(f"{Path(run_root) / REPORT_FILE} not refreshed ({type(exc).__name__}: {exc}); "
+                      "run `amfmedit report` to retry", RuntimeWarning, stacklevel=2)
+        return None

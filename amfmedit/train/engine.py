@@ -27,7 +27,7 @@ from amfmedit.train import seeding
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from amfmedit.train.optim import build_optimizer, build_scheduler
 from amfmedit.train.runtime import Runtime
-from amfmedit.train.sampling import EpochSampler, batches
+from amfmedit.train.sampling import EpochSampler, batches, sample_weights
 
 METRICS_FILE = "metrics.jsonl"
 _TIMING_KEYS = ("time_s", "samples_per_s")
@@ -63,7 +63,12 @@ class FitConfig:
 
 
 class Task(Protocol):
-    """What a stage gives the engine."""
+    """What a stage gives the engine.
+
+    Row-indexed tasks (the stages') give ``train_labels`` and take row positions in
+    ``train_step``; a task that brings its own batches (:class:`amfmedit.train.batches.BatchTask`)
+    gives ``epoch_batches(epoch)`` and ``steps_per_epoch()`` instead, and ``train_step`` takes a batch.
+    """
 
     module: nn.Module  # everything the checkpoint holds (frozen parts included)
 
@@ -177,15 +182,19 @@ def fit(
     module = task.module.to(rt.device)
     if rt.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    labels = np.asarray(task.train_labels())
-    sampler = EpochSampler(
-        n=len(labels),
-        seed=cfg.seed,
-        weights=None if cfg.class_weights is None else _class_weights(labels, cfg.class_weights),
-        rank=rt.rank,
-        world_size=rt.world_size,
-    )
-    steps_per_epoch = len(batches(np.arange(sampler.per_rank), cfg.batch_size))
+    own_batches = getattr(task, "epoch_batches", None)
+    if own_batches is None:
+        labels = np.asarray(task.train_labels())
+        sampler = EpochSampler(
+            n=len(labels),
+            seed=cfg.seed,
+            weights=None if cfg.class_weights is None else sample_weights(labels, cfg.class_weights),
+            rank=rt.rank,
+            world_size=rt.world_size,
+        )
+        steps_per_epoch = len(batches(np.arange(sampler.per_rank), cfg.batch_size))
+    else:
+        steps_per_epoch = task.steps_per_epoch()
     optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(
         optimizer,
@@ -238,8 +247,7 @@ def fit(
         # Dropout and any global draw: a function of (seed, epoch, rank) only.
         seeding.seed_everything(cfg.seed, epoch, rt.rank, seeding.STREAM_GLOBAL)
         gen = seeding.generator(cfg.seed, epoch, rt.rank, seeding.STREAM_AUGMENT, device=rt.device)
-        order = sampler.epoch(epoch)
-        steps = batches(order, cfg.batch_size)
+        steps = batches(sampler.epoch(epoch), cfg.batch_size) if own_batches is None else own_batches(epoch)
         module.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
         seen = 0
@@ -326,12 +334,6 @@ def fit(
     if best_metric is None:
         best_metric = math.nan
     return FitResult(float(best_metric), best_epoch, epoch, stopped, history)
-
-
-def _class_weights(labels: np.ndarray, class_weights: list[float]) -> np.ndarray:
-    from amfmedit.train.sampling import sample_weights
-
-    return sample_weights(labels, class_weights)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict:

@@ -141,3 +141,16 @@ class DeviceData:
             x_cat=self.x_cat.index_select(0, idx),
             label=self.labels.index_select(0, idx),
         )
+
+    def with_table(self, dataset) -> "DeviceData":
+        """The same images with ``dataset``'s tabular arrays (e.g. features masked by
+        :func:`amfmedit.data.masking.mask_features`): no second copy of the images is made."""
+        if len(dataset.labels) != len(self.dataset.labels):
+            raise ValueError(f"dataset has {len(dataset.labels)} rows, however these images hold {len(self.dataset.labels)}")
+        other = object.__new__(DeviceData)
+        other.dataset, other.device, other.images = dataset, self.device, self.images
+        other.x_cont = torch.tensor(np.asarray(dataset.x_cont, dtype=np.float32), device=self.device)
+        other.x_cat = torch.tensor(np.asarray(dataset.x_cat, dtype=np.int64), device=self.device)
+        other.labels = self.labels
+        other._split_rows = dict(self._split_rows)
+        return other

@@ -118,7 +118,7 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert str(first["name"]) in res.output
     assert f"{in_top} of the top 10 features are informative" in " ".join(res.output.split())
     # --mask-top-k ranks by this report
-    from amfmedit.explain.masking import resolve_mask, top_features
+    from amfmedit.stages.common import resolve_mask, top_features
     from amfmedit.train import rundir
 
     run = rundir.open_run()
@@ -131,7 +131,7 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
 
 def test_ig_on_the_tabular_branch_of_a_multimodal_model(trained_run):
     from amfmedit.explain.ig import IGConfig
-    from amfmedit.explain.stage import explain_ig
+    from amfmedit.stages.explain import explain_ig
     from amfmedit.stages.common import RunOptions
 
     rep = explain_ig(IGConfig(steps=32, max_samples=6, output="logit"), RunOptions(),

@@ -12,7 +12,7 @@ from explain_cli import QUICK, invoke, ok  # noqa: E402  (tests/explain/explain_
 
 def test_mask_features_replaces_columns_with_training_constants(ol3i64):
     from amfmedit.data import load_prepared
-    from amfmedit.explain.masking import fill_values, mask_features
+    from amfmedit.data.masking import fill_values, mask_features
 
     ds = load_prepared(ol3i64)
     before_cont, before_cat = ds.x_cont.copy(), ds.x_cat.copy()
@@ -39,7 +39,7 @@ def test_mask_features_replaces_columns_with_training_constants(ol3i64):
 def test_unknown_feature_lists_close_matches(ol3i64):
     from amfmedit.data import load_prepared
     from amfmedit.errors import UserError
-    from amfmedit.explain.masking import check_feature_names
+    from amfmedit.data.masking import check_feature_names
 
     schema = load_prepared(ol3i64).schema
     with pytest.raises(UserError, match=r"--mask-features age_at_sacn: no such feature .*did you mean age_at_scan\?"):
@@ -48,7 +48,7 @@ def test_unknown_feature_lists_close_matches(ol3i64):
 
 
 def test_stage_names_carry_the_mask():
-    from amfmedit.explain.masking import mask_tag, masked_stage_name, split_mask_suffix
+    from amfmedit.stages.names import mask_tag, masked_stage_name, split_mask_suffix
 
     assert masked_stage_name("finetune-amf-frozen-seed2022", ["age_at_scan"]) == \
         "finetune-amf-frozen-seed2022-mask-age_at_scan"

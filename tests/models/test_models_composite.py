@@ -21,6 +21,8 @@ from amfmedit.models import (
     to_checkpoint,
 )
 
+from tiny_settings import fusion_kwargs  # noqa: E402  (tests/tiny_settings.py)
+
 CARDS = [3, 2]
 
 
@@ -34,8 +36,7 @@ def classifier(strategy, fusion="concat", tab="resnet"):
     torch.manual_seed(0)
     img = ImageEncoder(arch="resnet18")
     enc = build_tabular_encoder(tab, n_cont_features=6, cat_cardinalities=CARDS, d_block=16)
-    kw = dict(r_conf=0.9, d_out=32) if fusion == "amf" else dict(d_model=32, n_heads=4) if fusion == "cross_attention" else {}
-    fu = build_fusion(fusion, d_img=img.d_out, d_tab=enc.d_out, n_classes=2, **kw)
+    fu = build_fusion(fusion, **fusion_kwargs(fusion, d_img=img.d_out, d_tab=enc.d_out, n_classes=2))
     return ImageTabularClassifier(img, enc, fu, strategy=strategy)
 
 
@@ -49,7 +50,8 @@ def train_steps(model, n=3):
     for step in range(n):
         image, x_cont, x_cat = inputs(seed=step)
         out = model(image, x_cont, x_cat)
-        loss = losses.finetune_loss(losses.ce_loss(out.logits, torch.tensor([0, 1, 0, 1])), out.aux)
+        loss = losses.finetune_loss(losses.ce_loss(out.logits, torch.tensor([0, 1, 0, 1])), out.aux,
+                                    getattr(model, "fusion", None).aux_weights if hasattr(model, "fusion") else {})
         opt.zero_grad()
         loss.backward()
         opt.step()

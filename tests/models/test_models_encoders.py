@@ -17,9 +17,10 @@ from amfmedit.models import (
     losses,
 )
 
+from tiny_settings import TINY_ENCODERS as TINY  # noqa: E402  (tests/tiny_settings.py)
+from tiny_settings import fusion_kwargs as tiny_fusion_kwargs  # noqa: E402
+
 N_CONT, CARDS, N_CLASSES = 5, [3, 4], 3
-TINY = {"mlp": dict(d_block=16), "resnet": dict(d_block=16), "ft_transformer": dict(d_block=16, n_heads=4),
-        "ft_mamba": dict(d_block=16, d_state=4)}
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +36,7 @@ def batch(b=3, seed=0):
 
 
 def fusion_kwargs(name, d_img, d_tab):
-    kw = dict(d_img=d_img, d_tab=d_tab, n_classes=N_CLASSES)
-    if name == "amf":
-        kw.update(r_conf=0.95, d_out=32)
-    if name == "cross_attention":
-        kw.update(d_model=32, n_heads=4)
-    return kw
+    return tiny_fusion_kwargs(name, d_img=d_img, d_tab=d_tab, n_classes=N_CLASSES)
 
 
 @pytest.mark.parametrize("fusion_name", list(FUSIONS))
@@ -53,8 +49,9 @@ def test_every_encoder_with_every_fusion_forward_backward(encoder_name, fusion_n
     image, x_cont, x_cat = batch()
     out = model(image, x_cont, x_cat)
     assert out.logits.shape == (3, N_CLASSES) and torch.isfinite(out.logits).all()
-    assert set(out.aux) == ({"leakage", "density"} if fusion_name == "amf" else set())
-    loss = losses.finetune_loss(losses.ce_loss(out.logits, torch.tensor([0, 1, 2])), out.aux)
+    assert set(out.aux) == set(FUSIONS[fusion_name].aux_weights)  # every auxiliary loss has a weight
+    loss = losses.finetune_loss(losses.ce_loss(out.logits, torch.tensor([0, 1, 2])), out.aux,
+                                FUSIONS[fusion_name].aux_weights)
     model.zero_grad()
     loss.backward()
     for part in (tab, fusion):

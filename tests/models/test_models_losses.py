@@ -110,10 +110,15 @@ def test_eq13_ce_by_hand():
 
 
 def test_eq14_totals():
+    from amfmedit.models import AMFFusion
+
     cls = torch.tensor(0.5)
     aux = {"leakage": torch.tensor(0.1), "density": torch.tensor(0.02)}
-    assert losses.finetune_loss(cls, aux).item() == pytest.approx(0.5 + 5 * 0.1 + 5 * 0.02)
-    assert losses.finetune_loss(cls, aux, lambda_leakage=0, lambda_density=1).item() == pytest.approx(0.52)
-    assert losses.finetune_loss(cls, {}).item() == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="aux may only hold"):
-        losses.finetune_loss(cls, {"kl": torch.tensor(1.0)})
+    assert AMFFusion.aux_weights == {"leakage": 5.0, "density": 5.0}  # Appendix A.3: λ1 = λ2 = 5
+    assert losses.finetune_loss(cls, aux, AMFFusion.aux_weights).item() == pytest.approx(0.5 + 5 * 0.1 + 5 * 0.02)
+    assert losses.finetune_loss(cls, aux, {"leakage": 0, "density": 1}).item() == pytest.approx(0.52)
+    assert losses.finetune_loss(cls, {}, {}).item() == pytest.approx(0.5)
+    # any named auxiliary loss counts with its weight; one without a weight is an error
+    assert losses.finetune_loss(cls, {"kl": torch.tensor(1.0)}, {"kl": 0.5}).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="needs a weight"):
+        losses.finetune_loss(cls, {"kl": torch.tensor(1.0)}, AMFFusion.aux_weights)

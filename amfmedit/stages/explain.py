@@ -8,23 +8,37 @@
                                  cams.npz, summary.json, [compare-positive.png, compare-negative.png], COMPLETE
 ```
 
+Which model is explained: Integrated Gradients explains a tabular model, the supervised
+tabular baseline (``supervised-tabular-seed<N>``, the paper's §4.2.1 setting) when the run has
+one, else the tabular branch of a fine-tuned image-tabular model with each sample's image held
+fixed. Grad-CAM explains an image encoder inside a classifier: the fusion each fusion class
+ranks first for it (``cam_rank``: concatenation, the paper's Fig. 6 setting) with frozen
+encoders first, then other fine-tuned models, then the supervised image baseline.
+``--stage NAME`` picks one explicitly.
+
 Each folder is built aside and renamed into place when complete; a finished one is replaced
 only with ``force``. A model trained on masked features is explained on the same masked data.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
+from amfmedit.data import load_prepared
+from amfmedit.data.masking import mask_features
+from amfmedit.data.synthetic import region_masks
 from amfmedit.env import package_version
-from amfmedit.errors import UserError
+from amfmedit.errors import UserError, close_matches
 from amfmedit.explain import plots
-from amfmedit.explain.gradcam import grad_cams, overlay, region_summary, select_cases
+from amfmedit.explain.gradcam import grad_cams, images_of, overlay, region_summary, select_cases
 from amfmedit.explain.ig import (
     IMPORTANCE_FILE,
     SUMMARY_FILE,
@@ -38,29 +52,129 @@ from amfmedit.explain.ig import (
     tabular_baseline,
     top_markdown,
 )
-from amfmedit.explain.masking import mask_features
-from amfmedit.explain.report import truth_sentence
-from amfmedit.explain.targets import Explained, TabularScore, choose_stage, frozen_parameters, load_explained
-from amfmedit.io import atomic_path, staging_dir, write_json, write_text
+from amfmedit.explain.targets import TabularScore, frozen_parameters
+from amfmedit.io import atomic_path, write_json, write_text
+from amfmedit.models import FUSIONS
+from amfmedit.stages import names
+from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
+from amfmedit.stages.lifecycle import staged
+from amfmedit.stages.report import truth_sentence
+from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
-EXPLAIN_DIR = "explain"
 METHODS = ("ig", "gradcam")
+
+
+# ----------------------------------------------------------------------------------------------
+# Which model is explained
+# ----------------------------------------------------------------------------------------------
+
+
+def _uses(info: dict, purpose: str) -> bool:
+    if purpose == "ig":
+        return info["modality"] != "image"
+    return info["modality"] != "tabular"
+
+
+def _preference(info: dict, purpose: str) -> tuple:
+    if purpose == "ig":
+        rank = (0 if info["modality"] == "tabular" else (1 if info["strategy"] == "trainable" else 2),)
+    elif info["fusion"] == names.NO_FUSION:  # the supervised image model comes last
+        rank = (math.inf,)
+    else:  # each fusion's declared Grad-CAM preference (Fig. 6: concatenation), frozen encoders first
+        rank = (getattr(FUSIONS.get(info["fusion"]), "cam_rank", math.inf), info["strategy"] != "frozen")
+    return (*rank, info["seed"])
+
+
+def choose_stage(run: rundir.Run, purpose: str, stage: str | None = None) -> str:
+    """The stage to explain: ``stage`` when given (checked), else the preferred finished one."""
+    stages = names.classifier_stages(run)
+    what = "a tabular input" if purpose == "ig" else "an image input"
+    if stage is not None:
+        if stage not in stages:
+            finished = list(stages)
+            hint = close_matches(stage, finished)
+            listing = ", ".join(finished) if finished else "none"
+            raise UserError(f"--stage {stage}: not a finished classifier of run {run.name} (finished: {listing})"
+                            + (f"; did you mean {hint}?" if hint else ""))
+        if not _uses(stages[stage], purpose):
+            raise UserError(f"--stage {stage}: this model has no {what.split(' ', 1)[1]} to explain with "
+                            f"{'Integrated Gradients' if purpose == 'ig' else 'Grad-CAM'}; pick a stage with {what}")
+        return stage
+    usable = {n: i for n, i in stages.items() if _uses(i, purpose) and i["mask"] is None}
+    if not usable:
+        make = ("`amfmedit finetune --fusion none --modality tabular` (the paper's supervised tabular model) "
+                "or `amfmedit finetune --fusion amf`" if purpose == "ig"
+                else "`amfmedit finetune --fusion concat --strategy frozen` (the paper's Fig. 6 setting)")
+        raise UserError(f"run {run.name} has no trained model with {what} to explain; run {make} first")
+    return min(usable, key=lambda n: (_preference(usable[n], purpose), n))
+
+
+@dataclass
+class Explained:
+    """A trained classifier loaded for explanation."""
+
+    run: rundir.Run
+    stage: str
+    model: nn.Module  # UnimodalClassifier or ImageTabularClassifier, eval mode
+    info: dict  # fusion, strategy, modality, seed, mask tag
+    mask: list[str]  # features this model was trained with masked
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run.stage(self.stage)
+
+    @property
+    def tabular_encoder(self) -> nn.Module:
+        return self.model.encoder if self.info["modality"] == "tabular" else self.model.tabular_encoder
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self.model.encoder if self.info["modality"] == "image" else self.model.image_encoder
+
+    def describe(self, purpose: str) -> str:
+        """One line naming the model, e.g. for the terminal and the report."""
+        cfg = self.model.config
+        if self.info["modality"] == "tabular":
+            enc = encoder_title(cfg["encoder"]["kind"])
+            text = f"supervised {enc} tabular model"
+        elif self.info["modality"] == "image":
+            text = "supervised image model (ResNet)"
+        else:
+            enc = encoder_title(cfg["tabular_encoder"]["kind"])
+            fusion = fusion_title(self.info["fusion"])
+            part = f"the {enc} tabular branch of" if purpose == "ig" else "the image encoder of"
+            text = f"{part} the fine-tuned {fusion} model ({self.info['strategy']})"
+            if purpose == "ig":
+                text += ", each sample's image held fixed"
+            else:
+                text += ", each sample's tabular row held fixed"
+        masked = f"; trained with {', '.join(self.mask)} masked" if self.mask else ""
+        return f"{text} [{self.stage}/best.pt{masked}]"
+
+
+def load_explained(run: rundir.Run, stage: str, device: torch.device | str = "cpu") -> Explained:
+    """Load ``stage``'s best-validation model (``best.pt``) in eval mode on ``device``."""
+    info = names.classifier_stages(run).get(stage)
+    if info is None:
+        raise UserError(f"--stage {stage}: not a finished classifier of run {run.name}")
+    model, _ = best_model(run.stage(stage))
+    model = model.to(device).eval()
+    return Explained(run, stage, model, info, names.stage_mask(run.stage(stage)))
+
+
 
 
 def check_method(method: str) -> str:
     if method not in METHODS:
-        from amfmedit.errors import close_matches
-
         hint = close_matches(method, METHODS)
         raise UserError(f"--method {method}: unknown explanation method; use ig (Integrated Gradients) or gradcam"
                         + (f" (did you mean {hint}?)" if hint else ""))
     return method
 
 
-def _output_dir(run: rundir.Run, folder: str, force: bool) -> Path:
-    final = run.root / EXPLAIN_DIR / folder
+def _output_dir(final: Path, force: bool) -> Path:
     if final.exists() and not force:
         raise UserError(f"{final} exists; pass --force to compute it again")
     return final
@@ -101,7 +215,7 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     name = choose_stage(run, "ig", stage)
-    final = _output_dir(run, f"ig-{name}", opts.force)
+    final = _output_dir(names.ig_folder(run, name), opts.force)
     ex = load_explained(run, name, rt.device)
     ds = _dataset_for(ex, opts)
     schema = ds.schema
@@ -122,12 +236,10 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     scorer = TabularScore(ex.model, modality=modality, output=cfg.output).to(dev).eval()
     baseline = tabular_baseline(scorer.encoder, torch.from_numpy(ds.x_cont[train]).to(dev),
                                 torch.from_numpy(ds.x_cat[train]).to(dev))
-    images = None
-    if modality is None:
-        from amfmedit.explain.gradcam import images_of
+    def image_rows(pos: np.ndarray) -> torch.Tensor:
+        return images_of(ds, rows[pos], dev)
 
-        def images(pos: np.ndarray) -> torch.Tensor:
-            return images_of(ds, rows[pos], dev)
+    images = image_rows if modality is None else None
 
     t0 = time.perf_counter()
     with frozen_parameters(ex.model):
@@ -180,7 +292,8 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     summary["group_shares"] = shares
 
     title = f"IG: {ex.describe('ig').split(' [')[0]} ({len(rows)} {cfg.split} samples)"
-    with staging_dir(final, force=opts.force) as tmp:
+    with staged(run, final, force=opts.force) as stage_out:
+        tmp = stage_out.folder
         with atomic_path(tmp / IMPORTANCE_FILE) as p:
             table.to_csv(p, index=False)
         write_text(tmp / TOP_FILE, _top_page(summary, md_top, cfg.top_k))
@@ -188,8 +301,8 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         plots.importance_distribution(table, schema.feature_names, tmp / "importance_distribution.png", title)
         plots.top_features(table, cfg.top_k, tmp / "top_features.png", f"Top {cfg.top_k} features — {name}")
         plots.group_breakdown(shares, tmp / "groups.png", f"Importance by category — {name}", truth_shares)
-        rundir.mark_complete(tmp, {"stage": name, "n_samples": int(len(rows))})
-    run.record_command(f"explain ig-{name}", opts.argv)
+        stage_out.summary = {"stage": name, "n_samples": int(len(rows))}
+        run.record_command(f"explain {final.name}", opts.argv)
     return IGReport(run.name, name, final, ex.describe("ig"), table, summary, md_top)
 
 
@@ -251,8 +364,6 @@ def _region_masks(ds, rows: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     signal = truth.get("image_signal") or {}
     if truth.get("generator") != "synthetic-ol3i" or not signal.get("region"):
         return None, None
-    from amfmedit.data.synthetic import region_masks
-
     return region_masks(ds, rows, signal["region"]), signal["region"]
 
 
@@ -276,7 +387,7 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     name = choose_stage(run, "gradcam", stage)
-    final = _output_dir(run, f"gradcam-{name}", opts.force)
+    final = _output_dir(names.cam_folder(run, name), opts.force)
     others = [_compare_targets(s, opts) for s in cfg.compare]  # bad names fail before any work
     ex = load_explained(run, name, rt.device)
     ds = _dataset_for(ex, opts)
@@ -314,7 +425,8 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
                                   f"{other.name}\n{other_stage}"))
             summary["compare"].append(o_summary)
 
-    with staging_dir(final, force=opts.force) as tmp:
+    with staged(run, final, force=opts.force) as stage_out:
+        tmp = stage_out.folder
         for label, part in (("positive", slice(0, n)), ("negative", slice(n, 2 * n))):
             plots.cam_grid(overlays[part], titles(part), tmp / f"{label}.png",
                            f"Grad-CAM toward class {cls}: {label} {cfg.split} cases — {name}",
@@ -331,15 +443,13 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
                 np.savez_compressed(fh, ids=ds.ids[rows].astype(str), labels=ds.labels[rows], cams=cams.astype(np.float16),
                                     probs=probs)
         write_json(tmp / SUMMARY_FILE, summary)
-        rundir.mark_complete(tmp, {"stage": name, "cases": int(len(rows))})
-    run.record_command(f"explain gradcam-{name}", opts.argv)
+        stage_out.summary = {"stage": name, "cases": int(len(rows))}
+        run.record_command(f"explain {final.name}", opts.argv)
     return CamReport(run.name, name, final, ex.describe("gradcam"), summary)
 
 
 def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, region, n):
     """CAMs of another run's model for the same patients (matched by id)."""
-    from amfmedit.data import load_prepared
-
     ex = load_explained(other, stage, device)
     ods = load_prepared(other.data, other.data_dir if opts.data_dir is None else opts.data_dir)
     if ex.mask:
@@ -362,6 +472,4 @@ def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, reg
 
 
 def _safe(text) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))[:80]

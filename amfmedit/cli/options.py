@@ -1,0 +1,170 @@
+"""Options defined once: config-backed options that default to "not given", and the run options.
+
+A default lives in one place, the typed config (``PretrainConfig``, ``Recipe``, ...). A CLI
+option that sets a config field is declared with :func:`field_option`: its Python default is
+``None`` ("not given", so only what the user typed overrides the config) and ``--help`` shows
+the config's default, read from the dataclass itself. :func:`given` then applies the typed
+values to the config.
+
+The run options (``--run --runs-dir --data-dir --device --compile --images-in --resume --force
+--quiet``) are defined once in :data:`RUN_OPTIONS`; :func:`run_options` adds the ones a command
+takes to its signature and hands the command one :class:`~amfmedit.stages.common.RunOptions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from amfmedit.stages.common import RunOptions
+
+FIELD_ATTR = "amfmedit_field"  # set on an OptionInfo: (config class, field name) it overrides
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(_show(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name`` of ``cls`` (factories called)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise ValueError(f"{cls.__name__}.{name} has no default")
+    raise ValueError(f"{cls.__name__} has no field {name!r}")
+
+
+def shown_default(cls: type, name: str, *, convert: Callable | None = None) -> str:
+    """What ``--help`` shows for a field's default (``convert`` maps it to the option's form)."""
+    value = default_of(cls, name)
+    return _show(convert(value) if convert else value)
+
+
+def field_option(cls: type, name: str, typ: type, *flags: str, help: str, shown: str | None = None,
+                 convert: Callable | None = None, **kw):
+    """``Annotated[Optional[typ], typer.Option(...)]`` for config field ``cls.name``.
+
+    The option defaults to None (not given); ``--help`` shows the field's default, or ``shown``
+    where the default is resolved later (e.g. "the paper's choice for the task").
+    """
+    text = shown if shown is not None else shown_default(cls, name, convert=convert)
+    info = typer.Option(*flags, help=_with_default(help, text), show_default=False, **kw)
+    setattr(info, FIELD_ATTR, (cls, name, text))
+    return Annotated[Optional[typ], info]
+
+
+def _with_default(help: str, shown: str) -> str:
+    # Written into the help text: Typer would print a string default in parentheses.
+    return f"{help} \\[default: {shown}]"
+
+
+def help_default(text: str) -> str:
+    """The default an option's help shows (the inverse of :func:`_with_default`), None if it shows none."""
+    mark = "\\[default: "
+    return text[text.rindex(mark) + len(mark):-1] if mark in text else None
+
+
+def derived_option(typ: type, *flags: str, help: str, shown: str, source: tuple, **kw):
+    """An option whose default is resolved from other homes (a registry, a task-dependent constant).
+
+    ``shown`` must be computed from those homes, never written as a literal; ``source``
+    names them for the test that checks every shown default: ``(object, attribute path)``.
+    """
+    info = typer.Option(*flags, help=_with_default(help, shown), show_default=False, **kw)
+    setattr(info, FIELD_ATTR, (source, None, shown))
+    return Annotated[Optional[typ], info]
+
+
+def given(config, **values):
+    """``config`` with the fields the user typed (values that are not None) replaced."""
+    typed = {k: v for k, v in values.items() if v is not None}
+    return dataclasses.replace(config, **typed) if typed else config
+
+
+# ----------------------------------------------------------------------------------------------
+# run options
+# ----------------------------------------------------------------------------------------------
+
+
+def _opt(name: str, typ: type, *flags: str, help: str, shown: str | None = None):
+    return field_option(RunOptions, name, typ, *flags, help=help, shown=shown), None
+
+
+def _flag(*flags: str, help: str):
+    # metavar "": a flag takes no value, so --help shows none (Typer would print <bool>)
+    return Annotated[bool, typer.Option(*flags, help=help, metavar="")], False
+
+
+#: name -> (annotation, Python default) of every run option.
+RUN_OPTION_SPECS: dict[str, tuple[Any, Any]] = {
+    "run": _opt("run", str, "--run", help="Run name or path.", shown="the most recent run"),
+    "runs_dir": _opt("runs_dir", Path, "--runs-dir", help="Folder of runs.", shown="$AMFMEDIT_RUNS, else ./runs"),
+    "data_dir": _opt("data_dir", Path, "--data-dir", help="Folder of prepared datasets.",
+                     shown="$AMFMEDIT_DATA, else ./data"),
+    "device": _opt("device", str, "--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
+    "compile": _flag("--compile", help="torch.compile the model (faster on GPUs after a warm-up)."),
+    "images_in": _opt("images_in", str, "--images-in",
+                      help="Where images live while training: auto, device, host or stream (from disk)."),
+    "resume": _flag("--resume", help="Continue an interrupted stage exactly where its last epoch ended."),
+    "force": _flag("--force", help="Replace a finished result instead of refusing."),
+    "quiet": _flag("--quiet", "-q", help="No progress bar."),
+}
+RUN_OPTIONS = tuple(RUN_OPTION_SPECS)
+# The same definitions for commands that take a few of them without a run (prepare, bench).
+DataDir = RUN_OPTION_SPECS["data_dir"][0]
+Device = RUN_OPTION_SPECS["device"][0]
+Force = RUN_OPTION_SPECS["force"][0]
+Quiet = RUN_OPTION_SPECS["quiet"][0]
+
+
+def run_options(*names: str) -> Callable:
+    """Add the run options ``names`` to a command; it receives ``opts`` (RunOptions) and, if asked, ``quiet``.
+
+    The command's own signature must not list them. The command line recorded in ``run.json``
+    is the process's ``sys.argv``.
+    """
+    unknown = set(names) - set(RUN_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown run options {sorted(unknown)}; known: {RUN_OPTIONS}")
+
+    def deco(fn: Callable) -> Callable:
+        specs = RUN_OPTION_SPECS
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name not in ("opts", "quiet")]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=specs[n][0], default=specs[n][1])
+                 for n in RUN_OPTIONS if n in names]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        wants_quiet = "quiet" in sig.parameters
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            values = {n: kwargs.pop(n) for n in names if n in kwargs}
+            quiet = values.pop("quiet", False)
+            opts = RunOptions(**given_kwargs(values))
+            if wants_quiet:
+                kwargs["quiet"] = quiet
+            return fn(opts=opts, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # typer must see the new signature, not fn's
+        return wrapper
+
+    return deco
+
+
+def given_kwargs(values: dict) -> dict:
+    """The run options the user typed (None: not given, the RunOptions default applies)."""
+    return {k: v for k, v in values.items() if v is not None}

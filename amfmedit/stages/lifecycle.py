@@ -1,0 +1,54 @@
+"""How every stage ends: its ``COMPLETE`` marker, then the run report refreshed.
+
+Two forms, one ending (:func:`_finish`), so that a notebook user who calls a stage function
+gets the same ``report.md`` as the CLI:
+
+- :func:`finish_stage` for stages trained in place (pretrain, rconf, finetune seeds);
+- :func:`staged` for stages built aside and renamed into place (evaluate, explain).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from amfmedit.io import staging_dir
+from amfmedit.stages.report import refresh_report
+from amfmedit.train import rundir
+
+
+def _finish(run: rundir.Run) -> None:
+    refresh_report(run.root)
+
+
+def finish_stage(run: rundir.Run, folder: str | Path, summary: dict | None = None, *, rt=None) -> None:
+    """Mark ``folder`` complete (on rank 0) and refresh ``<run>/report.md``; all ranks wait for it."""
+    if rt is None or rt.is_main:
+        rundir.mark_complete(folder, summary)
+        _finish(run)
+    if rt is not None:
+        rt.barrier()
+
+
+@dataclass
+class StagedFolder:
+    """The temporary folder of a stage being built; set ``summary`` for its ``COMPLETE`` marker."""
+
+    folder: Path
+    summary: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def staged(run: rundir.Run, final: str | Path, *, force: bool = False) -> Iterator[StagedFolder]:
+    """Build a stage aside, then mark it complete, rename it into place and refresh the report.
+
+    Nothing appears at ``final`` unless the block finishes; a finished folder there is replaced
+    only with ``force`` (:func:`amfmedit.io.staging_dir`).
+    """
+    with staging_dir(final, force=force) as tmp:
+        stage = StagedFolder(Path(tmp))
+        yield stage
+        rundir.mark_complete(stage.folder, stage.summary)
+    _finish(run)

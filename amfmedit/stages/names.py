@@ -1,0 +1,172 @@
+"""Every stage-folder name of a run, built and parsed in one place.
+
+```
+pretrain/                                  PRETRAIN
+rconf[-<mask>]/                            RCONF (probes on a masked table carry the mask tag)
+finetune-<fusion>-<strategy>-seed<N>[-<mask>]/
+finetune-<fusion>-<strategy>-lrsearch[-<mask>]/    the learning-rate search of the first seed
+supervised-<modality>-seed<N>[-<mask>]/    baselines (``--fusion none``)
+evaluate/                                  EVALUATE
+explain/ig-<stage>/, explain/gradcam-<stage>/
+```
+
+The mask tag (incomplete tabular data, §4.2.4) is ``mask-<names joined by +>`` or
+``mask<K>-<sha1 prefix>`` for long lists. Fusion names and strategies come from the model
+registries, so a newly registered fusion gets its folders without a change here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Sequence
+
+from amfmedit.io import read_json
+from amfmedit.models import FUSIONS, STRATEGIES
+from amfmedit.train import rundir
+
+PRETRAIN = "pretrain"
+RCONF = "rconf"
+EVALUATE = "evaluate"
+EXPLAIN = "explain"
+NO_FUSION = "none"  # ``--fusion none``: a supervised single-modality baseline
+MODALITIES = ("image", "tabular")
+MASK_KEY = "mask"  # config.json key holding {"features": [...], "fill": {...}, "rule": ...}
+IG_PREFIX, CAM_PREFIX = "ig-", "gradcam-"
+# files that one stage writes and others read
+RCONF_FILE = "rconf.json"  # rconf/: both probes' metrics, R_conf, L_img / L_tab
+EVAL_METRICS_FILE = "metrics.json"  # evaluate/: every stage's and group's test metrics
+RESULTS_FILE = "results.md"  # evaluate/: the tables a person reads
+
+_MASK_SUFFIX = re.compile(r"-(mask(?:-[A-Za-z0-9_.+]+|\d+-[0-9a-f]{8}))$")
+_SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
+_MAX_READABLE = 40  # longer tags are replaced by a count and a hash
+
+
+# ----------------------------------------------------------------------------------------------
+# masks
+# ----------------------------------------------------------------------------------------------
+
+
+def mask_tag(names: Sequence[str]) -> str:
+    """Stage-name suffix for a masked feature set: ``mask-age_at_scan`` or ``mask12-<hash>``."""
+    names = list(names)
+    readable = "mask-" + "+".join(names)
+    if all(_SAFE.match(n) for n in names) and len(readable) <= _MAX_READABLE:
+        return readable
+    digest = hashlib.sha1("\n".join(sorted(names)).encode()).hexdigest()[:8]
+    return f"mask{len(names)}-{digest}"
+
+
+def masked_stage_name(stage: str, names: Sequence[str] | None) -> str:
+    """``stage`` with the mask suffix of ``names`` (unchanged when nothing is masked)."""
+    return f"{stage}-{mask_tag(names)}" if names else stage
+
+
+def split_mask_suffix(stage: str) -> tuple[str, str | None]:
+    """``finetune-amf-frozen-seed2022-mask-age`` -> (``finetune-amf-frozen-seed2022``, ``mask-age``)."""
+    m = _MASK_SUFFIX.search(stage)
+    if not m:
+        return stage, None
+    return stage[: m.start()], m.group(1)
+
+
+def stage_mask(stage_dir: str | Path) -> list[str]:
+    """The feature names a stage was trained with masked (its config.json), [] for complete data."""
+    path = Path(stage_dir) / rundir.CONFIG_FILE
+    if not path.is_file():
+        return []
+    rec = read_json(path).get(MASK_KEY) or {}
+    return list(rec.get("features") or [])
+
+
+# ----------------------------------------------------------------------------------------------
+# classifiers
+# ----------------------------------------------------------------------------------------------
+
+
+def classifier_prefix(fusion: str, strategy: str, modality: str | None = None) -> str:
+    """``finetune-<fusion>-<strategy>``, or ``supervised-<modality>`` for ``fusion == NO_FUSION``."""
+    return f"supervised-{modality}" if fusion == NO_FUSION else f"finetune-{fusion}-{strategy}"
+
+
+def seed_stage(prefix: str, seed: int, mask: Sequence[str] = ()) -> str:
+    return masked_stage_name(f"{prefix}-seed{seed}", mask)
+
+
+def lr_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
+    return masked_stage_name(f"{prefix}-lrsearch", mask)
+
+
+def rconf_stage(mask: Sequence[str] = ()) -> str:
+    return masked_stage_name(RCONF, mask)
+
+
+def _stage_re() -> re.Pattern:
+    fusions = "|".join(sorted(map(re.escape, FUSIONS), key=len, reverse=True))
+    strategies = "|".join(map(re.escape, STRATEGIES))
+    modalities = "|".join(MODALITIES)
+    return re.compile(rf"^(?:finetune-(?P<fusion>{fusions})-(?P<strategy>{strategies})"
+                      rf"|supervised-(?P<modality>{modalities}))-seed(?P<seed>\d+)$")
+
+
+def parse_stage(name: str) -> dict | None:
+    """``finetune-amf-trainable-seed2022[-mask-age]`` -> {fusion, strategy, modality, seed, mask}; None otherwise.
+
+    ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable" for a supervised baseline;
+    ``mask`` is the mask tag or None.
+    """
+    base, tag = split_mask_suffix(name)
+    m = _stage_re().match(base)
+    if not m:
+        return None
+    d = m.groupdict()
+    return {"fusion": d["fusion"] or NO_FUSION, "strategy": d["strategy"] or "trainable",
+            "modality": d["modality"], "seed": int(d["seed"]), "mask": tag}
+
+
+def classifier_stages(run: rundir.Run) -> dict[str, dict]:
+    """Finished classifier stages of ``run`` (masked ones included) -> :func:`parse_stage` record."""
+    out = {}
+    for name in run.complete_stages():
+        info = parse_stage(name)
+        if info is not None:
+            out[name] = info
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# explanations
+# ----------------------------------------------------------------------------------------------
+
+
+def explain_dir(run: rundir.Run) -> Path:
+    return run.root / EXPLAIN
+
+
+def ig_folder(run: rundir.Run, stage: str) -> Path:
+    return explain_dir(run) / f"{IG_PREFIX}{stage}"
+
+
+def cam_folder(run: rundir.Run, stage: str) -> Path:
+    return explain_dir(run) / f"{CAM_PREFIX}{stage}"
+
+
+def _finished(run: rundir.Run, prefix: str) -> dict[str, Path]:
+    root = explain_dir(run)
+    if not root.is_dir():
+        return {}
+    found = [(p.stat().st_mtime, p.name[len(prefix):], p) for p in root.iterdir()
+             if p.is_dir() and p.name.startswith(prefix) and (p / rundir.MARKER).is_file()]
+    return {stage: p for _, stage, p in sorted(found)}
+
+
+def ig_reports(run: rundir.Run) -> dict[str, Path]:
+    """Finished IG reports of a run: explained stage -> ``explain/ig-<stage>/`` (oldest first)."""
+    return _finished(run, IG_PREFIX)
+
+
+def cam_reports(run: rundir.Run) -> dict[str, Path]:
+    """Finished Grad-CAM reports: explained stage -> ``explain/gradcam-<stage>/`` (oldest first)."""
+    return _finished(run, CAM_PREFIX)
