@@ -11,11 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
-# A qualitative palette (matplotlib's tab10 and the light half of tab20): a group's colour is
-# chosen by a stable hash of its name, so the same group has the same colour in every chart.
-_GROUP_COLOURS = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F",
-                  "#BCBD22", "#17BECF", "#AEC7E8", "#FFBB78", "#98DF8A", "#FF9896", "#C5B0D5", "#C49C94",
-                  "#F7B6D2", "#C7C7C7", "#DBDB8D", "#9EDAE5"]
+# A qualitative palette (matplotlib's tab10 and the light half of tab20, without the greys and
+# the light blue that would read as Fig. 5a's low-importance colour): a group's colour is chosen
+# by a stable hash of its name, so the same group has the same colour in every chart.
+_GROUP_COLOURS = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#BCBD22",
+                  "#17BECF", "#FFBB78", "#98DF8A", "#FF9896", "#C5B0D5", "#C49C94", "#F7B6D2", "#DBDB8D",
+                  "#9EDAE5"]
 LOW_COLOUR = "#BFD7EA"  # Fig. 5a's light blue for low-importance features
 TRUTH_COLOURS = {"high & informative": "#C44E52", "high & not informative": "#4C72B0"}
 CAM_CMAP = "jet"  # the colour map of pytorch-grad-cam's overlays
