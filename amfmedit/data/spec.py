@@ -2,7 +2,9 @@
 
 A spec names the reader (``ol3i``, ``dvm`` or ``table``), where the raw files are, the id /
 label / split columns, which columns are features and which of them are categorical, the
-image source and modality (CT window in HU, RGB, grayscale), the target image size, the
+image source and modality (CT window in HU, RGB, grayscale; in CT cohorts whether 8-bit
+PNG/JPG are already-windowed slices, ``image.png``, and an optional common pixel spacing,
+``image.spacing_mm`` / ``image.field_mm``: see :class:`ImageSpec`), the target image size, the
 split fractions used when the source has no split column, and feature groups and
 descriptions for reports. ``--data NAME`` resolves to ``data_specs/NAME.toml`` (first in
 ``./data_specs``, then in the source checkout) or to a path ending in ``.toml``.
@@ -57,7 +59,17 @@ class TableSpec:
 
 @dataclass
 class ImageSpec:
-    """The image source and how images are windowed, resized and stored."""
+    """The image source and how images are windowed, resized and stored.
+
+    Mixed sources in one CT cohort: DICOM (HU through RescaleSlope/RescaleIntercept) and
+    ``.npy`` (HU) are windowed with ``window``; ``png = "windowed"`` also accepts 8-bit PNG/JPG
+    as intensities already windowed to that window (an export by the same window is assumed and
+    cannot be checked); without it a PNG in a CT cohort is an error naming the key.
+    ``spacing_mm``: DICOM slices are resampled from their PixelSpacing to this many mm per
+    pixel, then centre-cropped or padded (with air, -1024 HU) to ``field_mm`` ([height, width] in mm;
+    default 512 pixels of ``spacing_mm`` a side), then resized to ``size``, so the same anatomy
+    spans the same pixels across scanners; files without a spacing (``.npy``, PNG) are only resized.
+    """
 
     source: Literal["hdf5", "column", "dvm"]
     modality: Literal["ct", "rgb", "gray"]
@@ -69,6 +81,11 @@ class ImageSpec:
     channels: int | None = None  # default: 1 for ct/gray, 3 for rgb (rgb with 1 -> grayscale)
     raw_size: list[int] = field(default_factory=list)  # expected raw [height, width]; empty = any
     missing: Literal["error", "drop"] = "error"  # a table row whose image file is absent
+    # ct: "windowed" accepts 8-bit PNG/JPG as slices already windowed to `window` (0 = low, 255 =
+    # high) beside DICOM / .npy in HU; "error" (default) refuses them, as they hold no HU
+    png: Literal["error", "windowed"] = "error"
+    spacing_mm: float | None = None  # ct: resample DICOM slices (PixelSpacing) to this spacing first
+    field_mm: list[float] = field(default_factory=list)  # with spacing_mm: [height, width] kept, centred
 
 
 @dataclass
@@ -302,6 +319,18 @@ def _check(spec: DataSpec, source: str) -> None:
         raise bad("image.window", f"must be [low, high] in HU with low < high, got {img.window}")
     if img.channels is not None and img.channels not in (1, 3):
         raise bad("image.channels", f"must be 1 or 3, got {img.channels}")
+    if img.png == "windowed" and img.modality != "ct":
+        raise bad("image.png", f"applies to CT cohorts only (modality {img.modality!r} reads PNG/JPG as pixels)")
+    if img.spacing_mm is not None:
+        if img.modality != "ct":
+            raise bad("image.spacing_mm", f"applies to CT cohorts only (DICOM pixel spacing), not {img.modality!r}")
+        if not 0 < img.spacing_mm <= 20:
+            raise bad("image.spacing_mm", f"must be a pixel spacing in mm between 0 and 20, got {img.spacing_mm}")
+    if img.field_mm:
+        if img.spacing_mm is None:
+            raise bad("image.field_mm", "needs image.spacing_mm (the field kept after resampling)")
+        if len(img.field_mm) != 2 or min(img.field_mm) < 8 * img.spacing_mm:
+            raise bad("image.field_mm", f"must be [height, width] in mm of at least 8 pixels, got {img.field_mm}")
     if img.modality in ("ct", "gray") and spec.channels != 1:
         raise bad("image.channels", f"must be 1 for modality {img.modality!r}")
     need = {"hdf5": "file", "column": "column", "dvm": "folder"}[img.source]

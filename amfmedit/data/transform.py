@@ -11,6 +11,14 @@ statistics; categorical features become integer codes (0 = missing or unseen, ``
 Images: CT slices are windowed, ``pixel = clip((HU - low) / (high - low), 0, 1)`` (default
 window [-125, 275] HU), RGB/gray photos are scaled to [0, 1]; both are resized with
 antialiased bilinear interpolation and stored as ``round(pixel * 255)`` in uint8.
+
+Per file in a CT cohort (:func:`image_rule` names the rule applied, for provenance): DICOM
+(HU through RescaleSlope/Intercept) and ``.npy`` (HU) are windowed; 8-bit PNG/JPG are refused
+unless the spec says ``image.png = "windowed"``, then they are taken as intensities already
+windowed to the spec's window (pixel 0 = low, 255 = high). With ``image.spacing_mm`` a DICOM
+slice is resampled from its PixelSpacing to that spacing and centre-cropped or padded (with
+air, -1024 HU) to ``image.field_mm`` before the resize to ``image.size``; files
+without a pixel spacing (``.npy``, PNG) are left as they are.
 """
 
 from __future__ import annotations
@@ -220,6 +228,41 @@ def transform_table(schema: Schema, df, *, where: str = "table") -> tuple[np.nda
 # images
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".npy", ".dcm", ".dicom"}
+PNG_RULES = ("error", "windowed")  # image.png: what a PNG/JPG in a CT cohort is
+AIR_HU = -1024.0  # what a field larger than the scan is padded with
+DEFAULT_FIELD_PX = 512  # field of view after resampling, in pixels of spacing_mm, when image.field_mm is unset
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Per-file reading rules of one cohort (the spec's ``[image]`` keys beyond modality and window)."""
+
+    modality: str
+    window: tuple[float, float] | None = None
+    png: str = "error"  # "windowed": 8-bit PNG/JPG in a CT cohort are already-windowed intensities
+    spacing_mm: float | None = None  # resample DICOM slices to this pixel spacing (mm)
+    field_mm: tuple[float, float] | None = None  # field of view kept after resampling, [height, width] mm
+
+    @classmethod
+    def of(cls, image, **override) -> "ImageOptions":
+        """From a spec's ``ImageSpec`` or a schema's ``ImageInfo`` (keys it lacks take their defaults);
+        keywords given and not ``None`` override."""
+        field_mm = getattr(image, "field_mm", None) or None
+        window = getattr(image, "window", None)
+        opts = dict(modality=image.modality, window=tuple(window) if window else None,
+                    png=getattr(image, "png", "error") or "error", spacing_mm=getattr(image, "spacing_mm", None),
+                    field_mm=tuple(field_mm) if field_mm else None)
+        opts.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in override.items() if v is not None})
+        return cls(**opts)
+
+    def field_px(self) -> tuple[int, int] | None:
+        if self.spacing_mm is None:
+            return None
+        if self.field_mm is None:
+            return DEFAULT_FIELD_PX, DEFAULT_FIELD_PX
+        return tuple(max(1, int(round(f / self.spacing_mm))) for f in self.field_mm)  # type: ignore[return-value]
+
+
 
 
 def window_ct(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
@@ -298,54 +341,188 @@ def image_to_uint8(arr: np.ndarray, info: ImageInfo, *, where: str = "image",
     return to_uint8(resize01(x, (info.height, info.width)))
 
 
-def read_dicom_hu(path: str | Path) -> np.ndarray:
-    """A CT DICOM file -> HU (float32, (H, W)) through RescaleSlope and RescaleIntercept."""
+def _dicom(path: str | Path, *, pixels: bool):
     import pydicom
 
     try:
-        ds = pydicom.dcmread(str(path))
-        stored = ds.pixel_array
+        ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+        stored = ds.pixel_array if pixels else None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
         raise UserError(f"{path}: cannot read this DICOM file ({type(exc).__name__}: {exc}); "
                         f"check the file or install the decoder it needs") from None
+    return ds, stored
+
+
+def dicom_spacing(ds, path: str | Path = "DICOM") -> tuple[float, float] | None:
+    """(row, column) pixel spacing in mm from a DICOM dataset's PixelSpacing (None without the tag)."""
+    value = ds.get("PixelSpacing")
+    if value is None:
+        return None
+    try:
+        row, col = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: DICOM PixelSpacing {value!r} is not two numbers; fix the tag or remove "
+                        "image.spacing_mm from the spec") from None
+    if not (row > 0 and col > 0):
+        raise UserError(f"{path}: DICOM PixelSpacing {value!r} must be positive; fix the tag")
+    return row, col
+
+
+def read_dicom_hu(path: str | Path) -> np.ndarray:
+    """A CT DICOM file -> HU (float32, (H, W)) through RescaleSlope and RescaleIntercept."""
+    return _read_dicom(path)[0]
+
+
+def _read_dicom(path: str | Path) -> tuple[np.ndarray, tuple[float, float] | None]:
+    ds, stored = _dicom(path, pixels=True)
     absent = [t for t in ("RescaleSlope", "RescaleIntercept") if t not in ds]
     if absent:
         raise UserError(f"{path}: DICOM has no {' / '.join(absent)} tag, so stored values cannot be "
                         f"converted to HU; export the series with rescale tags (or as .npy in HU)")
-    return stored.astype(np.float32) * np.float32(float(ds.RescaleSlope)) + np.float32(float(ds.RescaleIntercept))
+    hu = stored.astype(np.float32) * np.float32(float(ds.RescaleSlope)) + np.float32(float(ds.RescaleIntercept))
+    return hu, dicom_spacing(ds, path)
 
 
-def read_image_file(path: str | Path, modality: str) -> np.ndarray:
-    """Raw array from a PNG/JPG, ``.npy`` or DICOM file (HU for CT, pixels otherwise)."""
-    path = Path(path)
+def resample_to_spacing(hu: np.ndarray, spacing: tuple[float, float], target_mm: float,
+                        field_px: tuple[int, int], fill: float) -> np.ndarray:
+    """(H, W) -> (field_px) at ``target_mm`` per pixel: antialiased bilinear resampling from
+    ``spacing`` (row, column mm), then a centred crop or pad with ``fill`` (the same anatomy in mm
+    lands on the same pixels for every scanner)."""
+    from PIL import Image
+
+    h, w = hu.shape
+    nh = max(1, int(round(h * spacing[0] / target_mm)))
+    nw = max(1, int(round(w * spacing[1] / target_mm)))
+    x = np.ascontiguousarray(hu, dtype=np.float32)
+    if (nh, nw) != (h, w):
+        x = np.asarray(Image.fromarray(x, mode="F").resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
+    out = np.full(field_px, np.float32(fill), dtype=np.float32)
+    fh, fw = field_px
+    # centre both: source offset where the source is larger (crop), target offset where smaller (pad)
+    sy, sx = max(0, (nh - fh) // 2), max(0, (nw - fw) // 2)
+    ty, tx = max(0, (fh - nh) // 2), max(0, (fw - nw) // 2)
+    ch, cw = min(fh, nh), min(fw, nw)
+    out[ty:ty + ch, tx:tx + cw] = x[sy:sy + ch, sx:sx + cw]
+    return out
+
+
+def _kind(path: Path) -> str:
     suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom"):
+        return "dicom"
+    if suffix == ".npy":
+        return "npy"
+    if suffix in (".png", ".jpg", ".jpeg"):
+        return "png"
+    raise UserError(f"{path}: unsupported image type {suffix!r}; use PNG, JPG, NPY or DICOM")
+
+
+def image_rule(path: str | Path, image) -> str:
+    """The intensity rule a file gets, as a short code to count in provenance.
+
+    ``image``: the spec's ``[image]`` (``ImageSpec``), a schema's ``ImageInfo`` or
+    :class:`ImageOptions`. Codes: CT cohorts ``dicom-hu`` / ``npy-hu`` (HU, windowed),
+    ``png-windowed`` (8-bit PNG/JPG taken as windowed intensities); other modalities
+    ``png-pixels`` / ``npy-pixels``. With ``spacing_mm`` set, ``+resampled`` (a DICOM with
+    PixelSpacing) or ``+no-spacing`` (a file without one, left at its own scale) is appended.
+    Files the rules refuse raise the same :class:`UserError` as loading them.
+    """
+    opts = image if isinstance(image, ImageOptions) else ImageOptions.of(image)
+    path = Path(path)
+    kind = _kind(path)
+    if opts.modality == "ct":
+        if kind == "png":
+            _check_png_in_ct(path, opts)
+            rule = "png-windowed"
+        else:
+            rule = f"{kind}-hu"
+    else:
+        if kind == "dicom":
+            raise UserError(f"{path}: DICOM images are read as CT (HU); set image.modality = 'ct' with a window")
+        rule = f"{kind}-pixels"
+    if opts.spacing_mm is not None:
+        has = kind == "dicom" and path.is_file() and dicom_spacing(_dicom(path, pixels=False)[0], path) is not None
+        rule += "+resampled" if has else "+no-spacing"
+    return rule
+
+
+def _check_png_in_ct(path: Path, opts: ImageOptions) -> None:
+    if opts.png != "windowed":
+        raise UserError(f"{path}: PNG/JPG files hold no HU values; if they are CT slices already windowed to 8 bits, "
+                        f"set image.png = \"windowed\" in the spec (pixel 0-255 = the spec's window), otherwise use "
+                        f"DICOM or .npy in HU, or set image.modality = 'gray'")
+
+
+def _read_png(path: Path, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                if mode == "windowed":
+                    raise UserError(f"{path}: a 16-bit PNG is not an 8-bit windowed image; store CT in HU as DICOM "
+                                    "or .npy, or export 8-bit windowed PNGs")
+                return np.asarray(im, dtype=np.uint16)
+            return np.asarray(im.convert("RGB" if mode == "rgb" else "L"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: cannot read this image ({exc}); fix or replace the file") from None
+
+
+def read_image_file(path: str | Path, modality: str, *, png: str = "error", window: Sequence[float] | None = None,
+                    spacing_mm: float | None = None, field_mm: Sequence[float] | None = None) -> np.ndarray:
+    """Raw array from a PNG/JPG, ``.npy`` or DICOM file (HU for CT, pixels otherwise).
+
+    CT cohorts: ``png="windowed"`` accepts 8-bit PNG/JPG as intensities already windowed to
+    ``window`` and returns them mapped back onto it in HU (``low + pixel / 255 * (high - low)``),
+    so that windowing restores each pixel exactly (what lay outside the window is unknown and
+    stays clipped). ``spacing_mm``: a DICOM slice with PixelSpacing is resampled to it and
+    centre-cropped or padded (with air, -1024 HU) to ``field_mm`` (default
+    ``DEFAULT_FIELD_PX`` pixels a side); files without a spacing are returned as they are.
+    """
+    opts = ImageOptions(modality=modality, window=tuple(window) if window else None, png=png, spacing_mm=spacing_mm,
+                        field_mm=tuple(field_mm) if field_mm else None)
+    return _read(Path(path), opts)
+
+
+def read_image(path: str | Path, image) -> np.ndarray:
+    """:func:`read_image_file` with the rules of ``image`` (an ``ImageSpec``, ``ImageInfo`` or
+    :class:`ImageOptions`): what a reader of a spec's image column calls per file."""
+    return _read(Path(path), image if isinstance(image, ImageOptions) else ImageOptions.of(image))
+
+
+def _read(path: Path, opts: ImageOptions) -> np.ndarray:
+    if opts.png not in PNG_RULES:
+        raise ValueError(f"png must be one of {PNG_RULES}, however: {opts.png=}")
     if not path.is_file():
         raise UserError(f"{path}: image file not found; fix the path in the table")
-    if suffix in (".dcm", ".dicom"):
-        if modality != "ct":
+    kind = _kind(path)
+    if kind == "dicom":
+        if opts.modality != "ct":
             raise UserError(f"{path}: DICOM images are read as CT (HU); set image.modality = 'ct' with a window")
-        return read_dicom_hu(path)
-    if suffix == ".npy":
+        hu, spacing = _read_dicom(path)
+        if opts.spacing_mm is not None and spacing is not None:
+            hu = resample_to_spacing(hu, spacing, opts.spacing_mm, opts.field_px(), AIR_HU)
+        return hu
+    if kind == "npy":
         try:
             return np.load(path, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001
             raise UserError(f"{path}: cannot read this .npy file ({exc}); re-save it with numpy.save") from None
-    if suffix in (".png", ".jpg", ".jpeg"):
-        if modality == "ct":
-            raise UserError(f"{path}: PNG/JPG files hold no HU values; use DICOM or .npy in HU for CT, "
-                            f"or set image.modality = 'gray'")
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                if im.mode in ("I;16", "I;16B", "I;16L"):
-                    return np.asarray(im, dtype=np.uint16)
-                return np.asarray(im.convert("RGB" if modality == "rgb" else "L"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{path}: cannot read this image ({exc}); fix or replace the file") from None
-    raise UserError(f"{path}: unsupported image type {suffix!r}; use PNG, JPG, NPY or DICOM")
+    if opts.modality == "ct":
+        _check_png_in_ct(path, opts)
+        if opts.window is None:
+            raise ValueError("a windowed PNG in a CT cohort needs the cohort's window")
+        pixels = _read_png(path, "windowed").astype(np.float32) / np.float32(255.0)
+        low, high = float(opts.window[0]), float(opts.window[1])
+        return np.float32(low) + pixels * np.float32(high - low)
+    return _read_png(path, opts.modality)
 
 
-def load_image(path: str | Path, info: ImageInfo) -> np.ndarray:
-    """One image file -> uint8 (C, H, W), exactly as ``prepare`` stored training images."""
-    return image_to_uint8(read_image_file(path, info.modality), info, where=str(path))
+def load_image(path: str | Path, info: ImageInfo, *, png: str | None = None, spacing_mm: float | None = None,
+               field_mm: Sequence[float] | None = None) -> np.ndarray:
+    """One image file -> uint8 (C, H, W), exactly as ``prepare`` stored training images.
+
+    ``png`` / ``spacing_mm`` / ``field_mm``: the spec's per-file rules (default: ``info``'s
+    attributes of those names when it has them, else PNGs refused in CT and no resampling)."""
+    opts = ImageOptions.of(info, png=png, spacing_mm=spacing_mm, field_mm=field_mm)
+    return image_to_uint8(_read(Path(path), opts), info, where=str(path))

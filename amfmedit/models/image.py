@@ -9,6 +9,11 @@ import torch.nn as nn
 from torch import Tensor
 
 ARCHS = {"resnet50": 2048, "resnet18": 512}
+# torchvision's ImageNet weights per architecture (the enum member's name, looked up lazily)
+IMAGENET_WEIGHTS = {"resnet50": ("ResNet50_Weights", "IMAGENET1K_V2"), "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1")}
+IMAGE_WEIGHTS_HELP = ("image encoder start: 'imagenet' (torchvision's ImageNet weights: ResNet-50 IMAGENET1K_V2, "
+                      "ResNet-18 IMAGENET1K_V1; a 1-channel CT stem gets the RGB filters summed), a PATH to a "
+                      "state dict, or 'none' (random initialisation, as the paper)")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -24,11 +29,19 @@ class ImageEncoder(nn.Module):
     ``in_channels`` 1 replaces the stem with a 1-channel convolution (CT slices), as the
     reference code does. ``normalize="imagenet"`` subtracts the ImageNet mean and divides by
     its std inside the model (useful with ImageNet weights; RGB only); the default ``"none"``
-    feeds [0, 1] intensities as the paper does (Appendix A.1). ``weights``: a path to a state
-    dict (loaded with ``weights_only=True``); it is not part of ``config`` because a
-    checkpoint's state dict already carries the weights. For a 1-channel encoder, a 3-channel
-    ``conv1.weight`` is summed over its input channels (the usual grayscale adaptation).
-    ``arch="resnet18"`` (512-d) is offered for small experiments and tests.
+    feeds [0, 1] intensities as the paper does (Appendix A.1). ``arch="resnet18"`` (512-d) is
+    offered for small experiments and tests.
+
+    ``weights``: where the trunk starts. ``None`` / ``"none"``: random initialisation (the
+    paper's setting). ``"imagenet"``: torchvision's ImageNet weights (``IMAGENET_WEIGHTS``),
+    read from torch.hub's checkpoint folder (``torch.hub.get_dir()/checkpoints/<file of the
+    enum's url>``) and downloaded there only when missing; an offline machine without the file
+    gets a one-line :class:`~amfmedit.errors.UserError` naming the path and how to place it
+    (:func:`imagenet_weights_file`). A path: a state dict (torchvision-style or our own),
+    loaded with ``weights_only=True``. For a 1-channel encoder a 3-channel ``conv1.weight`` is
+    summed over its input channels (the usual grayscale adaptation: a grey image repeated into
+    R, G and B gives the same response). ``weights`` is not part of ``config`` because a
+    checkpoint's state dict already carries the weights; ``weights_source`` says what was loaded.
     """
 
     kind = "image_encoder"
@@ -64,9 +77,19 @@ class ImageEncoder(nn.Module):
         if normalize == "imagenet":
             self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.weights_path = str(weights) if weights is not None else None
-        if weights is not None:
+        self.weights_path: str | None = None  # the file the weights came from
+        self.weights_source = "none"
+        if isinstance(weights, str) and weights.lower() == "none":
+            weights = None
+        if isinstance(weights, str) and weights.lower() == "imagenet":
+            path = imagenet_weights_file(arch)
+            if not path.is_file():
+                _download_imagenet(arch, path)
+            self.load_weights(path)
+            self.weights_source = "imagenet ({}.{})".format(*IMAGENET_WEIGHTS[arch])
+        elif weights is not None:
             self.load_weights(weights)
+            self.weights_source = str(weights)
 
     @property
     def target_layer(self) -> nn.Module:
@@ -74,6 +97,10 @@ class ImageEncoder(nn.Module):
 
     def load_weights(self, path: str | Path) -> None:
         """Load a torchvision-style (or our own) state dict from ``path``; strict."""
+        self._load_state_file(path)
+        self.weights_path = str(path)
+
+    def _load_state_file(self, path: str | Path) -> None:
         from amfmedit.errors import UserError
         from amfmedit.io import torch_load
 
@@ -117,3 +144,54 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.forward_features(x))
+
+
+def _weights_enum(arch: str):
+    import torchvision
+
+    enum, member = IMAGENET_WEIGHTS[arch]
+    return getattr(getattr(torchvision.models, enum), member)
+
+
+def imagenet_weights_file(arch: str) -> Path:
+    """Where torchvision keeps ``arch``'s ImageNet weights: ``torch.hub.get_dir()/checkpoints/<file>``
+    (``<file>``: the last part of the weights enum's url; ``TORCH_HOME`` moves torch.hub's folder)."""
+    from urllib.parse import urlparse
+
+    if arch not in IMAGENET_WEIGHTS:
+        raise ValueError(f"arch must be one of {sorted(IMAGENET_WEIGHTS)}, however: {arch=}")
+    name = Path(urlparse(_weights_enum(arch).url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def _download_imagenet(arch: str, path: Path) -> None:
+    """Fetch the weights into ``path`` through torch.hub (hash checked); a one-line error offline."""
+    from amfmedit.errors import UserError
+
+    url = _weights_enum(arch).url
+    try:
+        torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), progress=False, check_hash=True,
+                                           file_name=path.name, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: the user places the file by hand
+        raise UserError(
+            f"{path}: ImageNet weights for {arch} not found and the download of {url} failed "
+            f"({type(exc).__name__}: {str(exc)[:80]}); download {url} on a machine with internet and copy it to "
+            f"{path} (TORCH_HOME moves that folder), or pass the file itself as --image-weights PATH") from exc
+    if not path.is_file():
+        raise UserError(f"{path}: torch.hub did not leave the ImageNet weights there; download {url} and copy it "
+                        "there, or pass the file as --image-weights PATH")
+
+
+def parse_image_weights(text: str | None) -> str | Path | None:
+    """A ``--image-weights`` value: ``"imagenet"``, ``None`` for ``"none"``, or an existing file's path."""
+    from amfmedit.errors import UserError
+
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    if text.strip().lower() == "imagenet":
+        return "imagenet"
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise UserError(f"--image-weights {text}: no such file; use imagenet, none, or the path of a state dict "
+                        "(.pt/.pth)")
+    return path

@@ -27,6 +27,7 @@ from amfmedit.train import seeding
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from amfmedit.train.optim import build_optimizer, build_scheduler
 from amfmedit.train.runtime import Runtime
+from amfmedit.train.logging import open_logger
 from amfmedit.train.sampling import EpochSampler, batches, sample_weights
 
 METRICS_FILE = "metrics.jsonl"
@@ -50,6 +51,7 @@ class FitConfig:
     min_delta: float = 2e-4
     seed: int = 2022
     class_weights: list[float] | None = None  # class-balanced sampling (A.3); None: plain shuffling
+    log: str = "none"  # also log each metrics.jsonl line: "tensorboard" / "mlflow" (amfmedit.train.logging)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -203,7 +205,9 @@ def fit(
         total_steps=cfg.epochs * steps_per_epoch,
     )
     stopper = _EarlyStopping(cfg.mode, cfg.patience, cfg.min_delta)
-    config_record = {"fit": asdict(cfg), "stage": extra_config or {}, "world_size": rt.world_size}
+    # where the scalars are also logged is not a training setting: a run may resume with another
+    config_record = {"fit": {k: v for k, v in asdict(cfg).items() if k != "log"}, "stage": extra_config or {},
+                     "world_size": rt.world_size}
     history: list[dict] = []
     best_metric: float | None = None
     best_epoch = 0
@@ -232,6 +236,7 @@ def fit(
             return FitResult(float(best_metric), best_epoch, start, bool(ckpt.get("stopped_early")), history)
     elif rt.is_main:
         write_text(metrics_path, "")
+    logger = open_logger(cfg.log if rt.is_main else "none", out_dir, purge_step=start + 1 if start else None)
 
     model: nn.Module = module
     if rt.distributed:
@@ -325,12 +330,14 @@ def fit(
                 import json
 
                 fh.write(json.dumps(record) + "\n")
+            logger.log_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})
         rt.barrier()
         if progress is not None and rt.is_main:
             progress(Progress(epoch, cfg.epochs, len(steps), len(steps), loss=train_loss, metrics=val,
                               samples_per_s=record["samples_per_s"], done=True))
         if stopped:
             break
+    logger.close()
     if best_metric is None:
         best_metric = math.nan
     return FitResult(float(best_metric), best_epoch, epoch, stopped, history)
