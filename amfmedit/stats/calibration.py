@@ -11,7 +11,9 @@
 - Temperature scaling (Guo et al. 2017, "On calibration of modern neural networks", ICML,
   sec. 4.2): ``softmax(z / T)``, one scalar ``T > 0`` fitted on validation only by minimising
   the negative log-likelihood over ``log T`` on a bounded interval. Dividing logits by a
-  positive constant keeps every ranking, so AUC and the arg-max are unchanged.
+  positive constant keeps the arg-max (top-1 accuracy) and, for binary models, the ranking
+  of the rows, hence the AUC. Multiclass one-vs-rest AUCs can move slightly: the softmax
+  of ``z / T`` may reorder rows within one class's column.
 """
 
 from __future__ import annotations
