@@ -39,6 +39,7 @@ class Interval:
     level: float
     n_boot: int
     n_undefined: int = 0
+    method: str = "bootstrap"  # or "DeLong" where an AUC interval comes from amfmedit.stats.delong
 
     def to_dict(self) -> dict:
         return asdict(self)
