@@ -114,6 +114,8 @@ def choose_threshold(spec: str, y_val, p_val) -> Threshold:
     kind, target = parse_threshold(spec)
     y = np.asarray(y_val).astype(bool)
     p = np.asarray(p_val, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"validation labels {y.shape} and probabilities {p.shape} must be the same (N,)")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     name = f"{kind}:{target:g}" if kind in ("sensitivity", "specificity") else kind
     if kind == "fixed":

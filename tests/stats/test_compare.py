@@ -108,3 +108,18 @@ def test_net_benefit_by_hand_and_references():
     np.testing.assert_allclose(net_benefit(y, np.ones(5), [0.3]), treat_all(y, [0.3]))  # treat-all = everyone >= p_t
     dc = decision_curve(y, {"m": p})
     assert dc.models["m"].shape == dc.thresholds.shape == (99,) and np.all(dc.treat_none == 0)
+
+
+def test_summarise_run_multiclass():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 240)
+    preds = {}
+    for name, s in [("a", 0.5), ("b", 2.0)]:
+        z = rng.normal(size=(2, 240, 3))
+        z[:, np.arange(240), y] += s
+        preds[name] = np.exp(z) / np.exp(z).sum(axis=2, keepdims=True)
+    r = summarise_run(y, preds, n_boot=300)
+    assert set(r.models["a"].intervals) == {"acc", "balanced_acc", "macro_auc", "brier", "ece"}
+    assert r.comparisons.headline == "acc"
+    acc = [row for row in r.comparisons.rows if row.metric == "acc"][0]
+    assert acc.method == "paired bootstrap" and acc.verdict == "b better"
