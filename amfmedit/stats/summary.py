@@ -106,3 +106,34 @@ def summarise_run(y, preds: dict[str, np.ndarray], thresholds: dict[str, float] 
         table = compare.compare_from(y, averaged, points, reps, [m for m in wanted if m not in skipped], level)
         table.warnings = list(warnings)
     return RunSummary(models, table, warnings, skipped)
+
+
+_COLUMNS_BINARY = ("auc", "auprc", "sensitivity", "specificity", "ppv", "npv", "brier", "ece")
+_COLUMNS_MULTI = ("acc", "macro_auc", "balanced_acc", "brier", "ece")
+_HEAD = {"auc": "AUC", "auprc": "AUPRC", "sensitivity": "Sens.", "specificity": "Spec.", "ppv": "PPV", "npv": "NPV",
+         "brier": "Brier", "ece": "ECE", "acc": "Top-1 acc.", "macro_auc": "Macro AUC", "balanced_acc": "Bal. acc."}
+
+
+def render_models_markdown(run: RunSummary, threshold_names: dict[str, str] | None = None) -> str:
+    """Markdown table, one row per model: each metric of the seed-averaged prediction with its
+    95% interval, and the headline metric's mean +- SD over seeds."""
+    if not run.models:
+        return ""
+    first = next(iter(run.models.values()))
+    binary = "auc" in first.intervals or "sensitivity" in first.intervals or "macro_auc" not in first.intervals
+    cols = [c for c in (_COLUMNS_BINARY if binary else _COLUMNS_MULTI) if c in first.intervals]
+    head = "auc" if binary else "acc"
+    header = ["Model", f"{_HEAD[head]} over seeds"] + (["Threshold"] if binary else []) + [_HEAD[c] for c in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
+    for name, m in run.models.items():
+        cells = [name]
+        cells.append(f"{m.seed_mean[head]:.3f} \u00b1 {m.seed_std[head]:.3f} (n={m.n_seeds})" if head in m.seed_mean
+                     else "n/a")
+        if binary:
+            label = (threshold_names or {}).get(name)
+            cells.append(f"{m.threshold:.3f}" + (f" ({label})" if label else ""))
+        for c in cols:
+            iv = m.intervals[c]
+            cells.append(f"{iv.estimate:.3f} ({iv.low:.3f}\u2013{iv.high:.3f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -123,3 +123,17 @@ def test_summarise_run_multiclass():
     assert r.comparisons.headline == "acc"
     acc = [row for row in r.comparisons.rows if row.metric == "acc"][0]
     assert acc.method == "paired bootstrap" and acc.verdict == "b better"
+
+
+def test_models_table_rows_and_intervals():
+    from amfmedit.stats.summary import render_models_markdown
+
+    rng = np.random.default_rng(6)
+    y = (rng.random(300) < 0.3).astype(int)
+    preds = {"AMF + FT-Mamba, trainable": 1 / (1 + np.exp(-(rng.normal(size=(2, 300)) + y - 1)))}
+    run = summarise_run(y, preds, {"AMF + FT-Mamba, trainable": 0.3}, n_boot=200)
+    md = render_models_markdown(run, {"AMF + FT-Mamba, trainable": "youden"})
+    lines = md.strip().splitlines()
+    assert lines[0].startswith("| Model | AUC over seeds | Threshold | AUC |") and len(lines) == 3
+    auc = run.models["AMF + FT-Mamba, trainable"].intervals["auc"]
+    assert f"{auc.estimate:.3f} ({auc.low:.3f}\u2013{auc.high:.3f})" in lines[2] and "0.300 (youden)" in lines[2]
