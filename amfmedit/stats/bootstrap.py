@@ -103,7 +103,10 @@ def replicates(y, p, W: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndar
     if len(q) != len(y) or W.shape[1] != len(y):
         raise ValueError(f"rows differ: labels {len(y)}, predictions {len(q)}, weights {W.shape[1]}")
     if binary:
-        return weighted.binary_metrics(np.asarray(y), q, W, threshold)
+        y = np.asarray(y)
+        if not np.all(np.isin(np.unique(y), [0, 1])):
+            raise ValueError(f"binary labels must be 0/1, got values {np.unique(y)[:5].tolist()}")
+        return weighted.binary_metrics(y, q, W, threshold)
     return weighted.multiclass_metrics(np.asarray(y), q, W)
 
 

@@ -146,7 +146,9 @@ def compare_from(y, preds: dict[str, np.ndarray], points: dict[str, dict], reps:
     note = ""
     wide = [w for w in widths.values() if not w <= max_width]
     cls = ", ".join(f"{int(c)} rows of class {v}" for v, c in zip(values, counts))
-    if pairs and few_events:
+    if pairs and len(values) < 2:
+        note = (f"The test split has one class only ({cls}): models cannot be compared on it beyond Brier and ECE.")
+    elif pairs and few_events:
         note = (f"The test split ({cls}) has fewer than {splits.MIN_EVENTS} rows of its rarer class: it is too small "
                 "to tell these models apart; read every difference below as undetermined.")
     elif wide:

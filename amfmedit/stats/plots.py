@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amfmedit.stats import bootstrap, calibration, decision
+from amfmedit.stats import bootstrap, calibration, decision, weighted
 from amfmedit.stats.delong import delong_auc
 
 COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
@@ -122,8 +122,6 @@ def pr_figure(y, scores: dict[str, np.ndarray], path, *, title: str = "Precision
         est = ap_ci[name] if ap_ci and name in ap_ci else None
         if est is None:
             W = bootstrap.stratified_counts(y, n_boot, seed) if W is None else W
-            from amfmedit.stats import weighted
-
             pos = y.astype(bool)
             lo, hi = np.percentile(weighted.average_precision(s, pos, W), [50 * (1 - level), 50 * (1 + level)])
             est = (float(weighted.average_precision(s, pos, np.ones((1, len(y))))[0]), lo, hi)

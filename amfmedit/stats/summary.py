@@ -32,9 +32,10 @@ class ModelSummary:
     seed_mean: dict[str, float]
     seed_std: dict[str, float]
     intervals: dict[str, bootstrap.Interval]  # metric of the seed-averaged prediction
+    binary: bool = True
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "n_seeds": self.n_seeds, "threshold": self.threshold,
+        return {"name": self.name, "binary": self.binary, "n_seeds": self.n_seeds, "threshold": self.threshold,
                 "seed_mean": self.seed_mean, "seed_std": self.seed_std,
                 "intervals": {k: v.to_dict() for k, v in self.intervals.items()}}
 
@@ -97,7 +98,7 @@ def summarise_run(y, preds: dict[str, np.ndarray], thresholds: dict[str, float] 
             name, len(p), thr,
             {m: float(np.mean([s[m] for s in seeds])) for m in keep},
             {m: float(np.std([s[m] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0 for m in keep},
-            {m: ivs[m] for m in keep})
+            {m: ivs[m] for m in keep}, binary)
 
     table = None
     if len(per_seed) > 1:
@@ -120,7 +121,7 @@ def render_models_markdown(run: RunSummary, threshold_names: dict[str, str] | No
     if not run.models:
         return ""
     first = next(iter(run.models.values()))
-    binary = "auc" in first.intervals or "sensitivity" in first.intervals or "macro_auc" not in first.intervals
+    binary = first.binary
     cols = [c for c in (_COLUMNS_BINARY if binary else _COLUMNS_MULTI) if c in first.intervals]
     head = "auc" if binary else "acc"
     header = ["Model", f"{_HEAD[head]} over seeds"] + (["Threshold"] if binary else []) + [_HEAD[c] for c in cols]
