@@ -1,0 +1,231 @@
+"""Every pair of classifiers on the same test rows: paired tests, Holm adjustment, plain verdicts.
+
+- AUC (binary): paired DeLong test (:func:`amfmedit.stats.delong.delong_paired`).
+- Every other metric, and all multiclass metrics: paired stratified bootstrap, the same
+  resamples for both models (:mod:`amfmedit.stats.bootstrap`). Confusion-based metrics use
+  each model's own operating point.
+- p-values are Holm-adjusted (Holm 1979, Scand J Statist 6:65-70) across the pairs, separately
+  for each metric: each metric answers its own question, and within one the family-wise error
+  over all pairs stays below ``alpha``.
+
+"Too small to tell apart" — a pair is flagged when either
+
+1. the rarer class has fewer than 10 rows (:data:`amfmedit.stats.splits.MIN_EVENTS`; see
+   there), or
+2. the 95% interval of the headline difference (AUC, or top-1 accuracy for multiclass) is
+   wider than :data:`MAX_DIFF_WIDTH` = 0.20. A difference is declared only when its interval
+   excludes 0, i.e. roughly when it exceeds half the width; at widths above 0.20 only
+   differences above ~0.10 could be declared, twice the largest gap between fusion methods the
+   AMF-MedIT paper reports (4.88 AUC points, Sec. 4.3). "No difference" there describes the
+   test set, not the models.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from amfmedit.stats import bootstrap, splits
+from amfmedit.stats.delong import delong_paired
+
+MAX_DIFF_WIDTH = 0.20
+LOWER_IS_BETTER = frozenset({"brier", "ece"})
+BINARY_COMPARED = ("auc", "auprc", "balanced_acc", "sensitivity", "specificity", "brier", "ece")
+MULTICLASS_COMPARED = ("acc", "macro_auc", "balanced_acc", "brier", "ece")
+LABELS = {"auc": "AUC", "auprc": "AUPRC", "balanced_acc": "balanced accuracy", "sensitivity": "sensitivity",
+          "specificity": "specificity", "ppv": "PPV", "npv": "NPV", "brier": "Brier", "ece": "ECE",
+          "acc": "top-1 accuracy", "macro_auc": "macro AUC"}
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values (m,), in the input order; NaN stays NaN."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``metric(a) - metric(b)`` on the same rows."""
+
+    a: str
+    b: str
+    metric: str
+    method: str  # "DeLong" or "paired bootstrap"
+    estimate_a: float
+    estimate_b: float
+    diff: float
+    low: float
+    high: float
+    p: float
+    p_holm: float
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ComparisonTable:
+    """All pairwise comparisons of one run's classifiers on one split."""
+
+    rows: list[Comparison]
+    headline: str  # "auc" or "acc"
+    n: int
+    class_counts: dict[int, int]
+    too_small: bool
+    note: str  # the plain-words flag, "" when the split can tell models apart
+    level: float = 0.95
+    n_boot: int = bootstrap.DEFAULT_N_BOOT
+    alpha: float = 0.05
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rows"] = [r.to_dict() for r in self.rows]
+        return d
+
+
+def _verdict(metric: str, diff: float, p_holm: float, a: str, b: str, alpha: float, too_small: bool) -> str:
+    if np.isfinite(p_holm) and p_holm < alpha:
+        a_better = (diff < 0) if metric in LOWER_IS_BETTER else (diff > 0)
+        return f"{a if a_better else b} better"
+    return "cannot tell apart (test set too small)" if too_small else "no detectable difference"
+
+
+def compare_from(y, preds: dict[str, np.ndarray], points: dict[str, dict], reps: dict[str, dict],
+                 metrics=None, level: float = 0.95, alpha: float = 0.05,
+                 max_width: float = MAX_DIFF_WIDTH) -> ComparisonTable:
+    """Comparisons from per-model point estimates and replicates computed on one shared ``W``.
+
+    Args:
+        y: (N,) labels; preds: name -> (N,) / (N, 2) / (N, K) probabilities, in display order.
+        points: name -> metric -> value; reps: name -> metric -> (B,) replicates.
+    """
+    y = np.asarray(y)
+    names = list(preds)
+    first = np.asarray(preds[names[0]])
+    binary = first.ndim == 1 or first.shape[1] == 2
+    metrics = tuple(metrics or (BINARY_COMPARED if binary else MULTICLASS_COMPARED))
+    headline = "auc" if binary else "acc"
+    values, counts = np.unique(y, return_counts=True)
+    few_events = len(values) < 2 or int(counts.min()) < splits.MIN_EVENTS
+    n_boot = len(next(iter(reps[names[0]].values()))) if names else 0
+
+    raw: dict[str, list] = {m: [] for m in metrics}
+    pairs = list(itertools.combinations(names, 2))
+    for a, b in pairs:
+        boot = bootstrap.paired_from(points[a], points[b], reps[a], reps[b], level)
+        for m in metrics:
+            if m == "auc" and binary and len(values) == 2:
+                sa = np.asarray(preds[a], dtype=np.float64)
+                sb = np.asarray(preds[b], dtype=np.float64)
+                t = delong_paired(y, sa if sa.ndim == 1 else sa[:, 1], sb if sb.ndim == 1 else sb[:, 1], level)
+                raw[m].append((a, b, "DeLong", t.auc_a, t.auc_b, t.diff, t.low, t.high, t.p))
+            else:
+                r = boot[m]
+                raw[m].append((a, b, "paired bootstrap", r.estimate_a, r.estimate_b, r.diff, r.low, r.high, r.p))
+
+    widths = {(r[0], r[1]): r[7] - r[6] for r in raw.get(headline, [])}
+    rows = []
+    for m in metrics:
+        adjusted = holm([r[8] for r in raw[m]]) if raw[m] else []
+        for r, ph in zip(raw[m], adjusted):
+            small = few_events or not widths.get((r[0], r[1]), 0.0) <= max_width
+            rows.append(Comparison(r[0], r[1], m, *r[2:], float(ph), _verdict(m, r[5], ph, r[0], r[1], alpha, small)))
+
+    note = ""
+    wide = [w for w in widths.values() if not w <= max_width]
+    cls = ", ".join(f"{int(c)} rows of class {v}" for v, c in zip(values, counts))
+    if pairs and len(values) < 2:
+        note = (f"The test split has one class only ({cls}): models cannot be compared on it beyond Brier and ECE.")
+    elif pairs and few_events:
+        note = (f"The test split ({cls}) has fewer than {splits.MIN_EVENTS} rows of its rarer class: it is too small "
+                "to tell these models apart; read every difference below as undetermined.")
+    elif wide:
+        note = (f"The test split ({cls}) is too small to tell {len(wide)} of {len(pairs)} pairs apart: their 95% "
+                f"intervals of the {LABELS[headline]} difference are {min(wide):.2f}-{max(wide):.2f} wide (more than "
+                f"{max_width:.2f}), so only differences above ~{max_width / 2:.2f} could be detected.")
+    return ComparisonTable(rows, headline, int(len(y)), {int(v): int(c) for v, c in zip(values, counts)},
+                           bool(note), note, level, n_boot, alpha)
+
+
+def compare_models(y, preds: dict[str, np.ndarray], thresholds: dict[str, float] | None = None, metrics=None,
+                   n_boot: int = bootstrap.DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
+                   alpha: float = 0.05) -> ComparisonTable:
+    """All pairs of ``preds`` (name -> (N,) / (N, 2) / (N, K)) on labels ``y`` (N,).
+
+    ``thresholds``: name -> operating point for the confusion-based metrics (default 0.5).
+    """
+    thresholds = thresholds or {}
+    W = bootstrap.stratified_counts(y, n_boot, seed)
+    points = {k: bootstrap.point_estimates(y, p, thresholds.get(k, 0.5)) for k, p in preds.items()}
+    reps = {k: bootstrap.replicates(y, p, W, thresholds.get(k, 0.5)) for k, p in preds.items()}
+    return compare_from(y, preds, points, reps, metrics, level, alpha)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _fmt_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _fmt_diff(c: Comparison) -> str:
+    return f"{c.diff:+.3f} ({c.low:+.3f} to {c.high:+.3f})"
+
+
+def render_markdown(table: ComparisonTable, title: str = "Paired comparisons") -> str:
+    """``comparisons.md``: the headline table, then every other metric; the flag in words on top."""
+    pct = f"{100 * table.level:g}%"
+    counts = ", ".join(f"class {k}: {v}" for k, v in table.class_counts.items())
+    lines = [f"# {title}", "", f"Test rows: {table.n} ({counts}). Differences are model A minus model B "
+             f"(A - B) with {pct} intervals; p-values Holm-adjusted across the pairs for each metric "
+             f"(alpha {table.alpha:g}).", ""]
+    if table.note:
+        lines += [f"**{table.note}**", ""]
+    for w in table.warnings:
+        lines += [f"- Warning: {w}"]
+    if table.warnings:
+        lines.append("")
+    by_metric: dict[str, list[Comparison]] = {}
+    for r in table.rows:
+        by_metric.setdefault(r.metric, []).append(r)
+    for metric, rows in by_metric.items():
+        method = rows[0].method
+        how = "paired DeLong test" if method == "DeLong" else f"paired stratified bootstrap, {table.n_boot} resamples"
+        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        label = LABELS.get(metric, metric)
+        lines += [f"## {label} ({how}; {better})", "",
+                  f"| A | B | {label} A | {label} B | A - B ({pct} CI) | p | p (Holm) | verdict |",
+                  "|---|---|--:|--:|---|--:|--:|---|"]
+        for r in rows:
+            lines.append(f"| {r.a} | {r.b} | {r.estimate_a:.3f} | {r.estimate_b:.3f} | {_fmt_diff(r)} | "
+                         f"{_fmt_p(r.p)} | {_fmt_p(r.p_holm)} | {r.verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+CSV_COLUMNS = ("a", "b", "metric", "method", "estimate_a", "estimate_b", "diff", "low", "high", "p", "p_holm", "verdict")
+
+
+def render_csv(table: ComparisonTable) -> str:
+    """``comparisons.csv``: one row per (pair, metric), full precision."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in table.rows:
+        d = r.to_dict()
+        w.writerow([d[k] if isinstance(d[k], str) else repr(float(d[k])) for k in CSV_COLUMNS])
+    return buf.getvalue()
