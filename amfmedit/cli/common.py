@@ -24,6 +24,13 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+def warn(messages) -> None:
+    """A stage's sanity warnings, one yellow line each on stderr (the text printed literally)."""
+    for m in messages or []:
+        err_console.print("[yellow]warning:[/] ", end="", highlight=False)
+        err_console.print(str(m), markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from amfmedit.cli.common import command, console
+from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import default_of, derived_option, field_option, given, run_options
 from amfmedit.explain.ig import IGConfig
 from amfmedit.stages.common import RunOptions
@@ -46,6 +46,7 @@ def explain(
     output: field_option(IGConfig, "output", str, "--output", help="IG: attribute the target's probability (prob) or its logit.") = None,
     top_k: field_option(IGConfig, "top_k", int, "--top-k", help="IG: features in the top table and bar plot.") = None,
     cases: field_option(CamConfig, "cases", int, "--cases", help="Grad-CAM: positive and negative test cases to draw (each).") = None,
+    cam_scale: field_option(CamConfig, "scale", str, "--cam-scale", help="Grad-CAM: per-map (each map over its own maximum) or common (one scale for all maps of a figure, so cases compare).") = None,
     compare: Annotated[Optional[List[str]], typer.Option("--compare", help="Grad-CAM: another run (RUN or RUN:STAGE) whose maps of the same patients go beside; repeat for more.")] = None,
     split: derived_option(str, "--split", help="Samples explained (ig: the paper's choice).", shown=_both("split"), source=(IGConfig, CamConfig, "split")) = None,
     batch_size: derived_option(int, "--batch-size", help="IG: sample-steps per pass; Grad-CAM: images per pass.", shown=_both("batch_size"), source=(IGConfig, CamConfig, "batch_size")) = None,
@@ -61,9 +62,10 @@ def explain(
         _print_ig(rep, cfg.top_k)
     else:
         cfg = given(CamConfig(), cases=cases, split=split, target=target, seed=seed, batch_size=batch_size,
-                    compare=list(compare) if compare else None)
+                    compare=list(compare) if compare else None, scale=cam_scale)
         rep = explain_gradcam(cfg, opts, stage=stage)
         _print_cam(rep)
+    warn(rep.summary.get("warnings"))
     report = rep.folder.parents[1] / REPORT_FILE
     console.print(f"written: {rep.folder}" + (f"; run report: {report}" if report.is_file() else ""),
                   highlight=False, markup=False)
@@ -103,11 +105,16 @@ def _print_cam(rep) -> None:
     rows = [(rep.run, s)] + [(c["run"], c) for c in s.get("compare", [])]
     if "region" in s:
         table = Table(title=f"Grad-CAM mass inside the generator's signal region ({s['region']['positive']['region']})")
-        for col in ("run", "cases", "CAM mass in region", "region area share", "ratio"):
+        for col in ("run", "cases", "heat in region", "region area", "ratio"):
             table.add_column(col, justify="right" if col != "run" else "left")
+        texts = []
         for name, rec in rows:
             for part in ("positive", "negative"):
                 r = rec["region"][part]
-                table.add_row(name, part, f"{r['cam_mass_in_region']:.3f}", f"{r['region_area_share']:.3f}",
-                              f"{r['enrichment']:.2f}")
+                table.add_row(Text(name), part, f"{100 * r['cam_mass_in_region']:.1f}%",
+                              f"{100 * r['region_area_share']:.1f}%", f"{r['enrichment']:.2f}")
+                if r.get("verdict_text"):
+                    texts.append(f"{name}, {part} cases: {r['verdict_text']}")
         console.print(table)
+        for t in texts:
+            console.print(t, markup=False, highlight=False)

@@ -17,11 +17,20 @@ import dataclasses
 import functools
 import inspect
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+import typing
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
+from amfmedit.errors import UserError, close_matches
 from amfmedit.stages.common import RunOptions
+from amfmedit.stages.recipes import RECIPES
+from amfmedit.train.logging import LOG_HELP
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 FIELD_ATTR = "amfmedit_field"  # set on an OptionInfo: (config class, field name) it overrides
 
@@ -120,6 +129,7 @@ RUN_OPTION_SPECS: dict[str, tuple[Any, Any]] = {
     "resume": _flag("--resume", help="Continue an interrupted stage exactly where its last epoch ended."),
     "force": _flag("--force", help="Replace a finished result instead of refusing."),
     "quiet": _flag("--quiet", "-q", help="No progress bar."),
+    "log": _opt("log", str, "--log", help=LOG_HELP[0].upper() + LOG_HELP[1:] + "."),
 }
 RUN_OPTIONS = tuple(RUN_OPTION_SPECS)
 # The same definitions for commands that take a few of them without a run (prepare, bench).
@@ -129,9 +139,94 @@ Force = RUN_OPTION_SPECS["force"][0]
 Quiet = RUN_OPTION_SPECS["quiet"][0]
 
 
-def run_options(*names: str) -> Callable:
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="A TOML file of this command's options (keys as the options without dashes, e.g. epochs = 3; "
+                     "a [pretrain] / [rconf] / [finetune] section when one file serves several); the flags you type "
+                     "override it. Every stage writes the one it ran with: <run>/<stage>/config.toml.")]
+RecipeName = Annotated[Optional[str], typer.Option(
+    "--recipe", help="A named preset under --config and the flags: " + "; ".join(
+        f"{k}: {v['description']}" for k, v in RECIPES.items()) + ".")]
+CONFIG_SECTIONS = ("pretrain", "rconf", "finetune")  # the commands that take --config / --recipe
+# config fields whose CLI option has another name or form: field -> (option, converter)
+_FIELD_ALIASES = {"aux_weights": ("aux_weight", lambda d: [f"{k}={v:g}" for k, v in d.items()])}
+
+
+def _coerce(value: Any, annotation: Any, key: str, where: str):
+    """A TOML value in the form the option takes (lists of numbers become "a,b" text, ...)."""
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    if typing.get_origin(base) is typing.Union:
+        base = next(a for a in typing.get_args(base) if a is not type(None))
+    if typing.get_origin(base) in (list, List):
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+    if base is str and isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if value else "none"
+    if base is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: {key} = {value!r}: expected true or false")
+        return value
+    if base in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (base is int and isinstance(value, float)):
+            raise UserError(f"{where}: {key} = {value!r}: expected {'an integer' if base is int else 'a number'}")
+        return base(value)
+    if base is Path:
+        return Path(str(value))
+    return str(value)
+
+
+def _layers(command: str, recipe: str | None, config: Path | None) -> tuple[dict, dict]:
+    """(values, source of each value) from ``--recipe`` then ``--config`` (later wins)."""
+    values, source = {}, {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            hint = close_matches(recipe, list(RECIPES))
+            raise UserError(f"--recipe {recipe}: no such recipe (known: {', '.join(RECIPES)})"
+                            + (f"; did you mean {hint}?" if hint else ""))
+        for k, v in RECIPES[recipe].get(command, {}).items():
+            values[k], source[k] = v, f"--recipe {recipe}"
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise UserError(f"--config {path}: no such file")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"--config {path}: not a readable TOML file ({exc}); fix it or write it anew") from None
+        sectioned = any(isinstance(v, dict) and k in CONFIG_SECTIONS for k, v in data.items())
+        flat = data.get(command, {}) if sectioned else data
+        for k, v in flat.items():
+            if not isinstance(v, dict) or k in _FIELD_ALIASES:
+                values[k], source[k] = v, f"--config {path}"
+    return values, source
+
+
+def _apply_layers(command: str, layered: tuple[dict, dict], kwargs: dict, params: dict, configs: tuple) -> None:
+    """Fill options the user did not type (None / False) from the recipe and config layers."""
+    values, source = layered
+    for key, raw in values.items():
+        option, value = key, raw
+        if key in _FIELD_ALIASES:
+            option, convert = _FIELD_ALIASES[key]
+            value = convert(raw)
+        if option not in params:
+            if any(key in {f.name for f in dataclasses.fields(c)} and default_of(c, key) == _plain(raw)
+                   for c in configs):
+                continue  # a setting that has no option here, recorded at its default
+            raise UserError(f"{source[key]}: {key} is not an option of `amfmedit {command}`"
+                            + (f"; did you mean {close_matches(key, list(params))}?" if close_matches(key, list(params))
+                               else ""))
+        if kwargs.get(option) in (None, False) or kwargs.get(option) == []:
+            kwargs[option] = _coerce(value, params[option].annotation, key, source[key])
+
+
+def _plain(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def run_options(*names: str, configs: tuple = ()) -> Callable:
     """Add the run options ``names`` to a command; it receives ``opts`` (RunOptions) and, if asked, ``quiet``.
 
+    ``configs``: the config classes whose fields the command's options set; then the command
+    also takes ``--config FILE`` and ``--recipe NAME``, layered under the flags the user types.
     The command's own signature must not list them. The command line recorded in ``run.json``
     is the process's ``sys.argv``.
     """
@@ -145,11 +240,18 @@ def run_options(*names: str) -> Callable:
         own = [p for p in sig.parameters.values() if p.name not in ("opts", "quiet")]
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=specs[n][0], default=specs[n][1])
                  for n in RUN_OPTIONS if n in names]
+        if configs:
+            added += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigFile, default=None),
+                      inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, annotation=RecipeName, default=None)]
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+        by_name = {p.name: p for p in params}
         wants_quiet = "quiet" in sig.parameters
 
         @functools.wraps(fn)
         def wrapper(**kwargs):
+            if configs:
+                layered = _layers(fn.__name__, kwargs.pop("recipe", None), kwargs.pop("config", None))
+                _apply_layers(fn.__name__, layered, kwargs, by_name, configs)
             values = {n: kwargs.pop(n) for n in names if n in kwargs}
             quiet = values.pop("quiet", False)
             opts = RunOptions(**given_kwargs(values))

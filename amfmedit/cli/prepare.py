@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from amfmedit.cli.common import command, console, err_console
+from amfmedit.cli.common import command, console, err_console, warn
 from amfmedit.cli.options import DataDir, Force, Quiet
 
 SYNTHETIC = "Synthetic cohorts"
@@ -112,6 +112,5 @@ def _summary(result) -> None:
     if syn:
         lines.append(f"informative features: {', '.join(syn['informative_features'])}")
     for line in lines:
-        console.print(line, highlight=False)
-    for warning in prov.get("warnings", []):
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(line, highlight=False, markup=False)  # names and units like "[kg]" printed literally
+    warn(prov.get("warnings", []))

@@ -5,11 +5,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from amfmedit.cli.common import command, console
+from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import derived_option, field_option, given, run_options
 from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_process, lr_option, progress_bars
 from amfmedit.models import TABULAR_ENCODERS, options_of
-from amfmedit.models.image import ARCHS
+from amfmedit.models.image import ARCHS, IMAGE_WEIGHTS_HELP
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.pretrain import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, PretrainConfig
 from amfmedit.stages.pretrain import pretrain as run_pretrain
@@ -21,7 +21,8 @@ READOUTS = ", ".join(f"{k} {options_of(c)[READOUT_OPTION]}" for k, c in TABULAR_
 
 
 @command("pretrain")
-@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet")
+@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             configs=(PretrainConfig,))
 def pretrain(
     opts: RunOptions,
     quiet: bool,
@@ -30,6 +31,7 @@ def pretrain(
     tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=(TABULAR_ENCODERS, "width_argument")) = None,
     ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text).", shown=READOUTS, source=(TABULAR_ENCODERS, READOUT_OPTION)) = None,
     image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(ARCHS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
+    image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
     lr: lr_option(f"{LR_BINARY:g} binary, {LR_MULTICLASS:g} multiclass (Appendix A.2)") = None,
@@ -45,7 +47,7 @@ def pretrain(
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
-                ft_mamba_pooling=ft_mamba_pooling, image_arch=image_arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                ft_mamba_pooling=ft_mamba_pooling, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
                 probe_every=probe_every, seed=seed)
@@ -54,5 +56,7 @@ def pretrain(
         res = run_pretrain(data, cfg, opts, progress=bars)
     if main:
         console.print(f"pretrain finished: run [bold]{res.run}[/] ({res.epochs_run} epochs, best val ITC loss "
-                      f"{res.best_val_loss:.4f} at epoch {res.best_epoch}) -> {res.stage_dir}")
+                      f"{res.best_val_loss:.4f} at epoch {res.best_epoch}; chance {res.chance_loss:.4f}) "
+                      f"-> {res.stage_dir}")
+        warn(res.warnings)
         console.print("next: [bold]amfmedit rconf[/], then [bold]amfmedit finetune --fusion amf[/]")

@@ -5,7 +5,7 @@ import warnings
 
 from rich.table import Table
 
-from amfmedit.cli.common import command, console, err_console
+from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.cli.train_common import (
     LossWeights,
@@ -61,7 +61,7 @@ def rconf(
         return
     for w in caught:
         if issubclass(w.category, TestSplitWarning):
-            err_console.print(f"[yellow]warning:[/] {w.message}", markup=True, highlight=False)
+            warn([w.message])
     rec = res.record
     table = Table(title=f"R_conf of run {res.run} ({rec['metric'].upper()} on the {rec['split']} split)")
     for col in ("probe", rec["metric"], "lr", "best epoch"):

@@ -351,67 +351,6 @@ def cam_maps_compare(images: Sequence[np.ndarray], cams_by_run: Sequence[Sequenc
     return _save(fig, path)
 
 
-def cam_grid(overlays: Sequence[np.ndarray], titles: Sequence[str], path, title: str,
-             outlines: Sequence[np.ndarray] | None = None, columns: int = 4,
-             outline_label: str = "signal region") -> Path:
-    """A grid of ready-blended CAM overlays (H, W, 3) uint8 (each map on its own scale); prefer
-    :func:`cam_maps_grid`, which adds a colour bar, common scaling and the all-zero note."""
-    plt = _plt()
-    n = max(len(overlays), 1)
-    cols = min(columns, n)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows + 0.6), dpi=110, squeeze=False,
-                             layout="constrained")
-    any_outline = False
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(overlays):
-            ax.imshow(overlays[i])
-            if outlines is not None:
-                any_outline |= _outline(ax, outlines[i])
-            ax.set_title(_wrap(titles[i], 2.4, 7), fontsize=7)
-    if any_outline:
-        fig.legend(handles=[_outline_handle(outline_label)], loc="outside lower center", fontsize=7, facecolor="0.85")
-    fig.suptitle(_wrap(title, 2.6 * cols - 0.2, 10), fontsize=10)
-    return _save(fig, path)
-
-
-def single_overlay(image: np.ndarray, path, title: str, outline: np.ndarray | None = None,
-                   outline_label: str = "signal region") -> Path:
-    """One ready-blended overlay in its own PNG (prefer :func:`cam_map_single`)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(3.2, 3.5), dpi=110, layout="constrained")
-    ax.imshow(image)
-    if _outline(ax, outline):
-        ax.legend(handles=[_outline_handle(outline_label)], loc="lower center", bbox_to_anchor=(0.5, -0.12),
-                  fontsize=7, facecolor="0.85")
-    ax.axis("off")
-    ax.set_title(_wrap(title, 3.0, 8), fontsize=8)
-    return _save(fig, path)
-
-
-def compare_grid(cells: list[list[np.ndarray]], row_titles: Sequence[str], col_titles: Sequence[str], path,
-                 title: str) -> Path:
-    """Rows = patients, columns = runs: the same patients' CAMs side by side."""
-    plt = _plt()
-    n_rows, n_cols = len(cells), len(col_titles)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols + 0.6, 2.4 * n_rows + 0.5), dpi=110,
-                             squeeze=False)
-    for r in range(n_rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.imshow(cells[r][c])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(col_titles[c], fontsize=7)
-            if c == 0:
-                ax.set_ylabel(row_titles[r], fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
-    return _save(fig, path)
-
-
 def training_curves(history: list[dict], path, title: str, *, chance: float | None = None,
                     chance_label: str = "chance") -> Path | None:
     """Loss curves from ``metrics.jsonl`` records (train_loss, val_loss, and a probe metric if logged).

@@ -228,14 +228,36 @@ def select_lr(
         results[lr] = trained
     finite = {lr: t for lr, t in results.items() if math.isfinite(t.best_val)}
     if not finite:
-        raise UserError(f"{search_dir}: no learning rate gave a finite validation metric; check the validation split "
-                        "has both classes")
+        rt.barrier()
+        if rt.is_main:  # nothing here can be chosen or resumed: leave no half-made search behind
+            rundir.remove_tree(search_dir)
+        raise UserError(f"{search_dir}: no learning rate gave a finite validation metric (the search was removed); "
+                        "check that the validation split has both classes")
     # Ties go to the earlier (larger) learning rate in the listed order.
     best_lr = max(finite, key=lambda lr: (finite[lr].best_val, -list(lrs).index(lr)))
     record = {"chosen_lr": best_lr, "val": {f"{lr:g}": results[lr].best_val for lr in lrs}}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
     return best_lr, results[best_lr], record
+
+
+def check_selectable(dataset, split: str = "val") -> None:
+    """Model selection needs a defined validation metric: AUC needs both classes in ``split``.
+
+    Called before any folder is made, so a cohort whose validation split holds one class fails
+    with one line instead of after a learning-rate search has written its candidates.
+    """
+    metric = headline_metric(dataset.schema.task)
+    labels = dataset.labels[dataset.indices(split)]
+    if len(labels) == 0:
+        raise UserError(f"{dataset.root}: the {split} split is empty: nothing to select the learning rate and the "
+                        "best epoch on; prepare the data with a validation split")
+    present = sorted(set(int(v) for v in labels))
+    if metric == "auc" and len(present) < 2:
+        name = dataset.schema.class_names[present[0]]
+        raise UserError(f"{dataset.root}: the {split} split holds only class {name} ({len(labels)} rows): the "
+                        f"validation AUC that selects the learning rate and the best epoch is undefined; prepare "
+                        "the data with a split that has both classes")
 
 
 def best_model(stage_dir: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,11 +17,12 @@ from amfmedit.data.schema import Schema
 from amfmedit.env import environment
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.ig import IMPORTANCE_FILE
-from amfmedit.io import write_json
+from amfmedit.io import write_json, write_text
 from amfmedit.stages import names as stage_names
 from amfmedit.train import rundir
 from amfmedit.train.engine import ProgressFn
 from amfmedit.train.inputs import DeviceData
+from amfmedit.train.logging import LOG_KINDS
 from amfmedit.train.runtime import Runtime, setup_runtime
 
 # ``progress(title, monitor) -> callback or None``: the CLI draws one bar per training run.
@@ -41,7 +43,11 @@ class RunOptions:
     images_in: str = "auto"  # auto | device | host | stream
     resume: bool = False
     force: bool = False
+    log: str = "none"  # also log every metrics.jsonl scalar: none | tensorboard | mlflow (amfmedit.train.logging)
     argv: list[str] | None = None  # the command line to record in run.json (None: sys.argv)
+
+    def __post_init__(self) -> None:
+        check_choice(self.log, LOG_KINDS, "--log")
 
 
 def runtime_for(opts: RunOptions) -> Runtime:
@@ -57,11 +63,53 @@ def load_dataset(run: rundir.Run, opts: RunOptions):
     return load_prepared(run.data, opts.data_dir or run.data_dir)
 
 
-def write_stage_config(stage_dir: Path, config, runtime: Runtime, extra: dict | None = None) -> None:
-    """``config.json`` (resolved settings) and ``environment.json`` of a stage, written first."""
+CONFIG_TOML = "config.toml"  # the stage's settings as a --config file: repeats the stage
+
+
+def write_stage_config(stage_dir: Path, config, runtime: Runtime, extra: dict | None = None,
+                       toml_extra: dict | None = None) -> None:
+    """``config.json`` (resolved settings), ``config.toml`` and ``environment.json`` of a stage, written first.
+
+    ``config.toml`` holds the same settings, nested configs flattened (a recipe's fields at the
+    top level) and ``toml_extra`` (e.g. pretrain's ``data``), so ``amfmedit <stage> --config
+    <stage>/config.toml`` runs the stage again with them.
+    """
     cfg = asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     write_json(stage_dir / rundir.CONFIG_FILE, {"config": cfg, "runtime": runtime.describe(), **(extra or {})})
+    write_text(stage_dir / CONFIG_TOML, toml_text({**(toml_extra or {}), **flat_config(cfg)},
+                                                  header=f"settings of {stage_dir.name}"))
     write_json(stage_dir / rundir.ENV_FILE, environment())
+
+
+def flat_config(cfg: dict) -> dict:
+    """Nested config dicts (a ``Recipe`` inside a stage config) flattened to their fields; Nones dropped."""
+    out: dict = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and k != "aux_weights":
+            out.update(flat_config(v))
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML form for {type(v).__name__}: {v!r}")
+
+
+def toml_text(values: dict, header: str = "") -> str:
+    """Flat ``key = value`` TOML (strings, numbers, booleans, lists, inline tables)."""
+    head = f"# amfmedit: {header}\n" if header else ""
+    return head + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
 
 
 def jsonable(obj) -> dict:

@@ -38,7 +38,7 @@ from amfmedit.data.synthetic import region_masks
 from amfmedit.env import package_version
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain import plots
-from amfmedit.explain.gradcam import grad_cams, images_of, overlay, region_summary, select_cases
+from amfmedit.explain.gradcam import grad_cams, images_of, region_summary, select_cases
 from amfmedit.explain.ig import (
     IMPORTANCE_FILE,
     SUMMARY_FILE,
@@ -55,15 +55,19 @@ from amfmedit.explain.ig import (
 from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
 from amfmedit.models import FUSIONS
-from amfmedit.stages import names
+from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import best_model
-from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
+from amfmedit.stages.common import RunOptions, check_choice, load_dataset, runtime_for
 from amfmedit.stages.lifecycle import staged
 from amfmedit.stages.report import truth_sentence
 from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
 METHODS = ("ig", "gradcam")
+CAM_SCALES = ("per-map", "common")
+IG_COMPLETENESS_TOLERANCE = 0.05  # mean |delta| / mean |f(x) - f(baseline)| above this: too few steps
+# what the outline drawn on synthetic OL3I CAMs is (the region the generator puts the risk in)
+REGION_LABELS = {"visceral_fat": "visceral fat (the risk region)"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,6 +212,10 @@ class IGReport:
     summary: dict
     top_markdown: str
 
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.summary.get("warnings", []))
+
 
 def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, progress=None) -> IGReport:
     """IG of the run's tabular model over ``cfg.split`` (all training samples by default)."""
@@ -290,6 +298,7 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
                         "high & informative": float(table.loc[~low & inf, "importance_pct"].sum()),
                         "high & not informative": float(table.loc[~low & ~inf, "importance_pct"].sum())}
     summary["group_shares"] = shares
+    summary["warnings"] = _ig_warnings(completeness, cfg.steps)
 
     title = f"IG: {ex.describe('ig').split(' [')[0]} ({len(rows)} {cfg.split} samples)"
     with staged(run, final, force=opts.force) as stage_out:
@@ -301,9 +310,18 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         plots.importance_distribution(table, schema.feature_names, tmp / "importance_distribution.png", title)
         plots.top_features(table, cfg.top_k, tmp / "top_features.png", f"Top {cfg.top_k} features — {name}")
         plots.group_breakdown(shares, tmp / "groups.png", f"Importance by category — {name}", truth_shares)
-        stage_out.summary = {"stage": name, "n_samples": int(len(rows))}
+        stage_out.summary = {"stage": name, "n_samples": int(len(rows)), "warnings": summary["warnings"]}
         run.record_command(f"explain {final.name}", opts.argv)
     return IGReport(run.name, name, final, ex.describe("ig"), table, summary, md_top)
+
+
+def _ig_warnings(completeness: dict, steps: int) -> list[str]:
+    """Attributions that do not add up to f(x) - f(baseline) (completeness) say too few steps."""
+    rel = completeness.get("relative")
+    if isinstance(rel, float) and math.isfinite(rel) and rel > IG_COMPLETENESS_TOLERANCE:
+        return [f"the attributions miss f(x) - f(baseline) by {100 * rel:.1f}% on average (completeness): "
+                f"{steps} steps are too few for this model; raise --steps"]
+    return []
 
 
 def _top_page(summary: dict, md_top: str, k: int) -> str:
@@ -340,8 +358,10 @@ class CamConfig:
     seed: int = 0
     batch_size: int = 16
     compare: list[str] = field(default_factory=list)  # other runs: "RUN" or "RUN:STAGE"
+    scale: str = CAM_SCALES[0]  # per-map (each map over its own maximum) or common (one scale per figure)
 
     def validate(self) -> None:
+        check_choice(self.scale, CAM_SCALES, "--cam-scale")
         if self.cases < 1:
             raise UserError(f"--cases {self.cases}: must be at least 1")
         if self.split not in ("train", "val", "test"):
@@ -394,7 +414,8 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     target = _class_target(ds.schema, cfg.target)
     cases = select_cases(ds, cfg.cases, target, split=cfg.split, seed=cfg.seed)
     rows = cases.rows
-    cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size)
+    common = cfg.scale == "common"  # maps in the model's units, so one scale compares cases
+    cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size, raw=common)
     masks, region = _region_masks(ds, rows)
     n = cfg.cases
     cls = str(ds.schema.class_names[target])
@@ -414,36 +435,44 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
         return [f"{ds.ids[r]} (label {ds.schema.class_names[ds.labels[r]]}) p={p:.2f}"
                 for r, p in zip(rows[part], probs[part])]
 
-    overlays = [overlay(ds.images[r], c) for r, c in zip(rows, cams)]
-    compare_cells = []
+    images = [ds.images[r] for r in rows]
+    compare_maps, compare_titles = [], []
     if others:
         summary["compare"] = []
         for other, other_stage in others:
             o_cams, o_summary = _cams_of_other(other, other_stage, ds, rows, target, cfg, opts, rt.device, masks,
                                                region, n)
-            compare_cells.append(([overlay(ds.images[r], c) for r, c in zip(rows, o_cams)],
-                                  f"{other.name}\n{other_stage}"))
+            compare_maps.append(o_cams)
+            compare_titles.append(f"{other.name}\n{other_stage}")
             summary["compare"].append(o_summary)
+    summary["scale"] = cfg.scale
+    summary["warnings"] = (sanity.cam_warnings(cams[:n], f"positive {cfg.split} cases")
+                           + sanity.cam_warnings(cams[n:], f"negative {cfg.split} cases"))
+    outline_label = REGION_LABELS.get(region or "", f"{region} (the signal region)")
 
     with staged(run, final, force=opts.force) as stage_out:
         tmp = stage_out.folder
         for label, part in (("positive", slice(0, n)), ("negative", slice(n, 2 * n))):
-            plots.cam_grid(overlays[part], titles(part), tmp / f"{label}.png",
-                           f"Grad-CAM toward class {cls}: {label} {cfg.split} cases — {name}",
-                           outlines=None if masks is None else masks[part])
-            for r, img, t in zip(rows[part], overlays[part], titles(part)):
-                plots.single_overlay(img, tmp / "cases" / f"{label}-{_safe(ds.ids[r])}.png", t)
-            if compare_cells:
-                cells = [[overlays[i]] + [c[0][i] for c in compare_cells] for i in range(part.start, part.stop)]
-                plots.compare_grid(cells, [str(ds.ids[r]) for r in rows[part]],
-                                   [f"{run.name}\n{name}"] + [c[1] for c in compare_cells],
-                                   tmp / f"compare-{label}.png", f"Grad-CAM, {label} cases, side by side")
+            plots.cam_maps_grid(images[part], cams[part], titles(part), tmp / f"{label}.png",
+                                f"Grad-CAM toward class {cls}: {label} {cfg.split} cases — {name}", scale=cfg.scale,
+                                outlines=None if masks is None else masks[part], outline_label=outline_label)
+            vmax = float(cams[part].max()) if common and len(cams[part]) else None
+            for i, (r, t) in enumerate(zip(rows[part], titles(part))):
+                plots.cam_map_single(images[part][i], cams[part][i], tmp / "cases" / f"{label}-{_safe(ds.ids[r])}.png",
+                                     t, vmax=vmax, outline=None if masks is None else masks[part][i],
+                                     outline_label=outline_label)
+            if compare_maps:
+                plots.cam_maps_compare(images[part], [cams[part]] + [m[part] for m in compare_maps],
+                                       [str(ds.ids[r]) for r in rows[part]],
+                                       [f"{run.name}\n{name}"] + compare_titles,
+                                       tmp / f"compare-{label}.png", f"Grad-CAM, {label} cases, side by side",
+                                       scale=cfg.scale)
         with atomic_path(tmp / "cams.npz") as p:
             with open(p, "wb") as fh:
                 np.savez_compressed(fh, ids=ds.ids[rows].astype(str), labels=ds.labels[rows], cams=cams.astype(np.float16),
                                     probs=probs)
         write_json(tmp / SUMMARY_FILE, summary)
-        stage_out.summary = {"stage": name, "cases": int(len(rows))}
+        stage_out.summary = {"stage": name, "cases": int(len(rows)), "warnings": summary["warnings"]}
         run.record_command(f"explain {final.name}", opts.argv)
     return CamReport(run.name, name, final, ex.describe("gradcam"), summary)
 
@@ -462,7 +491,8 @@ def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, reg
     o_rows = np.array([where[str(i)] for i in ds.ids[rows]])
     if ods.images.shape[1:] != ds.images.shape[1:]:
         raise UserError(f"--compare {other.name}: its images are {ods.images.shape[1:]}, not {ds.images.shape[1:]}")
-    cams, probs = grad_cams(ex.model, ods, o_rows, target=target, device=device, batch_size=cfg.batch_size)
+    cams, probs = grad_cams(ex.model, ods, o_rows, target=target, device=device, batch_size=cfg.batch_size,
+                            raw=cfg.scale == "common")
     out = {"run": other.name, "stage": stage, "model": ex.describe("gradcam"),
            "probability": {"positive": [float(p) for p in probs[:n]], "negative": [float(p) for p in probs[n:]]}}
     if masks is not None:

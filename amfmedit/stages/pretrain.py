@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,10 +28,10 @@ from amfmedit.models import (
     model_config,
     options_of,
 )
-from amfmedit.models.image import ARCHS
+from amfmedit.models.image import ARCHS, parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
 from amfmedit.paths import runs_dir
-from amfmedit.stages import names
+from amfmedit.stages import names, sanity
 from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
@@ -66,6 +66,7 @@ class PretrainConfig:
     tabular_dim: int | None = None  # D_tab (the encoder's width); None: 64 for FT-*, 256 for MLP/ResNet
     ft_mamba_pooling: str | None = None  # FT-Mamba readout: avg (reference code, default) or cls (paper text)
     image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
+    image_weights: str | None = None  # None: random initialisation (the paper); "imagenet" or a state-dict path
     epochs: int = 500
     batch_size: int = 32  # the reference configuration's pretraining batch
     lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
@@ -83,6 +84,7 @@ class PretrainConfig:
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
         check_choice(self.image_arch, list(ARCHS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
+        parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -116,6 +118,8 @@ class PretrainResult:
     best_val_loss: float
     best_epoch: int
     epochs_run: int
+    chance_loss: float = math.nan  # the validation ITC loss of embeddings that carry nothing, log(batch)
+    warnings: list[str] = field(default_factory=list)
 
 
 def tabular_kwargs(cfg: PretrainConfig) -> dict:
@@ -129,7 +133,8 @@ def tabular_kwargs(cfg: PretrainConfig) -> dict:
 
 def build_contrastive(schema, cfg: PretrainConfig):
     """ResNet + tabular encoder + projection heads for ``schema``'s features and channels."""
-    image = ImageEncoder(arch=cfg.image_arch, in_channels=schema.image.channels)
+    image = ImageEncoder(arch=cfg.image_arch, in_channels=schema.image.channels,
+                         weights=parse_image_weights(cfg.image_weights))
     tab = build_tabular_encoder(
         cfg.tabular_encoder, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities, **tabular_kwargs(cfg)
     )
@@ -178,7 +183,7 @@ def pretrain(
     cfg = replace(cfg, lr=lr)
     stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
     if rt.is_main:
-        write_stage_config(stage_dir, cfg, rt, {"data": run.data})
+        write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
         run.record_command(STAGE, opts.argv)
 
     seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
@@ -213,13 +218,17 @@ def pretrain(
         mode="min",
         patience=None,  # the reference pretrains for a fixed number of epochs
         seed=cfg.seed,
+        log=opts.log,
     )
     result = fit(
         task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
         extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
     )
-    finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run}, rt=rt)
-    return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run)
+    chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
+    warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
+    finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
+                                  "chance_val_loss": chance, "warnings": warns}, rt=rt)
+    return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance, warns)
 
 
 def load_pretrained(run: rundir.Run):

@@ -23,6 +23,7 @@ from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE
 from amfmedit.explain.plots import training_curves
 from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
+from amfmedit.stages.sanity import stage_warnings
 from amfmedit.stages.tables import incomplete_markdown, table2_markdown
 from amfmedit.train import rundir
 
@@ -131,7 +132,12 @@ def _pretrain_section(run: rundir.Run) -> str:
         out.append(f" Lowest validation loss {best['val_loss']:.4f} at epoch {best['epoch']}; "
                    f"last {history[-1].get('val_loss', float('nan')):.4f}.")
     out.append("\n\n")
-    png = training_curves(history, run.root / ASSETS / "pretrain_curves.png", f"Pretraining — run {run.name}")
+    marker = read_json(stage / rundir.MARKER) if run.is_complete(names.PRETRAIN) else {}
+    chance = marker.get("chance_val_loss")
+    batch = cfg.get("batch_size")
+    png = training_curves(history, run.root / ASSETS / "pretrain_curves.png", f"Pretraining — run {run.name}",
+                          chance=chance if isinstance(chance, (int, float)) else None,
+                          chance_label=f"chance, log(batch {batch})" if batch else "chance")
     if png is not None:
         out.append(_img(png, run.root, "pretraining curves"))
     return "".join(out)
@@ -235,22 +241,42 @@ def _explain_section(run: rundir.Run) -> str:
 
 def _region_table(s: dict) -> str:
     region = s["region"]["positive"]["region"]
-    lines = [f"CAM mass inside the generator's signal region `{region}` vs the region's share of the image "
-             "(mean over cases; ratio > 1: the map concentrates on the region):\n\n",
-             "| run | cases | CAM mass in region | region area share | ratio |\n|---|---|---:|---:|---:|\n"]
+    lines = [f"Share of the CAM heat inside the generator's signal region `{region}` against the region's share "
+             "of the image (mean over cases; a map spread evenly would put the area share there):\n\n",
+             "| run | cases | heat in region | region area | ratio | verdict |\n|---|---|---:|---:|---:|---|\n"]
+    texts = []
     for name, rec in [(s["run"], s)] + [(c["run"], c) for c in s.get("compare", [])]:
         for part in ("positive", "negative"):
             r = rec["region"][part]
-            lines.append(f"| {name} | {part} | {_fmt(r['cam_mass_in_region'], 3)} | {_fmt(r['region_area_share'], 3)} | "
-                         f"{_fmt(r['enrichment'], 2)} |\n")
-    return "".join(lines) + "\n"
+            lines.append(f"| {name} | {part} | {_pct(r['cam_mass_in_region'])} | {_pct(r['region_area_share'])} | "
+                         f"{_fmt(r['enrichment'], 2)} | {r.get('verdict', '—')} |\n")
+            if r.get("verdict_text"):
+                texts.append(f"- {name}, {part} cases: {r['verdict_text']}.\n")
+    return "".join(lines) + "\n" + "".join(texts) + ("\n" if texts else "")
+
+
+def _pct(v) -> str:
+    return "—" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _warnings_section(run: rundir.Run) -> str:
+    found = stage_warnings(run)
+    if not found:
+        return ""
+    lines = ["## Warnings\n\nThe stages checked themselves against a model that learned nothing:\n\n"]
+    for stage, warns in found.items():
+        lines += [f"- **{stage}**: {w}\n" for w in warns]
+    return "".join(lines)
 
 
 def _commands_section(run: rundir.Run) -> str:
     cmds = run.info.get("commands", [])
     if not cmds:
         return ""
-    lines = ["## Commands\n\n```\n"] + [f"{c.get('argv', '')}\n" for c in cmds] + ["```\n"]
+    # one command line that ran several stages (e.g. --fusion concat --fusion amf) is listed once
+    argvs = [c.get("argv", "") for c in cmds]
+    shown = [a for i, a in enumerate(argvs) if i == 0 or a != argvs[i - 1]]
+    lines = ["## Commands\n\n```\n"] + [f"{a}\n" for a in shown] + ["```\n"]
     return "".join(lines)
 
 
@@ -260,7 +286,7 @@ def build_report(run: rundir.Run) -> str:
     head = (f"# Run `{run.name}`\n\nData `{info.get('data')}`, started {str(info.get('created', ''))[:19]}. "
             "Sections follow the pipeline: data → pretraining → R_conf → fine-tuning → explanations. "
             "Regenerate with `amfmedit report`.\n\n")
-    sections = [_data_section(run), _pretrain_section(run), _rconf_section(run), _finetune_section(run),
+    sections = [_warnings_section(run), _data_section(run), _pretrain_section(run), _rconf_section(run), _finetune_section(run),
                 _explain_section(run), _commands_section(run)]
     return head + "\n".join(s for s in sections if s)
 

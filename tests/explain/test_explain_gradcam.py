@@ -54,7 +54,7 @@ def test_gradcam_overlays_region_share_and_compare(trained_run, ol3i64):
     singles = sorted(p.name for p in (folder / "cases").iterdir())
     assert singles == sorted([f"positive-{i}.png" for i in summary["cases"]["positive"]]
                              + [f"negative-{i}.png" for i in summary["cases"]["negative"]])
-    assert "CAM mass in region" in res.output
+    assert "heat in region" in res.output
 
 
 def test_overlay_is_grey_ct_under_the_heat_map():
