@@ -96,7 +96,7 @@ def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
         if (p / RUN_FILE).is_file():
             try:
                 created = read_json(p / RUN_FILE).get("created", "")
-            except ValueError:
+            except (UserError, AttributeError):  # a damaged run.json: not listed (opening it by name says why)
                 continue
             runs.append((created, p.name, Run(p)))
     return [r for _, _, r in sorted(runs, key=lambda t: (t[0], t[1]))]
