@@ -19,7 +19,7 @@ from amfmedit.train.augment import ImageAugment, augment_batch
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.inputs import Batch, DeviceData
 from amfmedit.train.metrics import classification_metrics
-from amfmedit.train.runtime import Runtime
+from amfmedit.train.runtime import Runtime, gather_with_grad
 
 
 def _image_input(batch: Batch, aug: ImageAugment | None, gen: torch.Generator | None, channels_last: bool):
@@ -33,6 +33,22 @@ def _eval_chunks(rows: np.ndarray, batch_size: int, rt: Runtime) -> list[np.ndar
     """This rank's share of ``rows`` in fixed-size chunks (file order, no padding)."""
     mine = rows[rt.rank :: rt.world_size]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def global_contrastive_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z_img: torch.Tensor,
+                            z_tab: torch.Tensor) -> torch.Tensor:
+    """The contrastive loss over the global batch: every rank's pairs are every rank's negatives.
+
+    Under DDP each rank gathers the projections of all ranks (with gradients,
+    :func:`~amfmedit.train.runtime.gather_with_grad`) and computes the loss of the whole global
+    batch, so W processes x batch B optimise the same objective, with the same loss value and
+    (after DDP's averaging) the same gradients, as one process at batch W x B. In one process
+    it is ``loss(z_img, z_tab)``. The logits grow to (W B) x (W B) per rank, small next to the
+    encoders.
+    """
+    # NOTE[paper]: the paper trains on one GPU; the reference (Hager et al.) uses one process
+    # too. Gathering keeps eq. 11's negatives those of the global batch under torchrun.
+    return loss(gather_with_grad(z_img), gather_with_grad(z_tab))
 
 
 class ContrastiveTask:
@@ -89,7 +105,7 @@ class ContrastiveTask:
         image = _image_input(batch, self.augment, gen, self.channels_last)
         x_cont, x_cat, _ = self.corruptor(batch.x_cont, batch.x_cat, gen)
         z_img, z_tab = model(image, x_cont, x_cat)
-        return self.loss(z_img, z_tab), len(batch)
+        return global_contrastive_loss(self.loss, z_img, z_tab), len(batch)
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
         self._epoch += 1
