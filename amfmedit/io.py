@@ -238,3 +238,87 @@ def staging_dir(final: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# one writer at a time
+
+LOCKS_DIR = ".locks"
+_held: dict[str, int] = {}  # lock file -> nesting depth in this process
+
+
+def lock_file_for(target: str | os.PathLike) -> Path:
+    """Where the lock of ``target`` (a stage folder, a prepared dataset) lives:
+    ``<parent>/.locks/<name>.lock``, outside the folder, so it survives the folder being
+    replaced (``--force``) or removed."""
+    target = Path(target)
+    return target.parent / LOCKS_DIR / f"{target.name}.lock"
+
+
+def lock_holder(target: str | os.PathLike) -> int | None:
+    """The pid recorded by the last holder of ``target``'s lock (it may have finished since)."""
+    try:
+        text = lock_file_for(target).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike, busy: str) -> Iterator[Path]:
+    """Hold an OS file lock (``flock``) on ``target`` for the duration of the block.
+
+    The kernel releases the lock when the holder exits in any way (``kill -9`` included), so a
+    lock is never stale. When another process holds it, a UserError is raised at once with
+    ``busy`` formatted with ``pid`` (the holder's, read from the lock file; ``?`` if unknown).
+    The same process may nest the lock. The lock file holds the holder's pid and is removed
+    (with an empty ``.locks`` folder) on release, so a run or data dir is left as it was; a
+    process that opened the file just before it was removed sees that and tries again.
+    """
+    import fcntl
+
+    path = lock_file_for(target)
+    key = str(path.absolute())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield path
+        finally:
+            _held[key] -= 1
+        return
+    for _ in range(50):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # the folder was removed by a holder releasing the lock
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = lock_holder(target)
+            raise UserError(busy.format(pid=pid if pid is not None else "?")) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its last holder had just removed: take the current one
+    else:  # pragma: no cover - 50 releases in a row between open and flock
+        raise UserError(busy.format(pid="?"))
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _held[key] = 1
+        try:
+            yield path
+        finally:
+            del _held[key]
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still holding the lock
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when empty
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
