@@ -92,10 +92,17 @@ class ContrastiveTask:
         self.task_kind = task_kind
         self.train_rows = data.rows("train")
         self.val_rows = data.rows("val")
-        self._epoch = 0
+        self._epoch = 0  # the epoch being trained (set by the engine; counted here otherwise)
+        self._epoch_set = False
 
     def model_spec(self) -> dict:
         return self.spec
+
+    def set_epoch(self, epoch: int) -> None:
+        """The engine's 1-based epoch number (also after ``--resume``): the probe runs on the
+        epochs that are multiples of ``probe_every``, so a resumed run probes on the same
+        epochs as an uninterrupted one."""
+        self._epoch, self._epoch_set = int(epoch), True
 
     def train_labels(self) -> np.ndarray:
         return self.data.dataset.labels[self.train_rows]
@@ -108,7 +115,8 @@ class ContrastiveTask:
         return global_contrastive_loss(self.loss, z_img, z_tab), len(batch)
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
-        self._epoch += 1
+        if not self._epoch_set:  # called outside the engine: count the calls
+            self._epoch += 1
         total = torch.zeros(2, dtype=torch.float64, device=rt.device)
         for rows in _eval_chunks(self.val_rows, self.eval_batch_size, rt):
             if len(rows) < 2:  # a contrastive loss needs negatives
