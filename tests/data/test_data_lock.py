@@ -38,3 +38,11 @@ def test_prepare_refuses_while_another_process_prepares_the_same_dataset(tmp_pat
         holder.join(10)
     assert prepare(ol3i_spec(), raw=tmp_path / "raw", data_dir=data).path == data / "ol3i"
     assert sorted(p.name for p in data.iterdir()) == ["ol3i"]
+
+
+def test_data_dir_naming_a_file_is_one_line(tmp_path):
+    write_ol3i(tmp_path / "raw")
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(UserError, match=rf"^--data-dir {tmp_path / 'data'}: is a file, not a folder; pass a folder"):
+        prepare(ol3i_spec(), raw=tmp_path / "raw", data_dir=tmp_path / "data")
+    assert (tmp_path / "data").read_text() == "not a folder"
