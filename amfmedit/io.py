@@ -5,8 +5,8 @@ one. Folders are built under a temporary sibling name and renamed into place at 
 
 Temporary names carry the writing process's id (``.NAME.pid<PID>.<random><suffix>``), so a
 later writer can tell the leftovers of a killed process (``kill -9``, power loss) from the
-work of a live one: :func:`remove_stale` deletes those whose owner is gone, and
-:func:`atomic_path` / :func:`staging_dir` call it for their own target before writing.
+work of a live one: :func:`remove_stale` deletes those whose owner is gone: :func:`atomic_path` calls it for the
+temporary files in its folder and :func:`staging_dir` for its own target's folders.
 
 Files the tool wrote are read back through :func:`read_json` and :func:`torch_load`: a
 damaged or truncated file is a :class:`~amfmedit.errors.UserError` naming the file, what is
@@ -85,7 +85,8 @@ def remove_stale(folder: str | os.PathLike, name: str | None = None,
 
 
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
-    remove_stale(path.parent, path.name, (".tmp",))
+    # temporary files of killed writers in this folder (a checkpoint cut short by kill -9)
+    remove_stale(path.parent, None, (".tmp",))
     fd, name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     return Path(name)
