@@ -1,7 +1,16 @@
-"""Atomic file output: everything is written to a temporary name and renamed.
+"""Atomic file output, and reading back what the tool wrote, with one-line errors.
 
 A crash, a full disk or Ctrl-C leaves either the previous file or the new one, never half of
 one. Folders are built under a temporary sibling name and renamed into place at the end.
+
+Temporary names carry the writing process's id (``.NAME.pid<PID>.<random><suffix>``), so a
+later writer can tell the leftovers of a killed process (``kill -9``, power loss) from the
+work of a live one: :func:`remove_stale` deletes those whose owner is gone: :func:`atomic_path` calls it for the
+temporary files in its folder and :func:`staging_dir` for its own target's folders.
+
+Files the tool wrote are read back through :func:`read_json` and :func:`torch_load`: a
+damaged or truncated file is a :class:`~amfmedit.errors.UserError` naming the file, what is
+wrong and what to do, never a decoder traceback.
 """
 
 from __future__ import annotations
@@ -9,14 +18,76 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from amfmedit.errors import UserError
+
+#: what to do about a damaged file in a run folder (the stage that wrote it can redo it)
+RERUN_HINT = "re-run the stage that wrote it with --force"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (``os.kill(pid, 0)``; another user's counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of this process's temporary siblings of ``name``: ``.NAME.pid<PID>.``."""
+    return f".{name}.pid{os.getpid()}."
+
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^/]*$")
+
+
+def temp_owner(path: str | os.PathLike) -> tuple[str, int] | None:
+    """``(target name, owner pid)`` of a temporary name made by :func:`temp_prefix`; None otherwise."""
+    m = _TEMP_RE.match(Path(path).name)
+    return (m["name"], int(m["pid"])) if m else None
+
+
+def remove_stale(folder: str | os.PathLike, name: str | None = None,
+                 suffixes: tuple[str, ...] = (".tmp", ".partial", ".raw")) -> list[Path]:
+    """Remove the temporary files and folders in ``folder`` whose owner process is gone.
+
+    Only names made by :func:`temp_prefix` ending in one of ``suffixes`` are considered (for the
+    target ``name`` only, when given); one whose owner is alive, or this process, is never
+    touched. Returns what was removed. Names without an owner id (older versions) are left.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        owner = temp_owner(p)
+        if owner is None or not p.name.endswith(suffixes) or (name is not None and owner[0] != name):
+            continue
+        if owner[1] == os.getpid() or pid_alive(owner[1]):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    return removed
+
 
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    # temporary files of killed writers in this folder (a checkpoint cut short by kill -9)
+    remove_stale(path.parent, None, (".tmp",))
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -68,8 +139,26 @@ def write_json(path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
 
 
-def read_json(path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path, *, hint: str = RERUN_HINT) -> Any:
+    """Parse a JSON file the tool wrote; a missing, truncated or garbled one is a UserError.
+
+    The message names the file, what is wrong (with the line and column of a syntax error)
+    and ``hint`` (what to do; by default re-running the stage that wrote it with --force).
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; {hint}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a JSON file; {hint}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: damaged file (not UTF-8 text at byte {exc.start}); {hint}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "empty file" if not text.strip() else f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        raise UserError(f"{path}: damaged file, {what}; {hint}") from None
 
 
 def append_jsonl(path, obj: Any) -> None:
@@ -88,11 +177,41 @@ def torch_save(obj: Any, path) -> None:
         torch.save(obj, tmp)
 
 
-def torch_load(path, map_location="cpu") -> Any:
-    """Load a checkpoint as data only (``weights_only=True``): a checkpoint is never code."""
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, whole (never cut mid-word)."""
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines():  # no terminal colour codes
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def torch_load(path, map_location="cpu", *, hint: str = RERUN_HINT) -> Any:
+    """Load a checkpoint as data only (``weights_only=True``): a checkpoint is never code.
+
+    A missing, truncated or corrupt file (or one holding code) is a UserError naming the file,
+    torch's reason (its first line, whole) and ``hint``.
+    """
+    import pickle
+    import zipfile
+
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; {hint}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+            KeyError, IndexError, TypeError, AttributeError) as exc:
+        size = path.stat().st_size
+        if size == 0:
+            what = "empty file"
+        elif (isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower()
+              and zipfile.is_zipfile(path)):  # an intact torch.save archive holding code
+            what = "it holds objects other than tensors and plain data, refused (a checkpoint is loaded as data only)"
+        else:
+            what = f"damaged or truncated ({size:,} bytes): {_first_line(exc)}"
+        raise UserError(f"{path}: not a readable checkpoint ({what}); {hint}") from exc
 
 
 @contextlib.contextmanager
@@ -104,7 +223,8 @@ def staging_dir(final: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_stale(final.parent, final.name, (".partial",))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
     try:
         yield tmp
         if final.exists():
@@ -119,3 +239,87 @@ def staging_dir(final: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# one writer at a time
+
+LOCKS_DIR = ".locks"
+_held: dict[str, int] = {}  # lock file -> nesting depth in this process
+
+
+def lock_file_for(target: str | os.PathLike) -> Path:
+    """Where the lock of ``target`` (a stage folder, a prepared dataset) lives:
+    ``<parent>/.locks/<name>.lock``, outside the folder, so it survives the folder being
+    replaced (``--force``) or removed."""
+    target = Path(target)
+    return target.parent / LOCKS_DIR / f"{target.name}.lock"
+
+
+def lock_holder(target: str | os.PathLike) -> int | None:
+    """The pid recorded by the last holder of ``target``'s lock (it may have finished since)."""
+    try:
+        text = lock_file_for(target).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike, busy: str) -> Iterator[Path]:
+    """Hold an OS file lock (``flock``) on ``target`` for the duration of the block.
+
+    The kernel releases the lock when the holder exits in any way (``kill -9`` included), so a
+    lock is never stale. When another process holds it, a UserError is raised at once with
+    ``busy`` formatted with ``pid`` (the holder's, read from the lock file; ``?`` if unknown).
+    The same process may nest the lock. The lock file holds the holder's pid and is removed
+    (with an empty ``.locks`` folder) on release, so a run or data dir is left as it was; a
+    process that opened the file just before it was removed sees that and tries again.
+    """
+    import fcntl
+
+    path = lock_file_for(target)
+    key = str(path.absolute())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield path
+        finally:
+            _held[key] -= 1
+        return
+    for _ in range(50):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # the folder was removed by a holder releasing the lock
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = lock_holder(target)
+            raise UserError(busy.format(pid=pid if pid is not None else "?")) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its last holder had just removed: take the current one
+    else:  # pragma: no cover - 50 releases in a row between open and flock
+        raise UserError(busy.format(pid="?"))
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _held[key] = 1
+        try:
+            yield path
+        finally:
+            del _held[key]
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still holding the lock
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when empty
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

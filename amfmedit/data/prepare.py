@@ -36,7 +36,7 @@ from amfmedit.data.transform import (
 )
 from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.errors import UserError
-from amfmedit.io import staging_dir, write_json, write_text
+from amfmedit.io import exclusive_lock, remove_stale, staging_dir, temp_prefix, write_json, write_text
 from amfmedit.paths import data_dir as _data_dir
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -107,6 +107,22 @@ def prepare(
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
         raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one is complete)")
+    if final.parent.exists() and not final.parent.is_dir():
+        raise UserError(f"--data-dir {final.parent}: is a file, not a folder; pass a folder for prepared datasets")
+    busy = (f"{spec.name}: another amfmedit process (pid {{pid}}) is preparing this dataset in {final.parent}; "
+            f"wait for it to finish")
+    with exclusive_lock(final, busy):
+        # leftovers of a prepare that was killed (its temporary folders name their owner pid)
+        remove_stale(final.parent, suffixes=(".partial", ".raw", ".tmp"))
+        if final.exists() and not force:  # finished by another process while this one waited to start
+            raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one "
+                            f"is complete)")
+        return _prepare_locked(spec, final, raw=raw, force=force, synthetic=synthetic, progress=progress,
+                               workers=workers)
+
+
+def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic: dict | None,
+                    progress: Progress | None, workers: int | None) -> PrepareResult:
     progress = progress or (lambda phase, done, total: None)
     temp_raw: Path | None = None
     try:
@@ -116,7 +132,7 @@ def prepare(
 
             if raw is None:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                temp_raw = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".raw", dir=final.parent))
+                temp_raw = Path(tempfile.mkdtemp(prefix=temp_prefix(spec.name), suffix=".raw", dir=final.parent))
                 raw_dir = temp_raw
                 generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
             else:

@@ -15,14 +15,14 @@ A prepared dataset is a folder ``<data-dir>/<name>/`` holding:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from amfmedit.data.schema import Schema
+from amfmedit.data.schema import Schema, damaged_hint
 from amfmedit.errors import UserError
+from amfmedit.io import read_json
 from amfmedit.paths import data_dir as _data_dir
 
 SPLITS = ("train", "val", "test")
@@ -58,7 +58,7 @@ class PreparedDataset:
 
     @property
     def provenance(self) -> dict:
-        return json.loads((self.root / "provenance.json").read_text(encoding="utf-8"))
+        return read_json(self.root / "provenance.json", hint=damaged_hint(self.root))
 
 
 def list_prepared(data_dir: str | Path | None = None) -> list[str]:
@@ -86,26 +86,126 @@ def dataset_path(name: str | Path, data_dir: str | Path | None = None) -> Path:
     )
 
 
-def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> PreparedDataset:
-    """Load a prepared dataset by name (in the data directory) or by folder path."""
-    import pandas as pd
+def npy_header(path: Path, *, hint: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a ``.npy`` file, checking that the file holds all of it.
 
+    ``np.load(mmap_mode="r")`` of a truncated file fails with "mmap length is greater than file
+    size" (or, worse, a plain load reads garbage): the size the header promises is compared with
+    the size on disk first. A damaged header or a short file is a UserError naming ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; {hint}")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+            offset = fh.tell()
+    except Exception as exc:  # noqa: BLE001 - any unreadable header gets the same answer
+        raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc}); {hint}") from None
+    if dtype.hasobject or fortran:
+        raise UserError(f"{path}: unexpected array layout (dtype {dtype}, fortran order {fortran}); {hint}")
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != need:
+        raise UserError(f"{path}: file is {size:,} bytes but its shape {tuple(shape)} of {dtype} needs {need:,} "
+                        f"(truncated or damaged copy); {hint}")
+    return tuple(int(x) for x in shape), dtype, offset
+
+
+def _read_table(path: Path, schema: Schema, hint: str):
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; {hint}")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - Arrow's errors for damaged files vary
+        raise UserError(f"{path}: not a readable Parquet file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}") from None
+    types = table.schema
+    want = {"id": "string", "split": "string", "label": "integer"}
+    want.update({f.name: "float" for f in schema.continuous})
+    want.update({f.name: "integer" for f in schema.categorical})
+    absent = [c for c in want if c not in types.names]
+    if absent:
+        raise UserError(f"{path}: column {absent[0]!r} of schema.json is missing"
+                        + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "") + f"; {hint}")
+    import pyarrow.types as pat
+
+    check = {"string": lambda t: pat.is_string(t) or pat.is_large_string(t), "integer": pat.is_integer,
+             "float": pat.is_floating}
+    for col, kind in want.items():
+        t = types.field(col).type
+        if not check[kind](t):
+            raise UserError(f"{path}: column {col!r} has type {t}, schema.json needs {kind} values; {hint}")
+    try:
+        return table.to_pandas()
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{path}: cannot read the table ({type(exc).__name__}: {exc}); {hint}") from None
+
+
+def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> PreparedDataset:
+    """Load a prepared dataset by name (in the data directory) or by folder path.
+
+    Every file is checked against ``schema.json`` before use (Parquet columns and types, row
+    counts, the ``.npy`` shapes, dtypes and sizes, split and label values): a damaged or
+    truncated dataset is a one-line UserError naming the file and saying to prepare it again.
+    """
     root = dataset_path(name, data_dir)
+    hint = damaged_hint(root)
     schema = Schema.load(root / "schema.json")
-    table = pd.read_parquet(root / "tabular.parquet")
+    table = _read_table(root / "tabular.parquet", schema, hint)
+    n = len(table)
+    where = root / "tabular.parquet"
+    prov = read_json(root / "provenance.json", hint=hint)
+    kept = prov.get("rows", {}).get("kept") if isinstance(prov, dict) and isinstance(prov.get("rows"), dict) else None
+    if kept is not None and kept != n:
+        raise UserError(f"{where}: has {n} rows, provenance.json records {kept}; {hint}")
+    bad_split = ~table["split"].isin(SPLITS).to_numpy()
+    if bad_split.any():
+        raise UserError(f"{where}: split value {table['split'][bad_split].iloc[0]!r} is not one of "
+                        f"{', '.join(SPLITS)}; {hint}")
+    labels = table["label"].to_numpy()
+    if n and (table["label"].isna().any() or labels.min() < 0 or labels.max() >= schema.n_classes):
+        raise UserError(f"{where}: labels outside 0..{schema.n_classes - 1} (schema.json has "
+                        f"{schema.n_classes} classes); {hint}")
     cont = [f.name for f in schema.continuous]
     cat = [f.name for f in schema.categorical]
-    x_cont = table[cont].to_numpy(dtype=np.float32) if cont else np.zeros((len(table), 0), np.float32)
-    x_cat = table[cat].to_numpy(dtype=np.int64) if cat else np.zeros((len(table), 0), np.int64)
-    images = np.load(root / schema.image.file, mmap_mode="r")
+    x_cont = table[cont].to_numpy(dtype=np.float32) if cont else np.zeros((n, 0), np.float32)
+    x_cat = table[cat].to_numpy(dtype=np.int64) if cat else np.zeros((n, 0), np.int64)
+    if not np.isfinite(x_cont).all():
+        j = int(np.flatnonzero(~np.isfinite(x_cont).all(axis=0))[0])
+        raise UserError(f"{where}: column {cont[j]!r} holds non-finite values; {hint}")
+    card = np.array(schema.cardinalities, dtype=np.int64)
+    if cat and ((x_cat < 0) | (x_cat >= card)).any():
+        j = int(np.flatnonzero(((x_cat < 0) | (x_cat >= card)).any(axis=0))[0])
+        raise UserError(f"{where}: column {cat[j]!r} holds codes outside its {card[j] - 1} categories; {hint}")
+    info = schema.image
+    img_path = root / info.file
+    shape, dtype, _ = npy_header(img_path, hint=hint)
+    expect = (n, info.channels, info.height, info.width)
+    if shape != expect or dtype != np.uint8:
+        raise UserError(f"{img_path}: holds {dtype} {shape}, schema.json and tabular.parquet need uint8 {expect}; "
+                        f"{hint}")
+    images = np.load(img_path, mmap_mode="r")
     missing_path = root / "missing.npy"
-    missing = np.load(missing_path) if missing_path.exists() else np.zeros((len(table), len(schema.features)), bool)
+    if missing_path.exists():
+        shape, dtype, _ = npy_header(missing_path, hint=hint)
+        expect = (n, len(schema.features))
+        if shape != expect or dtype != np.bool_:
+            raise UserError(f"{missing_path}: holds {dtype} {shape}, schema.json and tabular.parquet need bool "
+                            f"{expect}; {hint}")
+        missing = np.load(missing_path)
+    else:
+        missing = np.zeros((n, len(schema.features)), bool)
     return PreparedDataset(
         root=root,
         schema=schema,
         ids=table["id"].astype(str).to_numpy(),
         split=table["split"].astype(str).to_numpy(),
-        labels=table["label"].to_numpy(dtype=np.int64),
+        labels=labels.astype(np.int64),
         x_cont=np.ascontiguousarray(x_cont),
         x_cat=np.ascontiguousarray(x_cat),
         missing=missing,

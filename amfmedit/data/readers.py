@@ -134,11 +134,30 @@ def read_table_file(path: Path, *, id_column: str | None = None):
         raise
     except Exception as exc:  # noqa: BLE001 - a malformed file is the user's to fix
         raise UserError(f"{path}: cannot read this table ({type(exc).__name__}: {exc}); fix the file") from None
+    if suffix != ".parquet":
+        # pandas renames a repeated header to "x.1": the repeat is found in the raw header row
+        _check_raw_header(path, "\t" if suffix == ".tsv" else ",")
     df.columns = [str(c).strip() for c in df.columns]
     dup = df.columns[df.columns.duplicated()].tolist()
     if dup:
         raise UserError(f"{path}: column {dup[0]!r} appears twice (after stripping spaces); rename one")
+    if len(df) == 0:
+        raise UserError(f"{path}: the table has a header but no rows; add the data rows (one per sample)")
     return df
+
+
+def _check_raw_header(path: Path, sep: str) -> None:
+    """A column name repeated in the first row of a CSV/TSV is an error naming it."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader(fh, delimiter=sep), [])
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            shown = repr(name) if name else "'' (an empty name)"
+            raise UserError(f"{path}: column {shown} appears twice in the header; rename or remove one")
+        seen.add(name)
 
 
 def require_columns(df, columns, where: str, what: str = "column") -> None:

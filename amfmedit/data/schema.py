@@ -9,13 +9,19 @@ is ``categories[i - 1]``; an embedding table for a feature therefore has
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 SCHEMA_VERSION = 1
 MISSING_CODE = 0
+#: keys every ``schema.json`` has (the others have defaults)
+REQUIRED_KEYS = ("name", "task", "class_names", "features", "image")
+
+
+def damaged_hint(root: str | Path) -> str:
+    """What to do about a damaged prepared dataset folder ``root``."""
+    return f"the prepared dataset is damaged; prepare it again (`amfmedit prepare --data {Path(root).name} --force`)"
 
 
 @dataclass
@@ -117,6 +123,7 @@ class Schema:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schema":
+        """Rebuild from :meth:`to_dict`; raises KeyError/TypeError/ValueError on a malformed dict."""
         d = dict(d)
         d["features"] = [Feature(**f) for f in d["features"]]
         img = dict(d["image"])
@@ -132,4 +139,23 @@ class Schema:
 
     @classmethod
     def load(cls, path: str | Path) -> "Schema":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read ``schema.json``; a damaged one or one missing keys is a one-line UserError."""
+        from amfmedit.errors import UserError
+        from amfmedit.io import read_json
+
+        path = Path(path)
+        hint = damaged_hint(path.parent)
+        d = read_json(path, hint=hint)
+        if not isinstance(d, dict):
+            raise UserError(f"{path}: expected a JSON object, found {type(d).__name__}; {hint}")
+        absent = [k for k in REQUIRED_KEYS if k not in d]
+        if absent:
+            raise UserError(f"{path}: missing key {absent[0]!r}" + (f" (and {len(absent) - 1} more)" if len(absent) > 1
+                            else "") + f"; {hint}")
+        if d.get("version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise UserError(f"{path}: schema version {d.get('version')!r}, this amfmedit reads version "
+                            f"{SCHEMA_VERSION}; prepare the dataset again with this version (--force)")
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); {hint}") from None

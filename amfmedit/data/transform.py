@@ -104,6 +104,26 @@ class ParsedTable:
 
 
 def _numeric_column(feature: Feature, column, *, where: str, ids) -> np.ndarray:
+    """Float64 values of a continuous column (NaN where missing); infinities are an error.
+
+    ``inf`` / ``-inf`` (and ``Infinity``, which pandas also parses) are rejected, not treated as
+    missing: no spec marks them as a missing-value code, and a silent imputation would hide a
+    broken export. The message names the column and the id of the first offending row.
+    """
+    values = _numeric_values(feature, column, where=where, ids=ids)
+    inf = np.isinf(values)
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        row = f"id {ids[i]!r}" if ids is not None else f"row {i + 1}"
+        raise UserError(
+            f"{where}: column {feature.column!r} has the non-finite value {values[i]} at {row} "
+            f"({int(inf.sum())} such value{'s' if inf.sum() != 1 else ''}); replace it with a number, "
+            f"or leave the cell empty to mark it missing"
+        )
+    return values
+
+
+def _numeric_values(feature: Feature, column, *, where: str, ids) -> np.ndarray:
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(column.dtype):

@@ -40,35 +40,51 @@ def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def _fp32(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The auxiliary losses of eq. 9/10 are computed in fp32 whatever the autocast dtype."""
+    return tuple(t.float() for t in tensors)
+
+
+def _no_autocast(like: Tensor):
+    """Autocast off on ``like``'s device: under bf16 autocast a mask length such as 1050 would
+    round to 1048 in bf16 (8 mantissa bits) and bias the normalisers of eq. 9/10."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
 def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
     """Leakage loss, eq. 9: the mean l1 content of the parts that the masks discard.
 
     z_img, z_tab: (N, D_out) transitional features z'; m_img, m_tab: (D_out,) binary masks
     of eq. 7 (L_img and L_tab ones). Returns
-    1/(2N) sum_j ( ||m_tab * z'_img^j||_1 / L_tab + ||m_img * z'_tab^j||_1 / L_img ).
+    1/(2N) sum_j ( ||m_tab * z'_img^j||_1 / L_tab + ||m_img * z'_tab^j||_1 / L_img ),
+    in fp32 (inputs of lower precision are upcast; autocast is off inside), a float32 scalar.
     """
     # NOTE[paper]: eq. 9 prints the normalisers as D_tab and D_img; the discarded image part
     # has L_tab elements and the discarded tabular part L_img, so each l1 norm is divided by
     # the length of what it sums (a mean absolute value, comparable across R_conf). The
     # reference code does this without a device argument and swaps L_img and L_tab when one
     # is given; we always use the lengths of the masked parts.
-    l_img, l_tab = m_img.sum(), m_tab.sum()
-    leak_img = (z_img * m_tab).abs().sum(dim=1) / l_tab
-    leak_tab = (z_tab * m_img).abs().sum(dim=1) / l_img
-    return (leak_img + leak_tab).mean() / 2
+    z_img, z_tab, m_img, m_tab = _fp32(z_img, z_tab, m_img, m_tab)
+    with _no_autocast(z_img):
+        l_img, l_tab = m_img.sum(), m_tab.sum()  # whole numbers, exact in fp32 (< 2**24)
+        leak_img = (z_img * m_tab).abs().sum(dim=1) / l_tab
+        leak_tab = (z_tab * m_img).abs().sum(dim=1) / l_img
+        return (leak_img + leak_tab).mean() / 2
 
 
 def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
     """Density loss, eq. 10: |Density(retained image part) - Density(retained tabular part)|.
 
     1/N sum_j | ||m_img * z'_img^j||_1 / L_img - ||m_tab * z'_tab^j||_1 / L_tab |, where the
-    density of eq. 2 is the l1 content per element.
+    density of eq. 2 is the l1 content per element. Computed in fp32 as :func:`leakage_loss`.
     """
     # NOTE[paper]: printed with D_img / D_tab; the retained parts have L_img and L_tab
     # elements (see leakage_loss).
-    dens_img = (z_img * m_img).abs().sum(dim=1) / m_img.sum()
-    dens_tab = (z_tab * m_tab).abs().sum(dim=1) / m_tab.sum()
-    return (dens_img - dens_tab).abs().mean()
+    z_img, z_tab, m_img, m_tab = _fp32(z_img, z_tab, m_img, m_tab)
+    with _no_autocast(z_img):
+        dens_img = (z_img * m_img).abs().sum(dim=1) / m_img.sum()
+        dens_tab = (z_tab * m_tab).abs().sum(dim=1) / m_tab.sum()
+        return (dens_img - dens_tab).abs().mean()
 
 
 def weighted_ce_loss(logits: Tensor, target: Tensor, class_weights: Sequence[float] | Tensor) -> Tensor:

@@ -40,14 +40,7 @@ def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, *, hint: str = "run the stage again with --force to start over") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`; a missing or damaged file is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; {hint}")
-    try:
-        obj = torch_load(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason}); {hint}") from exc
+    obj = torch_load(Path(path), hint=hint)  # missing or damaged: a UserError naming the file and the hint
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise UserError(f"{path}: not an amfmedit checkpoint (format {obj.get('format') if isinstance(obj, dict) else None!r}); {hint}")
     return obj

@@ -87,7 +87,11 @@ class Task(Protocol):
         """
 
     def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
-        """Validation metrics, already combined across ranks (identical on every rank)."""
+        """Validation metrics, already combined across ranks (identical on every rank).
+
+        A task may also define ``set_epoch(epoch)``: the engine calls it with the 1-based
+        epoch number before each epoch (resumed runs continue the count from the checkpoint).
+        """
 
 
 @dataclass
@@ -251,6 +255,8 @@ def fit(
     for epoch in range(start + 1, cfg.epochs + 1):
         # Dropout and any global draw: a function of (seed, epoch, rank) only.
         seeding.seed_everything(cfg.seed, epoch, rt.rank, seeding.STREAM_GLOBAL)
+        if hasattr(task, "set_epoch"):
+            task.set_epoch(epoch)  # epoch-dependent task behaviour (the online probe) survives --resume
         gen = seeding.generator(cfg.seed, epoch, rt.rank, seeding.STREAM_AUGMENT, device=rt.device)
         steps = batches(sampler.epoch(epoch), cfg.batch_size) if own_batches is None else own_batches(epoch)
         module.train()

@@ -17,6 +17,7 @@ follow another default to the most recent run (``run.json`` ``created``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import re
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amfmedit.errors import UserError, close_matches
-from amfmedit.io import read_json, write_json, write_text
+from amfmedit.io import exclusive_lock, lock_file_for, read_json, write_json, write_text
 from amfmedit.paths import runs_dir as _runs_dir
 
 RUN_FILE = "run.json"
@@ -96,7 +97,7 @@ def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
         if (p / RUN_FILE).is_file():
             try:
                 created = read_json(p / RUN_FILE).get("created", "")
-            except ValueError:
+            except (UserError, AttributeError):  # a damaged run.json: not listed (opening it by name says why)
                 continue
             runs.append((created, p.name, Run(p)))
     return [r for _, _, r in sorted(runs, key=lambda t: (t[0], t[1]))]
@@ -187,6 +188,37 @@ def begin_stage(run: Run, stage: str, *, force: bool = False, resume: bool = Fal
     if rt is not None:
         rt.barrier()
     return path
+
+
+@contextlib.contextmanager
+def stage_lock(run: Run, stage: str, *, rt=None):
+    """One writer per stage: hold ``<run>/.locks/<stage>.lock`` while the stage is written.
+
+    Take it before :func:`begin_stage` (which may replace a finished folder with ``--force``)
+    and hold it until :func:`mark_complete` has run. A second process on the same stage gets
+    ``UserError("<stage>: another amfmedit process (pid N) is writing this stage; ...")`` at
+    once and must touch nothing. An OS lock (``flock``): the kernel drops it when the holder
+    dies, ``kill -9`` included. Under DDP (``rt`` given) rank 0 takes the lock and every rank
+    raises the same error when it is busy (no rank is left waiting at a barrier). Yields the
+    lock file's path.
+    """
+    busy = (f"{stage}: another amfmedit process (pid {{pid}}) is writing this stage of run {run.name}; "
+            f"wait for it to finish")
+    if rt is None or not rt.distributed:
+        with exclusive_lock(run.stage(stage), busy) as lock:
+            yield lock
+        return
+    with contextlib.ExitStack() as stack:
+        error, lock = None, lock_file_for(run.stage(stage))
+        if rt.is_main:
+            try:
+                stack.enter_context(exclusive_lock(run.stage(stage), busy))
+            except UserError as exc:
+                error = str(exc)
+        error = rt.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
+        yield lock
 
 
 def mark_complete(path: str | Path, summary: dict | None = None) -> None:

@@ -75,6 +75,23 @@ class Runtime:
         }
 
 
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` from every rank, concatenated in rank order, with gradients to every rank.
+
+    Outside a process group (or with one process) ``x`` itself. Every rank must pass the same
+    shape (the engine's sampler gives every rank batches of equal size). The backward pass sums
+    the gradient of each rank's copy of a slot into the rank that owns it
+    (``torch.distributed.nn.functional.all_gather``), so a loss computed by every rank on the
+    gathered rows has, after DDP's gradient averaging, the gradient of that loss in one
+    process (each rank's parameter gradient is world_size times its share, then averaged).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else default

@@ -19,7 +19,7 @@ from amfmedit.train.augment import ImageAugment, augment_batch
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.inputs import Batch, DeviceData
 from amfmedit.train.metrics import classification_metrics
-from amfmedit.train.runtime import Runtime
+from amfmedit.train.runtime import Runtime, gather_with_grad
 
 
 def _image_input(batch: Batch, aug: ImageAugment | None, gen: torch.Generator | None, channels_last: bool):
@@ -33,6 +33,22 @@ def _eval_chunks(rows: np.ndarray, batch_size: int, rt: Runtime) -> list[np.ndar
     """This rank's share of ``rows`` in fixed-size chunks (file order, no padding)."""
     mine = rows[rt.rank :: rt.world_size]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def global_contrastive_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z_img: torch.Tensor,
+                            z_tab: torch.Tensor) -> torch.Tensor:
+    """The contrastive loss over the global batch: every rank's pairs are every rank's negatives.
+
+    Under DDP each rank gathers the projections of all ranks (with gradients,
+    :func:`~amfmedit.train.runtime.gather_with_grad`) and computes the loss of the whole global
+    batch, so W processes x batch B optimise the same objective, with the same loss value and
+    (after DDP's averaging) the same gradients, as one process at batch W x B. In one process
+    it is ``loss(z_img, z_tab)``. The logits grow to (W B) x (W B) per rank, small next to the
+    encoders.
+    """
+    # NOTE[paper]: the paper trains on one GPU; the reference (Hager et al.) uses one process
+    # too. Gathering keeps eq. 11's negatives those of the global batch under torchrun.
+    return loss(gather_with_grad(z_img), gather_with_grad(z_tab))
 
 
 class ContrastiveTask:
@@ -76,10 +92,17 @@ class ContrastiveTask:
         self.task_kind = task_kind
         self.train_rows = data.rows("train")
         self.val_rows = data.rows("val")
-        self._epoch = 0
+        self._epoch = 0  # the epoch being trained (set by the engine; counted here otherwise)
+        self._epoch_set = False
 
     def model_spec(self) -> dict:
         return self.spec
+
+    def set_epoch(self, epoch: int) -> None:
+        """The engine's 1-based epoch number (also after ``--resume``): the probe runs on the
+        epochs that are multiples of ``probe_every``, so a resumed run probes on the same
+        epochs as an uninterrupted one."""
+        self._epoch, self._epoch_set = int(epoch), True
 
     def train_labels(self) -> np.ndarray:
         return self.data.dataset.labels[self.train_rows]
@@ -89,10 +112,11 @@ class ContrastiveTask:
         image = _image_input(batch, self.augment, gen, self.channels_last)
         x_cont, x_cat, _ = self.corruptor(batch.x_cont, batch.x_cat, gen)
         z_img, z_tab = model(image, x_cont, x_cat)
-        return self.loss(z_img, z_tab), len(batch)
+        return global_contrastive_loss(self.loss, z_img, z_tab), len(batch)
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
-        self._epoch += 1
+        if not self._epoch_set:  # called outside the engine: count the calls
+            self._epoch += 1
         total = torch.zeros(2, dtype=torch.float64, device=rt.device)
         for rows in _eval_chunks(self.val_rows, self.eval_batch_size, rt):
             if len(rows) < 2:  # a contrastive loss needs negatives
