@@ -161,14 +161,6 @@ def read_json(path, *, hint: str = RERUN_HINT) -> Any:
         raise UserError(f"{path}: damaged file, {what}; {hint}") from None
 
 
-def append_jsonl(path, obj: Any) -> None:
-    """Append one JSON line (metrics logs). Appends are small and flushed immediately."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj, default=_json_default) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def torch_save(obj: Any, path) -> None:
     """``torch.save`` to a temporary file, fsync, rename: the previous checkpoint survives failures."""
     import torch

@@ -9,12 +9,45 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import sys
+
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from amfmedit.errors import UserError
 
+try:  # Typer >= 0.2x ships its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older Typer depends on click itself
+    from click import exceptions as click_exceptions
+
+
+class OneLineErrors(TyperGroup):
+    """A mistyped option or value is one line on stderr and exit 2, as every other bad input
+    (Typer would draw a usage panel of several lines)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `amfmedit` alone: the help, as asked
+                print(exc.format_message())
+                sys.exit(0)
+            where = exc.ctx.command_path if exc.ctx is not None else "amfmedit"
+            message = " ".join(exc.format_message().split())
+            _error_line(f"{message} (see `{where} --help`)")
+            sys.exit(2)
+        except click_exceptions.ClickException as exc:
+            _error_line(" ".join(exc.format_message().split()))
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="amfmedit",
     help="AMF-MedIT: image-tabular pretraining, modality confidence, AMF fusion, evaluation, explanations.",
     no_args_is_help=True,
@@ -31,8 +64,13 @@ def warn(messages) -> None:
         err_console.print(str(m), markup=False, highlight=False, soft_wrap=True)
 
 
+def _error_line(message: str) -> None:
+    err_console.print("[bold red]error:[/] ", end="", highlight=False)
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)  # paths and values literally
+
+
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     raise typer.Exit(code)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Literal
 
 SCHEMA_VERSION = 1
-MISSING_CODE = 0
 #: keys every ``schema.json`` has (the others have defaults)
 REQUIRED_KEYS = ("name", "task", "class_names", "features", "image")
 

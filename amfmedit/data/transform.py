@@ -247,7 +247,6 @@ def transform_table(schema: Schema, df, *, where: str = "table") -> tuple[np.nda
 # ---------------------------------------------------------------------------------------------
 # images
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".npy", ".dcm", ".dicom"}
 PNG_RULES = ("error", "windowed")  # image.png: what a PNG/JPG in a CT cohort is
 AIR_HU = -1024.0  # what a field larger than the scan is padded with
 DEFAULT_FIELD_PX = 512  # field of view after resampling, in pixels of spacing_mm, when image.field_mm is unset

@@ -108,7 +108,9 @@ class ImageEncoder(nn.Module):
         if not path.is_file():
             raise UserError(f"{path}: image encoder weights file not found; pass an existing .pt/.pth state dict")
         try:
-            state = torch_load(path)
+            state = torch_load(path, hint="save one with torch.save(model.state_dict()) and pass its path")
+        except UserError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
             raise UserError(f"{path}: not a loadable state dict ({type(exc).__name__}); save one with torch.save(model.state_dict())") from exc
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

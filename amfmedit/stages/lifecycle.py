@@ -45,10 +45,13 @@ def staged(run: rundir.Run, final: str | Path, *, force: bool = False) -> Iterat
     """Build a stage aside, then mark it complete, rename it into place and refresh the report.
 
     Nothing appears at ``final`` unless the block finishes; a finished folder there is replaced
-    only with ``force`` (:func:`amfmedit.io.staging_dir`).
+    only with ``force`` (:func:`amfmedit.io.staging_dir`), and only by the one process that holds
+    the stage's lock (:func:`amfmedit.train.rundir.stage_lock`).
     """
-    with staging_dir(final, force=force) as tmp:
-        stage = StagedFolder(Path(tmp))
-        yield stage
-        rundir.mark_complete(stage.folder, stage.summary)
-    _finish(run)
+    name = str(Path(final).resolve().relative_to(run.root.resolve()))
+    with rundir.stage_lock(run, name):
+        with staging_dir(final, force=force) as tmp:
+            stage = StagedFolder(Path(tmp))
+            yield stage
+            rundir.mark_complete(stage.folder, stage.summary)
+        _finish(run)

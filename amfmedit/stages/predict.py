@@ -74,6 +74,8 @@ def choose_stage(run: rundir.Run, name: str | None) -> str:
 def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
 
+    if not Path(cfg.table).is_file():  # the user's own file first: the most likely mistake
+        raise UserError(f"--table {cfg.table}: no such file; pass the CSV or Parquet of the new patients")
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     stage = choose_stage(run, cfg.stage)

@@ -181,54 +181,55 @@ def pretrain(
         raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
     lr = cfg.lr if cfg.lr is not None else (LR_BINARY if schema.task == "binary" else LR_MULTICLASS)
     cfg = replace(cfg, lr=lr)
-    stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
-    if rt.is_main:
-        write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
-        run.record_command(STAGE, opts.argv)
+    with rundir.stage_lock(run, STAGE, rt=rt):  # one writer: a second process is refused and touches nothing
+        stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
+        if rt.is_main:
+            write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
+            run.record_command(STAGE, opts.argv)
 
-    seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
-    model = build_contrastive(schema, cfg)
-    dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
-    train_rows = dd.rows("train")
-    idx = torch.as_tensor(train_rows, device=rt.device)
-    corruptor = TabularCorruptor(
-        x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate
-    )
-    task = ContrastiveTask(
-        model=model,
-        loss=functools.partial(itc_loss, temperature=cfg.temperature),
-        data=dd,
-        augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
-        corruptor=corruptor,
-        channels_last=rt.channels_last,
-        eval_batch_size=max(cfg.batch_size, 2),
-        spec=model_config(model),
-        probe_every=cfg.probe_every,
-        embed=lambda m, img: m.image_encoder(img),
-    )
-    fit_cfg = FitConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=lr,
-        weight_decay=cfg.weight_decay,
-        optimizer=cfg.optimizer,
-        schedule="cosine",
-        warmup_epochs=cfg.warmup_epochs,
-        monitor="val_loss",
-        mode="min",
-        patience=None,  # the reference pretrains for a fixed number of epochs
-        seed=cfg.seed,
-        log=opts.log,
-    )
-    result = fit(
-        task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
-        extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
-    )
-    chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
-    warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
-    finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
-                                  "chance_val_loss": chance, "warnings": warns}, rt=rt)
-    return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance, warns)
+        seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
+        model = build_contrastive(schema, cfg)
+        dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
+        train_rows = dd.rows("train")
+        idx = torch.as_tensor(train_rows, device=rt.device)
+        corruptor = TabularCorruptor(
+            x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate
+        )
+        task = ContrastiveTask(
+            model=model,
+            loss=functools.partial(itc_loss, temperature=cfg.temperature),
+            data=dd,
+            augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
+            corruptor=corruptor,
+            channels_last=rt.channels_last,
+            eval_batch_size=max(cfg.batch_size, 2),
+            spec=model_config(model),
+            probe_every=cfg.probe_every,
+            embed=lambda m, img: m.image_encoder(img),
+        )
+        fit_cfg = FitConfig(
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=lr,
+            weight_decay=cfg.weight_decay,
+            optimizer=cfg.optimizer,
+            schedule="cosine",
+            warmup_epochs=cfg.warmup_epochs,
+            monitor="val_loss",
+            mode="min",
+            patience=None,  # the reference pretrains for a fixed number of epochs
+            seed=cfg.seed,
+            log=opts.log,
+        )
+        result = fit(
+            task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
+            extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
+        )
+        chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
+        warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
+        finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
+                                      "chance_val_loss": chance, "warnings": warns}, rt=rt)
+        return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance, warns)
 
 
 def load_pretrained(run: rundir.Run):

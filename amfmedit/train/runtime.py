@@ -138,8 +138,3 @@ def _leave_group() -> None:
         dist.destroy_process_group()
 
 
-def teardown(runtime: Runtime) -> None:
-    """Leave the process group (torchrun expects a clean exit)."""
-    if runtime.distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -77,7 +77,6 @@ class ContrastiveTask:
         spec: dict,
         probe_every: int = 0,
         embed: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-        task_kind: str = "binary",
     ) -> None:
         self.module = model
         self.loss = loss
@@ -89,7 +88,6 @@ class ContrastiveTask:
         self.spec = spec
         self.probe_every = probe_every
         self.embed = embed
-        self.task_kind = task_kind
         self.train_rows = data.rows("train")
         self.val_rows = data.rows("val")
         self._epoch = 0  # the epoch being trained (set by the engine; counted here otherwise)

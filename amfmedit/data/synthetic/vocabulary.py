@@ -203,12 +203,3 @@ def _counts() -> list[FeatureDef]:
 def vocabulary() -> list[FeatureDef]:
     """All 423 features in the order the synthetic ``clinical_data.csv`` lists them."""
     return DEMOGRAPHICS + LABS + _counts()
-
-
-GROUP_PATTERNS = {  # regex -> group, for the data specs and reports
-    r"^(age_at_scan|gender|bmi|smoker|CCI)$": "Demographics",
-    r"^exp_wt_lab_": "Labs and vitals",
-    r"^Chapter_": "ICD chapters",
-    r"^(Evaluation|Surgery|Radiology|Pathology|Medical)_\d+$": "CPT groups",
-    r"^[A-Z]\d\d$": "ATC drug codes",
-}
