@@ -157,9 +157,13 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
                 raise UserError(f"{raw_dir}: raw data not found; pass --raw PATH to the folder holding the dataset files")
         cohort = READERS[spec.reader](spec, raw_dir)
         asm = _assemble(spec, cohort, progress)
+        ct = spec.image.modality == "ct"
+        field_mm = getattr(spec.image, "field_mm", None)
         info = ImageInfo(modality=spec.image.modality, channels=spec.channels, height=spec.image.size[0],
-                         width=spec.image.size[1],
-                         window=tuple(spec.image.window) if spec.image.modality == "ct" else None)
+                         width=spec.image.size[1], window=tuple(spec.image.window) if ct else None,
+                         png=getattr(spec.image, "png", "error") if ct else "error",
+                         spacing_mm=getattr(spec.image, "spacing_mm", None) if ct else None,
+                         field_mm=tuple(field_mm) if ct and field_mm else None)
         schema = Schema(
             name=spec.name,
             task=spec.task,
@@ -387,6 +391,7 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
     images = asm.images
     if hasattr(images, "total_bytes"):
         sources["image files"] = images.total_bytes()
+    rules = images.rules() if hasattr(images, "rules") else None
     return {
         "name": spec.name,
         "amfmedit": __version__,
@@ -400,6 +405,7 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
         "features": {"continuous": sum(f.kind == "continuous" for f in asm.features),
                      "categorical": sum(f.kind == "categorical" for f in asm.features)},
         "image_shape": [spec.channels, *spec.image.size],
+        "image_rules": rules,  # files per intensity rule (dicom-hu, npy-hu, png-windowed, ...); None: not files
         "warnings": asm.warnings,
     }
 

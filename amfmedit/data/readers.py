@@ -9,6 +9,7 @@ spaces), the row ids, and an image source aligned with the rows. Everything afte
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from amfmedit.data.spec import DataSpec
+from amfmedit.data.transform import ImageOptions, image_rule, read_image
 from amfmedit.errors import UserError, close_matches
 
 if TYPE_CHECKING:  # pandas is imported where a table is read
@@ -83,9 +85,14 @@ class H5Images:
 class FileImages:
     """One image file per row (PNG/JPG, ``.npy`` or DICOM)."""
 
-    def __init__(self, paths: list, modality: str):
+    def __init__(self, paths: list, image):
+        """``image``: the spec's ``[image]`` (its modality and per-file rules: png, spacing_mm, field_mm)."""
         self.paths = [None if p is None else Path(p) for p in paths]
-        self.modality = modality
+        self.options = image if isinstance(image, ImageOptions) else ImageOptions.of(image)
+
+    @property
+    def modality(self) -> str:
+        return self.options.modality
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -97,13 +104,15 @@ class FileImages:
         return []  # a folder may hold files the table does not use
 
     def take(self, rows: np.ndarray) -> "FileImages":
-        return FileImages([self.paths[i] for i in rows], self.modality)
+        return FileImages([self.paths[i] for i in rows], self.options)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
-        from amfmedit.data.transform import read_image_file
-
         for p in self.paths:
-            yield read_image_file(p, self.modality), str(p)
+            yield read_image(p, self.options), str(p)
+
+    def rules(self) -> dict[str, int]:
+        """How many files get each intensity rule (``dicom-hu``, ``png-windowed``, ...), for provenance."""
+        return dict(collections.Counter(image_rule(p, self.options) for p in self.paths if p is not None))
 
     def total_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.paths if p is not None and p.is_file())
@@ -203,7 +212,7 @@ def read_own_table(spec: DataSpec, raw: Path) -> RawCohort:
     base = table_path.parent
     paths = [None if (v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip())
              else base / str(v).strip() for v in df[col].astype(object)]
-    images = FileImages(paths, spec.image.modality)
+    images = FileImages(paths, spec.image)
     sources = {table_path.name: table_path.stat().st_size}
     return RawCohort(df, table_path.name, images, sources)
 
@@ -259,7 +268,7 @@ def read_dvm(spec: DataSpec, raw: Path) -> RawCohort:
     dropped = {"no entry price for (Genmodel_ID, Reg_year)": n_ads - n_priced,
                "no front-view image passing the quality check": n_priced - len(merged)}
     sources = {p.name: p.stat().st_size for p in (ad_path, price_path, image_path)}
-    return RawCohort(merged.reset_index(drop=True), ad_path.name, FileImages(paths, spec.image.modality),
+    return RawCohort(merged.reset_index(drop=True), ad_path.name, FileImages(paths, spec.image),
                      sources, dropped)
 
 

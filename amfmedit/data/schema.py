@@ -69,6 +69,10 @@ class ImageInfo:
     width: int
     window: tuple[float, float] | None = None  # HU window for CT: [low, high] -> [0, 1]
     file: str = "images.npy"
+    # the spec's per-file rules, so predict reads a new patient's file as prepare read the cohort's
+    png: str = "error"  # CT: "windowed" takes 8-bit PNG/JPG as slices already windowed
+    spacing_mm: float | None = None  # CT: DICOM slices resampled to this spacing before the resize
+    field_mm: tuple[float, float] | None = None  # with spacing_mm: the field kept around the centre
 
 
 @dataclass

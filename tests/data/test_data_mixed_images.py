@@ -162,3 +162,29 @@ def test_bad_image_keys_name_the_key(image, message):
     with pytest.raises(UserError, match=message) as err:
         _spec(**image)
     assert str(err.value).startswith("mixed.toml:") and "\n" not in str(err.value)
+
+
+def test_prepare_a_mixed_ct_cohort_records_each_files_rule_and_the_schema_keeps_it(cohort, tmp_path):
+    """Through `prepare` itself: PNG, JPG, .npy in HU and DICOM side by side in one CT table."""
+    import json
+
+    import pandas as pd
+
+    from amfmedit.data import load_prepared
+    from amfmedit.data.prepare import prepare
+
+    folder, want = cohort
+    names = list(want) * 3  # 12 rows so that every split has rows of both classes
+    pd.DataFrame({"id": [f"p{i}" for i in range(len(names))], "y": [i % 2 for i in range(len(names))],
+                  "split": (["train"] * 6 + ["val"] * 3 + ["test"] * 3), "path": names,
+                  "age": np.arange(len(names), dtype=float)}).to_csv(folder / "cohort.csv", index=False)
+    spec = _spec(png="windowed")
+    spec.table.split = "split"
+    ds = load_prepared(prepare(spec, raw=folder, data_dir=tmp_path / "prepared").path)
+    prov = json.loads((ds.root / "provenance.json").read_text())
+    assert prov["image_rules"] == {"npy-hu": 3, "png-windowed": 6, "dicom-hu": 3}
+    np.testing.assert_array_equal(ds.images[1, 0], want["b.png"])  # the PNG row, as already windowed
+    np.testing.assert_array_equal(ds.images[0, 0], want["a.npy"])
+    assert ds.schema.image.png == "windowed"  # predict reads a new patient's PNG the same way
+    new = load_image(folder / "b.png", ds.schema.image)
+    np.testing.assert_array_equal(new, ds.images[1])
