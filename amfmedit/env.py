@@ -8,15 +8,17 @@ from __future__ import annotations
 import platform
 import sys
 
+from amfmedit import __version__
+from amfmedit.errors import UserError
+
 
 def choose_device(requested: str | None = None):
     """``--device`` resolved: 'auto' (default) means CUDA when present, else CPU.
 
     Asking for CUDA on a machine without it is a :class:`UserError`, not a silent fallback.
     """
-    import torch
+    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
 
-    from amfmedit.errors import UserError
 
     req = (requested or "auto").lower()
     if req == "auto":
@@ -43,9 +45,8 @@ def package_version(distribution: str) -> str | None:
 
 def environment() -> dict:
     """A JSON-able description of the software and hardware in use."""
-    import torch
+    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
 
-    from amfmedit import __version__
 
     info = {
         "amfmedit": __version__,
@@ -69,6 +70,7 @@ def environment() -> dict:
 def mamba_path() -> tuple[str, str]:
     """Which selective-scan implementation FT-Mamba would use here, and why."""
     try:
+        # lazy import: keeps start-up free of torch ~3 s until this runs
         from amfmedit.models.mamba import kernel_status
     except ImportError as exc:  # models not importable: say so rather than guess
         return "unknown", f"amfmedit.models.mamba not importable: {exc}"

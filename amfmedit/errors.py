@@ -5,6 +5,8 @@ and says what to do. The CLI prints it without a traceback and exits non-zero; l
 can catch it like any exception.
 """
 
+import difflib
+
 
 class UserError(Exception):
     """Bad input or a missing prerequisite, explained in one line."""
@@ -19,6 +21,4 @@ class UserError(Exception):
 
 def close_matches(word: str, choices, n: int = 3) -> str:
     """', '.join of the closest choices (for 'did you mean …' hints); '' when none are close."""
-    import difflib
-
     return ", ".join(difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6))

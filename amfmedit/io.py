@@ -16,13 +16,18 @@ wrong and what to do, never a decoder traceback.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from amfmedit.errors import UserError
 
@@ -122,7 +127,6 @@ def write_text(path, text: str) -> None:
 
 
 def _json_default(obj: Any):
-    import numpy as np
 
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -163,7 +167,7 @@ def read_json(path, *, hint: str = RERUN_HINT) -> Any:
 
 def torch_save(obj: Any, path) -> None:
     """``torch.save`` to a temporary file, fsync, rename: the previous checkpoint survives failures."""
-    import torch
+    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -183,10 +187,8 @@ def torch_load(path, map_location="cpu", *, hint: str = RERUN_HINT) -> Any:
     A missing, truncated or corrupt file (or one holding code) is a UserError naming the file,
     torch's reason (its first line, whole) and ``hint``.
     """
-    import pickle
-    import zipfile
 
-    import torch
+    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
 
     path = Path(path)
     if not path.is_file():
@@ -268,7 +270,6 @@ def exclusive_lock(target: str | os.PathLike, busy: str) -> Iterator[Path]:
     (with an empty ``.locks`` folder) on release, so a run or data dir is left as it was; a
     process that opened the file just before it was removed sees that and tries again.
     """
-    import fcntl
 
     path = lock_file_for(target)
     key = str(path.absolute())

@@ -14,7 +14,7 @@ RUNS_ENV = "AMFMEDIT_RUNS"
 def _folder(path: Path, option: str, env: str, given: bool) -> Path:
     if path.exists() and not path.is_dir():
         source = option if given else (f"${env}" if os.environ.get(env) else "the default")
-        raise UserError(f"{source} {path}: is a file, not a folder; name a folder (it is created when missing)")
+        raise UserError(f"{source} {path}: is a file, not a folder; pass a folder (it is created when missing)")
     return path
 
 

@@ -8,8 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from amfmedit.bench import run_bench
 from amfmedit.cli.common import command, console
 from amfmedit.cli.options import Device
+from amfmedit.env import choose_device
+from amfmedit.errors import UserError
+from amfmedit.io import write_json
 from amfmedit.stages.common import RunOptions
 
 
@@ -29,12 +33,8 @@ def bench(
     small: Annotated[bool, typer.Option("--small", help="Tiny shapes: checks the machinery in seconds (figures mean nothing).")] = False,
 ) -> None:
     """Parameters, MACs and batch-1 latency of the fusion modules (Table 3); FT-Mamba vs FT-Transformer time and memory."""
-    import torch
+    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
 
-    from amfmedit.bench import run_bench
-    from amfmedit.env import choose_device
-    from amfmedit.errors import UserError
-    from amfmedit.io import write_json
 
     if only not in (None, "fusion", "tabular"):
         raise UserError(f"--only {only!r}: choose fusion or tabular")

@@ -5,13 +5,12 @@ from __future__ import annotations
 from rich.table import Table
 
 from amfmedit.cli.common import command, console
+from amfmedit.env import environment
 
 
 @command("info")
 def info() -> None:
     """Print versions, the compute device, and which Mamba path would run."""
-    from amfmedit.env import environment
-
     env = environment()
     table = Table(show_header=False, box=None)
     for key in ("amfmedit", "python", "torch", "torchvision", "cuda", "device", "cpu_threads",

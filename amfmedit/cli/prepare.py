@@ -11,6 +11,9 @@ from rich.table import Table
 
 from amfmedit.cli.common import command, console, err_console, warn
 from amfmedit.cli.options import DataDir, Force, Quiet
+from amfmedit.data.prepare import apply_overrides
+from amfmedit.data.prepare import prepare as run
+from amfmedit.data.spec import load_spec
 
 SYNTHETIC = "Synthetic cohorts"
 
@@ -47,9 +50,6 @@ def prepare(
     quiet: Quiet = False,
 ) -> None:
     """Prepare a dataset: readers for OL3I, DVM and your own table, preprocessing of Appendix A.1."""
-    from amfmedit.data.prepare import apply_overrides
-    from amfmedit.data.prepare import prepare as run
-    from amfmedit.data.spec import load_spec
 
     spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
                            split_column=split_column)

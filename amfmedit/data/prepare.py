@@ -25,6 +25,7 @@ from amfmedit.data.prepared import MARKER, SPLITS
 from amfmedit.data.readers import READERS, RawCohort, require_columns
 from amfmedit.data.schema import Feature, ImageInfo, Schema
 from amfmedit.data.spec import DataSpec
+from amfmedit.data.synthetic import generate
 from amfmedit.data.transform import (
     ParsedTable,
     category_key,
@@ -128,7 +129,6 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
     try:
         generated = None
         if spec.synthetic is not None:
-            from amfmedit.data.synthetic import generate
 
             if raw is None:
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
 
 
 def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
-    import pandas as pd
+    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
 
     t = spec.table
     reserved = {t.id, t.label, t.split, spec.image.column} - {None}
@@ -359,6 +359,7 @@ def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
             raise _first(where, t.split, ids[rows], bad, "the split value", "allowed values are train, val, test",
                          values=shown)
         return raw.astype(str)
+    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.model_selection import train_test_split
 
     # Two-stage split as the reference DVM preparation: test first, then val from the rest.
@@ -412,8 +413,8 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
 
 def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenance: dict, truth,
            progress: Progress, workers: int | None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow.parquet as pq  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
 
     columns = {"id": pa.array(asm.ids.tolist(), pa.string()), "split": pa.array(asm.split.tolist(), pa.string()),
                "label": pa.array(asm.labels, pa.int64())}

@@ -10,6 +10,7 @@ spaces), the row ids, and an image source aligned with the rows. Everything afte
 from __future__ import annotations
 
 import collections
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -50,7 +51,7 @@ class H5Images:
         return len(self.keys)
 
     def _names(self) -> set[str]:
-        import h5py
+        import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
 
         with h5py.File(self.path, "r") as f:
             return set(f.keys())
@@ -68,7 +69,7 @@ class H5Images:
         return H5Images(self.path, self.keys[rows])
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
-        import h5py
+        import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
 
         with h5py.File(self.path, "r") as f:
             for key in self.keys:
@@ -124,7 +125,7 @@ class FileImages:
 
 def read_table_file(path: Path, *, id_column: str | None = None):
     """CSV or Parquet -> DataFrame with stripped column names; ids read as text."""
-    import pandas as pd
+    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
 
     if not path.is_file():
         raise UserError(f"{path}: table file not found; pass --raw FOLDER (or set 'raw' in the spec)")
@@ -157,8 +158,6 @@ def read_table_file(path: Path, *, id_column: str | None = None):
 
 def _check_raw_header(path: Path, sep: str) -> None:
     """A column name repeated in the first row of a CSV/TSV is an error naming it."""
-    import csv
-
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         header = next(csv.reader(fh, delimiter=sep), [])
     seen: set[str] = set()
@@ -225,7 +224,7 @@ def read_dvm(spec: DataSpec, raw: Path) -> RawCohort:
     (``Genmodel_ID``, ``Reg_year`` = ``Year``); images live under
     ``<folder>/<Maker>/<Year>/<Image_name>`` with Maker and Year the 1st and 3rd ``$$`` parts.
     """
-    import pandas as pd
+    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
 
     d = spec.dvm
     ad_path, price_path, image_path = raw / d.ad_table, raw / d.price_table, raw / d.image_table

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from amfmedit.errors import UserError
+from amfmedit.io import read_json, write_json
+
 SCHEMA_VERSION = 1
 #: keys every ``schema.json`` has (the others have defaults)
 REQUIRED_KEYS = ("name", "task", "class_names", "features", "image")
@@ -136,16 +139,11 @@ class Schema:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        from amfmedit.io import write_json
-
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Schema":
         """Read ``schema.json``; a damaged one or one missing keys is a one-line UserError."""
-        from amfmedit.errors import UserError
-        from amfmedit.io import read_json
-
         path = Path(path)
         hint = damaged_hint(path.parent)
         d = read_json(path, hint=hint)

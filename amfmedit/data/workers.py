@@ -14,10 +14,12 @@ process; the caller's pid is passed to the workers instead.)
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
 
 #: how often a worker checks that the process that started it is still there (seconds)
@@ -40,7 +42,6 @@ def _owner_alive(pid: int) -> bool:
 
 def _watch_owner(owner: int) -> None:
     """Worker initializer: a daemon thread that ends this worker once ``owner`` has died."""
-
     def watch() -> None:
         while _owner_alive(owner):
             time.sleep(WATCH_INTERVAL_S)
@@ -59,8 +60,6 @@ def ordered_map(fn: Callable, jobs: Iterable, *, workers: int, in_flight: int | 
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     limit = in_flight or 2 * workers
     pending: deque = deque()

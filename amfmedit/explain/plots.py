@@ -6,10 +6,14 @@ on the Agg backend (no display needed).
 
 from __future__ import annotations
 
+import textwrap
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from amfmedit.io import atomic_path
 
 # A qualitative palette (matplotlib's tab10 and the light half of tab20, without the greys and
 # the light blue that would read as Fig. 5a's low-importance colour): a group's colour is chosen
@@ -24,16 +28,15 @@ OUTLINE_COLOUR = "white"
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
 
     return plt
 
 
 def _save(fig, path: str | Path) -> Path:
-    from amfmedit.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -44,8 +47,6 @@ def _save(fig, path: str | Path) -> Path:
 
 def _wrap(title: str, width_in: float, fontsize: float) -> str:
     """``title`` broken into lines that fit ``width_in`` inches at ``fontsize`` points."""
-    import textwrap
-
     chars = max(20, int(width_in * 72 / (0.55 * fontsize)))  # ~0.55 em per character (DejaVu Sans)
     return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
 
@@ -58,7 +59,6 @@ def group_colours(groups: Sequence[str]) -> dict[str, str]:
     every chart for an exact match; a chart given a subset gets the same colours unless two
     names of the full set collided.
     """
-    import zlib
 
     out: dict[str, str] = {}
     used: set[int] = set()
@@ -218,7 +218,7 @@ def _outline(ax, mask: np.ndarray | None) -> bool:
     """Draw the region's edge (white with a black rim, visible on grey and on the heat map)."""
     if mask is None or not mask.any() or mask.all():
         return False
-    from matplotlib import patheffects
+    from matplotlib import patheffects  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
 
     cs = ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=OUTLINE_COLOUR, linewidths=0.8)
     cs.set_path_effects([patheffects.withStroke(linewidth=2.0, foreground="black")])
@@ -226,8 +226,8 @@ def _outline(ax, mask: np.ndarray | None) -> bool:
 
 
 def _outline_handle(label: str):
-    from matplotlib import patheffects
-    from matplotlib.lines import Line2D
+    from matplotlib import patheffects  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    from matplotlib.lines import Line2D  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
 
     return Line2D([], [], color=OUTLINE_COLOUR, lw=1.2, label=label,
                   path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")])
@@ -265,7 +265,9 @@ def _draw_cam(ax, image: np.ndarray, cam01: np.ndarray, outline: np.ndarray | No
 
 
 def _cam_colourbar(fig, axes, scale: str) -> None:
-    import matplotlib as mpl
+    import matplotlib as mpl  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+
+    # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
     from matplotlib.ticker import PercentFormatter
 
     what = "each map's own maximum" if scale == "per-map" else "the largest value in the figure"
@@ -360,7 +362,7 @@ def training_curves(history: list[dict], path, title: str, *, chance: float | No
     size): pass ``chance=math.log(batch)`` and e.g. ``chance_label="chance, log(batch 32)"``)."""
     if not history:
         return None
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
 
     plt = _plt()
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from amfmedit.errors import UserError
+from amfmedit.io import torch_load
 
 ARCHS = {"resnet50": 2048, "resnet18": 512}
 # torchvision's ImageNet weights per architecture (the enum member's name, looked up lazily)
@@ -63,7 +67,7 @@ class ImageEncoder(nn.Module):
         if normalize == "imagenet" and in_channels != 3:
             raise ValueError(f"normalize='imagenet' needs in_channels=3, however: {in_channels=}")
         super().__init__()
-        import torchvision
+        import torchvision  # lazy import: keeps start-up free of torchvision ~2 s until this runs
 
         self.config = dict(arch=arch, in_channels=in_channels, normalize=normalize)
         net = getattr(torchvision.models, arch)(weights=None)
@@ -101,9 +105,6 @@ class ImageEncoder(nn.Module):
         self.weights_path = str(path)
 
     def _load_state_file(self, path: str | Path) -> None:
-        from amfmedit.errors import UserError
-        from amfmedit.io import torch_load
-
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: image encoder weights file not found; pass an existing .pt/.pth state dict")
@@ -149,7 +150,7 @@ class ImageEncoder(nn.Module):
 
 
 def _weights_enum(arch: str):
-    import torchvision
+    import torchvision  # lazy import: keeps start-up free of torchvision ~2 s until this runs
 
     enum, member = IMAGENET_WEIGHTS[arch]
     return getattr(getattr(torchvision.models, enum), member)
@@ -158,7 +159,6 @@ def _weights_enum(arch: str):
 def imagenet_weights_file(arch: str) -> Path:
     """Where torchvision keeps ``arch``'s ImageNet weights: ``torch.hub.get_dir()/checkpoints/<file>``
     (``<file>``: the last part of the weights enum's url; ``TORCH_HOME`` moves torch.hub's folder)."""
-    from urllib.parse import urlparse
 
     if arch not in IMAGENET_WEIGHTS:
         raise ValueError(f"arch must be one of {sorted(IMAGENET_WEIGHTS)}, however: {arch=}")
@@ -168,8 +168,6 @@ def imagenet_weights_file(arch: str) -> Path:
 
 def _download_imagenet(arch: str, path: Path) -> None:
     """Fetch the weights into ``path`` through torch.hub (hash checked); a one-line error offline."""
-    from amfmedit.errors import UserError
-
     url = _weights_enum(arch).url
     try:
         torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), progress=False, check_hash=True,
@@ -186,8 +184,6 @@ def _download_imagenet(arch: str, path: Path) -> None:
 
 def parse_image_weights(text: str | None) -> str | Path | None:
     """A ``--image-weights`` value: ``"imagenet"``, ``None`` for ``"none"``, or an existing file's path."""
-    from amfmedit.errors import UserError
-
     if text is None or text.strip().lower() in ("", "none"):
         return None
     if text.strip().lower() == "imagenet":

@@ -11,6 +11,7 @@ atomic ``last.pt`` / ``best.pt`` checkpoints every epoch, exact ``--resume`` and
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,9 +26,9 @@ from amfmedit.errors import UserError
 from amfmedit.io import write_text
 from amfmedit.train import seeding
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from amfmedit.train.logging import open_logger
 from amfmedit.train.optim import build_optimizer, build_scheduler
 from amfmedit.train.runtime import Runtime
-from amfmedit.train.logging import open_logger
 from amfmedit.train.sampling import EpochSampler, batches, sample_weights
 
 METRICS_FILE = "metrics.jsonl"
@@ -76,10 +77,8 @@ class Task(Protocol):
 
     def model_spec(self) -> dict:
         """``{"kind": ..., "config": ...}``: enough to rebuild ``module`` from a checkpoint."""
-
     def train_labels(self) -> np.ndarray:
         """(N_train,) labels of the training rows (for class-balanced sampling)."""
-
     def train_step(self, model: nn.Module, positions: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Loss (scalar, on the device) of the training rows at ``positions`` and the batch size.
 
@@ -157,7 +156,6 @@ def _config_diff(saved: dict, current: dict) -> list[str]:
 
 
 def _jsonl(history: list[dict]) -> str:
-    import json
 
     return "".join(json.dumps(h) + "\n" for h in history)
 
@@ -333,7 +331,6 @@ def fit(
                 },
             )
             with open(metrics_path, "a", encoding="utf-8") as fh:
-                import json
 
                 fh.write(json.dumps(record) + "\n")
             logger.log_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})

@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 from typing import Mapping, Protocol
 
+import numpy as np
+
 from amfmedit.errors import UserError
 
 LOG_KINDS = ("none", "tensorboard", "mlflow")
@@ -37,10 +39,8 @@ class Logger(Protocol):
 
     def log_scalars(self, step: int, scalars: Mapping[str, object]) -> None:
         """Log the finite numbers among ``scalars`` at ``step`` (the epoch)."""
-
     def log_figure(self, tag: str, path: str | Path, step: int = 0) -> None:
         """Log a PNG file under ``tag``."""
-
     def close(self) -> None:
         """Flush and release the files."""
 
@@ -74,6 +74,7 @@ class TensorBoardLogger:
 
     def __init__(self, folder: str | Path, *, purge_step: int | None = None) -> None:
         try:
+            # lazy import: keeps start-up free of torch ~3 s until this runs
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             raise UserError("--log tensorboard: the tensorboard package is not installed; pip install tensorboard "
@@ -87,8 +88,7 @@ class TensorBoardLogger:
         self._writer.flush()
 
     def log_figure(self, tag: str, path: str | Path, step: int = 0) -> None:
-        import numpy as np
-        from PIL import Image
+        from PIL import Image  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
 
         with Image.open(path) as im:
             pixels = np.asarray(im.convert("RGB"))
@@ -104,7 +104,7 @@ class MlflowLogger:
 
     def __init__(self, folder: str | Path, *, run_name: str | None = None) -> None:
         try:
-            import mlflow
+            import mlflow  # lazy import: keeps start-up free of mlflow (optional) until this runs
         except ImportError as exc:
             raise UserError("--log mlflow: the mlflow package is not installed; pip install mlflow "
                             "(or use --log tensorboard)") from exc

