@@ -28,6 +28,6 @@ def evaluate(
     console.print(Markdown(res.terminal))
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
-    console.print(f"full tables: {res.stage_dir / RESULTS_FILE}; every pair: {res.stage_dir / COMPARISONS_MD}; "
-                  f"thresholds for predict: {res.stage_dir / OPERATING_FILE}; figures and predictions beside them",
+    console.print(f"written to {res.stage_dir}: {RESULTS_FILE} (full tables), {COMPARISONS_MD} (every pair, every "
+                  f"metric), {OPERATING_FILE} (thresholds and temperatures for predict), figures, predictions/",
                   highlight=False, markup=False)

@@ -132,6 +132,11 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
         cal = np.stack([calibration.apply_temperature(calibration.logits_from_probs(t), f.temperature)
                         for t, f in zip(test, fits)])
         temps[name] = fits
+        at_bound = [f.temperature for f in fits if min(abs(np.log(f.temperature / b)) for b in calibration.T_BOUNDS) < 1e-3]
+        if at_bound:
+            warnings.append(f"{name}: the temperature fitted on validation reached the end of its range "
+                            f"({at_bound[0]:.3g}; searched {calibration.T_BOUNDS[0]:g}-{calibration.T_BOUNDS[1]:g}): its "
+                            "validation probabilities carry little information; read calibrated risks with care")
         if binary:
             seed_thresholds[name] = [_choose(spec, y_val, v[:, 1], name) for v in val]
             thresholds[name] = _choose(spec, y_val, val.mean(axis=0)[:, 1], name)
@@ -257,7 +262,8 @@ def headline_comparisons_markdown(stats: Statistics) -> str:
         return ""
     rows = [r for r in table.rows if r.metric == table.headline]
     text = compare.render_markdown(dataclasses.replace(table, rows=rows, warnings=[]), title="x")
-    return text.split("\n", 2)[2].lstrip("\n")  # the title line is the caller's
+    body = text.split("\n", 2)[2].lstrip("\n")  # the title line is the caller's
+    return body.replace("\n## ", "\n### ")
 
 
 def terminal_markdown(stats: Statistics, short: dict[str, str] | None = None) -> str:
