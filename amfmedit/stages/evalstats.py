@@ -151,7 +151,7 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
                             thresholds={k: t.value for k, t in thresholds.items() if t is not None},
                             split=split_word(split), n_boot=n_boot, seed=seed, level=level,
                             class_names=None if binary else class_names)
-    warnings += summary.warnings
+    warnings = summary.warnings + warnings  # the scored split's first
     W = bootstrap.stratified_counts(y_test, n_boot, seed)
     cal_ivs, counts = {}, {}
     for name in preds:

@@ -137,7 +137,7 @@ def test_bad_threshold_is_one_line_and_writes_nothing(pretrained_run):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
-def test_predict_before_evaluate_warns_and_writes_no_decisions(pretrained_run, tiny_ol3i, tmp_path):
+def test_predict_before_evaluate_and_a_one_class_test_split(pretrained_run, tiny_ol3i, tmp_path):
     _cli("finetune", "--fusion", "concat", "--strategy", "frozen", "--seeds", "2022", *FINETUNE)
     table = _raw_table(tiny_ol3i, tmp_path / "new")
     res = _cli("predict", "--table", str(table), "--image-column", "image")
@@ -152,6 +152,22 @@ def test_predict_before_evaluate_warns_and_writes_no_decisions(pretrained_run, t
     bad.to_csv(tmp_path / "new" / "bad.csv", index=False)
     res = _cli("predict", "--table", str(tmp_path / "new" / "bad.csv"), "--image-column", "image", code=2)
     assert len(res.output.strip().splitlines()) == 1 and str(bad.iloc[3, 0]) in res.output
+
+    # a test split with one class: a warning naming the split and the skipped metrics, not NaN tables
+    import shutil
+
+    one = tmp_path / "one-class"
+    shutil.copytree(tiny_ol3i.path, one / tiny_ol3i.path.name)
+    tab = pd.read_parquet(one / tiny_ol3i.path.name / "tabular.parquet")
+    tab.loc[tab["split"] == "test", "label"] = 0
+    tab.to_parquet(one / tiny_ol3i.path.name / "tabular.parquet")
+    res = _cli("evaluate", "--data-dir", str(one))
+    (warning,) = [w for w in res.stderr.split("warning: ")[1:] if w.startswith("test split")]
+    assert "only class 0 present" in warning and "AUC, AUPRC" in " ".join(warning.split())
+    m = json.loads((pretrained_run.root / "evaluate" / "metrics.json").read_text())
+    assert any(w.startswith("test split: only class 0") for w in m["warnings"]) and "auc" in m["skipped"]
+    assert "auc" not in m["groups"][0]["intervals"] and "brier" in m["groups"][0]["intervals"]
+    assert not (pretrained_run.root / "evaluate" / "roc.png").exists()
 
 
 def test_threshold_targets_are_met_on_validation():
@@ -196,3 +212,25 @@ def test_one_class_test_split_warns_names_the_split_and_skips_figures(tmp_path):
     figures = evalstats.write_figures(tmp_path, y_test, stats)
     assert "roc" not in figures and (tmp_path / "decision.png").is_file()
     assert "n/a" in evalstats.terminal_markdown(stats)
+
+
+def test_multiclass_reports_top1_with_intervals_and_no_threshold():
+    from amfmedit.stages import evalstats
+
+    rng = np.random.default_rng(2)
+    y_val, y_test = rng.integers(0, 4, 80), rng.integers(0, 4, 60)
+
+    def probs(y):
+        z = rng.normal(size=(2, len(y), 4))
+        z[:, np.arange(len(y)), y] += 1.5
+        return np.exp(z) / np.exp(z).sum(axis=2, keepdims=True)
+
+    preds = {"A": evalstats.ModelPredictions(probs(y_val), probs(y_test)),
+             "B": evalstats.ModelPredictions(probs(y_val), probs(y_test))}
+    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, class_names=list("abcd"))
+    rec = stats.model_record("A")
+    assert rec["threshold"] == {"name": "argmax", "value": None}
+    acc = rec["intervals"]["acc"]
+    assert acc["low"] <= acc["estimate"] <= acc["high"]
+    assert acc["estimate"] == pytest.approx(np.mean(preds["A"].test.mean(axis=0).argmax(axis=1) == y_test))
+    assert stats.summary.comparisons.headline == "acc" and evalstats.operating_markdown(stats) == ""
