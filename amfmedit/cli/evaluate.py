@@ -1,12 +1,13 @@
-"""``amfmedit evaluate``: test metrics, predictions, ROC curves and the Table-2 style report."""
+"""``amfmedit evaluate``: test metrics with intervals, operating points, calibration, comparisons, figures."""
 
 
 from rich.markdown import Markdown
+from rich.markup import escape
 
-from amfmedit.cli.common import command, console
+from amfmedit.cli.common import command, console, err_console
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.stages.common import RunOptions
-from amfmedit.stages.evaluate import RESULTS_FILE, EvaluateConfig
+from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE, EvaluateConfig
 from amfmedit.stages.evaluate import evaluate as run_evaluate
 
 E = EvaluateConfig
@@ -18,8 +19,15 @@ def evaluate(
     opts: RunOptions,
     split: field_option(E, "split", str, "--split", help="Split to score: test or val.") = None,
     batch_size: field_option(E, "batch_size", int, "--batch-size", min=1, help="Samples per forward pass.") = None,
+    threshold: field_option(E, "threshold", str, "--threshold",
+                            help="Operating point, chosen on the validation split and applied to the scored one: "
+                                 "youden, sensitivity:0.9, specificity:0.95 or a number in (0, 1).") = None,
 ) -> None:
     """Score every finished finetune/supervised stage of the run and write <run>/evaluate/ (recomputed each time)."""
-    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size), opts)
-    console.print(Markdown(res.markdown))
-    console.print(f"report: {res.stage_dir / RESULTS_FILE}; predictions and ROC curves beside it", highlight=False)
+    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold), opts)
+    console.print(Markdown(res.terminal))
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    console.print(f"written to {res.stage_dir}: {RESULTS_FILE} (full tables), {COMPARISONS_MD} (every pair, every "
+                  f"metric), {OPERATING_FILE} (thresholds and temperatures for predict), figures, predictions/",
+                  highlight=False, markup=False)

@@ -1,16 +1,19 @@
-"""``amfmedit predict``: probabilities for new patients through the saved schema."""
+"""``amfmedit predict``: probabilities and decisions for new patients through the saved schema."""
 
 
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
-from amfmedit.cli.common import command, console
-from amfmedit.cli.options import field_option, run_options
+from amfmedit.cli.common import command, console, err_console
+from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.predict import PredictConfig
 from amfmedit.stages.predict import predict as run_predict
+
+P = PredictConfig
 
 
 @command("predict")
@@ -21,12 +24,16 @@ def predict(
     stage: Annotated[Optional[str], typer.Option("--stage", help="Classifier folder, e.g. finetune-amf-trainable-seed2022 \\[default: the best multimodal one on validation].")] = None,
     image_column: Annotated[Optional[str], typer.Option("--image-column", help="Column of image paths (relative to the table) \\[default: the schema's].")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output CSV \\[default: <run>/predict/<table>.csv].")] = None,
-    batch_size: field_option(PredictConfig, "batch_size", int, "--batch-size", min=1, help="Patients per forward pass.") = None,
+    batch_size: field_option(P, "batch_size", int, "--batch-size", min=1, help="Patients per forward pass.") = None,
+    calibration: field_option(P, "calibration", str, "--calibration",
+                              help="Probabilities temperature-scaled as fitted on validation by evaluate "
+                                   "(temperature) or as trained (none).") = None,
 ) -> None:
-    """Score new patients with a trained classifier; writes one probability per class."""
+    """Score new patients with a trained classifier; writes probabilities and the decision at the threshold evaluate chose."""
     cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None)
-    if batch_size is not None:
-        cfg.batch_size = batch_size
-    res = run_predict(cfg, opts)
-    console.print(f"{res.n} patients scored with {res.stage} of run {res.run} -> {res.out}", highlight=False,
+    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration), opts)
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else "no decisions"
+    console.print(f"{res.n} patients scored with {res.stage} of run {res.run} ({how}) -> {res.out}", highlight=False,
                   markup=False)

@@ -1,18 +1,23 @@
 """``evaluate``: test metrics of every finished classifier in a run, and the reports.
 
 For each ``finetune-*`` / ``supervised-*`` folder: its best-validation checkpoint scored on
-the test split (AUC for binary tasks, top-1 accuracy for multiclass; also AUPRC, balanced
-accuracy and the expected calibration error), the predictions as CSV and ROC curves as
-PNG. Across seeds: mean ± standard deviation in the layout of the paper's Table 2, with the
-oracle AUC of a synthetic cohort beside it. Writes ``<run>/evaluate/`` (built aside and
-renamed into place when complete).
+the validation and test splits. Across seeds: mean ± standard deviation in the layout of the
+paper's Table 2, with the oracle AUC of a synthetic cohort beside it. Beside it
+(:mod:`amfmedit.stages.evalstats`, on :mod:`amfmedit.stats`): every test metric of the
+seed-averaged prediction with its 95% interval (DeLong for AUC, stratified bootstrap
+otherwise), the operating point chosen on validation (``--threshold``) and applied to test,
+calibration before / after temperature scaling fitted on validation, all paired comparisons
+(``comparisons.md`` / ``.csv``), figures (ROC, PR, reliability, decision curve) and
+``operating_points.json``: per stage the threshold and temperature ``predict`` applies.
+Writes ``<run>/evaluate/`` (built aside and renamed into place when complete); a bad
+``--threshold`` stops before anything is written.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +25,13 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import names
+from amfmedit.stages import evalstats, names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.lifecycle import staged
-from amfmedit.stages.tables import incomplete_markdown, plot_roc, stage_markdown, table2_markdown
+from amfmedit.stages.tables import incomplete_markdown, model_title, plot_roc, stage_markdown, table2_markdown
+from amfmedit.stats import bootstrap, calibration, compare
+from amfmedit.stats.threshold import parse_threshold
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import classification_metrics, headline_metric
@@ -32,14 +39,18 @@ from amfmedit.train.tasks import ClassificationTask
 
 STAGE = names.EVALUATE
 RESULTS_FILE = names.RESULTS_FILE
+OPERATING_FILE = "operating_points.json"  # evaluate/: per stage the threshold and temperature predict applies
+COMPARISONS_MD, COMPARISONS_CSV = "comparisons.md", "comparisons.csv"
 SPLITS = ("val", "test")
 METRICS_KEYS = ("auc", "auprc", "acc", "balanced_acc", "ece")
+AT_THRESHOLD = ("sensitivity", "specificity", "ppv", "npv")
 
 
 @dataclass
 class EvaluateConfig:
     split: str = "test"
     batch_size: int = 128
+    threshold: str = "youden"  # youden | sensitivity:X | specificity:X | a number; chosen on validation
 
 
 @dataclass
@@ -50,11 +61,20 @@ class EvaluateResult:
     groups: list[dict]
     stages: list[dict]
     oracle: float | None
-    markdown: str
+    markdown: str  # results.md
+    terminal: str = ""  # the tables a terminal of 80 columns shows whole
+    warnings: list[str] = field(default_factory=list)
 
 
 def _group_key(info: dict, cfg: dict) -> tuple:
     return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"))
+
+
+def group_title(fusion: str, strategy: str, modality: str | None, encoder: str | None,
+                mask_features: list[str] | None = None) -> str:
+    """The paper's name of a group of seeds, with the masked features of incomplete-data stages."""
+    title = model_title(fusion, strategy, modality, encoder)
+    return f"{title} (masked: {', '.join(mask_features)})" if mask_features else title
 
 
 def oracle_auc(dataset, split: str) -> float | None:
@@ -78,6 +98,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     """Score every finished classifier of the run on ``cfg.split`` and write the reports."""
     if cfg.split not in SPLITS:
         raise UserError(f"--split {cfg.split}: use val or test")
+    parse_threshold(cfg.threshold)  # a bad spec stops before any work
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     parsed = names.classifier_stages(run)  # masked stages included (incomplete tabular data, Table 4)
@@ -93,7 +114,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     metric = headline_metric(schema.task)
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     stages, per_group = [], defaultdict(list)
-    outputs = {}
+    outputs, val_outputs = {}, {}
     masked_sets = {}
     for name in stage_list:
         info = parsed[name]
@@ -115,6 +136,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                                   n_classes=schema.n_classes)
         with torch.no_grad(), rt.autocast():
             rows, probs, labels = task.predict(model, cfg.split, rt)
+            val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, probs, labels)
         m = classification_metrics(probs, labels)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
                "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
@@ -124,10 +146,14 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         per_group[_group_key(info, scfg)].append(row)
         outputs[name] = (rows, probs, labels)
 
-    groups = []
+    groups, titles = [], {}
     for (fusion, strategy, modality, encoder, mask), rows in per_group.items():
         vals = [r[metric] for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
+        title = group_title(fusion, strategy, modality, encoder, rows[0]["mask_features"] if mask else None)
+        while title in titles.values():  # two groups the paper would name alike (e.g. another r_conf)
+            title += " (2)"
+        titles[(fusion, strategy, modality, encoder, mask)] = title
         groups.append({
             "kind": "supervised" if fusion == names.NO_FUSION else "fusion",
             "fusion": fusion, "strategy": strategy, "modality": modality, "encoder": encoder,
@@ -136,26 +162,104 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             "mean": float(np.mean(finite)) if finite else math.nan,
             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else math.nan,
         })
+
+    # intervals, operating points, calibration, comparisons: all on the seed-averaged predictions
+    first = stage_list[0]
+    y_test, y_val = outputs[first][2], val_outputs[first][2]
+    preds = {titles[key]: evalstats.ModelPredictions(np.stack([val_outputs[r["stage"]][1] for r in rows]),
+                                                     np.stack([outputs[r["stage"]][1] for r in rows]))
+             for key, rows in per_group.items()}
+    stats = evalstats.compute(y_val, y_test, preds, cfg.threshold, cfg.split, class_names=schema.class_names)
+    for key, rows, g in zip(per_group, per_group.values(), groups):
+        g.update(stats.model_record(titles[key]))
+        for i, r in enumerate(rows):
+            _stage_extras(r, outputs[r["stage"]], stats, titles[key], i)
+    operating = _operating_points(cfg, stats, per_group, titles, schema)
     oracle = oracle_auc(ds, cfg.split) if metric == "auc" else None
-    md = _markdown(run, cfg.split, metric, groups, stages, oracle)
+    md = _markdown(run, cfg.split, metric, groups, stages, oracle, stats)
+    term = _terminal(run, cfg.split, metric, groups, stages, oracle, stats)
 
     if not rt.is_main:
-        return EvaluateResult(run.name, final, metric, groups, stages, oracle, md)
+        return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
     with staged(run, final, force=True) as stage_out:  # derived from finished stages: always recomputed
         tmp = stage_out.folder
-        write_text(tmp / RESULTS_FILE, md)
-        write_json(tmp / names.EVAL_METRICS_FILE, {"split": cfg.split, "metric": metric, "oracle_auc": oracle,
-                                          "groups": groups, "stages": stages})
-        _write_predictions(tmp / "predictions", ds, schema, outputs)
+        figures = evalstats.write_figures(tmp, y_test, stats)
+        write_text(tmp / RESULTS_FILE, md + _figures_markdown(figures))
+        table = stats.summary.comparisons
+        if table is not None:
+            write_text(tmp / COMPARISONS_MD, compare.render_markdown(table, title=f"Paired comparisons, run {run.name}"))
+            write_text(tmp / COMPARISONS_CSV, compare.render_csv(table))
+        else:
+            write_text(tmp / COMPARISONS_MD, f"# Paired comparisons, run {run.name}\n\nOne classifier in this run: "
+                       "nothing to compare.\n")
+            write_text(tmp / COMPARISONS_CSV, ",".join(compare.CSV_COLUMNS) + "\n")
+        write_json(tmp / OPERATING_FILE, operating)
+        write_json(tmp / names.EVAL_METRICS_FILE, {
+            "split": cfg.split, "metric": metric, "oracle_auc": oracle, "groups": groups, "stages": stages,
+            "threshold_spec": cfg.threshold, "threshold_chosen_on": "val", "warnings": stats.warnings,
+            "skipped": list(stats.summary.skipped), "comparisons": table.to_dict() if table else None,
+            "figures": figures, "n_boot": bootstrap.DEFAULT_N_BOOT})
+        _write_predictions(tmp / "predictions", ds, schema, outputs, operating)
+        _write_predictions(tmp / "predictions" / "val", ds, schema, val_outputs, operating)
         if schema.n_classes == 2:
-            _write_rocs(tmp / "roc", outputs, per_group, cfg.split)
+            _write_rocs(tmp / "roc", outputs, per_group, titles, cfg.split)
         stage_out.summary = {"metric": metric, "stages": len(stages)}
         run.record_command(STAGE, opts.argv)
-    return EvaluateResult(run.name, final, metric, groups, stages, oracle, md)
+    return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
 
 
-def _markdown(run, split, metric, groups, stages, oracle) -> str:
+def _stage_extras(row: dict, output, stats: evalstats.Statistics, title: str, i: int) -> None:
+    """One stage's operating point, temperature and metrics at them (its own seed's, not the average's)."""
+    _, probs, labels = output
+    fit = stats.temperatures[title][i]
+    cal = calibration.apply_temperature(calibration.logits_from_probs(probs), fit.temperature)
+    row["temperature"] = fit.temperature
+    row["ece_calibrated"] = calibration.ece(labels, cal if not stats.binary else cal[:, 1])
+    row["brier"] = calibration.brier(labels, probs if not stats.binary else probs[:, 1])
+    row["brier_calibrated"] = calibration.brier(labels, cal if not stats.binary else cal[:, 1])
+    thr = stats.seed_thresholds[title][i]
+    row["threshold_name"] = thr.name if thr else evalstats.ARGMAX
+    row["threshold"] = thr.value if thr else None
+    if thr is not None:
+        point = bootstrap.point_estimates(labels, probs[:, 1], thr.value)
+        row.update({k: point[k] for k in AT_THRESHOLD})
+
+
+def calibrated_threshold(value: float, temperature: float) -> float:
+    """A binary cut on the probabilities as trained, on the temperature-scaled scale.
+
+    For two logits, p1 = sigmoid(z1 - z0); after scaling, sigmoid((z1 - z0) / T) =
+    sigmoid(logit(p1) / T), a monotone map, so the same rows fall on each side of the cut.
+    """
+    return float(calibration.apply_temperature(calibration.logits_from_probs(np.array([value])), temperature)[0])
+
+
+def _operating_points(cfg, stats, per_group, titles, schema) -> dict:
+    out = {}
+    for key, rows in per_group.items():
+        for i, r in enumerate(rows):
+            thr = stats.seed_thresholds[titles[key]][i]
+            temp = stats.temperatures[titles[key]][i].temperature
+            out[r["stage"]] = {
+                "title": titles[key], "seed": r["seed"],
+                "threshold_name": thr.name if thr else evalstats.ARGMAX,
+                "threshold": thr.value if thr else None,
+                "threshold_calibrated": calibrated_threshold(thr.value, temp) if thr else None,
+                "rule": thr.rule if thr else "the most probable class",
+                "val_sensitivity": thr.val_sensitivity if thr else None,
+                "val_specificity": thr.val_specificity if thr else None,
+                "temperature": temp, "best_epoch": r["best_epoch"],
+            }
+    return {"threshold_spec": cfg.threshold, "chosen_on": "val",
+            "positive_class": schema.class_names[1] if schema.n_classes == 2 else None,
+            "note": "a row is positive when its probability of the positive class is >= threshold (probabilities "
+                    "as trained) or >= threshold_calibrated (after dividing the logits by temperature)",
+            "stages": out}
+
+
+def _markdown(run, split, metric, groups, stages, oracle, stats) -> str:
     title = "AUC" if metric == "auc" else "top-1 accuracy"  # spelled out in the sentence; the tables abbreviate
+    where = evalstats.split_word(split)
     parts = [
         f"# Results of run {run.name}\n",
         f"Data: `{run.data}`. Metric: {title} on the {split} split, mean ± standard deviation over seeds (%).\n",
@@ -168,28 +272,100 @@ def _markdown(run, split, metric, groups, stages, oracle) -> str:
                      "data in this run.\n\n" + masked)
     if oracle is not None:
         parts.append(f"\nOracle AUC (the generator's true risk on the {split} split): {oracle:.4f}\n")
+    parts.append(f"\n## {where.capitalize()} metrics with 95% intervals\n\n"
+                 "Each metric of the seed-averaged prediction (mean probability over seeds) with its 95% interval: "
+                 "DeLong for AUC, a stratified bootstrap of the rows (2,000 resamples, seeded) otherwise; "
+                 "\"over seeds\" is the paper's mean ± SD of the per-seed values. Threshold: the cut chosen on the "
+                 f"validation split by `--threshold {stats.spec}` and applied unchanged here.\n\n")
+    parts.append(evalstats.models_markdown(stats))
+    if stats.warnings:
+        parts.append("\n" + "".join(f"- Warning: {w}\n" for w in stats.warnings))
+    if stats.binary:
+        parts.append("\n## Operating points (chosen on the validation split)\n\n" + evalstats.operating_markdown(stats))
+    parts.append("\n## Calibration\n\nBrier score and ECE of the seed-averaged prediction before and after "
+                 "temperature scaling (one temperature per seed, fitted on the validation split; `predict` applies "
+                 "it by default).\n\n" + evalstats.calibration_markdown(stats))
+    table = stats.summary.comparisons
+    if table is not None:
+        label = compare.LABELS[table.headline]
+        parts.append(f"\n## Paired comparisons ({label})\n\n" + evalstats.headline_comparisons_markdown(stats)
+                     + f"\nEvery metric: [{COMPARISONS_MD}]({COMPARISONS_MD}), [{COMPARISONS_CSV}]({COMPARISONS_CSV}).\n")
     parts.append("\n## Per stage\n\n")
-    parts.append(stage_markdown(stages, ["seed", "lr", "best_epoch", f"val_{metric}", *METRICS_KEYS]))
+    keys = ["seed", "lr", "best_epoch", f"val_{metric}", *METRICS_KEYS]
+    if stats.binary:
+        keys += ["threshold", "sensitivity", "specificity"]
+    parts.append(stage_markdown(stages, keys + ["temperature", "ece_calibrated"]))
     return "".join(parts)
 
 
-def _write_predictions(folder: Path, ds, schema, outputs) -> None:
+def _figures_markdown(figures: dict[str, str]) -> str:
+    if not figures:
+        return ""
+    words = {"roc": "ROC curves", "pr": "precision-recall curves", "decision": "decision curve"}
+    links = [f"[{words[k]}]({v})" for k, v in figures.items() if k in words]
+    rel = [f"[{k.split(':', 1)[1]}]({v})" for k, v in figures.items() if k.startswith("reliability:")]
+    return ("\n## Figures\n\n" + ", ".join(links) + ".\n" +
+            ("\nReliability diagrams: " + ", ".join(rel) + ".\n" if rel else ""))
+
+
+def _terminal(run, split, metric, groups, stages, oracle, stats) -> str:
+    """What the CLI prints: Table 2, the intervals at the operating point, per stage by model and seed."""
+    title = "AUC" if metric == "auc" else "top-1 accuracy"
+    where = evalstats.split_word(split)
+    parts = [f"# Results of run {run.name}\n",
+             f"{title} on the {split} split, mean ± SD over seeds (%).\n",
+             table2_markdown([g for g in groups if not g.get("mask")], metric=metric, oracle=oracle)]
+    if oracle is not None:
+        parts.append(f"\nOracle AUC ({split} split): {oracle:.4f}\n")
+    cut = f"; threshold chosen on validation ({stats.spec})" if stats.binary else ""
+    parts.append(f"\n## {where.capitalize()} split, seed-averaged, 95% intervals{cut}\n\n")
+    parts.append(evalstats.terminal_markdown(stats))
+    table = stats.summary.comparisons
+    if table is not None and table.note:
+        parts.append(f"\n**{table.note}**\n")
+    label = "AUC" if metric == "auc" else "ACC"
+    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | Threshold | T |", "|---|--:|--:|--:|--:|--:|--:|"]
+    for g in groups:
+        for r in (s for s in stages if s["seed"] in g["seeds"] and _same_group(s, g)):
+            thr = r["threshold"]
+            lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r[f'val_{metric}'])} | "
+                         f"{_f(r[metric])} | {'argmax' if thr is None else f'{thr:.3f}'} | {r['temperature']:.2f} |")
+    parts.append("\n## Per stage\n\n" + "\n".join(lines) + "\n")
+    return "".join(parts)
+
+
+def _same_group(stage: dict, group: dict) -> bool:
+    return (stage["fusion"], stage["strategy"], stage["modality"], stage.get("tabular_encoder"), stage.get("mask")) == \
+        (group["fusion"], group["strategy"], group["modality"], group["encoder"], group["mask"])
+
+
+def _f(v) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def _write_predictions(folder: Path, ds, schema, outputs, operating: dict) -> None:
     import pandas as pd  # pandas costs ~0.3 s of start-up; only this writer needs it
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, probs, labels) in outputs.items():
-        df = pd.DataFrame({"id": ds.ids[rows], "label": labels, "predicted": probs.argmax(axis=1)})
+        op = operating["stages"][name]
+        df = pd.DataFrame({"id": ds.ids[rows], "label": labels})
         for c, cname in enumerate(schema.class_names):
             df[f"prob_{cname}"] = probs[:, c]
+        if op["threshold"] is not None:
+            df["decision"] = (probs[:, 1] >= op["threshold"]).astype(int)
+        else:
+            df["decision"] = probs.argmax(axis=1)
+        df["threshold_name"] = op["threshold_name"]
         with atomic_path(folder / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
 
 
-def _write_rocs(folder: Path, outputs, per_group, split: str) -> None:
+def _write_rocs(folder: Path, outputs, per_group, titles, split: str) -> None:
     from sklearn.metrics import roc_curve  # scikit-learn costs ~0.5 s of start-up; only ROC plots need it here
 
     folder.mkdir(parents=True, exist_ok=True)
-    for rows in per_group.values():
+    for key, rows in per_group.items():
         curves = {}
         for r in rows:
             _, probs, labels = outputs[r["stage"]]
@@ -200,4 +376,4 @@ def _write_rocs(folder: Path, outputs, per_group, split: str) -> None:
         if curves:
             base, tag = names.split_mask_suffix(rows[0]["stage"])
             prefix = base.rsplit("-seed", 1)[0] + (f"-{tag}" if tag else "")
-            plot_roc(curves, folder / f"{prefix}.png", f"{prefix} ({split})")
+            plot_roc(curves, folder / f"{prefix}.png", f"{titles[key]}: each seed ({split})")

@@ -5,13 +5,22 @@ The new table goes through the prepared dataset's ``schema.json`` with the same 
 imputation, scaling, category codes; :func:`amfmedit.data.transform.load_image`: HU
 window, scaling, resizing), so a new row is transformed exactly as training rows were.
 Images are found through the table's image-path column (relative paths are relative to
-the table's folder). Writes a CSV: id, one probability per class, predicted class.
+the table's folder). Writes a CSV: id, one probability per class, the decision, the
+threshold and its name, the calibration and the model.
+
+Operating point and calibration come from ``evaluate`` (``evaluate/operating_points.json``):
+the threshold chosen on the validation split for this classifier and the temperature fitted
+there. With ``--calibration temperature`` (default) the probabilities are temperature-scaled
+and the threshold column is the same cut on that scale; the decision does not depend on it.
+A multiclass decision is the most probable class. Without an evaluation of this classifier
+(or one older than its checkpoint), ``predict`` warns and writes probabilities as trained
+with empty decision columns: it never cuts at 0.5 behind the user's back.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +35,11 @@ from amfmedit.io import atomic_path, read_json
 from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
+from amfmedit.stages.evaluate import OPERATING_FILE, calibrated_threshold
+from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
+
+CALIBRATIONS = ("temperature", "none")
 
 
 @dataclass
@@ -36,6 +49,7 @@ class PredictConfig:
     image_column: str | None = None  # None: the schema's image column
     out: str | None = None  # None: <run>/predict/<table stem>.csv
     batch_size: int = 64
+    calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
 
 
 @dataclass
@@ -44,6 +58,23 @@ class PredictResult:
     stage: str
     out: Path
     n: int
+    threshold_name: str | None = None  # None: no decisions written (evaluate has not run)
+    warnings: list[str] = field(default_factory=list)
+
+
+def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict | None, str | None]:
+    """The stage's record in ``evaluate/operating_points.json``, or (None, why not)."""
+    path = run.stage(names.EVALUATE) / OPERATING_FILE
+    hint = f"run `amfmedit evaluate --run {run.name}`"
+    if not run.is_complete(names.EVALUATE) or not path.is_file():
+        return None, f"{path}: not found ({hint} first)"
+    rec = read_json(path).get("stages", {}).get(stage)
+    if rec is None:
+        return None, f"{path}: {stage} was not evaluated ({hint} again)"
+    if rec.get("best_epoch") != best_epoch:
+        return None, (f"{path}: written for epoch {rec.get('best_epoch')} of {stage}, its checkpoint is now epoch "
+                      f"{best_epoch} ({hint} again)")
+    return rec, None
 
 
 def choose_stage(run: rundir.Run, name: str | None) -> str:
@@ -74,6 +105,8 @@ def choose_stage(run: rundir.Run, name: str | None) -> str:
 def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
 
+    if cfg.calibration not in CALIBRATIONS:
+        raise UserError(f"--calibration {cfg.calibration}: use {' or '.join(CALIBRATIONS)}")
     if not Path(cfg.table).is_file():  # the user's own file first: the most likely mistake
         raise UserError(f"--table {cfg.table}: no such file; pass the CSV or Parquet of the new patients")
     rt = runtime_for(opts)
@@ -102,9 +135,13 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         paths = [Path(p) if Path(p).is_absolute() else table.parent / str(p) for p in df[column].astype(str)]
         images = np.stack([load_image(p, schema.image) for p in paths]) if paths else None
 
-    model, _ = best_model(run.stage(stage))
+    model, ckpt = best_model(run.stage(stage))
+    op, why = operating_point(run, stage, int(ckpt["epoch"]))
+    warnings = []
+    if op is None:
+        warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
     model = model.to(rt.device).eval()
-    probs = []
+    logits = []
     with torch.no_grad(), rt.autocast():
         for i in range(0, len(df), cfg.batch_size):
             sl = slice(i, i + cfg.batch_size)
@@ -115,14 +152,35 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
                     img = img.contiguous(memory_format=torch.channels_last)
             xc = torch.from_numpy(np.ascontiguousarray(x_cont[sl])).to(rt.device)
             xk = torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device)
-            logits = model(img, xc, xk).logits
-            probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    p = np.concatenate(probs) if probs else np.zeros((0, schema.n_classes))
-    res = pd.DataFrame({"id": df[schema.id_column].astype(str).to_numpy()})
+            logits.append(model(img, xc, xk).logits.float().cpu().numpy().astype(np.float64))
+    z = np.concatenate(logits) if logits else np.zeros((0, schema.n_classes))
+    ids = df[schema.id_column].astype(str).to_numpy()
+    bad = np.flatnonzero(~np.isfinite(z).all(axis=1))
+    if len(bad):
+        raise UserError(f"{table}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
+                        "check that row's values and image (e.g. an infinite or huge number)")
+    raw = calib.apply_temperature(z, 1.0)
+    scaled = op is not None and cfg.calibration == "temperature"
+    temperature = float(op["temperature"]) if scaled else 1.0
+    p = calib.apply_temperature(z, temperature) if scaled else raw
+    res = pd.DataFrame({"id": ids})
     for c, name in enumerate(schema.class_names):
         res[f"prob_{name}"] = p[:, c]
-    res["predicted"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
+    threshold_name = None
+    if op is not None and op.get("threshold") is not None and schema.n_classes == 2:
+        threshold_name = op["threshold_name"]
+        cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
+        res["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
+        res["threshold"] = calibrated_threshold(cut, temperature) if scaled else cut
+    elif op is not None:
+        threshold_name = op["threshold_name"]
+        res["decision"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
+        res["threshold"] = math.nan
+    else:
+        res["decision"], res["threshold"] = "", math.nan
+    res["threshold_name"] = threshold_name or ""
+    res["calibration"] = f"temperature {temperature:.4g}" if scaled else "none"
     res["model"] = stage
     with atomic_path(out) as tmp:
         res.to_csv(tmp, index=False)
-    return PredictResult(run.name, stage, out, len(res))
+    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings)

@@ -160,6 +160,52 @@ def _rconf_section(run: rundir.Run) -> str:
     return "".join(out)
 
 
+def _ci(iv: dict | None) -> str:
+    if not iv or not math.isfinite(iv.get("estimate", math.nan)):
+        return "n/a"
+    return f"{iv['estimate']:.3f} ({iv['low']:.3f}–{iv['high']:.3f})"
+
+
+def _interval_lines(m: dict, ev: Path, root: Path) -> str:
+    """Per model: the headline metric with its 95% interval and the operating point chosen on validation."""
+    lines = []
+    for g in m.get("groups", []):
+        ivs = g.get("intervals")
+        if ivs is None:  # an evaluation written before intervals existed
+            continue
+        thr = g.get("threshold") or {}
+        if "auc" in ivs or "sensitivity" in ivs or thr.get("value") is not None:
+            line = (f"- {g['title']}: AUC {_ci(ivs.get('auc'))}; at the threshold chosen on validation "
+                    f"({thr.get('name')}, {_fmt(thr.get('value'), 3)}): sensitivity {_ci(ivs.get('sensitivity'))}, "
+                    f"specificity {_ci(ivs.get('specificity'))}")
+        else:
+            line = f"- {g['title']}: top-1 accuracy {_ci(ivs.get('acc'))}"
+        lines.append(line + "\n")
+    if not lines:
+        return ""
+    text = ("\nSeed-averaged prediction, 95% intervals (DeLong for AUC, stratified bootstrap otherwise):\n\n"
+            + "".join(lines))
+    note = (m.get("comparisons") or {}).get("note")
+    if note:
+        text += f"\n{note}\n"
+    for w in m.get("warnings", []):
+        text += f"\n- Warning: {w}"
+    text += "\n" if m.get("warnings") else ""
+    figures = m.get("figures") or {}
+    words = {"roc": "ROC", "pr": "precision-recall", "decision": "decision curve"}
+    links = [f"[{words[k]}](evaluate/{v})" for k, v in figures.items() if k in words and (ev / v).is_file()]
+    rel = [f"[{k.split(':', 1)[1]}](evaluate/{v})" for k, v in figures.items()
+           if k.startswith("reliability:") and (ev / v).is_file()]
+    comp = ev / "comparisons.md"
+    if comp.is_file():
+        links.append(f"[paired comparisons]({_rel(comp, root)})")
+    if links:
+        text += "\nFigures and tables: " + ", ".join(links) + ".\n"
+    if rel:
+        text += "\nReliability diagrams: " + ", ".join(rel) + ".\n"
+    return text
+
+
 def _finetune_section(run: rundir.Run) -> str:
     out = ["## 4. Fine-tuning and evaluation\n\n"]
     stages = names.classifier_stages(run)
@@ -175,9 +221,10 @@ def _finetune_section(run: rundir.Run) -> str:
         if masked:
             out.append("\n**Incomplete tabular data** (Table 4 layout; drop = complete − masked, points):\n\n")
             out.append(masked)
+        out.append(_interval_lines(m, ev, run.root))
         rocs = sorted((ev / "roc").glob("*.png")) if (ev / "roc").is_dir() else []
         if rocs:
-            out.append("\nROC curves: " + ", ".join(f"[{p.stem}]({_rel(p, run.root)})" for p in rocs) + "\n")
+            out.append("\nROC curves per seed: " + ", ".join(f"[{p.stem}]({_rel(p, run.root)})" for p in rocs) + "\n")
         evaluated = {s["stage"] for s in m.get("stages", [])}
         newer = sorted(set(stages) - evaluated)
         if newer:
