@@ -5,9 +5,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
-from amfmedit.cli.common import command, console, err_console
+from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.predict import PredictConfig
@@ -28,12 +27,13 @@ def predict(
     calibration: field_option(P, "calibration", str, "--calibration",
                               help="Probabilities temperature-scaled as fitted on validation by evaluate "
                                    "(temperature) or as trained (none).") = None,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", metavar="", help="Score the rows that can be scored and list the others (id, what is wrong) in <out>.skipped.csv; without it one bad row stops the whole table, naming every bad row.")] = False,
 ) -> None:
     """Score new patients with a trained classifier; writes probabilities and the decision at the threshold evaluate chose."""
     cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None)
-    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration), opts)
-    for w in res.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration, skip_bad_rows=skip_bad_rows or None),
+                      opts)
+    warn(res.warnings)
     how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else "no decisions"
     console.print(f"{res.n} patients scored with {res.stage} of run {res.run} ({how}) -> {res.out}", highlight=False,
                   markup=False)

@@ -123,12 +123,14 @@ class FileImages:
 # tables
 
 
-def read_table_file(path: Path, *, id_column: str | None = None):
+def read_table_file(path: Path, *, id_column: str | None = None, option: str = "--raw"):
     """CSV or Parquet -> DataFrame with stripped column names; ids read as text."""
     import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
 
     if not path.is_file():
-        raise UserError(f"{path}: table file not found; pass --raw FOLDER (or set 'raw' in the spec)")
+        advice = ("pass --raw FOLDER (or set 'raw' in the spec)" if option == "--raw"
+                  else f"pass the table's path with {option}")
+        raise UserError(f"{path}: table file not found; {advice}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":

@@ -19,6 +19,7 @@ with empty decision columns: it never cuts at 0.5 behind the user's back.
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from amfmedit.data import Schema
 from amfmedit.data.prepared import dataset_path
 from amfmedit.data.readers import read_table_file
-from amfmedit.data.transform import load_image, transform_table
+from amfmedit.data.transform import category_key, load_image, transform_table
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json
 from amfmedit.stages import names
@@ -40,6 +41,60 @@ from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
 
 CALIBRATIONS = ("temperature", "none")
+MAX_LISTED = 20  # bad rows named in the error line; the rest are counted
+
+
+def _bad_table_rows(schema, df, where: str) -> dict[int, str]:
+    """Row position -> what is wrong with its tabular values ({} when the table transforms).
+
+    The whole table goes through :func:`transform_table` first; only when it fails is each
+    row tried alone, so that every bad row is named. A problem of the table itself (a missing
+    column) is raised as it is.
+    """
+    try:
+        transform_table(schema, df, where=where)
+        return {}
+    except UserError as whole:
+        table_error = whole
+    bad = {}
+    for i in range(len(df)):
+        try:
+            transform_table(schema, df.iloc[i:i + 1], where=where)
+        except UserError as exc:
+            bad[i] = str(exc).removeprefix(f"{where}: ")
+    if len(bad) == len(df) and len(set(bad.values())) == 1:
+        raise table_error  # every row fails the same way: the table's problem, not the rows'
+    return bad
+
+
+def _checked_images(paths: list[Path], schema) -> tuple[np.ndarray | None, dict[int, str]]:
+    """Each row's image read as prepare read the cohort's; unreadable files are collected, not raised."""
+    out, bad = [], {}
+    blank = np.zeros((schema.image.channels, schema.image.height, schema.image.width), np.uint8)
+    for i, p in enumerate(paths):
+        try:
+            out.append(load_image(p, schema.image))
+        except UserError as exc:
+            bad[i] = str(exc)
+            out.append(blank)
+    return (np.stack(out) if out else None), bad
+
+
+def unseen_categories(schema, df) -> list[str]:
+    """One warning per categorical column with values the training rows never had (they are scored as
+    missing, code 0), with how many rows and which values."""
+    out = []
+    for f in schema.categorical:
+        if f.column not in df.columns:
+            continue
+        known = set(f.categories or [])
+        keys = [category_key(v) for v in df[f.column].tolist()]
+        unseen = collections.Counter(k for k in keys if k is not None and k not in known)
+        if unseen:
+            shown = ", ".join(f"{v!r} ({n})" for v, n in unseen.most_common(5))
+            out.append(f"column {f.column}: {sum(unseen.values())} rows hold values unseen in training ({shown}"
+                       f"{', ...' if len(unseen) > 5 else ''}); they are scored as missing")
+    return out
 
 
 @dataclass
@@ -50,6 +105,7 @@ class PredictConfig:
     out: str | None = None  # None: <run>/predict/<table stem>.csv
     batch_size: int = 64
     calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
+    skip_bad_rows: bool = False  # score the good rows and list the bad ones in <out>.skipped.csv
 
 
 @dataclass
@@ -119,12 +175,11 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
     if out.exists() and not opts.force:
         raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
-    df = read_table_file(table, id_column=schema.id_column)
+    df = read_table_file(table, id_column=schema.id_column, option="--table")
     if schema.id_column not in df.columns:
         raise UserError(f"{table}: no id column {schema.id_column!r} (the schema's); add it to the table")
-    x_cont, x_cat, _ = transform_table(schema, df, where=str(table))
     uses_image = info["modality"] != "tabular"
-    images = None
+    paths = None
     if uses_image:
         column = cfg.image_column or schema.image_column
         if column is None:
@@ -133,11 +188,29 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         if column not in df.columns:
             raise UserError(f"{table}: no image-path column {column!r}; pass --image-column with the right name")
         paths = [Path(p) if Path(p).is_absolute() else table.parent / str(p) for p in df[column].astype(str)]
-        images = np.stack([load_image(p, schema.image) for p in paths]) if paths else None
+    # every row is checked before any is scored: all problems are reported at once
+    images, bad = _checked_images(paths, schema) if paths is not None else (None, {})
+    bad = {**_bad_table_rows(schema, df, str(table)), **{k: v for k, v in bad.items()}}
+    warnings = unseen_categories(schema, df)
+    ids_all = df[schema.id_column].astype(str).to_numpy()
+    skipped = None
+    if bad:
+        listing = "; ".join(f"{ids_all[i]}: {bad[i]}" for i in sorted(bad)[:MAX_LISTED])
+        more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        if not cfg.skip_bad_rows:
+            raise UserError(f"{table}: {len(bad)} of {len(df)} rows cannot be scored ({listing}{more}); fix them, or "
+                            "pass --skip-bad-rows to score the others (the skipped rows are listed beside the output)")
+        skipped = pd.DataFrame({"id": ids_all[sorted(bad)], "problem": [bad[i] for i in sorted(bad)]})
+        keep = np.array([i not in bad for i in range(len(df))])
+        df = df.loc[keep].reset_index(drop=True)
+        if images is not None:
+            images = images[keep]
+        warnings.append(f"{len(bad)} of {len(keep)} rows skipped (--skip-bad-rows), listed in "
+                        f"{out.with_name(out.stem + '.skipped.csv')}")
+    x_cont, x_cat, _ = transform_table(schema, df, where=str(table))
 
     model, ckpt = best_model(run.stage(stage))
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
-    warnings = []
     if op is None:
         warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
     model = model.to(rt.device).eval()
@@ -183,4 +256,7 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     res["model"] = stage
     with atomic_path(out) as tmp:
         res.to_csv(tmp, index=False)
+    if skipped is not None:
+        with atomic_path(out.with_name(out.stem + ".skipped.csv")) as tmp:
+            skipped.to_csv(tmp, index=False)
     return PredictResult(run.name, stage, out, len(res), threshold_name, warnings)
