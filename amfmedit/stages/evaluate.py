@@ -20,7 +20,7 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import names
+from amfmedit.stages import experiments, names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.lifecycle import staged
@@ -54,7 +54,9 @@ class EvaluateResult:
 
 
 def _group_key(info: dict, cfg: dict) -> tuple:
-    return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"))
+    # the variant (an R_conf sweep member, ablation row, label fraction, ...) keeps sweep members apart
+    return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"),
+            names.variant_of(info))
 
 
 def oracle_auc(dataset, split: str) -> float | None:
@@ -125,7 +127,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         outputs[name] = (rows, probs, labels)
 
     groups = []
-    for (fusion, strategy, modality, encoder, mask), rows in per_group.items():
+    for (fusion, strategy, modality, encoder, mask, variant), rows in per_group.items():
         vals = [r[metric] for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
         groups.append({
@@ -135,6 +137,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             "seeds": [r["seed"] for r in rows], "values": vals,
             "mean": float(np.mean(finite)) if finite else math.nan,
             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else math.nan,
+            "variant": dict(zip(names.VARIANT_KEYS, variant)), "stages": [r["stage"] for r in rows],
         })
     oracle = oracle_auc(ds, cfg.split) if metric == "auc" else None
     md = _markdown(run, cfg.split, metric, groups, stages, oracle)
@@ -143,6 +146,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         return EvaluateResult(run.name, final, metric, groups, stages, oracle, md)
     with staged(run, final, force=True) as stage_out:  # derived from finished stages: always recomputed
         tmp = stage_out.folder
+        md += experiments.write(run, tmp, groups, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
         write_text(tmp / RESULTS_FILE, md)
         write_json(tmp / names.EVAL_METRICS_FILE, {"split": cfg.split, "metric": metric, "oracle_auc": oracle,
                                           "groups": groups, "stages": stages})
@@ -159,7 +163,7 @@ def _markdown(run, split, metric, groups, stages, oracle) -> str:
     parts = [
         f"# Results of run {run.name}\n",
         f"Data: `{run.data}`. Metric: {title} on the {split} split, mean ± standard deviation over seeds (%).\n",
-        table2_markdown([g for g in groups if not g.get("mask")], metric=metric, oracle=oracle),
+        table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)
     if masked:
