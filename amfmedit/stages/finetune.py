@@ -150,6 +150,7 @@ class FinetuneConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
         self.recipe.validate()
+        self.stage(self.seeds[0])  # a value the stage name cannot hold is refused before anything trains
 
     @property
     def prefix(self) -> str:

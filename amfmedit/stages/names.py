@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from amfmedit.errors import UserError
 from amfmedit.io import read_json
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
 from amfmedit.train import rundir
@@ -104,7 +105,7 @@ def _number(value: float) -> str:
     """A number as a name part: ``0.95`` -> ``0.95``, ``1.0`` -> ``1``, ``1e-3`` -> ``0.001``."""
     text = f"{float(value):.6f}".rstrip("0").rstrip(".")
     if float(text) != float(value):
-        raise ValueError(f"{value!r}: a name part holds at most 6 decimals")
+        raise UserError(f"{value!r}: a value in a stage name has at most 6 decimals; round it (e.g. {text})")
     return text
 
 
