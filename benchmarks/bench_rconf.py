@@ -12,13 +12,16 @@ Printed per setting:
 - true R_conf: the generator's ``oracle.image_only / oracle.tabular_only`` AUCs (the AUC each
   modality's true logit part reaches alone, in provenance);
 - measured R_conf (with both probes' AUC and 95 % DeLong intervals);
-- auto's choice (validation only) and the best grid value in hindsight (test mean AUC);
+- auto's choice (validation only) and the best value in hindsight (of the grid and the measured
+  value, by test mean AUC);
 - the test AUC (mean ± std over seeds) at measured, chosen and best.
 
-CPU-sized (about 15-30 min on 2 busy cores with the defaults); every number is one run, so
-differences within a seed-to-seed std are noise. Usage:
+CPU-sized: the defaults (400 patients, 1 pretraining epoch, 3 fine-tuning epochs, one seed, two
+settings) take a few minutes on 2 idle cores; every number is one run on a small test split, so
+differences below a few AUC points are noise. Usage:
 
-    PYTHONPATH=$PWD python benchmarks/bench_rconf.py [--patients 800] [--epochs 8] [--seeds 2022,2023]
+    PYTHONPATH=$PWD python benchmarks/bench_rconf.py [--patients 400] [--epochs 3] [--seeds 2022,2023]
+        [--settings "balanced (1 / 1),image-strong (2.5 / 0.4),tabular-strong (0.4 / 2.5)"]
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 SETTINGS = {"balanced (1 / 1)": (1.0, 1.0), "image-strong (2.5 / 0.4)": (2.5, 0.4), "tabular-strong (0.4 / 2.5)": (0.4, 2.5)}
-GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
+GRID = (0.25, 1.0, 4.0)  # wide on purpose: the strength settings put the true ratio far apart
 
 
 def _mean_std(values) -> str:
@@ -79,8 +82,7 @@ def one_setting(root: Path, label: str, image: float, tabular: float, args) -> d
             auto_auc = g["values"]
         elif g.get("r_conf") is not None:
             by_r[g["r_conf"]] = g["values"]
-    grid = {r: v for r, v in by_r.items() if r in GRID}
-    best = max(grid, key=lambda r: np.mean(grid[r]))
+    best = max(by_r, key=lambda r: np.mean(by_r[r]))  # over the grid and the measured value, by TEST AUC
     return {"setting": label, "oracle": oracle, "true": true_r, "measured": measured, "probes": probes,
             "chosen": auto["chosen"], "candidates": auto["candidates"], "best": best, "auc": by_r,
             "auc_auto": auto_auc, "minutes": (time.perf_counter() - t0) / 60}
@@ -88,13 +90,13 @@ def one_setting(root: Path, label: str, image: float, tabular: float, args) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--patients", type=int, default=800)
+    ap.add_argument("--patients", type=int, default=400)
     ap.add_argument("--seed", type=int, default=11, help="cohort seed")
-    ap.add_argument("--pretrain-epochs", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=8, help="fine-tuning / probe epochs (patience 3)")
-    ap.add_argument("--seeds", default="2022,2023")
+    ap.add_argument("--pretrain-epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning / probe epochs (patience 3)")
+    ap.add_argument("--seeds", default="2022")
     ap.add_argument("--d-out", type=int, default=32)
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated keys of SETTINGS")
+    ap.add_argument("--settings", default=",".join(list(SETTINGS)[1:]), help="comma-separated keys of SETTINGS")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="exp-bench-rconf-"))
     rows = []

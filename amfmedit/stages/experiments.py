@@ -220,6 +220,8 @@ def table1_markdown(groups: list[dict], *, metric: str) -> str:
             and not g.get("mask") and not names.is_variant({**_variant(g), "encoder": None})]
     if not any(_variant(g).get("encoder") for g in rows):
         return ""
+    swept = {_variant(g)["encoder"] for g in rows if _variant(g).get("encoder")}
+    rows = [g for g in rows if _variant(g).get("encoder") or g.get("encoder") not in swept]  # one row per encoder
     out = [f"| Tabular encoder | {metric_title(metric)} | seeds |\n|---|---|---:|\n"]
     for g in rows:
         out.append(f"| {encoder_title(g.get('encoder'))} | {mean_std(g['values'])} | {_n(g)} |\n")
