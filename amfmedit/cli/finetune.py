@@ -1,6 +1,6 @@
 """``amfmedit finetune``: fusion classifiers (frozen / trainable) and the supervised baselines."""
 
-
+import math
 from typing import Annotated, List, Optional
 
 import typer
@@ -27,10 +27,40 @@ from amfmedit.errors import UserError
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS, options_of
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import RunOptions
-from amfmedit.stages.finetune import NO_FUSION, FinetuneConfig, finetune_many, metric_name
+from amfmedit.stages.finetune import AUTO, NO_FUSION, FinetuneConfig, experiment_configs, finetune_many, metric_name
 
 F = FinetuneConfig
 D_OUTS = ", ".join(f"{k} {options_of(c)['d_out']}" for k, c in FUSIONS.items() if "d_out" in options_of(c))
+
+
+def number_list(text: str | None, option: str, *, words: tuple[str, ...] = ()) -> list:
+    """``"0.5,0.8"``, a range ``"0.5:1.5:0.25"`` (both ends included) or a mix -> numbers; ``words``
+    (e.g. ``auto``) pass through as they are. A bad item is a one-line error."""
+    if text is None:
+        return []
+    out: list = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        if part in words:
+            out.append(part)
+            continue
+        try:
+            if ":" in part:
+                lo, hi, step = (float(x) for x in part.split(":"))
+                if not step > 0 or hi < lo:
+                    raise ValueError
+                n = int(math.floor((hi - lo) / step + 1e-9))
+                out.extend(round(lo + i * step, 6) for i in range(n + 1))
+            else:
+                out.append(float(part))
+        except ValueError:
+            extra = f" or {'/'.join(words)}" if words else ""
+            raise UserError(f"{option} {part!r}: expected numbers separated by commas, a range LOW:HIGH:STEP "
+                            f"(e.g. 0.5:1.5:0.25){extra}") from None
+    return list(dict.fromkeys(out))
+
+
 def _aux_losses() -> dict[str, tuple[str, float]]:
     """Auxiliary-loss name -> (fusion, declared λ), over the fusions registered now."""
     return {name: (k, w) for k, c in FUSIONS.items() for name, w in c.aux_weights.items()}
@@ -69,7 +99,10 @@ def finetune(
     fusion: field_option(F, "fusion", List[str], "--fusion", help=f"{', '.join(FUSIONS)}, or {NO_FUSION} (a supervised baseline with --modality); repeat to run several.") = None,
     strategy: field_option(F, "strategy", List[str], "--strategy", help=f"{' or '.join(STRATEGIES)} pretrained encoders; repeat to run both.") = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="With --fusion none: image (ResNet alone) or tabular (tabular encoder alone), trained from scratch.")] = None,
-    rconf: derived_option(float, "--rconf", help="R_conf for fusions that need it (" + ", ".join(k for k, c in FUSIONS.items() if "r_conf" in c.run_inputs) + ").", shown="from `amfmedit rconf`", source=("run", "rconf")) = None,
+    rconf: derived_option(str, "--rconf", help="R_conf for fusions that need it (" + ", ".join(k for k, c in FUSIONS.items() if "r_conf" in c.run_inputs) + f"): a value; a list 0.5,0.8,1.2 or range 0.5:1.5:0.25 (a sweep, Table 5: one stage each); or {AUTO} (chosen on validation around the measured R_conf).", shown="from `amfmedit rconf`", source=("run", "rconf")) = None,
+    rconf_multipliers: field_option(F, "rconf_multipliers", str, "--rconf-multipliers", help=f"--rconf {AUTO}: candidates = measured R_conf x these.") = None,
+    train_fraction: field_option(F, "train_fraction", str, "--train-fraction", help="Train on this stratified fraction of the training rows (nested, fixed per seed); a list 0.01,0.1,0.5,1 runs a learning curve.") = None,
+    ablate_losses: Annotated[bool, typer.Option("--ablate-losses", metavar="", help="Table 6: also train every combination of the fusion's auxiliary losses switched off (weight 0).")] = False,
     seeds: field_option(F, "seeds", str, "--seeds", help="Seeds, e.g. 2022-2026 or 2022,2023.") = None,
     lr: lr_option("searched over --lrs on validation with the first seed") = None,
     lrs: Lrs = None,
@@ -86,7 +119,7 @@ def finetune(
     aux_weight: Annotated[Optional[List[str]], typer.Option("--aux-weight", help="Weight of any fusion's auxiliary loss, NAME=VALUE (eq. 14); repeat for several.")] = None,
     d_out: derived_option(int, "--d-out", min=2, help="D_out of fusions that have it.", shown=D_OUTS, source=(FUSIONS, "d_out")) = None,
     augment_rate: derived_option(float, "--augment-rate", help="Image augmentation probability.", shown="0.95 multimodal, 0.8 image only (the reference)", source=("amfmedit.stages.classify", "augment_for")) = None,
-    tabular_encoder: Annotated[Optional[str], typer.Option("--tabular-encoder", help=f"Baseline's tabular encoder ({', '.join(TABULAR_ENCODERS)}) \\[default: the run's pretrain encoder].")] = None,
+    tabular_encoder: Annotated[Optional[str], typer.Option("--tabular-encoder", help=f"Baseline's tabular encoder ({', '.join(TABULAR_ENCODERS)}); a list mlp,resnet trains one baseline each (Table 1) \\[default: the run's pretrain encoder].")] = None,
     tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="Baseline's D_tab \\[default: the encoder's].")] = None,
     image_arch: Annotated[Optional[str], typer.Option("--image-arch", help="Baseline's image encoder \\[default: the run's].")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
@@ -101,14 +134,32 @@ def finetune(
                          augment_rate=augment_rate)
     fusions = list(dict.fromkeys(fusion or [F.fusion]))
     strategies = list(dict.fromkeys(strategy or [F.strategy]))
-    configs = [
-        FinetuneConfig(fusion=f, strategy=s, modality=modality if f == NO_FUSION else None, rconf=rconf, d_out=d_out,
-                       seeds=ints(seeds, "--seeds") or F.seeds, recipe=recipe, tabular_encoder=tabular_encoder,
+    rconfs = number_list(rconf, "--rconf", words=(AUTO,))
+    encoders = [e for e in (tabular_encoder or "").replace(" ", "").split(",") if e]
+    multipliers = number_list(rconf_multipliers, "--rconf-multipliers")
+    fractions = number_list(train_fraction, "--train-fraction")
+    bases = [
+        FinetuneConfig(fusion=f, strategy=s, modality=modality if f == NO_FUSION else None,
+                       rconf=rconfs[0] if len(rconfs) == 1 else None, d_out=d_out,
+                       seeds=ints(seeds, "--seeds") or F.seeds, recipe=recipe,
+                       tabular_encoder=encoders[0] if len(encoders) == 1 else None,
                        tabular_dim=tabular_dim, image_arch=image_arch, mask_features=tuple(mask_features or ()),
-                       mask_top_k=mask_top_k)
+                       mask_top_k=mask_top_k, **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen
     ]
+    if len(rconfs) > 1 and not any(c.fusion != NO_FUSION and "r_conf" in FUSIONS[c.fusion].run_inputs for c in bases):
+        raise UserError(f"--rconf {rconf}: a sweep needs a fusion that uses R_conf "
+                        f"(--fusion {' or '.join(k for k, c in FUSIONS.items() if 'r_conf' in c.run_inputs)})")
+    if len(encoders) > 1 and not any(c.modality == "tabular" for c in bases):
+        raise UserError(f"--tabular-encoder {tabular_encoder}: several encoders are for the supervised tabular "
+                        "baseline; add --fusion none --modality tabular")
+    if ablate_losses and not any(c.fusion != NO_FUSION and FUSIONS[c.fusion].aux_weights for c in bases):
+        raise UserError("--ablate-losses: none of the chosen fusions has auxiliary losses "
+                        f"(fusions with them: {', '.join(k for k, c in FUSIONS.items() if c.aux_weights)})")
+    configs = [c for b in bases for c in experiment_configs(
+        b, rconfs=rconfs if len(rconfs) > 1 else (), fractions=fractions, encoders=encoders if len(encoders) > 1 else (),
+        ablate=ablate_losses)]
     main = is_main_process()
     with progress_bars(enabled=main and not quiet) as bars:
         results = finetune_many(configs, opts, progress=bars, data=data)
@@ -122,4 +173,10 @@ def finetune(
         vals = ", ".join(f"{t.best_val:.4f}" for t in r.seeds)
         table.add_row(r.prefix, f"{r.lr:g}", ",".join(str(t.seed) for t in r.seeds), vals)
     console.print(table)
+    for r in results:
+        if r.rconf_auto:
+            a = r.rconf_auto
+            tried = ", ".join(f"{c['r_conf']:g}: {c['val']:.4f}" for c in a["candidates"])
+            console.print(f"{r.prefix}: R_conf {a['chosen']:g} chosen on validation (measured {a['measured']:.4g}; "
+                          f"val {metric} {tried})", highlight=False)
     console.print("next: [bold]amfmedit evaluate[/]")

@@ -6,6 +6,7 @@ import warnings
 from rich.table import Table
 
 from amfmedit.cli.common import command, console, warn
+from amfmedit.cli.finetune import number_list
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.cli.train_common import (
     LossWeights,
@@ -21,9 +22,10 @@ from amfmedit.cli.train_common import (
     progress_bars,
     recipe_from,
 )
+from amfmedit.errors import UserError
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import RunOptions
-from amfmedit.stages.rconf import RconfConfig, TestSplitWarning
+from amfmedit.stages.rconf import ChanceProbeWarning, RconfConfig, TestSplitWarning
 from amfmedit.stages.rconf import rconf as run_rconf
 
 R = RconfConfig
@@ -46,28 +48,43 @@ def rconf(
     seed: field_option(R, "seed", int, "--seed", help="Random seed of both probes.") = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
+    train_fraction: field_option(R, "train_fraction", str, "--train-fraction", help="Train the probes on this stratified fraction of the training rows (seed --seed); a list runs one rconf-frac<f> stage each.") = None,
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""
     recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, epochs=epochs,
                          batch_size=batch_size, lr=lr, patience=patience)
-    cfg = given(RconfConfig(recipe=recipe), split=split, seed=seed, d_out=d_out,
-                mask_features=tuple(mask_features) if mask_features else None, mask_top_k=mask_top_k)
+    fractions = number_list(train_fraction, "--train-fraction")
+    if any(not 0 < f <= 1 for f in fractions):
+        raise UserError(f"--train-fraction {train_fraction}: fractions of the training rows lie in (0, 1]")
+    base = given(RconfConfig(recipe=recipe), split=split, seed=seed, d_out=d_out,
+                 mask_features=tuple(mask_features) if mask_features else None, mask_top_k=mask_top_k)
     main = is_main_process()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TestSplitWarning)
-        with progress_bars(enabled=main and not quiet) as bars:
-            res = run_rconf(cfg, opts, progress=bars)
-    if not main:
-        return
-    for w in caught:
-        if issubclass(w.category, TestSplitWarning):
-            warn([w.message])
+    for fraction in fractions or [base.train_fraction]:
+        cfg = given(base, train_fraction=fraction)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TestSplitWarning)
+            warnings.simplefilter("always", ChanceProbeWarning)
+            with progress_bars(enabled=main and not quiet) as bars:
+                res = run_rconf(cfg, opts, progress=bars)
+        if not main:
+            continue
+        for w in caught:
+            if issubclass(w.category, (TestSplitWarning, ChanceProbeWarning)):
+                warn([w.message])
+        _print(res)
+
+
+def _print(res) -> None:
     rec = res.record
-    table = Table(title=f"R_conf of run {res.run} ({rec['metric'].upper()} on the {rec['split']} split)")
-    for col in ("probe", rec["metric"], "lr", "best epoch"):
+    table = Table(title=f"R_conf of run {res.run} ({rec['metric'].upper()} on the {rec['split']} split"
+                        + (f", {rec['train_fraction']:g} of the training labels" if rec["train_fraction"] < 1 else "") + ")")
+    for col in ("probe", rec["metric"], "95% CI", "chance", "lr", "best epoch"):
         table.add_column(col)
     for m in ("image", "tabular"):
-        table.add_row(m, f"{rec[m]['metric']:.4f}", f"{rec[m]['lr']:g}", str(rec[m]["best_epoch"]))
+        iv = rec[m]["interval"]
+        ci = f"{iv['low']:.4f}-{iv['high']:.4f} ({iv['method']})" if iv["low"] is not None else "-"
+        chance = f"{iv['chance']:.3g}" + ("" if iv["informative"] else " [yellow](covered)[/]") if iv["chance"] is not None else "-"
+        table.add_row(m, f"{rec[m]['metric']:.4f}", ci, chance, f"{rec[m]['lr']:g}", str(rec[m]["best_epoch"]))
     console.print(table)
     console.print(f"R_conf = {rec['r_conf']:.4f}; for D_out {rec['d_out']}: L_img {rec['L_img']}, L_tab {rec['L_tab']} "
                   f"-> {res.stage_dir / 'rconf.json'}", highlight=False)

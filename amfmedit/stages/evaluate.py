@@ -25,7 +25,7 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import evalstats, names
+from amfmedit.stages import evalstats, experiments, names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.lifecycle import staged
@@ -67,7 +67,9 @@ class EvaluateResult:
 
 
 def _group_key(info: dict, cfg: dict) -> tuple:
-    return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"))
+    # the variant (an R_conf sweep member, ablation row, label fraction, ...) keeps sweep members apart
+    return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"),
+            names.variant_of(info))
 
 
 def group_title(fusion: str, strategy: str, modality: str | None, encoder: str | None,
@@ -75,6 +77,23 @@ def group_title(fusion: str, strategy: str, modality: str | None, encoder: str |
     """The paper's name of a group of seeds, with the masked features of incomplete-data stages."""
     title = model_title(fusion, strategy, modality, encoder)
     return f"{title} (masked: {', '.join(mask_features)})" if mask_features else title
+
+
+def variant_text(variant: tuple) -> str:
+    """How an experiment's group differs from the ordinary one, for its title ("" for an ordinary group)."""
+    parts = []
+    for key, value in zip(names.VARIANT_KEYS, variant):
+        if value in (None, (), ""):
+            continue
+        if key == "off":
+            parts.append("without " + ", ".join(value))
+        elif key == "fraction":
+            parts.append(f"{100 * float(value):g}% of training labels")
+        elif key == "rconf":
+            parts.append(f"R_conf {value:g}" if isinstance(value, float) else f"R_conf {value}")
+        elif key == "encoder":
+            continue  # the encoder is already in the title
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def oracle_auc(dataset, split: str) -> float | None:
@@ -147,13 +166,15 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         outputs[name] = (rows, probs, labels)
 
     groups, titles = [], {}
-    for (fusion, strategy, modality, encoder, mask), rows in per_group.items():
+    for key, rows in per_group.items():
+        fusion, strategy, modality, encoder, mask, variant = key
         vals = [r[metric] for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
         title = group_title(fusion, strategy, modality, encoder, rows[0]["mask_features"] if mask else None)
-        while title in titles.values():  # two groups the paper would name alike (e.g. another r_conf)
+        title += variant_text(variant)
+        while title in titles.values():  # two groups the paper would name alike
             title += " (2)"
-        titles[(fusion, strategy, modality, encoder, mask)] = title
+        titles[key] = title
         groups.append({
             "kind": "supervised" if fusion == names.NO_FUSION else "fusion",
             "fusion": fusion, "strategy": strategy, "modality": modality, "encoder": encoder,
@@ -161,6 +182,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             "seeds": [r["seed"] for r in rows], "values": vals,
             "mean": float(np.mean(finite)) if finite else math.nan,
             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else math.nan,
+            "variant": dict(zip(names.VARIANT_KEYS, variant)), "stages": [r["stage"] for r in rows],
         })
 
     # intervals, operating points, calibration, comparisons: all on the seed-averaged predictions
@@ -184,6 +206,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     with staged(run, final, force=True) as stage_out:  # derived from finished stages: always recomputed
         tmp = stage_out.folder
         figures = evalstats.write_figures(tmp, y_test, stats)
+        md += experiments.write(run, tmp, groups, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
         write_text(tmp / RESULTS_FILE, md + _figures_markdown(figures))
         table = stats.summary.comparisons
         if table is not None:
@@ -263,7 +286,7 @@ def _markdown(run, split, metric, groups, stages, oracle, stats) -> str:
     parts = [
         f"# Results of run {run.name}\n",
         f"Data: `{run.data}`. Metric: {title} on the {split} split, mean ± standard deviation over seeds (%).\n",
-        table2_markdown([g for g in groups if not g.get("mask")], metric=metric, oracle=oracle),
+        table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)
     if masked:

@@ -9,6 +9,13 @@ Supervised baselines (``fusion="none"``): the tabular encoder alone or ResNet-50
 trained from scratch. Every combination runs once per seed (default 2022-2026); the
 learning rate, unless given, is chosen from {1e-2, 1e-3, 1e-4} on validation with the first
 seed. Writes ``finetune-<fusion>-<strategy>-seed<N>/`` or ``supervised-<modality>-seed<N>/``.
+
+The paper's experiments (``docs/experiments.md``) are configurations of the same stage, each
+with its part of the stage name (:func:`amfmedit.stages.names.variant_tag`): one member per
+value of an R_conf sweep (Table 5), ``rconf="auto"`` (R_conf chosen on validation among
+candidates around the measured ratio, :func:`rconf_candidates`), a label fraction of the
+training rows (:mod:`amfmedit.data.subsets`; pretraining keeps every training row), the
+auxiliary losses switched off (Table 6) and one tabular baseline per encoder (Table 1).
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 from amfmedit.data.masking import mask_record
+from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.env import environment
 from amfmedit.errors import UserError
-from amfmedit.io import read_json
+from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
     STRATEGIES,
@@ -60,6 +68,7 @@ from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import headline_metric
 
 NO_FUSION = names.NO_FUSION
+AUTO = names.AUTO
 
 
 def fusion_choices() -> list[str]:
@@ -74,7 +83,12 @@ class FinetuneConfig:
     fusion: str = "amf"
     strategy: str = "trainable"
     modality: str | None = None  # fusion "none": the baseline's input, image or tabular
-    rconf: float | None = None  # fusions with run input r_conf (AMF): None reads <run>/rconf/rconf.json
+    rconf: float | str | None = None  # fusions with run input r_conf (AMF): None reads <run>/rconf/rconf.json,
+    # "auto" chooses among measured x rconf_multipliers on validation with the first seed
+    # ``--rconf auto``: candidates = measured R_conf x these; the ±10-25 % span covers the probes'
+    # run-to-run spread, and candidates giving the same eq. 6 split (L_img, L_tab) are trained once
+    rconf_multipliers: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
+    rconf_in_name: bool = False  # a member of an R_conf sweep: the value is part of the stage name
     d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
     seeds: tuple[int, ...] = PAPER_SEEDS
     recipe: Recipe = field(default_factory=Recipe)
@@ -86,9 +100,20 @@ class FinetuneConfig:
     # and test time (amfmedit.data.masking), or the top K of the run's IG report
     mask_features: tuple[str, ...] = ()
     mask_top_k: int | None = None
+    # label fractions: train on this stratified fraction of the training rows (amfmedit.data.subsets),
+    # nested across fractions and fixed per seed; validation and test rows are untouched
+    train_fraction: float = 1.0
+    aux_off: tuple[str, ...] = ()  # Table 6: these auxiliary losses switched off (weight 0)
+    encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
 
     def validate(self) -> None:
         check_choice(self.fusion, fusion_choices(), "--fusion")
+        if not (0 < self.train_fraction <= 1):
+            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
+        if self.rconf == AUTO and not self.rconf_multipliers:
+            raise UserError("--rconf auto: give at least one candidate multiplier")
+        if any(not (m > 0 and math.isfinite(m)) for m in self.rconf_multipliers):
+            raise UserError(f"rconf multipliers {list(self.rconf_multipliers)}: must be positive finite numbers")
         check_choice(self.strategy, STRATEGIES, "--strategy")
         if self.fusion == NO_FUSION:
             if self.modality is None:
@@ -99,9 +124,18 @@ class FinetuneConfig:
                                 "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
         elif self.modality is not None:
             raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if self.rconf is not None and not (self.rconf > 0 and math.isfinite(self.rconf)):
+        if isinstance(self.rconf, str) and self.rconf != AUTO:
+            raise UserError(f"--rconf {self.rconf}: give a number, a list or range of numbers, or {AUTO}")
+        if self.rconf is not None and self.rconf != AUTO and not (self.rconf > 0 and math.isfinite(self.rconf)):
             raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be a positive finite number")
         if self.fusion != NO_FUSION:
+            declared = FUSIONS[self.fusion].aux_weights
+            unknown = [n for n in self.aux_off if n not in declared]
+            if unknown:
+                raise UserError(f"auxiliary loss {unknown[0]}: fusion {self.fusion} has "
+                                f"{', '.join(declared) or 'no auxiliary losses'}; nothing to switch off")
+        elif self.aux_off:
+            raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
             settings = options_of(FUSIONS[self.fusion])
             if self.d_out is not None:
                 if "d_out" not in settings:
@@ -109,17 +143,22 @@ class FinetuneConfig:
                     raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
                 if self.d_out < 2:
                     raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
-            if "r_conf" in FUSIONS[self.fusion].run_inputs and self.rconf is not None:
+            if "r_conf" in FUSIONS[self.fusion].run_inputs and self.rconf not in (None, AUTO):
                 _check_split(self.rconf, self.d_out or settings.get("d_out"))
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
         self.recipe.validate()
+        self.stage(self.seeds[0])  # a value the stage name cannot hold is refused before anything trains
 
     @property
     def prefix(self) -> str:
-        return names.classifier_prefix(self.fusion, self.strategy, self.modality)
+        uses_rconf = self.fusion != NO_FUSION and "r_conf" in FUSIONS[self.fusion].run_inputs
+        named_rconf = self.rconf if uses_rconf and (self.rconf == AUTO or self.rconf_in_name) else None
+        return names.classifier_prefix(self.fusion, self.strategy, self.modality,
+                                       encoder=self.tabular_encoder if self.encoder_in_name else None,
+                                       rconf=named_rconf, off=self.aux_off, fraction=self.train_fraction)
 
     def stage(self, seed: int) -> str:
         return names.seed_stage(self.prefix, seed, self.mask_features)
@@ -144,6 +183,7 @@ class FinetuneResult:
     seeds: list[Trained]
     r_conf: float | None = None
     metric: str = "auc"
+    rconf_auto: dict | None = None  # --rconf auto: candidates, validation scores, choice
 
 
 def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -> tuple[Callable, dict]:
@@ -185,18 +225,76 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
 
 
 def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float:
-    """R_conf for a fusion that needs it: ``--rconf`` or the run's ``rconf`` stage (on the same masked table)."""
-    if cfg.rconf is not None:
+    """R_conf for a fusion that needs it: ``--rconf`` or the run's ``rconf`` stage (on the same masked
+    table and label fraction); for ``--rconf auto`` the measured value the candidates centre on."""
+    if cfg.rconf is not None and cfg.rconf != AUTO:
         return float(cfg.rconf)
-    value = read_rconf(run, cfg.mask_features)
+    value = read_rconf(run, cfg.mask_features, cfg.train_fraction)
     if value is None:
-        masked = " ".join(f"--mask-features {n}" for n in cfg.mask_features)
+        args = " ".join([*(f"--mask-features {n}" for n in cfg.mask_features),
+                         *([f"--train-fraction {cfg.train_fraction:g}"] if cfg.train_fraction < 1 else [])])
+        stage = names.rconf_stage(cfg.mask_features, cfg.train_fraction)
         raise UserError(
-            f"--fusion {cfg.fusion} needs R_conf and run {run.name} has no finished "
-            f"{'rconf/' if not masked else 'rconf on the same masked features'} stage; "
-            f"run `amfmedit rconf{' ' + masked if masked else ''}` first or pass --rconf VALUE"
+            f"--fusion {cfg.fusion}{' --rconf auto' if cfg.rconf == AUTO else ''} needs the measured R_conf and run "
+            f"{run.name} has no finished {stage}/ stage; run `amfmedit rconf{' ' + args if args else ''}` first"
+            + ("" if cfg.rconf == AUTO else " or pass --rconf VALUE")
         )
     return value
+
+
+def rconf_candidates(measured: float, multipliers, d_out: int | None) -> list[dict]:
+    """``--rconf auto``'s candidates: ``measured x multiplier`` (4 decimals), the measured value first.
+
+    Eq. 6 turns R_conf into integer dimensions (L_img, L_tab), so candidates with the same split
+    are one architecture: only the one closest to the measured value is kept. Candidates that
+    leave a modality no dimension are dropped.
+    """
+    order = sorted(multipliers, key=lambda m: (abs(math.log(m)), m))
+    out, splits = [], set()
+    for m in order:
+        r = round(measured * m, 4)
+        try:
+            split = amf_split(d_out, r) if d_out is not None else (r,)
+        except ValueError:
+            continue
+        if split in splits:
+            continue
+        splits.add(split)
+        out.append({"multiplier": float(m), "r_conf": r, **({"L_img": split[0], "L_tab": split[1]} if d_out else {})})
+    if not out:
+        raise UserError(f"--rconf auto: no candidate around the measured R_conf {measured:.4g} gives each modality "
+                        f"a dimension of D_out {d_out}; use a larger --d-out or pass --rconf VALUE")
+    return out
+
+
+def choose_rconf(train: Callable[[float, Path, bool, float], Trained], *, candidates: list[dict], search_dir: Path,
+                 lr: float | None, lrs: tuple[float, ...], rt, resume: bool) -> tuple[dict, float, Trained]:
+    """Train every candidate once (first seed) and keep the best VALIDATION metric (test is never read).
+
+    ``train(lr, out_dir, resume, r_conf)``. Without a given ``lr`` the learning rate is searched
+    at the first (measured) candidate and reused for the others, so the search costs
+    ``len(lrs) + len(candidates) - 1`` trainings. Ties go to the candidate closest to the measured R_conf.
+    Returns the record (candidates with their validation scores, the choice), the lr and the chosen training.
+    """
+    trained: dict[float, Trained] = {}
+    for c in candidates:
+        r = c["r_conf"]
+        sub = search_dir / names.variant_tag(rconf=r).lstrip("-")
+        chosen_lr, t, _ = select_lr(lambda lr_, d, res, r=r: train(lr_, d, res, r), search_dir=sub,
+                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume)
+        lr = chosen_lr
+        trained[r] = t
+        c["val"] = t.best_val
+    finite = [c for c in candidates if math.isfinite(c["val"])]
+    if not finite:
+        raise UserError(f"{search_dir}: no R_conf candidate gave a finite validation metric; check the validation "
+                        "split has both classes")
+    best = max(finite, key=lambda c: (c["val"], -abs(math.log(c["multiplier"]))))
+    record = {"split": "val", "candidates": candidates, "chosen": best["r_conf"], "chosen_multiplier": best["multiplier"],
+              "lr": lr, "rule": "best validation metric of the first seed; ties -> closest to the measured R_conf"}
+    if rt.is_main:
+        write_json(search_dir / "selection.json", record)
+    return record, float(lr), trained[best["r_conf"]]
 
 
 #: How a stage fills each run input a fusion may declare (``run_inputs``).
@@ -236,6 +334,7 @@ def finetune(
         rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
     inputs = resolve_inputs(cfg, run)
     r_conf = inputs.get("r_conf")
+    auto = cfg.rconf == AUTO and "r_conf" in inputs
     if data is None:
         ds = load_dataset(run, opts)
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
@@ -246,9 +345,26 @@ def finetune(
         ds, dd = masked_data(ds, dd, cfg.mask_features)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
-    build, encoders = _model_builder(cfg, run, schema, inputs)
+    if cfg.aux_off:  # Table 6: the switched-off losses weigh 0 in eq. 14
+        recipe = replace(recipe, aux_weights={**recipe.aux_weights, **{n: 0.0 for n in cfg.aux_off}})
+    builders: dict = {}
+
+    def builder(r: float | None):
+        if r not in builders:
+            builders[r] = _model_builder(cfg, run, schema, {**inputs, "r_conf": r} if "r_conf" in inputs else inputs)
+        return builders[r]
+
+    encoders = builder(r_conf)[1]
     use_image = cfg.modality != "tabular"
     use_tabular = cfg.modality != "image"
+    all_train = dd.rows("train")
+
+    def seed_data(seed: int) -> tuple[DeviceData, dict | None]:
+        """The training rows of ``seed``: all of them, or its nested stratified label fraction."""
+        if cfg.train_fraction >= 1:
+            return dd, None
+        rows = train_subset(ds.labels, all_train, cfg.train_fraction, seed)
+        return dd.with_train_rows(rows), subset_record(ds.labels, rows, cfg.train_fraction, seed, len(all_train))
 
     # Refuse to clobber before training anything.
     for seed in cfg.seeds:
@@ -259,27 +375,59 @@ def finetune(
                             ("" if state == "finished" else " or --resume to continue it"))
     if rt.is_main:
         run.record_command(cfg.prefix, opts.argv)
-    stage_extra = {"data": run.data, "r_conf": r_conf, **inputs, **encoders, **({"mask": mask} if mask else {})}
+    stage_extra = {"data": run.data, **inputs, **encoders, **({"mask": mask} if mask else {})}
+    auto_record: dict | None = None
 
-    def train(lr: float, seed: int, out_dir: Path, resume: bool) -> Trained:
+    def write_config(out_dir: Path, lr: float, seed: int, r: float | None, subset: dict | None) -> None:
         if rt.is_main:
-            write_stage_config(out_dir, replace(cfg, recipe=recipe, seeds=(seed,), rconf=r_conf), rt,
-                               {**stage_extra, "lr": lr, "seed": seed})
+            extra = {**stage_extra, **({"r_conf": r} if "r_conf" in inputs else {"r_conf": None}), "lr": lr,
+                     "seed": seed, "train_subset": subset, **({"rconf_auto": auto_record} if auto else {})}
+            write_stage_config(out_dir, replace(cfg, recipe=recipe, seeds=(seed,), rconf=r), rt, extra)
+
+    def train(lr: float, seed: int, out_dir: Path, resume: bool, r: float | None = None) -> Trained:
+        r = r_conf if r is None else r
+        seed_dd, subset = seed_data(seed)
+        write_config(out_dir, lr, seed, r, subset)
         return train_one(
-            build, dataset=ds, data=dd, recipe=recipe, lr=lr, seed=seed, use_image=use_image, use_tabular=use_tabular,
-            out_dir=out_dir, rt=rt, resume=resume, progress=progress,
-            title=f"{cfg.prefix} seed={seed} lr={lr:g}",
+            builder(r)[0], dataset=ds, data=seed_dd, recipe=recipe, lr=lr, seed=seed, use_image=use_image,
+            use_tabular=use_tabular, out_dir=out_dir, rt=rt, resume=resume, progress=progress,
+            title=f"{cfg.prefix} seed={seed} lr={lr:g}" + (f" R_conf={r:g}" if auto else ""),
             extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
-                          "modality": cfg.modality, "r_conf": r_conf},
+                          "modality": cfg.modality, "r_conf": r, "train_fraction": cfg.train_fraction},
         )
 
     first = cfg.seeds[0]
     results: list[Trained] = []
     lr = recipe.lr
     first_dir = run.stage(cfg.stage(first))
+    resumed_first = (first_dir / rundir.MARKER).is_file() and opts.resume
+    if auto:
+        search = run.stage(names.rconf_search_stage(cfg.prefix, cfg.mask_features))
+        if resumed_first:
+            rec = read_json(first_dir / rundir.CONFIG_FILE)
+            lr, r_conf, auto_record = float(rec["lr"]), float(rec["r_conf"]), rec.get("rconf_auto")
+        else:
+            if rt.is_main and search.exists() and (opts.force or not opts.resume):
+                rundir.remove_tree(search)
+            rt.barrier()
+            d_out = cfg.d_out or options_of(FUSIONS[cfg.fusion]).get("d_out")
+            candidates = rconf_candidates(r_conf, cfg.rconf_multipliers, d_out)
+            auto_record, lr, trained = choose_rconf(
+                lambda lr_, d, res, r: train(lr_, first, d, res, r), candidates=candidates, search_dir=search,
+                lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume)
+            auto_record = {"measured": r_conf, "multipliers": list(cfg.rconf_multipliers), **auto_record}
+            r_conf = auto_record["chosen"]
+            if rt.is_main:
+                write_json(search / "selection.json", auto_record)
+                if first_dir.exists():
+                    rundir.remove_tree(first_dir)
+                os.replace(trained.out_dir, first_dir)
+            write_config(first_dir, lr, first, r_conf, seed_data(first)[1])  # now with the choice recorded
+            finish_stage(run, search, {"chosen_rconf": r_conf, "lr": lr}, rt=rt)
+            results.append(replace(trained, out_dir=first_dir))
     if lr is None:
         search = run.stage(names.lr_search_stage(cfg.prefix, cfg.mask_features))
-        if (first_dir / rundir.MARKER).is_file() and opts.resume:
+        if resumed_first:
             lr = float(read_json(first_dir / rundir.CONFIG_FILE)["lr"])
         else:
             if rt.is_main and search.exists() and (opts.force or not opts.resume):
@@ -305,11 +453,37 @@ def finetune(
                                    int(rec["epochs_run"])))
             continue
         out = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume and path.is_dir(), rt=rt)
-        results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
+        results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file(), r_conf))
         finish_stage(run, out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
                                 "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run}, rt=rt)
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
-    return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task))
+    return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task),
+                          auto_record)
+
+
+def experiment_configs(base: FinetuneConfig, *, rconfs=(), fractions=(), encoders=(),
+                       ablate: bool = False) -> list[FinetuneConfig]:
+    """``base`` once per R_conf value x label fraction x tabular encoder x loss-ablation row.
+
+    ``rconfs`` (numbers and/or ``"auto"``) reach fusions with run input ``r_conf``; with more
+    than one value every numeric member carries its value in its stage name. ``encoders``
+    reach supervised tabular baselines (several: the encoder is in the name, Table 1).
+    ``ablate`` adds, for a fusion with auxiliary losses, every combination of them switched
+    off (Table 6; the row with all on is the ordinary stage). ``fractions`` train on label
+    fractions. Empty lists keep ``base``'s value, so ``experiment_configs(base) == [base]``.
+    """
+    uses_rconf = base.fusion != NO_FUSION and "r_conf" in FUSIONS[base.fusion].run_inputs
+    rc = list(dict.fromkeys(rconfs)) if (rconfs and uses_rconf) else [base.rconf]
+    tabular_baseline = base.fusion == NO_FUSION and base.modality == "tabular"
+    enc = list(dict.fromkeys(encoders)) if (encoders and tabular_baseline) else [base.tabular_encoder]
+    if encoders and base.fusion == NO_FUSION and not tabular_baseline:
+        enc = [None if len(encoders) > 1 else encoders[0]]  # an image baseline has no tabular encoder
+    losses = list(FUSIONS[base.fusion].aux_weights) if (ablate and base.fusion != NO_FUSION) else []
+    offs = [tuple(n for i, n in enumerate(losses) if mask >> i & 1) for mask in range(2 ** len(losses))]
+    fr = list(dict.fromkeys(float(f) for f in fractions)) if fractions else [base.train_fraction]
+    return [replace(base, rconf=r, rconf_in_name=len(rc) > 1 and r != AUTO, tabular_encoder=e,
+                    encoder_in_name=len(enc) > 1, aux_off=off, train_fraction=f)
+            for f in fr for e in enc for r in rc for off in (offs or [base.aux_off])]
 
 
 def finetune_many(

@@ -3,9 +3,10 @@
 ```
 pretrain/                                  PRETRAIN
 rconf[-<mask>]/                            RCONF (probes on a masked table carry the mask tag)
-finetune-<fusion>-<strategy>-seed<N>[-<mask>]/
-finetune-<fusion>-<strategy>-lrsearch[-<mask>]/    the learning-rate search of the first seed
-supervised-<modality>-seed<N>[-<mask>]/    baselines (``--fusion none``)
+finetune-<fusion>-<strategy>[<variant>]-seed<N>[-<mask>]/
+finetune-<fusion>-<strategy>[<variant>]-lrsearch[-<mask>]/     the learning-rate search of the first seed
+finetune-<fusion>-<strategy>-rconfauto[<variant>]-rconfsearch[-<mask>]/   ``--rconf auto``'s candidates
+supervised-<modality>[<variant>]-seed<N>[-<mask>]/    baselines (``--fusion none``)
 evaluate/                                  EVALUATE
 explain/ig-<stage>/, explain/gradcam-<stage>/
 ```
@@ -13,6 +14,16 @@ explain/ig-<stage>/, explain/gradcam-<stage>/
 The mask tag (incomplete tabular data, §4.2.4) is ``mask-<names joined by +>`` or
 ``mask<K>-<sha1 prefix>`` for long lists. Fusion names and strategies come from the model
 registries, so a newly registered fusion gets its folders without a change here.
+
+The variant (the experiments of ``docs/experiments.md``) is empty for an ordinary stage, so
+today's names stay as they are; otherwise it is, in this order:
+
+``-enc-<encoder>``       a supervised tabular baseline of an encoder sweep (Table 1)
+``-rconf<value>``        a member of an R_conf sweep (Table 5), ``-rconfauto`` for ``--rconf auto``
+``-off-<loss>[+<loss>]`` auxiliary losses switched off (weight 0; Table 6's ablation rows)
+``-frac<fraction>``      trained on a stratified fraction (< 1) of the training rows (learning curves)
+
+e.g. ``finetune-amf-trainable-rconf0.95-seed2022``, ``finetune-amf-trainable-off-leakage-frac0.1-seed2023``.
 """
 
 from __future__ import annotations
@@ -22,8 +33,9 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from amfmedit.errors import UserError
 from amfmedit.io import read_json
-from amfmedit.models import FUSIONS, STRATEGIES
+from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
 from amfmedit.train import rundir
 
 PRETRAIN = "pretrain"
@@ -39,6 +51,9 @@ RCONF_FILE = "rconf.json"  # rconf/: both probes' metrics, R_conf, L_img / L_tab
 EVAL_METRICS_FILE = "metrics.json"  # evaluate/: every stage's and group's test metrics
 RESULTS_FILE = "results.md"  # evaluate/: the tables a person reads
 
+AUTO = "auto"  # ``--rconf auto``: R_conf chosen on validation (amfmedit.stages.finetune)
+#: the keys of a stage's variant, as :func:`parse_stage` returns them (None / () when absent)
+VARIANT_KEYS = ("encoder", "rconf", "off", "fraction")
 _MASK_SUFFIX = re.compile(r"-(mask(?:-[A-Za-z0-9_.+]+|\d+-[0-9a-f]{8}))$")
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
 _MAX_READABLE = 40  # longer tags are replaced by a count and a hash
@@ -86,9 +101,34 @@ def stage_mask(stage_dir: str | Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def classifier_prefix(fusion: str, strategy: str, modality: str | None = None) -> str:
-    """``finetune-<fusion>-<strategy>``, or ``supervised-<modality>`` for ``fusion == NO_FUSION``."""
-    return f"supervised-{modality}" if fusion == NO_FUSION else f"finetune-{fusion}-{strategy}"
+def _number(value: float) -> str:
+    """A number as a name part: ``0.95`` -> ``0.95``, ``1.0`` -> ``1``, ``1e-3`` -> ``0.001``."""
+    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+    if float(text) != float(value):
+        raise UserError(f"{value!r}: a value in a stage name has at most 6 decimals; round it (e.g. {text})")
+    return text
+
+
+def variant_tag(*, encoder: str | None = None, rconf: float | str | None = None, off: Sequence[str] = (),
+                fraction: float | None = None) -> str:
+    """The variant part of a stage name ("" for an ordinary stage); see the module docstring."""
+    parts = []
+    if encoder is not None:
+        parts.append(f"enc-{encoder}")
+    if rconf is not None:
+        parts.append("rconf" + (AUTO if rconf == AUTO else _number(rconf)))
+    if off:
+        parts.append("off-" + "+".join(sorted(off)))
+    if fraction is not None and fraction < 1:
+        parts.append("frac" + _number(fraction))
+    return "".join("-" + p for p in parts)
+
+
+def classifier_prefix(fusion: str, strategy: str, modality: str | None = None, **variant) -> str:
+    """``finetune-<fusion>-<strategy>``, or ``supervised-<modality>`` for ``fusion == NO_FUSION``,
+    followed by the :func:`variant_tag` of ``variant`` (encoder, rconf, off, fraction)."""
+    base = f"supervised-{modality}" if fusion == NO_FUSION else f"finetune-{fusion}-{strategy}"
+    return base + variant_tag(**variant)
 
 
 def seed_stage(prefix: str, seed: int, mask: Sequence[str] = ()) -> str:
@@ -99,31 +139,59 @@ def lr_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     return masked_stage_name(f"{prefix}-lrsearch", mask)
 
 
-def rconf_stage(mask: Sequence[str] = ()) -> str:
-    return masked_stage_name(RCONF, mask)
+def rconf_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
+    """Where ``--rconf auto`` trains its candidates with the first seed (one sub-folder each)."""
+    return masked_stage_name(f"{prefix}-rconfsearch", mask)
+
+
+def rconf_stage(mask: Sequence[str] = (), fraction: float | None = None) -> str:
+    """``rconf[-frac<f>][-<mask>]``: the probes (on a fraction of the training labels)."""
+    return masked_stage_name(RCONF + variant_tag(fraction=fraction), mask)
+
+
+_NUM = r"\d+(?:\.\d+)?"
 
 
 def _stage_re() -> re.Pattern:
     fusions = "|".join(sorted(map(re.escape, FUSIONS), key=len, reverse=True))
     strategies = "|".join(map(re.escape, STRATEGIES))
     modalities = "|".join(MODALITIES)
+    encoders = "|".join(sorted(map(re.escape, TABULAR_ENCODERS), key=len, reverse=True))
+    losses = r"[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)*"
     return re.compile(rf"^(?:finetune-(?P<fusion>{fusions})-(?P<strategy>{strategies})"
-                      rf"|supervised-(?P<modality>{modalities}))-seed(?P<seed>\d+)$")
+                      rf"|supervised-(?P<modality>{modalities}))"
+                      rf"(?:-enc-(?P<encoder>{encoders}))?(?:-rconf(?P<rconf>{_NUM}|{AUTO}))?"
+                      rf"(?:-off-(?P<off>{losses}))?(?:-frac(?P<fraction>{_NUM}))?-seed(?P<seed>\d+)$")
 
 
 def parse_stage(name: str) -> dict | None:
-    """``finetune-amf-trainable-seed2022[-mask-age]`` -> {fusion, strategy, modality, seed, mask}; None otherwise.
+    """``finetune-amf-trainable[-<variant>]-seed2022[-mask-age]`` -> its parts; None otherwise.
 
-    ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable" for a supervised baseline;
-    ``mask`` is the mask tag or None.
+    Keys: fusion, strategy, modality, seed, mask and the variant (:data:`VARIANT_KEYS`):
+    encoder (str or None), rconf (float, ``AUTO`` or None), off (tuple of loss names, () when
+    none) and fraction (float or None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
+    for a supervised baseline; ``mask`` is the mask tag or None.
     """
     base, tag = split_mask_suffix(name)
     m = _stage_re().match(base)
     if not m:
         return None
     d = m.groupdict()
+    rconf = d["rconf"] if d["rconf"] in (None, AUTO) else float(d["rconf"])
     return {"fusion": d["fusion"] or NO_FUSION, "strategy": d["strategy"] or "trainable",
-            "modality": d["modality"], "seed": int(d["seed"]), "mask": tag}
+            "modality": d["modality"], "seed": int(d["seed"]), "mask": tag,
+            "encoder": d["encoder"], "rconf": rconf, "off": tuple(d["off"].split("+")) if d["off"] else (),
+            "fraction": float(d["fraction"]) if d["fraction"] else None}
+
+
+def variant_of(info: dict) -> tuple:
+    """The variant of a :func:`parse_stage` record as a hashable tuple (all None / () for an ordinary stage)."""
+    return tuple(info.get(k) for k in VARIANT_KEYS)
+
+
+def is_variant(info: dict) -> bool:
+    """True for a stage (or evaluate group) of an experiment: a sweep member, ablation row or label fraction."""
+    return any(info.get(k) for k in VARIANT_KEYS)
 
 
 def classifier_stages(run: rundir.Run) -> dict[str, dict]:

@@ -6,6 +6,13 @@ metric_tab. The paper measured both on the test split; by default we measure on 
 validation split, because R_conf sets AMF's architecture (eq. 6) and choosing it on test
 data leaks the test set into model selection. ``split="test"`` reproduces the paper.
 Writes ``<run>/rconf/`` with ``rconf.json`` (both metrics, split, ratio, L_img / L_tab).
+
+Each probe's metric comes with a 95 % interval (DeLong for a binary AUC, a stratified bootstrap
+for accuracy); a probe whose interval reaches chance (AUC 0.5, or the majority-class accuracy)
+is no better than a coin on this split and the ratio built on it is noise: the stage warns
+(:class:`ChanceProbeWarning`) and records it. ``train_fraction`` < 1 trains the probes on
+the label fraction of :mod:`amfmedit.data.subsets` (``rconf-frac<f>/``), for fine-tuning on
+the same fraction.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from amfmedit.data.masking import mask_features, mask_record
+from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
@@ -39,6 +49,8 @@ from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import classification_metrics, headline_metric
 from amfmedit.train.tasks import ClassificationTask
+from amfmedit.stats.bootstrap import bootstrap_metrics
+from amfmedit.stats.delong import delong_auc
 
 RCONF_FILE = names.RCONF_FILE
 SPLITS = ("val", "test")
@@ -46,6 +58,35 @@ SPLITS = ("val", "test")
 
 class TestSplitWarning(UserWarning):
     """R_conf measured on the test split (as the paper did)."""
+
+
+class ChanceProbeWarning(UserWarning):
+    """A probe's metric interval covers chance: R_conf built on it is noise."""
+
+
+INTERVAL_LEVEL = 0.95
+
+
+def probe_interval(metric: str, probs: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+    """The probe's metric with its 95 % interval and the chance level it must beat.
+
+    Binary AUC: DeLong (``amfmedit.stats.delong``), chance 0.5. Accuracy: stratified bootstrap
+    (``amfmedit.stats.bootstrap``), chance = the majority class's share of the split (at least 1/K).
+    ``informative`` is False when the interval reaches chance.
+    """
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        return {"low": None, "high": None, "level": INTERVAL_LEVEL, "method": None, "chance": None,
+                "informative": False}
+    if metric == "auc":
+        ci = delong_auc(labels, probs[:, 1], level=INTERVAL_LEVEL)
+        low, high, method, chance = ci.low, ci.high, "DeLong", 0.5
+    else:
+        iv = bootstrap_metrics(labels, probs, seed=seed, level=INTERVAL_LEVEL)[metric]
+        low, high, method = iv.low, iv.high, "bootstrap"
+        chance = float(max(np.bincount(labels).max() / len(labels), 1.0 / probs.shape[1]))
+    return {"low": float(low), "high": float(high), "level": INTERVAL_LEVEL, "method": method, "chance": chance,
+            "informative": bool(low > chance)}
 
 
 @dataclass
@@ -57,9 +98,13 @@ class RconfConfig:
     # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.data.masking)
     mask_features: tuple[str, ...] = ()
     mask_top_k: int | None = None
+    # probes trained on this stratified fraction of the training rows (amfmedit.data.subsets, seed ``seed``)
+    train_fraction: float = 1.0
 
     def validate(self) -> None:
         check_choice(self.split, SPLITS, "--split")
+        if not (0 < self.train_fraction <= 1):
+            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
         if self.d_out < 2:
             raise UserError(f"--d-out {self.d_out}: AMF's D_out must be at least 2")
         self.recipe.validate()
@@ -96,12 +141,17 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
-    stage_dir = rundir.begin_stage(run, names.rconf_stage(masked), force=opts.force, resume=opts.resume,
-                                   rt=rt)
+    stage_name = names.rconf_stage(masked, cfg.train_fraction)
+    stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
+    data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    if cfg.train_fraction < 1:  # the probes see only the labelled fraction; val / test untouched
+        all_train = data.rows("train")
+        rows = train_subset(ds.labels, all_train, cfg.train_fraction, cfg.seed)
+        data = data.with_train_rows(rows)
+        extra["train_subset"] = subset_record(ds.labels, rows, cfg.train_fraction, cfg.seed, len(all_train))
     if rt.is_main:
         write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
-        run.record_command(names.RCONF, opts.argv)
-    data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+        run.record_command(stage_name, opts.argv)
     metric = headline_metric(schema.task)
 
     def encoders():
@@ -109,7 +159,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         return model.image_encoder, model.tabular_encoder
 
     record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": pcfg.tabular_encoder,
-                    "mask_features": list(masked)}
+                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": []}
     for modality in ("image", "tabular"):
 
         def build(modality=modality):
@@ -135,9 +185,17 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         with torch.no_grad(), rt.autocast():
             _, probs, labels = task.predict(model, cfg.split, rt)
         value = classification_metrics(probs, labels)[metric]
-        record[modality] = {"metric": value, "val_best": trained.best_val, "lr": lr, "best_epoch": trained.best_epoch,
+        interval = probe_interval(metric, probs, labels, cfg.seed)
+        record[modality] = {"metric": value, "interval": interval, "val_best": trained.best_val, "lr": lr,
+                            "best_epoch": trained.best_epoch,
                             "checkpoint": str(trained.out_dir.relative_to(run.root) / "best.pt"),
                             "lr_selection": selection["val"]}
+        if not interval["informative"] and interval["low"] is not None:
+            text = (f"the {modality}-only probe's {metric.upper()} {value:.3f} (95% CI {interval['low']:.3f}-"
+                    f"{interval['high']:.3f}, {interval['method']}) covers chance ({interval['chance']:.3g}) on the "
+                    f"{cfg.split} split: R_conf is noise; use a larger split, train the encoders longer or pass "
+                    "--rconf to finetune")
+            record["warnings"].append(text)
     m_img, m_tab = record["image"]["metric"], record["tabular"]["metric"]
     if not (m_tab > 0) or not (m_img > 0):
         raise UserError(
@@ -149,13 +207,16 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     record.update({"r_conf": r, "d_out": cfg.d_out, "L_img": l_img, "L_tab": l_tab})
     if rt.is_main:
         write_json(stage_dir / RCONF_FILE, record)
+    for text in record["warnings"]:
+        warnings.warn(text, ChanceProbeWarning, stacklevel=2)
     finish_stage(run, stage_dir, {"r_conf": r}, rt=rt)
     return RconfResult(run.name, stage_dir, record)
 
 
-def read_rconf(run: rundir.Run, mask_features=()) -> float | None:
-    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked), or None."""
-    stage = names.rconf_stage(mask_features)
+def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked and
+    probes trained on ``fraction`` of the training labels), or None."""
+    stage = names.rconf_stage(mask_features, fraction)
     path = run.stage(stage) / RCONF_FILE
     if not run.is_complete(stage) or not path.is_file():
         return None

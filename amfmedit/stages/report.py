@@ -150,13 +150,25 @@ def _rconf_section(run: rundir.Run) -> str:
         return "".join(out) + _todo("`amfmedit rconf` (image-only and tabular-only probes on the frozen encoders)")
     if not run.is_complete(names.RCONF):
         out.append(_todo("`amfmedit rconf` on the complete table"))
-    out.append("| stage | split | image | tabular | R_conf | L_img / L_tab (D_out) |\n|---|---|---:|---:|---:|---|\n")
+    out.append("| stage | split | image (95% CI) | tabular (95% CI) | R_conf | L_img / L_tab (D_out) |\n"
+               "|---|---|---:|---:|---:|---|\n")
+    warned = []
+
+    def probe(rec: dict, metric: str) -> str:
+        iv = rec.get("interval") or {}
+        text = f"{metric} {_fmt(rec['metric'])}"
+        if iv.get("low") is not None:
+            text += f" ({_fmt(iv['low'])}–{_fmt(iv['high'])})" + ("" if iv.get("informative") else " ⚠")
+        return text
+
     for p in folders:
         r = read_json(p / names.RCONF_FILE)
         metric = r.get("metric", "auc").upper()
-        out.append(f"| {p.name} | {r.get('split')} | {metric} {_fmt(r['image']['metric'])} | "
-                   f"{metric} {_fmt(r['tabular']['metric'])} | {_fmt(r.get('r_conf'))} | "
-                   f"{r.get('L_img')} / {r.get('L_tab')} ({r.get('d_out')}) |\n")
+        out.append(f"| {p.name} | {r.get('split')} | {probe(r['image'], metric)} | {probe(r['tabular'], metric)} | "
+                   f"{_fmt(r.get('r_conf'))} | {r.get('L_img')} / {r.get('L_tab')} ({r.get('d_out')}) |\n")
+        warned += [(p.name, w) for w in r.get("warnings") or []]
+    if warned:
+        out.append("\n" + "".join(f"> **Warning** ({name}): {w}.\n>\n" for name, w in warned).rstrip(">\n") + "\n")
     return "".join(out)
 
 

@@ -154,3 +154,15 @@ class DeviceData:
         other.labels = self.labels
         other._split_rows = dict(self._split_rows)
         return other
+
+    def with_train_rows(self, rows: np.ndarray) -> "DeviceData":
+        """The same arrays with ``rows`` as the training split (e.g. a label fraction of
+        :func:`amfmedit.data.subsets.train_subset`); validation and test rows are unchanged."""
+        rows = np.asarray(rows, dtype=np.int64)
+        full = set(self.rows("train").tolist())
+        if not set(rows.tolist()) <= full:
+            raise ValueError("training subset holds rows outside the training split")
+        other = object.__new__(DeviceData)
+        other.__dict__.update(self.__dict__)
+        other._split_rows = {**self._split_rows, "train": rows}
+        return other

@@ -17,7 +17,9 @@ from amfmedit.data.synthetic.ol3i import generate_ol3i, patient_index
 from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
 
-GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence"}, "dvm": {"patients", "seed", "classes"}}
+# image_strength / tabular_strength: optional OL3I knobs (amfmedit.data.synthetic.ol3i), not spec fields
+GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength"},
+                     "dvm": {"patients", "seed", "classes"}}
 
 
 def generate(spec, raw_dir: Path, *, overrides: dict, progress=None, workers: int | None = None):
@@ -33,7 +35,7 @@ def generate(spec, raw_dir: Path, *, overrides: dict, progress=None, workers: in
         if key not in allowed:
             raise UserError(f"--{key}: not an option of the synthetic {syn.generator} generator "
                             f"(it takes {', '.join('--' + k for k in sorted(allowed))})")
-    opts = {k: getattr(syn, k) for k in allowed}
+    opts = {k: getattr(syn, k) for k in allowed if hasattr(syn, k)}
     opts.update(overrides)
     if syn.generator == "ol3i":
         return generate_ol3i(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)

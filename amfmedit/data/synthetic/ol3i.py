@@ -12,6 +12,11 @@ that the mean risk equals the requested prevalence; the label is ``U < risk`` wi
 uniform, so the oracle AUC (true risk against label) is known per split. The informative
 features are drawn from their true values, then some are hidden as missing, as in real
 records; the remaining features are noise correlated only with age and healthcare use.
+
+Modality strength (optional, for R_conf studies): ``image_strength`` and ``tabular_strength``
+multiply the image and tabular parts of the logit (1 = the model above); the provenance's
+``oracle.image_only`` / ``oracle.tabular_only`` AUCs then move with them, and their ratio is the
+cohort's true modality-confidence ratio.
 """
 
 from __future__ import annotations
@@ -183,8 +188,13 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
 
 
 def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: int = 423, prevalence: float = 0.04,
-                  seed: int = 2022, progress=None, workers: int | None = None) -> Generated:
-    """Write a synthetic OL3I release into ``raw_dir`` and return its truth."""
+                  seed: int = 2022, image_strength: float = 1.0, tabular_strength: float = 1.0, progress=None,
+                  workers: int | None = None) -> Generated:
+    """Write a synthetic OL3I release into ``raw_dir`` and return its truth.
+
+    ``image_strength`` / ``tabular_strength`` (>= 0, not both 0) scale the image and tabular
+    parts of the risk logit (see the module docstring).
+    """
     import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
 
     progress = progress or (lambda *a: None)
@@ -192,6 +202,11 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
         raise UserError(f"--patients {patients}: use at least 20 patients")
     if not 0 < prevalence < 1 / FIVE_YEAR_FACTOR:
         raise UserError(f"--prevalence {prevalence}: must be between 0 and {1 / FIVE_YEAR_FACTOR:.2f}")
+    for name, value in (("image_strength", image_strength), ("tabular_strength", tabular_strength)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
+    if image_strength == 0 and tabular_strength == 0:
+        raise UserError("--image-strength 0 --tabular-strength 0: the label would carry no signal; keep one above 0")
     defs = select_features(features)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -202,6 +217,7 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7AB]))
     values = _draw_tabular(defs, anat, rng)
     tab_logit, img_logit = _logit_terms(values, vat)
+    tab_logit, img_logit = tabular_strength * tab_logit, image_strength * img_logit
     logit = tab_logit + img_logit
     b1 = _intercept(logit, prevalence)
     b5 = _intercept(logit, prevalence * FIVE_YEAR_FACTOR)
@@ -234,7 +250,8 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     record = {
         "generator": "synthetic-ol3i",
         "seed": seed,
-        "options": {"patients": patients, "image_size": image_size, "features": features, "prevalence": prevalence},
+        "options": {"patients": patients, "image_size": image_size, "features": features, "prevalence": prevalence,
+                    "image_strength": image_strength, "tabular_strength": tabular_strength},
         "informative_features": INFORMATIVE,
         "proxy_features": {k: v for k, v in PROXY_FEATURES.items() if any(f.name == k for f in defs)},
         "risk_model": {
