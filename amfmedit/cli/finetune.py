@@ -26,8 +26,16 @@ from amfmedit.cli.train_common import (
 from amfmedit.errors import UserError
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS, options_of
 from amfmedit.stages.classify import Recipe
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.finetune import AUTO, NO_FUSION, FinetuneConfig, experiment_configs, finetune_many, metric_name
+from amfmedit.stages.common import RunOptions, check_choice
+from amfmedit.stages.finetune import (
+    AUTO,
+    NO_FUSION,
+    FinetuneConfig,
+    experiment_configs,
+    finetune_many,
+    fusion_choices,
+    metric_name,
+)
 
 F = FinetuneConfig
 D_OUTS = ", ".join(f"{k} {options_of(c)['d_out']}" for k, c in FUSIONS.items() if "d_out" in options_of(c))
@@ -148,6 +156,9 @@ def finetune(
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen
     ]
+    for b in bases:  # a mistyped fusion or strategy is named before anything reads the registry with it
+        check_choice(b.fusion, fusion_choices(), "--fusion")
+        check_choice(b.strategy, STRATEGIES, "--strategy")
     if len(rconfs) > 1 and not any(c.fusion != NO_FUSION and "r_conf" in FUSIONS[c.fusion].run_inputs for c in bases):
         raise UserError(f"--rconf {rconf}: a sweep needs a fusion that uses R_conf "
                         f"(--fusion {' or '.join(k for k, c in FUSIONS.items() if 'r_conf' in c.run_inputs)})")

@@ -99,9 +99,10 @@ def test_masked_finetune_and_evaluate_see_only_constants(trained_run, ol3i64, mo
     masked_batches = [(r, c, z) for r, c, z in seen if np.all(c[:, j] == mean)]
     complete_batches = [(r, c, z) for r, c, z in seen if not np.all(c[:, j] == mean)]
     test = set(ds.indices("test").tolist())
-    # the masked model is scored on masked test rows, the complete models on the real values
+    val = set(ds.indices("val").tolist())  # evaluate chooses each model's threshold on validation
+    # the masked model is scored on masked test (and validation) rows, the complete models on the real values
     assert masked_batches and complete_batches
-    assert set(np.concatenate([r for r, _, _ in masked_batches]).tolist()) == test
+    assert set(np.concatenate([r for r, _, _ in masked_batches]).tolist()) == test | val
     for _, _, x_cat in masked_batches:
         assert np.all(x_cat[:, k] == mode)
     metrics = json.loads((trained_run.root / "evaluate" / "metrics.json").read_text())
