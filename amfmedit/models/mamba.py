@@ -83,9 +83,14 @@ def kernel_status() -> tuple[str, str]:
         conv = "causal_conv1d fused" if k["causal_conv1d_fn"] is not None else k.get("conv_reason", "")
         return "fused", f"mamba_ssm {k.get('version')} kernels on CUDA tensors ({conv})"
     impl = default_scan_impl("cuda" if cuda else "cpu")
+    native = ""
+    if not cuda:
+        from amfmedit.models import native_scan
+
+        native = f"; native CPU scan: {native_scan.status()}"
     if k["selective_scan_fn"] is None:
-        return f"pytorch-{impl}", k["reason"]
-    return f"pytorch-{impl}", f"mamba_ssm {k.get('version')} is importable but CUDA is not available"
+        return f"pytorch-{impl}", k["reason"] + native
+    return f"pytorch-{impl}", f"mamba_ssm {k.get('version')} is importable but CUDA is not available" + native
 
 
 def _log_path_once(path: str, detail: str) -> None:
@@ -102,8 +107,8 @@ class MambaBlock(nn.Module):
     optimizer can exclude them from weight decay.
 
     ``impl`` (attribute, not part of the checkpoint): ``None`` = fused kernels on CUDA when
-    available, else the pure scan's default for the device; ``"fused"``, ``"sequential"`` or
-    ``"chunked"`` force a path (used by benchmarks to time the variants).
+    available, else the pure scan's default for the device (on a CPU the compiled ``"native"``
+    scan when a C compiler is there); ``"fused"``, ``"sequential"``, ``"chunked"`` or ``"native"`` force a path (used by benchmarks to time the variants).
     """
 
     kind = "mamba_block"
@@ -190,7 +195,7 @@ class MambaBlock(nn.Module):
     def _choose_path(self, hidden: Tensor) -> str:
         impl = self.impl
         if impl is not None and impl not in ("fused", *SCAN_IMPLS):
-            raise ValueError(f"impl must be None, 'fused', 'sequential' or 'chunked', however: {impl=}")
+            raise ValueError(f"impl must be None, 'fused', 'sequential', 'chunked' or 'native', however: {impl=}")
         fused_ok = hidden.is_cuda and self.use_kernels and kernels_available()
         if impl == "fused":
             if not fused_ok:
@@ -277,7 +282,7 @@ class MambaBlock(nn.Module):
 def set_scan_impl(module: nn.Module, impl: str | None) -> int:
     """Force the path of every :class:`MambaBlock` inside ``module``; returns how many."""
     if impl is not None and impl not in ("fused", *SCAN_IMPLS):
-        raise ValueError(f"impl must be None, 'fused', 'sequential' or 'chunked', however: {impl=}")
+        raise ValueError(f"impl must be None, 'fused', 'sequential', 'chunked' or 'native', however: {impl=}")
     n = 0
     for m in module.modules():
         if isinstance(m, MambaBlock):

@@ -22,7 +22,7 @@ The (L, Bt, N, D) tensors are never materialised for the whole sequence.
 
 Two implementations (``impl``), the same mathematics:
 
-- ``"sequential"`` (default on CPU): one time step at a time, a handful of ops on the
+- ``"sequential"`` (the CPU reference): one time step at a time, a handful of ops on the
   (Bt, N, D) state, which stays in cache, with the decays computed on the fly (exp2 of
   dt*A*log2(e), cheaper than exp on CPUs). On a CPU each op costs far more than Python's
   dispatch, and memory traffic, not the op count, is the limit. The batch is split over
@@ -34,7 +34,13 @@ Two implementations (``impl``), the same mathematics:
   non-positive numbers only, so it cannot overflow for any dt. ~2 sqrt(T) launches instead
   of T: on a GPU a per-token loop of small kernels is bound by launch latency.
 
-``AMFMEDIT_SCAN`` (``auto`` | ``sequential`` | ``chunked``) overrides the choice.
+- ``"native"`` (default on CPU when a C compiler is there): the sequential scan with each
+  batch row's loop over time compiled (:mod:`amfmedit.models.native_scan`), the whole
+  per-step update of the (N, D) state in one pass while it sits in L1. Same checkpoints,
+  recomputation and gradients; without a compiler the default falls back to ``"sequential"``,
+  which stays the reference the others are tested against.
+
+``AMFMEDIT_SCAN`` (``auto`` | ``sequential`` | ``chunked`` | ``native``) overrides the choice.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SCAN_IMPLS = ("sequential", "chunked")
+SCAN_IMPLS = ("sequential", "chunked", "native")
 
 # Segment lengths. "sequential" keeps a checkpoint of the (Bt, N, D) state every `seg` steps
 # and its backward holds 2 * seg states: ~16 keeps them in a CPU's last-level cache. "chunked"
@@ -64,12 +70,16 @@ def default_scan_impl(device: torch.device | str) -> str:
     if env in SCAN_IMPLS:
         return env
     if env not in ("", "auto"):
-        raise ValueError(f"AMFMEDIT_SCAN must be auto, sequential or chunked, however: {env=}")
-    return "chunked" if torch.device(device).type == "cuda" else "sequential"
+        raise ValueError(f"AMFMEDIT_SCAN must be auto, sequential, chunked or native, however: {env=}")
+    if torch.device(device).type == "cuda":
+        return "chunked"
+    from amfmedit.models import native_scan
+
+    return "native" if native_scan.available() else "sequential"
 
 
 def _segment_length(impl: str, n_state: int, device: torch.device, length: int) -> int:
-    if impl == "sequential":
+    if impl in ("sequential", "native"):
         return max(1, min(length, _SEQUENTIAL_SEGMENT))
     budget = _CHUNKED_SEGMENT_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     return max(1, min(length, budget // max(n_state, 1)))
@@ -406,6 +416,82 @@ class _ChunkedScan(torch.autograd.Function):
         return du, ddt, dAt.t(), dB, dC, None
 
 
+def _native_parts(L: int, Bt: int, n_state_per_row: int) -> list[tuple[int, int]]:
+    """Batch slices for the native scan's threads: one per core when there is enough work."""
+    n = max(1, min(torch.get_num_threads(), Bt, (L * Bt * n_state_per_row) // _MIN_NATIVE_WORK_PER_THREAD))
+    bounds = [round(i * Bt / n) for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_MIN_NATIVE_WORK_PER_THREAD = 1 << 19  # state-element updates (~0.2 ms) worth a thread hand-off
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class _NativeScan(torch.autograd.Function):
+    """The scan of :class:`_SequentialScan` with each batch row's loop over time compiled
+    (:mod:`amfmedit.models.native_scan`): the same checkpoints, recomputation and gradients."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, seg):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        u, dt, Bm, Cm, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
+        L, Bt, D = u.shape
+        N = A.shape[1]
+        y = torch.empty_like(u)
+        need_grad = any(ctx.needs_input_grad[:5])
+        ckpts = u.new_empty(Bt, (L + seg - 1) // seg, N, D) if need_grad else None
+        ck = _ptr(ckpts) if need_grad else None
+        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), ck)
+        _run_native(lambda b0, b1: lib.amf_scan_fwd(L, Bt, D, N, b0, b1, seg, *args), _native_parts(L, Bt, N * D))
+        if need_grad:
+            ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts)
+        ctx.seg = seg
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        u, dt, A, Bm, Cm, ckpts = ctx.saved_tensors
+        _, _, _, _, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
+        L, Bt, D = u.shape
+        N = A.shape[1]
+        dy = dy.contiguous()
+        du, ddt = torch.empty_like(u), torch.empty_like(u)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        parts = _native_parts(L, Bt, N * D)
+        Ws = torch.zeros(len(parts), N, D)
+        args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
+                _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
+        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, *args, _ptr(Ws[i])),
+                    parts, with_index=True)
+        return du, ddt, Ws.sum(0).t(), dB, dC, None
+
+
+def _run_native(fn, parts: list[tuple[int, int]], with_index: bool = False) -> None:
+    """fn over the batch slices; the compiled calls release the GIL, so threads run in parallel."""
+    call = fn if with_index else (lambda i, b0, b1: fn(b0, b1))
+    if len(parts) == 1:
+        call(0, *parts[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOL_LOCK:
+        pool = _POOL.get(-len(parts))
+        if pool is None:
+            pool = _POOL[-len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="amfmedit-native-scan")
+    futures = [pool.submit(call, i, b0, b1) for i, (b0, b1) in enumerate(parts[1:], start=1)]
+    call(0, *parts[0])  # this thread takes the first slice
+    for f in futures:
+        f.result()
+
+
 # torch.compile would unroll the time loops (hundreds of steps) or trip over the thread pool;
 # the scan is already a hand-scheduled kernel sequence, so compiled models run it eagerly.
 @torch.compiler.disable
@@ -444,7 +530,14 @@ def selective_scan_time_major(
             dt = dt + delta_bias.float()
         if delta_softplus:
             dt = F.softplus(dt)
-        fn = _SequentialScan if impl == "sequential" else _ChunkedScan
+        if impl == "native" and u.device.type != "cpu":
+            raise ValueError(f"impl='native' is the compiled CPU scan, however the tensors are on {u.device}")
+        if impl == "native":
+            from amfmedit.models import native_scan
+
+            if not native_scan.available():
+                raise RuntimeError(f"impl='native' is not available: {native_scan.status()}")
+        fn = {"sequential": _SequentialScan, "chunked": _ChunkedScan, "native": _NativeScan}[impl]
         seg = _segment_length(impl, u.shape[1] * A.shape[0] * A.shape[1], u.device, u.shape[0])
         y = fn.apply(uf, dt, A.float(), B.float(), C.float(), seg)
         if D is not None:
