@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from amfmedit.models.scan import SCAN_IMPLS, default_scan_impl, selective_scan_time_major
+from amfmedit.models.scan import SCAN_IMPLS, causal_conv_silu_native, default_scan_impl, selective_scan_time_major
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,10 @@ class MambaBlock(nn.Module):
         """The same computation with our scan, time-major throughout: (L, B, d) -> (L, B, d)."""
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (L, B, d_inner) each
-        x = F.silu(self._causal_conv(x))
+        if impl == "native" and x.dtype == torch.float32 and x.device.type == "cpu":
+            x = causal_conv_silu_native(x, self.conv1d.weight[:, 0, :], self.conv1d.bias)
+        else:
+            x = F.silu(self._causal_conv(x))
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan (fp32)
         y = selective_scan_time_major(

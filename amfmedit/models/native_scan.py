@@ -66,10 +66,15 @@ static inline float exp2_poly(float x) {
 /* Forward over batch rows [b0, b1). Time-major inputs: u, dt (L, Bt, D); Bm, Cm (L, Bt, N);
    A2 = A^T log2(e) (N, D). Writes y (L, Bt, D) and, if ck != NULL, the state before steps
    0, seg, 2 seg, ... to ck (Bt, nck, N, D). */
+static inline float sigmoid_poly(float z) { return 1.0f / (1.0f + exp2_poly(-1.4426950408889634f * z)); }
+
+/* Epilogue (when z != NULL): v = y + Dp u is kept in yv (L, Bt, D) if yv != NULL, and the
+   output is v silu(z); without z the output is y itself. */
 void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
                   const float *restrict u, const float *restrict dt, const float *restrict A2,
                   const float *restrict Bm, const float *restrict Cm, float *restrict y,
-                  float *restrict ck) {
+                  float *restrict ck, const float *restrict Dp, const float *restrict z,
+                  float *restrict yv) {
     const int64_t ND = N * D, nck = (L + seg - 1) / seg;
     float *h = (float *)malloc(sizeof(float) * (ND + 2 * D));
     float *yr = h + ND, *dtu = yr + D;
@@ -91,7 +96,17 @@ void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
                     yr[d] += cn * hv;
                 }
             }
-            memcpy(y + row * D, yr, sizeof(float) * D);
+            if (z) {
+                const float *zr = z + row * D;
+                float *out = y + row * D;
+                for (int64_t d = 0; d < D; ++d) {
+                    float v = yr[d] + Dp[d] * ur[d];
+                    if (yv) yv[row * D + d] = v;
+                    out[d] = v * zr[d] * sigmoid_poly(zr[d]);
+                }
+            } else {
+                memcpy(y + row * D, yr, sizeof(float) * D);
+            }
         }
     }
     free(h);
@@ -100,15 +115,19 @@ void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
 /* Backward over batch rows [b0, b1): recomputes one segment of states from its checkpoint,
    then runs the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} backwards. Writes du, ddt (L, Bt, D),
    dB, dC (L, Bt, N) for these rows and adds sum_{b,t} g a h_{t-1} dt into W (N, D) (dA^T). */
+/* With z != NULL, dy is the gradient of the gated output: the epilogue's backward runs first
+   (dz into dz, dL/dDp added into WD (D,), dL/dy = dy silu(z)). */
 void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
                   const float *restrict u, const float *restrict dt, const float *restrict At,
                   const float *restrict A2, const float *restrict Bm, const float *restrict Cm,
                   const float *restrict dy, const float *restrict ck, float *restrict du,
-                  float *restrict ddt, float *restrict dB, float *restrict dC, float *restrict W) {
+                  float *restrict ddt, float *restrict dB, float *restrict dC, float *restrict W,
+                  const float *restrict Dp, const float *restrict z, const float *restrict yv,
+                  float *restrict dz, float *restrict WD) {
     const int64_t ND = N * D, nck = (L + seg - 1) / seg;
-    float *H = (float *)malloc(sizeof(float) * ((2 * seg + 2) * ND + 3 * D));
+    float *H = (float *)malloc(sizeof(float) * ((2 * seg + 2) * ND + 5 * D));
     float *As = H + (seg + 1) * ND, *carry = As + seg * ND, *ddtu = carry + ND, *dta = ddtu + D,
-          *dtu = dta + D;
+          *dtu = dta + D, *gy = dtu + D, *dus = gy + D;
     for (int64_t b = b0; b < b1; ++b) {
         memset(carry, 0, sizeof(float) * ND);
         for (int64_t k = nck - 1; k >= 0; --k) {
@@ -133,6 +152,21 @@ void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
                 const float *dtr = dt + row * D, *ur = u + row * D, *dyr = dy + row * D;
                 const float *Br = Bm + row * N, *Cr = Cm + row * N;
                 for (int64_t d = 0; d < D; ++d) { ddtu[d] = 0.0f; dta[d] = 0.0f; dtu[d] = dtr[d] * ur[d]; }
+                if (z) { /* out = v silu(z), v = y + Dp u */
+                    const float *zr = z + row * D, *vr = yv + row * D;
+                    float *dzr = dz + row * D;
+                    for (int64_t d = 0; d < D; ++d) {
+                        float sg = sigmoid_poly(zr[d]);
+                        float g = dyr[d] * zr[d] * sg; /* dL/dv */
+                        dzr[d] = dyr[d] * vr[d] * sg * (1.0f + zr[d] * (1.0f - sg));
+                        gy[d] = g;
+                        dus[d] = g * Dp[d];
+                        WD[d] += g * ur[d];
+                    }
+                    dyr = gy;
+                } else {
+                    for (int64_t d = 0; d < D; ++d) dus[d] = 0.0f;
+                }
                 for (int64_t n = 0; n < N; ++n) {
                     const float bn = Br[n], cn = Cr[n];
                     const float *hc = H + (i + 1) * ND + n * D, *hp = H + i * ND + n * D;
@@ -156,13 +190,69 @@ void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
                 }
                 float *dur = du + row * D, *ddtr = ddt + row * D;
                 for (int64_t d = 0; d < D; ++d) {
-                    dur[d] = ddtu[d] * dtr[d];
+                    dur[d] = ddtu[d] * dtr[d] + dus[d];
                     ddtr[d] = dta[d] + ddtu[d] * ur[d];
                 }
             }
         }
     }
     free(H);
+}
+
+/* Depthwise causal convolution + SiLU, time-major: x rows (t, b) of C channels, row stride xs;
+   u[t, b, :] = silu(bias + sum_k wT[k, :] x[t - K + 1 + k, b, :]) (zero before t = 0). */
+void amf_conv_fwd(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
+                  const float *restrict x, const float *restrict wT, const float *restrict bias,
+                  float *restrict u) {
+    for (int64_t b = b0; b < b1; ++b)
+        for (int64_t t = 0; t < L; ++t) {
+            float *ur = u + (t * Bt + b) * C;
+            for (int64_t d = 0; d < C; ++d) ur[d] = bias ? bias[d] : 0.0f;
+            for (int64_t k = 0; k < K; ++k) {
+                int64_t s = t - K + 1 + k;
+                if (s < 0) continue;
+                const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
+                for (int64_t d = 0; d < C; ++d) ur[d] += wk[d] * xr[d];
+            }
+            for (int64_t d = 0; d < C; ++d) ur[d] = ur[d] * sigmoid_poly(ur[d]);
+        }
+}
+
+/* Its backward: dx (L, Bt, C) contiguous, written whole for these rows; dwT (K, C) and
+   dbias (C) accumulated (one buffer per thread). */
+void amf_conv_bwd(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
+                  const float *restrict x, const float *restrict wT, const float *restrict bias,
+                  const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias) {
+    float *c = (float *)malloc(sizeof(float) * C);
+    for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t t = 0; t < L; ++t) memset(dx + (t * Bt + b) * C, 0, sizeof(float) * C);
+        for (int64_t t = 0; t < L; ++t) {
+            for (int64_t d = 0; d < C; ++d) c[d] = bias ? bias[d] : 0.0f;
+            for (int64_t k = 0; k < K; ++k) {
+                int64_t s = t - K + 1 + k;
+                if (s < 0) continue;
+                const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
+                for (int64_t d = 0; d < C; ++d) c[d] += wk[d] * xr[d];
+            }
+            const float *dur = du + (t * Bt + b) * C;
+            for (int64_t d = 0; d < C; ++d) {
+                float sg = sigmoid_poly(c[d]);
+                c[d] = dur[d] * sg * (1.0f + c[d] * (1.0f - sg)); /* dL/d(pre-activation) */
+                dbias[d] += c[d];
+            }
+            for (int64_t k = 0; k < K; ++k) {
+                int64_t s = t - K + 1 + k;
+                if (s < 0) continue;
+                const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
+                float *dxr = dx + (s * Bt + b) * C, *dwk = dwT + k * C;
+                for (int64_t d = 0; d < C; ++d) {
+                    dxr[d] += wk[d] * c[d];
+                    dwk[d] += c[d] * xr[d];
+                }
+            }
+        }
+    }
+    free(c);
 }
 """
 
@@ -242,10 +332,14 @@ def load() -> ctypes.CDLL | None:
             log.info("native CPU scan unavailable: %s; using the PyTorch scan", _REASON)
             return None
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.amf_scan_fwd.argtypes = [i64] * 7 + [ptr] * 7
+        lib.amf_scan_fwd.argtypes = [i64] * 7 + [ptr] * 10
         lib.amf_scan_fwd.restype = None
-        lib.amf_scan_bwd.argtypes = [i64] * 7 + [ptr] * 13
+        lib.amf_scan_bwd.argtypes = [i64] * 7 + [ptr] * 18
         lib.amf_scan_bwd.restype = None
+        lib.amf_conv_fwd.argtypes = [i64] * 7 + [ptr] * 4
+        lib.amf_conv_fwd.restype = None
+        lib.amf_conv_bwd.argtypes = [i64] * 7 + [ptr] * 7
+        lib.amf_conv_bwd.restype = None
         _LIB, _REASON = lib, f"compiled with {cc} ({target})"
         return lib
 

@@ -432,10 +432,14 @@ def _ptr(t: Tensor) -> int:
 
 class _NativeScan(torch.autograd.Function):
     """The scan of :class:`_SequentialScan` with each batch row's loop over time compiled
-    (:mod:`amfmedit.models.native_scan`): the same checkpoints, recomputation and gradients."""
+    (:mod:`amfmedit.models.native_scan`): the same checkpoints, recomputation and gradients.
+
+    With ``z`` the block's epilogue ``(y + Dp u) silu(z)`` is fused into the same loop
+    (forward and backward), saving several full passes over (L, Bt, D) tensors.
+    """
 
     @staticmethod
-    def forward(ctx, u, dt, A, Bm, Cm, seg):
+    def forward(ctx, u, dt, A, Bm, Cm, Dp, z, seg):
         from amfmedit.models import native_scan
 
         lib = native_scan.load()
@@ -443,14 +447,20 @@ class _NativeScan(torch.autograd.Function):
         L, Bt, D = u.shape
         N = A.shape[1]
         y = torch.empty_like(u)
-        need_grad = any(ctx.needs_input_grad[:5])
+        need_grad = any(ctx.needs_input_grad[:7])
         ckpts = u.new_empty(Bt, (L + seg - 1) // seg, N, D) if need_grad else None
-        ck = _ptr(ckpts) if need_grad else None
-        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), ck)
+        gated = z is not None
+        if gated:
+            z = z.contiguous()
+            Dp = (Dp if Dp is not None else u.new_zeros(D)).contiguous()
+        yv = torch.empty_like(u) if gated and need_grad else None
+        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
+        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), opt(Dp if gated else None),
+                opt(z), opt(yv))
         _run_native(lambda b0, b1: lib.amf_scan_fwd(L, Bt, D, N, b0, b1, seg, *args), _native_parts(L, Bt, N * D))
         if need_grad:
-            ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts)
-        ctx.seg = seg
+            ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts, Dp if gated else None, z, yv)
+        ctx.seg, ctx.gated = seg, gated
         return y
 
     @staticmethod
@@ -458,7 +468,7 @@ class _NativeScan(torch.autograd.Function):
         from amfmedit.models import native_scan
 
         lib = native_scan.load()
-        u, dt, A, Bm, Cm, ckpts = ctx.saved_tensors
+        u, dt, A, Bm, Cm, ckpts, Dp, z, yv = ctx.saved_tensors
         _, _, _, _, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
         L, Bt, D = u.shape
         N = A.shape[1]
@@ -467,11 +477,66 @@ class _NativeScan(torch.autograd.Function):
         dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
         parts = _native_parts(L, Bt, N * D)
         Ws = torch.zeros(len(parts), N, D)
+        gated = ctx.gated
+        dz = torch.empty_like(u) if gated else None
+        WDs = torch.zeros(len(parts), D) if gated else None
+        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
                 _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
-        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, *args, _ptr(Ws[i])),
+        tail = (opt(Dp), opt(z), opt(yv), opt(dz))
+        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, *args, _ptr(Ws[i]), *tail,
+                                                       opt(WDs[i] if gated else None)),
                     parts, with_index=True)
-        return du, ddt, Ws.sum(0).t(), dB, dC, None
+        dD = WDs.sum(0) if gated and ctx.needs_input_grad[5] else None
+        return du, ddt, Ws.sum(0).t(), dB, dC, dD, dz, None
+
+
+class _NativeConvSilu(torch.autograd.Function):
+    """silu(depthwise causal conv1d(x)) time-major, compiled: x (L, Bt, C) with unit channel
+    stride (a chunk of in_proj's output is fine), weight (C, K), bias (C,) or None."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        L, Bt, C = x.shape
+        if x.stride(2) != 1 or x.stride(0) != Bt * x.stride(1):
+            x = x.contiguous()
+        K = weight.shape[1]
+        wT = weight.t().contiguous()
+        bias_c = bias.contiguous() if bias is not None else None
+        u = x.new_empty(L, Bt, C)
+        xs = x.stride(1)
+        args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(u))
+        _run_native(lambda b0, b1: lib.amf_conv_fwd(L, Bt, C, K, b0, b1, xs, *args), _native_parts(L, Bt, C * 8))
+        ctx.save_for_backward(x, wT, bias_c)
+        return u
+
+    @staticmethod
+    def backward(ctx, du):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        x, wT, bias_c = ctx.saved_tensors
+        L, Bt, C = x.shape
+        K = wT.shape[0]
+        du = du.contiguous()
+        dx = x.new_empty(L, Bt, C)
+        parts = _native_parts(L, Bt, C * 8)
+        dws, dbs = x.new_zeros(len(parts), K, C), x.new_zeros(len(parts), C)
+        args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(du), _ptr(dx))
+        _run_native(lambda i, b0, b1: lib.amf_conv_bwd(L, Bt, C, K, b0, b1, x.stride(1), *args, _ptr(dws[i]),
+                                                       _ptr(dbs[i])), parts, with_index=True)
+        return dx, dws.sum(0).t(), dbs.sum(0) if bias_c is not None else None
+
+
+def causal_conv_silu_native(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """silu(causal depthwise conv) in the time-major layout with the compiled CPU loop.
+
+    x (L, Bt, C) float32 on the CPU; weight (C, K) (``conv1d.weight[:, 0]``); bias (C,) or None.
+    """
+    return _NativeConvSilu.apply(x, weight, bias)
 
 
 def _run_native(fn, parts: list[tuple[int, int]], with_index: bool = False) -> None:
@@ -537,9 +602,15 @@ def selective_scan_time_major(
 
             if not native_scan.available():
                 raise RuntimeError(f"impl='native' is not available: {native_scan.status()}")
-        fn = {"sequential": _SequentialScan, "chunked": _ChunkedScan, "native": _NativeScan}[impl]
         seg = _segment_length(impl, u.shape[1] * A.shape[0] * A.shape[1], u.device, u.shape[0])
-        y = fn.apply(uf, dt, A.float(), B.float(), C.float(), seg)
+        if impl == "native" and z is not None:  # the epilogue runs inside the compiled loop
+            return _NativeScan.apply(uf, dt, A.float(), B.float(), C.float(), None if D is None else D.float(),
+                                     z.float(), seg).to(dtype_in)
+        if impl == "native":
+            y = _NativeScan.apply(uf, dt, A.float(), B.float(), C.float(), None, None, seg)
+        else:
+            fn = _SequentialScan if impl == "sequential" else _ChunkedScan
+            y = fn.apply(uf, dt, A.float(), B.float(), C.float(), seg)
         if D is not None:
             y = torch.addcmul(y, uf, D.float())
         if z is not None:
