@@ -484,11 +484,13 @@ class _NativeScan(torch.autograd.Function):
         args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
                 _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
         tail = (opt(Dp), opt(z), opt(yv), opt(dz))
-        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, *args, _ptr(Ws[i]), *tail,
+        need_dA = ctx.needs_input_grad[2]  # frozen weights (IG): no dA accumulation at all
+        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, *args,
+                                                       _ptr(Ws[i]) if need_dA else None, *tail,
                                                        opt(WDs[i] if gated else None)),
                     parts, with_index=True)
         dD = WDs.sum(0) if gated and ctx.needs_input_grad[5] else None
-        return du, ddt, Ws.sum(0).t(), dB, dC, dD, dz, None
+        return du, ddt, Ws.sum(0).t() if need_dA else None, dB, dC, dD, dz, None
 
 
 class _NativeConvSilu(torch.autograd.Function):
