@@ -140,8 +140,9 @@ static inline __attribute__((always_inline)) void bwd_block(
 }
 
 /* Epilogue (when z != NULL): v = y + Dp u is kept in yv (L, Bt, D) if yv != NULL, and the
-   output is v silu(z); without z the output is y itself. */
-void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
+   output is v silu(z); without z the output is y itself. z's rows (t, b) are zs floats apart
+   (a chunk of in_proj's output is read in place). */
+void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg, int64_t zs,
                   const float *restrict u, const float *restrict dt, const float *restrict A2,
                   const float *restrict Bm, const float *restrict Cm, float *restrict y,
                   float *restrict ck, const float *restrict Dp, const float *restrict z,
@@ -160,7 +161,7 @@ void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
             for (; d0 + VW <= D; d0 += VW) fwd_block(VW, d0, N, D, dtr, ur, A2, Br, Cr, h, yr);
             if (d0 < D) fwd_block(D - d0, d0, N, D, dtr, ur, A2, Br, Cr, h, yr);
             if (z) {
-                const float *zr = z + row * D;
+                const float *zr = z + row * zs;
                 float *out = y + row * D;
                 for (int64_t d = 0; d < D; ++d) {
                     float v = yr[d] + Dp[d] * ur[d];
@@ -180,7 +181,7 @@ void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
    dB, dC (L, Bt, N) for these rows and adds sum_{b,t} g a h_{t-1} dt into W (N, D) (dA^T). */
 /* With z != NULL, dy is the gradient of the gated output: the epilogue's backward runs first
    (dz into dz, dL/dDp added into WD (D,), dL/dy = dy silu(z)). */
-void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
+void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg, int64_t zs,
                   const float *restrict u, const float *restrict dt, const float *restrict At,
                   const float *restrict A2, const float *restrict Bm, const float *restrict Cm,
                   const float *restrict dy, const float *restrict ck, float *restrict du,
@@ -215,7 +216,7 @@ void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64
                 const float *dtr = dt + row * D, *ur = u + row * D, *dyr = dy + row * D;
                 const float *Br = Bm + row * N, *Cr = Cm + row * N;
                 if (z) { /* out = v silu(z), v = y + Dp u */
-                    const float *zr = z + row * D, *vr = yv + row * D;
+                    const float *zr = z + row * zs, *vr = yv + row * D;
                     float *dzr = dz + row * D;
                     for (int64_t d = 0; d < D; ++d) {
                         float sg = sigmoid_poly(zr[d]);
@@ -386,9 +387,9 @@ def load() -> ctypes.CDLL | None:
             log.info("native CPU scan unavailable: %s; using the PyTorch scan", _REASON)
             return None
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.amf_scan_fwd.argtypes = [i64] * 7 + [ptr] * 10
+        lib.amf_scan_fwd.argtypes = [i64] * 8 + [ptr] * 10
         lib.amf_scan_fwd.restype = None
-        lib.amf_scan_bwd.argtypes = [i64] * 7 + [ptr] * 18
+        lib.amf_scan_bwd.argtypes = [i64] * 8 + [ptr] * 18
         lib.amf_scan_bwd.restype = None
         lib.amf_conv_fwd.argtypes = [i64] * 7 + [ptr] * 4
         lib.amf_conv_fwd.restype = None

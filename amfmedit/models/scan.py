@@ -423,7 +423,7 @@ def _native_parts(L: int, Bt: int, n_state_per_row: int) -> list[tuple[int, int]
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-_MIN_NATIVE_WORK_PER_THREAD = 1 << 19  # state-element updates (~0.2 ms) worth a thread hand-off
+_MIN_NATIVE_WORK_PER_THREAD = 1 << 18  # state-element updates (~0.1 ms) worth a thread hand-off
 
 
 def _ptr(t: Tensor) -> int:
@@ -450,17 +450,20 @@ class _NativeScan(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:7])
         ckpts = u.new_empty(Bt, (L + seg - 1) // seg, N, D) if need_grad else None
         gated = z is not None
+        zs = D
         if gated:
-            z = z.contiguous()
+            if z.stride(2) != 1 or z.stride(0) != Bt * z.stride(1):
+                z = z.contiguous()
+            zs = z.stride(1)  # a chunk of in_proj's output is read in place
             Dp = (Dp if Dp is not None else u.new_zeros(D)).contiguous()
         yv = torch.empty_like(u) if gated and need_grad else None
         opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), opt(Dp if gated else None),
                 opt(z), opt(yv))
-        _run_native(lambda b0, b1: lib.amf_scan_fwd(L, Bt, D, N, b0, b1, seg, *args), _native_parts(L, Bt, N * D))
+        _run_native(lambda b0, b1: lib.amf_scan_fwd(L, Bt, D, N, b0, b1, seg, zs, *args), _native_parts(L, Bt, N * D))
         if need_grad:
             ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts, Dp if gated else None, z, yv)
-        ctx.seg, ctx.gated = seg, gated
+        ctx.seg, ctx.gated, ctx.zs = seg, gated, zs
         return y
 
     @staticmethod
@@ -485,7 +488,7 @@ class _NativeScan(torch.autograd.Function):
                 _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
         tail = (opt(Dp), opt(z), opt(yv), opt(dz))
         need_dA = ctx.needs_input_grad[2]  # frozen weights (IG): no dA accumulation at all
-        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, *args,
+        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, ctx.zs, *args,
                                                        _ptr(Ws[i]) if need_dA else None, *tail,
                                                        opt(WDs[i] if gated else None)),
                     parts, with_index=True)
