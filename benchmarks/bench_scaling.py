@@ -43,15 +43,24 @@ def gemm_peak(sizes=(1024, 2048), repeats: int = 5) -> dict[int, float]:
         a, b = torch.randn(n, n), torch.randn(n, n)
         c = torch.empty(n, n)
         torch.mm(a, b, out=c)
-        best = min(_timed(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
+        best = min(_wall(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
         out[n] = 2 * n**3 / best / 1e9
     return out
 
 
-def _timed(fn) -> float:
+CLOCK = time.perf_counter
+
+
+def _wall(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def _timed(fn) -> float:
+    t0 = CLOCK()
+    fn()
+    return CLOCK() - t0
 
 
 def scaling(features, batches, repeats: int, memory: bool) -> list[dict]:
@@ -95,7 +104,7 @@ def profile(n_features: int, batch: int) -> None:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    wall = statistics.median(_timed(step) for _ in range(3))
+    wall = statistics.median(_wall(step) for _ in range(3))
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     events = [e for e in prof.key_averages() if e.key.startswith(("aten::", "_Native", "_Sequential", "_Chunked"))]
@@ -149,7 +158,12 @@ def main(argv=None) -> None:
     p.add_argument("--no-table", action="store_true", help="skip the scaling table")
     p.add_argument("--no-mallopt", action="store_true",
                    help="leave glibc's mmap threshold alone (training runs raise it: amfmedit.models.cpu_alloc)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time (all threads summed); at 1 thread it is less "
+                        "disturbed by other processes on a shared machine than wall time")
     args = p.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if not args.no_mallopt:
         from amfmedit.models.cpu_alloc import tune_cpu_allocator
 
@@ -161,7 +175,8 @@ def main(argv=None) -> None:
         print(f"\n{threads} thread(s): GEMM " + ", ".join(f"{n}^3 {g:.0f} GFLOP/s" for n, g in peak.items())
               + f"; {load()}")
         if not args.no_table:
-            print(f"forward + backward, median ms of {args.repeats} interleaved rounds; ratio = FT-Mamba / FT-Transformer")
+            print(f"forward + backward, median {args.clock}-clock ms of {args.repeats} interleaved rounds; "
+                  "ratio = FT-Mamba / FT-Transformer")
             head = f"{'batch':>6}{'features':>9}{'FT-Mamba':>12}{'FT-Transf':>12}{'ratio':>10}"
             head += f"{'M MiB':>9}{'T MiB':>9}{'mem':>9}" if args.memory else ""
             print(head + f"{'load':>7}")
