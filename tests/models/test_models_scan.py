@@ -83,7 +83,8 @@ def test_impls_agree_at_the_ft_mamba_shape_slice():
 
 
 @pytest.mark.skipif(not native_scan.available(), reason="no C compiler")
-def test_native_scan_equals_the_sequential_oracle_at_the_ft_mamba_shape_across_threads(monkeypatch):
+@pytest.mark.parametrize("gated", [True, False], ids=["fused-epilogue", "bare-scan"])
+def test_native_scan_equals_the_sequential_oracle_at_the_ft_mamba_shape_across_threads(monkeypatch, gated):
     # FT-Mamba's shapes (d_inner 128, d_state 16, 424 tokens), the batch split over threads,
     # and A requiring no gradient (IG freezes the weights): values and every input gradient
     # equal the pure-PyTorch sequential scan to float32 round-off.
@@ -99,9 +100,15 @@ def test_native_scan_equals_the_sequential_oracle_at_the_ft_mamba_shape_across_t
     results = {}
     for impl in ("sequential", "native"):
         ins = [t.clone().requires_grad_() for t in (u, delta, Bm, Cm, z)]
-        out = scan.selective_scan_time_major(ins[0], ins[1], A, ins[2], ins[3], Dp, ins[4], bias,
-                                             delta_softplus=True, impl=impl)
-        results[impl] = [out, *torch.autograd.grad((out * w).sum(), ins)]
+        if gated:  # z a strided chunk, as the block passes it
+            zz = torch.cat([torch.zeros_like(ins[4]), ins[4]], dim=-1)[..., D:]
+            out = scan.selective_scan_time_major(ins[0], ins[1], A, ins[2], ins[3], Dp, zz, bias,
+                                                 delta_softplus=True, impl=impl)
+        else:
+            out = scan.selective_scan_time_major(ins[0], ins[1], A, ins[2], ins[3], None, None, bias,
+                                                 delta_softplus=True, impl=impl)
+        used = ins if gated else ins[:4]
+        results[impl] = [out, *torch.autograd.grad((out * w).sum(), used)]
     for name, a, b in zip(["out", "u", "delta", "B", "C", "z"], results["sequential"], results["native"]):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * a.abs().max().item(), msg=name)
 
