@@ -86,6 +86,9 @@ def tabular_baseline(encoder, x_cont: Tensor, x_cat: Tensor, chunk: int = 4096) 
     return b_cont, b_cat
 
 
+CPU_TOKENS_PER_PASS = 1 << 15
+
+
 def _frozen(module: torch.nn.Module):
     """Parameters set to requires_grad=False for the duration (restored after), so backward
     passes compute input gradients only: no weight-gradient matrix products, no dA in the scan."""
@@ -122,6 +125,7 @@ def integrated_gradients(
     images: Callable[[np.ndarray], Tensor] | None = None,
     progress: ProgressFn | None = None,
     method: str = "gausslegendre",
+    max_tokens_per_pass: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IG of ``scorer`` (:class:`~amfmedit.explain.targets.TabularScore`) for every row of ``x_cont``.
 
@@ -135,6 +139,10 @@ def integrated_gradients(
             ``max(1, batch_size // steps)`` at a time.
         images: for a multimodal scorer, ``positions -> (B, C, H, W)`` float images of those rows.
         method: captum's quadrature (``"gausslegendre"`` or a ``"riemann_*"`` rule).
+        max_tokens_per_pass: cap on rows x (features + 1) per pass, below ``batch_size``;
+            None: 2^15 on a CPU (a pass's activations then stay closer to the caches: at
+            423 features 50-row passes took 7.5 ms per sample-step against 8.2 for 250 rows),
+            no cap elsewhere. The attributions do not depend on it.
 
     Returns: (N, n_cont + n_cat) attributions, (N,) convergence deltas, (N,) f(x) - f(baseline).
 
@@ -150,6 +158,11 @@ def integrated_gradients(
     if steps < 2:
         raise UserError(f"--steps {steps}: Integrated Gradients needs at least 2 steps")
     n = len(x_cont)
+    if max_tokens_per_pass is None and x_cont.device.type == "cpu":
+        max_tokens_per_pass = CPU_TOKENS_PER_PASS
+    if max_tokens_per_pass is not None:
+        tokens = x_cont.shape[1] + x_cat.shape[1] + 1
+        batch_size = max(1, min(batch_size, max_tokens_per_pass // tokens))
     per_call = max(1, batch_size // steps)
     internal = max(per_call, batch_size)
     if x_cont.device.type == "cpu":

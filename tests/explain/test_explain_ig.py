@@ -162,6 +162,9 @@ def test_ig_equals_plain_captum_one_sample_at_a_time(kind):
     attr, delta, change = integrated_gradients(scorer, x_cont=x_cont, x_cat=x_cat, baseline=(b_cont, b_cat),
                                                targets=targets, steps=20, batch_size=60)  # 3 samples per call
     assert all(p.requires_grad for p in scorer.parameters())
+    one, _, _ = integrated_gradients(scorer, x_cont=x_cont, x_cat=x_cat, baseline=(b_cont, b_cat), targets=targets,
+                                     steps=20, batch_size=60, max_tokens_per_pass=8 * 20)  # 1 sample per pass
+    np.testing.assert_allclose(one, attr, rtol=1e-5, atol=1e-7)
     ig = IntegratedGradients(scorer)
     for i in range(7):
         e = scorer.encoder.embed_categorical(x_cat[i : i + 1]).detach()
