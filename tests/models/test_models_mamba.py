@@ -189,3 +189,27 @@ def test_cpu_allocator_tuning_applies_once_and_can_be_disabled(monkeypatch):
     if platform.libc_ver()[0] == "glibc":
         assert applied is True
     assert cpu_alloc.tune_cpu_allocator() is applied  # once per process, then remembered
+
+
+def test_ft_mamba_batch_slices_on_cpu_equal_the_whole_batch(monkeypatch):
+    # Wide CPU batches run through the blocks in slices of rows; outputs and every gradient
+    # must be those of the whole batch at once.
+    from amfmedit.models import FTMambaEncoder
+
+    torch.manual_seed(0)
+    enc = FTMambaEncoder(n_cont_features=6, cat_cardinalities=[3], d_block=8, n_blocks=2)
+    x_cont, x_cat = torch.randn(5, 6), torch.randint(0, 3, (5, 1))
+    w = torch.randn(5, 8)
+
+    def run(tokens_per_slice):
+        monkeypatch.setattr(FTMambaEncoder, "CPU_TOKENS_PER_SLICE", tokens_per_slice)
+        enc.zero_grad()
+        out = enc(x_cont, x_cat)
+        (out * w).sum().backward()
+        return out.detach(), [p.grad.clone() for p in enc.parameters()]
+
+    whole, g_whole = run(10**9)
+    sliced, g_sliced = run(2 * 8)  # 8 tokens per row -> slices of 2 rows: 2 + 2 + 1
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_sliced, g_whole):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
