@@ -117,6 +117,7 @@ def test_native_scan_falls_back_without_a_compiler(monkeypatch):
     # A fresh machine without cc: the CPU default is the pure-PyTorch sequential scan, and
     # forcing "native" says why it cannot run.
     monkeypatch.delenv("AMFMEDIT_SCAN", raising=False)
+    monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
     monkeypatch.setattr(native_scan, "_compiler", lambda: None)
     native_scan._reset_for_tests()
     try:
@@ -134,6 +135,7 @@ def test_native_scan_is_rebuilt_into_a_fresh_cache(monkeypatch, tmp_path):
     if native_scan._compiler() is None:
         pytest.skip("no C compiler")
     monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
     native_scan._reset_for_tests()
     try:
         assert native_scan.available(), native_scan.status()
