@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from amfmedit.models.scan import SCAN_IMPLS, default_scan_impl, selective_scan_time_major
+from amfmedit.models.scan import SCAN_IMPLS, causal_conv_silu_native, default_scan_impl, selective_scan_time_major
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,14 @@ def kernel_status() -> tuple[str, str]:
         conv = "causal_conv1d fused" if k["causal_conv1d_fn"] is not None else k.get("conv_reason", "")
         return "fused", f"mamba_ssm {k.get('version')} kernels on CUDA tensors ({conv})"
     impl = default_scan_impl("cuda" if cuda else "cpu")
+    native = ""
+    if not cuda:
+        from amfmedit.models import native_scan
+
+        native = f"; native CPU scan: {native_scan.status()}"
     if k["selective_scan_fn"] is None:
-        return f"pytorch-{impl}", k["reason"]
-    return f"pytorch-{impl}", f"mamba_ssm {k.get('version')} is importable but CUDA is not available"
+        return f"pytorch-{impl}", k["reason"] + native
+    return f"pytorch-{impl}", f"mamba_ssm {k.get('version')} is importable but CUDA is not available" + native
 
 
 def _log_path_once(path: str, detail: str) -> None:
@@ -102,8 +107,8 @@ class MambaBlock(nn.Module):
     optimizer can exclude them from weight decay.
 
     ``impl`` (attribute, not part of the checkpoint): ``None`` = fused kernels on CUDA when
-    available, else the pure scan's default for the device; ``"fused"``, ``"sequential"`` or
-    ``"chunked"`` force a path (used by benchmarks to time the variants).
+    available, else the pure scan's default for the device (on a CPU the compiled ``"native"``
+    scan when a C compiler is there); ``"fused"``, ``"sequential"``, ``"chunked"`` or ``"native"`` force a path (used by benchmarks to time the variants).
     """
 
     kind = "mamba_block"
@@ -190,7 +195,7 @@ class MambaBlock(nn.Module):
     def _choose_path(self, hidden: Tensor) -> str:
         impl = self.impl
         if impl is not None and impl not in ("fused", *SCAN_IMPLS):
-            raise ValueError(f"impl must be None, 'fused', 'sequential' or 'chunked', however: {impl=}")
+            raise ValueError(f"impl must be None, 'fused', 'sequential', 'chunked' or 'native', however: {impl=}")
         fused_ok = hidden.is_cuda and self.use_kernels and kernels_available()
         if impl == "fused":
             if not fused_ok:
@@ -265,7 +270,10 @@ class MambaBlock(nn.Module):
         """The same computation with our scan, time-major throughout: (L, B, d) -> (L, B, d)."""
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (L, B, d_inner) each
-        x = F.silu(self._causal_conv(x))
+        if impl == "native" and x.dtype == torch.float32 and x.device.type == "cpu":
+            x = causal_conv_silu_native(x, self.conv1d.weight[:, 0, :], self.conv1d.bias)
+        else:
+            x = F.silu(self._causal_conv(x))
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan (fp32)
         y = selective_scan_time_major(
@@ -277,7 +285,7 @@ class MambaBlock(nn.Module):
 def set_scan_impl(module: nn.Module, impl: str | None) -> int:
     """Force the path of every :class:`MambaBlock` inside ``module``; returns how many."""
     if impl is not None and impl not in ("fused", *SCAN_IMPLS):
-        raise ValueError(f"impl must be None, 'fused', 'sequential' or 'chunked', however: {impl=}")
+        raise ValueError(f"impl must be None, 'fused', 'sequential', 'chunked' or 'native', however: {impl=}")
     n = 0
     for m in module.modules():
         if isinstance(m, MambaBlock):

@@ -22,7 +22,7 @@ The (L, Bt, N, D) tensors are never materialised for the whole sequence.
 
 Two implementations (``impl``), the same mathematics:
 
-- ``"sequential"`` (default on CPU): one time step at a time, a handful of ops on the
+- ``"sequential"`` (the CPU reference): one time step at a time, a handful of ops on the
   (Bt, N, D) state, which stays in cache, with the decays computed on the fly (exp2 of
   dt*A*log2(e), cheaper than exp on CPUs). On a CPU each op costs far more than Python's
   dispatch, and memory traffic, not the op count, is the limit. The batch is split over
@@ -34,7 +34,13 @@ Two implementations (``impl``), the same mathematics:
   non-positive numbers only, so it cannot overflow for any dt. ~2 sqrt(T) launches instead
   of T: on a GPU a per-token loop of small kernels is bound by launch latency.
 
-``AMFMEDIT_SCAN`` (``auto`` | ``sequential`` | ``chunked``) overrides the choice.
+- ``"native"`` (default on CPU when a C compiler is there): the sequential scan with each
+  batch row's loop over time compiled (:mod:`amfmedit.models.native_scan`), the whole
+  per-step update of the (N, D) state in one pass while it sits in L1. Same checkpoints,
+  recomputation and gradients; without a compiler the default falls back to ``"sequential"``,
+  which stays the reference the others are tested against.
+
+``AMFMEDIT_SCAN`` (``auto`` | ``sequential`` | ``chunked`` | ``native``) overrides the choice.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SCAN_IMPLS = ("sequential", "chunked")
+SCAN_IMPLS = ("sequential", "chunked", "native")
 
 # Segment lengths. "sequential" keeps a checkpoint of the (Bt, N, D) state every `seg` steps
 # and its backward holds 2 * seg states: ~16 keeps them in a CPU's last-level cache. "chunked"
@@ -64,12 +70,16 @@ def default_scan_impl(device: torch.device | str) -> str:
     if env in SCAN_IMPLS:
         return env
     if env not in ("", "auto"):
-        raise ValueError(f"AMFMEDIT_SCAN must be auto, sequential or chunked, however: {env=}")
-    return "chunked" if torch.device(device).type == "cuda" else "sequential"
+        raise ValueError(f"AMFMEDIT_SCAN must be auto, sequential, chunked or native, however: {env=}")
+    if torch.device(device).type == "cuda":
+        return "chunked"
+    from amfmedit.models import native_scan
+
+    return "native" if native_scan.available() else "sequential"
 
 
 def _segment_length(impl: str, n_state: int, device: torch.device, length: int) -> int:
-    if impl == "sequential":
+    if impl in ("sequential", "native"):
         return max(1, min(length, _SEQUENTIAL_SEGMENT))
     budget = _CHUNKED_SEGMENT_ELEMENTS["cuda" if device.type == "cuda" else "cpu"]
     return max(1, min(length, budget // max(n_state, 1)))
@@ -406,6 +416,152 @@ class _ChunkedScan(torch.autograd.Function):
         return du, ddt, dAt.t(), dB, dC, None
 
 
+def _native_parts(L: int, Bt: int, n_state_per_row: int) -> list[tuple[int, int]]:
+    """Batch slices for the native scan's threads: one per core when there is enough work."""
+    n = max(1, min(torch.get_num_threads(), Bt, (L * Bt * n_state_per_row) // _MIN_NATIVE_WORK_PER_THREAD))
+    bounds = [round(i * Bt / n) for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_MIN_NATIVE_WORK_PER_THREAD = 1 << 18  # state-element updates (~0.1 ms) worth a thread hand-off
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class _NativeScan(torch.autograd.Function):
+    """The scan of :class:`_SequentialScan` with each batch row's loop over time compiled
+    (:mod:`amfmedit.models.native_scan`): the same checkpoints, recomputation and gradients.
+
+    With ``z`` the block's epilogue ``(y + Dp u) silu(z)`` is fused into the same loop
+    (forward and backward), saving several full passes over (L, Bt, D) tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, Dp, z, seg):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        u, dt, Bm, Cm, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
+        L, Bt, D = u.shape
+        N = A.shape[1]
+        y = torch.empty_like(u)
+        need_grad = any(ctx.needs_input_grad[:7])
+        ckpts = u.new_empty(Bt, (L + seg - 1) // seg, N, D) if need_grad else None
+        gated = z is not None
+        zs = D
+        if gated:
+            if z.stride(2) != 1 or z.stride(0) != Bt * z.stride(1):
+                z = z.contiguous()
+            zs = z.stride(1)  # a chunk of in_proj's output is read in place
+            Dp = (Dp if Dp is not None else u.new_zeros(D)).contiguous()
+        yv = torch.empty_like(u) if gated and need_grad else None
+        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
+        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), opt(Dp if gated else None),
+                opt(z), opt(yv))
+        _run_native(lambda b0, b1: lib.amf_scan_fwd(L, Bt, D, N, b0, b1, seg, zs, *args), _native_parts(L, Bt, N * D))
+        if need_grad:
+            ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts, Dp if gated else None, z, yv)
+        ctx.seg, ctx.gated, ctx.zs = seg, gated, zs
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        u, dt, A, Bm, Cm, ckpts, Dp, z, yv = ctx.saved_tensors
+        _, _, _, _, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
+        L, Bt, D = u.shape
+        N = A.shape[1]
+        dy = dy.contiguous()
+        du, ddt = torch.empty_like(u), torch.empty_like(u)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        parts = _native_parts(L, Bt, N * D)
+        Ws = torch.zeros(len(parts), N, D)
+        gated = ctx.gated
+        dz = torch.empty_like(u) if gated else None
+        WDs = torch.zeros(len(parts), D) if gated else None
+        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
+        args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
+                _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
+        tail = (opt(Dp), opt(z), opt(yv), opt(dz))
+        need_dA = ctx.needs_input_grad[2]  # frozen weights (IG): no dA accumulation at all
+        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, ctx.zs, *args,
+                                                       _ptr(Ws[i]) if need_dA else None, *tail,
+                                                       opt(WDs[i] if gated else None)),
+                    parts, with_index=True)
+        dD = WDs.sum(0) if gated and ctx.needs_input_grad[5] else None
+        return du, ddt, Ws.sum(0).t() if need_dA else None, dB, dC, dD, dz, None
+
+
+class _NativeConvSilu(torch.autograd.Function):
+    """silu(depthwise causal conv1d(x)) time-major, compiled: x (L, Bt, C) with unit channel
+    stride (a chunk of in_proj's output is fine), weight (C, K), bias (C,) or None."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        L, Bt, C = x.shape
+        if x.stride(2) != 1 or x.stride(0) != Bt * x.stride(1):
+            x = x.contiguous()
+        K = weight.shape[1]
+        wT = weight.t().contiguous()
+        bias_c = bias.contiguous() if bias is not None else None
+        u = x.new_empty(L, Bt, C)
+        xs = x.stride(1)
+        args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(u))
+        _run_native(lambda b0, b1: lib.amf_conv_fwd(L, Bt, C, K, b0, b1, xs, *args), _native_parts(L, Bt, C * 8))
+        ctx.save_for_backward(x, wT, bias_c)
+        return u
+
+    @staticmethod
+    def backward(ctx, du):
+        from amfmedit.models import native_scan
+
+        lib = native_scan.load()
+        x, wT, bias_c = ctx.saved_tensors
+        L, Bt, C = x.shape
+        K = wT.shape[0]
+        du = du.contiguous()
+        dx = x.new_empty(L, Bt, C)
+        parts = _native_parts(L, Bt, C * 8)
+        dws, dbs = x.new_zeros(len(parts), K, C), x.new_zeros(len(parts), C)
+        args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(du), _ptr(dx))
+        _run_native(lambda i, b0, b1: lib.amf_conv_bwd(L, Bt, C, K, b0, b1, x.stride(1), *args, _ptr(dws[i]),
+                                                       _ptr(dbs[i])), parts, with_index=True)
+        return dx, dws.sum(0).t(), dbs.sum(0) if bias_c is not None else None
+
+
+def causal_conv_silu_native(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """silu(causal depthwise conv) in the time-major layout with the compiled CPU loop.
+
+    x (L, Bt, C) float32 on the CPU; weight (C, K) (``conv1d.weight[:, 0]``); bias (C,) or None.
+    """
+    return _NativeConvSilu.apply(x, weight, bias)
+
+
+def _run_native(fn, parts: list[tuple[int, int]], with_index: bool = False) -> None:
+    """fn over the batch slices; the compiled calls release the GIL, so threads run in parallel."""
+    call = fn if with_index else (lambda i, b0, b1: fn(b0, b1))
+    if len(parts) == 1:
+        call(0, *parts[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOL_LOCK:
+        pool = _POOL.get(-len(parts))
+        if pool is None:
+            pool = _POOL[-len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="amfmedit-native-scan")
+    futures = [pool.submit(call, i, b0, b1) for i, (b0, b1) in enumerate(parts[1:], start=1)]
+    call(0, *parts[0])  # this thread takes the first slice
+    for f in futures:
+        f.result()
+
+
 # torch.compile would unroll the time loops (hundreds of steps) or trip over the thread pool;
 # the scan is already a hand-scheduled kernel sequence, so compiled models run it eagerly.
 @torch.compiler.disable
@@ -444,9 +600,22 @@ def selective_scan_time_major(
             dt = dt + delta_bias.float()
         if delta_softplus:
             dt = F.softplus(dt)
-        fn = _SequentialScan if impl == "sequential" else _ChunkedScan
+        if impl == "native" and u.device.type != "cpu":
+            raise ValueError(f"impl='native' is the compiled CPU scan, however the tensors are on {u.device}")
+        if impl == "native":
+            from amfmedit.models import native_scan
+
+            if not native_scan.available():
+                raise RuntimeError(f"impl='native' is not available: {native_scan.status()}")
         seg = _segment_length(impl, u.shape[1] * A.shape[0] * A.shape[1], u.device, u.shape[0])
-        y = fn.apply(uf, dt, A.float(), B.float(), C.float(), seg)
+        if impl == "native" and z is not None:  # the epilogue runs inside the compiled loop
+            return _NativeScan.apply(uf, dt, A.float(), B.float(), C.float(), None if D is None else D.float(),
+                                     z.float(), seg).to(dtype_in)
+        if impl == "native":
+            y = _NativeScan.apply(uf, dt, A.float(), B.float(), C.float(), None, None, seg)
+        else:
+            fn = _SequentialScan if impl == "sequential" else _ChunkedScan
+            y = fn.apply(uf, dt, A.float(), B.float(), C.float(), seg)
         if D is not None:
             y = torch.addcmul(y, uf, D.float())
         if z is not None:

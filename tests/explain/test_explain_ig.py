@@ -141,3 +141,63 @@ def test_ig_on_the_tabular_branch_of_a_multimodal_model(trained_run):
     assert rep.table["importance_pct"].sum() == pytest.approx(100.0)
     # the fusion is linear in z_tab and the MLP piecewise linear: the integral is near exact
     assert rep.summary["completeness"]["relative"] < 0.05
+
+
+@pytest.mark.parametrize("kind", ["ft_mamba", "ft_transformer"])
+def test_ig_equals_plain_captum_one_sample_at_a_time(kind):
+    # The reference: captum's IntegratedGradients called the straightforward way, one sample
+    # per call, weights requiring grad, captum's own convergence delta. Ours batches samples,
+    # freezes the weights and computes the delta from a shared baseline forward; the numbers
+    # must not change (float32 round-off only).
+    from captum.attr import IntegratedGradients
+
+    from amfmedit.explain.ig import integrated_gradients, tabular_baseline
+
+    scorer = _scorer(kind)
+    gen = torch.Generator().manual_seed(5)
+    x_cont = torch.randn(7, 5, generator=gen)
+    x_cat = torch.stack([torch.randint(0, 3, (7,), generator=gen), torch.randint(0, 4, (7,), generator=gen)], 1)
+    b_cont, b_cat = tabular_baseline(scorer.encoder, x_cont, x_cat)
+    targets = torch.tensor([1, 0, 1, 1, 0, 1, 0])
+    attr, delta, change = integrated_gradients(scorer, x_cont=x_cont, x_cat=x_cat, baseline=(b_cont, b_cat),
+                                               targets=targets, steps=20, batch_size=60)  # 3 samples per call
+    assert all(p.requires_grad for p in scorer.parameters())
+    one, _, _ = integrated_gradients(scorer, x_cont=x_cont, x_cat=x_cat, baseline=(b_cont, b_cat), targets=targets,
+                                     steps=20, batch_size=60, max_tokens_per_pass=8 * 20)  # 1 sample per pass
+    np.testing.assert_allclose(one, attr, rtol=1e-5, atol=1e-7)
+    ig = IntegratedGradients(scorer)
+    for i in range(7):
+        e = scorer.encoder.embed_categorical(x_cat[i : i + 1]).detach()
+        (a_c, a_e), d = ig.attribute((x_cont[i : i + 1], e), baselines=(b_cont[None], b_cat[None]),
+                                     target=int(targets[i]), n_steps=20, return_convergence_delta=True)
+        ref = torch.cat([a_c, a_e.sum(-1)], 1)[0].double().numpy()
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(attr[i], ref, rtol=1e-4, atol=1e-5 * scale)
+        assert delta[i] == pytest.approx(float(d[0]), abs=1e-5 * scale + 1e-7)
+    assert np.abs(attr).max() > 1e-4  # not a trivially equal pair of zeros
+
+
+def test_steps_for_completeness_picks_the_fewest_steps_within_the_tolerance():
+    from amfmedit.explain.ig import STEP_LADDER, integrated_gradients, steps_for_completeness, tabular_baseline
+    from amfmedit.errors import UserError
+
+    scorer = _scorer("ft_mamba")
+    gen = torch.Generator().manual_seed(2)
+    x_cont = 3 * torch.randn(6, 5, generator=gen)
+    x_cat = torch.stack([torch.randint(0, 3, (6,), generator=gen), torch.randint(0, 4, (6,), generator=gen)], 1)
+    base = tabular_baseline(scorer.encoder, torch.randn(30, 5, generator=gen), x_cat.repeat(5, 1))
+    targets = torch.ones(6, dtype=torch.long)
+
+    def rel(steps):
+        _, d, c = integrated_gradients(scorer, x_cont=x_cont, x_cat=x_cat, baseline=base, targets=targets, steps=steps)
+        return np.abs(d).mean() / np.abs(c).mean()
+
+    tol = rel(STEP_LADDER[2]) * 1.01  # what 12 steps achieve
+    steps, err = steps_for_completeness(scorer, x_cont=x_cont, x_cat=x_cat, baseline=base, targets=targets,
+                                        tolerance=tol)
+    assert steps <= STEP_LADDER[2] and err <= tol
+    assert err == pytest.approx(rel(steps), rel=1e-9)
+    for smaller in STEP_LADDER[: STEP_LADDER.index(steps)]:
+        assert rel(smaller) > tol  # no cheaper count on the ladder meets it
+    with pytest.raises(UserError, match="--completeness"):
+        steps_for_completeness(scorer, x_cont=x_cont, x_cat=x_cat, baseline=base, targets=targets, tolerance=0)

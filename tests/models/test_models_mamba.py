@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amfmedit.models import mamba
+from amfmedit.models import mamba, native_scan
 from amfmedit.models.mamba import MambaBlock, kernel_status, set_scan_impl
 
 
@@ -81,12 +81,13 @@ def test_block_runs_both_pure_paths_identically_and_logs_once(caplog, monkeypatc
     monkeypatch.setattr(mamba, "_LOGGED_PATHS", set())
     torch.manual_seed(0)
     block = MambaBlock(d_model=16, d_state=4)
+    block.impl = "sequential"
     x = torch.randn(2, 11, 16)
     with caplog.at_level(logging.INFO, logger="amfmedit.models.mamba"):
         y_seq = block(x)
         block(x)
     assert [r.getMessage() for r in caplog.records].count(
-        "Mamba selective scan: pytorch-sequential (cpu; " + mamba._load_kernels().get("reason", "CPU tensors") + ")"
+        "Mamba selective scan: pytorch-sequential (cpu; impl='sequential')"
     ) == 1
     assert set_scan_impl(block, "chunked") == 1
     torch.testing.assert_close(block(x), y_seq, rtol=1e-5, atol=1e-6)
@@ -124,14 +125,14 @@ def test_a_broken_mamba_ssm_install_falls_back_instead_of_crashing(monkeypatch, 
 def test_kernels_can_be_disabled_by_environment(monkeypatch):
     monkeypatch.setattr(mamba, "_KERNELS", None)
     monkeypatch.setenv("AMFMEDIT_MAMBA_KERNELS", "0")
-    assert kernel_status()[1] == "disabled by AMFMEDIT_MAMBA_KERNELS=0"
+    assert kernel_status()[1].startswith("disabled by AMFMEDIT_MAMBA_KERNELS=0")
 
 
 def test_info_reports_the_mamba_path():
     from amfmedit.env import mamba_path
 
     path, reason = mamba_path()
-    assert path in ("fused", "pytorch-sequential", "pytorch-chunked") and reason
+    assert path in ("fused", "pytorch-sequential", "pytorch-chunked", "pytorch-native") and reason
 
 
 def mamba_reference_forward(block, hidden):
@@ -154,7 +155,8 @@ def mamba_reference_forward(block, hidden):
     return y.transpose(1, 2) @ block.out_proj.weight.T
 
 
-@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+@pytest.mark.parametrize("impl", ["sequential", "chunked", pytest.param("native", marks=pytest.mark.skipif(
+    not native_scan.available(), reason="native scan unavailable (no C compiler)"))])
 def test_block_pure_path_equals_the_mamba_reference_computation(impl):
     torch.manual_seed(0)
     block = MambaBlock(d_model=16, d_state=8, d_conv=4)
@@ -171,3 +173,43 @@ def test_block_pure_path_equals_the_mamba_reference_computation(impl):
         torch.testing.assert_close(g, rg, rtol=1e-4, atol=1e-5 * (rg.abs().max().item() + 1e-9), msg=name)
     # time_major=True is the same computation on (L, B, d)
     torch.testing.assert_close(block(x.detach().transpose(0, 1), time_major=True).transpose(0, 1), y.detach())
+
+
+def test_cpu_allocator_tuning_applies_once_and_can_be_disabled(monkeypatch):
+    import platform
+
+    from amfmedit.models import cpu_alloc
+
+    monkeypatch.setattr(cpu_alloc, "_DONE", None)
+    monkeypatch.setenv("AMFMEDIT_MALLOPT", "0")
+    assert cpu_alloc.tune_cpu_allocator() is False
+    monkeypatch.setattr(cpu_alloc, "_DONE", None)
+    monkeypatch.delenv("AMFMEDIT_MALLOPT")
+    applied = cpu_alloc.tune_cpu_allocator()
+    if platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    assert cpu_alloc.tune_cpu_allocator() is applied  # once per process, then remembered
+
+
+def test_ft_mamba_batch_slices_on_cpu_equal_the_whole_batch(monkeypatch):
+    # Wide CPU batches run through the blocks in slices of rows; outputs and every gradient
+    # must be those of the whole batch at once.
+    from amfmedit.models import FTMambaEncoder
+
+    torch.manual_seed(0)
+    enc = FTMambaEncoder(n_cont_features=6, cat_cardinalities=[3], d_block=8, n_blocks=2)
+    x_cont, x_cat = torch.randn(5, 6), torch.randint(0, 3, (5, 1))
+    w = torch.randn(5, 8)
+
+    def run(tokens_per_slice):
+        monkeypatch.setattr(FTMambaEncoder, "CPU_TOKENS_PER_SLICE", tokens_per_slice)
+        enc.zero_grad()
+        out = enc(x_cont, x_cat)
+        (out * w).sum().backward()
+        return out.detach(), [p.grad.clone() for p in enc.parameters()]
+
+    whole, g_whole = run(10**9)
+    sliced, g_sliced = run(2 * 8)  # 8 tokens per row -> slices of 2 rows: 2 + 2 + 1
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_sliced, g_whole):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

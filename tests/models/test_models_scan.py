@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amfmedit.models import scan
+from amfmedit.models import native_scan, scan
 from amfmedit.models.scan import selective_scan
 
 
@@ -31,8 +31,14 @@ def make_inputs(L, dt_bias, seed=0, batch=2, d=3, n=4):
 
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 
+# The compiled CPU scan needs a C compiler; where there is none it is skipped here and the
+# fallback (test_native_scan_falls_back_without_a_compiler) is what users get.
+native = pytest.param("native", marks=pytest.mark.skipif(not native_scan.available(),
+                                                         reason=f"native scan: {native_scan.status()}"))
+IMPLS = ["sequential", "chunked", native]
 
-@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("L", [1, 13, 424])
 @pytest.mark.parametrize("dt_bias", [-6.0, 3.0], ids=["tiny-dt", "large-dt"])
 def test_scan_matches_oracle_values_and_every_gradient(impl, L, dt_bias, monkeypatch):
@@ -55,7 +61,7 @@ def test_scan_matches_oracle_values_and_every_gradient(impl, L, dt_bias, monkeyp
         torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=2e-5 * scale, msg=f"grad of {name}")
 
 
-@pytest.mark.parametrize("impl", ["sequential", "chunked"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_scan_stays_finite_on_long_sequences_with_large_dt(impl):
     # dt ~ softplus(8) ~ 8 with A down to -16: exp(dt*A) underflows to 0 at every step; a
     # formulation that divides by cumulative decays or takes exp of positive sums would overflow.
@@ -76,9 +82,71 @@ def test_impls_agree_at_the_ft_mamba_shape_slice():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not native_scan.available(), reason="no C compiler")
+@pytest.mark.parametrize("gated", [True, False], ids=["fused-epilogue", "bare-scan"])
+def test_native_scan_equals_the_sequential_oracle_at_the_ft_mamba_shape_across_threads(monkeypatch, gated):
+    # FT-Mamba's shapes (d_inner 128, d_state 16, 424 tokens), the batch split over threads,
+    # and A requiring no gradient (IG freezes the weights): values and every input gradient
+    # equal the pure-PyTorch sequential scan to float32 round-off.
+    g = torch.Generator().manual_seed(3)
+    L, Bt, D, N = 424, 3, 128, 16
+    u, z = torch.randn(L, Bt, D, generator=g), torch.randn(L, Bt, D, generator=g)
+    delta = torch.randn(L, Bt, D, generator=g) - 2.0
+    Bm, Cm = torch.randn(L, Bt, N, generator=g), torch.randn(L, Bt, N, generator=g)
+    A = -torch.arange(1, N + 1.0).repeat(D, 1) * torch.rand(D, 1, generator=g).add(0.5)
+    Dp, bias = torch.randn(D, generator=g), torch.randn(D, generator=g) * 0.1
+    w = torch.randn(L, Bt, D, generator=g)
+    monkeypatch.setattr(scan, "_MIN_NATIVE_WORK_PER_THREAD", 1)
+    results = {}
+    for impl in ("sequential", "native"):
+        ins = [t.clone().requires_grad_() for t in (u, delta, Bm, Cm, z)]
+        if gated:  # z a strided chunk, as the block passes it
+            zz = torch.cat([torch.zeros_like(ins[4]), ins[4]], dim=-1)[..., D:]
+            out = scan.selective_scan_time_major(ins[0], ins[1], A, ins[2], ins[3], Dp, zz, bias,
+                                                 delta_softplus=True, impl=impl)
+        else:
+            out = scan.selective_scan_time_major(ins[0], ins[1], A, ins[2], ins[3], None, None, bias,
+                                                 delta_softplus=True, impl=impl)
+        used = ins if gated else ins[:4]
+        results[impl] = [out, *torch.autograd.grad((out * w).sum(), used)]
+    for name, a, b in zip(["out", "u", "delta", "B", "C", "z"], results["sequential"], results["native"]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * a.abs().max().item(), msg=name)
+
+
+def test_native_scan_falls_back_without_a_compiler(monkeypatch):
+    # A fresh machine without cc: the CPU default is the pure-PyTorch sequential scan, and
+    # forcing "native" says why it cannot run.
+    monkeypatch.delenv("AMFMEDIT_SCAN", raising=False)
+    monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
+    monkeypatch.setattr(native_scan, "_compiler", lambda: None)
+    native_scan._reset_for_tests()
+    try:
+        assert scan.default_scan_impl("cpu") == "sequential"
+        assert "no C compiler" in native_scan.status()
+        ins = [t.float() for t in make_inputs(5, 0.0)]
+        with pytest.raises(RuntimeError, match="no C compiler"):
+            selective_scan(*ins[:6], impl="native")
+    finally:
+        native_scan._reset_for_tests()
+
+
+def test_native_scan_is_rebuilt_into_a_fresh_cache(monkeypatch, tmp_path):
+    # CI machines start with an empty cache: the library is compiled there and loads.
+    if native_scan._compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
+    native_scan._reset_for_tests()
+    try:
+        assert native_scan.available(), native_scan.status()
+        assert list((tmp_path / "kernels").glob("amfmedit_scan_*.so"))
+    finally:
+        native_scan._reset_for_tests()
+
+
 def test_scan_impl_choice_and_errors(monkeypatch):
     monkeypatch.delenv("AMFMEDIT_SCAN", raising=False)
-    assert scan.default_scan_impl("cpu") == "sequential"
+    assert scan.default_scan_impl("cpu") == ("native" if native_scan.available() else "sequential")
     assert scan.default_scan_impl("cuda") == "chunked"
     monkeypatch.setenv("AMFMEDIT_SCAN", "chunked")
     assert scan.default_scan_impl("cpu") == "chunked"
