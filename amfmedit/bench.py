@@ -38,6 +38,10 @@ from typing import Callable
 
 import torch
 
+from amfmedit.env import environment
+from amfmedit.models import AMFFusion, CrossAttentionFusion, FTMambaEncoder, FTTransformerEncoder, set_scan_impl
+from amfmedit.models.mamba import MambaBlock
+
 OL3I_FEATURES = 423
 IMAGE_SIZES = {"OL3I": 512, "DVM": 128}
 PAPER_TABLE3 = {  # params M, then per dataset (GMac, latency ms on an RTX 4090)
@@ -92,7 +96,10 @@ def median_ms(fn: Callable[[], object], device: torch.device, *, repeats: int, w
 
 def count_macs(fn: Callable[[], object]) -> tuple[float, float]:
     """(all MACs, Linear-layer MACs) of ``fn()`` in G: FlopCounterMode FLOPs / 2."""
+    # lazy import: keeps start-up free of torch ~3 s until this runs
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # lazy import: keeps start-up free of torch ~3 s until this runs
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
@@ -120,7 +127,6 @@ def fusion_table(
 
     ``cross_attention_kw``: extra constructor arguments (e.g. a smaller d_model for smoke runs).
     """
-    from amfmedit.models import AMFFusion, CrossAttentionFusion
 
     device = torch.device(device)
     image_sizes = image_sizes or IMAGE_SIZES
@@ -165,7 +171,6 @@ def fusion_table(
 
 
 def build_tabular(model: str, n_features: int, d_state: int = 16, seed: int = 0):
-    from amfmedit.models import FTMambaEncoder, FTTransformerEncoder
 
     torch.manual_seed(seed)
     if model == "ft_transformer":
@@ -203,7 +208,6 @@ def _reset_peak_rss() -> bool:
 
 def _cpu_peak_worker(model: str, batch: int, n_features: int, d_state: int, impl: str | None, threads: int) -> None:
     """Subprocess body: one training step's peak RSS growth, printed as JSON on stdout."""
-    from amfmedit.models import set_scan_impl
 
     torch.set_num_threads(threads)
     m = build_tabular(model, n_features, d_state).train()
@@ -250,7 +254,6 @@ def tabular_table(
     ``scan_impls``: FT-Mamba variants to time; None -> [None] (the default path on this
     device). Steps of all models are interleaved, ``repeats`` rounds after ``warmup`` rounds.
     """
-    from amfmedit.models import set_scan_impl
 
     device = torch.device(device)
     scan_impls = scan_impls or [None]
@@ -279,7 +282,6 @@ def tabular_table(
     for row, (name, impl, m) in zip(rows, models):
         row.time_ms = statistics.median(row.times_ms)
         if row.scan_impl is None and name == "ft_mamba":
-            from amfmedit.models.mamba import MambaBlock
 
             block = next(b for b in m.modules() if isinstance(b, MambaBlock))
             row.scan_impl = block._choose_path(x_cont)
@@ -326,7 +328,6 @@ def run_bench(
 
     ``small``: tiny shapes (a smoke run that proves the machinery works, not a measurement).
     """
-    from amfmedit.env import environment
 
     device = torch.device(device)
     result: dict = {"environment": environment(), "device": str(device), "small": small,

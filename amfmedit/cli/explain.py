@@ -41,6 +41,7 @@ def explain(
     method: Annotated[str, typer.Option("--method", help=f"{METHODS[0]} (Integrated Gradients on the tabular model) or {METHODS[1]} (Grad-CAM on the image encoder).")] = METHODS[0],
     stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of the model to explain \\[default ig: supervised-tabular-seed*, else a fine-tuned model's tabular branch; gradcam: a fine-tuned concatenation model with frozen encoders, else another fine-tuned model].")] = None,
     steps: field_option(IGConfig, "steps", int, "--steps", help="IG: interpolation steps.") = None,
+    completeness: field_option(IGConfig, "completeness", float, "--completeness", help="IG: choose the fewest steps whose relative completeness error (how far the attributions' sum is from f(x) - f(baseline)) is within this, e.g. 0.01; overrides --steps.", shown="off") = None,
     max_samples: field_option(IGConfig, "max_samples", int, "--max-samples", help="IG: at most this many samples (random, --seed).", shown="all") = None,
     target: Annotated[Optional[str], typer.Option("--target", help="Class to explain (name or index) \\[default: the positive class; multiclass IG: each sample's label].")] = None,
     output: field_option(IGConfig, "output", str, "--output", help="IG: attribute the target's probability (prob) or its logit.") = None,
@@ -55,7 +56,7 @@ def explain(
     """Explain a trained model of the run: IG feature importance or Grad-CAM overlays, written to <run>/explain/."""
     check_method(method)
     if method == METHODS[0]:
-        cfg = given(IGConfig(), steps=steps, max_samples=max_samples, split=split, target=target, output=output,
+        cfg = given(IGConfig(), steps=steps, completeness=completeness, max_samples=max_samples, split=split, target=target, output=output,
                     batch_size=batch_size, seed=seed, top_k=top_k)
         with _sample_bar(not quiet) as bar:
             rep = explain_ig(cfg, opts, stage=stage, progress=bar)

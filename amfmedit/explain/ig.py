@@ -17,6 +17,7 @@ with parameters frozen, so the backward pass computes input gradients only.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -25,8 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from amfmedit.errors import UserError
+from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.targets import OUTPUTS
+from amfmedit.models.cpu_alloc import tune_cpu_allocator
 
 IMPORTANCE_FILE = "importance.csv"
 TOP_FILE = "top10.md"
@@ -92,7 +94,6 @@ CPU_TOKENS_PER_PASS = 1 << 15
 def _frozen(module: torch.nn.Module):
     """Parameters set to requires_grad=False for the duration (restored after), so backward
     passes compute input gradients only: no weight-gradient matrix products, no dA in the scan."""
-    import contextlib
 
     @contextlib.contextmanager
     def cm():
@@ -153,7 +154,7 @@ def integrated_gradients(
     samples (captum's ``return_convergence_delta`` would run both per call), and on a CPU
     glibc keeps large activations for reuse (:mod:`amfmedit.models.cpu_alloc`).
     """
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients  # lazy import: keeps start-up free of captum several s until this runs
 
     if steps < 2:
         raise UserError(f"--steps {steps}: Integrated Gradients needs at least 2 steps")
@@ -166,8 +167,6 @@ def integrated_gradients(
     per_call = max(1, batch_size // steps)
     internal = max(per_call, batch_size)
     if x_cont.device.type == "cpu":
-        from amfmedit.models.cpu_alloc import tune_cpu_allocator
-
         tune_cpu_allocator()
     ig = IntegratedGradients(scorer)
     b_cont, b_cat = baseline
@@ -263,8 +262,6 @@ def resolve_target(schema, target: str | int | None) -> int | None:
         idx = -1
     if 0 <= idx < schema.n_classes:
         return idx
-    from amfmedit.errors import close_matches
-
     hint = close_matches(str(target), names)
     shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
     raise UserError(f"--target {target}: not a class of dataset {schema.name} (classes: {shown})"
@@ -278,7 +275,7 @@ def importance_table(schema, attributions: Attributions, informative: list[str] 
     mean_attribution (signed: positive pushes toward the target class) and, for synthetic
     cohorts, informative (the generator's risk model uses the feature).
     """
-    import pandas as pd
+    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
 
     features = {f.name: f for f in schema.features}
     pct = attributions.importance_pct()
@@ -338,8 +335,13 @@ class IGConfig:
     batch_size: int = 256  # sample-steps per forward/backward pass
     seed: int = 0  # which samples when --max-samples caps them
     top_k: int = 10
+    # None: ``steps`` as given; a tolerance such as 0.01: the fewest Gauss-Legendre steps whose
+    # relative completeness error on a pilot of the samples is within it (steps_for_completeness)
+    completeness: float | None = None
 
     def validate(self) -> None:
+        if self.completeness is not None and not (0 < self.completeness < 1):
+            raise UserError(f"--completeness {self.completeness}: a relative error in (0, 1), e.g. 0.01 for 1%")
         if self.steps < 2:
             raise UserError(f"--steps {self.steps}: Integrated Gradients needs at least 2 steps")
         if self.max_samples is not None and self.max_samples < 1:

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from amfmedit.models import native_scan
 from amfmedit.models.scan import SCAN_IMPLS, causal_conv_silu_native, default_scan_impl, selective_scan_time_major
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,18 @@ def _load_kernels() -> dict[str, Any]:
         _KERNELS = found
         return found
     try:
+        # lazy import: keeps start-up free of mamba-ssm (optional, CUDA only) until this runs
         from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
 
         found["selective_scan_fn"], found["mamba_inner_fn"] = selective_scan_fn, mamba_inner_fn
-        import mamba_ssm
+        import mamba_ssm  # lazy import: keeps start-up free of mamba-ssm (optional, CUDA only) until this runs
 
         found["version"] = getattr(mamba_ssm, "__version__", "unknown")
     except Exception as exc:  # noqa: BLE001 - see docstring
         found["reason"] = f"mamba_ssm not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     else:
         try:
+            # lazy import: keeps start-up free of causal-conv1d (optional) until this runs
             from causal_conv1d import causal_conv1d_fn
 
             found["causal_conv1d_fn"] = causal_conv1d_fn
@@ -85,8 +88,6 @@ def kernel_status() -> tuple[str, str]:
     impl = default_scan_impl("cuda" if cuda else "cpu")
     native = ""
     if not cuda:
-        from amfmedit.models import native_scan
-
         native = f"; native CPU scan: {native_scan.status()}"
     if k["selective_scan_fn"] is None:
         return f"pytorch-{impl}", k["reason"] + native

@@ -48,11 +48,14 @@ from __future__ import annotations
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from amfmedit.models import native_scan
 
 SCAN_IMPLS = ("sequential", "chunked", "native")
 
@@ -73,7 +76,6 @@ def default_scan_impl(device: torch.device | str) -> str:
         raise ValueError(f"AMFMEDIT_SCAN must be auto, sequential, chunked or native, however: {env=}")
     if torch.device(device).type == "cuda":
         return "chunked"
-    from amfmedit.models import native_scan
 
     return "native" if native_scan.available() else "sequential"
 
@@ -280,7 +282,6 @@ def _run_parts(fn, parts: list[tuple[int, int]]) -> list:
     """fn(b0, b1) for each batch slice: in this thread if one, else in a thread pool."""
     if len(parts) == 1:
         return [fn(*parts[0])]
-    from concurrent.futures import ThreadPoolExecutor
 
     def work(b0, b1):
         with torch.no_grad():  # grad mode is per thread; the Function's body needs none
@@ -440,7 +441,6 @@ class _NativeScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, dt, A, Bm, Cm, Dp, z, seg):
-        from amfmedit.models import native_scan
 
         lib = native_scan.load()
         u, dt, Bm, Cm, At, A2 = _check_scan_inputs(u, dt, A, Bm, Cm)
@@ -468,7 +468,6 @@ class _NativeScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        from amfmedit.models import native_scan
 
         lib = native_scan.load()
         u, dt, A, Bm, Cm, ckpts, Dp, z, yv = ctx.saved_tensors
@@ -502,7 +501,6 @@ class _NativeConvSilu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        from amfmedit.models import native_scan
 
         lib = native_scan.load()
         L, Bt, C = x.shape
@@ -520,7 +518,6 @@ class _NativeConvSilu(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, du):
-        from amfmedit.models import native_scan
 
         lib = native_scan.load()
         x, wT, bias_c = ctx.saved_tensors
@@ -550,7 +547,6 @@ def _run_native(fn, parts: list[tuple[int, int]], with_index: bool = False) -> N
     if len(parts) == 1:
         call(0, *parts[0])
         return
-    from concurrent.futures import ThreadPoolExecutor
 
     with _POOL_LOCK:
         pool = _POOL.get(-len(parts))
@@ -603,7 +599,6 @@ def selective_scan_time_major(
         if impl == "native" and u.device.type != "cpu":
             raise ValueError(f"impl='native' is the compiled CPU scan, however the tensors are on {u.device}")
         if impl == "native":
-            from amfmedit.models import native_scan
 
             if not native_scan.available():
                 raise RuntimeError(f"impl='native' is not available: {native_scan.status()}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from amfmedit.explain.ig import (
     importance_table,
     integrated_gradients,
     resolve_target,
+    steps_for_completeness,
     tabular_baseline,
     top_markdown,
 )
@@ -250,12 +251,18 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     images = image_rows if modality is None else None
 
     t0 = time.perf_counter()
+    steps, pilot_error = cfg.steps, None
     with frozen_parameters(ex.model):
+        if cfg.completeness is not None:  # the fewest steps that meet the asked completeness error
+            steps, pilot_error = steps_for_completeness(
+                scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, tolerance=cfg.completeness,
+                batch_size=cfg.batch_size, images=images)
         values, delta, change = integrated_gradients(
-            scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, steps=cfg.steps,
+            scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, steps=steps,
             batch_size=cfg.batch_size, images=images, progress=progress)
     elapsed = time.perf_counter() - t0
-    attr = Attributions(schema.feature_names, rows, values, delta, change, cfg.steps, targets.cpu().numpy())
+    cfg = replace(cfg, steps=steps)
+    attr = Attributions(schema.feature_names, rows, values, delta, change, steps, targets.cpu().numpy())
 
     truth = synthetic_truth(ds)
     informative = list(truth.get("informative_features") or []) or None
@@ -272,6 +279,9 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         "baseline": "training-set mean: x_cont mean and mean categorical embedding over the train rows",
         "masked_features": ex.mask, "completeness": completeness, "top": top_names,
         "elapsed_s": round(elapsed, 3), "settings": asdict(cfg),
+        "steps_rule": ("given (--steps)" if pilot_error is None else
+                       f"fewest Gauss-Legendre steps within --completeness {cfg.completeness:g} on a pilot "
+                       f"(pilot error {pilot_error:.3g})"),
     }
     if informative:
         k = len(informative)

@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from amfmedit.models.cpu_alloc import tune_cpu_allocator
+
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("cosine", "constant")
 
@@ -61,7 +63,6 @@ def build_optimizer(
     if not groups:
         raise ValueError("the module has no trainable parameters")
     if groups[0]["params"][0].device.type == "cpu":
-        from amfmedit.models.cpu_alloc import tune_cpu_allocator
 
         tune_cpu_allocator()  # large activations reused instead of mmapped afresh every step
     # Adam's coupled L2 decay acts as the paper's "weight decay" (A.2); AdamW decouples it.

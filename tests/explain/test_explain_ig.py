@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from explain_cli import invoke, ok  # noqa: E402  (tests/explain/explain_cli.py)
 
 
@@ -131,8 +130,8 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
 
 def test_ig_on_the_tabular_branch_of_a_multimodal_model(trained_run):
     from amfmedit.explain.ig import IGConfig
-    from amfmedit.stages.explain import explain_ig
     from amfmedit.stages.common import RunOptions
+    from amfmedit.stages.explain import explain_ig
 
     rep = explain_ig(IGConfig(steps=32, max_samples=6, output="logit"), RunOptions(),
                      stage="finetune-concat-frozen-seed2022")
@@ -178,8 +177,8 @@ def test_ig_equals_plain_captum_one_sample_at_a_time(kind):
 
 
 def test_steps_for_completeness_picks_the_fewest_steps_within_the_tolerance():
-    from amfmedit.explain.ig import STEP_LADDER, integrated_gradients, steps_for_completeness, tabular_baseline
     from amfmedit.errors import UserError
+    from amfmedit.explain.ig import STEP_LADDER, integrated_gradients, steps_for_completeness, tabular_baseline
 
     scorer = _scorer("ft_mamba")
     gen = torch.Generator().manual_seed(2)
@@ -201,3 +200,18 @@ def test_steps_for_completeness_picks_the_fewest_steps_within_the_tolerance():
         assert rel(smaller) > tol  # no cheaper count on the ladder meets it
     with pytest.raises(UserError, match="--completeness"):
         steps_for_completeness(scorer, x_cont=x_cont, x_cat=x_cat, baseline=base, targets=targets, tolerance=0)
+
+
+def test_steps_chosen_by_the_asked_completeness_error(trained_run):
+    import json
+
+    from amfmedit.explain.ig import STEP_LADDER
+
+    ok("explain", "--method", "ig", "--max-samples", "8", "--completeness", "0.05", "--quiet")
+    summary = json.loads(next((trained_run.root / "explain").glob("ig-*/summary.json")).read_text())
+    assert summary["steps"] in STEP_LADDER and summary["settings"]["completeness"] == 0.05
+    assert "--completeness 0.05" in summary["steps_rule"]
+    # the whole run meets what the pilot promised, to within the pilot's sampling
+    assert summary["completeness"]["relative"] <= 0.1
+    res = invoke("explain", "--method", "ig", "--completeness", "2", "--quiet")
+    assert res.exit_code == 2 and "--completeness 2" in res.output
