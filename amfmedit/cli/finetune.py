@@ -33,7 +33,6 @@ from amfmedit.stages.finetune import (
     FinetuneConfig,
     experiment_configs,
     finetune_many,
-    fusion_choices,
     metric_name,
 )
 
@@ -156,9 +155,8 @@ def finetune(
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen
     ]
-    for b in bases:  # a mistyped fusion or strategy is named before anything reads the registry with it
-        check_choice(b.fusion, fusion_choices(), "--fusion")
-        check_choice(b.strategy, STRATEGIES, "--strategy")
+    for b in bases:  # unknown fusions, a missing --modality, ... before the experiment checks below
+        b.validate()
     if len(rconfs) > 1 and not any(c.fusion != NO_FUSION and "r_conf" in FUSIONS[c.fusion].run_inputs for c in bases):
         raise UserError(f"--rconf {rconf}: a sweep needs a fusion that uses R_conf "
                         f"(--fusion {' or '.join(k for k, c in FUSIONS.items() if 'r_conf' in c.run_inputs)})")

@@ -83,7 +83,7 @@ def _print(res) -> None:
     for m in ("image", "tabular"):
         iv = rec[m]["interval"]
         ci = f"{iv['low']:.4f}-{iv['high']:.4f} ({iv['method']})" if iv["low"] is not None else "-"
-        chance = f"{iv['chance']:.3g}" + ("" if iv["informative"] else " [yellow](covered)[/]") if iv["chance"] is not None else "-"
+        chance = f"{iv['chance']:.3g}" + ("" if iv["informative"] else " [yellow](not beaten)[/]") if iv["chance"] is not None else "-"
         table.add_row(m, f"{rec[m]['metric']:.4f}", ci, chance, f"{rec[m]['lr']:g}", str(rec[m]["best_epoch"]))
     console.print(table)
     console.print(f"R_conf = {rec['r_conf']:.4f}; for D_out {rec['d_out']}: L_img {rec['L_img']}, L_tab {rec['L_tab']} "

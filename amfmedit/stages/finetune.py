@@ -235,7 +235,7 @@ def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float:
                          *([f"--train-fraction {cfg.train_fraction:g}"] if cfg.train_fraction < 1 else [])])
         stage = names.rconf_stage(cfg.mask_features, cfg.train_fraction)
         raise UserError(
-            f"--fusion {cfg.fusion}{' --rconf auto' if cfg.rconf == AUTO else ''} needs the measured R_conf and run "
+            f"--fusion {cfg.fusion}{' --rconf auto' if cfg.rconf == AUTO else ''} needs R_conf and run "
             f"{run.name} has no finished {stage}/ stage; run `amfmedit rconf{' ' + args if args else ''}` first"
             + ("" if cfg.rconf == AUTO else " or pass --rconf VALUE")
         )
@@ -472,6 +472,7 @@ def experiment_configs(base: FinetuneConfig, *, rconfs=(), fractions=(), encoder
     off (Table 6; the row with all on is the ordinary stage). ``fractions`` train on label
     fractions. Empty lists keep ``base``'s value, so ``experiment_configs(base) == [base]``.
     """
+    base.validate()  # an unknown fusion or missing modality is reported before anything is expanded
     uses_rconf = base.fusion != NO_FUSION and "r_conf" in FUSIONS[base.fusion].run_inputs
     rc = list(dict.fromkeys(rconfs)) if (rconfs and uses_rconf) else [base.rconf]
     tabular_baseline = base.fusion == NO_FUSION and base.modality == "tabular"

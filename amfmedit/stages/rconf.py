@@ -9,7 +9,7 @@ Writes ``<run>/rconf/`` with ``rconf.json`` (both metrics, split, ratio, L_img /
 
 Each probe's metric comes with a 95 % interval (DeLong for a binary AUC, a stratified bootstrap
 for accuracy); a probe whose interval reaches chance (AUC 0.5, or the majority-class accuracy)
-is no better than a coin on this split and the ratio built on it is noise: the stage warns
+(or entirely below it) is no better than a coin on this split and the ratio built on it is noise: the stage warns
 (:class:`ChanceProbeWarning`) and records it. ``train_fraction`` < 1 trains the probes on
 the label fraction of :mod:`amfmedit.data.subsets` (``rconf-frac<f>/``), for fine-tuning on
 the same fraction.
@@ -191,8 +191,9 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
                             "checkpoint": str(trained.out_dir.relative_to(run.root) / "best.pt"),
                             "lr_selection": selection["val"]}
         if not interval["informative"] and interval["low"] is not None:
+            where = "lies below" if interval["high"] < interval["chance"] else "covers"
             text = (f"the {modality}-only probe's {metric.upper()} {value:.3f} (95% CI {interval['low']:.3f}-"
-                    f"{interval['high']:.3f}, {interval['method']}) covers chance ({interval['chance']:.3g}) on the "
+                    f"{interval['high']:.3f}, {interval['method']}) {where} chance ({interval['chance']:.3g}) on the "
                     f"{cfg.split} split: R_conf is noise; use a larger split, train the encoders longer or pass "
                     "--rconf to finetune")
             record["warnings"].append(text)
