@@ -26,7 +26,7 @@ from amfmedit.cli.train_common import (
 from amfmedit.errors import UserError
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS, options_of
 from amfmedit.stages.classify import Recipe
-from amfmedit.stages.common import RunOptions, check_choice
+from amfmedit.stages.common import RunOptions
 from amfmedit.stages.finetune import (
     AUTO,
     NO_FUSION,
@@ -99,7 +99,8 @@ def _aux_weights(pairs: list[str] | None, **named: float | None) -> dict[str, fl
 
 
 @command("finetune")
-@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet")
+@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             configs=(FinetuneConfig, Recipe))
 def finetune(
     opts: RunOptions,
     quiet: bool,

@@ -32,7 +32,8 @@ R = RconfConfig
 
 
 @command("rconf")
-@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet")
+@run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             configs=(RconfConfig, Recipe))
 def rconf(
     opts: RunOptions,
     quiet: bool,

@@ -145,6 +145,7 @@ def train_one(
     progress: ProgressFactory,
     title: str,
     extra_config: dict,
+    log: str = "none",
 ) -> Trained:
     """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
     schema = dataset.schema
@@ -178,6 +179,7 @@ def train_one(
         min_delta=recipe.min_delta,
         seed=seed,
         class_weights=list(recipe.sampler_weights) or None,
+        log=log,
     )
     res: FitResult = fit(
         task, cfg, rt, out_dir, resume=resume, progress=progress(title, f"val_{metric}"),

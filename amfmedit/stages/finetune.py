@@ -20,6 +20,7 @@ auxiliary losses switched off (Table 6) and one tabular baseline per encoder (Ta
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -47,7 +48,7 @@ from amfmedit.models import (
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names
-from amfmedit.stages.classify import Recipe, Trained, select_lr, train_one
+from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
     ProgressFactory,
@@ -337,6 +338,7 @@ def finetune(
     auto = cfg.rconf == AUTO and "r_conf" in inputs
     if data is None:
         ds = load_dataset(run, opts)
+        check_selectable(ds)
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
     else:
         ds, dd = data
@@ -366,6 +368,20 @@ def finetune(
         rows = train_subset(ds.labels, all_train, cfg.train_fraction, seed)
         return dd.with_train_rows(rows), subset_record(ds.labels, rows, cfg.train_fraction, seed, len(all_train))
 
+    # One writer per combination (its search and every seed), from before the clobber check to the end.
+    lock = contextlib.ExitStack()
+    lock.enter_context(rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt))
+    try:
+        return _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, encoders, mask,
+                            use_image, use_tabular, seed_data, progress)
+    finally:
+        lock.close()
+
+
+def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, encoders, mask, use_image,
+                 use_tabular, seed_data, progress) -> FinetuneResult:
+    """:func:`finetune`'s training, with the combination's lock held."""
+    schema = ds.schema
     # Refuse to clobber before training anything.
     for seed in cfg.seeds:
         path = run.stage(cfg.stage(seed))
@@ -382,7 +398,8 @@ def finetune(
         if rt.is_main:
             extra = {**stage_extra, **({"r_conf": r} if "r_conf" in inputs else {"r_conf": None}), "lr": lr,
                      "seed": seed, "train_subset": subset, **({"rconf_auto": auto_record} if auto else {})}
-            write_stage_config(out_dir, replace(cfg, recipe=recipe, seeds=(seed,), rconf=r), rt, extra)
+            write_stage_config(out_dir, replace(cfg, recipe=recipe, seeds=(seed,), rconf=r), rt, extra,
+                               toml_extra={"lr": lr})  # config.toml repeats the chosen learning rate
 
     def train(lr: float, seed: int, out_dir: Path, resume: bool, r: float | None = None) -> Trained:
         r = r_conf if r is None else r
@@ -390,7 +407,7 @@ def finetune(
         write_config(out_dir, lr, seed, r, subset)
         return train_one(
             builder(r)[0], dataset=ds, data=seed_dd, recipe=recipe, lr=lr, seed=seed, use_image=use_image,
-            use_tabular=use_tabular, out_dir=out_dir, rt=rt, resume=resume, progress=progress,
+            use_tabular=use_tabular, out_dir=out_dir, rt=rt, resume=resume, progress=progress, log=opts.log,
             title=f"{cfg.prefix} seed={seed} lr={lr:g}" + (f" R_conf={r:g}" if auto else ""),
             extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
                           "modality": cfg.modality, "r_conf": r, "train_fraction": cfg.train_fraction},
@@ -512,8 +529,12 @@ def finetune_many(
         if cfg.fusion != NO_FUSION:
             rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
         resolve_inputs(cfg, run)
+    if opts.resume and all(run.is_complete(c.stage(seed)) for c in configs for seed in c.seeds):
+        raise UserError(f"nothing to resume: every stage of this command in run {run.name} is finished; "
+                        "pass --force to replace them")
     opts = replace(opts, run=str(run.root))
     ds = load_dataset(run, opts)
+    check_selectable(ds)  # a validation split that cannot select a model fails before any folder exists
     dd = DeviceData(ds, device=rt.device, residency=opts.images_in,
                     with_images=any(c.modality != "tabular" for c in configs))
     return [finetune(cfg, opts, progress=progress, data=(ds, dd)) for cfg in configs]

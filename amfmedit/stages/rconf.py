@@ -17,6 +17,7 @@ the same fraction.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
-from amfmedit.stages.classify import Recipe, best_model, select_lr, train_one
+from amfmedit.stages.classify import Recipe, check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
     ProgressFactory,
@@ -142,6 +143,21 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     schema = ds.schema
     recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
     stage_name = names.rconf_stage(masked, cfg.train_fraction)
+    check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
+    lock = contextlib.ExitStack()  # one writer of this stage, until it is complete
+    lock.enter_context(rundir.stage_lock(run, stage_name, rt=rt))
+    try:
+        return _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pretrain_state, pcfg,
+                       progress)
+    finally:
+        lock.close()
+
+
+def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pretrain_state, pcfg,
+            progress) -> RconfResult:
+    """:func:`rconf`'s training, with the stage's lock held."""
+    schema = ds.schema
+    masked = list(cfg.mask_features)
     stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     if cfg.train_fraction < 1:  # the probes see only the labelled fraction; val / test untouched
@@ -171,7 +187,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
             return train_one(
                 build, dataset=ds, data=data, recipe=recipe, lr=lr, seed=cfg.seed,
                 use_image=modality == "image", use_tabular=modality == "tabular", out_dir=out_dir, rt=rt,
-                resume=resume, progress=progress, title=f"rconf {modality} lr={lr:g}",
+                resume=resume, progress=progress, log=opts.log, title=f"rconf {modality} lr={lr:g}",
                 extra_config={"stage": "rconf", "modality": modality},
             )
 
@@ -210,7 +226,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         write_json(stage_dir / RCONF_FILE, record)
     for text in record["warnings"]:
         warnings.warn(text, ChanceProbeWarning, stacklevel=2)
-    finish_stage(run, stage_dir, {"r_conf": r}, rt=rt)
+    finish_stage(run, stage_dir, {"r_conf": r, "warnings": list(record["warnings"])}, rt=rt)
     return RconfResult(run.name, stage_dir, record)
 
 
