@@ -25,7 +25,8 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import evalstats, experiments, names
+from amfmedit.stages import evalstats, experiments, names, sanity
+from amfmedit.stats.delong import delong_auc
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.lifecycle import staged
@@ -77,6 +78,23 @@ def group_title(fusion: str, strategy: str, modality: str | None, encoder: str |
     """The paper's name of a group of seeds, with the masked features of incomplete-data stages."""
     title = model_title(fusion, strategy, modality, encoder)
     return f"{title} (masked: {', '.join(mask_features)})" if mask_features else title
+
+
+def _sanity_warnings(per_group, titles, outputs, val_outputs, split: str, metric: str) -> list[str]:
+    """Models that learned nothing: constant predictions, or no better than chance on validation."""
+    out = []
+    for key, rows in per_group.items():
+        title = titles[key]
+        test_p = np.mean([outputs[r["stage"]][1] for r in rows], axis=0)
+        out += sanity.constant_warnings(test_p, title, split)
+        val_p = np.mean([val_outputs[r["stage"]][1] for r in rows], axis=0)
+        y_val = val_outputs[rows[0]["stage"]][2]
+        if metric == "auc" and len(np.unique(y_val)) == 2:
+            iv = delong_auc(y_val, val_p[:, 1])
+            if iv.low <= 0.5:
+                out.append(f"{title}: no better than chance on the validation split (AUC {iv.auc:.3f}, 95% CI "
+                           f"{iv.low:.3f}-{iv.high:.3f} covers 0.5); its test figures rank noise")
+    return out
 
 
 def variant_text(variant: tuple) -> str:
@@ -192,6 +210,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                                                      np.stack([outputs[r["stage"]][1] for r in rows]))
              for key, rows in per_group.items()}
     stats = evalstats.compute(y_val, y_test, preds, cfg.threshold, cfg.split, class_names=schema.class_names)
+    stats.warnings.extend(_sanity_warnings(per_group, titles, outputs, val_outputs, cfg.split, metric))
     for key, rows, g in zip(per_group, per_group.values(), groups):
         g.update(stats.model_record(titles[key]))
         for i, r in enumerate(rows):
@@ -226,7 +245,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         _write_predictions(tmp / "predictions" / "val", ds, schema, val_outputs, operating)
         if schema.n_classes == 2:
             _write_rocs(tmp / "roc", outputs, per_group, titles, cfg.split)
-        stage_out.summary = {"metric": metric, "stages": len(stages)}
+        stage_out.summary = {"metric": metric, "stages": len(stages), "warnings": list(stats.warnings)}
         run.record_command(STAGE, opts.argv)
     return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
 
