@@ -289,7 +289,7 @@ def _pyplot():
     import matplotlib  # matplotlib costs ~0.5 s of start-up; only these figures need it here
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (start-up: see above)
 
     return plt
 
