@@ -27,7 +27,7 @@ rm -rf "$OUT/runs/demo"
 # varies twice as much over seeds (README), at the price of probabilities that sit high (evaluate's
 # temperature scaling and validation-chosen threshold take care of that).
 "$BIN/amfmedit" pretrain --data synthetic-ol3i --run demo --tabular-encoder ft_mamba --recipe cpu \
-    --epochs "${DEMO_PRETRAIN_EPOCHS:-3}"
+    --epochs "${DEMO_PRETRAIN_EPOCHS:-20}"
 "$BIN/amfmedit" rconf --recipe cpu --epochs "${DEMO_RCONF_EPOCHS:-3}"
 "$BIN/amfmedit" finetune --fusion concat --fusion cross_attention --fusion amf --strategy frozen --strategy trainable \
     --seeds 2022 --recipe cpu --epochs "${DEMO_FINETUNE_EPOCHS:-5}"

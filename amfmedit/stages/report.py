@@ -225,7 +225,9 @@ def _finetune_section(run: rundir.Run) -> str:
     if run.is_complete(names.EVALUATE) and (ev / names.EVAL_METRICS_FILE).is_file():
         m = read_json(ev / names.EVAL_METRICS_FILE)
         groups = m.get("groups", [])
-        complete = [g for g in groups if not g.get("mask")]
+        # Table 2: no masked group, sweep member, ablation row or label fraction (those have tables of their own)
+        complete = [g for g in groups if not g.get("mask")
+                    and not names.is_variant({**(g.get("variant") or {}), "encoder": None})]
         out.append(f"Test metric: {m['metric'].upper()} on the {m['split']} split, mean ± std over seeds (%), "
                    f"from [`evaluate/{names.RESULTS_FILE}`](evaluate/{names.RESULTS_FILE}).\n\n")
         out.append(table2_markdown(complete, metric=m["metric"], oracle=m.get("oracle_auc")))
