@@ -356,9 +356,13 @@ def _terminal(run, split, metric, groups, stages, oracle, stats) -> str:
     where = evalstats.split_word(split)
     parts = [f"# Results of run {run.name}\n",
              f"{title} on the {split} split, mean ± SD over seeds (%).\n",
-             table2_markdown([g for g in groups if not g.get("mask")], metric=metric, oracle=oracle)]
+             table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric,
+                             oracle=oracle)]
     if oracle is not None:
         parts.append(f"\nOracle AUC ({split} split): {oracle:.4f}\n")
+    masked = incomplete_markdown(groups, metric=metric)
+    if masked:  # Table 4: each masked model's drop against its complete-data counterpart
+        parts.append("\n## Incomplete tabular data (drop = complete − masked, points)\n\n" + masked)
     cut = f"; threshold chosen on validation ({stats.spec})" if stats.binary else ""
     parts.append(f"\n## {where.capitalize()} split, seed-averaged, 95% intervals{cut}\n\n")
     parts.append(evalstats.terminal_markdown(stats))
@@ -377,8 +381,7 @@ def _terminal(run, split, metric, groups, stages, oracle, stats) -> str:
 
 
 def _same_group(stage: dict, group: dict) -> bool:
-    return (stage["fusion"], stage["strategy"], stage["modality"], stage.get("tabular_encoder"), stage.get("mask")) == \
-        (group["fusion"], group["strategy"], group["modality"], group["encoder"], group["mask"])
+    return stage["stage"] in group.get("stages", ())
 
 
 def _f(v) -> str:

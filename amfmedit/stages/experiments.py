@@ -180,7 +180,7 @@ def curve_markdown(groups: list[dict], *, metric: str) -> str:
     if not lines:
         return ""
     fractions = sorted({f for line in lines.values() for f in line})
-    out = [f"| Model | " + " | ".join(f"{f:g}" for f in fractions) + " |\n",
+    out = ["| Model | " + " | ".join(f"{f:g}" for f in fractions) + " |\n",
            "|---|" + "---|" * len(fractions) + "\n"]
     for label, line in lines.items():
         out.append(f"| {label} | " + " | ".join(mean_std(line[f]["values"]) if f in line else "-" for f in fractions)

@@ -129,14 +129,14 @@ class FinetuneConfig:
             raise UserError(f"--rconf {self.rconf}: give a number, a list or range of numbers, or {AUTO}")
         if self.rconf is not None and self.rconf != AUTO and not (self.rconf > 0 and math.isfinite(self.rconf)):
             raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be a positive finite number")
+        if self.fusion == NO_FUSION and self.aux_off:
+            raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
         if self.fusion != NO_FUSION:
             declared = FUSIONS[self.fusion].aux_weights
             unknown = [n for n in self.aux_off if n not in declared]
             if unknown:
                 raise UserError(f"auxiliary loss {unknown[0]}: fusion {self.fusion} has "
                                 f"{', '.join(declared) or 'no auxiliary losses'}; nothing to switch off")
-        elif self.aux_off:
-            raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
             settings = options_of(FUSIONS[self.fusion])
             if self.d_out is not None:
                 if "d_out" not in settings:

@@ -63,7 +63,6 @@ def build_optimizer(
     if not groups:
         raise ValueError("the module has no trainable parameters")
     if groups[0]["params"][0].device.type == "cpu":
-
         tune_cpu_allocator()  # large activations reused instead of mmapped afresh every step
     # Adam's coupled L2 decay acts as the paper's "weight decay" (A.2); AdamW decouples it.
     # The fused kernel (one pass over each parameter) on CUDA and on the CPU: on a 2-core CPU
