@@ -69,8 +69,12 @@ def event_warnings(labels: np.ndarray, split: str, class_names: Sequence[str]) -
     return []
 
 
-def constant_warnings(probs: np.ndarray, name: str, split: str, tol: float = 1e-3) -> list[str]:
-    """A classifier whose predicted probabilities barely vary: its ranking is noise."""
+def constant_warnings(probs: np.ndarray, name: str, split: str, tol: float = 1e-6) -> list[str]:
+    """A classifier whose predicted probabilities do not vary (beyond float round-off): it ignores its inputs.
+
+    Only numerically constant outputs count: a model whose probabilities span a narrow range
+    can still rank patients well (a frozen cross-attention model on the demo varied by 6e-4 and
+    had a test AUC of 0.75); the validation-AUC check speaks for those."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) < 2:
         return []
