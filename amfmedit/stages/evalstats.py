@@ -136,7 +136,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
         if at_bound:
             warnings.append(f"{name}: the temperature fitted on validation reached the end of its range "
                             f"({at_bound[0]:.3g}; searched {calibration.T_BOUNDS[0]:g}-{calibration.T_BOUNDS[1]:g}): its "
-                            "validation probabilities carry little information; read calibrated risks with care")
+                            "probabilities are off in a way one temperature cannot fix (e.g. shifted up by a class-balanced "
+                            "sampler; --sampler-weights none trains calibrated ones); read calibrated risks with care")
         if binary:
             seed_thresholds[name] = [_choose(spec, y_val, v[:, 1], name) for v in val]
             thresholds[name] = _choose(spec, y_val, val.mean(axis=0)[:, 1], name)
