@@ -11,11 +11,17 @@ from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_
 from amfmedit.models import TABULAR_ENCODERS, options_of
 from amfmedit.models.image import ARCHS, IMAGE_WEIGHTS_HELP
 from amfmedit.stages.common import RunOptions
-from amfmedit.stages.pretrain import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, PretrainConfig
+from amfmedit.stages.pretrain import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, STACKINGS, PretrainConfig
 from amfmedit.stages.pretrain import pretrain as run_pretrain
 
 P = PretrainConfig
 WIDTHS = ", ".join(f"{k} {options_of(c)[c.width_argument]}" for k, c in TABULAR_ENCODERS.items())
+def _block_default(argument: str, show=str) -> str:
+    return ", ".join(f"{k} {show(options_of(c)[argument])}" for k, c in TABULAR_ENCODERS.items()
+                     if argument in options_of(c))
+
+
+STACKING_NAMES = {v: k for k, v in STACKINGS.items()}
 READOUTS = ", ".join(f"{k} {options_of(c)[READOUT_OPTION]}" for k, c in TABULAR_ENCODERS.items()
                      if READOUT_OPTION in options_of(c))
 
@@ -30,6 +36,9 @@ def pretrain(
     tabular_encoder: field_option(P, "tabular_encoder", str, "--tabular-encoder", help=f"{', '.join(TABULAR_ENCODERS)}.") = None,
     tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=(TABULAR_ENCODERS, "width_argument")) = None,
     ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text).", shown=READOUTS, source=(TABULAR_ENCODERS, READOUT_OPTION)) = None,
+    d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=(TABULAR_ENCODERS, "d_state")) = None,
+    expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=(TABULAR_ENCODERS, "expand")) = None,
+    stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", lambda v: STACKING_NAMES[v]), source=(TABULAR_ENCODERS, "residual")) = None,
     image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(ARCHS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
@@ -47,7 +56,7 @@ def pretrain(
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
-                ft_mamba_pooling=ft_mamba_pooling, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
+                ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
                 probe_every=probe_every, seed=seed)

@@ -195,8 +195,10 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
             _, pcfg = load_pretrained(run)
         if cfg.tabular_encoder is not None:
             pooling = pcfg.ft_mamba_pooling if cfg.tabular_encoder == pcfg.tabular_encoder else None
+            same = cfg.tabular_encoder == pcfg.tabular_encoder  # another encoder starts from its own defaults
             pcfg = replace(pcfg, tabular_encoder=cfg.tabular_encoder, tabular_dim=cfg.tabular_dim,
-                           ft_mamba_pooling=pooling)
+                           ft_mamba_pooling=pooling, d_state=pcfg.d_state if same else None,
+                           expand=pcfg.expand if same else None, stacking=pcfg.stacking if same else None)
         if cfg.image_arch is not None:
             pcfg = replace(pcfg, image_arch=cfg.image_arch)
         pcfg.validate()

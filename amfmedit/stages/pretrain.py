@@ -56,6 +56,10 @@ STAGE = names.PRETRAIN
 LR_BINARY = 3e-4  # Appendix A.2 / reference config for OL3I
 LR_MULTICLASS = 3e-3  # Appendix A.2 for DVM
 READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (encoders that have a readout choice)
+STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
+# config field -> (the encoder argument it sets, its option)
+BLOCK_OPTIONS = {"d_state": ("d_state", "--d-state"), "expand": ("expand", "--expand"),
+                 "stacking": ("residual", "--stacking")}
 
 
 @dataclass
@@ -65,6 +69,11 @@ class PretrainConfig:
     tabular_encoder: str = "ft_mamba"
     tabular_dim: int | None = None  # D_tab (the encoder's width); None: 64 for FT-*, 256 for MLP/ResNet
     ft_mamba_pooling: str | None = None  # FT-Mamba readout: avg (reference code, default) or cls (paper text)
+    # FT-Mamba's blocks (None: the encoder's own default, d_state 16 and residual pre-norm stacking;
+    # the authors' code: d_state 128 and bare blocks, `--recipe paper`)
+    d_state: int | None = None
+    expand: int | None = None
+    stacking: str | None = None  # "residual" (x + Mamba(LayerNorm(x))) or "bare" (Mamba(x), the reference code)
     image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
     image_weights: str | None = None  # None: random initialisation (the paper); "imagenet" or a state-dict path
     epochs: int = 500
@@ -99,6 +108,19 @@ class PretrainConfig:
                                 f"{' or '.join(having)} (not {self.tabular_encoder})")
         if self.tabular_dim is not None and self.tabular_dim < 1:
             raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
+        for name, (argument, option) in BLOCK_OPTIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if argument not in options_of(TABULAR_ENCODERS[self.tabular_encoder]):
+                having = [k for k, c in TABULAR_ENCODERS.items() if argument in options_of(c)]
+                raise UserError(f"{option} {value}: only for --tabular-encoder {' or '.join(having)} "
+                                f"(not {self.tabular_encoder})")
+        if self.stacking is not None:
+            check_choice(self.stacking, list(STACKINGS), "--stacking")
+        for name in ("d_state", "expand"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise UserError(f"--temperature {self.temperature}: τ of eq. 11 must be a positive finite number")
         for name in ("epochs", "batch_size", "projection_dim"):
@@ -128,6 +150,10 @@ def tabular_kwargs(cfg: PretrainConfig) -> dict:
     kw = {} if cfg.tabular_dim is None else {cls.width_argument: cfg.tabular_dim}
     if cfg.ft_mamba_pooling is not None:
         kw[READOUT_OPTION] = cfg.ft_mamba_pooling
+    for name, (argument, _) in BLOCK_OPTIONS.items():
+        value = getattr(cfg, name)
+        if value is not None:
+            kw[argument] = STACKINGS[value] if name == "stacking" else value
     return kw
 
 

@@ -81,3 +81,26 @@ def test_a_run_that_learned_nothing_says_so(tiny_ol3i, tmp_path, monkeypatch):
     assert len(marker["warnings"]) == 2
     report = (runs / "z" / "report.md").read_text()
     assert "## Warnings" in report and "learned nothing measurable" in report
+
+
+def test_the_authors_recipe_sets_ft_mamba_blocks_and_the_checkpoint_records_them(tiny_ol3i, tmp_path, monkeypatch):
+    from amfmedit.stages.pretrain import load_pretrained
+    from amfmedit.train import rundir
+
+    monkeypatch.setenv("AMFMEDIT_DATA", str(tiny_ol3i.data_dir))
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("AMFMEDIT_RUNS", str(runs))
+    res = _run("pretrain", "--data", tiny_ol3i.name, "--run", "p", "--recipe", "paper", "--tabular-encoder", "ft_mamba",
+               "--tabular-dim", "8", "--image-arch", "resnet18", "--epochs", "1", "--warmup-epochs", "0",
+               "--batch-size", "32", "--quiet")
+    assert res.exit_code == 0, res.output
+    cfg = _config(runs, "p")
+    assert (cfg["d_state"], cfg["stacking"], cfg["expand"]) == (128, "bare", None)
+    model, pcfg = load_pretrained(rundir.open_run(runs, "p"))
+    enc = model.tabular_encoder.config
+    assert (enc["d_state"], enc["residual"], enc["expand"]) == (128, False, 2)  # rebuilt from the checkpoint
+    assert model.tabular_encoder.blocks[0].A_log.shape[-1] == 128 and model.tabular_encoder.norms is None
+    res = _run("pretrain", "--data", tiny_ol3i.name, "--tabular-encoder", "mlp", "--d-state", "8", "--quiet")
+    assert res.exit_code == 2 and "--d-state 8: only for --tabular-encoder ft_mamba (not mlp)" in res.output
+    res = _run("pretrain", "--data", tiny_ol3i.name, "--stacking", "deep", "--quiet")
+    assert res.exit_code == 2 and "--stacking deep" in res.output
