@@ -71,6 +71,7 @@ class Statistics:
             "calibration": {
                 "method": "temperature scaling fitted on the validation split (Guo et al. 2017)",
                 "temperatures": [t.temperature for t in self.temperatures[name]],
+                "biases": [t.bias for t in self.temperatures[name]],
                 "val_nll_before": [t.nll_before for t in self.temperatures[name]],
                 "val_nll_after": [t.nll_after for t in self.temperatures[name]],
                 **{when: {k: v.to_dict() for k, v in ivs.items()} for when, ivs in self.calibration[name].items()},
@@ -129,7 +130,7 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
     for name, pr in preds.items():
         val, test = np.asarray(pr.val, dtype=np.float64), np.asarray(pr.test, dtype=np.float64)
         fits = [calibration.fit_temperature(calibration.logits_from_probs(v), y_val) for v in val]
-        cal = np.stack([calibration.apply_temperature(calibration.logits_from_probs(t), f.temperature)
+        cal = np.stack([calibration.apply_temperature(calibration.logits_from_probs(t), f.temperature, f.bias)
                         for t, f in zip(test, fits)])
         temps[name] = fits
         at_bound = [f.temperature for f in fits if min(abs(np.log(f.temperature / b)) for b in calibration.T_BOUNDS) < 1e-3]
@@ -209,9 +210,12 @@ def write_figures(folder: Path, y_test, stats: Statistics) -> dict[str, str]:
         while stem in used:
             stem += "-2"
         used.add(stem)
-        temps = ", ".join(f"{t.temperature:.2f}" for t in stats.temperatures[name])
-        plots.reliability_figure(y, {"as trained": stats.averaged[name],
-                                     f"temperature-scaled (T = {temps})": stats.calibrated[name]},
+        fits = stats.temperatures[name]
+        temps = ", ".join(f"{t.temperature:.2f}" for t in fits)
+        biases = ", ".join(f"{t.bias:+.2f}" for t in fits)
+        label = f"recalibrated (T = {temps}, b = {biases})" if any(t.bias for t in fits) else \
+            f"temperature-scaled (T = {temps})"
+        plots.reliability_figure(y, {"as trained": stats.averaged[name], label: stats.calibrated[name]},
                                  folder / "reliability" / f"{stem}.png", title=f"{name}: reliability, {where}")
         out[f"reliability:{name}"] = f"reliability/{stem}.png"
     return out

@@ -254,8 +254,8 @@ def _stage_extras(row: dict, output, stats: evalstats.Statistics, title: str, i:
     """One stage's operating point, temperature and metrics at them (its own seed's, not the average's)."""
     _, probs, labels = output
     fit = stats.temperatures[title][i]
-    cal = calibration.apply_temperature(calibration.logits_from_probs(probs), fit.temperature)
-    row["temperature"] = fit.temperature
+    cal = calibration.apply_temperature(calibration.logits_from_probs(probs), fit.temperature, fit.bias)
+    row["temperature"], row["calibration_bias"] = fit.temperature, fit.bias
     row["ece_calibrated"] = calibration.ece(labels, cal if not stats.binary else cal[:, 1])
     row["brier"] = calibration.brier(labels, probs if not stats.binary else probs[:, 1])
     row["brier_calibrated"] = calibration.brier(labels, cal if not stats.binary else cal[:, 1])
@@ -267,13 +267,14 @@ def _stage_extras(row: dict, output, stats: evalstats.Statistics, title: str, i:
         row.update({k: point[k] for k in AT_THRESHOLD})
 
 
-def calibrated_threshold(value: float, temperature: float) -> float:
-    """A binary cut on the probabilities as trained, on the temperature-scaled scale.
+def calibrated_threshold(value: float, temperature: float, bias: float = 0.0) -> float:
+    """A binary cut on the probabilities as trained, on the recalibrated scale.
 
-    For two logits, p1 = sigmoid(z1 - z0); after scaling, sigmoid((z1 - z0) / T) =
-    sigmoid(logit(p1) / T), a monotone map, so the same rows fall on each side of the cut.
+    For two logits, p1 = sigmoid(z1 - z0); after recalibration, sigmoid((z1 - z0) / T + b) =
+    sigmoid(logit(p1) / T + b), a monotone map, so the same rows fall on each side of the cut.
     """
-    return float(calibration.apply_temperature(calibration.logits_from_probs(np.array([value])), temperature)[0])
+    return float(calibration.apply_temperature(calibration.logits_from_probs(np.array([value])), temperature,
+                                               bias)[0])
 
 
 def _operating_points(cfg, stats, per_group, titles, schema) -> dict:
@@ -281,21 +282,23 @@ def _operating_points(cfg, stats, per_group, titles, schema) -> dict:
     for key, rows in per_group.items():
         for i, r in enumerate(rows):
             thr = stats.seed_thresholds[titles[key]][i]
-            temp = stats.temperatures[titles[key]][i].temperature
+            fit = stats.temperatures[titles[key]][i]
+            temp, bias = fit.temperature, fit.bias
             out[r["stage"]] = {
                 "title": titles[key], "seed": r["seed"],
                 "threshold_name": thr.name if thr else evalstats.ARGMAX,
                 "threshold": thr.value if thr else None,
-                "threshold_calibrated": calibrated_threshold(thr.value, temp) if thr else None,
+                "threshold_calibrated": calibrated_threshold(thr.value, temp, bias) if thr else None,
                 "rule": thr.rule if thr else "the most probable class",
                 "val_sensitivity": thr.val_sensitivity if thr else None,
                 "val_specificity": thr.val_specificity if thr else None,
-                "temperature": temp, "best_epoch": r["best_epoch"],
+                "temperature": temp, "bias": bias, "best_epoch": r["best_epoch"],
             }
     return {"threshold_spec": cfg.threshold, "chosen_on": "val",
             "positive_class": schema.class_names[1] if schema.n_classes == 2 else None,
             "note": "a row is positive when its probability of the positive class is >= threshold (probabilities "
-                    "as trained) or >= threshold_calibrated (after dividing the logits by temperature)",
+                    "as trained) or >= threshold_calibrated (after dividing the logits by temperature and adding bias to "
+                    "the positive class's log-odds)",
             "stages": out}
 
 

@@ -235,7 +235,8 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     raw = calib.apply_temperature(z, 1.0)
     scaled = op is not None and cfg.calibration == "temperature"
     temperature = float(op["temperature"]) if scaled else 1.0
-    p = calib.apply_temperature(z, temperature) if scaled else raw
+    bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
+    p = calib.apply_temperature(z, temperature, bias) if scaled else raw
     res = pd.DataFrame({"id": ids})
     for c, name in enumerate(schema.class_names):
         res[f"prob_{name}"] = p[:, c]
@@ -244,7 +245,7 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         threshold_name = op["threshold_name"]
         cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
         res["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
-        res["threshold"] = calibrated_threshold(cut, temperature) if scaled else cut
+        res["threshold"] = calibrated_threshold(cut, temperature, bias) if scaled else cut
     elif op is not None:
         threshold_name = op["threshold_name"]
         res["decision"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
@@ -252,7 +253,7 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     else:
         res["decision"], res["threshold"] = "", math.nan
     res["threshold_name"] = threshold_name or ""
-    res["calibration"] = f"temperature {temperature:.4g}" if scaled else "none"
+    res["calibration"] = (f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled else "none"
     res["model"] = stage
     with atomic_path(out) as tmp:
         res.to_csv(tmp, index=False)

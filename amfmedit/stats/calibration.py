@@ -28,6 +28,7 @@ from amfmedit.stats import weighted
 
 N_BINS = weighted.N_BINS
 T_BOUNDS = (0.05, 20.0)
+BIAS_BOUND = 20.0  # |b| of the binary recalibration, in log-odds
 
 
 def brier(y, p) -> float:
@@ -99,13 +100,27 @@ def _as_logits(logits) -> np.ndarray:
     return z
 
 
-def nll(logits, y, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of ``y`` under ``logits / temperature``.
+def _scaled(z: np.ndarray, temperature: float, bias: float) -> np.ndarray:
+    """``z / T``, with ``bias`` added to the positive class's logit of a binary model ((N,) or (N, 2))."""
+    z = z / temperature
+    if bias:
+        if z.ndim == 1:
+            z = z + bias
+        elif z.shape[1] == 2:
+            z = z.copy()
+            z[:, 1] += bias
+        else:
+            raise ValueError("a bias applies to binary models only")
+    return z
+
+
+def nll(logits, y, temperature: float = 1.0, bias: float = 0.0) -> float:
+    """Mean negative log-likelihood of ``y`` under ``logits / temperature`` (+ ``bias`` for binary models).
 
     ``logits``: (N,) one logit per row (class 1 vs 0, sigmoid) or (N, K) (softmax; K = 2 is
     a binary model stored as two logits).
     """
-    z = _as_logits(logits) / temperature
+    z = _scaled(_as_logits(logits), temperature, bias)
     y = np.asarray(y, dtype=np.int64)
     if z.ndim == 1:
         return float(-np.mean(np.where(y == 1, special.log_expit(z), special.log_expit(-z))))
@@ -114,37 +129,57 @@ def nll(logits, y, temperature: float = 1.0) -> float:
 
 @dataclass(frozen=True)
 class TemperatureFit:
-    """A fitted temperature and the validation NLL before (T = 1) and after."""
+    """A fitted temperature (and, for binary models, a bias) and the validation NLL before and after."""
 
     temperature: float
     nll_before: float
     nll_after: float
     n: int
+    bias: float = 0.0  # added to the positive class's log-odds after dividing by the temperature
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def fit_temperature(logits, y, bounds: tuple[float, float] = T_BOUNDS) -> TemperatureFit:
-    """Fit ``T`` on validation ``logits`` (N,) or (N, K) and labels ``y`` (N,) by minimising NLL over log T."""
+def fit_temperature(logits, y, bounds: tuple[float, float] = T_BOUNDS, *,
+                    with_bias: bool | None = None) -> TemperatureFit:
+    """Fit ``T`` on validation ``logits`` (N,) or (N, K) and labels ``y`` (N,) by minimising NLL over log T.
+
+    ``with_bias`` (default: for binary models) also fits a bias ``b`` on the positive class's
+    log-odds, ``sigmoid((z1 - z0) / T + b)``: Platt's logistic recalibration. One temperature can
+    only sharpen or flatten probabilities; a class-balanced sampler (Appendix A.3: ×0.5 / ×5)
+    shifts every log-odds by about log(10), which only a bias undoes. Both are monotone, so AUC
+    and the ranking are unchanged.
+    """
     z = _as_logits(logits)
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
         raise ValueError("temperature scaling needs validation rows")
+    binary = z.ndim == 1 or z.shape[1] == 2
+    with_bias = binary if with_bias is None else with_bias
+    if with_bias and not binary:
+        raise ValueError("a bias applies to binary models only")
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
     res = optimize.minimize_scalar(lambda log_t: nll(z, y, math.exp(log_t)), method="bounded",
-                                   bounds=(math.log(bounds[0]), math.log(bounds[1])), options={"xatol": 1e-6})
+                                   bounds=(lo, hi), options={"xatol": 1e-6})
     before = nll(z, y, 1.0)
-    t, after = math.exp(res.x), float(res.fun)
+    t, after, b = math.exp(res.x), float(res.fun), 0.0
+    if with_bias and len(np.unique(y)) == 2:
+        both = optimize.minimize(lambda v: nll(z, y, math.exp(v[0]), v[1]), x0=np.array([res.x, 0.0]),
+                                 method="L-BFGS-B", bounds=[(lo, hi), (-BIAS_BOUND, BIAS_BOUND)])
+        if float(both.fun) < after:
+            t, b, after = math.exp(both.x[0]), float(both.x[1]), float(both.fun)
     if after > before:  # the bounded search missed T = 1 by its tolerance: keep the logits as they are
-        t, after = 1.0, before
-    return TemperatureFit(t, before, after, len(y))
+        t, b, after = 1.0, 0.0, before
+    return TemperatureFit(t, before, after, len(y), b)
 
 
-def apply_temperature(logits, temperature: float) -> np.ndarray:
-    """Calibrated probabilities: (N,) ``sigmoid(z / T)`` for one logit, (N, K) ``softmax(z / T)``."""
+def apply_temperature(logits, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """Calibrated probabilities: (N,) ``sigmoid(z / T + b)`` for one logit, (N, K) ``softmax(z / T)``
+    (a binary model's bias ``b`` added to its positive class's logit)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    z = _as_logits(logits) / temperature
+    z = _scaled(_as_logits(logits), temperature, bias)
     return special.expit(z) if z.ndim == 1 else special.softmax(z, axis=1)
 
 

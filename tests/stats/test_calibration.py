@@ -74,3 +74,23 @@ def test_calibrated_model_keeps_temperature_near_one_and_probs_round_trip():
     np.testing.assert_allclose(cal.apply_temperature(cal.logits_from_probs(p), 1.0), p, atol=1e-9)
     pb = p[:, 1]
     np.testing.assert_allclose(cal.apply_temperature(cal.logits_from_probs(pb), 1.0), pb, atol=1e-9)
+
+
+def test_binary_recalibration_undoes_a_sampler_shift_that_one_temperature_cannot():
+    """A class-balanced sampler (x0.5 / x5) adds about log(10) to every log-odds: a temperature alone
+    can only flatten such probabilities toward 0.5; the bias of Platt's recalibration removes the shift."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    true_logit = rng.normal(-1.4, 1.5, n)  # ~25% positives
+    y = (rng.random(n) < special.expit(true_logit)).astype(int)
+    shifted = true_logit + np.log(10.0)  # what the sampler-trained model outputs
+    z = np.stack([np.zeros(n), shifted], axis=1)
+    t_only = cal.fit_temperature(z, y, with_bias=False)
+    both = cal.fit_temperature(z, y)
+    assert both.bias == pytest.approx(-np.log(10.0), abs=0.15) and both.temperature == pytest.approx(1.0, abs=0.1)
+    assert both.nll_after < t_only.nll_after - 0.05  # the temperature alone leaves most of the error
+    p = cal.apply_temperature(z, both.temperature, both.bias)[:, 1]
+    assert abs(p.mean() - y.mean()) < 0.02  # calibrated to the prevalence
+    assert roc_auc_score(y, p) == pytest.approx(roc_auc_score(y, shifted))  # the ranking is untouched
+    with pytest.raises(ValueError, match="binary models only"):
+        cal.fit_temperature(rng.normal(size=(10, 3)), rng.integers(0, 3, 10), with_bias=True)
