@@ -385,11 +385,6 @@ def dicom_spacing(ds, path: str | Path = "DICOM") -> tuple[float, float] | None:
     return row, col
 
 
-def read_dicom_hu(path: str | Path) -> np.ndarray:
-    """A CT DICOM file -> HU (float32, (H, W)) through RescaleSlope and RescaleIntercept."""
-    return _read_dicom(path)[0]
-
-
 def _read_dicom(path: str | Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     ds, stored = _dicom(path, pixels=True)
     absent = [t for t in ("RescaleSlope", "RescaleIntercept") if t not in ds]
@@ -485,9 +480,10 @@ def _read_png(path: Path, mode: str) -> np.ndarray:
         raise UserError(f"{path}: cannot read this image ({exc}); fix or replace the file") from None
 
 
-def read_image_file(path: str | Path, modality: str, *, png: str = "error", window: Sequence[float] | None = None,
-                    spacing_mm: float | None = None, field_mm: Sequence[float] | None = None) -> np.ndarray:
-    """Raw array from a PNG/JPG, ``.npy`` or DICOM file (HU for CT, pixels otherwise).
+def read_image(path: str | Path, image) -> np.ndarray:
+    """Raw array from a PNG/JPG, ``.npy`` or DICOM file (HU for CT, pixels otherwise), read with the
+    rules of ``image`` (an ``ImageSpec``, ``ImageInfo`` or :class:`ImageOptions`): what a reader
+    of a spec's image column calls per file.
 
     CT cohorts: ``png="windowed"`` accepts 8-bit PNG/JPG as intensities already windowed to
     ``window`` and returns them mapped back onto it in HU (``low + pixel / 255 * (high - low)``),
@@ -496,14 +492,6 @@ def read_image_file(path: str | Path, modality: str, *, png: str = "error", wind
     centre-cropped or padded (with air, -1024 HU) to ``field_mm`` (default
     ``DEFAULT_FIELD_PX`` pixels a side); files without a spacing are returned as they are.
     """
-    opts = ImageOptions(modality=modality, window=tuple(window) if window else None, png=png, spacing_mm=spacing_mm,
-                        field_mm=tuple(field_mm) if field_mm else None)
-    return _read(Path(path), opts)
-
-
-def read_image(path: str | Path, image) -> np.ndarray:
-    """:func:`read_image_file` with the rules of ``image`` (an ``ImageSpec``, ``ImageInfo`` or
-    :class:`ImageOptions`): what a reader of a spec's image column calls per file."""
     return _read(Path(path), image if isinstance(image, ImageOptions) else ImageOptions.of(image))
 
 

@@ -18,8 +18,6 @@ from amfmedit.train import rundir
 
 #: pretraining has learned when its best validation ITC loss is below this share of chance
 ITC_LEARNED_BELOW = 0.95
-#: fewer events than this in a split: metrics on it are too noisy to compare models
-MIN_EVENTS = 10
 
 
 def itc_chance(n_val: int, eval_batch_size: int) -> float:
@@ -50,23 +48,6 @@ def pretrain_warnings(history: Sequence[dict], *, epochs: int, warmup_epochs: in
                    f"clearly below chance log(batch) = {chance:.3f} (a model that learned something goes below "
                    f"{ITC_LEARNED_BELOW * chance:.3f}); train longer, raise the learning rate, or check the data")
     return out
-
-
-def event_warnings(labels: np.ndarray, split: str, class_names: Sequence[str]) -> list[str]:
-    """A split with one class (AUC undefined) or with fewer than MIN_EVENTS rows of a class."""
-    labels = np.asarray(labels)
-    if len(labels) == 0:
-        return [f"the {split} split is empty"]
-    counts = np.bincount(labels, minlength=len(class_names))
-    present = int((counts > 0).sum())
-    if present < 2:
-        return [f"the {split} split holds one class only ({class_names[int(labels[0])]}): AUC and every "
-                "metric that needs both classes are undefined on it"]
-    small = [f"{class_names[k]} {int(c)}" for k, c in enumerate(counts) if 0 < c < MIN_EVENTS]
-    if small:
-        return [f"the {split} split has fewer than {MIN_EVENTS} rows of a class ({', '.join(small)}): its metrics "
-                "carry wide intervals, and differences between models on it mean little"]
-    return []
 
 
 def constant_warnings(probs: np.ndarray, name: str, split: str, tol: float = 1e-6) -> list[str]:
