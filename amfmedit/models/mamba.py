@@ -21,7 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models import native_scan
-from amfmedit.models.scan import SCAN_IMPLS, causal_conv_silu_native, default_scan_impl, selective_scan_time_major
+from amfmedit.models.scan import (
+    SCAN_IMPLS,
+    causal_conv_silu_native,
+    default_scan_impl,
+    mamba_inner_native,
+    selective_scan_time_major,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +212,25 @@ class MambaBlock(nn.Module):
             return "fused" if fused_ok else default_scan_impl(hidden.device)
         return impl
 
-    def forward(self, hidden: Tensor, *, time_major: bool = False) -> Tensor:
-        """hidden: (B, L, d_model) -> (B, L, d_model); with ``time_major`` (L, B, d_model) both ways."""
+    def forward(self, hidden: Tensor, *, time_major: bool = False, pool: str | None = None) -> Tensor:
+        """hidden: (B, L, d_model) -> (B, L, d_model); with ``time_major`` (L, B, d_model) both ways.
+
+        ``pool="mean"`` or ``"last"`` returns the output pooled over the sequence instead,
+        (B, d_model): its mean over time or its last step. On the pure path the pooling comes
+        before ``out_proj``, which is linear, so the value is the same while ``out_proj`` (and
+        its backward) runs on B rows instead of B x L.
+        """
+        if pool not in (None, "mean", "last"):
+            raise ValueError(f"pool must be None, 'mean' or 'last', however: {pool=}")
         path = self._choose_path(hidden)
         self._log_path(path, hidden)
         if path == "fused":
             out = self._forward_fused(hidden.transpose(0, 1) if time_major else hidden)
+            if pool is not None:
+                return out[:, -1] if pool == "last" else out.mean(dim=1)
             return out.transpose(0, 1) if time_major else out
-        out = self._forward_pure(hidden if time_major else hidden.transpose(0, 1), path)
-        return out if time_major else out.transpose(0, 1)
+        out = self._forward_pure(hidden if time_major else hidden.transpose(0, 1), path, pool)
+        return out if time_major or pool is not None else out.transpose(0, 1)
 
     def _log_path(self, path: str, hidden: Tensor) -> None:
         if path == "fused":
@@ -267,10 +283,19 @@ class MambaBlock(nn.Module):
             out = torch.addcmul(out, xp[k : k + L], w[:, k])
         return out
 
-    def _forward_pure(self, hidden: Tensor, impl: str) -> Tensor:
-        """The same computation with our scan, time-major throughout: (L, B, d) -> (L, B, d)."""
+    def _forward_pure(self, hidden: Tensor, impl: str, pool: str | None = None) -> Tensor:
+        """The same computation with our scan, time-major throughout: (L, B, d) -> (L, B, d), or
+        (B, d) pooled over time before ``out_proj`` when ``pool`` is given."""
         A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (L, B, d_inner) each
+        xz = self.in_proj(hidden)
+        if impl == "native" and xz.dtype == torch.float32 and xz.device.type == "cpu":
+            # conv, x_proj, dt_proj, softplus, scan and epilogue in one compiled Function
+            y = mamba_inner_native(xz, self.conv1d.weight[:, 0, :], self.conv1d.bias, self.x_proj.weight,
+                                   self.dt_proj.weight, self.dt_proj.bias, A, self.D)
+            if pool is not None:
+                y = y[-1] if pool == "last" else y.mean(dim=0)
+            return self.out_proj(y)
+        x, z = xz.chunk(2, dim=-1)  # (L, B, d_inner) each
         if impl == "native" and x.dtype == torch.float32 and x.device.type == "cpu":
             x = causal_conv_silu_native(x, self.conv1d.weight[:, 0, :], self.conv1d.bias)
         else:
@@ -280,6 +305,8 @@ class MambaBlock(nn.Module):
         y = selective_scan_time_major(
             x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, impl=impl
         )
+        if pool is not None:
+            y = y[-1] if pool == "last" else y.mean(dim=0)
         return self.out_proj(y)
 
 

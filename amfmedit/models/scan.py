@@ -460,7 +460,11 @@ class _NativeScan(torch.autograd.Function):
         opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), opt(Dp if gated else None),
                 opt(z), opt(yv))
-        _run_native(lambda b0, b1: lib.amf_scan_fwd(L, Bt, D, N, b0, b1, seg, zs, *args), _native_parts(L, Bt, N * D))
+        parts = _native_parts(L, Bt, N * D)
+        if native_scan.openmp():
+            lib.amf_scan_fwd(L, Bt, D, N, len(parts), seg, zs, *args)
+        else:
+            _run_native(lambda b0, b1: lib.amf_scan_fwd_rows(L, Bt, D, N, b0, b1, seg, zs, *args), parts)
         if need_grad:
             ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts, Dp if gated else None, z, yv)
         ctx.seg, ctx.gated, ctx.zs = seg, gated, zs
@@ -480,19 +484,65 @@ class _NativeScan(torch.autograd.Function):
         parts = _native_parts(L, Bt, N * D)
         Ws = torch.zeros(len(parts), N, D)
         gated = ctx.gated
-        dz = torch.empty_like(u) if gated else None
+        # dz is written with z's row stride (zs): when z is a chunk of in_proj's output, a slice
+        # of a buffer laid out like it
+        dz = u.new_empty(L, Bt, ctx.zs)[..., :D] if gated else None
         WDs = torch.zeros(len(parts), D) if gated else None
         opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
                 _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
         tail = (opt(Dp), opt(z), opt(yv), opt(dz))
         need_dA = ctx.needs_input_grad[2]  # frozen weights (IG): no dA accumulation at all
-        _run_native(lambda i, b0, b1: lib.amf_scan_bwd(L, Bt, D, N, b0, b1, ctx.seg, ctx.zs, *args,
-                                                       _ptr(Ws[i]) if need_dA else None, *tail,
-                                                       opt(WDs[i] if gated else None)),
-                    parts, with_index=True)
+        if native_scan.openmp():
+            lib.amf_scan_bwd(L, Bt, D, N, len(parts), ctx.seg, ctx.zs, *args, _ptr(Ws) if need_dA else None, *tail,
+                             opt(WDs))
+        else:
+            _run_native(lambda i, b0, b1: lib.amf_scan_bwd_rows(L, Bt, D, N, b0, b1, ctx.seg, ctx.zs, *args,
+                                                                _ptr(Ws[i]) if need_dA else None, *tail,
+                                                                opt(WDs[i] if gated else None)),
+                        parts, with_index=True)
         dD = WDs.sum(0) if gated and ctx.needs_input_grad[5] else None
         return du, ddt, Ws.sum(0).t() if need_dA else None, dB, dC, dD, dz, None
+
+
+class _NativeSoftplus(torch.autograd.Function):
+    """softplus(x + bias) in one compiled pass (forward and backward); x (..., C) float32 on the
+    CPU, bias (C,) or None. PyTorch's CPU softplus takes ~1.6 ns per element, as long as the
+    scan's forward for a block at d_state 16 spends on eight state elements."""
+
+    @staticmethod
+    def forward(ctx, x, bias):
+        lib = native_scan.load()
+        x = x.contiguous()
+        C = x.shape[-1]
+        rows = x.numel() // max(C, 1)
+        b = bias.contiguous() if bias is not None else None
+        out = torch.empty_like(x)
+        parts = _native_parts(1, rows, C)
+        args = (_ptr(x), None if b is None else _ptr(b), _ptr(out))
+        if native_scan.openmp():
+            lib.amf_softplus_fwd(rows, C, len(parts), *args)
+        else:
+            _run_native(lambda r0, r1: lib.amf_softplus_fwd_rows(C, r0, r1, *args), parts)
+        ctx.save_for_backward(x, b)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        lib = native_scan.load()
+        x, b = ctx.saved_tensors
+        g = g.contiguous()
+        C = x.shape[-1]
+        rows = x.numel() // max(C, 1)
+        gx = torch.empty_like(x)
+        parts = _native_parts(1, rows, C)
+        args = (_ptr(x), None if b is None else _ptr(b), _ptr(g), _ptr(gx))
+        if native_scan.openmp():
+            lib.amf_softplus_bwd(rows, C, len(parts), *args)
+        else:
+            _run_native(lambda r0, r1: lib.amf_softplus_bwd_rows(C, r0, r1, *args), parts)
+        db = gx.reshape(rows, C).sum(0) if b is not None and ctx.needs_input_grad[1] else None
+        return gx, db
 
 
 class _NativeConvSilu(torch.autograd.Function):
@@ -512,7 +562,11 @@ class _NativeConvSilu(torch.autograd.Function):
         u = x.new_empty(L, Bt, C)
         xs = x.stride(1)
         args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(u))
-        _run_native(lambda b0, b1: lib.amf_conv_fwd(L, Bt, C, K, b0, b1, xs, *args), _native_parts(L, Bt, C * 8))
+        parts = _native_parts(L, Bt, C * 8)
+        if native_scan.openmp():
+            lib.amf_conv_fwd(L, Bt, C, K, len(parts), xs, *args)
+        else:
+            _run_native(lambda b0, b1: lib.amf_conv_fwd_rows(L, Bt, C, K, b0, b1, xs, *args), parts)
         ctx.save_for_backward(x, wT, bias_c)
         return u
 
@@ -524,13 +578,152 @@ class _NativeConvSilu(torch.autograd.Function):
         L, Bt, C = x.shape
         K = wT.shape[0]
         du = du.contiguous()
-        dx = x.new_empty(L, Bt, C)
+        dx = x.new_empty(L, Bt, x.stride(1))[..., :C]  # written with x's row stride
         parts = _native_parts(L, Bt, C * 8)
         dws, dbs = x.new_zeros(len(parts), K, C), x.new_zeros(len(parts), C)
         args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(du), _ptr(dx))
-        _run_native(lambda i, b0, b1: lib.amf_conv_bwd(L, Bt, C, K, b0, b1, x.stride(1), *args, _ptr(dws[i]),
-                                                       _ptr(dbs[i])), parts, with_index=True)
+        if native_scan.openmp():
+            lib.amf_conv_bwd(L, Bt, C, K, len(parts), x.stride(1), *args, _ptr(dws), _ptr(dbs))
+        else:
+            _run_native(lambda i, b0, b1: lib.amf_conv_bwd_rows(L, Bt, C, K, b0, b1, x.stride(1), *args,
+                                                                _ptr(dws[i]), _ptr(dbs[i])), parts, with_index=True)
         return dx, dws.sum(0).t(), dbs.sum(0) if bias_c is not None else None
+
+
+class _NativeMambaInner(torch.autograd.Function):
+    """Everything of a Mamba block between ``in_proj`` and ``out_proj``, on the CPU, compiled:
+    causal conv + SiLU, ``x_proj``, ``dt_proj`` + bias + softplus, the selective scan and its
+    epilogue ``(y + D u) silu(z)``. Time-major float32: xz (L, Bt, 2 C) -> (L, Bt, C).
+
+    The same arithmetic as the separate ops (:class:`_NativeConvSilu`, ``F.linear``,
+    :class:`_NativeSoftplus`, :class:`_NativeScan`), with the gradient of ``xz`` written into one
+    buffer by the conv's and the scan's backward passes (no ``cat`` of its two halves) and the
+    rank-``R`` ``dt_proj`` (a (L Bt, R) @ (R, C) product, far too skinny for a GEMM to run
+    well) folded into the softplus pass, forward and backward.
+    """
+
+    @staticmethod
+    def forward(ctx, xz, conv_w, conv_b, xproj_w, dtproj_w, dt_bias, A, Dp, seg):
+        lib, omp = native_scan.load(), native_scan.openmp()
+        L, Bt, C2 = xz.shape
+        C, K = C2 // 2, conv_w.shape[1]
+        R, N = dtproj_w.shape[1], A.shape[1]
+        S = R + 2 * N
+        xz = xz.contiguous()
+        wT = conv_w.t().contiguous()
+        cb = conv_b.contiguous() if conv_b is not None else None
+        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
+        # causal conv + SiLU of the x half, read in place (row stride 2 C)
+        u = xz.new_empty(L, Bt, C)
+        cparts = _native_parts(L, Bt, C * 8)
+        cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(u))
+        if omp:
+            lib.amf_conv_fwd(L, Bt, C, K, len(cparts), C2, *cargs)
+        else:
+            _run_native(lambda b0, b1: lib.amf_conv_fwd_rows(L, Bt, C, K, b0, b1, C2, *cargs), cparts)
+        xdbl = torch.mm(u.view(-1, C), xproj_w.t())  # (L Bt, R + 2 N): dt_low | B | C
+        Bm = xdbl[:, R:R + N].contiguous().view(L, Bt, N)
+        Cm = xdbl[:, R + N:].contiguous().view(L, Bt, N)
+        # dt = softplus(dt_bias + dt_low dt_proj^T), dt_low read in place (row stride S)
+        WT = dtproj_w.t().contiguous()
+        bias = dt_bias.contiguous() if dt_bias is not None else None
+        dt = xz.new_empty(L, Bt, C)
+        rparts = _native_parts(1, L * Bt, C * 8)
+        dargs = (_ptr(xdbl), _ptr(WT), opt(bias), _ptr(dt))
+        if omp:
+            lib.amf_dtsp_fwd(L * Bt, C, R, len(rparts), S, *dargs)
+        else:
+            _run_native(lambda r0, r1: lib.amf_dtsp_fwd_rows(C, R, r0, r1, S, *dargs), rparts)
+        # the scan with its epilogue; z read in place from the z half (row stride 2 C)
+        At, A2 = A.t().contiguous(), (A * _LOG2E).t().contiguous()
+        Dc = Dp.contiguous()
+        y = xz.new_empty(L, Bt, C)
+        need_grad = any(ctx.needs_input_grad[:8])
+        ckpts = xz.new_empty(Bt, (L + seg - 1) // seg, N, C) if need_grad else None
+        yv = xz.new_empty(L, Bt, C) if need_grad else None
+        z = xz[..., C:]
+        sparts = _native_parts(L, Bt, N * C)
+        sargs = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), _ptr(Dc), _ptr(z), opt(yv))
+        if omp:
+            lib.amf_scan_fwd(L, Bt, C, N, len(sparts), seg, C2, *sargs)
+        else:
+            _run_native(lambda b0, b1: lib.amf_scan_fwd_rows(L, Bt, C, N, b0, b1, seg, C2, *sargs), sparts)
+        if need_grad:
+            ctx.save_for_backward(xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv)
+        ctx.seg = seg
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        lib, omp = native_scan.load(), native_scan.openmp()
+        xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv = ctx.saved_tensors
+        L, Bt, C2 = xz.shape
+        C, K = C2 // 2, wT.shape[0]
+        R, N = WT.shape[0], At.shape[0]
+        S = R + 2 * N
+        dy = dy.contiguous()
+        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
+        dxz = xz.new_empty(L, Bt, C2)
+        # the scan: du, ddt, dB, dC; dz straight into the z half of dxz
+        du, ddt = torch.empty_like(u), torch.empty_like(u)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        sparts = _native_parts(L, Bt, N * C)
+        need_dA = ctx.needs_input_grad[6]
+        Ws = u.new_zeros(len(sparts), N, C) if need_dA else None
+        WDs = u.new_zeros(len(sparts), C)
+        z, dz = xz[..., C:], dxz[..., C:]
+        sargs = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts), _ptr(du),
+                 _ptr(ddt), _ptr(dB), _ptr(dC))
+        stail = (_ptr(Dc), _ptr(z), _ptr(yv), _ptr(dz))
+        if omp:
+            lib.amf_scan_bwd(L, Bt, C, N, len(sparts), ctx.seg, C2, *sargs, opt(Ws), *stail, _ptr(WDs))
+        else:
+            _run_native(lambda i, b0, b1: lib.amf_scan_bwd_rows(L, Bt, C, N, b0, b1, ctx.seg, C2, *sargs,
+                                                                None if Ws is None else _ptr(Ws[i]), *stail,
+                                                                _ptr(WDs[i])), sparts, with_index=True)
+        # dt_proj + softplus: d dt_low into the first R columns of d xdbl
+        dxdbl = u.new_empty(L * Bt, S)
+        rparts = _native_parts(1, L * Bt, C * 8)
+        dWTs = u.new_zeros(len(rparts), R, C)
+        dbs = u.new_zeros(len(rparts), C) if bias is not None else None
+        dargs = (_ptr(xdbl), _ptr(WT), opt(bias), _ptr(ddt), _ptr(dxdbl))
+        if omp:
+            lib.amf_dtsp_bwd(L * Bt, C, R, len(rparts), S, S, *dargs, _ptr(dWTs), opt(dbs))
+        else:
+            _run_native(lambda i, r0, r1: lib.amf_dtsp_bwd_rows(C, R, r0, r1, S, S, *dargs, _ptr(dWTs[i]),
+                                                                None if dbs is None else _ptr(dbs[i])),
+                        rparts, with_index=True)
+        dxdbl[:, R:R + N] = dB.view(-1, N)
+        dxdbl[:, R + N:] = dC.view(-1, N)
+        dxproj_w = dxdbl.t().mm(u.view(-1, C)) if ctx.needs_input_grad[3] else None
+        du.view(-1, C).addmm_(dxdbl, xproj_w)  # + the x_proj path
+        # the conv: dx straight into the x half of dxz
+        cparts = _native_parts(L, Bt, C * 8)
+        dws, dcbs = u.new_zeros(len(cparts), K, C), u.new_zeros(len(cparts), C)
+        cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(du), _ptr(dxz))
+        if omp:
+            lib.amf_conv_bwd(L, Bt, C, K, len(cparts), C2, *cargs, _ptr(dws), _ptr(dcbs))
+        else:
+            _run_native(lambda i, b0, b1: lib.amf_conv_bwd_rows(L, Bt, C, K, b0, b1, C2, *cargs, _ptr(dws[i]),
+                                                                _ptr(dcbs[i])), cparts, with_index=True)
+        return (dxz, dws.sum(0).t(), dcbs.sum(0) if cb is not None else None, dxproj_w,
+                dWTs.sum(0).t(), dbs.sum(0) if dbs is not None else None,
+                Ws.sum(0).t() if need_dA else None, WDs.sum(0), None)
+
+
+def mamba_inner_native(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, x_proj_weight: Tensor,
+                       dt_proj_weight: Tensor, dt_proj_bias: Tensor | None, A: Tensor, D: Tensor) -> Tensor:
+    """A Mamba block between ``in_proj`` and ``out_proj`` with the compiled CPU kernels.
+
+    Time-major float32 CPU tensors: xz (L, Bt, 2 C) (``in_proj``'s output: x | z), conv_weight
+    (C, K), x_proj_weight (R + 2 N, C), dt_proj_weight (C, R), A (C, N) (= -exp(A_log)), D (C,).
+    Returns (L, Bt, C): ``(scan(silu(conv(x))) + D u) * silu(z)``.
+    """
+    if not native_scan.available():
+        raise RuntimeError(f"the native CPU kernels are not available: {native_scan.status()}")
+    seg = _segment_length("native", xz.shape[1] * A.shape[0] * A.shape[1], xz.device, xz.shape[0])
+    return _NativeMambaInner.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
+                                   A, D, seg)
 
 
 def causal_conv_silu_native(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -592,10 +785,13 @@ def selective_scan_time_major(
     with torch.autocast(u.device.type, enabled=False):
         uf = u.float()
         dt = delta.float()
-        if delta_bias is not None:
-            dt = dt + delta_bias.float()
-        if delta_softplus:
-            dt = F.softplus(dt)
+        if impl == "native" and delta_softplus and dt.device.type == "cpu" and native_scan.available():
+            dt = _NativeSoftplus.apply(dt, None if delta_bias is None else delta_bias.float())
+        else:
+            if delta_bias is not None:
+                dt = dt + delta_bias.float()
+            if delta_softplus:
+                dt = F.softplus(dt)
         if impl == "native" and u.device.type != "cpu":
             raise ValueError(f"impl='native' is the compiled CPU scan, however the tensors are on {u.device}")
         if impl == "native":

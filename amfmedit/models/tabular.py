@@ -348,7 +348,15 @@ class FTMambaEncoder(_TabularEncoder):
 
     def _blocks(self, tokens: Tensor) -> Tensor:
         x = tokens.transpose(0, 1).contiguous()
-        for i, block in enumerate(self.blocks):
-            x = x + block(self.norms[i](x), time_major=True) if self.residual else block(x, time_major=True)
-        pooled = x[-1] if self.pooling == "cls" else x.mean(dim=0)
+        pool = "last" if self.pooling == "cls" else "mean"
+        *inner, last = range(len(self.blocks))
+        for i in inner:
+            x = x + self.blocks[i](self.norms[i](x), time_major=True) if self.residual else self.blocks[i](x, time_major=True)
+        # Only the pooled vector is read out, so the last block returns its output pooled over
+        # time (pool(x + f(x)) = pool(x) + pool(f(x))): its out_proj then runs on B rows, not B x L.
+        if self.residual:
+            pooled = (x[-1] if pool == "last" else x.mean(dim=0)) + self.blocks[last](
+                self.norms[last](x), time_major=True, pool=pool)
+        else:
+            pooled = self.blocks[last](x, time_major=True, pool=pool)
         return self.norm_f(pooled)

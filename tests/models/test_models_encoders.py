@@ -115,6 +115,44 @@ def test_ft_mamba_reference_variant_without_residuals():
     assert enc(torch.randn(2, 3), torch.zeros(2, 0, dtype=torch.long)).shape == (2, 16)
 
 
+@pytest.mark.parametrize("pooling", ["avg", "cls"])
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "bare"])
+@pytest.mark.parametrize("impl", ["native", "sequential", "chunked"])
+def test_ft_mamba_pooled_last_block_equals_pooling_the_full_output(pooling, residual, impl):
+    # The last block returns its output pooled over time with out_proj applied after the
+    # pooling (it is linear): the encoder's value and every parameter gradient must equal
+    # running that block on every token and pooling afterwards.
+    from amfmedit.models import native_scan, set_scan_impl
+
+    if impl == "native" and not native_scan.available():
+        pytest.skip(native_scan.status())
+    torch.manual_seed(0)
+    enc = FTMambaEncoder(n_cont_features=N_CONT, cat_cardinalities=CARDS, d_block=16, d_state=4,
+                         pooling=pooling, residual=residual)
+    set_scan_impl(enc, impl)
+    for block in enc.blocks:  # a bias, so that "mean of (W y + b)" = "W mean(y) + b" is tested too
+        block.out_proj.bias = torch.nn.Parameter(torch.randn(16))
+    x_cont, x_cat = torch.randn(3, N_CONT), torch.randint(0, 3, (3, 2))
+
+    def unpooled():
+        x = enc.tokenizer.tokens(x_cont, enc.embed_categorical(x_cat), cls="last" if pooling == "cls" else "first")
+        x = x.transpose(0, 1)
+        for i, block in enumerate(enc.blocks):
+            x = x + block(enc.norms[i](x), time_major=True) if residual else block(x, time_major=True)
+        return enc.norm_f(x[-1] if pooling == "cls" else x.mean(dim=0))
+
+    params = list(enc.parameters())
+    out, ref = enc(x_cont, x_cat), unpooled()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(out)
+    grads = torch.autograd.grad((out * w).sum(), params, allow_unused=True)
+    ref_grads = torch.autograd.grad((ref * w).sum(), params, allow_unused=True)
+    for (name, _), g, rg in zip(enc.named_parameters(), grads, ref_grads):
+        assert (g is None) == (rg is None), name
+        if g is not None:
+            torch.testing.assert_close(g, rg, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: build_tabular_encoder("tabnet", n_cont_features=3, cat_cardinalities=[]),
      r"unknown tabular encoder 'tabnet'; choose one of: mlp, resnet, ft_transformer, ft_mamba"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amfmedit.models import mamba, native_scan
+from amfmedit.models import mamba, native_scan, scan
 from amfmedit.models.mamba import MambaBlock, kernel_status, set_scan_impl
 
 
@@ -157,17 +157,28 @@ def mamba_reference_forward(block, hidden):
 
 @pytest.mark.parametrize("impl", ["sequential", "chunked", pytest.param("native", marks=pytest.mark.skipif(
     not native_scan.available(), reason="native scan unavailable (no C compiler)"))])
-def test_block_pure_path_equals_the_mamba_reference_computation(impl):
+@pytest.mark.parametrize("parts", [1, 3], ids=["one-part", "batch-split"])
+def test_block_pure_path_equals_the_mamba_reference_computation(impl, parts, monkeypatch):
+    # parts=3: the batch split over threads (the native conv and scan accumulate their weight
+    # gradients per part).
+    if parts > 1:
+        monkeypatch.setattr(scan, "_MIN_NATIVE_WORK_PER_THREAD", 1)
+        monkeypatch.setattr(scan, "_MIN_STATE_PER_THREAD", 1)
     torch.manual_seed(0)
     block = MambaBlock(d_model=16, d_state=8, d_conv=4)
     set_scan_impl(block, impl)
     x = torch.randn(3, 37, 16, requires_grad=True)
-    y = block(x)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(parts)
+    try:
+        y = block(x)
+        w = torch.randn_like(y)
+        grads = torch.autograd.grad((y * w).sum(), [x, *block.parameters()])
+    finally:
+        torch.set_num_threads(threads)
     x_ref = x.detach().clone().requires_grad_()
     y_ref = mamba_reference_forward(block, x_ref)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
-    w = torch.randn_like(y)
-    grads = torch.autograd.grad((y * w).sum(), [x, *block.parameters()])
     ref_grads = torch.autograd.grad((y_ref * w).sum(), [x_ref, *block.parameters()])
     for (name, _), g, rg in zip([("input", None), *block.named_parameters()], grads, ref_grads):
         torch.testing.assert_close(g, rg, rtol=1e-4, atol=1e-5 * (rg.abs().max().item() + 1e-9), msg=name)
@@ -213,3 +224,18 @@ def test_ft_mamba_batch_slices_on_cpu_equal_the_whole_batch(monkeypatch):
     torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_sliced, g_whole):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not native_scan.available(), reason="native scan unavailable (no C compiler)")
+def test_block_native_path_built_without_openmp_equals_the_mamba_reference(monkeypatch, tmp_path):
+    # The library built without OpenMP runs the batch parts on Python threads instead: the same
+    # values and gradients (built afresh into an empty cache).
+    monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("AMFMEDIT_NATIVE_OPENMP", "0")
+    monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
+    native_scan._reset_for_tests()
+    try:
+        assert native_scan.available() and not native_scan.openmp(), native_scan.status()
+        test_block_pure_path_equals_the_mamba_reference_computation("native", 3, monkeypatch)
+    finally:
+        native_scan._reset_for_tests()

@@ -182,3 +182,61 @@ def test_sequential_scan_split_over_threads_equals_one_thread(monkeypatch):
         torch.set_num_threads(threads)
     for name, a, b in zip(["out", *NAMES], split, single):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif(not native_scan.available(), reason="no C compiler")
+@pytest.mark.parametrize("openmp", ["1", "0"], ids=["openmp-threads", "python-threads"])
+@pytest.mark.parametrize("d,n", [(35, 5), (16, 16)], ids=["blocks-and-tail-odd-N", "one-full-block"])
+def test_native_scan_vector_blocks_and_tails_match_the_oracle_on_both_thread_backends(
+        openmp, d, n, monkeypatch, tmp_path):
+    # d = 35: two 16-channel vector blocks and a 3-channel scalar tail; n = 5: the forward's
+    # two-states-at-a-time loop and its remainder; the batch split in 3 parts, each with its
+    # own dA / dD accumulator; short segments. Every gradient, A's included, against the
+    # float64 oracle, with the library built with OpenMP (PyTorch's threads) and without it
+    # (Python threads), from an empty cache.
+    monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("AMFMEDIT_NATIVE_OPENMP", openmp)
+    monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
+    monkeypatch.setattr(scan, "_SEQUENTIAL_SEGMENT", 7)
+    monkeypatch.setattr(scan, "_MIN_NATIVE_WORK_PER_THREAD", 1)
+    native_scan._reset_for_tests()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert native_scan.available(), native_scan.status()
+        assert native_scan.openmp() == (openmp == "1" and native_scan._torch_uses_libgomp())
+        ref_in = [t.requires_grad_() for t in make_inputs(40, -1.0, seed=5, batch=4, d=d, n=n)]
+        ref_out = oracle(*ref_in)
+        grad_out = torch.randn_like(ref_out)
+        ref_grads = torch.autograd.grad(ref_out, ref_in, grad_out)
+        ins = [t.detach().float().requires_grad_() for t in ref_in]
+        out = selective_scan(*ins[:6], z=ins[6], delta_bias=ins[7], delta_softplus=True, impl="native")
+        grads = torch.autograd.grad(out, ins, grad_out.float())
+    finally:
+        torch.set_num_threads(threads)
+        native_scan._reset_for_tests()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5 * ref_out.abs().max().item())
+    for name, g, rg in zip(NAMES, grads, ref_grads):
+        scale = rg.abs().max().item() + 1e-12
+        torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=2e-5 * scale, msg=f"grad of {name}")
+
+
+@pytest.mark.skipif(not native_scan.available(), reason="no C compiler")
+def test_native_softplus_equals_torch_softplus_with_its_gradients():
+    # dt = softplus(delta + bias) in one compiled pass: float32 round-off against the float64
+    # softplus over the whole useful range, inf / -inf / nan as PyTorch gives them, and the
+    # gradients (sigmoid) of x and of the bias.
+    v = torch.linspace(-80, 100, 100_001).double()  # float32 inputs, float64 reference
+    out = scan._NativeSoftplus.apply(v.float(), None).double()
+    assert ((out - F.softplus(v)).abs() / F.softplus(v)).max() < 5e-7
+    special = torch.tensor([float("inf"), -float("inf"), float("nan"), 0.0, -1e30, 1e30])
+    got = scan._NativeSoftplus.apply(special, None)
+    torch.testing.assert_close(got, F.softplus(special), equal_nan=True, atol=1e-30, rtol=0)
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(7, 5, 35, generator=g) * 4).requires_grad_()
+    bias = torch.randn(35, generator=g).requires_grad_()
+    w = torch.randn(7, 5, 35, generator=g)
+    grads = torch.autograd.grad((scan._NativeSoftplus.apply(x, bias) * w).sum(), [x, bias])
+    ref = torch.autograd.grad((F.softplus(x + bias) * w).sum(), [x, bias])
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
