@@ -107,11 +107,12 @@ static inline __attribute__((always_inline)) void fwd_block(
 #include <immintrin.h>
 /* The hot loops on 16 lanes with explicit registers (the auto-vectorised loops keep their
    running sums on the stack and spend 4 ops on 2^k): 2^x with the polynomial above and
-   vscalefps for 2^k. Below 2^-126 the result is 0 (no denormals); a NaN passes through
-   (max/min return their second operand, the NLT_UQ compare keeps NaN lanes). */
+   vscalefps for 2^k. Below 2^-126 the result is 0 (no denormals; those lanes, -inf too, are
+   masked whatever the polynomial gave); a NaN passes through (min returns its second operand,
+   the NLT_UQ compare keeps NaN lanes). */
 static inline __m512 exp2_v(__m512 x) {
     const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);
-    x = _mm512_min_ps(_mm512_set1_ps(128.0f), _mm512_max_ps(_mm512_set1_ps(-127.0f), x));
+    x = _mm512_min_ps(_mm512_set1_ps(128.0f), x); /* the lanes below -126 are masked to 0 anyway */
     const __m512 r = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(x, r);
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(EXP2_C6), f, _mm512_set1_ps(EXP2_C5));
@@ -177,6 +178,50 @@ static inline __attribute__((always_inline)) void bwd_block_v(
     }
     _mm512_storeu_ps(ddtu + d0, acc_u);
     _mm512_storeu_ps(dta + d0, acc_a);
+}
+/* bwd_block_v for two adjacent blocks (32 channels): each state's partial sums sc, sb are
+   read and written once for both, and the two blocks' chains interleave. */
+static inline __attribute__((always_inline)) void bwd_block_v2(
+        int64_t d0, int64_t N, int64_t D, const float *restrict dtr, const float *restrict ur,
+        const float *restrict dyr, const float *restrict Br, const float *restrict Cr,
+        const float *restrict hc0, const float *restrict hp0, const float *restrict ai0,
+        const float *restrict At, float *restrict carry, float *restrict W, float *restrict sc,
+        float *restrict sb, float *restrict ddtu, float *restrict dta) {
+    const int64_t d1 = d0 + VW;
+    const __m512 dtv0 = _mm512_loadu_ps(dtr + d0), dyv0 = _mm512_loadu_ps(dyr + d0);
+    const __m512 dtv1 = _mm512_loadu_ps(dtr + d1), dyv1 = _mm512_loadu_ps(dyr + d1);
+    const __m512 dtuv0 = _mm512_mul_ps(dtv0, _mm512_loadu_ps(ur + d0));
+    const __m512 dtuv1 = _mm512_mul_ps(dtv1, _mm512_loadu_ps(ur + d1));
+    __m512 acc_u0 = _mm512_setzero_ps(), acc_a0 = _mm512_setzero_ps();
+    __m512 acc_u1 = _mm512_setzero_ps(), acc_a1 = _mm512_setzero_ps();
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t o0 = n * D + d0, o1 = o0 + VW;
+        const __m512 cn = _mm512_set1_ps(Cr[n]), bn = _mm512_set1_ps(Br[n]);
+        const __m512 g0 = _mm512_fmadd_ps(cn, dyv0, _mm512_loadu_ps(carry + o0));
+        const __m512 g1 = _mm512_fmadd_ps(cn, dyv1, _mm512_loadu_ps(carry + o1));
+        __m512 scv = _mm512_fmadd_ps(_mm512_loadu_ps(hc0 + o0), dyv0, _mm512_loadu_ps(sc + n * VW));
+        _mm512_storeu_ps(sc + n * VW, _mm512_fmadd_ps(_mm512_loadu_ps(hc0 + o1), dyv1, scv));
+        __m512 sbv = _mm512_fmadd_ps(g0, dtuv0, _mm512_loadu_ps(sb + n * VW));
+        _mm512_storeu_ps(sb + n * VW, _mm512_fmadd_ps(g1, dtuv1, sbv));
+        acc_u0 = _mm512_fmadd_ps(g0, bn, acc_u0);
+        acc_u1 = _mm512_fmadd_ps(g1, bn, acc_u1);
+        const __m512 c0 = _mm512_mul_ps(g0, _mm512_loadu_ps(ai0 + o0));
+        const __m512 c1 = _mm512_mul_ps(g1, _mm512_loadu_ps(ai0 + o1));
+        _mm512_storeu_ps(carry + o0, c0);
+        _mm512_storeu_ps(carry + o1, c1);
+        const __m512 gah0 = _mm512_mul_ps(c0, _mm512_loadu_ps(hp0 + o0));
+        const __m512 gah1 = _mm512_mul_ps(c1, _mm512_loadu_ps(hp0 + o1));
+        acc_a0 = _mm512_fmadd_ps(gah0, _mm512_loadu_ps(At + o0), acc_a0);
+        acc_a1 = _mm512_fmadd_ps(gah1, _mm512_loadu_ps(At + o1), acc_a1);
+        if (W) {
+            _mm512_storeu_ps(W + o0, _mm512_fmadd_ps(gah0, dtv0, _mm512_loadu_ps(W + o0)));
+            _mm512_storeu_ps(W + o1, _mm512_fmadd_ps(gah1, dtv1, _mm512_loadu_ps(W + o1)));
+        }
+    }
+    _mm512_storeu_ps(ddtu + d0, acc_u0);
+    _mm512_storeu_ps(ddtu + d1, acc_u1);
+    _mm512_storeu_ps(dta + d0, acc_a0);
+    _mm512_storeu_ps(dta + d1, acc_a1);
 }
 #endif
 
@@ -298,22 +343,27 @@ void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, 
             for (int64_t i = 0; i < T; ++i) { /* recompute this segment's decays and states */
                 const int64_t row = (s0 + i) * Bt + b;
                 const float *dtr = dt + row * D, *ur = u + row * D, *Br = Bm + row * N;
+                const float *hp0 = H + i * NS;
+                float *ai0 = As + i * NS, *hi0 = H + (i + 1) * NS;
+                int64_t d0 = 0;
+#if defined(__AVX512F__)
+                for (; d0 + VW <= D; d0 += VW) { /* a channel block: its dt and dt u loaded once */
+                    const __m512 dtv = _mm512_loadu_ps(dtr + d0);
+                    const __m512 dtuv = _mm512_mul_ps(dtv, _mm512_loadu_ps(ur + d0));
+                    for (int64_t n = 0; n < N; ++n) {
+                        const int64_t o = n * D + d0;
+                        const __m512 a = exp2_v(_mm512_mul_ps(dtv, _mm512_loadu_ps(A2 + o)));
+                        _mm512_storeu_ps(ai0 + o, a);
+                        _mm512_storeu_ps(hi0 + o, _mm512_fmadd_ps(a, _mm512_loadu_ps(hp0 + o),
+                                                                  _mm512_mul_ps(_mm512_set1_ps(Br[n]), dtuv)));
+                    }
+                }
+#endif
                 for (int64_t n = 0; n < N; ++n) {
                     const float bn = Br[n];
-                    const float *an = A2 + n * D, *hp = H + i * NS + n * D;
-                    float *ai = As + i * NS + n * D, *hi = H + (i + 1) * NS + n * D;
-                    int64_t d = 0;
-#if defined(__AVX512F__)
-                    const __m512 bv = _mm512_set1_ps(bn);
-                    for (; d + VW <= D; d += VW) {
-                        const __m512 dtv = _mm512_loadu_ps(dtr + d);
-                        const __m512 a = exp2_v(_mm512_mul_ps(dtv, _mm512_loadu_ps(an + d)));
-                        _mm512_storeu_ps(ai + d, a);
-                        _mm512_storeu_ps(hi + d, _mm512_fmadd_ps(a, _mm512_loadu_ps(hp + d),
-                                                                 _mm512_mul_ps(bv, _mm512_mul_ps(dtv, _mm512_loadu_ps(ur + d)))));
-                    }
-#endif
-                    for (; d < D; ++d) {
+                    const float *an = A2 + n * D, *hp = hp0 + n * D;
+                    float *ai = ai0 + n * D, *hi = hi0 + n * D;
+                    for (int64_t d = d0; d < D; ++d) {
                         float a = exp2_poly(dtr[d] * an[d]);
                         ai[d] = a;
                         hi[d] = a * hp[d] + bn * dtr[d] * ur[d];
@@ -342,6 +392,10 @@ void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, 
                 memset(scp, 0, sizeof(float) * 2 * N * VW);
                 const float *hc0 = H + (i + 1) * NS, *hp0 = H + i * NS, *ai0 = As + i * NS;
                 int64_t d0 = 0;
+#if defined(__AVX512F__)
+                for (; d0 + 2 * VW <= D; d0 += 2 * VW)
+                    bwd_block_v2(d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu, dta);
+#endif
                 for (; d0 + VW <= D; d0 += VW)
 #if defined(__AVX512F__)
                     bwd_block_v(d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu, dta);
