@@ -467,10 +467,12 @@ void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, 
 }
 
 /* Depthwise causal convolution + SiLU, time-major: x rows (t, b) of C channels, row stride xs;
-   u[t, b, :] = silu(bias + sum_k wT[k, :] x[t - K + 1 + k, b, :]) (zero before t = 0). */
+   u[t, b, :] = silu(bias + sum_k wT[k, :] x[t - K + 1 + k, b, :]) (zero before t = 0). With
+   ds != NULL the SiLU's derivative at each pre-activation is kept there (L, Bt, C), so that the
+   backward need not recompute the convolution and the sigmoid. */
 void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
-                  float *restrict u) {
+                  float *restrict u, float *restrict ds) {
     for (int64_t b = b0; b < b1; ++b)
         for (int64_t t = 0; t < L; ++t) {
             float *ur = u + (t * Bt + b) * C;
@@ -481,7 +483,16 @@ void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, 
                 const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
                 for (int64_t d = 0; d < C; ++d) ur[d] += wk[d] * xr[d];
             }
-            for (int64_t d = 0; d < C; ++d) ur[d] = ur[d] * sigmoid_poly(ur[d]);
+            if (ds) { /* silu'(c) = sg (1 + c (1 - sg)), kept for the backward */
+                float *dsr = ds + (t * Bt + b) * C;
+                for (int64_t d = 0; d < C; ++d) {
+                    const float c = ur[d], sg = sigmoid_poly(c);
+                    dsr[d] = sg * (1.0f + c * (1.0f - sg));
+                    ur[d] = c * sg;
+                }
+            } else {
+                for (int64_t d = 0; d < C; ++d) ur[d] = ur[d] * sigmoid_poly(ur[d]);
+            }
         }
 }
 
@@ -489,23 +500,32 @@ void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, 
    and dbias (C) accumulated (one buffer per thread). */
 void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
-                  const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias) {
+                  const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias,
+                  const float *restrict ds) {
     float *c = (float *)malloc(sizeof(float) * C);
     for (int64_t b = b0; b < b1; ++b) {
         for (int64_t t = 0; t < L; ++t) memset(dx + (t * Bt + b) * xs, 0, sizeof(float) * C);
         for (int64_t t = 0; t < L; ++t) {
-            for (int64_t d = 0; d < C; ++d) c[d] = bias ? bias[d] : 0.0f;
-            for (int64_t k = 0; k < K; ++k) {
-                int64_t s = t - K + 1 + k;
-                if (s < 0) continue;
-                const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
-                for (int64_t d = 0; d < C; ++d) c[d] += wk[d] * xr[d];
-            }
             const float *dur = du + (t * Bt + b) * C;
-            for (int64_t d = 0; d < C; ++d) {
-                float sg = sigmoid_poly(c[d]);
-                c[d] = dur[d] * sg * (1.0f + c[d] * (1.0f - sg)); /* dL/d(pre-activation) */
-                dbias[d] += c[d];
+            if (ds) { /* silu' kept by the forward */
+                const float *dsr = ds + (t * Bt + b) * C;
+                for (int64_t d = 0; d < C; ++d) {
+                    c[d] = dur[d] * dsr[d];
+                    dbias[d] += c[d];
+                }
+            } else {
+                for (int64_t d = 0; d < C; ++d) c[d] = bias ? bias[d] : 0.0f;
+                for (int64_t k = 0; k < K; ++k) {
+                    int64_t s = t - K + 1 + k;
+                    if (s < 0) continue;
+                    const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
+                    for (int64_t d = 0; d < C; ++d) c[d] += wk[d] * xr[d];
+                }
+                for (int64_t d = 0; d < C; ++d) {
+                    float sg = sigmoid_poly(c[d]);
+                    c[d] = dur[d] * sg * (1.0f + c[d] * (1.0f - sg)); /* dL/d(pre-activation) */
+                    dbias[d] += c[d];
+                }
             }
             for (int64_t k = 0; k < K; ++k) {
                 int64_t s = t - K + 1 + k;
@@ -555,19 +575,20 @@ void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int6
 
 void amf_conv_fwd(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t nth, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
-                  float *restrict u) {
+                  float *restrict u, float *restrict ds) {
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
     for (int64_t p = 0; p < nth; ++p)
-        amf_conv_fwd_rows(L, Bt, C, K, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), xs, x, wT, bias, u);
+        amf_conv_fwd_rows(L, Bt, C, K, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), xs, x, wT, bias, u, ds);
 }
 
 void amf_conv_bwd(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t nth, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
-                  const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias) {
+                  const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias,
+                  const float *restrict ds) {
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
     for (int64_t p = 0; p < nth; ++p)
         amf_conv_bwd_rows(L, Bt, C, K, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), xs, x, wT, bias, du, dx,
-                      dwT + p * K * C, dbias + p * C);
+                          dwT + p * K * C, dbias + p * C, ds);
 }
 
 /* log(1 + e) for e in [0, 1] as 2 atanh(t), t = e / (2 + e) in [0, 1/3]: the odd series to t^15
@@ -807,12 +828,12 @@ def load() -> ctypes.CDLL | None:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         lib.amf_scan_fwd_rows.argtypes = [i64] * 8 + [ptr] * 10
         lib.amf_scan_bwd_rows.argtypes = [i64] * 8 + [ptr] * 18
-        lib.amf_conv_fwd_rows.argtypes = [i64] * 7 + [ptr] * 4
-        lib.amf_conv_bwd_rows.argtypes = [i64] * 7 + [ptr] * 7
+        lib.amf_conv_fwd_rows.argtypes = [i64] * 7 + [ptr] * 5
+        lib.amf_conv_bwd_rows.argtypes = [i64] * 7 + [ptr] * 8
         lib.amf_scan_fwd.argtypes = [i64] * 7 + [ptr] * 10
         lib.amf_scan_bwd.argtypes = [i64] * 7 + [ptr] * 18
-        lib.amf_conv_fwd.argtypes = [i64] * 6 + [ptr] * 4
-        lib.amf_conv_bwd.argtypes = [i64] * 6 + [ptr] * 7
+        lib.amf_conv_fwd.argtypes = [i64] * 6 + [ptr] * 5
+        lib.amf_conv_bwd.argtypes = [i64] * 6 + [ptr] * 8
         for fn in (lib.amf_scan_fwd_rows, lib.amf_scan_bwd_rows, lib.amf_conv_fwd_rows, lib.amf_conv_bwd_rows,
                    lib.amf_scan_fwd, lib.amf_scan_bwd, lib.amf_conv_fwd, lib.amf_conv_bwd):
             fn.restype = None

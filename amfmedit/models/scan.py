@@ -564,9 +564,9 @@ class _NativeConvSilu(torch.autograd.Function):
         args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(u))
         parts = _native_parts(L, Bt, C * 8)
         if native_scan.openmp():
-            lib.amf_conv_fwd(L, Bt, C, K, len(parts), xs, *args)
+            lib.amf_conv_fwd(L, Bt, C, K, len(parts), xs, *args, None)
         else:
-            _run_native(lambda b0, b1: lib.amf_conv_fwd_rows(L, Bt, C, K, b0, b1, xs, *args), parts)
+            _run_native(lambda b0, b1: lib.amf_conv_fwd_rows(L, Bt, C, K, b0, b1, xs, *args, None), parts)
         ctx.save_for_backward(x, wT, bias_c)
         return u
 
@@ -583,10 +583,11 @@ class _NativeConvSilu(torch.autograd.Function):
         dws, dbs = x.new_zeros(len(parts), K, C), x.new_zeros(len(parts), C)
         args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(du), _ptr(dx))
         if native_scan.openmp():
-            lib.amf_conv_bwd(L, Bt, C, K, len(parts), x.stride(1), *args, _ptr(dws), _ptr(dbs))
+            lib.amf_conv_bwd(L, Bt, C, K, len(parts), x.stride(1), *args, _ptr(dws), _ptr(dbs), None)
         else:
             _run_native(lambda i, b0, b1: lib.amf_conv_bwd_rows(L, Bt, C, K, b0, b1, x.stride(1), *args,
-                                                                _ptr(dws[i]), _ptr(dbs[i])), parts, with_index=True)
+                                                                _ptr(dws[i]), _ptr(dbs[i]), None),
+                        parts, with_index=True)
         return dx, dws.sum(0).t(), dbs.sum(0) if bias_c is not None else None
 
 
@@ -614,9 +615,11 @@ class _NativeMambaInner(torch.autograd.Function):
         cb = conv_b.contiguous() if conv_b is not None else None
         opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         # causal conv + SiLU of the x half, read in place (row stride 2 C)
+        need_grad = any(ctx.needs_input_grad[:8])
         u = xz.new_empty(L, Bt, C)
+        ds = xz.new_empty(L, Bt, C) if need_grad else None  # silu' of the conv, for the backward
         cparts = _native_parts(L, Bt, C * 8)
-        cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(u))
+        cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(u), opt(ds))
         if omp:
             lib.amf_conv_fwd(L, Bt, C, K, len(cparts), C2, *cargs)
         else:
@@ -638,7 +641,6 @@ class _NativeMambaInner(torch.autograd.Function):
         At, A2 = A.t().contiguous(), (A * _LOG2E).t().contiguous()
         Dc = Dp.contiguous()
         y = xz.new_empty(L, Bt, C)
-        need_grad = any(ctx.needs_input_grad[:8])
         ckpts = xz.new_empty(Bt, (L + seg - 1) // seg, N, C) if need_grad else None
         yv = xz.new_empty(L, Bt, C) if need_grad else None
         z = xz[..., C:]
@@ -649,14 +651,14 @@ class _NativeMambaInner(torch.autograd.Function):
         else:
             _run_native(lambda b0, b1: lib.amf_scan_fwd_rows(L, Bt, C, N, b0, b1, seg, C2, *sargs), sparts)
         if need_grad:
-            ctx.save_for_backward(xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv)
+            ctx.save_for_backward(xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv, ds)
         ctx.seg = seg
         return y
 
     @staticmethod
     def backward(ctx, dy):
         lib, omp = native_scan.load(), native_scan.openmp()
-        xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv = ctx.saved_tensors
+        xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv, ds = ctx.saved_tensors
         L, Bt, C2 = xz.shape
         C, K = C2 // 2, wT.shape[0]
         R, N = WT.shape[0], At.shape[0]
@@ -702,10 +704,10 @@ class _NativeMambaInner(torch.autograd.Function):
         dws, dcbs = u.new_zeros(len(cparts), K, C), u.new_zeros(len(cparts), C)
         cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(du), _ptr(dxz))
         if omp:
-            lib.amf_conv_bwd(L, Bt, C, K, len(cparts), C2, *cargs, _ptr(dws), _ptr(dcbs))
+            lib.amf_conv_bwd(L, Bt, C, K, len(cparts), C2, *cargs, _ptr(dws), _ptr(dcbs), _ptr(ds))
         else:
             _run_native(lambda i, b0, b1: lib.amf_conv_bwd_rows(L, Bt, C, K, b0, b1, C2, *cargs, _ptr(dws[i]),
-                                                                _ptr(dcbs[i])), cparts, with_index=True)
+                                                                _ptr(dcbs[i]), _ptr(ds)), cparts, with_index=True)
         return (dxz, dws.sum(0).t(), dcbs.sum(0) if cb is not None else None, dxproj_w,
                 dWTs.sum(0).t(), dbs.sum(0) if dbs is not None else None,
                 Ws.sum(0).t() if need_dA else None, WDs.sum(0), None)
