@@ -434,7 +434,8 @@ void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, 
                     bwd_block(VW, d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu, dta);
 #endif
                 if (d0 < D)
-                    bwd_block(D - d0, d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu, dta);
+                    bwd_block(D - d0, d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu,
+                              dta);
                 int64_t n0 = 0;
 #if defined(__AVX512F__)
                 for (; n0 + 16 <= N; n0 += 16) {
@@ -556,8 +557,8 @@ void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int6
                   float *restrict yv) {
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
     for (int64_t p = 0; p < nth; ++p)
-        amf_scan_fwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, u, dt, A2, Bm, Cm, y, ck,
-                      Dp, z, yv);
+        amf_scan_fwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, u, dt, A2, Bm, Cm, y,
+                          ck, Dp, z, yv);
 }
 
 void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int64_t seg, int64_t zs,

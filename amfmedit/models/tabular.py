@@ -351,7 +351,8 @@ class FTMambaEncoder(_TabularEncoder):
         pool = "last" if self.pooling == "cls" else "mean"
         *inner, last = range(len(self.blocks))
         for i in inner:
-            x = x + self.blocks[i](self.norms[i](x), time_major=True) if self.residual else self.blocks[i](x, time_major=True)
+            block = self.blocks[i]
+            x = x + block(self.norms[i](x), time_major=True) if self.residual else block(x, time_major=True)
         # Only the pooled vector is read out, so the last block returns its output pooled over
         # time (pool(x + f(x)) = pool(x) + pool(f(x))): its out_proj then runs on B rows, not B x L.
         if self.residual:
