@@ -21,13 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models import native_scan
-from amfmedit.models.scan import (
-    SCAN_IMPLS,
-    causal_conv_silu_native,
-    default_scan_impl,
-    mamba_inner_native,
-    selective_scan_time_major,
-)
+from amfmedit.models.scan import SCAN_IMPLS, default_scan_impl, mamba_inner_native, selective_scan_time_major
 
 log = logging.getLogger(__name__)
 
@@ -292,19 +286,14 @@ class MambaBlock(nn.Module):
             # conv, x_proj, dt_proj, softplus, scan and epilogue in one compiled Function
             y = mamba_inner_native(xz, self.conv1d.weight[:, 0, :], self.conv1d.bias, self.x_proj.weight,
                                    self.dt_proj.weight, self.dt_proj.bias, A, self.D)
-            if pool is not None:
-                y = y[-1] if pool == "last" else y.mean(dim=0)
-            return self.out_proj(y)
-        x, z = xz.chunk(2, dim=-1)  # (L, B, d_inner) each
-        if impl == "native" and x.dtype == torch.float32 and x.device.type == "cpu":
-            x = causal_conv_silu_native(x, self.conv1d.weight[:, 0, :], self.conv1d.bias)
         else:
+            x, z = xz.chunk(2, dim=-1)  # (L, B, d_inner) each
             x = F.silu(self._causal_conv(x))
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan (fp32)
-        y = selective_scan_time_major(
-            x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, impl=impl
-        )
+            dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+            dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan (fp32)
+            y = selective_scan_time_major(
+                x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, impl=impl
+            )
         if pool is not None:
             y = y[-1] if pool == "last" else y.mean(dim=0)
         return self.out_proj(y)

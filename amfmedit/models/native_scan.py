@@ -20,13 +20,12 @@ build takes well under a second), cached under ``$AMFMEDIT_CACHE`` (default
 called through ctypes on the tensors' memory. Batch rows are split in parts: with
 ``-fopenmp`` (tried first where PyTorch itself runs on GNU libgomp, whose already loaded copy
 the library then shares) the parts run on PyTorch's own OpenMP threads; otherwise (or with
-``AMFMEDIT_NATIVE_OPENMP=0``) in Python threads (ctypes releases the GIL). The OpenMP build
-exists because the Python threads lose to PyTorch's OpenMP workers, which spin for a while
-after each parallel op and take the second core: at 2 threads the Python-thread split ran the
-scan no faster than 1 thread (forward 5.4 vs 4.8 ms, backward 11.7 vs 10.8 ms at 33 x 128
-tokens, d_inner 128, d_state 16), the OpenMP one 1.5x faster. When there is no compiler, the
-build fails, or ``AMFMEDIT_NATIVE_SCAN=0``, :func:`load` returns None and the scan falls back
-to the pure-PyTorch sequential path; :func:`status` says why.
+``AMFMEDIT_NATIVE_OPENMP=0``) one after another. (An earlier split over Python threads lost to
+PyTorch's OpenMP workers, which spin for a while after each parallel op and take the second
+core: at 2 threads it ran the scan no faster than 1 thread, forward 5.4 vs 4.8 ms, backward
+11.7 vs 10.8 ms at 33 x 128 tokens, d_inner 128, d_state 16; the OpenMP parts are 1.5x faster.)
+When there is no compiler, the build fails, or ``AMFMEDIT_NATIVE_SCAN=0``, :func:`load` returns
+None and the scan falls back to the pure-PyTorch sequential path; :func:`status` says why.
 
 Decays are ``exp2(dt * A * log2(e))`` computed by an inline range-reduced polynomial
 (degree 6, relative error ~1e-7, i.e. float32 round-off) so the compiler can vectorise the
@@ -305,7 +304,8 @@ static inline __attribute__((always_inline)) void bwd_block(
 /* Epilogue (when z != NULL): v = y + Dp u is kept in yv (L, Bt, D) if yv != NULL, and the
    output is v silu(z); without z the output is y itself. z's rows (t, b) are zs floats apart
    (a chunk of in_proj's output is read in place). */
-void amf_scan_fwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg, int64_t zs,
+static void amf_scan_fwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
+                  int64_t zs,
                   const float *restrict u, const float *restrict dt, const float *restrict A2,
                   const float *restrict Bm, const float *restrict Cm, float *restrict y,
                   float *restrict ck, const float *restrict Dp, const float *restrict z,
@@ -348,7 +348,8 @@ void amf_scan_fwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, 
    dB, dC (L, Bt, N) for these rows and adds sum_{b,t} g a h_{t-1} dt into W (N, D) (dA^T). */
 /* With z != NULL, dy is the gradient of the gated output: the epilogue's backward runs first
    (dz into dz, dL/dDp added into WD (D,), dL/dy = dy silu(z)). */
-void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg, int64_t zs,
+static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
+                  int64_t zs,
                   const float *restrict u, const float *restrict dt, const float *restrict At,
                   const float *restrict A2, const float *restrict Bm, const float *restrict Cm,
                   const float *restrict dy, const float *restrict ck, float *restrict du,
@@ -469,9 +470,9 @@ void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, 
 
 /* Depthwise causal convolution + SiLU, time-major: x rows (t, b) of C channels, row stride xs;
    u[t, b, :] = silu(bias + sum_k wT[k, :] x[t - K + 1 + k, b, :]) (zero before t = 0). With
-   ds != NULL the SiLU's derivative at each pre-activation is kept there (L, Bt, C), so that the
-   backward need not recompute the convolution and the sigmoid. */
-void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
+   ds != NULL (training) the SiLU's derivative at each pre-activation is kept there (L, Bt, C)
+   for the backward. */
+static void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
                   float *restrict u, float *restrict ds) {
     for (int64_t b = b0; b < b1; ++b)
@@ -497,9 +498,9 @@ void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, 
         }
 }
 
-/* Its backward: dx (L, Bt, C) with x's row stride xs, written whole for these rows; dwT (K, C)
-   and dbias (C) accumulated (one buffer per thread). */
-void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
+/* Its backward from ds, the forward's SiLU derivatives: dx (L, Bt, C) with x's row stride xs,
+   written whole for these rows; dwT (K, C) and dbias (C) accumulated (one buffer per part). */
+static void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
                   const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias,
                   const float *restrict ds) {
@@ -508,25 +509,10 @@ void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, 
         for (int64_t t = 0; t < L; ++t) memset(dx + (t * Bt + b) * xs, 0, sizeof(float) * C);
         for (int64_t t = 0; t < L; ++t) {
             const float *dur = du + (t * Bt + b) * C;
-            if (ds) { /* silu' kept by the forward */
-                const float *dsr = ds + (t * Bt + b) * C;
-                for (int64_t d = 0; d < C; ++d) {
-                    c[d] = dur[d] * dsr[d];
-                    dbias[d] += c[d];
-                }
-            } else {
-                for (int64_t d = 0; d < C; ++d) c[d] = bias ? bias[d] : 0.0f;
-                for (int64_t k = 0; k < K; ++k) {
-                    int64_t s = t - K + 1 + k;
-                    if (s < 0) continue;
-                    const float *xr = x + (s * Bt + b) * xs, *wk = wT + k * C;
-                    for (int64_t d = 0; d < C; ++d) c[d] += wk[d] * xr[d];
-                }
-                for (int64_t d = 0; d < C; ++d) {
-                    float sg = sigmoid_poly(c[d]);
-                    c[d] = dur[d] * sg * (1.0f + c[d] * (1.0f - sg)); /* dL/d(pre-activation) */
-                    dbias[d] += c[d];
-                }
+            const float *dsr = ds + (t * Bt + b) * C; /* silu' kept by the forward */
+            for (int64_t d = 0; d < C; ++d) {
+                c[d] = dur[d] * dsr[d]; /* dL/d(pre-activation) */
+                dbias[d] += c[d];
             }
             for (int64_t k = 0; k < K; ++k) {
                 int64_t s = t - K + 1 + k;
@@ -542,8 +528,8 @@ void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, 
     }
     free(c);
 }
-/* The *_rows functions do batch rows [b0, b1) (a caller's own threads may run slices). The
-   entry points below take the batch rows in nth contiguous parts, run by OpenMP threads
+/* The *_rows functions do batch rows [b0, b1). The entry points below take the batch rows in nth
+   contiguous parts, run by OpenMP threads
    when the library is built with -fopenmp (it then shares the already loaded libgomp of
    PyTorch, so the threads are PyTorch's own intra-op threads, not a second pool competing with
    them), one after another otherwise. Part p accumulates its dA^T, dDp, dweight and dbias into
@@ -619,7 +605,7 @@ static inline float softplus_one(float v) {
     return (v > 0.0f ? v : 0.0f) + log1p_unit(exp2_poly(x2) * (1.0f + 0.6931471805599453f * err));
 }
 
-void amf_softplus_fwd_rows(int64_t C, int64_t r0, int64_t r1, const float *restrict x,
+static void amf_softplus_fwd_rows(int64_t C, int64_t r0, int64_t r1, const float *restrict x,
                            const float *restrict bias, float *restrict out) {
     for (int64_t r = r0; r < r1; ++r) {
         const float *restrict xr = x + r * C;
@@ -629,7 +615,7 @@ void amf_softplus_fwd_rows(int64_t C, int64_t r0, int64_t r1, const float *restr
 }
 
 /* Its backward: gx = g sigmoid(x + bias). */
-void amf_softplus_bwd_rows(int64_t C, int64_t r0, int64_t r1, const float *restrict x,
+static void amf_softplus_bwd_rows(int64_t C, int64_t r0, int64_t r1, const float *restrict x,
                            const float *restrict bias, const float *restrict g, float *restrict gx) {
     for (int64_t r = r0; r < r1; ++r) {
         const float *restrict xr = x + r * C, *restrict gr = g + r * C;
@@ -655,7 +641,7 @@ void amf_softplus_bwd(int64_t rows, int64_t C, int64_t nth, const float *restric
 /* dt = softplus(bias + lo W^T) for rows [r0, r1): lo (rows, R) with row stride ls (the dt_rank
    columns of x_proj's output, read in place), WT = W^T (R, C). Mamba's dt_proj and its
    softplus in one pass. */
-void amf_dtsp_fwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int64_t ls, const float *restrict lo,
+static void amf_dtsp_fwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int64_t ls, const float *restrict lo,
                        const float *restrict WT, const float *restrict bias, float *restrict out) {
     for (int64_t r = r0; r < r1; ++r) {
         const float *restrict lr = lo + r * ls;
@@ -671,7 +657,7 @@ void amf_dtsp_fwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int64_t ls,
 
 /* Its backward: gv = g sigmoid(v) with v recomputed; dlo (rows, R) at row stride dls,
    dWT (R, C) and dbias (C) accumulated (one buffer per part). */
-void amf_dtsp_bwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int64_t ls, int64_t dls,
+static void amf_dtsp_bwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int64_t ls, int64_t dls,
                        const float *restrict lo, const float *restrict WT, const float *restrict bias,
                        const float *restrict g, float *restrict dlo, float *restrict dWT, float *restrict dbias) {
     float *gv = (float *)malloc(sizeof(float) * C);
@@ -728,6 +714,11 @@ int amf_openmp(void) {
 """
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp-simd", "-fPIC", "-shared", "-std=gnu99"]
+#: Entry points: (int64 arguments, pointer arguments), in that order.
+_SIGNATURES = {
+    "amf_scan_fwd": (7, 10), "amf_scan_bwd": (7, 18), "amf_conv_fwd": (6, 5), "amf_conv_bwd": (6, 8),
+    "amf_softplus_fwd": (3, 3), "amf_softplus_bwd": (3, 4), "amf_dtsp_fwd": (5, 4), "amf_dtsp_bwd": (6, 7),
+}
 _LIB: ctypes.CDLL | None = None
 _REASON = "not loaded yet"
 _TRIED = False
@@ -781,7 +772,7 @@ def _openmp_flags() -> list[list[str]]:
     """Builds to try, best first. With OpenMP the library's threads are PyTorch's: it needs the
     OpenMP runtime PyTorch itself loaded (GNU libgomp, whose soname the loader then reuses);
     under another runtime (LLVM's libomp, Intel's) or ``AMFMEDIT_NATIVE_OPENMP=0`` the plain
-    build is used and the batch slices run in Python threads."""
+    build is used and the batch parts run one after another."""
     if os.environ.get("AMFMEDIT_NATIVE_OPENMP", "1").strip().lower() in ("0", "false", "no", "off"):
         return [[]]
     return [["-fopenmp"], []] if _torch_uses_libgomp() else [[]]
@@ -826,34 +817,13 @@ def load() -> ctypes.CDLL | None:
             _REASON = f"build or load failed ({type(failure).__name__}: {failure})"
             log.info("native CPU scan unavailable: %s; using the PyTorch scan", _REASON)
             return None
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.amf_scan_fwd_rows.argtypes = [i64] * 8 + [ptr] * 10
-        lib.amf_scan_bwd_rows.argtypes = [i64] * 8 + [ptr] * 18
-        lib.amf_conv_fwd_rows.argtypes = [i64] * 7 + [ptr] * 5
-        lib.amf_conv_bwd_rows.argtypes = [i64] * 7 + [ptr] * 8
-        lib.amf_scan_fwd.argtypes = [i64] * 7 + [ptr] * 10
-        lib.amf_scan_bwd.argtypes = [i64] * 7 + [ptr] * 18
-        lib.amf_conv_fwd.argtypes = [i64] * 6 + [ptr] * 5
-        lib.amf_conv_bwd.argtypes = [i64] * 6 + [ptr] * 8
-        for fn in (lib.amf_scan_fwd_rows, lib.amf_scan_bwd_rows, lib.amf_conv_fwd_rows, lib.amf_conv_bwd_rows,
-                   lib.amf_scan_fwd, lib.amf_scan_bwd, lib.amf_conv_fwd, lib.amf_conv_bwd):
-            fn.restype = None
-        lib.amf_softplus_fwd_rows.argtypes = [i64] * 3 + [ptr] * 3
-        lib.amf_softplus_bwd_rows.argtypes = [i64] * 3 + [ptr] * 4
-        lib.amf_softplus_fwd.argtypes = [i64] * 3 + [ptr] * 3
-        lib.amf_softplus_bwd.argtypes = [i64] * 3 + [ptr] * 4
-        for fn in (lib.amf_softplus_fwd_rows, lib.amf_softplus_bwd_rows, lib.amf_softplus_fwd, lib.amf_softplus_bwd):
-            fn.restype = None
-        lib.amf_dtsp_fwd_rows.argtypes = [i64] * 5 + [ptr] * 4
-        lib.amf_dtsp_bwd_rows.argtypes = [i64] * 6 + [ptr] * 7
-        lib.amf_dtsp_fwd.argtypes = [i64] * 5 + [ptr] * 4
-        lib.amf_dtsp_bwd.argtypes = [i64] * 6 + [ptr] * 7
-        for fn in (lib.amf_dtsp_fwd_rows, lib.amf_dtsp_bwd_rows, lib.amf_dtsp_fwd, lib.amf_dtsp_bwd):
-            fn.restype = None
+        for name, (ints, ptrs) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = [ctypes.c_int64] * ints + [ctypes.c_void_p] * ptrs, None
         lib.amf_openmp.argtypes, lib.amf_openmp.restype = [], ctypes.c_int
         _OPENMP = bool(lib.amf_openmp())
-        threads = "OpenMP (PyTorch's threads)" if _OPENMP else "Python threads"
-        _LIB, _REASON = lib, f"compiled with {cc} ({target}); batch slices on {threads}"
+        threads = "on OpenMP (PyTorch's threads)" if _OPENMP else "one after another (built without OpenMP)"
+        _LIB, _REASON = lib, f"compiled with {cc} ({target}); batch parts {threads}"
         return lib
 
 

@@ -417,18 +417,18 @@ class _ChunkedScan(torch.autograd.Function):
         return du, ddt, dAt.t(), dB, dC, None
 
 
-def _native_parts(L: int, Bt: int, n_state_per_row: int) -> list[tuple[int, int]]:
-    """Batch slices for the native scan's threads: one per core when there is enough work."""
-    n = max(1, min(torch.get_num_threads(), Bt, (L * Bt * n_state_per_row) // _MIN_NATIVE_WORK_PER_THREAD))
-    bounds = [round(i * Bt / n) for i in range(n + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+def _native_threads(L: int, Bt: int, work_per_row: int) -> int:
+    """Parts the compiled kernels split the batch rows into: one per intra-op thread when there
+    is enough work (they run on PyTorch's OpenMP threads, or one after another in a build
+    without OpenMP; each part has its own weight-gradient accumulator)."""
+    return max(1, min(torch.get_num_threads(), Bt, (L * Bt * work_per_row) // _MIN_NATIVE_WORK_PER_THREAD))
 
 
 _MIN_NATIVE_WORK_PER_THREAD = 1 << 18  # state-element updates (~0.1 ms) worth a thread hand-off
 
 
-def _ptr(t: Tensor) -> int:
-    return t.data_ptr()
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
 
 class _NativeScan(torch.autograd.Function):
@@ -457,14 +457,10 @@ class _NativeScan(torch.autograd.Function):
             zs = z.stride(1)  # a chunk of in_proj's output is read in place
             Dp = (Dp if Dp is not None else u.new_zeros(D)).contiguous()
         yv = torch.empty_like(u) if gated and need_grad else None
-        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
-        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), opt(Dp if gated else None),
-                opt(z), opt(yv))
-        parts = _native_parts(L, Bt, N * D)
-        if native_scan.openmp():
-            lib.amf_scan_fwd(L, Bt, D, N, len(parts), seg, zs, *args)
-        else:
-            _run_native(lambda b0, b1: lib.amf_scan_fwd_rows(L, Bt, D, N, b0, b1, seg, zs, *args), parts)
+        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), _ptr(ckpts), _ptr(Dp if gated else None),
+                _ptr(z), _ptr(yv))
+        nth = _native_threads(L, Bt, N * D)
+        lib.amf_scan_fwd(L, Bt, D, N, nth, seg, zs, *args)
         if need_grad:
             ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts, Dp if gated else None, z, yv)
         ctx.seg, ctx.gated, ctx.zs = seg, gated, zs
@@ -481,26 +477,19 @@ class _NativeScan(torch.autograd.Function):
         dy = dy.contiguous()
         du, ddt = torch.empty_like(u), torch.empty_like(u)
         dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
-        parts = _native_parts(L, Bt, N * D)
-        Ws = torch.zeros(len(parts), N, D)
+        nth = _native_threads(L, Bt, N * D)
+        Ws = torch.zeros(nth, N, D)
         gated = ctx.gated
         # dz is written with z's row stride (zs): when z is a chunk of in_proj's output, a slice
         # of a buffer laid out like it
         dz = u.new_empty(L, Bt, ctx.zs)[..., :D] if gated else None
-        WDs = torch.zeros(len(parts), D) if gated else None
-        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
+        WDs = torch.zeros(nth, D) if gated else None
         args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
                 _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
-        tail = (opt(Dp), opt(z), opt(yv), opt(dz))
+        tail = (_ptr(Dp), _ptr(z), _ptr(yv), _ptr(dz))
         need_dA = ctx.needs_input_grad[2]  # frozen weights (IG): no dA accumulation at all
-        if native_scan.openmp():
-            lib.amf_scan_bwd(L, Bt, D, N, len(parts), ctx.seg, ctx.zs, *args, _ptr(Ws) if need_dA else None, *tail,
-                             opt(WDs))
-        else:
-            _run_native(lambda i, b0, b1: lib.amf_scan_bwd_rows(L, Bt, D, N, b0, b1, ctx.seg, ctx.zs, *args,
-                                                                _ptr(Ws[i]) if need_dA else None, *tail,
-                                                                opt(WDs[i] if gated else None)),
-                        parts, with_index=True)
+        lib.amf_scan_bwd(L, Bt, D, N, nth, ctx.seg, ctx.zs, *args, _ptr(Ws) if need_dA else None, *tail,
+                         _ptr(WDs))
         dD = WDs.sum(0) if gated and ctx.needs_input_grad[5] else None
         return du, ddt, Ws.sum(0).t() if need_dA else None, dB, dC, dD, dz, None
 
@@ -518,12 +507,9 @@ class _NativeSoftplus(torch.autograd.Function):
         rows = x.numel() // max(C, 1)
         b = bias.contiguous() if bias is not None else None
         out = torch.empty_like(x)
-        parts = _native_parts(1, rows, C)
-        args = (_ptr(x), None if b is None else _ptr(b), _ptr(out))
-        if native_scan.openmp():
-            lib.amf_softplus_fwd(rows, C, len(parts), *args)
-        else:
-            _run_native(lambda r0, r1: lib.amf_softplus_fwd_rows(C, r0, r1, *args), parts)
+        nth = _native_threads(1, rows, C)
+        args = (_ptr(x), _ptr(b), _ptr(out))
+        lib.amf_softplus_fwd(rows, C, nth, *args)
         ctx.save_for_backward(x, b)
         return out
 
@@ -535,60 +521,11 @@ class _NativeSoftplus(torch.autograd.Function):
         C = x.shape[-1]
         rows = x.numel() // max(C, 1)
         gx = torch.empty_like(x)
-        parts = _native_parts(1, rows, C)
-        args = (_ptr(x), None if b is None else _ptr(b), _ptr(g), _ptr(gx))
-        if native_scan.openmp():
-            lib.amf_softplus_bwd(rows, C, len(parts), *args)
-        else:
-            _run_native(lambda r0, r1: lib.amf_softplus_bwd_rows(C, r0, r1, *args), parts)
+        nth = _native_threads(1, rows, C)
+        args = (_ptr(x), _ptr(b), _ptr(g), _ptr(gx))
+        lib.amf_softplus_bwd(rows, C, nth, *args)
         db = gx.reshape(rows, C).sum(0) if b is not None and ctx.needs_input_grad[1] else None
         return gx, db
-
-
-class _NativeConvSilu(torch.autograd.Function):
-    """silu(depthwise causal conv1d(x)) time-major, compiled: x (L, Bt, C) with unit channel
-    stride (a chunk of in_proj's output is fine), weight (C, K), bias (C,) or None."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-
-        lib = native_scan.load()
-        L, Bt, C = x.shape
-        if x.stride(2) != 1 or x.stride(0) != Bt * x.stride(1):
-            x = x.contiguous()
-        K = weight.shape[1]
-        wT = weight.t().contiguous()
-        bias_c = bias.contiguous() if bias is not None else None
-        u = x.new_empty(L, Bt, C)
-        xs = x.stride(1)
-        args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(u))
-        parts = _native_parts(L, Bt, C * 8)
-        if native_scan.openmp():
-            lib.amf_conv_fwd(L, Bt, C, K, len(parts), xs, *args, None)
-        else:
-            _run_native(lambda b0, b1: lib.amf_conv_fwd_rows(L, Bt, C, K, b0, b1, xs, *args, None), parts)
-        ctx.save_for_backward(x, wT, bias_c)
-        return u
-
-    @staticmethod
-    def backward(ctx, du):
-
-        lib = native_scan.load()
-        x, wT, bias_c = ctx.saved_tensors
-        L, Bt, C = x.shape
-        K = wT.shape[0]
-        du = du.contiguous()
-        dx = x.new_empty(L, Bt, x.stride(1))[..., :C]  # written with x's row stride
-        parts = _native_parts(L, Bt, C * 8)
-        dws, dbs = x.new_zeros(len(parts), K, C), x.new_zeros(len(parts), C)
-        args = (_ptr(x), _ptr(wT), None if bias_c is None else _ptr(bias_c), _ptr(du), _ptr(dx))
-        if native_scan.openmp():
-            lib.amf_conv_bwd(L, Bt, C, K, len(parts), x.stride(1), *args, _ptr(dws), _ptr(dbs), None)
-        else:
-            _run_native(lambda i, b0, b1: lib.amf_conv_bwd_rows(L, Bt, C, K, b0, b1, x.stride(1), *args,
-                                                                _ptr(dws[i]), _ptr(dbs[i]), None),
-                        parts, with_index=True)
-        return dx, dws.sum(0).t(), dbs.sum(0) if bias_c is not None else None
 
 
 class _NativeMambaInner(torch.autograd.Function):
@@ -596,8 +533,8 @@ class _NativeMambaInner(torch.autograd.Function):
     causal conv + SiLU, ``x_proj``, ``dt_proj`` + bias + softplus, the selective scan and its
     epilogue ``(y + D u) silu(z)``. Time-major float32: xz (L, Bt, 2 C) -> (L, Bt, C).
 
-    The same arithmetic as the separate ops (:class:`_NativeConvSilu`, ``F.linear``,
-    :class:`_NativeSoftplus`, :class:`_NativeScan`), with the gradient of ``xz`` written into one
+    The same arithmetic as the separate ops (the block's pure path: causal conv + SiLU,
+    ``F.linear``, softplus, :class:`_NativeScan`), with the gradient of ``xz`` written into one
     buffer by the conv's and the scan's backward passes (no ``cat`` of its two halves) and the
     rank-``R`` ``dt_proj`` (a (L Bt, R) @ (R, C) product, far too skinny for a GEMM to run
     well) folded into the softplus pass, forward and backward.
@@ -605,7 +542,7 @@ class _NativeMambaInner(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xz, conv_w, conv_b, xproj_w, dtproj_w, dt_bias, A, Dp, seg):
-        lib, omp = native_scan.load(), native_scan.openmp()
+        lib = native_scan.load()
         L, Bt, C2 = xz.shape
         C, K = C2 // 2, conv_w.shape[1]
         R, N = dtproj_w.shape[1], A.shape[1]
@@ -613,17 +550,13 @@ class _NativeMambaInner(torch.autograd.Function):
         xz = xz.contiguous()
         wT = conv_w.t().contiguous()
         cb = conv_b.contiguous() if conv_b is not None else None
-        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         # causal conv + SiLU of the x half, read in place (row stride 2 C)
         need_grad = any(ctx.needs_input_grad[:8])
         u = xz.new_empty(L, Bt, C)
         ds = xz.new_empty(L, Bt, C) if need_grad else None  # silu' of the conv, for the backward
-        cparts = _native_parts(L, Bt, C * 8)
-        cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(u), opt(ds))
-        if omp:
-            lib.amf_conv_fwd(L, Bt, C, K, len(cparts), C2, *cargs)
-        else:
-            _run_native(lambda b0, b1: lib.amf_conv_fwd_rows(L, Bt, C, K, b0, b1, C2, *cargs), cparts)
+        cth = _native_threads(L, Bt, C * 8)
+        cargs = (_ptr(xz), _ptr(wT), _ptr(cb), _ptr(u), _ptr(ds))
+        lib.amf_conv_fwd(L, Bt, C, K, cth, C2, *cargs)
         xdbl = torch.mm(u.view(-1, C), xproj_w.t())  # (L Bt, R + 2 N): dt_low | B | C
         Bm = xdbl[:, R:R + N].contiguous().view(L, Bt, N)
         Cm = xdbl[:, R + N:].contiguous().view(L, Bt, N)
@@ -631,12 +564,9 @@ class _NativeMambaInner(torch.autograd.Function):
         WT = dtproj_w.t().contiguous()
         bias = dt_bias.contiguous() if dt_bias is not None else None
         dt = xz.new_empty(L, Bt, C)
-        rparts = _native_parts(1, L * Bt, C * 8)
-        dargs = (_ptr(xdbl), _ptr(WT), opt(bias), _ptr(dt))
-        if omp:
-            lib.amf_dtsp_fwd(L * Bt, C, R, len(rparts), S, *dargs)
-        else:
-            _run_native(lambda r0, r1: lib.amf_dtsp_fwd_rows(C, R, r0, r1, S, *dargs), rparts)
+        rth = _native_threads(1, L * Bt, C * 8)
+        dargs = (_ptr(xdbl), _ptr(WT), _ptr(bias), _ptr(dt))
+        lib.amf_dtsp_fwd(L * Bt, C, R, rth, S, *dargs)
         # the scan with its epilogue; z read in place from the z half (row stride 2 C)
         At, A2 = A.t().contiguous(), (A * _LOG2E).t().contiguous()
         Dc = Dp.contiguous()
@@ -644,12 +574,9 @@ class _NativeMambaInner(torch.autograd.Function):
         ckpts = xz.new_empty(Bt, (L + seg - 1) // seg, N, C) if need_grad else None
         yv = xz.new_empty(L, Bt, C) if need_grad else None
         z = xz[..., C:]
-        sparts = _native_parts(L, Bt, N * C)
-        sargs = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), opt(ckpts), _ptr(Dc), _ptr(z), opt(yv))
-        if omp:
-            lib.amf_scan_fwd(L, Bt, C, N, len(sparts), seg, C2, *sargs)
-        else:
-            _run_native(lambda b0, b1: lib.amf_scan_fwd_rows(L, Bt, C, N, b0, b1, seg, C2, *sargs), sparts)
+        sth = _native_threads(L, Bt, N * C)
+        sargs = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), _ptr(ckpts), _ptr(Dc), _ptr(z), _ptr(yv))
+        lib.amf_scan_fwd(L, Bt, C, N, sth, seg, C2, *sargs)
         if need_grad:
             ctx.save_for_backward(xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv, ds)
         ctx.seg = seg
@@ -657,57 +584,42 @@ class _NativeMambaInner(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        lib, omp = native_scan.load(), native_scan.openmp()
+        lib = native_scan.load()
         xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, Bm, Cm, ckpts, yv, ds = ctx.saved_tensors
         L, Bt, C2 = xz.shape
         C, K = C2 // 2, wT.shape[0]
         R, N = WT.shape[0], At.shape[0]
         S = R + 2 * N
         dy = dy.contiguous()
-        opt = lambda t: None if t is None else _ptr(t)  # noqa: E731
         dxz = xz.new_empty(L, Bt, C2)
         # the scan: du, ddt, dB, dC; dz straight into the z half of dxz
         du, ddt = torch.empty_like(u), torch.empty_like(u)
         dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
-        sparts = _native_parts(L, Bt, N * C)
+        sth = _native_threads(L, Bt, N * C)
         need_dA = ctx.needs_input_grad[6]
-        Ws = u.new_zeros(len(sparts), N, C) if need_dA else None
-        WDs = u.new_zeros(len(sparts), C)
+        Ws = u.new_zeros(sth, N, C) if need_dA else None
+        WDs = u.new_zeros(sth, C)
         z, dz = xz[..., C:], dxz[..., C:]
         sargs = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts), _ptr(du),
                  _ptr(ddt), _ptr(dB), _ptr(dC))
         stail = (_ptr(Dc), _ptr(z), _ptr(yv), _ptr(dz))
-        if omp:
-            lib.amf_scan_bwd(L, Bt, C, N, len(sparts), ctx.seg, C2, *sargs, opt(Ws), *stail, _ptr(WDs))
-        else:
-            _run_native(lambda i, b0, b1: lib.amf_scan_bwd_rows(L, Bt, C, N, b0, b1, ctx.seg, C2, *sargs,
-                                                                None if Ws is None else _ptr(Ws[i]), *stail,
-                                                                _ptr(WDs[i])), sparts, with_index=True)
+        lib.amf_scan_bwd(L, Bt, C, N, sth, ctx.seg, C2, *sargs, _ptr(Ws), *stail, _ptr(WDs))
         # dt_proj + softplus: d dt_low into the first R columns of d xdbl
         dxdbl = u.new_empty(L * Bt, S)
-        rparts = _native_parts(1, L * Bt, C * 8)
-        dWTs = u.new_zeros(len(rparts), R, C)
-        dbs = u.new_zeros(len(rparts), C) if bias is not None else None
-        dargs = (_ptr(xdbl), _ptr(WT), opt(bias), _ptr(ddt), _ptr(dxdbl))
-        if omp:
-            lib.amf_dtsp_bwd(L * Bt, C, R, len(rparts), S, S, *dargs, _ptr(dWTs), opt(dbs))
-        else:
-            _run_native(lambda i, r0, r1: lib.amf_dtsp_bwd_rows(C, R, r0, r1, S, S, *dargs, _ptr(dWTs[i]),
-                                                                None if dbs is None else _ptr(dbs[i])),
-                        rparts, with_index=True)
+        rth = _native_threads(1, L * Bt, C * 8)
+        dWTs = u.new_zeros(rth, R, C)
+        dbs = u.new_zeros(rth, C) if bias is not None else None
+        dargs = (_ptr(xdbl), _ptr(WT), _ptr(bias), _ptr(ddt), _ptr(dxdbl))
+        lib.amf_dtsp_bwd(L * Bt, C, R, rth, S, S, *dargs, _ptr(dWTs), _ptr(dbs))
         dxdbl[:, R:R + N] = dB.view(-1, N)
         dxdbl[:, R + N:] = dC.view(-1, N)
         dxproj_w = dxdbl.t().mm(u.view(-1, C)) if ctx.needs_input_grad[3] else None
         du.view(-1, C).addmm_(dxdbl, xproj_w)  # + the x_proj path
         # the conv: dx straight into the x half of dxz
-        cparts = _native_parts(L, Bt, C * 8)
-        dws, dcbs = u.new_zeros(len(cparts), K, C), u.new_zeros(len(cparts), C)
-        cargs = (_ptr(xz), _ptr(wT), opt(cb), _ptr(du), _ptr(dxz))
-        if omp:
-            lib.amf_conv_bwd(L, Bt, C, K, len(cparts), C2, *cargs, _ptr(dws), _ptr(dcbs), _ptr(ds))
-        else:
-            _run_native(lambda i, b0, b1: lib.amf_conv_bwd_rows(L, Bt, C, K, b0, b1, C2, *cargs, _ptr(dws[i]),
-                                                                _ptr(dcbs[i]), _ptr(ds)), cparts, with_index=True)
+        cth = _native_threads(L, Bt, C * 8)
+        dws, dcbs = u.new_zeros(cth, K, C), u.new_zeros(cth, C)
+        cargs = (_ptr(xz), _ptr(wT), _ptr(cb), _ptr(du), _ptr(dxz))
+        lib.amf_conv_bwd(L, Bt, C, K, cth, C2, *cargs, _ptr(dws), _ptr(dcbs), _ptr(ds))
         return (dxz, dws.sum(0).t(), dcbs.sum(0) if cb is not None else None, dxproj_w,
                 dWTs.sum(0).t(), dbs.sum(0) if dbs is not None else None,
                 Ws.sum(0).t() if need_dA else None, WDs.sum(0), None)
@@ -726,31 +638,6 @@ def mamba_inner_native(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None
     seg = _segment_length("native", xz.shape[1] * A.shape[0] * A.shape[1], xz.device, xz.shape[0])
     return _NativeMambaInner.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
                                    A, D, seg)
-
-
-def causal_conv_silu_native(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """silu(causal depthwise conv) in the time-major layout with the compiled CPU loop.
-
-    x (L, Bt, C) float32 on the CPU; weight (C, K) (``conv1d.weight[:, 0]``); bias (C,) or None.
-    """
-    return _NativeConvSilu.apply(x, weight, bias)
-
-
-def _run_native(fn, parts: list[tuple[int, int]], with_index: bool = False) -> None:
-    """fn over the batch slices; the compiled calls release the GIL, so threads run in parallel."""
-    call = fn if with_index else (lambda i, b0, b1: fn(b0, b1))
-    if len(parts) == 1:
-        call(0, *parts[0])
-        return
-
-    with _POOL_LOCK:
-        pool = _POOL.get(-len(parts))
-        if pool is None:
-            pool = _POOL[-len(parts)] = ThreadPoolExecutor(len(parts), thread_name_prefix="amfmedit-native-scan")
-    futures = [pool.submit(call, i, b0, b1) for i, (b0, b1) in enumerate(parts[1:], start=1)]
-    call(0, *parts[0])  # this thread takes the first slice
-    for f in futures:
-        f.result()
 
 
 # torch.compile would unroll the time loops (hundreds of steps) or trip over the thread pool;

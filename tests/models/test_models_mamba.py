@@ -228,8 +228,8 @@ def test_ft_mamba_batch_slices_on_cpu_equal_the_whole_batch(monkeypatch):
 
 @pytest.mark.skipif(not native_scan.available(), reason="native scan unavailable (no C compiler)")
 def test_block_native_path_built_without_openmp_equals_the_mamba_reference(monkeypatch, tmp_path):
-    # The library built without OpenMP runs the batch parts on Python threads instead: the same
-    # values and gradients (built afresh into an empty cache).
+    # The library built without OpenMP runs the batch parts one after another: the same values
+    # and gradients (built afresh into an empty cache).
     monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
     monkeypatch.setenv("AMFMEDIT_NATIVE_OPENMP", "0")
     monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)

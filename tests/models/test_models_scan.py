@@ -185,7 +185,7 @@ def test_sequential_scan_split_over_threads_equals_one_thread(monkeypatch):
 
 
 @pytest.mark.skipif(not native_scan.available(), reason="no C compiler")
-@pytest.mark.parametrize("openmp", ["1", "0"], ids=["openmp-threads", "python-threads"])
+@pytest.mark.parametrize("openmp", ["1", "0"], ids=["openmp-threads", "parts-in-turn"])
 @pytest.mark.parametrize("d,n", [(35, 5), (16, 16)], ids=["blocks-and-tail-odd-N", "one-full-block"])
 def test_native_scan_vector_blocks_and_tails_match_the_oracle_on_both_thread_backends(
         openmp, d, n, monkeypatch, tmp_path):
@@ -193,7 +193,7 @@ def test_native_scan_vector_blocks_and_tails_match_the_oracle_on_both_thread_bac
     # two-states-at-a-time loop and its remainder; the batch split in 3 parts, each with its
     # own dA / dD accumulator; short segments. Every gradient, A's included, against the
     # float64 oracle, with the library built with OpenMP (PyTorch's threads) and without it
-    # (Python threads), from an empty cache.
+    # (the parts one after another), from an empty cache.
     monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
     monkeypatch.setenv("AMFMEDIT_NATIVE_OPENMP", openmp)
     monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
