@@ -158,7 +158,8 @@ def mamba_reference_forward(block, hidden):
 @pytest.mark.parametrize("impl", ["sequential", "chunked", pytest.param("native", marks=pytest.mark.skipif(
     not native_scan.available(), reason="native scan unavailable (no C compiler)"))])
 @pytest.mark.parametrize("parts", [1, 3], ids=["one-part", "batch-split"])
-def test_block_pure_path_equals_the_mamba_reference_computation(impl, parts, monkeypatch):
+@pytest.mark.parametrize("L", [37, 2], ids=["L37", "shorter-than-the-conv"])
+def test_block_pure_path_equals_the_mamba_reference_computation(impl, parts, L, monkeypatch):
     # parts=3: the batch split over threads (the native conv and scan accumulate their weight
     # gradients per part).
     if parts > 1:
@@ -167,7 +168,7 @@ def test_block_pure_path_equals_the_mamba_reference_computation(impl, parts, mon
     torch.manual_seed(0)
     block = MambaBlock(d_model=16, d_state=8, d_conv=4)
     set_scan_impl(block, impl)
-    x = torch.randn(3, 37, 16, requires_grad=True)
+    x = torch.randn(3, L, 16, requires_grad=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(parts)
     try:
@@ -236,6 +237,7 @@ def test_block_native_path_built_without_openmp_equals_the_mamba_reference(monke
     native_scan._reset_for_tests()
     try:
         assert native_scan.available() and not native_scan.openmp(), native_scan.status()
-        test_block_pure_path_equals_the_mamba_reference_computation("native", 3, monkeypatch)
+        for L in (37, 2):
+            test_block_pure_path_equals_the_mamba_reference_computation("native", 3, L, monkeypatch)
     finally:
         native_scan._reset_for_tests()
