@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -187,13 +189,19 @@ def test_sequential_scan_split_over_threads_equals_one_thread(monkeypatch):
 @pytest.mark.skipif(not native_scan.available(), reason="no C compiler")
 @pytest.mark.parametrize("openmp", ["1", "0"], ids=["openmp-threads", "parts-in-turn"])
 @pytest.mark.parametrize("d,n", [(35, 5), (16, 16)], ids=["blocks-and-tail-odd-N", "one-full-block"])
+@pytest.mark.parametrize("isa", ["native", "no-avx512"])
 def test_native_scan_vector_blocks_and_tails_match_the_oracle_on_both_thread_backends(
-        openmp, d, n, monkeypatch, tmp_path):
+        openmp, d, n, isa, monkeypatch, tmp_path):
     # d = 35: two 16-channel vector blocks and a 3-channel scalar tail; n = 5: the forward's
     # two-states-at-a-time loop and its remainder; the batch split in 3 parts, each with its
     # own dA / dD accumulator; short segments. Every gradient, A's included, against the
     # float64 oracle, with the library built with OpenMP (PyTorch's threads) and without it
-    # (the parts one after another), from an empty cache.
+    # (the parts one after another), from an empty cache; isa="no-avx512": the portable C loops
+    # that CPUs without AVX-512 run instead of the intrinsics.
+    if isa == "no-avx512":
+        if platform.machine() not in ("x86_64", "AMD64"):
+            pytest.skip("-mno-avx512f is an x86 flag")
+        monkeypatch.setattr(native_scan, "_FLAGS", [*native_scan._FLAGS, "-mno-avx512f"])
     monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
     monkeypatch.setenv("AMFMEDIT_NATIVE_OPENMP", openmp)
     monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
