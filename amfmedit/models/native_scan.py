@@ -638,9 +638,8 @@ static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
    for the backward. Time is the outer loop and the part's batch rows the inner one, so every
    tensor is read and written as one contiguous stream per time step (the batch-outer order hopped
    Bt rows, 128 KiB at batch 128, between steps: no hardware prefetch across those pages, and
-   the stores to the output rows, each a write-allocate miss, took 2/3 of the pass; groups of
-   16 batch rows, to keep the rows read again at the next K - 1 steps in L2, measured slower:
-   0.68x and 0.91x the forward and backward time of whole-part streams). */
+   the stores to the output rows, each a write-allocate miss, took 2/3 of the pass; batch-outer
+   with software prefetch measured 1.15-1.33x this order's time). */
 static void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
                   float *restrict u, float *restrict ds) {
@@ -653,8 +652,6 @@ static void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64
                 const float *restrict xr = x + ((t - K + 1 + k) * Bt + b) * xs, *restrict wk = wT + k * C;
                 for (int64_t d = 0; d < C; ++d) ur[d] += wk[d] * xr[d];
             }
-            /* sigmoid inline here (the compiler vectorises it): 0.87x the time of a separate
-               sigmoid_row pass */
             if (ds) { /* silu'(c) = sg (1 + c (1 - sg)), kept for the backward */
                 float *restrict dsr = ds + (t * Bt + b) * C;
                 for (int64_t d = 0; d < C; ++d) {
@@ -668,18 +665,34 @@ static void amf_conv_fwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64
         }
 }
 
-/* Its backward from ds, the forward's SiLU derivatives, in the same streaming order and in
-   gather form: with c = du ds (dL/d pre-activation), dx[s] = sum_k wT[k] c[s + K - 1 - k] is
-   written once per row (no zero fill, no read-modify-write of rows touched K times); dx has x's
-   row stride xs; dwT (K, C) and dbias (C) accumulated (one buffer per part). */
+/* Its backward from ds, the forward's SiLU derivatives, in gather form: with c = du ds (dL/d
+   pre-activation), dx[s] = sum_k wT[k] c[s + K - 1 - k] is written once per row (no zero fill,
+   no read-modify-write of rows touched K times); dx has x's row stride xs; dwT (K, C) and dbias
+   (C) accumulated (one buffer per part). One batch row's time steps at a time, so the rows a
+   step reads again at the next K - 1 steps stay in L1, the rows ahead prefetched by hand (they
+   lie Bt rows apart, past what the hardware prefetchers follow): 0.83x the time of the
+   time-outer order at batch 128 (whose reuse distance, K steps x all the part's rows, overflows
+   L2: it took 6x its batch-32 time for 4x the rows), 0.90x at batch 32. */
 static void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t b0, int64_t b1, int64_t xs,
                   const float *restrict x, const float *restrict wT, const float *restrict bias,
                   const float *restrict du, float *restrict dx, float *restrict dwT, float *restrict dbias,
                   const float *restrict ds) {
     (void)bias;
-    for (int64_t t = 0; t < L; ++t)
-        for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t t = 0; t < K - 1 && t < L; ++t) { /* the first rows ahead */
+            AMF_PREFETCH(du + (t * Bt + b) * C, C, 0);
+            AMF_PREFETCH(ds + (t * Bt + b) * C, C, 0);
+        }
+        for (int64_t t = 0; t < L; ++t) {
             const int64_t row = t * Bt + b;
+            if (t + K - 1 < L) {
+                AMF_PREFETCH(du + (row + (K - 1) * Bt) * C, C, 0);
+                AMF_PREFETCH(ds + (row + (K - 1) * Bt) * C, C, 0);
+            }
+            if (t + 1 < L) {
+                AMF_PREFETCH(x + (row + Bt) * xs, C, 0);
+                AMF_PREFETCH(dx + (row + Bt) * xs, C, 1);
+            }
             const float *restrict dur = du + row * C, *restrict dsr = ds + row * C;
             float *restrict dxr = dx + row * xs;
             const int64_t k0 = K - 1 - t > 0 ? K - 1 - t : 0;
@@ -690,16 +703,17 @@ static void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64
                 dxr[d] = wT[(K - 1) * C + d] * c;
             }
             for (int64_t k = k0; k < K; ++k) {
-                const float *restrict xr = x + ((t - K + 1 + k) * Bt + b) * xs;
+                const float *restrict xr = x + (row - (K - 1 - k) * Bt) * xs;
                 float *restrict dwk = dwT + k * C;
                 for (int64_t d = 0; d < C; ++d) dwk[d] += dur[d] * dsr[d] * xr[d];
             }
             for (int64_t j = 1; j < j1; ++j) {
-                const int64_t r = (t + j) * Bt + b;
+                const int64_t r = row + j * Bt;
                 const float *restrict dun = du + r * C, *restrict dsn = ds + r * C, *restrict wk = wT + (K - 1 - j) * C;
                 for (int64_t d = 0; d < C; ++d) dxr[d] += wk[d] * (dun[d] * dsn[d]);
             }
         }
+    }
 }
 /* The *_rows functions do batch rows [b0, b1). The entry points below take the batch rows in nth
    contiguous parts, run by OpenMP threads
