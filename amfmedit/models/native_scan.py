@@ -85,9 +85,10 @@ static inline float exp2_poly(float x) {
     return p * s.f;
 }
 
-/* Forward over batch rows [b0, b1). Time-major inputs: u, dt (L, Bt, D); Bm, Cm (L, Bt, N);
-   A2 = A^T log2(e) (N, D). Writes y (L, Bt, D) and, if ck != NULL, the state before steps
-   0, seg, 2 seg, ... to ck (Bt, nck, N, D). */
+/* Forward over batch rows [b0, b1). Time-major inputs: u, dt (L, Bt, D); Bm, Cm (L, Bt, N) with
+   rows bs floats apart (bs = N, or x_proj's output read in place); A2 = A^T log2(e) (N, D).
+   Writes y (L, Bt, D) and, if ck != NULL, the state before steps 0, seg, 2 seg, ... to ck
+   (Bt, nck, N, D). */
 static inline float sigmoid_poly(float z) { return 1.0f / (1.0f + exp2_poly(-1.4426950408889634f * z)); }
 
 
@@ -113,19 +114,20 @@ static inline float sigmoid_poly(float z) { return 1.0f / (1.0f + exp2_poly(-1.4
 
 /* Prefetch the adjoint's rows of time-major row `row`: with N > 0 its N-wide rows (C, dB, dC);
    with w > 0 channels [d0, d0 + w) of its D-wide rows (dy, yv, du, ddt) and of z, dz (row
-   stride zs) when there is a gate. */
-static inline void amf_prefetch_adjoint_row(int64_t row, int64_t D, int64_t N, int64_t zs, int64_t d0, int64_t w,
+   stride zs) when there is a gate. The N-wide rows are bs floats apart. */
+static inline void amf_prefetch_adjoint_row(int64_t row, int64_t D, int64_t N, int64_t bs, int64_t zs, int64_t d0,
+        int64_t w,
         const float *dy, const float *Cm, const float *z, const float *yv, const float *du, const float *ddt,
         const float *dB, const float *dC, const float *dz) {
     if (N > 0) {
-        AMF_PREFETCH(Cm + row * N, N, 0);
-        AMF_PREFETCH(dB + row * N, N, 1);
-        AMF_PREFETCH(dC + row * N, N, 1);
+        AMF_PREFETCH(Cm + row * bs, N, 0);
+        AMF_PREFETCH(dB + row * bs, N, 1);
+        AMF_PREFETCH(dC + row * bs, N, 1);
     }
     if (w > 0) {
         AMF_PREFETCH(dy + row * D + d0, w, 0);
         AMF_PREFETCH(du + row * D + d0, w, 1);
-        AMF_PREFETCH(ddt + row * D + d0, w, 1);
+        if (ddt) AMF_PREFETCH(ddt + row * D + d0, w, 1);
         if (z) {
             AMF_PREFETCH(z + row * zs + d0, w, 0);
             AMF_PREFETCH(yv + row * D + d0, w, 0);
@@ -382,6 +384,33 @@ static inline void softplus_row(const float *x, float *out, int64_t n) {
     for (; i < n; ++i) out[i] = softplus_one(x[i]);
 }
 
+/* dt_proj + softplus backward for one row: v = bias + lo W^T recomputed, gv = g sigmoid(v); dlo
+   (R,) = W gv written, dWT (R, C) and dbias (C) accumulated; gv is C floats of scratch. */
+static inline void dtsp_bwd_row(int64_t C, int64_t R, const float *restrict lr, const float *restrict WT,
+                                const float *restrict bias, const float *restrict gr, float *restrict dlr,
+                                float *restrict dWT, float *restrict dbias, float *restrict gv) {
+    for (int64_t d = 0; d < C; ++d) gv[d] = bias ? bias[d] : 0.0f;
+    for (int64_t k = 0; k < R; ++k) {
+        const float a = lr[k], *restrict wk = WT + k * C;
+        for (int64_t d = 0; d < C; ++d) gv[d] += a * wk[d];
+    }
+    for (int64_t d = 0; d < C; ++d) {
+        gv[d] = gr[d] * sigmoid_poly(gv[d]);
+        if (dbias) dbias[d] += gv[d];
+    }
+    for (int64_t k = 0; k < R; ++k) {
+        const float a = lr[k], *restrict wk = WT + k * C;
+        float *restrict dwk = dWT + k * C;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t d = 0; d < C; ++d) {
+            acc += gv[d] * wk[d];
+            dwk[d] += gv[d] * a;
+        }
+        dlr[k] = acc;
+    }
+}
+
 /* One channel block of the adjoint step: g = carry + C dy; carry <- g a; sums over the
    block's channels of h dy and g dt u go to per-state partials sc, sb (N, VW). */
 static inline __attribute__((always_inline)) void bwd_block(
@@ -432,7 +461,7 @@ static inline __attribute__((always_inline)) void bwd_block(
    output is v silu(z); without z the output is y itself. z's rows (t, b) are zs floats apart
    (a chunk of in_proj's output is read in place). */
 static void amf_scan_fwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
-                  int64_t zs,
+                  int64_t zs, int64_t bs,
                   const float *restrict u, const float *restrict dt, const float *restrict A2,
                   const float *restrict Bm, const float *restrict Cm, float *restrict y,
                   float *restrict ck, const float *restrict Dp, const float *restrict z,
@@ -448,10 +477,10 @@ static void amf_scan_fwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
             /* the next step's rows, a channel block's lines at a time (prefetching whole rows at the
                top of the step was 15 % slower) */
             const int64_t nx = t + 1 < L ? row + Bt : row;
-            AMF_PREFETCH(Bm + nx * N, N, 0);
-            AMF_PREFETCH(Cm + nx * N, N, 0);
+            AMF_PREFETCH(Bm + nx * bs, N, 0);
+            AMF_PREFETCH(Cm + nx * bs, N, 0);
             const float *dtr = dt + row * D, *ur = u + row * D;
-            const float *Br = Bm + row * N, *Cr = Cm + row * N;
+            const float *Br = Bm + row * bs, *Cr = Cm + row * bs;
             for (int64_t d0 = 0; d0 < D; d0 += VW) {
                 const int64_t w = D - d0 < VW ? D - d0 : VW;
                 AMF_PREFETCH(u + nx * D + d0, w, 0);
@@ -484,11 +513,11 @@ static void amf_scan_fwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
 
 /* Backward over batch rows [b0, b1): recomputes one segment of states from its checkpoint,
    then runs the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} backwards. Writes du, ddt (L, Bt, D),
-   dB, dC (L, Bt, N) for these rows and adds sum_{b,t} g a h_{t-1} dt into W (N, D) (dA^T). */
+   dB, dC (L, Bt, N; rows bs floats apart) for these rows and adds sum_{b,t} g a h_{t-1} dt into W (N, D) (dA^T). */
 /* With z != NULL, dy is the gradient of the gated output: the epilogue's backward runs first
    (dz into dz, dL/dDp added into WD (D,), dL/dy = dy silu(z)). */
 static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1, int64_t seg,
-                  int64_t zs,
+                  int64_t zs, int64_t bs,
                   const float *restrict u, const float *restrict dt, const float *restrict At,
                   const float *restrict A2, const float *restrict Bm, const float *restrict Cm,
                   const float *restrict dy, const float *restrict ck, float *restrict du,
@@ -513,13 +542,13 @@ static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
             memcpy(H, ck + (b * nck + k) * ND, sizeof(float) * ND);
             for (int64_t i = 0; i < T; ++i) { /* recompute this segment's decays and states */
                 const int64_t row = (s0 + i) * Bt + b;
-                const float *dtr = dt + row * D, *ur = u + row * D, *Br = Bm + row * N;
+                const float *dtr = dt + row * D, *ur = u + row * D, *Br = Bm + row * bs;
                 const float *hp0 = H + i * NS;
                 /* next: the recompute's next row, or at the segment's end the adjoint's first row
                    when it is the sequence's last (the adjoint prefetches the rows before it) */
                 const int nxr = i + 1 < T, nxa = !nxr && s0 + T == L;
-                if (nxr) AMF_PREFETCH(Bm + (row + Bt) * N, N, 0);
-                if (nxa) amf_prefetch_adjoint_row(row, D, N, zs, 0, D, dy, Cm, z, yv, du, ddt, dB, dC, dz);
+                if (nxr) AMF_PREFETCH(Bm + (row + Bt) * bs, N, 0);
+                if (nxa) amf_prefetch_adjoint_row(row, D, N, bs, zs, 0, D, dy, Cm, z, yv, du, ddt, dB, dC, dz);
                 float *ai0 = As + i * NS, *hi0 = H + (i + 1) * NS;
                 int64_t d0 = 0;
 #if AMF_AVX512
@@ -557,12 +586,12 @@ static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
             for (int64_t i = T - 1; i >= 0; --i) {
                 const int64_t row = (s0 + i) * Bt + b;
                 const float *dtr = dt + row * D, *ur = u + row * D, *dyr = dy + row * D;
-                const float *Br = Bm + row * N, *Cr = Cm + row * N;
+                const float *Br = Bm + row * bs, *Cr = Cm + row * bs;
                 /* the previous time step's rows, a block's lines at a time (its dt, u, B are in
                    cache from the recompute) */
                 const int pf = s0 + i > 0;
                 const int64_t pv = row - Bt;
-                if (pf) amf_prefetch_adjoint_row(pv, D, N, zs, 0, 0, dy, Cm, z, yv, du, ddt, dB, dC, dz);
+                if (pf) amf_prefetch_adjoint_row(pv, D, N, bs, zs, 0, 0, dy, Cm, z, yv, du, ddt, dB, dC, dz);
                 if (z) { /* out = v silu(z), v = y + Dp u */
                     const float *zr = z + row * zs, *vr = yv + row * D;
                     float *dzr = dz + row * zs; /* dz has z's row stride */
@@ -584,12 +613,12 @@ static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
                 int64_t d0 = 0;
 #if AMF_AVX512
                 for (; d0 + 2 * VW <= D; d0 += 2 * VW) {
-                    if (pf) amf_prefetch_adjoint_row(pv, D, 0, zs, d0, 2 * VW, dy, Cm, z, yv, du, ddt, dB, dC, dz);
+                    if (pf) amf_prefetch_adjoint_row(pv, D, 0, bs, zs, d0, 2 * VW, dy, Cm, z, yv, du, ddt, dB, dC, dz);
                     bwd_block_v2(d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu, dta);
                 }
 #endif
                 for (; d0 + VW <= D; d0 += VW) {
-                    if (pf) amf_prefetch_adjoint_row(pv, D, 0, zs, d0, VW, dy, Cm, z, yv, du, ddt, dB, dC, dz);
+                    if (pf) amf_prefetch_adjoint_row(pv, D, 0, bs, zs, d0, VW, dy, Cm, z, yv, du, ddt, dB, dC, dz);
 #if AMF_AVX512
                     bwd_block_v(d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu, dta);
 #else
@@ -597,15 +626,15 @@ static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
 #endif
                 }
                 if (d0 < D) {
-                    if (pf) amf_prefetch_adjoint_row(pv, D, 0, zs, d0, D - d0, dy, Cm, z, yv, du, ddt, dB, dC, dz);
+                    if (pf) amf_prefetch_adjoint_row(pv, D, 0, bs, zs, d0, D - d0, dy, Cm, z, yv, du, ddt, dB, dC, dz);
                     bwd_block(D - d0, d0, N, D, dtr, ur, dyr, Br, Cr, hc0, hp0, ai0, At, carry, Wacc, scp, sbp, ddtu,
                               dta);
                 }
                 int64_t n0 = 0;
 #if AMF_AVX512
                 for (; n0 + 16 <= N; n0 += 16) {
-                    _mm512_storeu_ps(dC + row * N + n0, hsum16_v(scp + n0 * VW));
-                    _mm512_storeu_ps(dB + row * N + n0, hsum16_v(sbp + n0 * VW));
+                    _mm512_storeu_ps(dC + row * bs + n0, hsum16_v(scp + n0 * VW));
+                    _mm512_storeu_ps(dB + row * bs + n0, hsum16_v(sbp + n0 * VW));
                 }
 #endif
                 for (int64_t n = n0; n < N; ++n) {
@@ -616,8 +645,8 @@ static void amf_scan_bwd_rows(int64_t L, int64_t Bt, int64_t D, int64_t N, int64
                     float sc = 0.0f, sb = 0.0f;
                     for (int64_t j = 0; j < VW; ++j) { sc += scp[n * VW + j]; sb += sbp[n * VW + j]; }
 #endif
-                    dC[row * N + n] = sc; /* sum_d h_t dy: dL/dC_t */
-                    dB[row * N + n] = sb; /* sum_d g_t dt u: dL/dB_t */
+                    dC[row * bs + n] = sc; /* sum_d h_t dy: dL/dC_t */
+                    dB[row * bs + n] = sb; /* sum_d g_t dt u: dL/dB_t */
                 }
                 float *dur = du + row * D, *ddtr = ddt + row * D;
                 for (int64_t d = 0; d < D; ++d) {
@@ -723,18 +752,19 @@ static void amf_conv_bwd_rows(int64_t L, int64_t Bt, int64_t C, int64_t K, int64
    its own slice p of W (nth, N, D), WD (nth, D), dwT (nth, K, C) and dbias (nth, C). */
 #define AMF_PART(p, n, Bt) ((p) * (Bt) / (n))
 
-void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int64_t seg, int64_t zs,
+void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int64_t seg, int64_t zs, int64_t bs,
                   const float *restrict u, const float *restrict dt, const float *restrict A2,
                   const float *restrict Bm, const float *restrict Cm, float *restrict y,
                   float *restrict ck, const float *restrict Dp, const float *restrict z,
                   float *restrict yv) {
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
     for (int64_t p = 0; p < nth; ++p)
-        amf_scan_fwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, u, dt, A2, Bm, Cm, y,
+        amf_scan_fwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, bs, u, dt, A2, Bm, Cm,
+                          y,
                           ck, Dp, z, yv);
 }
 
-void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int64_t seg, int64_t zs,
+void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int64_t seg, int64_t zs, int64_t bs,
                   const float *restrict u, const float *restrict dt, const float *restrict At,
                   const float *restrict A2, const float *restrict Bm, const float *restrict Cm,
                   const float *restrict dy, const float *restrict ck, float *restrict du,
@@ -743,8 +773,8 @@ void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int6
                   float *restrict dz, float *restrict WD) {
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
     for (int64_t p = 0; p < nth; ++p)
-        amf_scan_bwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, u, dt, At, A2, Bm, Cm,
-                      dy, ck, du, ddt, dB, dC, W ? W + p * N * D : W, Dp, z, yv, dz, WD ? WD + p * D : WD);
+        amf_scan_bwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, bs, u, dt, At, A2, Bm,
+                          Cm, dy, ck, du, ddt, dB, dC, W ? W + p * N * D : W, Dp, z, yv, dz, WD ? WD + p * D : WD);
 }
 
 void amf_conv_fwd(int64_t L, int64_t Bt, int64_t C, int64_t K, int64_t nth, int64_t xs,
@@ -824,29 +854,8 @@ static void amf_dtsp_bwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int6
                        const float *restrict lo, const float *restrict WT, const float *restrict bias,
                        const float *restrict g, float *restrict dlo, float *restrict dWT, float *restrict dbias) {
     float *gv = (float *)malloc(sizeof(float) * C);
-    for (int64_t r = r0; r < r1; ++r) {
-        const float *restrict lr = lo + r * ls, *restrict gr = g + r * C;
-        for (int64_t d = 0; d < C; ++d) gv[d] = bias ? bias[d] : 0.0f;
-        for (int64_t k = 0; k < R; ++k) {
-            const float a = lr[k], *restrict wk = WT + k * C;
-            for (int64_t d = 0; d < C; ++d) gv[d] += a * wk[d];
-        }
-        for (int64_t d = 0; d < C; ++d) {
-            gv[d] = gr[d] * sigmoid_poly(gv[d]);
-            if (dbias) dbias[d] += gv[d];
-        }
-        for (int64_t k = 0; k < R; ++k) {
-            const float a = lr[k], *restrict wk = WT + k * C;
-            float *restrict dwk = dWT + k * C;
-            float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t d = 0; d < C; ++d) {
-                acc += gv[d] * wk[d];
-                dwk[d] += gv[d] * a;
-            }
-            dlo[r * dls + k] = acc;
-        }
-    }
+    for (int64_t r = r0; r < r1; ++r)
+        dtsp_bwd_row(C, R, lo + r * ls, WT, bias, g + r * C, dlo + r * dls, dWT, dbias, gv);
     free(gv);
 }
 
@@ -879,7 +888,7 @@ int amf_openmp(void) {
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp-simd", "-fPIC", "-shared", "-std=gnu99"]
 #: Entry points: (int64 arguments, pointer arguments), in that order.
 _SIGNATURES = {
-    "amf_scan_fwd": (7, 10), "amf_scan_bwd": (7, 18), "amf_conv_fwd": (6, 5), "amf_conv_bwd": (6, 8),
+    "amf_scan_fwd": (8, 10), "amf_scan_bwd": (8, 18), "amf_conv_fwd": (6, 5), "amf_conv_bwd": (6, 8),
     "amf_softplus_fwd": (3, 3), "amf_softplus_bwd": (3, 4), "amf_dtsp_fwd": (5, 4), "amf_dtsp_bwd": (6, 7),
 }
 _LIB: ctypes.CDLL | None = None
