@@ -1,6 +1,7 @@
 """Selective-scan implementations at the FT-Mamba block shape: forward + backward, medians, ratios.
 
-    python benchmarks/bench_scan.py                      # CPU: our two pure-PyTorch scans
+    python benchmarks/bench_scan.py                      # CPU: our pure-PyTorch scans + the compiled one
+    python benchmarks/bench_scan.py --length 33 --batch 128 --threads 1   # a 32-feature table
     python benchmarks/bench_scan.py --device cuda        # + mamba-ssm's fused selective_scan_fn
     python benchmarks/bench_scan.py --naive              # + the naive autograd loop (minutes on CPU)
 
@@ -24,8 +25,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
+from amfmedit.models import native_scan  # noqa: E402
 from amfmedit.models.mamba import kernel_status, kernels_available  # noqa: E402
-from amfmedit.models.scan import selective_scan  # noqa: E402
+from amfmedit.models.scan import selective_scan, selective_scan_time_major  # noqa: E402
 
 
 def naive_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True):
@@ -62,9 +64,17 @@ def main(argv=None) -> None:
            torch.randn(b, n, L, device=dev), torch.randn(b, n, L, device=dev), torch.ones(d, device=dev),
            torch.randn(b, d, L, device=dev), torch.full((d,), -3.0, device=dev)]
     grad = torch.randn(b, d, L, device=dev)
+    # the same inputs time-major, (L, B, .): the layout the Mamba block hands the scan
+    tm = lambda t: t.permute(2, 0, 1).contiguous()  # noqa: E731
+    ins_tm = [tm(ins[0]), tm(ins[1]), ins[2], tm(ins[3]), tm(ins[4]), ins[5], tm(ins[6]), ins[7]]
+    grad_tm = tm(grad)
 
     variants = {"sequential": lambda *a, **k: selective_scan(*a, **k, impl="sequential"),
                 "chunked": lambda *a, **k: selective_scan(*a, **k, impl="chunked")}
+    if dev.type == "cpu" and native_scan.available():
+        variants["native"] = lambda *a, **k: selective_scan(*a, **k, impl="native")
+        # the compiled kernels without selective_scan's (B, D, L) <-> (L, B, D) copies
+        variants["native-tm"] = lambda *a, **k: selective_scan_time_major(*a, **k, impl="native")
     if dev.type == "cuda" and kernels_available():
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -73,9 +83,10 @@ def main(argv=None) -> None:
         variants["naive"] = naive_scan
 
     def step(fn):
-        xs = [t.detach().requires_grad_() for t in ins]
+        time_major = fn is variants.get("native-tm")
+        xs = [t.detach().requires_grad_() for t in (ins_tm if time_major else ins)]
         y = fn(*xs[:6], z=xs[6], delta_bias=xs[7], delta_softplus=True)
-        y.backward(grad)
+        y.backward(grad_tm if time_major else grad)
 
     def sync():
         if dev.type == "cuda":
