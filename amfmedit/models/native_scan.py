@@ -134,7 +134,7 @@ static inline void amf_prefetch_adjoint_row(int64_t row, int64_t D, int64_t N, i
     if (w > 0) {
         AMF_PREFETCH(dy + row * D + d0, w, 0);
         AMF_PREFETCH(du + row * D + d0, w, 1);
-        if (ddt) AMF_PREFETCH(ddt + row * D + d0, w, 1);
+        AMF_PREFETCH(ddt + row * D + d0, w, 1);
         if (z) {
             AMF_PREFETCH(z + row * zs + d0, w, 0);
             AMF_PREFETCH(yv + row * D + d0, w, 0);
@@ -389,33 +389,6 @@ static inline void softplus_row(const float *x, float *out, int64_t n) {
     for (; i + VW <= n; i += VW) _mm512_storeu_ps(out + i, softplus_v(_mm512_loadu_ps(x + i)));
 #endif
     for (; i < n; ++i) out[i] = softplus_one(x[i]);
-}
-
-/* dt_proj + softplus backward for one row: v = bias + lo W^T recomputed, gv = g sigmoid(v); dlo
-   (R,) = W gv written, dWT (R, C) and dbias (C) accumulated; gv is C floats of scratch. */
-static inline void dtsp_bwd_row(int64_t C, int64_t R, const float *restrict lr, const float *restrict WT,
-                                const float *restrict bias, const float *restrict gr, float *restrict dlr,
-                                float *restrict dWT, float *restrict dbias, float *restrict gv) {
-    for (int64_t d = 0; d < C; ++d) gv[d] = bias ? bias[d] : 0.0f;
-    for (int64_t k = 0; k < R; ++k) {
-        const float a = lr[k], *restrict wk = WT + k * C;
-        for (int64_t d = 0; d < C; ++d) gv[d] += a * wk[d];
-    }
-    for (int64_t d = 0; d < C; ++d) {
-        gv[d] = gr[d] * sigmoid_poly(gv[d]);
-        if (dbias) dbias[d] += gv[d];
-    }
-    for (int64_t k = 0; k < R; ++k) {
-        const float a = lr[k], *restrict wk = WT + k * C;
-        float *restrict dwk = dWT + k * C;
-        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t d = 0; d < C; ++d) {
-            acc += gv[d] * wk[d];
-            dwk[d] += gv[d] * a;
-        }
-        dlr[k] = acc;
-    }
 }
 
 /* One channel block of the adjoint step: g = carry + C dy; carry <- g a; sums over the
@@ -767,8 +740,7 @@ void amf_scan_fwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int6
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
     for (int64_t p = 0; p < nth; ++p)
         amf_scan_fwd_rows(L, Bt, D, N, AMF_PART(p, nth, Bt), AMF_PART(p + 1, nth, Bt), seg, zs, bs, u, dt, A2, Bm, Cm,
-                          y,
-                          ck, Dp, z, yv);
+                          y, ck, Dp, z, yv);
 }
 
 void amf_scan_bwd(int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t nth, int64_t seg, int64_t zs, int64_t bs,
@@ -861,8 +833,29 @@ static void amf_dtsp_bwd_rows(int64_t C, int64_t R, int64_t r0, int64_t r1, int6
                        const float *restrict lo, const float *restrict WT, const float *restrict bias,
                        const float *restrict g, float *restrict dlo, float *restrict dWT, float *restrict dbias) {
     float *gv = (float *)malloc(sizeof(float) * C);
-    for (int64_t r = r0; r < r1; ++r)
-        dtsp_bwd_row(C, R, lo + r * ls, WT, bias, g + r * C, dlo + r * dls, dWT, dbias, gv);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float *restrict lr = lo + r * ls, *restrict gr = g + r * C;
+        for (int64_t d = 0; d < C; ++d) gv[d] = bias ? bias[d] : 0.0f;
+        for (int64_t k = 0; k < R; ++k) {
+            const float a = lr[k], *restrict wk = WT + k * C;
+            for (int64_t d = 0; d < C; ++d) gv[d] += a * wk[d];
+        }
+        for (int64_t d = 0; d < C; ++d) {
+            gv[d] = gr[d] * sigmoid_poly(gv[d]);
+            if (dbias) dbias[d] += gv[d];
+        }
+        for (int64_t k = 0; k < R; ++k) {
+            const float a = lr[k], *restrict wk = WT + k * C;
+            float *restrict dwk = dWT + k * C;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t d = 0; d < C; ++d) {
+                acc += gv[d] * wk[d];
+                dwk[d] += gv[d] * a;
+            }
+            dlo[r * dls + k] = acc;
+        }
+    }
     free(gv);
 }
 
