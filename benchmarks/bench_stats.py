@@ -76,7 +76,7 @@ def reporting_path(y_val, val, y, test, folder) -> tuple[float, float]:
 
     preds = {n: evalstats.ModelPredictions(two(val[n]), two(test[n])) for n in NAMES}
     t = time.perf_counter()
-    stats = evalstats.compute(y_val, y, preds, "youden")
+    stats = evalstats.compute(y_val, y, preds, "youden", thresholded=True)
     for render in (evalstats.models_markdown, evalstats.operating_markdown, evalstats.calibration_markdown,
                    evalstats.headline_comparisons_markdown):
         render(stats)

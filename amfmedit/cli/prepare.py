@@ -12,7 +12,8 @@ from rich.table import Table
 from amfmedit.cli.common import command, console, err_console, warn
 from amfmedit.cli.options import DataDir, Force, Quiet
 from amfmedit.data.prepare import apply_overrides
-from amfmedit.data.prepare import prepare as run
+from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.prepare import prepare as run
 from amfmedit.data.spec import load_spec
 
 SYNTHETIC = "Synthetic cohorts"
@@ -70,28 +71,17 @@ def prepare(
 
 def _summary(result) -> None:
     prov, schema = result.provenance, result.schema
-    binary = schema.task == "binary"
+    kind = kind_of(schema)
     table = Table(title=f"{schema.name}: prepared into {result.path}", title_justify="left")
     table.add_column("split")
     table.add_column("rows", justify="right")
-    if binary:
-        for c in schema.class_names:
-            table.add_column(f"label {c}", justify="right")
-        table.add_column("positives", justify="right")
-    else:
-        table.add_column("classes present", justify="right")
-        table.add_column("smallest class", justify="right")
+    for column in kind.summary_columns(schema):
+        table.add_column(column, justify="right")
     oracle = (prov.get("synthetic") or {}).get("oracle")
     if oracle:
         table.add_column(f"oracle {oracle['metric']}", justify="right")
     for split, c in prov["counts"].items():
-        counts = list(c["classes"].values())
-        row = [split, str(c["rows"])]
-        if binary:
-            row += [str(v) for v in counts] + [f"{counts[-1] / max(c['rows'], 1):.1%}"]
-        else:
-            present = [v for v in counts if v]
-            row += [str(len(present)), str(min(present) if present else 0)]
+        row = [split, str(c["rows"]), *kind.summary_cells(c)]
         if oracle:
             row.append("-" if oracle.get(split) is None else f"{oracle[split]:.3f}")
         table.add_row(*row)

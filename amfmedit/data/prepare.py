@@ -36,6 +36,7 @@ from amfmedit.data.transform import (
     sort_categories,
 )
 from amfmedit.data.workers import default_workers, ordered_map
+from amfmedit.data.targets import CLASS_LABELS, ClassTarget
 from amfmedit.errors import UserError
 from amfmedit.io import exclusive_lock, remove_stale, staging_dir, temp_prefix, write_json, write_text
 from amfmedit.paths import data_dir as _data_dir
@@ -95,6 +96,7 @@ def prepare(
     synthetic: dict | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    target: ClassTarget = CLASS_LABELS,
 ) -> PrepareResult:
     """Prepare the dataset described by ``spec`` into ``<data_dir>/<spec.name>/``.
 
@@ -103,7 +105,9 @@ def prepare(
     generator options (``patients``, ``seed``, ``features``, ``prevalence``, ``classes``) and
     ``workers`` sets the processes that render synthetic images and convert images (default:
     one per CPU for 1,000 images or more; see :mod:`amfmedit.data.workers`).
-    ``progress(phase, done, total)`` is called as work advances.
+    ``progress(phase, done, total)`` is called as work advances. ``target``: how the outcome
+    column is coded, given by the prediction kind (:mod:`amfmedit.data.targets`; the default codes
+    class labels with the vocabulary of ``table.label_values`` or the values found).
     """
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
@@ -119,11 +123,11 @@ def prepare(
             raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one "
                             f"is complete)")
         return _prepare_locked(spec, final, raw=raw, force=force, synthetic=synthetic, progress=progress,
-                               workers=workers)
+                               workers=workers, target=target)
 
 
 def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic: dict | None,
-                    progress: Progress | None, workers: int | None) -> PrepareResult:
+                    progress: Progress | None, workers: int | None, target: ClassTarget) -> PrepareResult:
     progress = progress or (lambda phase, done, total: None)
     temp_raw: Path | None = None
     try:
@@ -156,7 +160,8 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
             if not raw_dir.exists():
                 raise UserError(f"{raw_dir}: raw data not found; pass --raw PATH to the folder holding the dataset files")
         cohort = READERS[spec.reader](spec, raw_dir)
-        asm = _assemble(spec, cohort, progress)
+        target.check_spec(spec.table.label_values, spec.path or spec.name)
+        asm = _assemble(spec, cohort, progress, target)
         ct = spec.image.modality == "ct"
         field_mm = getattr(spec.image, "field_mm", None)
         info = ImageInfo(modality=spec.image.modality, channels=spec.channels, height=spec.image.size[0],
@@ -248,7 +253,7 @@ def _first(where: str, column: str, ids, mask, what: str, fix: str, values=None)
                      f"({int(mask.sum())} row{'s' if mask.sum() != 1 else ''}); {fix}")
 
 
-def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembled:
+def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: ClassTarget) -> _Assembled:
     t = spec.table
     df, where = cohort.table, cohort.where
     require_columns(df, [t.id, t.label] + ([t.split] if t.split else []), where)
@@ -280,8 +285,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
             keep &= ~no_label
         else:
             raise _first(where, t.label, ids, no_label, "a missing (NaN) label", "every row needs a label")
-    if spec.task == "binary" or t.label_values:
-        allowed = t.label_values or ["0", "1"]
+    allowed = target.vocabulary(t.label_values)
+    if allowed is not None:
         unknown = keep & np.array([k not in allowed for k in label_keys])
         if unknown.any():
             raise _first(where, t.label, ids, unknown, "the unknown label", f"labels must be one of "
@@ -334,11 +339,7 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
             counts_text = ", ".join(f"{x} {int((split == x).sum())}" for x in SPLITS)
             raise UserError(f"{where}: split {s!r} is empty ({counts_text}); every split needs rows "
                             f"(fix the split column or split.fractions)")
-    warnings = []
-    if spec.task == "binary":
-        for s in SPLITS:
-            if len(np.unique(labels[split == s])) < 2:
-                warnings.append(f"split {s!r} has only one class; AUC is undefined on it")
+    warnings = target.split_warnings(labels, split, SPLITS)
 
     sub = ParsedTable(cont=parsed.cont[rows], cat=parsed.cat[rows])
     fitted = fit_features(features, sub, split == "train", where=where)
@@ -447,7 +448,7 @@ def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress:
     resizing dominate) and written here in row order.
     """
     n = len(images)
-    shape = (info.channels, info.height, info.width)
+    shape = info.shape
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *shape))
     header = mm.offset  # the header is written and the file sized; rows follow at this offset
     del mm

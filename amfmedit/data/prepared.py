@@ -185,7 +185,7 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
     info = schema.image
     img_path = root / info.file
     shape, dtype, _ = npy_header(img_path, hint=hint)
-    expect = (n, info.channels, info.height, info.width)
+    expect = (n, *info.shape)
     if shape != expect or dtype != np.uint8:
         raise UserError(f"{img_path}: holds {dtype} {shape}, schema.json and tabular.parquet need uint8 {expect}; "
                         f"{hint}")

@@ -62,9 +62,14 @@ class Feature:
         return len(self.categories or []) + 1
 
 
+#: The image geometries a prepared dataset can hold, with the per-image array dimensions.
+GEOMETRIES = {"2d": ("channels", "height", "width")}
+
+
 @dataclass
 class ImageInfo:
-    """How images were windowed and stored (``images.npy``: uint8, shape (N, C, H, W))."""
+    """How images were windowed and stored (``images.npy``: uint8, shape (N, *shape), (N, C, H, W) for
+    ``geometry`` "2d"). Readers of image arrays take the shape from here, never a literal rank."""
 
     modality: Literal["ct", "rgb", "gray"]
     channels: int
@@ -76,6 +81,14 @@ class ImageInfo:
     png: str = "error"  # CT: "windowed" takes 8-bit PNG/JPG as slices already windowed
     spacing_mm: float | None = None  # CT: DICOM slices resampled to this spacing before the resize
     field_mm: tuple[float, float] | None = None  # with spacing_mm: the field kept around the centre
+    geometry: str = "2d"  # GEOMETRIES: what one image is; image encoders declare the geometry they read
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One stored image's array shape, e.g. (C, H, W)."""
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"unknown image geometry {self.geometry!r}; known: {', '.join(GEOMETRIES)}")
+        return tuple(int(getattr(self, d)) for d in GEOMETRIES[self.geometry])
 
 
 @dataclass

@@ -126,7 +126,7 @@ class DataSpec:
 
     name: str
     reader: Literal["ol3i", "dvm", "table"]
-    task: Literal["binary", "multiclass"]
+    task: str  # a prediction kind's name (amfmedit.stages.kinds.PREDICTION_KINDS), checked by the prepare stage
     table: TableSpec
     image: ImageSpec
     description: str = ""
@@ -348,8 +348,6 @@ def _check(spec: DataSpec, source: str) -> None:
             raise bad("table.categorical_dtypes", f"entries must be 'string' or 'bool', got {dt!r}")
     if tab.min_class_count < 0:
         raise bad("table.min_class_count", f"must be >= 0, got {tab.min_class_count}")
-    if spec.task == "binary" and tab.label_values and len(tab.label_values) != 2:
-        raise bad("table.label_values", f"must list exactly two values for a binary task, got {tab.label_values}")
     reserved = {"id", "split", "label"}
     for col in tab.features + list(tab.rename.values()):
         if col in reserved:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from amfmedit.errors import UserError, close_matches
+from amfmedit.errors import UserError
 from amfmedit.explain.targets import OUTPUTS
 from amfmedit.models.cpu_alloc import tune_cpu_allocator
 
@@ -246,26 +246,6 @@ def steps_for_completeness(
             return steps, rel
     raise UserError(f"--completeness {tolerance}: {STEP_LADDER[-1]} steps still leave a relative completeness "
                     f"error of {rel:.3g}; ask for a larger tolerance or give --steps")
-
-
-def resolve_target(schema, target: str | int | None) -> int | None:
-    """``--target``: a class name or index; None -> the positive class of a binary task,
-    None (each sample's own label) for a multiclass task."""
-    if target is None:
-        return 1 if schema.n_classes == 2 else None
-    names = [str(c) for c in schema.class_names]
-    if str(target) in names:
-        return names.index(str(target))
-    try:
-        idx = int(target)
-    except (TypeError, ValueError):
-        idx = -1
-    if 0 <= idx < schema.n_classes:
-        return idx
-    hint = close_matches(str(target), names)
-    shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-    raise UserError(f"--target {target}: not a class of dataset {schema.name} (classes: {shown})"
-                    + (f"; did you mean {hint}?" if hint else ""))
 
 
 def importance_table(schema, attributions: Attributions, informative: list[str] | None = None):

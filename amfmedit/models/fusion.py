@@ -13,7 +13,6 @@ A fusion class declares what its callers need, so that no caller branches on its
   ``n_classes`` is an optional setting with its default in the signature;
 - ``aux_weights``: the weight of each auxiliary loss in eq. 14's total (an auxiliary loss
   without a weight is an error, :func:`amfmedit.models.losses.finetune_loss`);
-- ``cam_rank``: preference when ``explain --method gradcam`` picks a model (lower first).
 """
 
 from __future__ import annotations
@@ -57,7 +56,6 @@ class ConcatFusion(nn.Module):
     needs_feature_map = False
     run_inputs: tuple[str, ...] = ()
     aux_weights: dict[str, float] = {}
-    cam_rank = 0  # Fig. 6 draws Grad-CAM of concatenation models
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
@@ -143,7 +141,6 @@ class CrossAttentionFusion(nn.Module):
     needs_feature_map = True
     run_inputs: tuple[str, ...] = ()
     aux_weights: dict[str, float] = {}
-    cam_rank = 1
 
     def __init__(
         self,
@@ -254,7 +251,6 @@ class AMFFusion(nn.Module):
     needs_feature_map = False
     run_inputs = ("r_conf",)
     aux_weights = {"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}  # eq. 14: λ1, λ2
-    cam_rank = 1
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)

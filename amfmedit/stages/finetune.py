@@ -35,7 +35,6 @@ from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
     STRATEGIES,
-    ImageEncoder,
     ImageTabularClassifier,
     UnimodalClassifier,
     amf_split,
@@ -61,12 +60,12 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import PretrainConfig, load_pretrained, tabular_kwargs
+from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
 from amfmedit.stages.rconf import read_rconf
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.metrics import headline_metric
 
 NO_FUSION = names.NO_FUSION
 AUTO = names.AUTO
@@ -205,11 +204,12 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
 
         def build_supervised():
             if cfg.modality == "image":
-                enc = ImageEncoder(arch=pcfg.image_arch, in_channels=schema.image.channels)
+                enc = image_encoder(pcfg.image_arch, schema)
             else:
                 enc = build_tabular_encoder(pcfg.tabular_encoder, n_cont_features=schema.n_cont,
                                             cat_cardinalities=schema.cardinalities, **tabular_kwargs(pcfg))
-            return UnimodalClassifier(enc, n_classes=schema.n_classes, modality=cfg.modality, strategy="trainable")
+            return UnimodalClassifier(enc, n_classes=kind_of(schema).head_size(schema), modality=cfg.modality,
+                                      strategy="trainable")
 
         return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
 
@@ -220,7 +220,7 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
     def build_multimodal():
         pm = from_checkpoint({**spec, "state_dict": state})
         img, tab = pm.image_encoder, pm.tabular_encoder
-        fusion = build_fusion(cfg.fusion, d_img=img.d_out, d_tab=tab.d_out, n_classes=schema.n_classes,
+        fusion = build_fusion(cfg.fusion, d_img=img.d_out, d_tab=tab.d_out, n_classes=kind_of(schema).head_size(schema),
                               **inputs, **settings)
         return ImageTabularClassifier(img, tab, fusion, strategy=cfg.strategy)
 
@@ -271,7 +271,7 @@ def rconf_candidates(measured: float, multipliers, d_out: int | None) -> list[di
 
 
 def choose_rconf(train: Callable[[float, Path, bool, float], Trained], *, candidates: list[dict], search_dir: Path,
-                 lr: float | None, lrs: tuple[float, ...], rt, resume: bool) -> tuple[dict, float, Trained]:
+                 lr: float | None, lrs: tuple[float, ...], rt, resume: bool, metric) -> tuple[dict, float, Trained]:
     """Train every candidate once (first seed) and keep the best VALIDATION metric (test is never read).
 
     ``train(lr, out_dir, resume, r_conf)``. Without a given ``lr`` the learning rate is searched
@@ -284,7 +284,7 @@ def choose_rconf(train: Callable[[float, Path, bool, float], Trained], *, candid
         r = c["r_conf"]
         sub = search_dir / names.variant_tag(rconf=r).lstrip("-")
         chosen_lr, t, _ = select_lr(lambda lr_, d, res, r=r: train(lr_, d, res, r), search_dir=sub,
-                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume)
+                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume, metric=metric)
         lr = chosen_lr
         trained[r] = t
         c["val"] = t.best_val
@@ -292,7 +292,7 @@ def choose_rconf(train: Callable[[float, Path, bool, float], Trained], *, candid
     if not finite:
         raise UserError(f"{search_dir}: no R_conf candidate gave a finite validation metric; check the validation "
                         "split has both classes")
-    best = max(finite, key=lambda c: (c["val"], -abs(math.log(c["multiplier"]))))
+    best = max(finite, key=lambda c: (metric.rank(c["val"]), -abs(math.log(c["multiplier"]))))
     record = {"split": "val", "candidates": candidates, "chosen": best["r_conf"], "chosen_multiplier": best["multiplier"],
               "lr": lr, "rule": "best validation metric of the first seed; ties -> closest to the measured R_conf"}
     if rt.is_main:
@@ -348,7 +348,7 @@ def finetune(
     if cfg.mask_features:  # train, validation and test rows all see the constants
         ds, dd = masked_data(ds, dd, cfg.mask_features)
     schema = ds.schema
-    recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
+    recipe = cfg.recipe.resolved(kind_of(schema), schema)
     if cfg.aux_off:  # Table 6: the switched-off losses weigh 0 in eq. 14
         recipe = replace(recipe, aux_weights={**recipe.aux_weights, **{n: 0.0 for n in cfg.aux_off}})
     builders: dict = {}
@@ -433,7 +433,7 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
             candidates = rconf_candidates(r_conf, cfg.rconf_multipliers, d_out)
             auto_record, lr, trained = choose_rconf(
                 lambda lr_, d, res, r: train(lr_, first, d, res, r), candidates=candidates, search_dir=search,
-                lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume)
+                lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=kind_of(schema).headline)
             auto_record = {"measured": r_conf, "multipliers": list(cfg.rconf_multipliers), **auto_record}
             r_conf = auto_record["chosen"]
             if rt.is_main:
@@ -453,7 +453,7 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
                 rundir.remove_tree(search)
             rt.barrier()
             lr, trained, _ = select_lr(lambda lr_, d, res: train(lr_, first, d, res), search_dir=search,
-                                       lrs=recipe.lrs, rt=rt, resume=opts.resume)
+                                       lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=kind_of(schema).headline)
             # The winning search run IS the first seed's run: move it instead of training it again.
             if rt.is_main:
                 if first_dir.exists():
@@ -476,7 +476,7 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
         finish_stage(run, out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
                                 "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run}, rt=rt)
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
-    return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task),
+    return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, kind_of(schema).headline.key,
                           auto_record)
 
 

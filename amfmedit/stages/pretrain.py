@@ -20,15 +20,16 @@ from amfmedit.data import load_prepared
 from amfmedit.env import environment
 from amfmedit.errors import UserError
 from amfmedit.models import (
+    IMAGE_ENCODERS,
     TABULAR_ENCODERS,
     ContrastiveModel,
-    ImageEncoder,
+    build_image_encoder,
     build_tabular_encoder,
     from_checkpoint,
     model_config,
     options_of,
 )
-from amfmedit.models.image import ARCHS, parse_image_weights
+from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, sanity
@@ -41,6 +42,7 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.train import rundir
 from amfmedit.train.augment import preset
@@ -53,8 +55,6 @@ from amfmedit.train.seeding import STREAM_INIT, seed_everything
 from amfmedit.train.tasks import ContrastiveTask
 
 STAGE = names.PRETRAIN
-LR_BINARY = 3e-4  # Appendix A.2 / reference config for OL3I
-LR_MULTICLASS = 3e-3  # Appendix A.2 for DVM
 READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (encoders that have a readout choice)
 STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
 # config field -> (the encoder argument it sets, its option)
@@ -91,7 +91,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        check_choice(self.image_arch, list(ARCHS), "--image-arch")
+        check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
         parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
@@ -157,10 +157,18 @@ def tabular_kwargs(cfg: PretrainConfig) -> dict:
     return kw
 
 
+def image_encoder(name: str, schema, weights=None):
+    """The image encoder ``name`` (``IMAGE_ENCODERS``) for the prepared images of ``schema``."""
+    try:
+        return build_image_encoder(name, in_channels=schema.image.channels, weights=weights,
+                                   geometry=schema.image.geometry)
+    except ValueError as exc:
+        raise UserError(f"--image-arch {name}: {exc}") from None
+
+
 def build_contrastive(schema, cfg: PretrainConfig):
     """ResNet + tabular encoder + projection heads for ``schema``'s features and channels."""
-    image = ImageEncoder(arch=cfg.image_arch, in_channels=schema.image.channels,
-                         weights=parse_image_weights(cfg.image_weights))
+    image = image_encoder(cfg.image_arch, schema, weights=parse_image_weights(cfg.image_weights))
     tab = build_tabular_encoder(
         cfg.tabular_encoder, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities, **tabular_kwargs(cfg)
     )
@@ -205,7 +213,7 @@ def pretrain(
     schema = ds.schema
     if len(ds.indices("train")) < 2 or len(ds.indices("val")) < 2:
         raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
-    lr = cfg.lr if cfg.lr is not None else (LR_BINARY if schema.task == "binary" else LR_MULTICLASS)
+    lr = cfg.lr if cfg.lr is not None else kind_of(schema).pretrain_lr
     cfg = replace(cfg, lr=lr)
     with rundir.stage_lock(run, STAGE, rt=rt):  # one writer: a second process is refused and touches nothing
         stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)

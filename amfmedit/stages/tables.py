@@ -15,6 +15,7 @@ import numpy as np
 
 from amfmedit.io import atomic_path
 from amfmedit.models import FUSIONS, TABULAR_ENCODERS
+from amfmedit.stages.kinds import PREDICTION_KINDS
 from amfmedit.stages.names import NO_FUSION
 
 SUPERVISED = "Supervised"
@@ -29,8 +30,10 @@ def encoder_title(kind: str | None) -> str:
 
 
 def metric_title(metric: str, percent: bool = True) -> str:
-    """Column title of the headline metric: ``AUC (%)`` for binary tasks, ``ACC (%)`` for multiclass."""
-    name = "AUC" if metric == "auc" else "ACC"
+    """Column title of a kind's headline metric by its key: ``AUC (%)`` for binary tasks, ``ACC (%)`` for
+    multiclass ones (the label each prediction kind declares)."""
+    labels = {k.headline.key: k.headline.label for k in PREDICTION_KINDS.values()}
+    name = labels.get(metric, metric.upper())
     return f"{name} (%)" if percent else name
 
 

@@ -3,8 +3,9 @@
 The cohort is the shared ``tiny_ol3i`` one (240 patients, 40 features, seed 7) prepared at
 64 x 64: at 32 x 32 ResNet's last stage is a single cell and Grad-CAM has nothing to localise.
 The run holds a 1-epoch contrastive pretraining (ResNet-18 + MLP of width 16), a fine-tuned
-concatenation model with frozen encoders (Grad-CAM's default) and a supervised MLP tabular
-model (IG's default).
+concatenation model with frozen encoders (the run's model: what ``predict`` scores and
+``explain`` explains by default) and a supervised MLP tabular model (IG's paper setting, named
+with ``--stage``).
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ def test_ig_equals_the_path_integral_and_is_complete():
 def test_ig_report_from_the_cli(trained_run, ol3i64):
     from amfmedit.data import load_prepared
 
-    res = ok("explain", "--method", "ig", "--max-samples", "40", "--steps", "8")
+    # the paper's setting (§4.2.1): the supervised tabular model, named with --stage
+    res = ok("explain", "--method", "ig", "--max-samples", "40", "--steps", "8", "--stage", "supervised-tabular-seed2022")
     folder = trained_run.root / "explain" / "ig-supervised-tabular-seed2022"
     schema = load_prepared(ol3i64).schema
     table = pd.read_csv(folder / "importance.csv")
@@ -124,7 +125,8 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert top_features(run, 3) == list(table["name"][:3])
     assert resolve_mask(run, (), 2) == list(table["name"][:2])
     # a finished report is not silently replaced
-    again = invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4")
+    again = invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4", "--stage",
+                   "supervised-tabular-seed2022")
     assert again.exit_code == 2 and "--force" in again.output
 
 

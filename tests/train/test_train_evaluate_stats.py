@@ -187,14 +187,14 @@ def test_threshold_targets_are_met_on_validation():
 
     preds = {AMF: evalstats.ModelPredictions(probs(y_val), probs(y_test))}
     for spec, key, target in (("sensitivity:0.9", "sens", 0.9), ("specificity:0.95", "spec", 0.95)):
-        stats = evalstats.compute(y_val, y_test, preds, spec, n_boot=200)
+        stats = evalstats.compute(y_val, y_test, preds, spec, n_boot=200, thresholded=True)
         for thr, p in [(stats.thresholds[AMF], preds[AMF].val.mean(axis=0)[:, 1]),
                        *zip(stats.seed_thresholds[AMF], preds[AMF].val[:, :, 1])]:
             called = p >= thr.value
             got = called[y_val == 1].mean() if key == "sens" else (~called[y_val == 0]).mean()
             assert thr.name == spec and got >= target
     with pytest.raises(Exception, match="--threshold"):
-        evalstats.compute(y_val, y_test, preds, "sensitivity:1.5")
+        evalstats.compute(y_val, y_test, preds, "sensitivity:1.5", thresholded=True)
 
 
 def test_one_class_test_split_warns_names_the_split_and_skips_figures(tmp_path):
@@ -210,7 +210,7 @@ def test_one_class_test_split_warns_names_the_split_and_skips_figures(tmp_path):
 
     preds = {AMF: evalstats.ModelPredictions(probs(60, y_val), probs(40, 0.0)),
              CONCAT: evalstats.ModelPredictions(probs(60, y_val * 0.5), probs(40, 0.0))}
-    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200)
+    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, thresholded=True)
     (w,) = [w for w in stats.warnings if w.startswith("test split")]
     assert "only class 0" in w and "AUC" in w and "sensitivity" in w and "Brier and ECE still reported" in w
     assert "auc" not in stats.summary.models[AMF].intervals and "brier" in stats.summary.models[AMF].intervals
@@ -232,7 +232,7 @@ def test_multiclass_reports_top1_with_intervals_and_no_threshold():
 
     preds = {"A": evalstats.ModelPredictions(probs(y_val), probs(y_test)),
              "B": evalstats.ModelPredictions(probs(y_val), probs(y_test))}
-    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, class_names=list("abcd"))
+    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, class_names=list("abcd"), thresholded=False)
     rec = stats.model_record("A")
     assert rec["threshold"] == {"name": "argmax", "value": None}
     acc = rec["intervals"]["acc"]
