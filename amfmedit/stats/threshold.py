@@ -4,7 +4,9 @@ A row is called positive when its probability of class 1 is ``>= value``. The ``
 spec says how ``value`` is chosen on validation:
 
 - ``youden`` (default): maximise Youden's J = sensitivity + specificity - 1 (Youden 1950,
-  Cancer 3:32-35) over the validation ROC curve; among equal J the highest threshold.
+  Cancer 3:32-35) over the validation ROC curve; among equal J the highest threshold. J is
+  compared exactly, as the integer ``TP * n_neg - FP * n_pos``: two cuts with the same J in
+  fractions get the same number, whatever ``tpr - fpr`` rounds to.
 - ``sensitivity:0.9``: the highest threshold whose validation sensitivity is >= 0.9 (so the
   most specific one that meets the target).
 - ``specificity:0.95``: the lowest threshold whose validation specificity is >= 0.95 (so the
@@ -128,7 +130,10 @@ def choose_threshold(spec: str, y_val, p_val) -> Threshold:
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop scikit-learn's +inf "nobody positive" point
     eps = 1e-12
     if kind == "youden":
-        i = int(np.argmax(tpr - fpr))
+        # J * n_pos * n_neg = TP * n_neg - FP * n_pos, in integers: equal J compare equal, so the first
+        # maximum is the highest threshold (tpr - fpr in floats breaks such ties by rounding noise).
+        tp, fp = np.rint(tpr * n_pos).astype(np.int64), np.rint(fpr * n_neg).astype(np.int64)
+        i = int(np.argmax(tp * n_neg - fp * n_pos))
         rule = "maximum of Youden's J (sensitivity + specificity - 1) on validation"
     elif kind == "sensitivity":
         i = int(np.flatnonzero(tpr >= target - eps)[0])  # tpr rises as thr falls; reaches 1 at the end
