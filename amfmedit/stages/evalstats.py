@@ -133,12 +133,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
         cal = np.stack([calibration.apply_temperature(calibration.logits_from_probs(t), f.temperature, f.bias)
                         for t, f in zip(test, fits)])
         temps[name] = fits
-        at_bound = [f.temperature for f in fits if min(abs(np.log(f.temperature / b)) for b in calibration.T_BOUNDS) < 1e-3]
-        if at_bound:
-            warnings.append(f"{name}: the temperature fitted on validation reached the end of its range "
-                            f"({at_bound[0]:.3g}; searched {calibration.T_BOUNDS[0]:g}-{calibration.T_BOUNDS[1]:g}): its "
-                            "probabilities are off in a way one temperature cannot fix (e.g. shifted up by a class-balanced "
-                            "sampler; --sampler-weights none trains calibrated ones); read calibrated risks with care")
+        warnings += calibration.bound_warnings(name, fits, hint="e.g. shifted up by a class-balanced sampler; "
+                                               "--sampler-weights none trains calibrated ones")
         if binary:
             seed_thresholds[name] = [_choose(spec, y_val, v[:, 1], name) for v in val]
             thresholds[name] = _choose(spec, y_val, val.mean(axis=0)[:, 1], name)
