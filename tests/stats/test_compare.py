@@ -55,6 +55,26 @@ def test_small_split_is_flagged_in_words():
     t = compare.compare_models(y, preds, n_boot=500)
     width = [r.high - r.low for r in t.rows if r.metric == "auc"][0]
     assert width > compare.MAX_DIFF_WIDTH and t.too_small and "wide" in t.note
+    # the detectable difference comes from the measured width, not from the 0.20 cut-off
+    mdd = compare.detectable_difference(width)
+    assert f"{width:.2f}-{width:.2f} wide" in t.note and f"about {mdd:.2f} or larger" in t.note and "80% power" in t.note
+    assert mdd > compare.MAX_DIFF_WIDTH / 2 + 0.03
+
+
+def test_detectable_difference_with_known_numbers():
+    z, z80 = 1.959963984540054, 0.8416212335729143  # normal quantiles 0.975 and 0.80
+    # a 95% interval 0.27 wide: SE = 0.27 / (2 * 1.96) = 0.0689; (1.96 + 0.84) * SE = 0.193 (half-width: 0.135)
+    assert compare.detectable_difference(0.27) == pytest.approx((z + z80) * 0.27 / (2 * z), rel=1e-12)
+    assert compare.detectable_difference(0.27) == pytest.approx(0.19297, abs=5e-6)
+    assert compare.detectable_difference(0.20) == pytest.approx(0.14294, abs=5e-6)  # at the cut-off
+    assert compare.detectable_difference(0.20, power=0.5) == pytest.approx(0.10)  # 50% power: the half-width
+    # pROC's roc.test(ndka, s100b) on aSAH: Wald 95% CI -0.2877 to 0.0489, so SE = half-width / z = 0.0859
+    lo, hi = -0.2876917446341914, 0.0488706064228094
+    se = (hi - lo) / (2 * z)
+    assert compare.detectable_difference(hi - lo) == pytest.approx((z + z80) * se, rel=1e-12)
+    assert compare.detectable_difference(hi - lo) == pytest.approx(0.24054, abs=5e-5)
+    with pytest.raises(ValueError, match="power"):
+        compare.detectable_difference(0.2, power=1.0)
 
 
 def test_rendered_tables():
