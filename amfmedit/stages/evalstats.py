@@ -147,6 +147,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
 
     summary = summarise_run(y_test, {k: np.asarray(v.test, dtype=np.float64) for k, v in preds.items()},
                             thresholds={k: t.value for k, t in thresholds.items() if t is not None},
+                            seed_thresholds={k: [t.value for t in ts] for k, ts in seed_thresholds.items()
+                                             if None not in ts},
                             split=split_word(split), n_boot=n_boot, seed=seed, level=level,
                             class_names=None if binary else class_names)
     warnings = summary.warnings + warnings  # the scored split's first
@@ -221,9 +223,7 @@ def write_figures(folder: Path, y_test, stats: Statistics) -> dict[str, str]:
 
 
 def _iv(d: bootstrap.Interval, digits: int = 3) -> str:
-    if not np.isfinite(d.estimate):
-        return "n/a"
-    return f"{d.estimate:.{digits}f} ({d.low:.{digits}f}\u2013{d.high:.{digits}f})"
+    return d.text(digits)
 
 
 def models_markdown(stats: Statistics) -> str:

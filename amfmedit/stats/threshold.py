@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from amfmedit.errors import UserError
-from amfmedit.stats import bootstrap, weighted
+from amfmedit.stats import bootstrap, proportions, weighted
 
 OPTION = "--threshold"
 _HINT = "use youden, sensitivity:0.9, specificity:0.95 or a number in (0, 1)"
@@ -50,7 +50,7 @@ class Threshold:
 
 @dataclass(frozen=True)
 class ConfusionAt:
-    """Counts and rates at one threshold; rates carry stratified bootstrap intervals."""
+    """Counts and rates at one threshold; rates carry Clopper-Pearson intervals (:mod:`amfmedit.stats.proportions`)."""
 
     threshold: float
     tp: int
@@ -156,9 +156,8 @@ def choose_threshold(spec: str, y_val, p_val) -> Threshold:
     return Threshold(name, value, rule, target, sens, spec_, n_pos, n_neg)
 
 
-def confusion_at(y, p, threshold: float, n_boot: int = bootstrap.DEFAULT_N_BOOT, seed: int = 0,
-                 level: float = 0.95) -> ConfusionAt:
-    """TP/FP/TN/FN and sensitivity, specificity, PPV, NPV (stratified bootstrap intervals) at ``threshold``.
+def confusion_at(y, p, threshold: float, level: float = 0.95) -> ConfusionAt:
+    """TP/FP/TN/FN and sensitivity, specificity, PPV, NPV (Clopper-Pearson intervals) at ``threshold``.
 
     Args:
         y: (N,) 0/1 labels; p: (N,) probability of class 1; threshold: positive when p >= it.
@@ -166,8 +165,6 @@ def confusion_at(y, p, threshold: float, n_boot: int = bootstrap.DEFAULT_N_BOOT,
     pos = np.asarray(y).astype(bool)
     p = np.asarray(p, dtype=np.float64)
     c = weighted.confusion(p, pos, np.ones((1, len(p))), threshold)
-    point = {k: float(v[0]) for k, v in weighted.rates(c).items()}
-    W = bootstrap.stratified_counts(pos, n_boot, seed)
-    ivs = bootstrap.intervals_from(point, weighted.rates(weighted.confusion(p, pos, W, threshold)), level)
+    ivs = proportions.exact_intervals(pos.astype(np.int64), p, threshold, level)
     return ConfusionAt(float(threshold), *(int(c[k][0]) for k in ("tp", "fp", "tn", "fn")),
                        ivs["sensitivity"], ivs["specificity"], ivs["ppv"], ivs["npv"])

@@ -115,7 +115,7 @@ def test_unreachable_targets_are_refused():
 
 def test_confusion_at_counts_and_intervals():
     y, p = _val(seed=3)
-    c = confusion_at(y, p, 0.4, n_boot=1000)
+    c = confusion_at(y, p, 0.4)
     tn, fp, fn, tp = confusion_matrix(y, (p >= 0.4).astype(int)).ravel()
     assert (c.tp, c.fp, c.tn, c.fn) == (tp, fp, tn, fn)
     assert c.sensitivity.estimate == pytest.approx(tp / (tp + fn))
