@@ -3,9 +3,10 @@
 Target of issue 10: under 10 s on 2 CPU cores. Timed, as ``evaluate`` will call it:
 
 - per model: the operating point chosen on a 1,600-row validation split (Youden), every
-  metric per seed (5 seeds), the seed-averaged prediction's DeLong AUC interval and stratified
-  bootstrap intervals (2,000 resamples) for AUPRC, balanced accuracy, sensitivity,
-  specificity, PPV, NPV, Brier, ECE (``amfmedit.stats.summary.summarise_run``);
+  metric per seed (5 seeds), the seed-averaged prediction's DeLong AUC interval, Clopper-Pearson
+  intervals for sensitivity, specificity, PPV, NPV and stratified bootstrap intervals (2,000
+  resamples, also feeding the paired comparisons) for AUPRC, balanced accuracy, Brier, ECE
+  (``amfmedit.stats.summary.summarise_run``);
 - all 15 pairs: paired DeLong test for AUC, paired bootstrap for six other metrics, Holm
   adjustment, ``comparisons.md`` and ``comparisons.csv`` rendered.
 

@@ -265,12 +265,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
         cal = np.stack([calibration.apply_temperature(calibration.logits_from_probs(t), f.temperature, f.bias)
                         for t, f in zip(test, fits)])
         temps[name] = fits
-        at_bound = [f.temperature for f in fits if min(abs(np.log(f.temperature / b)) for b in calibration.T_BOUNDS) < 1e-3]
-        if at_bound:
-            warnings.append(f"{name}: the temperature fitted on validation reached the end of its range "
-                            f"({at_bound[0]:.3g}; searched {calibration.T_BOUNDS[0]:g}-{calibration.T_BOUNDS[1]:g}): its "
-                            "probabilities are off in a way one temperature cannot fix (e.g. shifted up by a class-balanced "
-                            "sampler; --sampler-weights none trains calibrated ones); read calibrated risks with care")
+        warnings += calibration.bound_warnings(name, fits, hint="e.g. shifted up by a class-balanced sampler; "
+                                               "--sampler-weights none trains calibrated ones")
         if binary:
             seed_thresholds[name] = [_choose(spec, y_val, v[:, 1], name) for v in val]
             thresholds[name] = _choose(spec, y_val, val.mean(axis=0)[:, 1], name)
@@ -283,6 +279,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
 
     summary = summarise_run(y_test, {k: np.asarray(v.test, dtype=np.float64) for k, v in preds.items()},
                             thresholds={k: t.value for k, t in thresholds.items() if t is not None},
+                            seed_thresholds={k: [t.value for t in ts] for k, ts in seed_thresholds.items()
+                                             if None not in ts},
                             split=split_word(split), n_boot=n_boot, seed=seed, level=level,
                             class_names=None if binary else class_names)
     warnings = summary.warnings + warnings  # the scored split's first
@@ -357,9 +355,7 @@ def write_figures(folder: Path, y_test, stats: Statistics) -> dict[str, str]:
 
 
 def _iv(d: bootstrap.Interval, digits: int = 3) -> str:
-    if not np.isfinite(d.estimate):
-        return "n/a"
-    return f"{d.estimate:.{digits}f} ({d.low:.{digits}f}\u2013{d.high:.{digits}f})"
+    return d.text(digits)
 
 
 def models_markdown(stats: Statistics) -> str:

@@ -49,6 +49,8 @@ def _counts_line(y) -> str:
 
 
 def _ci(est: float, lo: float, hi: float) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{est:.3f} (no interval)"
     return f"{est:.3f} ({lo:.2f}\u2013{hi:.2f})"
 
 

@@ -20,7 +20,7 @@ from amfmedit.models import losses
 from amfmedit.stages import evalstats
 from amfmedit.stages.kinds.base import Metric, PredictionKind, ProbeScore, Weights
 from amfmedit.stats.bootstrap import bootstrap_metrics
-from amfmedit.stats.delong import delong_auc
+from amfmedit.stats.delong import delong_auc, undefined_reason
 from amfmedit.train.metrics import classification_metrics
 
 #: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled x0.5, class 1 over-sampled x5.
@@ -129,9 +129,10 @@ class BinaryKind(ClassificationKind):
     def probe_score(self, outputs: np.ndarray, targets: np.ndarray, seed: int) -> ProbeScore:
         """The probe's AUC with its DeLong interval; chance 0.5."""
         value = classification_metrics(outputs, targets)["auc"]
-        if len(np.unique(targets)) < 2:
+        y = np.asarray(targets)
+        if undefined_reason(int((y == 1).sum()), int((y == 0).sum())):  # DeLong needs two rows of each class
             return ProbeScore(value, None, None, None, None, False, PROBE_LEVEL)
-        ci = delong_auc(np.asarray(targets), outputs[:, 1], level=PROBE_LEVEL)
+        ci = delong_auc(y, outputs[:, 1], level=PROBE_LEVEL)
         return ProbeScore(value, float(ci.low), float(ci.high), "DeLong", 0.5, bool(ci.low > 0.5), PROBE_LEVEL)
 
     def default_target(self, schema) -> int:
