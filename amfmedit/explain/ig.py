@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -246,6 +247,51 @@ def steps_for_completeness(
             return steps, rel
     raise UserError(f"--completeness {tolerance}: {STEP_LADDER[-1]} steps still leave a relative completeness "
                     f"error of {rel:.3g}; ask for a larger tolerance or give --steps")
+
+
+@dataclass(frozen=True)
+class IGTruth:
+    """How an IG ranking meets a synthetic cohort's truth (``summary.json``'s ``synthetic`` record).
+
+    ``in_top_k``: informative features among the top ``top_k``; ``in_top_n``: among the top
+    ``len(informative)``; ``proxies``: features the risk model does not use but that track its image
+    term (bmi and weight follow visceral fat), counted apart, never as informative.
+    """
+
+    informative: list[str]
+    top_k: int
+    in_top_k: int
+    in_top_n: int
+    proxies: list[str] = dataclasses.field(default_factory=list)
+    proxies_in_top_k: int = 0
+
+    @property
+    def n_informative(self) -> int:
+        return len(self.informative)
+
+    @classmethod
+    def of(cls, ranked: list[str], informative: list[str], proxies: list[str], top_k: int) -> "IGTruth":
+        """The record of ``ranked`` (feature names, most important first)."""
+        inf, prox = set(informative), set(proxies)
+        return cls(list(informative), top_k, sum(n in inf for n in ranked[:top_k]),
+                   sum(n in inf for n in ranked[:len(informative)]), sorted(proxies),
+                   sum(n in prox for n in ranked[:top_k]))
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "n_informative": self.n_informative}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IGTruth":
+        return cls(list(d["informative"]), int(d["top_k"]), int(d["in_top_k"]), int(d["in_top_n"]),
+                   list(d.get("proxies") or []), int(d.get("proxies_in_top_k") or 0))
+
+    def sentence(self) -> str:
+        k, m = self.top_k, self.n_informative
+        text = (f"{self.in_top_k} of the top {k} features are informative "
+                f"({self.in_top_n} of the top {m}; the generator uses {m})")
+        if self.proxies:  # they track the image term; never added to the informative count
+            text += f"; {self.proxies_in_top_k} more track the image signal ({', '.join(self.proxies)})"
+        return text
 
 
 def importance_table(schema, attributions: Attributions, informative: list[str] | None = None):

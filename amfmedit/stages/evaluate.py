@@ -183,7 +183,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
                "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
-               "best_epoch": int(ckpt["epoch"]), "val_" + metric: float(ckpt["metric"]), **m, "n": len(targets)}
+               "best_epoch": int(ckpt["epoch"]), "val_metric": float(ckpt["metric"]), **m, "n": len(targets)}
         stages.append(row)
         per_group[_group_key(info, scfg)].append(row)
         outputs[name] = (rows, preds, targets)
@@ -286,8 +286,8 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
         parts.append(f"\nOracle {kind.headline.label} (the generator's true risk on the {split} split): {oracle:.4f}\n")
     parts.append(stats.markdown())
     parts.append("\n## Per stage\n\n")
-    keys = ["seed", "lr", "best_epoch", f"val_{metric}", *metric_keys, *stats.stage_keys()]
-    parts.append(stage_markdown(stages, keys))
+    keys = ["seed", "lr", "best_epoch", "val_metric", *metric_keys, *stats.stage_keys()]
+    parts.append(stage_markdown(stages, keys, {"val_metric": f"val_{metric}"}))
     return "".join(parts)
 
 
@@ -317,7 +317,7 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | Threshold | T |", "|---|--:|--:|--:|--:|--:|--:|"]
     for g in groups:
         for r in (s for s in stages if s["seed"] in g["seeds"] and _same_group(s, g)):
-            lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r[f'val_{metric}'])} | "
+            lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r['val_metric'])} | "
                          f"{_f(r[metric])} | {stats.stage_cell(r)} | {r['temperature']:.2f} |")
     parts.append("\n## Per stage\n\n" + "\n".join(lines) + "\n")
     return "".join(parts)

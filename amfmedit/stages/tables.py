@@ -138,9 +138,10 @@ def incomplete_markdown(groups: list[dict], *, metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_markdown(rows: list[dict], keys: list[str]) -> str:
-    """One row per stage folder with its test metrics."""
-    lines = ["| stage | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+def stage_markdown(rows: list[dict], keys: list[str], headers: dict[str, str] | None = None) -> str:
+    """One row per stage folder with its test metrics (``headers``: a column title per key, else the key)."""
+    headers = headers or {}
+    lines = ["| stage | " + " | ".join(headers.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for r in rows:
         vals = []
         for k in keys:
