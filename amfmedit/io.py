@@ -36,7 +36,8 @@ RERUN_HINT = "re-run the stage that wrote it with --force"
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (``os.kill(pid, 0)``; another user's counts as alive)."""
+    """Whether a process with this id is running (``os.kill(pid, 0)``; another user's counts as alive;
+    a zombie, killed but not yet reaped by its parent, counts as gone)."""
     if pid <= 0:
         return False
     try:
@@ -45,7 +46,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or the process just went
+        return True
 
 
 def temp_prefix(name: str) -> str:

@@ -45,7 +45,8 @@ def _mean_std(values) -> str:
 
 
 def one_setting(root: Path, label: str, image: float, tabular: float, args) -> dict:
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
     from amfmedit.io import read_json
     from amfmedit.stages.classify import Recipe

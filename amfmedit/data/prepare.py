@@ -23,7 +23,7 @@ import numpy as np
 from amfmedit import __version__
 from amfmedit.data.prepared import MARKER, SPLITS
 from amfmedit.data.readers import READERS, RawCohort, require_columns
-from amfmedit.data.schema import Feature, ImageInfo, Schema
+from amfmedit.data.schema import SCHEMA_FILE, Feature, ImageInfo, Schema
 from amfmedit.data.spec import DataSpec
 from amfmedit.data.synthetic import generate
 from amfmedit.data.transform import (
@@ -36,7 +36,7 @@ from amfmedit.data.transform import (
     sort_categories,
 )
 from amfmedit.data.workers import default_workers, ordered_map
-from amfmedit.data.targets import CLASS_LABELS, ClassTarget
+from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError
 from amfmedit.io import exclusive_lock, remove_stale, staging_dir, temp_prefix, write_json, write_text
 from amfmedit.paths import data_dir as _data_dir
@@ -96,7 +96,7 @@ def prepare(
     synthetic: dict | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
-    target: ClassTarget = CLASS_LABELS,
+    target: ClassTarget,
 ) -> PrepareResult:
     """Prepare the dataset described by ``spec`` into ``<data_dir>/<spec.name>/``.
 
@@ -106,8 +106,8 @@ def prepare(
     ``workers`` sets the processes that render synthetic images and convert images (default:
     one per CPU for 1,000 images or more; see :mod:`amfmedit.data.workers`).
     ``progress(phase, done, total)`` is called as work advances. ``target``: how the outcome
-    column is coded, given by the prediction kind (:mod:`amfmedit.data.targets`; the default codes
-    class labels with the vocabulary of ``table.label_values`` or the values found).
+    column is coded (:mod:`amfmedit.data.targets`), the prediction kind's: call
+    :func:`amfmedit.stages.prepare.prepare`, which finds it from the spec's ``task``.
     """
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
@@ -162,13 +162,12 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
         cohort = READERS[spec.reader](spec, raw_dir)
         target.check_spec(spec.table.label_values, spec.path or spec.name)
         asm = _assemble(spec, cohort, progress, target)
+        rules = spec.image.rules()
         ct = spec.image.modality == "ct"
-        field_mm = getattr(spec.image, "field_mm", None)
         info = ImageInfo(modality=spec.image.modality, channels=spec.channels, height=spec.image.size[0],
-                         width=spec.image.size[1], window=tuple(spec.image.window) if ct else None,
-                         png=getattr(spec.image, "png", "error") if ct else "error",
-                         spacing_mm=getattr(spec.image, "spacing_mm", None) if ct else None,
-                         field_mm=tuple(field_mm) if ct and field_mm else None)
+                         width=spec.image.size[1], window=rules.window,
+                         png=rules.png if ct else "error", spacing_mm=rules.spacing_mm if ct else None,
+                         field_mm=rules.field_mm if ct else None)
         schema = Schema(
             name=spec.name,
             task=spec.task,
@@ -429,7 +428,7 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
     _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
     if truth is not None:
         pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
-    schema.save(tmp / "schema.json")
+    schema.save(tmp / SCHEMA_FILE)
     write_json(tmp / "provenance.json", provenance)
     write_text(tmp / MARKER, f"amfmedit {__version__}\n")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amfmedit.data.schema import Schema, damaged_hint
+from amfmedit.data.schema import SCHEMA_FILE, Schema, damaged_hint
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
 from amfmedit.paths import data_dir as _data_dir
@@ -155,7 +155,7 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
     """
     root = dataset_path(name, data_dir)
     hint = damaged_hint(root)
-    schema = Schema.load(root / "schema.json")
+    schema = Schema.load(root / SCHEMA_FILE)
     table = _read_table(root / "tabular.parquet", schema, hint)
     n = len(table)
     where = root / "tabular.parquet"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from amfmedit.data.spec import DataSpec
-from amfmedit.data.transform import ImageOptions, image_rule, read_image
+from amfmedit.data.image_options import rules_of
+from amfmedit.data.transform import image_rule, read_image
 from amfmedit.errors import UserError, close_matches
 
 if TYPE_CHECKING:  # pandas is imported where a table is read
@@ -89,7 +90,7 @@ class FileImages:
     def __init__(self, paths: list, image):
         """``image``: the spec's ``[image]`` (its modality and per-file rules: png, spacing_mm, field_mm)."""
         self.paths = [None if p is None else Path(p) for p in paths]
-        self.options = image if isinstance(image, ImageOptions) else ImageOptions.of(image)
+        self.options = rules_of(image)
 
     @property
     def modality(self) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from amfmedit.data.image_options import ImageOptions
 from amfmedit.errors import UserError, close_matches
 from amfmedit.paths import repo_root
 
@@ -86,6 +87,12 @@ class ImageSpec:
     png: Literal["error", "windowed"] = "error"
     spacing_mm: float | None = None  # ct: resample DICOM slices (PixelSpacing) to this spacing first
     field_mm: list[float] = field(default_factory=list)  # with spacing_mm: [height, width] kept, centred
+
+    def rules(self) -> ImageOptions:
+        """The per-file reading rules of this cohort (the window only for CT)."""
+        ct = self.modality == "ct"
+        return ImageOptions(self.modality, tuple(self.window) if ct and self.window else None,
+                            self.png or "error", self.spacing_mm, tuple(self.field_mm) if self.field_mm else None)
 
 
 @dataclass

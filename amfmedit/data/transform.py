@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from amfmedit.data.image_options import ImageOptions, rules_of
 from amfmedit.data.schema import Feature, ImageInfo, Schema
 from amfmedit.errors import UserError, close_matches
 
@@ -247,39 +248,6 @@ def transform_table(schema: Schema, df, *, where: str = "table") -> tuple[np.nda
 
 PNG_RULES = ("error", "windowed")  # image.png: what a PNG/JPG in a CT cohort is
 AIR_HU = -1024.0  # what a field larger than the scan is padded with
-DEFAULT_FIELD_PX = 512  # field of view after resampling, in pixels of spacing_mm, when image.field_mm is unset
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """Per-file reading rules of one cohort (the spec's ``[image]`` keys beyond modality and window)."""
-
-    modality: str
-    window: tuple[float, float] | None = None
-    png: str = "error"  # "windowed": 8-bit PNG/JPG in a CT cohort are already-windowed intensities
-    spacing_mm: float | None = None  # resample DICOM slices to this pixel spacing (mm)
-    field_mm: tuple[float, float] | None = None  # field of view kept after resampling, [height, width] mm
-
-    @classmethod
-    def of(cls, image, **override) -> "ImageOptions":
-        """From a spec's ``ImageSpec`` or a schema's ``ImageInfo`` (keys it lacks take their defaults);
-        keywords given and not ``None`` override."""
-        field_mm = getattr(image, "field_mm", None) or None
-        window = getattr(image, "window", None)
-        opts = dict(modality=image.modality, window=tuple(window) if window else None,
-                    png=getattr(image, "png", "error") or "error", spacing_mm=getattr(image, "spacing_mm", None),
-                    field_mm=tuple(field_mm) if field_mm else None)
-        opts.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in override.items() if v is not None})
-        return cls(**opts)
-
-    def field_px(self) -> tuple[int, int] | None:
-        if self.spacing_mm is None:
-            return None
-        if self.field_mm is None:
-            return DEFAULT_FIELD_PX, DEFAULT_FIELD_PX
-        return tuple(max(1, int(round(f / self.spacing_mm))) for f in self.field_mm)  # type: ignore[return-value]
-
-
 
 
 def window_ct(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
@@ -439,7 +407,7 @@ def image_rule(path: str | Path, image) -> str:
     PixelSpacing) or ``+no-spacing`` (a file without one, left at its own scale) is appended.
     Files the rules refuse raise the same :class:`UserError` as loading them.
     """
-    opts = image if isinstance(image, ImageOptions) else ImageOptions.of(image)
+    opts = rules_of(image)
     path = Path(path)
     kind = _kind(path)
     if opts.modality == "ct":
@@ -492,7 +460,7 @@ def read_image(path: str | Path, image) -> np.ndarray:
     centre-cropped or padded (with air, -1024 HU) to ``field_mm`` (default
     ``DEFAULT_FIELD_PX`` pixels a side); files without a spacing are returned as they are.
     """
-    return _read(Path(path), image if isinstance(image, ImageOptions) else ImageOptions.of(image))
+    return _read(Path(path), rules_of(image))
 
 
 def _read(path: Path, opts: ImageOptions) -> np.ndarray:

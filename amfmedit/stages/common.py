@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from amfmedit.data import load_prepared
 from amfmedit.data.masking import check_feature_names, mask_features
 from amfmedit.data.prepared import dataset_path
-from amfmedit.data.schema import Schema
+from amfmedit.data.schema import SCHEMA_FILE, Schema
 from amfmedit.env import environment
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.ig import IMPORTANCE_FILE
@@ -169,7 +169,7 @@ def resolve_mask(run: rundir.Run, names: Sequence[str] = (), top_k: int | None =
         names = top_features(run, top_k)
     if not names:
         return []
-    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / "schema.json")
+    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / SCHEMA_FILE)
     return check_feature_names(schema, names)
 
 

@@ -199,7 +199,7 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     ds = _dataset_for(ex, opts)
     schema = ds.schema
     kind = kind_of(schema)
-    target = kind.explain_target(schema, cfg.target)
+    kind.explain_target(schema, cfg.target)  # a bad --target fails before any work
 
     rows = ds.indices(cfg.split)
     if len(rows) == 0:

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from amfmedit.data.prepared import dataset_path
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.errors import UserError
 from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE, IGTruth
 from amfmedit.explain.plots import training_curves
@@ -72,7 +73,7 @@ def _data_section(run: rundir.Run) -> str:
         root = dataset_path(run.data, run.data_dir)
     except UserError as exc:
         return "".join(out) + f"The prepared dataset is not where the run recorded it ({exc}).\n"
-    schema = read_json(root / "schema.json")
+    schema = read_json(root / SCHEMA_FILE)
     prov = read_json(root / "provenance.json") if (root / "provenance.json").is_file() else {}
     n_cont = sum(f["kind"] == "continuous" for f in schema["features"])
     img = schema["image"]

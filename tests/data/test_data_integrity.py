@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from data_raw import ol3i_spec, write_ol3i
 
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.prepared import load_prepared
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, torch_save, write_json

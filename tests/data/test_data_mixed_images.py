@@ -171,7 +171,7 @@ def test_prepare_a_mixed_ct_cohort_records_each_files_rule_and_the_schema_keeps_
     import pandas as pd
 
     from amfmedit.data import load_prepared
-    from amfmedit.data.prepare import prepare
+    from amfmedit.stages.prepare import prepare
 
     folder, want = cohort
     names = list(want) * 3  # 12 rows so that every split has rows of both classes

@@ -10,7 +10,7 @@ import pytest
 from data_raw import ol3i_spec, write_ol3i
 
 from amfmedit.data import load_prepared
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.errors import UserError
 
 CONT = ["age_at_scan", "bmi", "CCI", "C09"]  # continuous features in table order

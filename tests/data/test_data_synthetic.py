@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from amfmedit.data import load_prepared
-from amfmedit.data.prepare import apply_overrides, prepare
+from amfmedit.data.prepare import apply_overrides
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.spec import load_spec
 from amfmedit.data.synthetic import patient_index, region_mask, region_masks
 from amfmedit.data.synthetic.ol3i import INFORMATIVE, select_features
