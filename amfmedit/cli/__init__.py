@@ -20,6 +20,7 @@ from amfmedit.cli import predict as _predict  # noqa: E402,F401
 from amfmedit.cli import explain as _explain  # noqa: E402,F401
 from amfmedit.cli import report as _report  # noqa: E402,F401
 from amfmedit.cli import bench as _bench  # noqa: E402,F401
+from amfmedit.cli import study as _study  # noqa: E402,F401
 
 
 def _version_callback(value: bool) -> None:
