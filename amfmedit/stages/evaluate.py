@@ -272,9 +272,9 @@ def _figure_stem(stage: str) -> str:
 def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> str:
     metric = kind.headline.key
     parts = [
-        f"# Results of run {run.name}\n",
+        f"# Results of run {run.name}\n\n",
         f"Data: `{run.data}`. Metric: {kind.headline.title} on the {split} split, mean ± standard deviation over "
-        "seeds (%).\n",
+        "seeds (%).\n\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)
