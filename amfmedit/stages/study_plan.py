@@ -226,9 +226,12 @@ def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
     pre["epochs"] = pretrain_epochs
     pcfg = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
     recipes = {}
+    full = default_epochs(cfg)[1]
     for stage in ("rconf", "finetune"):
         fields = _recipe_fields(cfg.recipe, stage)
-        fields["epochs"] = finetune_epochs
+        own = fields.get("epochs", Recipe.epochs) if stage == "rconf" else full
+        # the probes keep their own epochs (the recipe's), cut in the same proportion as fine-tuning's
+        fields["epochs"] = finetune_epochs if stage == "finetune" else max(1, round(own * finetune_epochs / full))
         recipes[stage] = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     return pcfg, recipes["rconf"], recipes["finetune"]
 
@@ -459,7 +462,8 @@ def estimate(step: Step, pilot: dict, sz: Sizes, cfg: StudyConfig, pe: int, fe: 
         return pe * _epoch(pilot, f"pretrain:{step.args['encoder']}", tr, sz.pretrain_batch, va)
     if step.kind == "rconf":  # two linear probes on frozen encoders, each with its learning-rate search
         strategy = "frozen" if "frozen" in cfg.strategies else cfg.strategies[0]
-        return 2 * sz.lrs * fe * _epoch(pilot, f"finetune:{step.run}:{cfg.fusions[0]}:{strategy}", tr,
+        probe_epochs = stage_configs(cfg, pe, fe)[1].epochs
+        return 2 * sz.lrs * probe_epochs * _epoch(pilot, f"finetune:{step.run}:{cfg.fusions[0]}:{strategy}", tr,
                                         sz.finetune_batch, va)
     if step.kind == "finetune":
         return sum(fine(f"finetune:{step.run}:{step.args['fusion']}:{s}", first) for s in step.args["strategies"])
