@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from amfmedit import __version__
-from amfmedit.cli.common import app
+from amfmedit.cli.common import app, show_warnings_as_lines
 
 # Subcommands register themselves on import (one module per stage).
 from amfmedit.cli import info as _info  # noqa: E402,F401
@@ -40,4 +40,5 @@ def _root(
 
 
 def main() -> None:
+    show_warnings_as_lines()
     app()

@@ -7,6 +7,8 @@ library becomes one red line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import functools
+import warnings
+from pathlib import Path
 from typing import Callable
 
 import sys
@@ -62,6 +64,24 @@ def warn(messages) -> None:
     for m in messages or []:
         err_console.print("[yellow]warning:[/] ", end="", highlight=False)
         err_console.print(str(m), markup=False, highlight=False, soft_wrap=True)
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def show_warnings_as_lines() -> None:
+    """Warnings raised by amfmedit's own code print as one yellow line on stderr, like :func:`warn`
+    (Python's format adds the file, the line number and the source line of the call); others keep
+    Python's format. For the console script, which owns its process."""
+    python_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(_PACKAGE):
+            warn([message])
+        else:
+            python_format(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _error_line(message: str) -> None:

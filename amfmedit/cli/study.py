@@ -12,6 +12,8 @@ from amfmedit.cli.common import command, console, err_console
 from amfmedit.cli.options import run_options
 from amfmedit.errors import UserError
 from amfmedit.stages.common import RunOptions
+from amfmedit.stages.study import PLAN_FILE, run_study
+from amfmedit.stages.study_plan import load_study_config
 
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -47,9 +49,6 @@ def study(
 ) -> None:
     """Run the paper's study on a prepared cohort: pretraining, R_conf, every fusion, the baselines and
     experiments, evaluate, explain, one report (study/report.html). A second call resumes."""
-    from amfmedit.stages.study import PLAN_FILE, run_study  # the stages load torch: only when a study runs
-    from amfmedit.stages.study_plan import load_study_config
-
     cfg = load_study_config(config, data=data, name=name, recipe=recipe, budget_s=parse_duration(budget))
     say = (lambda text: None) if quiet else (lambda text: err_console.print(text, markup=False, highlight=False))
     res = run_study(cfg, opts, line=say, dry_run=dry_run)
