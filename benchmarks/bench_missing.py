@@ -6,9 +6,12 @@
 For each tabular encoder (as ``amfmedit`` builds it by default: FT-Mamba and FT-Transformer of
 width 64, MLP and ResNet of width 256) the two settings train a tabular classifier
 (:class:`~amfmedit.models.UnimodalClassifier`, Adam) for one epoch of ``--rows`` random rows of
-``--features`` features (two of them categorical, as synthetic OL3I's gender and smoker), 30 %
-of the cells missing at random, the mask passed to both (the imputing encoder ignores it). The
-table alone is timed: an image encoder would add the same time to both and hide the
+``--features`` features (two of them categorical, as synthetic OL3I's gender and smoker), of
+which ``--missing-features`` can be missing (33: OL3I's labs and vitals, BMI and smoker; its
+code counts are never missing) and are so in ``--missing-rate`` of the rows, at random; the
+token encoders read those features' missingness (``missing_features``), the mask is passed to
+both settings (the imputing encoder ignores it). ``--missing-features 0`` lets every feature be
+missing (the widest MLP/ResNet input: one indicator column per feature). The table alone is timed: an image encoder would add the same time to both and hide the
 difference. The two settings alternate within every round (token first in odd rounds, impute
 first in even ones) so that a busy machine slows both alike; each figure is the median of
 ``--repeats`` rounds after a warm-up epoch, and the ratio token / impute is printed per encoder.
@@ -43,11 +46,21 @@ def _commit() -> str:
         return "unknown"
 
 
-def _data(rows: int, features: int, missing_rate: float, seed: int = 0):
+def _columns(features: int, k: int) -> list[int]:
+    """The features that can be missing: the last ``k`` continuous ones and both categorical ones
+    (all of them for k = 0)."""
+    if k <= 0:
+        return list(range(features))
+    n_cont = features - N_CAT
+    return list(range(n_cont - (k - N_CAT), n_cont)) + list(range(n_cont, features))
+
+
+def _data(rows: int, features: int, columns: list[int], missing_rate: float, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     n_cont = features - N_CAT
     x_cont = torch.randn(rows, n_cont, generator=g)
-    missing = torch.rand(rows, features, generator=g) < missing_rate
+    missing = torch.zeros(rows, features, dtype=torch.bool)
+    missing[:, columns] = torch.rand(rows, len(columns), generator=g) < missing_rate
     x_cat = torch.randint(1, CARD, (rows, N_CAT), generator=g)
     x_cat = torch.where(missing[:, n_cont:], 0, x_cat)
     x_cont = torch.where(missing[:, :n_cont], 0.0, x_cont)  # the imputed value of a missing cell
@@ -55,10 +68,10 @@ def _data(rows: int, features: int, missing_rate: float, seed: int = 0):
     return x_cont, x_cat, missing, y
 
 
-def _model(name: str, mode: str, features: int):
+def _model(name: str, mode: str, features: int, columns: list[int]):
     torch.manual_seed(0)
     enc = build_tabular_encoder(name, n_cont_features=features - N_CAT, cat_cardinalities=[CARD] * N_CAT,
-                                missing=mode)
+                                missing=mode, missing_features=columns)
     model = UnimodalClassifier(enc, n_classes=2, modality="tabular")
     return model.train(), torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -81,7 +94,8 @@ def main(argv=None) -> None:
     ap.add_argument("--features", type=int, default=424)
     ap.add_argument("--rows", type=int, default=1024, help="rows per epoch (OL3I's training split: 5227)")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--missing-rate", type=float, default=0.3)
+    ap.add_argument("--missing-features", type=int, default=33, help="features that can be missing (0: all)")
+    ap.add_argument("--missing-rate", type=float, default=0.3, help="share of the rows missing each of them")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args(argv)
@@ -91,12 +105,14 @@ def main(argv=None) -> None:
     print(f"# bench_missing {date.today().isoformat()} commit {_commit()}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
           f"load average {one:.2f} (5 min {five:.2f})")
-    print(f"# {args.rows} rows x {args.features} features ({N_CAT} categorical), batch {args.batch_size}, "
-          f"{args.missing_rate:.0%} missing; median of {args.repeats} interleaved rounds after a warm-up epoch")
-    data = _data(args.rows, args.features, args.missing_rate)
+    columns = _columns(args.features, args.missing_features)
+    print(f"# {args.rows} rows x {args.features} features ({N_CAT} categorical), batch {args.batch_size}; "
+          f"{len(columns)} features can be missing, each in {args.missing_rate:.0%} of the rows; "
+          f"median of {args.repeats} interleaved rounds after a warm-up epoch")
+    data = _data(args.rows, args.features, columns, args.missing_rate)
     print(f"{'encoder':<16} {'impute s/epoch':>15} {'token s/epoch':>14} {'token / impute':>15}")
     for name in args.encoders.split(","):
-        runs = {mode: _model(name, mode, args.features) for mode in ("impute", "token")}
+        runs = {mode: _model(name, mode, args.features, columns) for mode in ("impute", "token")}
         times: dict[str, list[float]] = {"impute": [], "token": []}
         for mode in runs:
             _epoch(*runs[mode], data, args.batch_size)  # warm-up

@@ -64,6 +64,14 @@ class PreparedDataset:
         """(N,) bool: the row has both an image and a table."""
         return self.image_present & self.table_present
 
+    def missing_features(self, split: str = "train") -> list[int]:
+        """Input-order indices of the features missing in at least one row of ``split`` that has a
+        table: what a token encoder's ``missing_features`` reads (a row without a table is all
+        missing and would list every feature; its table is replaced as a whole)."""
+        rows = self.indices(split)
+        rows = rows[self.table_present[rows]]
+        return [int(j) for j in np.flatnonzero(self.missing[rows].any(axis=0))]
+
     @property
     def name(self) -> str:
         return self.schema.name

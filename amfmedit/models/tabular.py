@@ -11,7 +11,8 @@ constructor argument that ``--tabular-dim``, the width D_tab, sets).
 ``missing="impute"`` (the default, and what a checkpoint written before the setting existed
 means) ignores the mask; ``missing="token"`` reads it (:mod:`amfmedit.models.tokenizer`:
 FT-Transformer and FT-Mamba a learned per-feature missing embedding, MLP and ResNet indicator
-columns), so that "missing" and "exactly the median" differ. See docs/missing-data.md.
+columns), so that "missing" and "exactly the median" differ, for the features listed in
+``missing_features`` (input-order indices; None: all). See docs/missing-data.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.mamba import MambaBlock
-from amfmedit.models.tokenizer import FeatureTokenizer, OneHotInputs, check_features, check_missing_mode
+from amfmedit.models.tokenizer import (
+    FeatureTokenizer,
+    OneHotInputs,
+    check_features,
+    check_missing_features,
+    check_missing_mode,
+)
 
 
 class _TabularEncoder(nn.Module):
@@ -37,6 +44,15 @@ class _TabularEncoder(nn.Module):
     d_out: int
     missing_mode = "impute"
     n_cont = 0
+
+    def _missing_settings(self, missing: str, missing_features, n_features: int) -> tuple[list[int] | None, ...]:
+        """Validate ``missing`` / ``missing_features``: (the features read, None in impute mode; the
+        config's ``missing_features``)."""
+        self.missing_mode = check_missing_mode(missing)
+        cols = None if missing_features is None else check_missing_features(missing_features, n_features)
+        if missing != "token":
+            return None, cols
+        return (cols if cols is not None else list(range(n_features))), cols
 
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         raise NotImplementedError
@@ -61,6 +77,7 @@ class _TabularEncoder(nn.Module):
             raise ValueError(f"missing must be (B, F) = {(b, self.n_cont + n_cat)}, however: {tuple(missing.shape)=}")
         if not n_cat:
             return missing.bool()
+        # features outside missing_features are dropped from the mask where it is applied
         return torch.cat([missing[:, : self.n_cont].bool(), missing[:, self.n_cont :].bool() | (x_cat == 0)], dim=1)
 
     def forward(self, x_cont: Tensor, x_cat: Tensor, missing: Tensor | None = None) -> Tensor:
@@ -84,7 +101,7 @@ class MLPEncoder(_TabularEncoder):
 
     def __init__(
         self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = 256, n_blocks: int = 2,
-        missing: str = "impute",
+        missing: str = "impute", missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -92,11 +109,11 @@ class MLPEncoder(_TabularEncoder):
         if d_block < 1:
             raise ValueError(f"d_block must be positive, however: {d_block=}")
         super().__init__()
-        self.missing_mode, self.n_cont = check_missing_mode(missing), n_cont_features
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
-                           missing=missing)
-        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards,
-                                   missing_indicators=missing == "token")
+                           missing=missing, missing_features=cols)
+        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards, missing_features=read)
         layers: list[nn.Module] = [nn.Linear(self.inputs.d_in, d_block)]
         for _ in range(n_blocks - 1):
             layers += [nn.BatchNorm1d(d_block), nn.ReLU(), nn.Linear(d_block, d_block)]
@@ -135,6 +152,7 @@ class ResNetEncoder(_TabularEncoder):
         dropout1: float = 0.25,
         dropout2: float = 0.0,
         missing: str = "impute",
+        missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -144,14 +162,14 @@ class ResNetEncoder(_TabularEncoder):
         if not (0 <= dropout1 < 1 and 0 <= dropout2 < 1):
             raise ValueError(f"dropouts must be in [0, 1), however: {dropout1=}, {dropout2=}")
         super().__init__()
-        self.missing_mode, self.n_cont = check_missing_mode(missing), n_cont_features
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
-            d_hidden=d_hidden, dropout1=dropout1, dropout2=dropout2, missing=missing,
+            d_hidden=d_hidden, dropout1=dropout1, dropout2=dropout2, missing=missing, missing_features=cols,
         )
         d_hidden = d_hidden or d_block
-        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards,
-                                   missing_indicators=missing == "token")
+        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards, missing_features=read)
         self.input_projection = nn.Linear(self.inputs.d_in, d_block)
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -229,6 +247,7 @@ class FTTransformerEncoder(_TabularEncoder):
         residual_dropout: float = 0.0,
         d_out: int | None = None,
         missing: str = "impute",
+        missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -240,14 +259,16 @@ class FTTransformerEncoder(_TabularEncoder):
             if not 0 <= p < 1:
                 raise ValueError(f"{name} must be in [0, 1), however: {name}={p}")
         super().__init__()
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
             n_heads=n_heads, attention_dropout=attention_dropout, ffn_d_hidden_multiplier=ffn_d_hidden_multiplier,
             ffn_dropout=ffn_dropout, residual_dropout=residual_dropout, d_out=d_out, missing=missing,
+            missing_features=cols,
         )
-        self.missing_mode, self.n_cont = check_missing_mode(missing), n_cont_features
         self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block,
-                                          missing_embedding=missing == "token")
+                                          missing_features=read)
         d_ffn = int(d_block * ffn_d_hidden_multiplier)
         self.blocks = nn.ModuleList()
         for i in range(n_blocks):
@@ -327,6 +348,7 @@ class FTMambaEncoder(_TabularEncoder):
         residual: bool = True,
         use_kernels: bool = True,
         missing: str = "impute",
+        missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -336,14 +358,16 @@ class FTMambaEncoder(_TabularEncoder):
         if pooling not in ("cls", "avg"):
             raise ValueError(f"pooling must be 'cls' or 'avg', however: {pooling=}")
         super().__init__()
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
             d_state=d_state, d_conv=d_conv, expand=expand, pooling=pooling, residual=residual,
             use_kernels=use_kernels, missing=missing,
+            missing_features=cols,
         )
-        self.missing_mode, self.n_cont = check_missing_mode(missing), n_cont_features
         self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block,
-                                          missing_embedding=missing == "token")
+                                          missing_features=read)
         self.blocks = nn.ModuleList(
             MambaBlock(d_model=d_block, d_state=d_state, d_conv=d_conv, expand=expand, use_kernels=use_kernels)
             for _ in range(n_blocks)

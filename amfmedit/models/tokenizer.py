@@ -16,6 +16,12 @@ Missing values (``missing`` (B, F) bool, continuous features first, as ``x_cont`
   feature; this tokenizer has no column embedding, so the per-feature vector is learned
   directly); :class:`OneHotInputs` zeroes the value (and the one-hot row) and appends the
   indicator column.
+
+``missing_features`` (input-order indices; None: all) limits token mode to the features that
+can be missing: the others are read as imputed, as a feature never missing in the training
+rows has no trained missing embedding. It also keeps the MLP/ResNet input narrow: OL3I's
+counts (ICD, CPT, ATC) are never missing, so at 424 features about 33 indicator columns are
+needed, not 424 (which would double the width of their first layer).
 """
 
 from __future__ import annotations
@@ -35,6 +41,23 @@ def check_missing_mode(missing: str) -> str:
     if missing not in MISSING_MODES:
         raise ValueError(f"missing must be one of {MISSING_MODES}, however: {missing=}")
     return missing
+
+
+def check_missing_features(missing_features: Sequence[int] | None, n_features: int) -> list[int]:
+    """The features whose missingness a token encoder reads: sorted, unique, in ``range(n_features)``
+    (None: all of them)."""
+    if missing_features is None:
+        return list(range(n_features))
+    cols = sorted({int(j) for j in missing_features})
+    if cols and not (0 <= cols[0] and cols[-1] < n_features):
+        raise ValueError(f"missing_features must index the {n_features} features, however: {cols[0]=}, {cols[-1]=}")
+    return cols
+
+
+def _readable(cols: Sequence[int], n_features: int) -> Tensor:
+    out = torch.zeros(n_features, dtype=torch.bool)
+    out[list(cols)] = True
+    return out
 
 
 def _observed(missing: Tensor | None, batch: int, n_features: int, device: torch.device) -> Tensor:
@@ -100,14 +123,15 @@ class FeatureTokenizer(nn.Module):
 
     ``embed_categorical``: (B, n_cat) int64 -> (B, n_cat, d).
     ``tokens(x_cont, e_cat, cls, missing)``: (B, n_cont + n_cat [+ 1], d); ``cls`` is
-    ``"first"``, ``"last"`` or ``None``. With ``missing_embedding=True`` a feature marked in
-    ``missing`` (B, F) gets ``missing_embedding[j]`` (F, d) instead of its value embedding
-    (None: nothing missing); the replacement always runs, so the parameter takes part in every
-    step (DistributedDataParallel needs every parameter to receive a gradient).
+    ``"first"``, ``"last"`` or ``None``. With ``missing_features`` (a list of input-order
+    indices) a feature of the list marked in ``missing`` (B, F) gets ``missing_embedding[j]``
+    (F, d) instead of its value embedding (``missing`` None: nothing missing); the replacement
+    always runs, so the parameter takes part in every step (DistributedDataParallel needs every
+    parameter to receive a gradient). ``missing_features=None``: no missing embedding.
     """
 
     def __init__(self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_token: int,
-                 missing_embedding: bool = False) -> None:
+                 missing_features: Sequence[int] | None = None) -> None:
         super().__init__()
         cards = check_features(n_cont_features, cat_cardinalities)
         self.n_cont, self.n_cat, self.d_token = n_cont_features, len(cards), d_token
@@ -117,8 +141,11 @@ class FeatureTokenizer(nn.Module):
         bound = d_token**-0.5
         nn.init.uniform_(self.cls, -bound, bound)
         self.missing_embedding = None
-        if missing_embedding:  # initialised as the value embeddings' biases are
-            self.missing_embedding = nn.Parameter(torch.empty(n_cont_features + len(cards), d_token))
+        if missing_features is not None:  # initialised as the value embeddings' biases are
+            n_features = n_cont_features + len(cards)
+            cols = check_missing_features(missing_features, n_features)
+            self.register_buffer("readable", _readable(cols, n_features), persistent=False)
+            self.missing_embedding = nn.Parameter(torch.empty(n_features, d_token))
             nn.init.uniform_(self.missing_embedding, -bound, bound)
 
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
@@ -135,7 +162,7 @@ class FeatureTokenizer(nn.Module):
         e_cont = self.cont(x_cont) if self.cont is not None else None
         if self.missing_embedding is not None:
             # each part is replaced on its own, so the one concatenation below stays the only copy
-            m = _observed(missing, batch, self.n_cont + self.n_cat, e_cat.device).unsqueeze(-1)
+            m = (_observed(missing, batch, self.n_cont + self.n_cat, e_cat.device) & self.readable).unsqueeze(-1)
             if e_cont is not None:
                 e_cont = torch.where(m[:, : self.n_cont], self.missing_embedding[: self.n_cont].to(e_cont.dtype), e_cont)
             if self.n_cat:
@@ -154,21 +181,24 @@ class OneHotInputs(nn.Module):
 
     ``embed_categorical`` returns the one-hot codes padded to the largest cardinality,
     (B, n_cat, max_card); ``flat(x_cont, e_cat)`` drops the padding: (B, n_cont + sum(card)).
-    With ``missing_indicators=True``, ``flat(x_cont, e_cat, missing)`` zeroes the values and
-    one-hot rows of the features marked in ``missing`` (B, F) and appends ``missing`` as F
-    indicator columns: (B, n_cont + sum(card) + F) (None: nothing missing).
+    With ``missing_features`` (K input-order indices), ``flat(x_cont, e_cat, missing)`` zeroes
+    the values and one-hot rows of those features marked in ``missing`` (B, F) and appends their
+    K indicator columns: (B, n_cont + sum(card) + K) (``missing`` None: nothing missing).
     """
 
     def __init__(self, *, n_cont_features: int, cat_cardinalities: Sequence[int],
-                 missing_indicators: bool = False) -> None:
+                 missing_features: Sequence[int] | None = None) -> None:
         super().__init__()
         cards = check_features(n_cont_features, cat_cardinalities)
         self.n_cont, self.n_features = n_cont_features, n_cont_features + len(cards)
         self.d_pad = max(cards, default=1)
         keep = [i * self.d_pad + j for i, c in enumerate(cards) for j in range(c)]
         self.register_buffer("keep", torch.tensor(keep, dtype=torch.long), persistent=False)
-        self.indicators = missing_indicators
-        self.d_in = n_cont_features + sum(cards) + (self.n_features if missing_indicators else 0)
+        self.indicators = missing_features is not None
+        cols = check_missing_features(missing_features, self.n_features) if self.indicators else []
+        self.register_buffer("indicator_columns", torch.tensor(cols, dtype=torch.long), persistent=False)
+        self.register_buffer("readable", _readable(cols, self.n_features), persistent=False)
+        self.d_in = n_cont_features + sum(cards) + len(cols)
 
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         return nn.functional.one_hot(x_cat, self.d_pad).to(torch.float32)
@@ -177,10 +207,11 @@ class OneHotInputs(nn.Module):
         if not self.indicators:
             onehot = e_cat.reshape(e_cat.shape[0], -1).index_select(1, self.keep)
             return torch.cat([x_cont, onehot.to(x_cont.dtype)], dim=1)
-        m = _observed(missing, x_cont.shape[0], self.n_features, x_cont.device)
+        m = _observed(missing, x_cont.shape[0], self.n_features, x_cont.device) & self.readable
         seen = (~m).to(x_cont.dtype)
         # a missing value never reaches the network: its gradient (its IG attribution) is zero
         x_cont = x_cont * seen[:, : self.n_cont]
         e_cat = e_cat * seen[:, self.n_cont :, None].to(e_cat.dtype)
         onehot = e_cat.reshape(e_cat.shape[0], -1).index_select(1, self.keep)
-        return torch.cat([x_cont, onehot.to(x_cont.dtype), m.to(x_cont.dtype)], dim=1)
+        return torch.cat([x_cont, onehot.to(x_cont.dtype), m.index_select(1, self.indicator_columns).to(x_cont.dtype)],
+                         dim=1)

@@ -136,6 +136,8 @@ def test_synthetic_knobs_are_realised_and_recorded(tmp_path):
     names = ds.schema.feature_names
     cols = [names.index(f) for f in miss["eligible_features"]]
     assert abs(ds.missing[ds.table_present][:, cols].mean() - miss["realised_rate"]) < 0.03
+    listed = ds.missing_features("train")  # table-absent rows do not list every feature
+    assert sorted(names[j] for j in listed) == sorted(miss["eligible_features"])
     counts = mcar.provenance["counts"]
     assert sum(c["availability"]["table_only"] for c in counts.values()) == miss["no_image"]
     assert sum(c["availability"]["image_only"] for c in counts.values()) == miss["no_table"]

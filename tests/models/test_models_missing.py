@@ -93,6 +93,30 @@ def test_token_mode_never_reads_a_missing_value(name):
 
 
 @pytest.mark.parametrize("name", list(TABULAR_ENCODERS))
+def test_token_mode_reads_only_the_listed_features(name):
+    torch.manual_seed(0)
+    listed = [1, N_CONT + 1]  # one continuous, one categorical feature can be missing
+    enc = build_tabular_encoder(name, n_cont_features=N_CONT, cat_cardinalities=CARDS, missing="token",
+                                missing_features=listed, **TINY[name]).eval()
+    assert enc.config["missing_features"] == listed
+    x_cont, x_cat, missing = rows()
+    x_cat = torch.where(x_cat == 0, 1, x_cat)  # code 0 would read as missing on the listed categorical
+    unlisted = missing.clone()
+    unlisted[:, listed] = False
+    # a missing unlisted feature is read as its imputed value, like an observed one
+    torch.testing.assert_close(enc(x_cont, x_cat, unlisted), enc(x_cont, x_cat))
+    only = torch.zeros_like(missing)
+    only[:, 1] = True
+    assert not torch.allclose(enc(x_cont, x_cat, only), enc(x_cont, x_cat))
+    if hasattr(enc, "inputs"):  # MLP / ResNet: one indicator column per listed feature
+        full = build_tabular_encoder(name, n_cont_features=N_CONT, cat_cardinalities=CARDS, **TINY[name])
+        assert enc.inputs.d_in == full.inputs.d_in + len(listed)
+    with pytest.raises(ValueError, match="missing_features must index the 6 features"):
+        build_tabular_encoder(name, n_cont_features=N_CONT, cat_cardinalities=CARDS, missing="token",
+                              missing_features=[6], **TINY[name])
+
+
+@pytest.mark.parametrize("name", list(TABULAR_ENCODERS))
 def test_integrated_gradients_path_with_the_mask(name):
     enc = encoder(name).eval()
     x_cont, x_cat, missing = rows()
