@@ -208,10 +208,9 @@ class OneHotInputs(nn.Module):
             onehot = e_cat.reshape(e_cat.shape[0], -1).index_select(1, self.keep)
             return torch.cat([x_cont, onehot.to(x_cont.dtype)], dim=1)
         m = _observed(missing, x_cont.shape[0], self.n_features, x_cont.device) & self.readable
-        seen = (~m).to(x_cont.dtype)
         # a missing value never reaches the network: its gradient (its IG attribution) is zero
-        x_cont = x_cont * seen[:, : self.n_cont]
-        e_cat = e_cat * seen[:, self.n_cont :, None].to(e_cat.dtype)
+        x_cont = x_cont.masked_fill(m[:, : self.n_cont], 0.0)
+        e_cat = e_cat.masked_fill(m[:, self.n_cont :, None], 0.0)
         onehot = e_cat.reshape(e_cat.shape[0], -1).index_select(1, self.keep)
-        return torch.cat([x_cont, onehot.to(x_cont.dtype), m.index_select(1, self.indicator_columns).to(x_cont.dtype)],
-                         dim=1)
+        indicators = m.index_select(1, self.indicator_columns)
+        return torch.cat([x_cont, onehot.to(x_cont.dtype), indicators.to(x_cont.dtype)], dim=1)
