@@ -6,8 +6,9 @@ median imputation and z-scores; reference code fits its scaler on all rows, whic
 test information), and stream the images through the one transform path into a uint8
 array. Rows without an image are refused, dropped or kept (``image.missing``); a kept row
 stores zeros in its image slot and False in ``image_present.npy``, and a row with neither an
-image nor any feature value is dropped (it holds nothing but a label). The folder is built under a temporary name and renamed when complete, so a failure
-leaves nothing behind and an existing dataset is replaced only with ``force``.
+image nor any feature value is dropped (it holds nothing but a label). The folder is built
+under a temporary name and renamed when complete, so a failure leaves nothing behind and an
+existing dataset is replaced only with ``force``.
 """
 
 from __future__ import annotations
