@@ -141,12 +141,12 @@ class FeatureTokenizer(nn.Module):
         bound = d_token**-0.5
         nn.init.uniform_(self.cls, -bound, bound)
         self.missing_embedding = None
-        if missing_features is not None:  # initialised as the value embeddings' biases are
-            n_features = n_cont_features + len(cards)
-            cols = check_missing_features(missing_features, n_features)
+        n_features = n_cont_features + len(cards)
+        cols = [] if missing_features is None else check_missing_features(missing_features, n_features)
+        if cols:  # none listed: no parameter, so the model (and its initialisation) is the imputing one
             self.register_buffer("readable", _readable(cols, n_features), persistent=False)
             self.missing_embedding = nn.Parameter(torch.empty(n_features, d_token))
-            nn.init.uniform_(self.missing_embedding, -bound, bound)
+            nn.init.uniform_(self.missing_embedding, -bound, bound)  # as the value embeddings' biases
 
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         if self.cat is None:

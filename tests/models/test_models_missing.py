@@ -117,6 +117,19 @@ def test_token_mode_reads_only_the_listed_features(name):
 
 
 @pytest.mark.parametrize("name", list(TABULAR_ENCODERS))
+def test_token_mode_on_a_cohort_without_missing_values_is_the_imputing_model(name):
+    # nothing listed (no training row misses a value): same parameters, same initialisation
+    imputing = encoder(name, "impute").eval()
+    torch.manual_seed(0)
+    token = build_tabular_encoder(name, n_cont_features=N_CONT, cat_cardinalities=CARDS, missing="token",
+                                  missing_features=[], **TINY[name]).eval()
+    assert token.state_dict().keys() == imputing.state_dict().keys()
+    x_cont, x_cat, missing = rows()
+    x_cat = torch.where(x_cat == 0, 1, x_cat)
+    torch.testing.assert_close(token(x_cont, x_cat, missing), imputing(x_cont, x_cat), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(TABULAR_ENCODERS))
 def test_integrated_gradients_path_with_the_mask(name):
     enc = encoder(name).eval()
     x_cont, x_cat, missing = rows()
