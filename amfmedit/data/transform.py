@@ -491,6 +491,37 @@ def _read(path: Path, opts: ImageOptions) -> np.ndarray:
     return _read_png(path, opts.modality)
 
 
+def image_path(value, base: str | Path | None = None) -> Path | None:
+    """A table cell of image paths -> the file's path, or None for a row without an image.
+
+    Blank cells (None, NaN, pandas' missing values, empty or white-space text, and the text
+    ``"nan"`` that ``astype(str)`` makes of a missing cell) mean "no image"; a relative path
+    is taken relative to ``base`` (the table's folder). A path that names no file is returned
+    as it is: loading it is an error, not an absent image.
+    """
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing scalars, without importing pandas
+        return None
+    text = str(value).strip()
+    if not text or text.lower() == "nan":
+        return None
+    path = Path(text)
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def load_optional_image(path: str | Path | None, info: ImageInfo, **rules) -> tuple[np.ndarray, bool]:
+    """``(uint8 (C, H, W), present)``: :func:`load_image` of ``path``, or zeros and False when
+    ``path`` is None (a row without an image, as :func:`image_path` reports it). The zeros are
+    what ``prepare`` stores for a kept row without an image (``image.missing = "keep"``).
+    ``rules``: ``png`` / ``spacing_mm`` / ``field_mm`` as for :func:`load_image`."""
+    if path is None:
+        return np.zeros((info.channels, info.height, info.width), np.uint8), False
+    return load_image(path, info, **rules), True
+
+
 def load_image(path: str | Path, info: ImageInfo, *, png: str | None = None, spacing_mm: float | None = None,
                field_mm: Sequence[float] | None = None) -> np.ndarray:
     """One image file -> uint8 (C, H, W), exactly as ``prepare`` stored training images.
