@@ -13,6 +13,7 @@ existing dataset is replaced only with ``force``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import shutil
@@ -41,7 +42,18 @@ from amfmedit.data.transform import (
 from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError
-from amfmedit.io import exclusive_lock, remove_stale, staging_dir, temp_prefix, write_json, write_text
+from amfmedit.io import (
+    DiskFullError,
+    disk_full_as_error,
+    exclusive_lock,
+    is_disk_full,
+    remove_stale,
+    save_npy,
+    staging_dir,
+    temp_prefix,
+    write_json,
+    write_text,
+)
 from amfmedit.paths import data_dir as _data_dir
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -128,14 +140,21 @@ def prepare(
         raise UserError(f"--data-dir {final.parent}: is a file, not a folder; pass a folder for prepared datasets")
     busy = (f"{spec.name}: another amfmedit process (pid {{pid}}) is preparing this dataset in {final.parent}; "
             f"wait for it to finish")
-    with exclusive_lock(final, busy):
-        # leftovers of a prepare that was killed (its temporary folders name their owner pid)
-        remove_stale(final.parent, suffixes=(".partial", ".raw", ".tmp"))
-        if final.exists() and not force:  # finished by another process while this one waited to start
-            raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one "
-                            f"is complete)")
-        return _prepare_locked(spec, final, raw=raw, force=force, synthetic=synthetic, progress=progress,
-                               workers=workers, target=target)
+    made_data_dir = not final.parent.exists()
+    try:
+        with exclusive_lock(final, busy):
+            # leftovers of a prepare that was killed (its temporary folders name their owner pid)
+            remove_stale(final.parent, suffixes=(".partial", ".raw", ".tmp"))
+            if final.exists() and not force:  # finished by another process while this one waited to start
+                raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one "
+                                f"is complete)")
+            return _prepare_locked(spec, final, raw=raw, force=force, synthetic=synthetic, progress=progress,
+                                   workers=workers, target=target)
+    except BaseException:
+        if made_data_dir:  # a failed first prepare leaves no empty data folder either
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()
+        raise
 
 
 def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic: dict | None,
@@ -150,7 +169,13 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 temp_raw = Path(tempfile.mkdtemp(prefix=temp_prefix(spec.name), suffix=".raw", dir=final.parent))
                 raw_dir = temp_raw
-                generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
+                try:
+                    generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
+                except Exception as exc:  # a full disk: say that these files were temporary, and are gone
+                    if not is_disk_full(exc):
+                        raise
+                    where = exc.path if isinstance(exc, DiskFullError) else raw_dir
+                    raise DiskFullError(where, note=" (the generated raw files, now removed)") from exc
             else:
                 raw_dir = Path(raw)
                 if raw_dir.exists() and (not raw_dir.is_dir() or any(raw_dir.iterdir())):
@@ -456,12 +481,17 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
         columns[name] = pa.array(asm.x_cont[:, j], pa.float32())
     for j, name in enumerate(names[schema.n_cont:]):
         columns[name] = pa.array(asm.x_cat[:, j], pa.int64())
-    pq.write_table(pa.table(columns), tmp / "tabular.parquet")
-    np.save(tmp / "missing.npy", asm.missing)
-    np.save(tmp / "image_present.npy", asm.image_present)
-    _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
+    # a full disk names the file (staging_dir moves the name from the temporary folder to the final one)
+    with disk_full_as_error(tmp / "tabular.parquet"):
+        pq.write_table(pa.table(columns), tmp / "tabular.parquet")
+    for name, array in (("missing.npy", asm.missing), ("image_present.npy", asm.image_present)):
+        with disk_full_as_error(tmp / name):
+            save_npy(tmp / name, array)
+    with disk_full_as_error(tmp / schema.image.file):
+        _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
     if truth is not None:
-        pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
+        with disk_full_as_error(tmp / "truth.parquet"):
+            pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
     schema.save(tmp / SCHEMA_FILE)
     write_json(tmp / "provenance.json", provenance)
     write_text(tmp / MARKER, f"amfmedit {__version__}\n")

@@ -69,7 +69,8 @@ class ImageSpec:
     ``spacing_mm``: DICOM slices are resampled from their PixelSpacing to this many mm per
     pixel, then centre-cropped or padded (with air, -1024 HU) to ``field_mm`` ([height, width] in mm;
     default 512 pixels of ``spacing_mm`` a side), then resized to ``size``, so the same anatomy
-    spans the same pixels across scanners; files without a spacing (``.npy``, PNG) are only resized.
+    spans the same pixels across scanners; a DICOM without PixelSpacing is refused, file types
+    without a spacing (``.npy``, PNG) are only resized.
     """
 
     source: Literal["hdf5", "column", "dvm"]

@@ -39,6 +39,7 @@ from amfmedit.data.synthetic.missingness import absent_modalities, check_options
 from amfmedit.data.synthetic.vocabulary import FeatureDef, vocabulary
 from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.errors import UserError
+from amfmedit.io import disk_full_as_error
 
 OL3I_SPLIT = (5227, 1303, 1609)  # the release's 1-year split of 8,139 patients
 
@@ -184,7 +185,10 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
     traits = np.empty((n, 4))
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
+        # HDF5 writes through a Python file object: on a full disk its own file driver swallows the
+        # errors and then crashes the process (a segmentation fault at close), while a Python
+        # file's OSError propagates and becomes one line (amfmedit.io.DiskFullError)
+        with disk_full_as_error(path), open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:
             for (_, _, idx), results in zip(jobs, ordered_map(_render_chunk, jobs, workers=workers)):
                 for k, (hu, row) in enumerate(results):
                     if skip is None or not skip[idx.start + k]:
