@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import tempfile
@@ -300,7 +301,6 @@ _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "N
 
 def _pickle_runs_code(path: Path) -> bool:
     """Whether ``path`` is a bare pickle whose opcodes import or call something (read, never run)."""
-    import pickletools  # lazy import: only a refused checkpoint is inspected
 
     try:
         with open(path, "rb") as fh:

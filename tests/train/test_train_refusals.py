@@ -132,10 +132,10 @@ def one_class_val(tiny_ol3i, tmp_path):
 
 def test_a_one_class_validation_split_starts_no_run(env, one_class_val, tmp_path):
     _refused([*BASELINE, "--data", "oneclass", "--data-dir", one_class_val],
-             r"oneclass: the val split holds only class 0 .*prepare the data with a split that has both classes",
+             r"oneclass: the val split \(38 rows\) holds only class 0: .*prepare the data with a split where it is defined",
              tmp_path)
     _refused(["pretrain", "--data", "oneclass", "--data-dir", one_class_val, *SMALL_PRETRAIN],
-             r"oneclass: the val split holds only class 0", tmp_path)
+             r"oneclass: the val split \(38 rows\) holds only class 0", tmp_path)
     assert not env.exists()
 
 
