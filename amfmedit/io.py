@@ -79,6 +79,17 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def written_file(exc: BaseException | None) -> str | None:
+    """The file named by an OSError in ``exc``'s chain (its ``filename``), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.filename:
+            return str(exc.filename)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def disk_full_as_error(path: str | os.PathLike, hint: str = DISK_FULL_HINT) -> Iterator[None]:
     """A full disk inside the block becomes ``DiskFullError(path)``; a DiskFullError already raised
@@ -353,7 +364,7 @@ def staging_dir(final: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, Exception) and is_disk_full(exc):
-            raise DiskFullError(final) from exc
+            raise DiskFullError(written_file(exc) or tmp).moved(tmp, final) from exc
         raise
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from amfmedit.errors import UserError
-from amfmedit.io import DISK_FULL_HINT, is_disk_full
+from amfmedit.io import DISK_FULL_HINT, is_disk_full, written_file
 
 try:  # Typer >= 0.2x ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -111,21 +111,10 @@ def guarded(fn: Callable) -> Callable:
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
-            fail(f"disk full while writing {_written_file(exc) or 'a file (the OS did not say which)'}; "
+            fail(f"disk full while writing {written_file(exc) or 'a file (the OS did not say which)'}; "
                  f"{DISK_FULL_HINT}", 2)
 
     return wrapper
-
-
-def _written_file(exc: BaseException | None) -> str | None:
-    """The file named by an OSError in ``exc``'s chain, if any."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.filename:
-            return str(exc.filename)
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def command(name: str | None = None, **kwargs) -> Callable:

@@ -145,7 +145,7 @@ def test_a_dicom_without_pixel_spacing_is_refused_where_the_cohort_resamples(coh
     """Resizing it alone would put its anatomy on other pixels than every other slice's."""
     import pandas as pd
 
-    from amfmedit.data.prepare import prepare
+    from amfmedit.stages.prepare import prepare
 
     folder, _ = cohort
     spec = _spec(spacing_mm=0.8, field_mm=[16.0, 16.0])
