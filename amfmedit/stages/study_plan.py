@@ -427,7 +427,9 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
                                     loss=make_loss(resolved, dict(getattr(fm.fusion, "aux_weights", {})), kind),
                                     augment=preset("finetune", schema.image.channels))
                 time_task(f"finetune:{enc}:{fusion}:{strategy}", fm, ft, recipe.batch_size, True)
-    for modality in ("image", "tabular"):
+    # only the unimodal shapes the study trains (the IG estimate reads the tabular one)
+    tabular = bool(cfg.table1) or "ig" in cfg.explain
+    for modality in dict.fromkeys([*cfg.supervised, *(["tabular"] if tabular else [])]):
         for enc in ([None] if modality == "image" else list(dict.fromkeys([cfg.encoders[0], *cfg.table1]))):
             e = (image_encoder(pcfg.image_arch, schema) if modality == "image" else
                  build_tabular_encoder(enc, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities,
