@@ -9,6 +9,8 @@ from rich.table import Table
 from amfmedit.cli.common import command, console
 from amfmedit.cli.options import derived_option, field_option, run_options
 from amfmedit.cli.train_common import (
+    FocalGamma,
+    LossName,
     LossWeights,
     Lrs,
     MaskFeatures,
@@ -122,6 +124,8 @@ def finetune(
     min_delta: field_option(Recipe, "min_delta", float, "--min-delta", help="Smallest validation improvement that counts.") = None,
     sampler_weights: SamplerWeights = None,
     loss_weights: LossWeights = None,
+    loss: LossName = None,
+    focal_gamma: FocalGamma = None,
     lambda_leakage: _aux_option("leakage", "--lambda-leakage", "λ1") = None,
     lambda_density: _aux_option("density", "--lambda-density", "λ2") = None,
     aux_weight: Annotated[Optional[List[str]], typer.Option("--aux-weight", help="Weight of any fusion's auxiliary loss, NAME=VALUE (eq. 14); repeat for several.")] = None,
@@ -135,7 +139,8 @@ def finetune(
     mask_top_k: MaskTopK = None,
 ) -> None:
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""
-    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, epochs=epochs,
+    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
+                         focal_gamma=focal_gamma, epochs=epochs,
                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                          patience=patience, min_delta=min_delta,
                          aux_weights=_aux_weights(aux_weight, leakage=lambda_leakage, density=lambda_density) or None,

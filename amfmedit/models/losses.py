@@ -6,6 +6,7 @@ Eq. 6-8 (the split of D_out, the masks and the fused vector) live with the AMF m
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -19,6 +20,9 @@ LAMBDA_DENSITY = 5.0
 ITC_TEMPERATURE = 0.1
 #: α of eq. 12 for OL3I (Appendix A.3: 0.1 for class 0, 2 for class 1).
 OL3I_CLASS_WEIGHTS = (0.1, 2.0)
+#: γ of the focal loss: the authors' ``FocalLoss`` default, which their OL3I configuration keeps
+#: (it sets only ``alpha: [0.1, 2]``).
+FOCAL_GAMMA = 1.0
 
 
 def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE) -> Tensor:
@@ -97,8 +101,9 @@ def weighted_ce_loss(logits: Tensor, target: Tensor, class_weights: Sequence[flo
     # between the terms rewards confident mistakes on class 0. Both terms are penalties, so
     # they add. Appendix A.3 then gives separate weights (0.1 for class 0, 2 for class 1),
     # not (1-α, α), hence per-class weights. Normalised by N as printed (torch's weighted
-    # mean would divide by the sum of the weights instead); the reference code's focal loss
-    # with gamma = 0 is the same quantity.
+    # mean would divide by the sum of the weights instead). The authors' code trains OL3I
+    # with a focal loss of γ = 1 instead (:func:`focal_loss`, ``--loss focal``), which is
+    # this quantity only at γ = 0.
     w = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
     if w.dim() != 1 or w.numel() != logits.shape[-1]:
         raise ValueError(f"class_weights needs one weight per class ({logits.shape[-1]}), however: {w.tolist()=}")
@@ -106,6 +111,30 @@ def weighted_ce_loss(logits: Tensor, target: Tensor, class_weights: Sequence[flo
         raise ValueError(f"class_weights must be non-negative, however: {w.tolist()=}")
     nll = F.cross_entropy(logits, target, reduction="none")
     return (w[target] * nll).mean()
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float = FOCAL_GAMMA,
+               class_weights: Sequence[float] | Tensor | None = None) -> Tensor:
+    """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection", eq. 5) with per-class α.
+
+    logits (N, C), target (N,) int64 -> -1/N sum_j α_{y_j} (1 - p_j)^γ log p_j, where
+    p_j = softmax(logits^j)[y_j]; without ``class_weights`` every α is 1. This is the authors'
+    ``FocalLoss`` (log-softmax, the target's probability, the mean over the batch), which trains
+    their OL3I classifiers with α = (0.1, 2) and γ = 1. γ = 0 gives eq. 12
+    (:func:`weighted_ce_loss`). Computed in fp32 whatever the autocast dtype (a float32 scalar).
+    """
+    if not (gamma >= 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0, however: {gamma=}")
+    log_p = F.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    loss = -((1 - log_p.exp()) ** gamma) * log_p
+    if class_weights is not None and len(class_weights):
+        w = torch.as_tensor(class_weights, dtype=loss.dtype, device=loss.device)
+        if w.dim() != 1 or w.numel() != logits.shape[-1]:
+            raise ValueError(f"class_weights needs one weight per class ({logits.shape[-1]}), however: {w.tolist()=}")
+        if (w < 0).any():
+            raise ValueError(f"class_weights must be non-negative, however: {w.tolist()=}")
+        loss = loss * w[target]
+    return loss.mean()
 
 
 def ce_loss(logits: Tensor, target: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
 from amfmedit.stages.common import ProgressFactory, jsonable
-from amfmedit.stages.kinds import Metric, Weights, kind_of
+from amfmedit.stages.kinds import LossChoice, Metric, Weights, kind_of
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
@@ -46,6 +46,10 @@ class Recipe:
     min_delta: float = 2e-4  # ... larger than 0.0002
     sampler_weights: tuple[float, ...] | None = None  # None: the prediction kind's (binary: ×0.5 / ×5, Appendix A.3)
     loss_weights: tuple[float, ...] | None = None  # None: the kind's (binary: α of eq. 12 = 0.1 / 2), else unweighted
+    # None: the kind's own loss (classification: cross-entropy, eq. 12/13). "focal": the authors'
+    # OL3I loss (--recipe paper); not our default because the paper's text gives eq. 12.
+    loss: str | None = None
+    focal_gamma: float = losses.FOCAL_GAMMA  # γ of --loss focal (the authors' default, 1)
     # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
     # (AMF: leakage λ1 = density λ2 = 5)
     aux_weights: dict[str, float] = field(default_factory=dict)
@@ -68,6 +72,8 @@ class Recipe:
             raise UserError(f"--batch-size {self.batch_size}: must be at least 2")
         if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
             raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
+        if not (self.focal_gamma >= 0 and math.isfinite(self.focal_gamma)):
+            raise UserError(f"--focal-gamma {self.focal_gamma}: must be a finite number >= 0")
         for name, w in self.aux_weights.items():
             if not (math.isfinite(w) and w >= 0):
                 raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
@@ -78,11 +84,16 @@ class Recipe:
         weights = Weights(sampler=tuple(self.sampler_weights if self.sampler_weights is not None else default.sampler),
                           loss=tuple(self.loss_weights if self.loss_weights is not None else default.loss))
         kind.check_weights(weights, schema)
+        kind.check_loss(self.loss_choice)
         return replace(self, sampler_weights=weights.sampler, loss_weights=weights.loss)
 
     @property
     def weights(self) -> Weights:
         return Weights(sampler=tuple(self.sampler_weights or ()), loss=tuple(self.loss_weights or ()))
+
+    @property
+    def loss_choice(self) -> LossChoice:
+        return LossChoice(self.loss, self.focal_gamma)
 
 
 def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
@@ -92,9 +103,9 @@ def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
 
 
 def make_loss(recipe: Recipe, aux_weights: dict[str, float], kind) -> Callable:
-    """``(output, targets, aux) -> loss``: the kind's loss (eq. 12 or 13 for classification) plus the
-    weighted auxiliary losses (eq. 14)."""
-    head_loss = kind.loss(recipe.weights)
+    """``(output, targets, aux) -> loss``: the kind's loss (eq. 12 or 13 for classification, or the one
+    ``--loss`` chose) plus the weighted auxiliary losses (eq. 14)."""
+    head_loss = kind.training_loss(recipe.weights, recipe.loss_choice)
 
     def loss(output: torch.Tensor, targets: torch.Tensor, aux: dict) -> torch.Tensor:
         return losses.finetune_loss(head_loss(output, targets), aux, aux_weights)

@@ -22,10 +22,14 @@ RECIPES: dict[str, dict] = {
         "finetune": {"epochs": 5, "batch_size": 64, "lr": 1e-3, "loss_weights": []},
     },
     # What the authors' code ran where it differs from our defaults (each default's reason:
-    # docs/paper-fidelity.md): FT-Mamba with a 128-dimensional state and bare blocks.
+    # docs/paper-fidelity.md, "The authors' recipe"): FT-Mamba with a 128-dimensional state and
+    # bare blocks; OL3I's focal loss (γ 1, α the eq. 12 weights).
     "paper": {
-        "description": "the authors' code: FT-Mamba d_state 128 with bare blocks (no residual, no pre-norm)",
+        "description": "the authors' code: FT-Mamba d_state 128 with bare blocks (no residual, no pre-norm), "
+                       "focal loss",
         "pretrain": {"d_state": 128, "stacking": "bare"},
+        "rconf": {"loss": "focal"},
+        "finetune": {"loss": "focal"},
     },
     # ... and for DVM its fine-tuning batch of 512 (ours: 128, the OL3I configuration's).
     "paper-dvm": {
