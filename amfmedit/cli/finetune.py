@@ -40,6 +40,8 @@ from amfmedit.stages.finetune import (
 
 F = FinetuneConfig
 D_OUTS = ", ".join(f"{k} {options_of(c)['d_out']}" for k, c in FUSIONS.items() if "d_out" in options_of(c))
+NORMALISERS_SHOWN = ", ".join(f"{k} {options_of(c)['normaliser']}" for k, c in FUSIONS.items()
+                              if "normaliser" in options_of(c))
 
 
 def number_list(text: str | None, option: str, *, words: tuple[str, ...] = ()) -> list:
@@ -129,6 +131,7 @@ def finetune(
     lambda_leakage: _aux_option("leakage", "--lambda-leakage", "λ1") = None,
     lambda_density: _aux_option("density", "--lambda-density", "λ2") = None,
     aux_weight: Annotated[Optional[List[str]], typer.Option("--aux-weight", help="Weight of any fusion's auxiliary loss, NAME=VALUE (eq. 14); repeat for several.")] = None,
+    amf_normaliser: derived_option(str, "--amf-normaliser", help="Eq. 9/10 of fusions that have them: paper (each l1 norm over the length of what it sums) or authors (L_img and L_tab swapped, as the authors' code runs).", shown=NORMALISERS_SHOWN, source=(FUSIONS, "normaliser")) = None,
     d_out: derived_option(int, "--d-out", min=2, help="D_out of fusions that have it.", shown=D_OUTS, source=(FUSIONS, "d_out")) = None,
     augment_rate: derived_option(float, "--augment-rate", help="Image augmentation probability.", shown="0.95 multimodal, 0.8 image only (the reference)", source=("amfmedit.stages.classify", "augment_for")) = None,
     tabular_encoder: Annotated[Optional[str], typer.Option("--tabular-encoder", help=f"Baseline's tabular encoder ({', '.join(TABULAR_ENCODERS)}); a list mlp,resnet trains one baseline each (Table 1) \\[default: the run's pretrain encoder].")] = None,
@@ -153,7 +156,7 @@ def finetune(
     fractions = number_list(train_fraction, "--train-fraction")
     bases = [
         FinetuneConfig(fusion=f, strategy=s, modality=modality if f == NO_FUSION else None,
-                       rconf=rconfs[0] if len(rconfs) == 1 else None, d_out=d_out,
+                       rconf=rconfs[0] if len(rconfs) == 1 else None, d_out=d_out, amf_normaliser=amf_normaliser,
                        seeds=ints(seeds, "--seeds") or F.seeds, recipe=recipe,
                        tabular_encoder=encoders[0] if len(encoders) == 1 else None,
                        tabular_dim=tabular_dim, image_arch=image_arch, mask_features=tuple(mask_features or ()),

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.heads import ProjectionHead
-from amfmedit.models.losses import LAMBDA_DENSITY, LAMBDA_LEAKAGE, density_loss, leakage_loss
+from amfmedit.models.losses import LAMBDA_DENSITY, LAMBDA_LEAKAGE, NORMALISERS, density_loss, leakage_loss
 
 #: AMF's D_out, the length of the fused vector (the reference configuration's ``classify_dim``).
 D_OUT = 2048
@@ -243,7 +243,9 @@ class AMFFusion(nn.Module):
     being recorded and skips them under ``torch.no_grad()`` (inference, Table 3's latency);
     pass ``with_aux=True`` to get them anyway. With D_img 2048, D_tab 64, D_out 2048 and
     2 classes this has 8,534,082 parameters (Table 3: 8.53 M). The masks are non-persistent
-    buffers: they follow ``.to(device)`` and are rebuilt from ``config``.
+    buffers: they follow ``.to(device)`` and are rebuilt from ``config``. ``normaliser``: how
+    eq. 9/10 divide their sums (:data:`~amfmedit.models.losses.NORMALISERS`; "authors" swaps
+    L_img and L_tab as the authors' code does).
     """
 
     kind = "amf"
@@ -252,11 +254,16 @@ class AMFFusion(nn.Module):
     run_inputs = ("r_conf",)
     aux_weights = {"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}  # eq. 14: λ1, λ2
 
-    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT) -> None:
+    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT,
+                 normaliser: str = "paper") -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
         l_img, l_tab = amf_split(d_out, r_conf)
+        if normaliser not in NORMALISERS:
+            raise ValueError(f"normaliser must be one of {NORMALISERS}, however: {normaliser=}")
         super().__init__()
-        self.config = dict(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=float(r_conf), d_out=d_out)
+        self.config = dict(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=float(r_conf), d_out=d_out,
+                           normaliser=normaliser)
+        self.normaliser = normaliser
         self.l_img, self.l_tab = l_img, l_tab
         m_img, m_tab = amf_masks(d_out, l_img)
         self.register_buffer("m_img", m_img, persistent=False)
@@ -274,7 +281,7 @@ class AMFFusion(nn.Module):
         if not (torch.is_grad_enabled() if with_aux is None else with_aux):
             return FusionOutput(logits, {})
         aux = {
-            "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab),
-            "density": density_loss(zt_img, zt_tab, m_img, m_tab),
+            "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab, self.normaliser),
+            "density": density_loss(zt_img, zt_tab, m_img, m_tab, self.normaliser),
         }
         return FusionOutput(logits, aux)

@@ -44,6 +44,24 @@ def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+#: How eq. 9/10 normalise each l1 norm: "paper" divides it by the length of the part it sums (the
+#: printed D read as that length); "authors" divides it by the other part's length, as the
+#: authors' FusionModule does in every published run (below).
+NORMALISERS = ("paper", "authors")
+
+
+def _lengths(m_img: Tensor, m_tab: Tensor, normaliser: str) -> tuple[Tensor, Tensor]:
+    """(L_img, L_tab) as eq. 9/10 divide by them: whole numbers, exact in fp32 (< 2**24)."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"normaliser must be one of {NORMALISERS}, however: {normaliser=}")
+    l_img, l_tab = m_img.sum(), m_tab.sum()
+    # NOTE[paper]: the authors' FusionModule swaps L_img and L_tab whenever it is given a device
+    # (``self.L_tab = tensor(self.L_img)`` and the reverse), and FusionMultimodalModel always
+    # passes one (cuda:N), so every published run divides each sum of eq. 9/10 by the other
+    # part's length: at R_conf 0.95 (998 / 1050 of 2048) by a factor 1050/998 or 998/1050 off.
+    return (l_tab, l_img) if normaliser == "authors" else (l_img, l_tab)
+
+
 def _fp32(*tensors: Tensor) -> tuple[Tensor, ...]:
     """The auxiliary losses of eq. 9/10 are computed in fp32 whatever the autocast dtype."""
     return tuple(t.float() for t in tensors)
@@ -55,39 +73,42 @@ def _no_autocast(like: Tensor):
     return torch.autocast(device_type=like.device.type, enabled=False)
 
 
-def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
+def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, normaliser: str = "paper") -> Tensor:
     """Leakage loss, eq. 9: the mean l1 content of the parts that the masks discard.
 
     z_img, z_tab: (N, D_out) transitional features z'; m_img, m_tab: (D_out,) binary masks
     of eq. 7 (L_img and L_tab ones). Returns
     1/(2N) sum_j ( ||m_tab * z'_img^j||_1 / L_tab + ||m_img * z'_tab^j||_1 / L_img ),
     in fp32 (inputs of lower precision are upcast; autocast is off inside), a float32 scalar.
+    ``normaliser="authors"`` swaps L_img and L_tab, as the authors' code does (:data:`NORMALISERS`).
     """
     # NOTE[paper]: eq. 9 prints the normalisers as D_tab and D_img; the discarded image part
     # has L_tab elements and the discarded tabular part L_img, so each l1 norm is divided by
     # the length of what it sums (a mean absolute value, comparable across R_conf). The
-    # reference code does this without a device argument and swaps L_img and L_tab when one
-    # is given; we always use the lengths of the masked parts.
+    # authors' code swaps the two in every published run (see _lengths); normaliser="authors"
+    # (--amf-normaliser authors) reproduces it.
     z_img, z_tab, m_img, m_tab = _fp32(z_img, z_tab, m_img, m_tab)
     with _no_autocast(z_img):
-        l_img, l_tab = m_img.sum(), m_tab.sum()  # whole numbers, exact in fp32 (< 2**24)
+        l_img, l_tab = _lengths(m_img, m_tab, normaliser)
         leak_img = (z_img * m_tab).abs().sum(dim=1) / l_tab
         leak_tab = (z_tab * m_img).abs().sum(dim=1) / l_img
         return (leak_img + leak_tab).mean() / 2
 
 
-def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
+def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, normaliser: str = "paper") -> Tensor:
     """Density loss, eq. 10: |Density(retained image part) - Density(retained tabular part)|.
 
     1/N sum_j | ||m_img * z'_img^j||_1 / L_img - ||m_tab * z'_tab^j||_1 / L_tab |, where the
-    density of eq. 2 is the l1 content per element. Computed in fp32 as :func:`leakage_loss`.
+    density of eq. 2 is the l1 content per element. Computed in fp32 as :func:`leakage_loss`;
+    ``normaliser="authors"`` swaps L_img and L_tab as there.
     """
     # NOTE[paper]: printed with D_img / D_tab; the retained parts have L_img and L_tab
-    # elements (see leakage_loss).
+    # elements (see leakage_loss; the authors' code swaps them).
     z_img, z_tab, m_img, m_tab = _fp32(z_img, z_tab, m_img, m_tab)
     with _no_autocast(z_img):
-        dens_img = (z_img * m_img).abs().sum(dim=1) / m_img.sum()
-        dens_tab = (z_tab * m_tab).abs().sum(dim=1) / m_tab.sum()
+        l_img, l_tab = _lengths(m_img, m_tab, normaliser)
+        dens_img = (z_img * m_img).abs().sum(dim=1) / l_img
+        dens_tab = (z_tab * m_tab).abs().sum(dim=1) / l_tab
         return (dens_img - dens_tab).abs().mean()
 
 

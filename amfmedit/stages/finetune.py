@@ -44,6 +44,7 @@ from amfmedit.models import (
     options_of,
 )
 from amfmedit.data import load_prepared
+from amfmedit.models.losses import NORMALISERS
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, run_inputs
 from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
@@ -87,6 +88,10 @@ class FinetuneConfig:
     rconf_multipliers: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
     rconf_in_name: bool = False  # a member of an R_conf sweep: the value is part of the stage name
     d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
+    # fusions with a normaliser setting (AMF's eq. 9/10, losses.NORMALISERS): None keeps the fusion's
+    # default ("paper": each sum over its own length); "authors" swaps L_img / L_tab as their code does.
+    # Other fusions ignore it, so one recipe serves every fusion.
+    amf_normaliser: str | None = None
     seeds: tuple[int, ...] = PAPER_SEEDS
     recipe: Recipe = field(default_factory=Recipe)
     # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
@@ -134,6 +139,8 @@ class FinetuneConfig:
                     raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
             for inp in run_inputs.declared(self.fusion):
                 inp.validate(self, self.d_out or settings.get("d_out"))
+        if self.amf_normaliser is not None:
+            check_choice(self.amf_normaliser, NORMALISERS, "--amf-normaliser")
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -193,6 +200,8 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
     pretrained, pcfg = load_pretrained(run)
     spec, state = model_config(pretrained), pretrained.state_dict()
     settings = {"d_out": cfg.d_out} if cfg.d_out is not None else {}
+    if cfg.amf_normaliser is not None and "normaliser" in options_of(FUSIONS[cfg.fusion]):
+        settings["normaliser"] = cfg.amf_normaliser
 
     def build_multimodal():
         pm = from_checkpoint({**spec, "state_dict": state})

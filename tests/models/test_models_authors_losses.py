@@ -58,3 +58,41 @@ def test_the_kind_builds_the_loss_that_loss_names():
     assert float(plain(LOGITS, TARGET)) == pytest.approx(_hand_focal((1.0, 1.0), 2.0), rel=1e-6)
     with pytest.raises(UserError, match="--loss hinge: not a loss of binary classification"):
         BinaryKind().check_loss(LossChoice("hinge"))
+
+
+def test_the_authors_normalisers_are_swapped_at_rconf_095():
+    from amfmedit.models.fusion import amf_masks, amf_split
+
+    assert amf_split(2048, 0.95) == (998, 1050)
+    # z' with one constant per part: image 1 (kept) / 3 (discarded), tabular 2 (discarded) / 0.5 (kept)
+    z_img = torch.cat([torch.full((3, 998), 1.0), torch.full((3, 1050), 3.0)], dim=1)
+    z_tab = torch.cat([torch.full((3, 998), 2.0), torch.full((3, 1050), 0.5)], dim=1)
+    m_img, m_tab = amf_masks(2048, 998)
+    # eq. 9: each discarded part's l1 norm over its own length (ours) or the other one's (theirs)
+    assert float(losses.leakage_loss(z_img, z_tab, m_img, m_tab)) == pytest.approx((3 + 2) / 2)
+    theirs = (3 * 1050 / 998 + 2 * 998 / 1050) / 2
+    assert float(losses.leakage_loss(z_img, z_tab, m_img, m_tab, "authors")) == pytest.approx(theirs, rel=1e-6)
+    # eq. 10: the retained parts' densities
+    assert float(losses.density_loss(z_img, z_tab, m_img, m_tab)) == pytest.approx(0.5)
+    theirs = abs(1 * 998 / 1050 - 0.5 * 1050 / 998)
+    assert float(losses.density_loss(z_img, z_tab, m_img, m_tab, "authors")) == pytest.approx(theirs, rel=1e-6)
+    with pytest.raises(ValueError, match="normaliser"):
+        losses.density_loss(z_img, z_tab, m_img, m_tab, "swapped")
+
+
+def test_amf_takes_the_normaliser_as_a_setting_and_old_checkpoints_load_with_ours():
+    from amfmedit.models import AMFFusion, build_model, from_checkpoint, model_config
+
+    torch.manual_seed(0)
+    amf = AMFFusion(d_img=8, d_tab=4, n_classes=2, r_conf=0.95, d_out=41, normaliser="authors")
+    z_img, z_tab = torch.randn(5, 8), torch.randn(5, 4)
+    out = amf(z_img, z_tab)
+    zi, zt = amf.psi_img(z_img), amf.psi_tab(z_tab)
+    leak, dens = out.aux["leakage"].item(), out.aux["density"].item()
+    assert leak == pytest.approx(losses.leakage_loss(zi, zt, amf.m_img, amf.m_tab, "authors").item())
+    assert dens == pytest.approx(losses.density_loss(zi, zt, amf.m_img, amf.m_tab, "authors").item())
+    assert dens != pytest.approx(losses.density_loss(zi, zt, amf.m_img, amf.m_tab).item())
+    again = from_checkpoint({**model_config(amf), "state_dict": amf.state_dict()})
+    assert again.normaliser == "authors"
+    old = {k: v for k, v in amf.config.items() if k != "normaliser"}  # a checkpoint written before the setting
+    assert build_model("amf", old).normaliser == "paper"
