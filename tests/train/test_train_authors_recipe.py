@@ -1,0 +1,55 @@
+"""`--recipe paper` / `paper-dvm` reach every stage with the authors' objective and optimisation
+(issue 24), each item also selectable alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from amfmedit.cli import app
+from amfmedit.stages.recipes import RECIPES
+
+QUICK = ["--epochs", "1", "--seeds", "2022", "--lr", "0.001", "--quiet"]
+
+
+def _cli(*args):
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _config(stage):
+    return json.loads((stage / "config.json").read_text())
+
+
+def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss(pretrained_run):
+    from amfmedit.train.checkpoint import load_checkpoint
+
+    run = pretrained_run.root
+    # no rconf stage in the run: the recipe's R_conf 0.95 (the authors' OL3I configuration) is used
+    _cli("finetune", "--recipe", "paper", "--fusion", "amf", *QUICK)
+    stage = run / "finetune-amf-trainable-seed2022"
+    cfg = _config(stage)
+    assert cfg["r_conf"] == 0.95 and cfg["config"]["rconf"] == 0.95
+    assert cfg["config"]["recipe"]["loss"] == "focal" and cfg["config"]["recipe"]["focal_gamma"] == 1.0
+    fusion = load_checkpoint(stage / "last.pt")["model"]["config"]["fusion"]["config"]
+    assert fusion["normaliser"] == "authors" and fusion["r_conf"] == 0.95
+    assert not (run / "rconf").exists()
+    # the flags alone, and a typed flag over the recipe
+    _cli("finetune", "--recipe", "paper-dvm", "--fusion", "amf", "--rconf", "0.8", "--amf-normaliser", "paper",
+         "--loss", "ce", "--batch-size", "32", *QUICK, "--force")
+    cfg = _config(stage)
+    assert cfg["r_conf"] == 0.8 and cfg["config"]["recipe"]["loss"] == "ce"
+    assert load_checkpoint(stage / "last.pt")["model"]["config"]["fusion"]["config"]["normaliser"] == "paper"
+    assert RECIPES["paper-dvm"]["finetune"]["rconf"] == 0.9  # the authors' DVM configuration
+    # the probes: focal loss, measured on the test split as the paper did
+    res = _cli("rconf", "--recipe", "paper", "--epochs", "1", "--lr", "0.01", "--quiet")
+    rec = json.loads((run / "rconf" / "rconf.json").read_text())
+    assert rec["split"] == "test" and "test split" in res.output
+    assert _config(run / "rconf")["config"]["recipe"]["loss"] == "focal"
+    bad = CliRunner().invoke(app, ["finetune", "--fusion", "amf", "--amf-normaliser", "swapped", *QUICK])
+    assert bad.exit_code == 2 and "--amf-normaliser swapped: not one of paper, authors" in bad.output
+    bad = CliRunner().invoke(app, ["finetune", "--fusion", "amf", "--loss", "hinge", "--rconf", "1", *QUICK])
+    assert bad.exit_code == 2 and "--loss hinge: not a loss of binary classification" in bad.output
