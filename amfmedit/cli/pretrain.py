@@ -41,6 +41,7 @@ def pretrain(
     d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=(TABULAR_ENCODERS, "d_state")) = None,
     expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=(TABULAR_ENCODERS, "expand")) = None,
     stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", lambda v: STACKING_NAMES[v]), source=(TABULAR_ENCODERS, "residual")) = None,
+    final_norm: derived_option(str, "--final-norm", help="FT-Mamba's last norm: layernorm (torch's) or mambular ((x - mean) / (unbiased std + eps), the authors' code).", shown=_block_default("final_norm"), source=(TABULAR_ENCODERS, "final_norm")) = None,
     image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(IMAGE_ENCODERS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
@@ -58,7 +59,8 @@ def pretrain(
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
-                ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
+                ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking,
+                final_norm=final_norm, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
                 probe_every=probe_every, seed=seed)

@@ -31,6 +31,7 @@ from amfmedit.models import (
 )
 from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
+from amfmedit.models.tabular import FINAL_NORMS
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, sanity
 from amfmedit.stages.common import (
@@ -59,7 +60,7 @@ READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (enco
 STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
 # config field -> (the encoder argument it sets, its option)
 BLOCK_OPTIONS = {"d_state": ("d_state", "--d-state"), "expand": ("expand", "--expand"),
-                 "stacking": ("residual", "--stacking")}
+                 "stacking": ("residual", "--stacking"), "final_norm": ("final_norm", "--final-norm")}
 
 
 @dataclass
@@ -74,6 +75,7 @@ class PretrainConfig:
     d_state: int | None = None
     expand: int | None = None
     stacking: str | None = None  # "residual" (x + Mamba(LayerNorm(x))) or "bare" (Mamba(x), the reference code)
+    final_norm: str | None = None  # "layernorm" (torch's) or "mambular" ((x - mean) / (std + eps), the reference code)
     image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
     image_weights: str | None = None  # None: random initialisation (the paper); "imagenet" or a state-dict path
     epochs: int = 500
@@ -118,6 +120,8 @@ class PretrainConfig:
                                 f"(not {self.tabular_encoder})")
         if self.stacking is not None:
             check_choice(self.stacking, list(STACKINGS), "--stacking")
+        if self.final_norm is not None:
+            check_choice(self.final_norm, list(FINAL_NORMS), "--final-norm")
         for name in ("d_state", "expand"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
