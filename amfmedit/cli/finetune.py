@@ -137,6 +137,9 @@ def finetune(
     tabular_encoder: Annotated[Optional[str], typer.Option("--tabular-encoder", help=f"Baseline's tabular encoder ({', '.join(TABULAR_ENCODERS)}); a list mlp,resnet trains one baseline each (Table 1) \\[default: the run's pretrain encoder].")] = None,
     tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="Baseline's D_tab \\[default: the encoder's].")] = None,
     image_arch: Annotated[Optional[str], typer.Option("--image-arch", help="Baseline's image encoder \\[default: the run's].")] = None,
+    d_state: field_option(F, "d_state", int, "--d-state", min=1, help="Baseline's FT-Mamba state size (encoders that have it).", shown="the run's pretraining, else the encoder's") = None,
+    stacking: field_option(F, "stacking", str, "--stacking", help="Baseline's FT-Mamba blocks: residual or bare (the authors' code).", shown="the run's pretraining, else the encoder's") = None,
+    final_norm: field_option(F, "final_norm", str, "--final-norm", help="Baseline's FT-Mamba last norm: layernorm or mambular (the authors' code).", shown="the run's pretraining, else the encoder's") = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
@@ -159,7 +162,8 @@ def finetune(
                        rconf=rconfs[0] if len(rconfs) == 1 else None, d_out=d_out, amf_normaliser=amf_normaliser,
                        seeds=ints(seeds, "--seeds") or F.seeds, recipe=recipe,
                        tabular_encoder=encoders[0] if len(encoders) == 1 else None,
-                       tabular_dim=tabular_dim, image_arch=image_arch, mask_features=tuple(mask_features or ()),
+                       tabular_dim=tabular_dim, image_arch=image_arch, d_state=d_state, stacking=stacking,
+                       final_norm=final_norm, mask_features=tuple(mask_features or ()),
                        mask_top_k=mask_top_k, **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen

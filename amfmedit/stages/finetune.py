@@ -35,6 +35,7 @@ from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
     STRATEGIES,
+    TABULAR_ENCODERS,
     ImageTabularClassifier,
     UnimodalClassifier,
     build_fusion,
@@ -45,6 +46,7 @@ from amfmedit.models import (
 )
 from amfmedit.data import load_prepared
 from amfmedit.models.losses import NORMALISERS
+from amfmedit.models.tabular import FINAL_NORMS
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, run_inputs
 from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
@@ -62,11 +64,19 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
+from amfmedit.stages.pretrain import (
+    BLOCK_OPTIONS,
+    STACKINGS,
+    PretrainConfig,
+    image_encoder,
+    load_pretrained,
+    tabular_kwargs,
+)
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 
 NO_FUSION = names.NO_FUSION
+BASELINE_BLOCKS = ("d_state", "stacking", "final_norm")  # FinetuneConfig fields set on a baseline's encoder
 
 
 def fusion_choices() -> list[str]:
@@ -98,6 +108,11 @@ class FinetuneConfig:
     tabular_encoder: str | None = None
     tabular_dim: int | None = None
     image_arch: str | None = None
+    # the baseline's tabular blocks (pretrain's --d-state / --stacking / --final-norm), over the run's
+    # pretrain settings; passed to encoders that have them, so one recipe serves every encoder
+    d_state: int | None = None
+    stacking: str | None = None
+    final_norm: str | None = None
     # incomplete tabular data (§4.2.4): these features replaced by training constants at train
     # and test time (amfmedit.data.masking), or the top K of the run's IG report
     mask_features: tuple[str, ...] = ()
@@ -141,6 +156,12 @@ class FinetuneConfig:
                 inp.validate(self, self.d_out or settings.get("d_out"))
         if self.amf_normaliser is not None:
             check_choice(self.amf_normaliser, NORMALISERS, "--amf-normaliser")
+        if self.stacking is not None:
+            check_choice(self.stacking, list(STACKINGS), "--stacking")
+        if self.final_norm is not None:
+            check_choice(self.final_norm, list(FINAL_NORMS), "--final-norm")
+        if self.d_state is not None and self.d_state < 1:
+            raise UserError(f"--d-state {self.d_state}: must be at least 1")
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -184,6 +205,9 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                            expand=pcfg.expand if same else None, stacking=pcfg.stacking if same else None)
         if cfg.image_arch is not None:
             pcfg = replace(pcfg, image_arch=cfg.image_arch)
+        accepted = options_of(TABULAR_ENCODERS[pcfg.tabular_encoder]) if pcfg.tabular_encoder in TABULAR_ENCODERS else {}
+        pcfg = replace(pcfg, **{name: getattr(cfg, name) for name in BASELINE_BLOCKS
+                                if getattr(cfg, name) is not None and BLOCK_OPTIONS[name][0] in accepted})
         pcfg.validate()
 
         def build_supervised():

@@ -53,3 +53,25 @@ def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss
     assert bad.exit_code == 2 and "--amf-normaliser swapped: not one of paper, authors" in bad.output
     bad = CliRunner().invoke(app, ["finetune", "--fusion", "amf", "--loss", "hinge", "--rconf", "1", *QUICK])
     assert bad.exit_code == 2 and "--loss hinge: not a loss of binary classification" in bad.output
+
+
+def test_the_recipe_reaches_the_supervised_tabular_baseline(tiny_ol3i, tmp_path, monkeypatch):
+    from amfmedit.train.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("AMFMEDIT_DATA", str(tiny_ol3i.data_dir))
+    monkeypatch.setenv("AMFMEDIT_RUNS", str(tmp_path / "runs"))
+    # a new run without pretraining: Table 1's supervised FT-Mamba with the authors' blocks
+    _cli("finetune", "--data", tiny_ol3i.name, "--run", "b", "--recipe", "paper", "--fusion", "none",
+         "--modality", "tabular", "--tabular-encoder", "ft_mamba,mlp", "--tabular-dim", "8", *QUICK)
+    stage = tmp_path / "runs" / "b" / "supervised-tabular-enc-ft_mamba-seed2022"
+    enc = load_checkpoint(stage / "last.pt")["model"]["config"]["encoder"]["config"]
+    assert (enc["d_state"], enc["residual"], enc["final_norm"]) == (128, False, "mambular")
+    assert _config(stage)["config"]["recipe"]["loss"] == "focal"
+    mlp = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-enc-mlp-seed2022" / "last.pt")
+    assert "d_state" not in mlp["model"]["config"]["encoder"]["config"]  # settings only for encoders that have them
+    # our defaults without the recipe, and each setting alone
+    _cli("finetune", "--run", "b", "--fusion", "none", "--modality", "tabular", "--tabular-encoder", "ft_mamba",
+         "--tabular-dim", "8", "--final-norm", "mambular", *QUICK, "--force")
+    enc = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-seed2022" / "last.pt")["model"]["config"]
+    enc = enc["encoder"]["config"]
+    assert (enc["d_state"], enc["residual"], enc["final_norm"]) == (16, True, "mambular")
