@@ -119,6 +119,7 @@ def finetune(
     lr: lr_option("searched over --lrs on validation with the first seed") = None,
     lrs: Lrs = None,
     weight_decay: field_option(Recipe, "weight_decay", float, "--weight-decay", help="Adam weight decay (the paper: 0; cross-attention searched 1e-1..1e-4).") = None,
+    weight_decay_scope: field_option(Recipe, "weight_decay_scope", str, "--weight-decay-scope", help="What weight decay reaches: selective (not biases, norms, A_log, D) or all (the authors' Adam).") = None,
     optimizer: field_option(Recipe, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     epochs: epochs_option(Recipe) = None,
     batch_size: batch_size_option(Recipe) = None,
@@ -147,7 +148,8 @@ def finetune(
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""
     recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
                          focal_gamma=focal_gamma, epochs=epochs,
-                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                         batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         weight_decay_scope=weight_decay_scope, optimizer=optimizer,
                          patience=patience, min_delta=min_delta,
                          aux_weights=_aux_weights(aux_weight, leakage=lambda_leakage, density=lambda_density) or None,
                          augment_rate=augment_rate)

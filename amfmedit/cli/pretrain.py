@@ -47,7 +47,8 @@ def pretrain(
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
     lr: lr_option(", ".join(f"{k.pretrain_lr:g} {n}" for n, k in PREDICTION_KINDS.items()) + " (Appendix A.2)") = None,
-    weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (not on biases, norms, A_log, D).") = None,
+    weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (see --weight-decay-scope).") = None,
+    weight_decay_scope: field_option(P, "weight_decay_scope", str, "--weight-decay-scope", help="What weight decay reaches: selective (not biases, norms, A_log, D) or all (the authors' Adam).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,
     temperature: field_option(P, "temperature", float, "--temperature", help="ITC temperature τ (eq. 11).") = None,
@@ -61,7 +62,7 @@ def pretrain(
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
                 ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking,
                 final_norm=final_norm, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
+                weight_decay=weight_decay, weight_decay_scope=weight_decay_scope, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
                 probe_every=probe_every, seed=seed)
     main = is_main_process()

@@ -27,7 +27,7 @@ from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import OPTIMIZERS
+from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS
 from amfmedit.train.runtime import Runtime
 from amfmedit.train.tasks import SupervisedTask
 
@@ -41,6 +41,7 @@ class Recipe:
     lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
     lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)  # Appendix A.3: searched on validation with the first seed
     weight_decay: float = 0.0  # Appendix A.3 (cross-attention searched 1e-1..1e-4 in the reference)
+    weight_decay_scope: str = "selective"  # not biases, norms, A_log, D; "all": the authors' Adam
     optimizer: str = "adam"  # adam (the paper) or adamw
     patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
     min_delta: float = 2e-4  # ... larger than 0.0002
@@ -66,6 +67,8 @@ class Recipe:
             raise UserError(f"--patience {self.patience}: must be at least 1")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"--optimizer {self.optimizer}: use {' or '.join(OPTIMIZERS)}")
+        if self.weight_decay_scope not in DECAY_SCOPES:
+            raise UserError(f"--weight-decay-scope {self.weight_decay_scope}: use {' or '.join(DECAY_SCOPES)}")
         if self.epochs < 1:
             raise UserError(f"--epochs {self.epochs}: must be at least 1")
         if self.batch_size < 2:
@@ -175,6 +178,7 @@ def train_one(
         batch_size=recipe.batch_size,
         lr=lr,
         weight_decay=recipe.weight_decay,
+        weight_decay_scope=recipe.weight_decay_scope,
         optimizer=recipe.optimizer,
         # NOTE[paper]: Appendix A.3 names no schedule for fine-tuning and the reference code
         # returns the optimizer without its scheduler, i.e. a constant learning rate.

@@ -51,7 +51,7 @@ from amfmedit.train.checkpoint import LAST, load_checkpoint
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import OPTIMIZERS
+from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS
 from amfmedit.train.seeding import STREAM_INIT, seed_everything
 from amfmedit.train.tasks import ContrastiveTask
 
@@ -82,6 +82,8 @@ class PretrainConfig:
     batch_size: int = 32  # the reference configuration's pretraining batch
     lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
     weight_decay: float = 1e-4
+    # "selective" (not biases, norms, A_log, D: mamba_ssm's hints) or "all" (the authors' Adam)
+    weight_decay_scope: str = "selective"
     optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
     warmup_epochs: int = 10
     temperature: float = ITC_TEMPERATURE
@@ -95,6 +97,7 @@ class PretrainConfig:
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
         check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
+        check_choice(self.weight_decay_scope, DECAY_SCOPES, "--weight-decay-scope")
         parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
             v = getattr(self, name)
@@ -250,6 +253,7 @@ def pretrain(
             batch_size=cfg.batch_size,
             lr=lr,
             weight_decay=cfg.weight_decay,
+            weight_decay_scope=cfg.weight_decay_scope,
             optimizer=cfg.optimizer,
             schedule="cosine",
             warmup_epochs=cfg.warmup_epochs,

@@ -43,6 +43,7 @@ class FitConfig:
     batch_size: int
     lr: float
     weight_decay: float = 0.0
+    weight_decay_scope: Literal["selective", "all"] = "selective"  # amfmedit.train.optim.DECAY_SCOPES
     optimizer: Literal["adam", "adamw"] = "adam"
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: int = 0
@@ -199,7 +200,8 @@ def fit(
         steps_per_epoch = len(batches(np.arange(sampler.per_rank), cfg.batch_size))
     else:
         steps_per_epoch = task.steps_per_epoch()
-    optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                weight_decay_scope=cfg.weight_decay_scope)
     scheduler = build_scheduler(
         optimizer,
         schedule=cfg.schedule,

@@ -1,8 +1,10 @@
 """Optimizer with weight-decay groups, and the learning-rate schedule.
 
-Weight decay is not applied to biases, normalisation weights (BatchNorm, LayerNorm, RMSNorm)
-or to parameters that carry ``_no_weight_decay = True`` (the Mamba block's ``A_log`` and
-``D``, following mamba_ssm's optimizer hints). Frozen parameters are left out entirely.
+Weight decay (scope "selective", ours) is not applied to biases, normalisation weights
+(BatchNorm, LayerNorm, RMSNorm) or to parameters that carry ``_no_weight_decay = True`` (the
+Mamba block's ``A_log`` and ``D``, following mamba_ssm's optimizer hints); scope "all" decays
+every parameter, as the authors' ``torch.optim.Adam(..., weight_decay=...)`` over all
+parameters does. Frozen parameters are left out entirely.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from torch import nn
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("cosine", "constant")
+#: which parameters weight decay reaches: "selective" (ours: not biases, norms, A_log, D) or "all"
+DECAY_SCOPES = ("selective", "all")
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -25,12 +29,19 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, _NORM_TYPES) or type(module).__name__.endswith("Norm")
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(module: nn.Module, weight_decay: float, scope: str = "selective") -> list[dict]:
     """Two groups of trainable parameters: with ``weight_decay`` and without any.
 
-    A parameter is exempt when it is a bias, belongs to a normalisation layer, is 1-d
-    scale/shift of any norm-like module, or is marked ``_no_weight_decay``.
+    Scope "selective": a parameter is exempt when it is a bias, belongs to a normalisation
+    layer, is 1-d scale/shift of any norm-like module, or is marked ``_no_weight_decay``.
+    Scope "all": none is exempt.
     """
+    if scope not in DECAY_SCOPES:
+        raise ValueError(f"unknown weight-decay {scope=}; use one of {DECAY_SCOPES}")
+    # NOTE[paper]: the paper's "weight decay" (Appendix A.2) does not say what it reaches; the
+    # authors' Adam decays every parameter, including A_log (pulling A = -exp(A_log) towards
+    # -1 whatever its initial decay rate), D, biases and norm scales (towards 0). Ours exempts those, as
+    # mamba_ssm's optimizer hints ask; scope "all" (--weight-decay-scope all) keeps theirs.
     decay, no_decay, seen = [], [], set()
     for mod in module.modules():
         norm = _is_norm(mod)
@@ -38,7 +49,8 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if norm or name == "bias" or name.endswith("_bias") or getattr(p, "_no_weight_decay", False):
+            exempt = norm or name == "bias" or name.endswith("_bias") or getattr(p, "_no_weight_decay", False)
+            if exempt and scope == "selective":
                 no_decay.append(p)
             else:
                 decay.append(p)
@@ -51,14 +63,15 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    module: nn.Module, *, kind: Literal["adam", "adamw"] = "adam", lr: float, weight_decay: float = 0.0
+    module: nn.Module, *, kind: Literal["adam", "adamw"] = "adam", lr: float, weight_decay: float = 0.0,
+    weight_decay_scope: str = "selective",
 ) -> torch.optim.Optimizer:
-    """Adam/AdamW over the trainable parameters of ``module`` with decay groups."""
+    """Adam/AdamW over the trainable parameters of ``module`` with decay groups (:func:`param_groups`)."""
     if kind not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {kind=}; use one of {sorted(OPTIMIZERS)}")
     if not lr > 0:
         raise ValueError(f"learning rate must be positive, got {lr=}")
-    groups = param_groups(module, weight_decay)
+    groups = param_groups(module, weight_decay, weight_decay_scope)
     if not groups:
         raise ValueError("the module has no trainable parameters")
     # Adam's coupled L2 decay acts as the paper's "weight decay" (A.2); AdamW decouples it.

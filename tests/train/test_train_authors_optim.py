@@ -1,0 +1,68 @@
+"""The authors' optimisation where it differs from ours (issue 24): weight decay on every
+parameter, the learning-rate schedule stepped per epoch from 0, validation every N batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from amfmedit.models import FTMambaEncoder
+from amfmedit.train.engine import FitConfig, fit
+from amfmedit.train.optim import build_optimizer, param_groups
+from amfmedit.train.runtime import Runtime
+
+
+class TinyTask:
+    """Logistic regression on fixed random data (40 training rows, 16 validation rows); counts the
+    validations and records the learning rate of every training step."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(56, 4, generator=g)
+        self.y = (self.x[:, 0] + 0.3 * torch.randn(56, generator=g) > 0).long()
+        self.module = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+        self.validations, self.lrs, self.optimizer = 0, [], None
+
+    def model_spec(self):
+        return {"kind": "tiny", "config": {}}
+
+    def train_labels(self):
+        return self.y[:40].numpy()
+
+    def train_step(self, model, positions, gen):
+        idx = torch.as_tensor(positions)
+        return nn.functional.cross_entropy(model(self.x[idx]), self.y[idx]), len(idx)
+
+    def validate(self, model, runtime):
+        self.validations += 1
+        logits = model(self.x[40:])
+        acc = float((logits.argmax(-1) == self.y[40:]).float().mean())
+        return {"val_loss": float(nn.functional.cross_entropy(logits, self.y[40:])), "val_acc": acc}
+
+
+def _fit(task, tmp_path, **kw):
+    cfg = FitConfig(**{"epochs": 3, "batch_size": 8, "lr": 0.1, "seed": 1, "monitor": "val_acc", "mode": "max", **kw})
+    return fit(task, cfg, Runtime(device=torch.device("cpu")), tmp_path)
+
+
+def test_weight_decay_scope_all_decays_a_log_d_biases_and_norms():
+    enc = FTMambaEncoder(n_cont_features=3, cat_cardinalities=[], d_block=8, d_state=4)
+    names = {id(p): n for n, p in enc.named_parameters()}
+    ours = param_groups(enc, 1e-4)
+    exempt = {names[id(p)] for p in ours[1]["params"]}
+    assert {"blocks.0.A_log", "blocks.0.D", "norm_f.weight", "norm_f.bias", "blocks.0.dt_proj.bias"} <= exempt
+    assert ours[1]["weight_decay"] == 0.0
+    (theirs,) = param_groups(enc, 1e-4, "all")  # the authors' Adam(params, weight_decay=...)
+    assert theirs["weight_decay"] == 1e-4 and len(theirs["params"]) == len(list(enc.parameters()))
+    opt = build_optimizer(enc, lr=1e-3, weight_decay=1e-4, weight_decay_scope="all")
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4]
+    with pytest.raises(ValueError, match="scope"):
+        param_groups(enc, 1e-4, "most")
+
+
+def test_the_engine_takes_the_scope(tmp_path):
+    task = TinyTask()
+    _fit(task, tmp_path, epochs=1, weight_decay=1e-2, weight_decay_scope="all")
+    state = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
+    assert [g["weight_decay"] for g in state["param_groups"]] == [1e-2]
