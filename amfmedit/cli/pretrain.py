@@ -51,6 +51,7 @@ def pretrain(
     weight_decay_scope: field_option(P, "weight_decay_scope", str, "--weight-decay-scope", help="What weight decay reaches: selective (not biases, norms, A_log, D) or all (the authors' Adam).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,
+    schedule_unit: field_option(P, "schedule_unit", str, "--schedule-unit", help="The warm-up + cosine schedule advances every step (from one warm-up increment) or every epoch (from 0: the authors' code).") = None,
     temperature: field_option(P, "temperature", float, "--temperature", help="ITC temperature τ (eq. 11).") = None,
     projection_dim: field_option(P, "projection_dim", int, "--projection-dim", min=1, help="Projection head output size.") = None,
     augment_rate: field_option(P, "augment_rate", float, "--augment-rate", help="Probability that an image is augmented.") = None,
@@ -62,7 +63,8 @@ def pretrain(
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
                 ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking,
                 final_norm=final_norm, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, weight_decay_scope=weight_decay_scope, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
+                weight_decay=weight_decay, weight_decay_scope=weight_decay_scope, optimizer=optimizer, warmup_epochs=warmup_epochs,
+                schedule_unit=schedule_unit, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
                 probe_every=probe_every, seed=seed)
     main = is_main_process()

@@ -51,7 +51,7 @@ from amfmedit.train.checkpoint import LAST, load_checkpoint
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS
+from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS, SCHEDULE_UNITS
 from amfmedit.train.seeding import STREAM_INIT, seed_everything
 from amfmedit.train.tasks import ContrastiveTask
 
@@ -86,6 +86,9 @@ class PretrainConfig:
     weight_decay_scope: str = "selective"
     optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
     warmup_epochs: int = 10
+    # the warm-up + cosine schedule advances every "step" (from one warm-up increment) or every
+    # "epoch" (from 0: the authors' pl_bolts scheduler under Lightning), amfmedit.train.optim
+    schedule_unit: str = "step"
     temperature: float = ITC_TEMPERATURE
     projection_dim: int = 128
     augment_rate: float = 0.95
@@ -98,6 +101,7 @@ class PretrainConfig:
         check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
         check_choice(self.weight_decay_scope, DECAY_SCOPES, "--weight-decay-scope")
+        check_choice(self.schedule_unit, SCHEDULE_UNITS, "--schedule-unit")
         parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
             v = getattr(self, name)
@@ -256,6 +260,7 @@ def pretrain(
             weight_decay_scope=cfg.weight_decay_scope,
             optimizer=cfg.optimizer,
             schedule="cosine",
+            schedule_unit=cfg.schedule_unit,
             warmup_epochs=cfg.warmup_epochs,
             monitor="val_loss",
             mode="min",

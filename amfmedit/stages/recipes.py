@@ -33,7 +33,7 @@ RECIPES: dict[str, dict] = {
     "paper": {
         "description": "the authors' code on OL3I: FT-Mamba d_state 128 with bare blocks (no residual, no pre-norm), "
                        "focal loss, AMF normalisers swapped, R_conf 0.95 (probes on the test split)",
-        "pretrain": {**_BASELINE_BLOCKS, "weight_decay_scope": "all"},
+        "pretrain": {**_BASELINE_BLOCKS, "weight_decay_scope": "all", "schedule_unit": "epoch"},
         "rconf": {"loss": "focal", "split": "test"},
         "finetune": {"loss": "focal", "amf_normaliser": "authors", "rconf": 0.95, "weight_decay_scope": "all",
                      **_BASELINE_BLOCKS},
@@ -43,7 +43,7 @@ RECIPES: dict[str, dict] = {
     "paper-dvm": {
         "description": "the authors' code on DVM: as paper with plain cross-entropy, R_conf 0.90 and a "
                        "fine-tuning batch of 512",
-        "pretrain": {**_BASELINE_BLOCKS, "weight_decay_scope": "all"},
+        "pretrain": {**_BASELINE_BLOCKS, "weight_decay_scope": "all", "schedule_unit": "epoch"},
         "rconf": {"batch_size": 512, "split": "test"},
         "finetune": {"batch_size": 512, "amf_normaliser": "authors", "rconf": 0.9, "weight_decay_scope": "all",
                      **_BASELINE_BLOCKS},

@@ -46,6 +46,7 @@ class FitConfig:
     weight_decay_scope: Literal["selective", "all"] = "selective"  # amfmedit.train.optim.DECAY_SCOPES
     optimizer: Literal["adam", "adamw"] = "adam"
     schedule: Literal["cosine", "constant"] = "cosine"
+    schedule_unit: Literal["step", "epoch"] = "step"  # the schedule advances per step or per epoch (optim)
     warmup_epochs: int = 0
     monitor: str = "val_loss"  # key of the validation dict that selects the best epoch
     mode: Literal["min", "max"] = "min"
@@ -202,11 +203,14 @@ def fit(
         steps_per_epoch = task.steps_per_epoch()
     optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 weight_decay_scope=cfg.weight_decay_scope)
+    per_epoch = cfg.schedule_unit == "epoch"
+    units = 1 if per_epoch else steps_per_epoch  # scheduler steps per epoch
     scheduler = build_scheduler(
         optimizer,
         schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
-        total_steps=cfg.epochs * steps_per_epoch,
+        warmup_steps=cfg.warmup_epochs * units,
+        total_steps=cfg.epochs * units,
+        unit=cfg.schedule_unit,
     )
     stopper = _EarlyStopping(cfg.mode, cfg.patience, cfg.min_delta)
     # where the scalars are also logged is not a training setting: a run may resume with another
@@ -269,7 +273,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if not per_epoch:
+                scheduler.step()
             loss_sum += loss.detach().double() * n
             seen += n
             now = time.perf_counter()
@@ -281,6 +286,8 @@ def fit(
                 progress(Progress(epoch, cfg.epochs, i + 1, len(steps), loss=mean,
                                   samples_per_s=seen * rt.world_size / max(now - t0, 1e-9)))
         train_time = time.perf_counter() - t0
+        if per_epoch:
+            scheduler.step()
         totals = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=rt.device)])
         if rt.distributed:
             torch.distributed.all_reduce(totals)

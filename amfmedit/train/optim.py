@@ -18,6 +18,9 @@ from torch import nn
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("cosine", "constant")
+#: how the warm-up + cosine schedule advances: "step" (ours, every training step) or "epoch"
+#: (the authors': once per epoch, from 0)
+SCHEDULE_UNITS = ("step", "epoch")
 #: which parameters weight decay reaches: "selective" (ours: not biases, norms, A_log, D) or "all"
 DECAY_SCOPES = ("selective", "all")
 
@@ -98,18 +101,43 @@ def warmup_cosine_factor(step: int, *, warmup_steps: int, total_steps: int) -> f
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def epoch_warmup_cosine_factor(epoch: int, *, warmup_epochs: int, total_epochs: int) -> float:
+    """The authors' learning-rate multiplier for (0-based) ``epoch``: pl_bolts'
+    ``LinearWarmupCosineAnnealingLR`` (warm-up start 0, eta_min 0) as Lightning steps it, once per
+    epoch (their scheduler is returned without an interval).
+
+    Warm-up: epoch / (warmup - 1), so the first epoch trains at 0 and epoch warmup - 1 at the
+    full rate; then 0.5 (1 + cos(π (epoch - warmup) / (total - warmup))).
+    """
+    # NOTE[paper]: Appendix A.2 gives "10 warm-up epochs, cosine annealing" without the unit.
+    # Ours advances every step from one warm-up increment (warmup_cosine_factor), so no step
+    # trains at 0 and the rate does not jump at epoch boundaries; unit "epoch" keeps theirs.
+    if epoch < warmup_epochs:
+        return epoch / max(1, warmup_epochs - 1)
+    span = max(1, total_epochs - warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - warmup_epochs) / span)))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     *,
     schedule: str,
     warmup_steps: int,
     total_steps: int,
+    unit: str = "step",
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler (its state is an integer: exact on resume)."""
+    """A scheduler stepped once per ``unit`` (a training step or an epoch; ``warmup_steps`` and
+    ``total_steps`` count that unit). Its state is an integer: exact on resume."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown {schedule=}; use one of {SCHEDULES}")
+    if unit not in SCHEDULE_UNITS:
+        raise ValueError(f"unknown schedule {unit=}; use one of {SCHEDULE_UNITS}")
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if unit == "epoch":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: epoch_warmup_cosine_factor(e, warmup_epochs=warmup_steps, total_epochs=total_steps)
+        )
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine_factor(step, warmup_steps=warmup_steps, total_steps=total_steps)
     )

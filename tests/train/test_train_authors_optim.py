@@ -3,13 +3,15 @@ parameter, the learning-rate schedule stepped per epoch from 0, validation every
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from amfmedit.models import FTMambaEncoder
 from amfmedit.train.engine import FitConfig, fit
-from amfmedit.train.optim import build_optimizer, param_groups
+from amfmedit.train.optim import build_optimizer, epoch_warmup_cosine_factor, param_groups, warmup_cosine_factor
 from amfmedit.train.runtime import Runtime
 
 
@@ -66,3 +68,40 @@ def test_the_engine_takes_the_scope(tmp_path):
     _fit(task, tmp_path, epochs=1, weight_decay=1e-2, weight_decay_scope="all")
     state = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
     assert [g["weight_decay"] for g in state["param_groups"]] == [1e-2]
+
+
+def _pl_bolts_chained(base, warmup, total, epochs):
+    """The learning rate per epoch as pl_bolts' LinearWarmupCosineAnnealingLR (warmup_start_lr 0,
+    eta_min 0) updates it step by step, once per epoch under Lightning."""
+    lrs, lr = [], 0.0
+    for e in range(epochs):
+        if e == 0:
+            lr = 0.0
+        elif e < warmup:
+            lr = lr + base / (warmup - 1)
+        elif e == warmup:
+            lr = base
+        else:
+            lr = (1 + math.cos(math.pi * (e - warmup) / (total - warmup))) / (
+                1 + math.cos(math.pi * (e - warmup - 1) / (total - warmup))) * lr
+        lrs.append(lr)
+    return lrs
+
+
+def test_the_authors_schedule_steps_per_epoch_from_zero():
+    factors = [epoch_warmup_cosine_factor(e, warmup_epochs=10, total_epochs=500) for e in range(500)]
+    assert factors[:3] == pytest.approx([0.0, 1 / 9, 2 / 9]) and factors[9] == factors[10] == 1.0
+    assert factors == pytest.approx([lr / 3e-4 for lr in _pl_bolts_chained(3e-4, 10, 500, 500)], abs=1e-9)
+    # ours: per step, the first step at one warm-up increment
+    assert warmup_cosine_factor(0, warmup_steps=10, total_steps=500) == pytest.approx(1 / 11)
+
+
+def test_the_engine_steps_the_epoch_schedule_once_per_epoch(tmp_path):
+    task = TinyTask()
+    with torch.no_grad():
+        untrained = TinyTask().validate(task.module, None)["val_loss"]
+    res = _fit(task, tmp_path, epochs=5, warmup_epochs=2, schedule_unit="epoch")
+    # the first epoch trains at learning rate 0: its validation is the untrained model's
+    assert res.history[0]["val_loss"] == pytest.approx(untrained, abs=1e-7)
+    # each epoch's record holds the rate of the epoch that follows (as per-step records do)
+    assert [h["lr"] for h in res.history] == pytest.approx([0.1 * f for f in (1, 1, 0.75, 0.25, 0)], abs=1e-9)
