@@ -17,6 +17,7 @@ from amfmedit.cli.train_common import (
     MaskTopK,
     Patience,
     SamplerWeights,
+    ValEvery,
     batch_size_option,
     epochs_option,
     ints,
@@ -124,6 +125,7 @@ def finetune(
     epochs: epochs_option(Recipe) = None,
     batch_size: batch_size_option(Recipe) = None,
     patience: Patience = None,
+    val_every: ValEvery = None,
     min_delta: field_option(Recipe, "min_delta", float, "--min-delta", help="Smallest validation improvement that counts.") = None,
     sampler_weights: SamplerWeights = None,
     loss_weights: LossWeights = None,
@@ -147,7 +149,7 @@ def finetune(
 ) -> None:
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""
     recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
-                         focal_gamma=focal_gamma, epochs=epochs,
+                         focal_gamma=focal_gamma, val_every=val_every, epochs=epochs,
                          batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          weight_decay_scope=weight_decay_scope, optimizer=optimizer,
                          patience=patience, min_delta=min_delta,

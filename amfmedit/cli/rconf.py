@@ -17,6 +17,7 @@ from amfmedit.cli.train_common import (
     MaskTopK,
     Patience,
     SamplerWeights,
+    ValEvery,
     batch_size_option,
     epochs_option,
     is_main_process,
@@ -45,6 +46,7 @@ def rconf(
     epochs: epochs_option(Recipe) = None,
     batch_size: batch_size_option(Recipe) = None,
     patience: Patience = None,
+    val_every: ValEvery = None,
     sampler_weights: SamplerWeights = None,
     loss_weights: LossWeights = None,
     loss: LossName = None,
@@ -57,7 +59,7 @@ def rconf(
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""
     recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
-                         focal_gamma=focal_gamma, epochs=epochs,
+                         focal_gamma=focal_gamma, val_every=val_every, epochs=epochs,
                          batch_size=batch_size, lr=lr, patience=patience)
     fractions = number_list(train_fraction, "--train-fraction")
     if any(not 0 < f <= 1 for f in fractions):

@@ -16,15 +16,15 @@ from amfmedit.train.runtime import Runtime
 
 
 class TinyTask:
-    """Logistic regression on fixed random data (40 training rows, 16 validation rows); counts the
-    validations and records the learning rate of every training step."""
+    """A small classifier on fixed random data (40 training rows: 5 batches of 8; 16 validation rows);
+    counts its validations."""
 
     def __init__(self):
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(56, 4, generator=g)
         self.y = (self.x[:, 0] + 0.3 * torch.randn(56, generator=g) > 0).long()
         self.module = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
-        self.validations, self.lrs, self.optimizer = 0, [], None
+        self.validations, self.seen = 0, []  # validation losses in order
 
     def model_spec(self):
         return {"kind": "tiny", "config": {}}
@@ -39,8 +39,8 @@ class TinyTask:
     def validate(self, model, runtime):
         self.validations += 1
         logits = model(self.x[40:])
-        acc = float((logits.argmax(-1) == self.y[40:]).float().mean())
-        return {"val_loss": float(nn.functional.cross_entropy(logits, self.y[40:])), "val_acc": acc}
+        self.seen.append(float(nn.functional.cross_entropy(logits, self.y[40:])))
+        return {"val_loss": self.seen[-1], "val_acc": float((logits.argmax(-1) == self.y[40:]).float().mean())}
 
 
 def _fit(task, tmp_path, **kw):
@@ -105,3 +105,26 @@ def test_the_engine_steps_the_epoch_schedule_once_per_epoch(tmp_path):
     assert res.history[0]["val_loss"] == pytest.approx(untrained, abs=1e-7)
     # each epoch's record holds the rate of the epoch that follows (as per-step records do)
     assert [h["lr"] for h in res.history] == pytest.approx([0.1 * f for f in (1, 1, 0.75, 0.25, 0)], abs=1e-9)
+
+
+def test_validation_every_n_batches_keeps_the_best_of_all_and_stops_on_each_epochs_last(tmp_path):
+    from amfmedit.io import torch_load
+
+    # 5 batches an epoch, N = 2: after batches 2 and 4; batch 5 is not validated (Lightning's rule)
+    task = TinyTask()
+    res = _fit(task, tmp_path / "n2", epochs=3, val_every=2, monitor="val_loss", mode="min")
+    assert task.validations == 6 and [h["validations"] for h in res.history] == [2, 2, 2]
+    assert [h["val_loss"] for h in res.history] == task.seen[1::2]  # each epoch reports its last validation
+    best = torch_load(tmp_path / "n2" / "best.pt")
+    assert best["metric"] == pytest.approx(min(task.seen)) and best["batch"] in (2, 4)
+    assert best["epoch"] == 1 + task.seen.index(min(task.seen)) // 2 == res.best_epoch
+    last = torch_load(tmp_path / "n2" / "last.pt")
+    assert last["early_stopping"]["best"] == pytest.approx(-min(task.seen[1::2]))  # epochs' last validations only
+    # N a divisor of the epoch: the last batch's validation is the epoch's; N beyond it: one at the end
+    for n, per_epoch in ((5, 1), (7, 1), (1, 5)):
+        task = TinyTask()
+        _fit(task, tmp_path / f"n{n}", epochs=2, val_every=n)
+        assert task.validations == 2 * per_epoch, n
+    task = TinyTask()
+    res = _fit(task, tmp_path / "default", epochs=2)
+    assert task.validations == 2 and "validations" not in res.history[0]

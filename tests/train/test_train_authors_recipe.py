@@ -34,6 +34,7 @@ def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss
     cfg = _config(stage)
     assert cfg["r_conf"] == 0.95 and cfg["config"]["rconf"] == 0.95
     assert cfg["config"]["recipe"]["loss"] == "focal" and cfg["config"]["recipe"]["focal_gamma"] == 1.0
+    assert cfg["config"]["recipe"]["val_every"] == 5  # the authors' val_check_interval
     fusion = load_checkpoint(stage / "last.pt")["model"]["config"]["fusion"]["config"]
     assert fusion["normaliser"] == "authors" and fusion["r_conf"] == 0.95
     assert not (run / "rconf").exists()
@@ -42,6 +43,7 @@ def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss
          "--loss", "ce", "--batch-size", "32", *QUICK, "--force")
     cfg = _config(stage)
     assert cfg["r_conf"] == 0.8 and cfg["config"]["recipe"]["loss"] == "ce"
+    assert cfg["config"]["recipe"]["val_every"] == 5
     assert load_checkpoint(stage / "last.pt")["model"]["config"]["fusion"]["config"]["normaliser"] == "paper"
     assert RECIPES["paper-dvm"]["finetune"]["rconf"] == 0.9  # the authors' DVM configuration
     # the probes: focal loss, measured on the test split as the paper did
@@ -49,6 +51,8 @@ def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss
     rec = json.loads((run / "rconf" / "rconf.json").read_text())
     assert rec["split"] == "test" and "test split" in res.output
     assert _config(run / "rconf")["config"]["recipe"]["loss"] == "focal"
+    bad = CliRunner().invoke(app, ["finetune", "--fusion", "amf", "--val-every", "-1", "--rconf", "1", *QUICK])
+    assert bad.exit_code == 2 and "--val-every" in bad.output
     bad = CliRunner().invoke(app, ["finetune", "--fusion", "amf", "--amf-normaliser", "swapped", *QUICK])
     assert bad.exit_code == 2 and "--amf-normaliser swapped: not one of paper, authors" in bad.output
     bad = CliRunner().invoke(app, ["finetune", "--fusion", "amf", "--loss", "hinge", "--rconf", "1", *QUICK])
