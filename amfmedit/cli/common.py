@@ -18,6 +18,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from amfmedit.errors import UserError
+from amfmedit.io import DISK_FULL_HINT, is_disk_full, written_file
 
 try:  # Typer >= 0.2x ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -95,7 +96,9 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def guarded(fn: Callable) -> Callable:
-    """Turn library UserErrors (and Ctrl-C) into one line and an exit code."""
+    """Turn library UserErrors (and Ctrl-C) into one line and an exit code; a full disk that no
+    writer named (:class:`amfmedit.io.DiskFullError`) is one line too, naming the file when the
+    OS error does."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -105,6 +108,11 @@ def guarded(fn: Callable) -> Callable:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted; finished files are intact, partial ones were removed", 130)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            fail(f"disk full while writing {written_file(exc) or 'a file (the OS did not say which)'}; "
+                 f"{DISK_FULL_HINT}", 2)
 
     return wrapper
 

@@ -79,3 +79,25 @@ def test_the_recipe_reaches_the_supervised_tabular_baseline(tiny_ol3i, tmp_path,
     enc = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-seed2022" / "last.pt")["model"]["config"]
     enc = enc["encoder"]["config"]
     assert (enc["d_state"], enc["residual"], enc["final_norm"]) == (16, True, "mambular")
+
+
+def test_a_baseline_of_another_encoder_drops_the_pretrained_ft_mamba_blocks(tiny_ol3i, monkeypatch):
+    from amfmedit.data import load_prepared
+    from amfmedit.stages import finetune as ft
+    from amfmedit.stages.pretrain import PretrainConfig
+
+    # a run pretrained with the recipe's FT-Mamba (mambular's final norm among its block settings):
+    # a supervised MLP baseline of that run takes none of them (study --recipe paper trains both)
+    pretrained = PretrainConfig(tabular_encoder="ft_mamba", d_state=128, stacking="bare", final_norm="mambular")
+    monkeypatch.setattr(ft, "load_pretrained", lambda run: (None, pretrained))
+
+    class Run:
+        def is_complete(self, stage):
+            return True
+
+    schema = load_prepared(tiny_ol3i.name, tiny_ol3i.data_dir).schema
+    for encoder, final_norm in (("mlp", None), ("ft_mamba", "mambular")):
+        cfg = ft.FinetuneConfig(fusion="none", modality="tabular", tabular_encoder=encoder, tabular_dim=8)
+        build, _ = ft._model_builder(cfg, Run(), schema, {})
+        enc = build().encoder
+        assert enc.config.get("final_norm") == final_norm, encoder
