@@ -9,12 +9,15 @@ from rich.table import Table
 from amfmedit.cli.common import command, console
 from amfmedit.cli.options import derived_option, field_option, run_options
 from amfmedit.cli.train_common import (
+    FocalGamma,
+    LossName,
     LossWeights,
     Lrs,
     MaskFeatures,
     MaskTopK,
     Patience,
     SamplerWeights,
+    ValEvery,
     batch_size_option,
     epochs_option,
     ints,
@@ -38,6 +41,8 @@ from amfmedit.stages.finetune import (
 
 F = FinetuneConfig
 D_OUTS = ", ".join(f"{k} {options_of(c)['d_out']}" for k, c in FUSIONS.items() if "d_out" in options_of(c))
+NORMALISERS_SHOWN = ", ".join(f"{k} {options_of(c)['normaliser']}" for k, c in FUSIONS.items()
+                              if "normaliser" in options_of(c))
 
 
 def number_list(text: str | None, option: str, *, words: tuple[str, ...] = ()) -> list:
@@ -115,28 +120,38 @@ def finetune(
     lr: lr_option("searched over --lrs on validation with the first seed") = None,
     lrs: Lrs = None,
     weight_decay: field_option(Recipe, "weight_decay", float, "--weight-decay", help="Adam weight decay (the paper: 0; cross-attention searched 1e-1..1e-4).") = None,
+    weight_decay_scope: field_option(Recipe, "weight_decay_scope", str, "--weight-decay-scope", help="What weight decay reaches: selective (not biases, norms, A_log, D) or all (the authors' Adam).") = None,
     optimizer: field_option(Recipe, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     epochs: epochs_option(Recipe) = None,
     batch_size: batch_size_option(Recipe) = None,
     patience: Patience = None,
+    val_every: ValEvery = None,
     min_delta: field_option(Recipe, "min_delta", float, "--min-delta", help="Smallest validation improvement that counts.") = None,
     sampler_weights: SamplerWeights = None,
     loss_weights: LossWeights = None,
+    loss: LossName = None,
+    focal_gamma: FocalGamma = None,
     lambda_leakage: _aux_option("leakage", "--lambda-leakage", "λ1") = None,
     lambda_density: _aux_option("density", "--lambda-density", "λ2") = None,
     aux_weight: Annotated[Optional[List[str]], typer.Option("--aux-weight", help="Weight of any fusion's auxiliary loss, NAME=VALUE (eq. 14); repeat for several.")] = None,
+    amf_normaliser: derived_option(str, "--amf-normaliser", help="Eq. 9/10 of fusions that have them: paper (each l1 norm over the length of what it sums) or authors (L_img and L_tab swapped, as the authors' code runs).", shown=NORMALISERS_SHOWN, source=(FUSIONS, "normaliser")) = None,
     d_out: derived_option(int, "--d-out", min=2, help="D_out of fusions that have it.", shown=D_OUTS, source=(FUSIONS, "d_out")) = None,
     augment_rate: derived_option(float, "--augment-rate", help="Image augmentation probability.", shown="0.95 multimodal, 0.8 image only (the reference)", source=("amfmedit.stages.classify", "augment_for")) = None,
     tabular_encoder: Annotated[Optional[str], typer.Option("--tabular-encoder", help=f"Baseline's tabular encoder ({', '.join(TABULAR_ENCODERS)}); a list mlp,resnet trains one baseline each (Table 1) \\[default: the run's pretrain encoder].")] = None,
     tabular_dim: Annotated[Optional[int], typer.Option("--tabular-dim", help="Baseline's D_tab \\[default: the encoder's].")] = None,
     image_arch: Annotated[Optional[str], typer.Option("--image-arch", help="Baseline's image encoder \\[default: the run's].")] = None,
+    d_state: field_option(F, "d_state", int, "--d-state", min=1, help="Baseline's FT-Mamba state size (encoders that have it).", shown="the run's pretraining, else the encoder's") = None,
+    stacking: field_option(F, "stacking", str, "--stacking", help="Baseline's FT-Mamba blocks: residual or bare (the authors' code).", shown="the run's pretraining, else the encoder's") = None,
+    final_norm: field_option(F, "final_norm", str, "--final-norm", help="Baseline's FT-Mamba last norm: layernorm or mambular (the authors' code).", shown="the run's pretraining, else the encoder's") = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
 ) -> None:
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""
-    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, epochs=epochs,
-                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
+                         focal_gamma=focal_gamma, val_every=val_every, epochs=epochs,
+                         batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         weight_decay_scope=weight_decay_scope, optimizer=optimizer,
                          patience=patience, min_delta=min_delta,
                          aux_weights=_aux_weights(aux_weight, leakage=lambda_leakage, density=lambda_density) or None,
                          augment_rate=augment_rate)
@@ -148,10 +163,11 @@ def finetune(
     fractions = number_list(train_fraction, "--train-fraction")
     bases = [
         FinetuneConfig(fusion=f, strategy=s, modality=modality if f == NO_FUSION else None,
-                       rconf=rconfs[0] if len(rconfs) == 1 else None, d_out=d_out,
+                       rconf=rconfs[0] if len(rconfs) == 1 else None, d_out=d_out, amf_normaliser=amf_normaliser,
                        seeds=ints(seeds, "--seeds") or F.seeds, recipe=recipe,
                        tabular_encoder=encoders[0] if len(encoders) == 1 else None,
-                       tabular_dim=tabular_dim, image_arch=image_arch, mask_features=tuple(mask_features or ()),
+                       tabular_dim=tabular_dim, image_arch=image_arch, d_state=d_state, stacking=stacking,
+                       final_norm=final_norm, mask_features=tuple(mask_features or ()),
                        mask_top_k=mask_top_k, **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen

@@ -41,14 +41,17 @@ def pretrain(
     d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=(TABULAR_ENCODERS, "d_state")) = None,
     expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=(TABULAR_ENCODERS, "expand")) = None,
     stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", lambda v: STACKING_NAMES[v]), source=(TABULAR_ENCODERS, "residual")) = None,
+    final_norm: derived_option(str, "--final-norm", help="FT-Mamba's last norm: layernorm (torch's) or mambular ((x - mean) / (unbiased std + eps), the authors' code).", shown=_block_default("final_norm"), source=(TABULAR_ENCODERS, "final_norm")) = None,
     image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(IMAGE_ENCODERS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
     lr: lr_option(", ".join(f"{k.pretrain_lr:g} {n}" for n, k in PREDICTION_KINDS.items()) + " (Appendix A.2)") = None,
-    weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (not on biases, norms, A_log, D).") = None,
+    weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (see --weight-decay-scope).") = None,
+    weight_decay_scope: field_option(P, "weight_decay_scope", str, "--weight-decay-scope", help="What weight decay reaches: selective (not biases, norms, A_log, D) or all (the authors' Adam).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,
+    schedule_unit: field_option(P, "schedule_unit", str, "--schedule-unit", help="The warm-up + cosine schedule advances every step (from one warm-up increment) or every epoch (from 0: the authors' code).") = None,
     temperature: field_option(P, "temperature", float, "--temperature", help="ITC temperature τ (eq. 11).") = None,
     projection_dim: field_option(P, "projection_dim", int, "--projection-dim", min=1, help="Projection head output size.") = None,
     augment_rate: field_option(P, "augment_rate", float, "--augment-rate", help="Probability that an image is augmented.") = None,
@@ -58,8 +61,10 @@ def pretrain(
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
-                ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
+                ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking,
+                final_norm=final_norm, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, weight_decay_scope=weight_decay_scope, optimizer=optimizer, warmup_epochs=warmup_epochs,
+                schedule_unit=schedule_unit, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
                 probe_every=probe_every, seed=seed)
     main = is_main_process()

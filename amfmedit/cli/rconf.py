@@ -9,12 +9,15 @@ from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.finetune import number_list
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.cli.train_common import (
+    FocalGamma,
+    LossName,
     LossWeights,
     Lrs,
     MaskFeatures,
     MaskTopK,
     Patience,
     SamplerWeights,
+    ValEvery,
     batch_size_option,
     epochs_option,
     is_main_process,
@@ -43,8 +46,11 @@ def rconf(
     epochs: epochs_option(Recipe) = None,
     batch_size: batch_size_option(Recipe) = None,
     patience: Patience = None,
+    val_every: ValEvery = None,
     sampler_weights: SamplerWeights = None,
     loss_weights: LossWeights = None,
+    loss: LossName = None,
+    focal_gamma: FocalGamma = None,
     d_out: field_option(R, "d_out", int, "--d-out", min=2, help="AMF's D_out for the reported L_img / L_tab.") = None,
     seed: field_option(R, "seed", int, "--seed", help="Random seed of both probes.") = None,
     mask_features: MaskFeatures = None,
@@ -52,7 +58,8 @@ def rconf(
     train_fraction: field_option(R, "train_fraction", str, "--train-fraction", help="Train the probes on this stratified fraction of the training rows (seed --seed); a list runs one rconf-frac<f> stage each.") = None,
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""
-    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, epochs=epochs,
+    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
+                         focal_gamma=focal_gamma, val_every=val_every, epochs=epochs,
                          batch_size=batch_size, lr=lr, patience=patience)
     fractions = number_list(train_fraction, "--train-fraction")
     if any(not 0 < f <= 1 for f in fractions):

@@ -45,6 +45,15 @@ LossWeights = derived_option(
     str, "--loss-weights", help="Per-class CE weights α (eq. 12), or none for plain CE.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in OL3I_CLASS_WEIGHTS)}, else none",
     source=("amfmedit.models.losses", "OL3I_CLASS_WEIGHTS"))
+LossName = field_option(
+    Recipe, "loss", str, "--loss",
+    help="Training loss: ce (cross-entropy, eq. 12/13) or focal (Lin et al. 2017, --loss-weights as α; "
+         "the authors' OL3I loss).", shown="the task's own (classification: ce)")
+FocalGamma = field_option(Recipe, "focal_gamma", float, "--focal-gamma", min=0,
+                          help="γ of --loss focal (0: eq. 12).")
+ValEvery = field_option(Recipe, "val_every", int, "--val-every", min=0,
+                       help="Validate after every N-th training batch (the authors' code: 5), 0 once per epoch; "
+                            "the best of all validations is kept, early stopping looks at each epoch's last.")
 MaskFeatures = Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")]
 MaskTopK = Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")]
 

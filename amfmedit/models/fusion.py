@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.heads import ProjectionHead
-from amfmedit.models.losses import LAMBDA_DENSITY, LAMBDA_LEAKAGE, density_loss, leakage_loss
+from amfmedit.models.losses import LAMBDA_DENSITY, LAMBDA_LEAKAGE, NORMALISERS, density_loss, leakage_loss
 
 #: AMF's D_out, the length of the fused vector (the reference configuration's ``classify_dim``).
 D_OUT = 2048
@@ -250,7 +250,9 @@ class AMFFusion(nn.Module):
     being recorded and skips them under ``torch.no_grad()`` (inference, Table 3's latency);
     pass ``with_aux=True`` to get them anyway. With D_img 2048, D_tab 64, D_out 2048 and
     2 classes this has 8,534,082 parameters (Table 3: 8.53 M). The masks are non-persistent
-    buffers: they follow ``.to(device)`` and are rebuilt from ``config``.
+    buffers: they follow ``.to(device)`` and are rebuilt from ``config``. ``normaliser``: how
+    eq. 9/10 divide their sums (:data:`~amfmedit.models.losses.NORMALISERS`; "authors" swaps
+    L_img and L_tab as the authors' code does).
 
     Rows without a modality (``image_present`` / ``table_present`` (B,) bool, None: all rows
     have it) arrive with that modality's z replaced by the classifier's learned absent vector.
@@ -267,11 +269,16 @@ class AMFFusion(nn.Module):
     aux_weights = {"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}  # eq. 14: λ1, λ2
     reads_presence = True
 
-    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT) -> None:
+    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT,
+                 normaliser: str = "paper") -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
         l_img, l_tab = amf_split(d_out, r_conf)
+        if normaliser not in NORMALISERS:
+            raise ValueError(f"normaliser must be one of {NORMALISERS}, however: {normaliser=}")
         super().__init__()
-        self.config = dict(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=float(r_conf), d_out=d_out)
+        self.config = dict(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=float(r_conf), d_out=d_out,
+                           normaliser=normaliser)
+        self.normaliser = normaliser
         self.l_img, self.l_tab = l_img, l_tab
         m_img, m_tab = amf_masks(d_out, l_img)
         self.register_buffer("m_img", m_img, persistent=False)
@@ -289,14 +296,16 @@ class AMFFusion(nn.Module):
         logits = self.head(amf_fuse(zt_img, zt_tab, m_img, m_tab))
         if not (torch.is_grad_enabled() if with_aux is None else with_aux):
             return FusionOutput(logits, {})
-        return FusionOutput(logits, amf_aux_losses(zt_img, zt_tab, m_img, m_tab, image_present, table_present))
+        return FusionOutput(logits, amf_aux_losses(zt_img, zt_tab, m_img, m_tab, image_present, table_present,
+                                                   self.normaliser))
 
 
 def amf_aux_losses(zt_img: Tensor, zt_tab: Tensor, m_img: Tensor, m_tab: Tensor, image_present: Tensor | None,
-                   table_present: Tensor | None) -> dict[str, Tensor]:
+                   table_present: Tensor | None, normaliser: str = "paper") -> dict[str, Tensor]:
     """``{"leakage": eq. 9, "density": eq. 10}`` over the rows each is defined for.
 
-    zt_img, zt_tab: (B, D_out) transitional features; presence flags (B,) bool or None (all).
+    zt_img, zt_tab: (B, D_out) transitional features; presence flags (B,) bool or None (all);
+    ``normaliser`` as :func:`~amfmedit.models.losses.leakage_loss`.
     """
     # NOTE[paper]: eq. 9-10 assume every row has both modalities. For a row without one, that
     # modality's z' is Psi(learned absent vector), not a feature of the patient: its leakage
@@ -315,6 +324,7 @@ def amf_aux_losses(zt_img: Tensor, zt_tab: Tensor, m_img: Tensor, m_tab: Tensor,
         table_present = ones if table_present is None else table_present
         complete = image_present & table_present
     return {
-        "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab, image_rows=image_present, table_rows=table_present),
-        "density": density_loss(zt_img, zt_tab, m_img, m_tab, rows=complete),
+        "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab, normaliser, image_rows=image_present,
+                                table_rows=table_present),
+        "density": density_loss(zt_img, zt_tab, m_img, m_tab, normaliser, rows=complete),
     }

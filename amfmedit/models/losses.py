@@ -6,6 +6,7 @@ Eq. 6-8 (the split of D_out, the masks and the fused vector) live with the AMF m
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -19,6 +20,9 @@ LAMBDA_DENSITY = 5.0
 ITC_TEMPERATURE = 0.1
 #: α of eq. 12 for OL3I (Appendix A.3: 0.1 for class 0, 2 for class 1).
 OL3I_CLASS_WEIGHTS = (0.1, 2.0)
+#: γ of the focal loss: the authors' ``FocalLoss`` default, which their OL3I configuration keeps
+#: (it sets only ``alpha: [0.1, 2]``).
+FOCAL_GAMMA = 1.0
 
 
 def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE) -> Tensor:
@@ -40,6 +44,24 @@ def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+#: How eq. 9/10 normalise each l1 norm: "paper" divides it by the length of the part it sums (the
+#: printed D read as that length); "authors" divides it by the other part's length, as the
+#: authors' FusionModule does in every published run (below).
+NORMALISERS = ("paper", "authors")
+
+
+def _lengths(m_img: Tensor, m_tab: Tensor, normaliser: str) -> tuple[Tensor, Tensor]:
+    """(L_img, L_tab) as eq. 9/10 divide by them: whole numbers, exact in fp32 (< 2**24)."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"normaliser must be one of {NORMALISERS}, however: {normaliser=}")
+    l_img, l_tab = m_img.sum(), m_tab.sum()
+    # NOTE[paper]: the authors' FusionModule swaps L_img and L_tab whenever it is given a device
+    # (``self.L_tab = tensor(self.L_img)`` and the reverse), and FusionMultimodalModel always
+    # passes one (cuda:N), so every published run divides each sum of eq. 9/10 by the other
+    # part's length: at R_conf 0.95 (998 / 1050 of 2048) by a factor 1050/998 or 998/1050 off.
+    return (l_tab, l_img) if normaliser == "authors" else (l_img, l_tab)
+
+
 def _fp32(*tensors: Tensor) -> tuple[Tensor, ...]:
     """The auxiliary losses of eq. 9/10 are computed in fp32 whatever the autocast dtype."""
     return tuple(t.float() for t in tensors)
@@ -59,14 +81,15 @@ def _row_mean(values: Tensor, rows: Tensor | None) -> Tensor:
     return (values * w).sum() / w.sum().clamp_min(1.0)
 
 
-def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, *, image_rows: Tensor | None = None,
-                 table_rows: Tensor | None = None) -> Tensor:
+def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, normaliser: str = "paper", *,
+                 image_rows: Tensor | None = None, table_rows: Tensor | None = None) -> Tensor:
     """Leakage loss, eq. 9: the mean l1 content of the parts that the masks discard.
 
     z_img, z_tab: (N, D_out) transitional features z'; m_img, m_tab: (D_out,) binary masks
     of eq. 7 (L_img and L_tab ones). Returns
     1/(2N) sum_j ( ||m_tab * z'_img^j||_1 / L_tab + ||m_img * z'_tab^j||_1 / L_img ),
     in fp32 (inputs of lower precision are upcast; autocast is off inside), a float32 scalar.
+    ``normaliser="authors"`` swaps L_img and L_tab, as the authors' code does (:data:`NORMALISERS`).
     ``image_rows`` / ``table_rows`` (N,) bool: the image term is averaged over the rows that
     have an image, the tabular term over the rows that have a table (None: all rows; see
     :func:`amfmedit.models.fusion.amf_aux_losses`).
@@ -74,11 +97,11 @@ def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, *, 
     # NOTE[paper]: eq. 9 prints the normalisers as D_tab and D_img; the discarded image part
     # has L_tab elements and the discarded tabular part L_img, so each l1 norm is divided by
     # the length of what it sums (a mean absolute value, comparable across R_conf). The
-    # reference code does this without a device argument and swaps L_img and L_tab when one
-    # is given; we always use the lengths of the masked parts.
+    # authors' code swaps the two in every published run (see _lengths); normaliser="authors"
+    # (--amf-normaliser authors) reproduces it.
     z_img, z_tab, m_img, m_tab = _fp32(z_img, z_tab, m_img, m_tab)
     with _no_autocast(z_img):
-        l_img, l_tab = m_img.sum(), m_tab.sum()  # whole numbers, exact in fp32 (< 2**24)
+        l_img, l_tab = _lengths(m_img, m_tab, normaliser)
         leak_img = (z_img * m_tab).abs().sum(dim=1) / l_tab
         leak_tab = (z_tab * m_img).abs().sum(dim=1) / l_img
         if image_rows is None and table_rows is None:
@@ -86,19 +109,22 @@ def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, *, 
         return (_row_mean(leak_img, image_rows) + _row_mean(leak_tab, table_rows)) / 2
 
 
-def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, *, rows: Tensor | None = None) -> Tensor:
+def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, normaliser: str = "paper", *,
+                 rows: Tensor | None = None) -> Tensor:
     """Density loss, eq. 10: |Density(retained image part) - Density(retained tabular part)|.
 
     1/N sum_j | ||m_img * z'_img^j||_1 / L_img - ||m_tab * z'_tab^j||_1 / L_tab |, where the
-    density of eq. 2 is the l1 content per element. Computed in fp32 as :func:`leakage_loss`.
-    ``rows`` (N,) bool: the mean runs over these rows only (the complete ones; None: all).
+    density of eq. 2 is the l1 content per element. Computed in fp32 as :func:`leakage_loss`;
+    ``normaliser="authors"`` swaps L_img and L_tab as there. ``rows`` (N,) bool: the mean runs
+    over these rows only (the complete ones; None: all).
     """
     # NOTE[paper]: printed with D_img / D_tab; the retained parts have L_img and L_tab
-    # elements (see leakage_loss).
+    # elements (see leakage_loss; the authors' code swaps them).
     z_img, z_tab, m_img, m_tab = _fp32(z_img, z_tab, m_img, m_tab)
     with _no_autocast(z_img):
-        dens_img = (z_img * m_img).abs().sum(dim=1) / m_img.sum()
-        dens_tab = (z_tab * m_tab).abs().sum(dim=1) / m_tab.sum()
+        l_img, l_tab = _lengths(m_img, m_tab, normaliser)
+        dens_img = (z_img * m_img).abs().sum(dim=1) / l_img
+        dens_tab = (z_tab * m_tab).abs().sum(dim=1) / l_tab
         return _row_mean((dens_img - dens_tab).abs(), rows)
 
 
@@ -112,8 +138,9 @@ def weighted_ce_loss(logits: Tensor, target: Tensor, class_weights: Sequence[flo
     # between the terms rewards confident mistakes on class 0. Both terms are penalties, so
     # they add. Appendix A.3 then gives separate weights (0.1 for class 0, 2 for class 1),
     # not (1-α, α), hence per-class weights. Normalised by N as printed (torch's weighted
-    # mean would divide by the sum of the weights instead); the reference code's focal loss
-    # with gamma = 0 is the same quantity.
+    # mean would divide by the sum of the weights instead). The authors' code trains OL3I
+    # with a focal loss of γ = 1 instead (:func:`focal_loss`, ``--loss focal``), which is
+    # this quantity only at γ = 0.
     w = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
     if w.dim() != 1 or w.numel() != logits.shape[-1]:
         raise ValueError(f"class_weights needs one weight per class ({logits.shape[-1]}), however: {w.tolist()=}")
@@ -121,6 +148,30 @@ def weighted_ce_loss(logits: Tensor, target: Tensor, class_weights: Sequence[flo
         raise ValueError(f"class_weights must be non-negative, however: {w.tolist()=}")
     nll = F.cross_entropy(logits, target, reduction="none")
     return (w[target] * nll).mean()
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float = FOCAL_GAMMA,
+               class_weights: Sequence[float] | Tensor | None = None) -> Tensor:
+    """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection", eq. 5) with per-class α.
+
+    logits (N, C), target (N,) int64 -> -1/N sum_j α_{y_j} (1 - p_j)^γ log p_j, where
+    p_j = softmax(logits^j)[y_j]; without ``class_weights`` every α is 1. This is the authors'
+    ``FocalLoss`` (log-softmax, the target's probability, the mean over the batch), which trains
+    their OL3I classifiers with α = (0.1, 2) and γ = 1. γ = 0 gives eq. 12
+    (:func:`weighted_ce_loss`). Computed in fp32 whatever the autocast dtype (a float32 scalar).
+    """
+    if not (gamma >= 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0, however: {gamma=}")
+    log_p = F.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    loss = -((1 - log_p.exp()) ** gamma) * log_p
+    if class_weights is not None and len(class_weights):
+        w = torch.as_tensor(class_weights, dtype=loss.dtype, device=loss.device)
+        if w.dim() != 1 or w.numel() != logits.shape[-1]:
+            raise ValueError(f"class_weights needs one weight per class ({logits.shape[-1]}), however: {w.tolist()=}")
+        if (w < 0).any():
+            raise ValueError(f"class_weights must be non-negative, however: {w.tolist()=}")
+        loss = loss * w[target]
+    return loss.mean()
 
 
 def ce_loss(logits: Tensor, target: Tensor) -> Tensor:

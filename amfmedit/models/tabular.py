@@ -310,6 +310,28 @@ class FTTransformerEncoder(_TabularEncoder):
 # ----------------------------------------------------------------------------------------------
 
 
+class StdNorm(nn.Module):
+    """(x - mean) / (std + eps) * weight + bias over the last dim, std with Bessel's correction:
+    mambular's "LayerNorm", the final norm of the authors' FT-Mamba. ``nn.LayerNorm`` divides by
+    sqrt(biased variance + eps) instead. Same parameter names, so checkpoints move between them.
+    x (..., d) -> (..., d), in fp32 (as torch's LayerNorm under autocast)."""
+
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        centred = x - x.mean(dim=-1, keepdim=True)
+        return centred / (x.std(dim=-1, keepdim=True) + self.eps) * self.weight + self.bias
+
+
+#: FT-Mamba's ``final_norm`` choices: ours (torch's LayerNorm) or the authors' (mambular's)
+FINAL_NORMS = {"layernorm": nn.LayerNorm, "mambular": StdNorm}
+
+
 class FTMambaEncoder(_TabularEncoder):
     """FT-Mamba (AMF-MedIT §3.2): the FT-Transformer tokenizer, a [CLS] token, stacked Mamba blocks.
 
@@ -324,6 +346,10 @@ class FTMambaEncoder(_TabularEncoder):
     bare block multiplies its output by silu(z), so without the residual path a feature
     token's own embedding does not reach the [CLS] state of a deeper block except through two
     gated, causally mixed projections, and the scale of the activations drifts with depth.
+
+    final_norm: "layernorm" (default, ``nn.LayerNorm``) or "mambular" (:class:`StdNorm`, the
+    authors' code, mambular 0.2.3's LayerNorm); both normalise the pooled vector and differ by
+    the variance estimate and where eps enters.
 
     d_state defaults to 16 (Mamba's default) rather than mambular's 128 that the reference
     code inherits: the scan's cost and memory grow linearly with d_state (~5x for 128 in the
@@ -346,6 +372,7 @@ class FTMambaEncoder(_TabularEncoder):
         expand: int = 2,
         pooling: str = "avg",
         residual: bool = True,
+        final_norm: str = "layernorm",
         use_kernels: bool = True,
         missing: str = "impute",
         missing_features: Sequence[int] | None = None,
@@ -357,13 +384,15 @@ class FTMambaEncoder(_TabularEncoder):
             raise ValueError(f"d_block must be positive, however: {d_block=}")
         if pooling not in ("cls", "avg"):
             raise ValueError(f"pooling must be 'cls' or 'avg', however: {pooling=}")
+        if final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {tuple(FINAL_NORMS)}, however: {final_norm=}")
         super().__init__()
         self.n_cont = n_cont_features
         read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
             d_state=d_state, d_conv=d_conv, expand=expand, pooling=pooling, residual=residual,
-            use_kernels=use_kernels, missing=missing,
+            final_norm=final_norm, use_kernels=use_kernels, missing=missing,
             missing_features=cols,
         )
         self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block,
@@ -373,7 +402,10 @@ class FTMambaEncoder(_TabularEncoder):
             for _ in range(n_blocks)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(d_block) for _ in range(n_blocks)) if residual else None
-        self.norm_f = nn.LayerNorm(d_block)
+        # NOTE[paper]: the authors' FT-Mamba ends in mambular's LayerNorm, (x - mean) / (std + eps)
+        # with the unbiased std; ours is torch's, the form mamba_ssm's norm_f and the rest of the
+        # zoo use. final_norm="mambular" (--final-norm mambular, --recipe paper) keeps theirs.
+        self.norm_f = FINAL_NORMS[final_norm](d_block)
         self.pooling, self.residual = pooling, residual
         self.d_out = d_block
         # As mamba_ssm's MixerModel does for residual stacks (GPT-2 style): scale out_proj by

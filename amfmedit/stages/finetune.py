@@ -46,6 +46,8 @@ from amfmedit.models import (
     options_of,
 )
 from amfmedit.data import load_prepared
+from amfmedit.models.losses import NORMALISERS
+from amfmedit.models.tabular import FINAL_NORMS
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, run_inputs
 from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
@@ -64,11 +66,19 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
+from amfmedit.stages.pretrain import (
+    BLOCK_OPTIONS,
+    STACKINGS,
+    PretrainConfig,
+    image_encoder,
+    load_pretrained,
+    tabular_kwargs,
+)
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 
 NO_FUSION = names.NO_FUSION
+BASELINE_BLOCKS = ("d_state", "stacking", "final_norm")  # FinetuneConfig fields set on a baseline's encoder
 
 
 def fusion_choices() -> list[str]:
@@ -90,12 +100,21 @@ class FinetuneConfig:
     rconf_multipliers: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
     rconf_in_name: bool = False  # a member of an R_conf sweep: the value is part of the stage name
     d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
+    # fusions with a normaliser setting (AMF's eq. 9/10, losses.NORMALISERS): None keeps the fusion's
+    # default ("paper": each sum over its own length); "authors" swaps L_img / L_tab as their code does.
+    # Other fusions ignore it, so one recipe serves every fusion.
+    amf_normaliser: str | None = None
     seeds: tuple[int, ...] = PAPER_SEEDS
     recipe: Recipe = field(default_factory=Recipe)
     # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
     tabular_encoder: str | None = None
     tabular_dim: int | None = None
     image_arch: str | None = None
+    # the baseline's tabular blocks (pretrain's --d-state / --stacking / --final-norm), over the run's
+    # pretrain settings; passed to encoders that have them, so one recipe serves every encoder
+    d_state: int | None = None
+    stacking: str | None = None
+    final_norm: str | None = None
     # incomplete tabular data (§4.2.4): these features replaced by training constants at train
     # and test time (amfmedit.data.masking), or the top K of the run's IG report
     mask_features: tuple[str, ...] = ()
@@ -143,6 +162,14 @@ class FinetuneConfig:
                     raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
             for inp in run_inputs.declared(self.fusion):
                 inp.validate(self, self.d_out or settings.get("d_out"))
+        if self.amf_normaliser is not None:
+            check_choice(self.amf_normaliser, NORMALISERS, "--amf-normaliser")
+        if self.stacking is not None:
+            check_choice(self.stacking, list(STACKINGS), "--stacking")
+        if self.final_norm is not None:
+            check_choice(self.final_norm, list(FINAL_NORMS), "--final-norm")
+        if self.d_state is not None and self.d_state < 1:
+            raise UserError(f"--d-state {self.d_state}: must be at least 1")
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -183,9 +210,13 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
             same = cfg.tabular_encoder == pcfg.tabular_encoder  # another encoder starts from its own defaults
             pcfg = replace(pcfg, tabular_encoder=cfg.tabular_encoder, tabular_dim=cfg.tabular_dim,
                            ft_mamba_pooling=pooling, d_state=pcfg.d_state if same else None,
-                           expand=pcfg.expand if same else None, stacking=pcfg.stacking if same else None)
+                           expand=pcfg.expand if same else None, stacking=pcfg.stacking if same else None,
+                           final_norm=pcfg.final_norm if same else None)
         if cfg.image_arch is not None:
             pcfg = replace(pcfg, image_arch=cfg.image_arch)
+        accepted = options_of(TABULAR_ENCODERS[pcfg.tabular_encoder]) if pcfg.tabular_encoder in TABULAR_ENCODERS else {}
+        pcfg = replace(pcfg, **{name: getattr(cfg, name) for name in BASELINE_BLOCKS
+                                if getattr(cfg, name) is not None and BLOCK_OPTIONS[name][0] in accepted})
         pcfg.validate()
 
         def build_supervised():
@@ -202,6 +233,8 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
     pretrained, pcfg = load_pretrained(run)
     spec, state = model_config(pretrained), pretrained.state_dict()
     settings = {"d_out": cfg.d_out} if cfg.d_out is not None else {}
+    if cfg.amf_normaliser is not None and "normaliser" in options_of(FUSIONS[cfg.fusion]):
+        settings["normaliser"] = cfg.amf_normaliser
 
     def build_multimodal():
         pm = from_checkpoint({**spec, "state_dict": state})

@@ -31,6 +31,7 @@ from amfmedit.models import (
 )
 from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
+from amfmedit.models.tabular import FINAL_NORMS
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import check_selectable
@@ -51,7 +52,7 @@ from amfmedit.train.checkpoint import LAST, load_checkpoint
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import OPTIMIZERS
+from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS, SCHEDULE_UNITS
 from amfmedit.train.seeding import STREAM_INIT, seed_everything
 from amfmedit.train.tasks import ContrastiveTask
 
@@ -60,7 +61,7 @@ READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (enco
 STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
 # config field -> (the encoder argument it sets, its option)
 BLOCK_OPTIONS = {"d_state": ("d_state", "--d-state"), "expand": ("expand", "--expand"),
-                 "stacking": ("residual", "--stacking")}
+                 "stacking": ("residual", "--stacking"), "final_norm": ("final_norm", "--final-norm")}
 
 
 @dataclass
@@ -75,14 +76,20 @@ class PretrainConfig:
     d_state: int | None = None
     expand: int | None = None
     stacking: str | None = None  # "residual" (x + Mamba(LayerNorm(x))) or "bare" (Mamba(x), the reference code)
+    final_norm: str | None = None  # "layernorm" (torch's) or "mambular" ((x - mean) / (std + eps), the reference code)
     image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
     image_weights: str | None = None  # None: random initialisation (the paper); "imagenet" or a state-dict path
     epochs: int = 500
     batch_size: int = 32  # the reference configuration's pretraining batch
     lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
     weight_decay: float = 1e-4
+    # "selective" (not biases, norms, A_log, D: mamba_ssm's hints) or "all" (the authors' Adam)
+    weight_decay_scope: str = "selective"
     optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
     warmup_epochs: int = 10
+    # the warm-up + cosine schedule advances every "step" (from one warm-up increment) or every
+    # "epoch" (from 0: the authors' pl_bolts scheduler under Lightning), amfmedit.train.optim
+    schedule_unit: str = "step"
     temperature: float = ITC_TEMPERATURE
     projection_dim: int = 128
     augment_rate: float = 0.95
@@ -94,6 +101,8 @@ class PretrainConfig:
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
         check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
+        check_choice(self.weight_decay_scope, DECAY_SCOPES, "--weight-decay-scope")
+        check_choice(self.schedule_unit, SCHEDULE_UNITS, "--schedule-unit")
         parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
             v = getattr(self, name)
@@ -119,6 +128,8 @@ class PretrainConfig:
                                 f"(not {self.tabular_encoder})")
         if self.stacking is not None:
             check_choice(self.stacking, list(STACKINGS), "--stacking")
+        if self.final_norm is not None:
+            check_choice(self.final_norm, list(FINAL_NORMS), "--final-norm")
         for name in ("d_state", "expand"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
@@ -257,8 +268,10 @@ def pretrain(
             batch_size=cfg.batch_size,
             lr=lr,
             weight_decay=cfg.weight_decay,
+            weight_decay_scope=cfg.weight_decay_scope,
             optimizer=cfg.optimizer,
             schedule="cosine",
+            schedule_unit=cfg.schedule_unit,
             warmup_epochs=cfg.warmup_epochs,
             monitor="val_loss",
             mode="min",

@@ -218,6 +218,20 @@ def _recipe_fields(recipe: str | None, stage: str) -> dict:
     return dict(RECIPES[recipe].get(stage, {})) if recipe else {}
 
 
+def _training_fields(recipe: str | None, stage: str) -> dict:
+    """A recipe's settings of ``stage`` that are :class:`Recipe` fields (how a classifier trains)."""
+    own = {f.name for f in dataclasses.fields(Recipe)}
+    return {k: v for k, v in _recipe_fields(recipe, stage).items() if k in own}
+
+
+def stage_fields(recipe: str | None, stage: str) -> dict:
+    """A recipe's settings of ``stage`` that belong to the stage's config (e.g. FinetuneConfig.rconf,
+    RconfConfig.split), not to its :class:`Recipe`."""
+    own = {f.name for f in dataclasses.fields(Recipe)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in _recipe_fields(recipe, stage).items()
+            if k not in own}
+
+
 def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
     """The pretrain, probe and fine-tuning settings every step uses (recipe, then the study's epochs)."""
     from amfmedit.stages.pretrain import PretrainConfig  # torch-heavy stage modules: only when a study runs (start-up)
@@ -228,7 +242,7 @@ def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
     recipes = {}
     full = default_epochs(cfg)[1]
     for stage in ("rconf", "finetune"):
-        fields = _recipe_fields(cfg.recipe, stage)
+        fields = _training_fields(cfg.recipe, stage)
         own = fields.get("epochs", Recipe.epochs) if stage == "rconf" else full
         # the probes keep their own epochs (the recipe's), cut in the same proportion as fine-tuning's
         fields["epochs"] = finetune_epochs if stage == "finetune" else max(1, round(own * finetune_epochs / full))
@@ -606,27 +620,31 @@ def _configs(step: Step, cfg: StudyConfig, plan: StudyPlan, run=None):
 
     _, _, recipe = stage_configs(cfg, plan.pretrain_epochs, plan.finetune_epochs)
     seeds = tuple(plan.seeds)
+    settings = stage_fields(cfg.recipe, "finetune")
+
+    def config(**kw):  # the recipe's stage settings (e.g. a fixed R_conf) under the step's own
+        return FinetuneConfig(**{**settings, **kw})
+
     if step.kind == "finetune":
-        return [FinetuneConfig(fusion=step.args["fusion"], strategy=s, seeds=seeds, recipe=recipe)
+        return [config(fusion=step.args["fusion"], strategy=s, seeds=seeds, recipe=recipe)
                 for s in step.args["strategies"]]
     if step.kind == "supervised":
-        base = FinetuneConfig(fusion=names.NO_FUSION, modality=step.args["modality"], seeds=seeds, recipe=recipe,
-                              tabular_encoder=(step.args["encoders"] or [None])[0] if step.id != "table1" else None)
+        base = config(fusion=names.NO_FUSION, modality=step.args["modality"], seeds=seeds, recipe=recipe,
+                      tabular_encoder=(step.args["encoders"] or [None])[0] if step.id != "table1" else None)
         encs = step.args["encoders"]
         return experiment_configs(base, encoders=encs) if step.id == "table1" else [base]
-    base = FinetuneConfig(fusion=step.args.get("fusion", "amf"), strategy=cfg.strategies[-1], seeds=seeds,
-                          recipe=recipe)
+    base = config(fusion=step.args.get("fusion", "amf"), strategy=cfg.strategies[-1], seeds=seeds, recipe=recipe)
     if step.kind == "rconf_sweep":
         return experiment_configs(base, rconfs=tuple(step.args["values"]))
     if step.kind == "ablation":
         return experiment_configs(base, ablate=True)
     if step.kind == "fractions":
-        tab = FinetuneConfig(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
-                             tabular_encoder=cfg.encoders[0])
+        tab = config(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
+                     tabular_encoder=cfg.encoders[0])
         return [c for b in (base, tab) for c in experiment_configs(b, fractions=tuple(step.args["fractions"]))]
     if step.kind == "masked":
-        tab = FinetuneConfig(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
-                             tabular_encoder=cfg.encoders[0])
+        tab = config(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
+                     tabular_encoder=cfg.encoders[0])
         return [replace(c, mask_features=_top(run, step.args["k"])) for c in (base, tab)]
     return []
 
@@ -656,6 +674,11 @@ def execute(step: Step, folder: Path, opts: RunOptions, cfg: StudyConfig) -> Non
 
     plan = _plan_of(folder)
     pcfg, probe_recipe, _ = stage_configs(cfg, plan.pretrain_epochs, plan.finetune_epochs)
+    probe_settings = stage_fields(cfg.recipe, "rconf")
+
+    def probes(**kw):  # the recipe's probe settings (e.g. the split) under the step's own
+        return RconfConfig(**{**probe_settings, **kw})
+
     run = _run(folder, step)
     if step.kind == "pretrain":
         started = run is not None and (run.root / names.PRETRAIN).is_dir()
@@ -664,18 +687,18 @@ def execute(step: Step, folder: Path, opts: RunOptions, cfg: StudyConfig) -> Non
         return
     if step.kind == "rconf":
         started = (run.root / names.rconf_stage()).is_dir()
-        rconf(RconfConfig(recipe=probe_recipe), run_options(folder, opts, step, resume=started))
+        rconf(probes(recipe=probe_recipe), run_options(folder, opts, step, resume=started))
         return
     if step.kind in ("finetune", "supervised", "rconf_sweep", "ablation", "fractions", "masked"):
         if step.kind == "fractions":
             for f in step.args["fractions"]:
                 if not run.is_complete(names.rconf_stage((), f)):
                     started = (run.root / names.rconf_stage((), f)).is_dir()
-                    rconf(RconfConfig(recipe=probe_recipe, train_fraction=f), run_options(folder, opts, step, resume=started))
+                    rconf(probes(recipe=probe_recipe, train_fraction=f), run_options(folder, opts, step, resume=started))
         if step.kind == "masked":
             stage = names.rconf_stage(_top(run, step.args["k"]))
             if not run.is_complete(stage):
-                rconf(RconfConfig(recipe=probe_recipe, mask_top_k=step.args["k"]),
+                rconf(probes(recipe=probe_recipe, mask_top_k=step.args["k"]),
                       run_options(folder, opts, step, resume=(run.root / stage).is_dir()))
         configs = [c for c in _configs(step, cfg, plan, run) if not _finished(run, c)]
         if configs:

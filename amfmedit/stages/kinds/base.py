@@ -19,6 +19,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from amfmedit.data.targets import ClassTarget
+from amfmedit.errors import UserError
+from amfmedit.models.losses import FOCAL_GAMMA
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,15 @@ class Weights:
     loss: tuple[float, ...] = ()
 
 
+@dataclass(frozen=True)
+class LossChoice:
+    """``--loss``: the training loss chosen (None: the kind's own, :meth:`PredictionKind.loss`) and
+    the settings of the alternatives (``focal_gamma``: γ of the focal loss)."""
+
+    name: str | None = None
+    focal_gamma: float = FOCAL_GAMMA
+
+
 class PredictionKind:
     """One kind of prediction. Subclasses set the class attributes and implement the methods."""
 
@@ -77,6 +88,8 @@ class PredictionKind:
     pretrain_lr: ClassVar[float]  # Appendix A.2's contrastive learning rate for this kind of cohort
     has_operating_point: ClassVar[bool] = False  # a decision threshold chosen on validation
     has_calibration: ClassVar[bool] = False  # probabilities recalibrated on validation
+    #: the losses ``--loss`` may name for this kind (name -> what it is); empty: its own loss only
+    loss_choices: ClassVar[dict[str, str]] = {}
 
     # ------------------------------------------------------------------------------- data
 
@@ -106,6 +119,18 @@ class PredictionKind:
     def loss(self, weights: Weights) -> Callable:
         """``(output (B, K) float, targets (B, ...)) -> scalar``: the kind's training loss."""
         raise NotImplementedError
+
+    def check_loss(self, choice: LossChoice) -> None:
+        """``--loss`` names a loss this kind has (one line naming them otherwise)."""
+        if choice.name is not None and choice.name not in self.loss_choices:
+            known = ", ".join(self.loss_choices) or "none: it trains with its own loss only"
+            raise UserError(f"--loss {choice.name}: not a loss of {self.title} (losses: {known})")
+
+    def training_loss(self, weights: Weights, choice: LossChoice) -> Callable:
+        """The loss ``--loss`` chose; with none named the kind's own (:meth:`loss`). Kinds with
+        ``loss_choices`` override this to build the others."""
+        self.check_loss(choice)
+        return self.loss(weights)
 
     def predictions(self, output):
         """The model's raw output (B, K) -> the stored predictions (a torch tensor)."""

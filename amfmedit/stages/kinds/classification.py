@@ -18,7 +18,7 @@ from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.gradcam import select_cases
 from amfmedit.models import losses
 from amfmedit.stages import evalstats
-from amfmedit.stages.kinds.base import Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.base import LossChoice, Metric, PredictionKind, ProbeScore, Weights
 from amfmedit.stats.bootstrap import bootstrap_metrics
 from amfmedit.stats.delong import delong_auc, undefined_reason
 from amfmedit.train.metrics import classification_metrics
@@ -32,6 +32,10 @@ class ClassificationKind(PredictionKind):
     """What binary and multiclass classification share."""
 
     has_calibration = True
+    loss_choices = {
+        "ce": "cross-entropy: eq. 12 with --loss-weights, else eq. 13",
+        "focal": "focal loss (Lin et al. 2017) with --loss-weights as α and --focal-gamma as γ: the authors' OL3I loss",
+    }
 
     def head_size(self, schema) -> int:
         return schema.n_classes
@@ -51,6 +55,14 @@ class ClassificationKind(PredictionKind):
         if weights.loss:
             return lambda logits, y: losses.weighted_ce_loss(logits, y, weights.loss)
         return losses.ce_loss
+
+    def training_loss(self, weights: Weights, choice: LossChoice) -> Callable:
+        """``--loss focal``: :func:`~amfmedit.models.losses.focal_loss`; ``ce`` or none: :meth:`loss`."""
+        self.check_loss(choice)
+        if choice.name == "focal":
+            alpha, gamma = weights.loss or None, choice.focal_gamma
+            return lambda logits, y: losses.focal_loss(logits, y, gamma, alpha)
+        return self.loss(weights)
 
     def predictions(self, output):
         return torch.softmax(output.float(), dim=-1)
