@@ -167,7 +167,7 @@ def read_json(path, *, hint: str = RERUN_HINT) -> Any:
 
 def torch_save(obj: Any, path) -> None:
     """``torch.save`` to a temporary file, fsync, rename: the previous checkpoint survives failures."""
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
+    import torch
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -188,7 +188,7 @@ def torch_load(path, map_location="cpu", *, hint: str = RERUN_HINT) -> Any:
     torch's reason (its first line, whole) and ``hint``.
     """
 
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
+    import torch
 
     path = Path(path)
     if not path.is_file():

@@ -8,22 +8,21 @@ import typer
 from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import derived_option, field_option, given, run_options
 from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_process, lr_option, progress_bars
-from amfmedit.models import TABULAR_ENCODERS, options_of
-from amfmedit.models.image import ARCHS, IMAGE_WEIGHTS_HELP
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.pretrain import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, STACKINGS, PretrainConfig
-from amfmedit.stages.pretrain import pretrain as run_pretrain
+from amfmedit.models.specs import ARCHS, IMAGE_WEIGHTS_HELP, TABULAR_ENCODER_SPECS, settings_of
+from amfmedit.stages.configs import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, STACKINGS, PretrainConfig, RunOptions
 
 P = PretrainConfig
-WIDTHS = ", ".join(f"{k} {options_of(c)[c.width_argument]}" for k, c in TABULAR_ENCODERS.items())
-def _block_default(argument: str, show=str) -> str:
-    return ", ".join(f"{k} {show(options_of(c)[argument])}" for k, c in TABULAR_ENCODERS.items()
-                     if argument in options_of(c))
-
-
+ENCODERS = TABULAR_ENCODER_SPECS
+WIDTHS = ", ".join(f"{k} {settings_of(c)[c.width_argument]}" for k, c in ENCODERS.items())
 STACKING_NAMES = {v: k for k, v in STACKINGS.items()}
-READOUTS = ", ".join(f"{k} {options_of(c)[READOUT_OPTION]}" for k, c in TABULAR_ENCODERS.items()
-                     if READOUT_OPTION in options_of(c))
+
+
+def _block_default(argument: str, show=str) -> str:
+    return ", ".join(f"{k} {show(settings_of(c)[argument])}" for k, c in ENCODERS.items() if argument in settings_of(c))
+
+
+def _width(spec) -> int:
+    return settings_of(spec)[spec.width_argument]
 
 
 @command("pretrain")
@@ -33,17 +32,18 @@ def pretrain(
     opts: RunOptions,
     quiet: bool,
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset name (see `amfmedit prepare`).")] = None,
-    tabular_encoder: field_option(P, "tabular_encoder", str, "--tabular-encoder", help=f"{', '.join(TABULAR_ENCODERS)}.") = None,
-    tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=(TABULAR_ENCODERS, "width_argument")) = None,
-    ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text).", shown=READOUTS, source=(TABULAR_ENCODERS, READOUT_OPTION)) = None,
-    d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=(TABULAR_ENCODERS, "d_state")) = None,
-    expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=(TABULAR_ENCODERS, "expand")) = None,
-    stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", lambda v: STACKING_NAMES[v]), source=(TABULAR_ENCODERS, "residual")) = None,
+    tabular_encoder: field_option(P, "tabular_encoder", str, "--tabular-encoder", help=f"{', '.join(ENCODERS)}.") = None,
+    tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=((ENCODERS, "", _width),)) = None,
+    ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls ([CLS] last, the paper's text).", shown=_block_default(READOUT_OPTION), source=((ENCODERS, f"settings.{READOUT_OPTION}"),)) = None,
+    d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=((ENCODERS, "settings.d_state"),)) = None,
+    expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=((ENCODERS, "settings.expand"),)) = None,
+    stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", STACKING_NAMES.get), source=((ENCODERS, "settings.residual", STACKING_NAMES.get),)) = None,
     image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(ARCHS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
-    lr: lr_option(f"{LR_BINARY:g} binary, {LR_MULTICLASS:g} multiclass (Appendix A.2)") = None,
+    lr: lr_option(f"{LR_BINARY:g} binary, {LR_MULTICLASS:g} multiclass (Appendix A.2)",
+                  (("amfmedit.stages.configs", "LR_BINARY"), ("amfmedit.stages.configs", "LR_MULTICLASS"))) = None,
     weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (not on biases, norms, A_log, D).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,
@@ -55,6 +55,8 @@ def pretrain(
     seed: field_option(P, "seed", int, "--seed", help="Random seed.") = None,
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
+    from amfmedit.stages.pretrain import pretrain as run_pretrain
+
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
                 ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,

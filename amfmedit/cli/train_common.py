@@ -17,8 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from amfmedit.cli.common import console
 from amfmedit.cli.options import derived_option, field_option, given
 from amfmedit.errors import UserError
-from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
-from amfmedit.stages.classify import BINARY_SAMPLER_WEIGHTS, Recipe
+from amfmedit.models.specs import OL3I_CLASS_WEIGHTS
+from amfmedit.stages.configs import BINARY_SAMPLER_WEIGHTS, Recipe
+
 
 def epochs_option(cls: type):
     return field_option(cls, "epochs", int, "--epochs", min=1, help="Maximum number of epochs.")
@@ -29,8 +30,8 @@ def batch_size_option(cls: type):
                         help="Samples per batch (per process under torchrun).")
 
 
-def lr_option(shown: str):
-    return derived_option(float, "--lr", help="Learning rate.", shown=shown, source=("lr",))
+def lr_option(shown: str, source: tuple = ()):
+    return derived_option(float, "--lr", help="Learning rate.", shown=shown, source=source)
 
 
 Lrs = field_option(Recipe, "lrs", str, "--lrs",
@@ -39,11 +40,11 @@ Patience = field_option(Recipe, "patience", int, "--patience", min=1, help="Earl
 SamplerWeights = derived_option(
     str, "--sampler-weights", help="Per-class sampling weights, or none for plain shuffling.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in BINARY_SAMPLER_WEIGHTS)}, else none",
-    source=("amfmedit.stages.classify", "BINARY_SAMPLER_WEIGHTS"))
+    source=(("amfmedit.stages.configs", "BINARY_SAMPLER_WEIGHTS"),))
 LossWeights = derived_option(
     str, "--loss-weights", help="Per-class CE weights α (eq. 12), or none for plain CE.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in OL3I_CLASS_WEIGHTS)}, else none",
-    source=("amfmedit.models.losses", "OL3I_CLASS_WEIGHTS"))
+    source=(("amfmedit.models.specs", "OL3I_CLASS_WEIGHTS"),))
 MaskFeatures = Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")]
 MaskTopK = Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")]
 

@@ -12,13 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: λ1 (leakage) and λ2 (density) of eq. 14 (Appendix A.3: "empirically set to 5.0").
-LAMBDA_LEAKAGE = 5.0
-LAMBDA_DENSITY = 5.0
-#: τ of eq. 11 (the reference configuration's ``temperature: 0.1``).
-ITC_TEMPERATURE = 0.1
-#: α of eq. 12 for OL3I (Appendix A.3: 0.1 for class 0, 2 for class 1).
-OL3I_CLASS_WEIGHTS = (0.1, 2.0)
+# λ1, λ2 (eq. 14), τ (eq. 11) and OL3I's α (eq. 12) are read by --help too: they live in specs
+from amfmedit.models.specs import ITC_TEMPERATURE, LAMBDA_DENSITY, LAMBDA_LEAKAGE, OL3I_CLASS_WEIGHTS  # noqa: F401
 
 
 def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE) -> Tensor:

@@ -10,7 +10,7 @@ larger than 0.0002; the best validation epoch is kept (``best.pt``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,74 +20,16 @@ from torch import nn
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
-from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
 from amfmedit.stages.common import ProgressFactory, jsonable
+from amfmedit.stages.configs import AUGMENT_RATE_IMAGE_ONLY, AUGMENT_RATE_MULTIMODAL, Recipe
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.metrics import headline_metric
-from amfmedit.train.optim import OPTIMIZERS
 from amfmedit.train.runtime import Runtime
 from amfmedit.train.tasks import ClassificationTask
-
-
-#: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled ×0.5, class 1 over-sampled ×5.
-BINARY_SAMPLER_WEIGHTS = (0.5, 5.0)
-
-
-@dataclass
-class Recipe:
-    """How a classifier is trained (Appendix A.3 defaults)."""
-
-    epochs: int = 500
-    batch_size: int = 128  # the reference fine-tuning batch
-    lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
-    lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)  # Appendix A.3: searched on validation with the first seed
-    weight_decay: float = 0.0  # Appendix A.3 (cross-attention searched 1e-1..1e-4 in the reference)
-    optimizer: str = "adam"  # adam (the paper) or adamw
-    patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
-    min_delta: float = 2e-4  # ... larger than 0.0002
-    sampler_weights: tuple[float, ...] | None = None  # None: BINARY_SAMPLER_WEIGHTS for binary tasks, none otherwise
-    loss_weights: tuple[float, ...] | None = None  # None: α of eq. 12 (OL3I_CLASS_WEIGHTS) for binary tasks, CE otherwise
-    # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
-    # (AMF: leakage λ1 = density λ2 = 5)
-    aux_weights: dict[str, float] = field(default_factory=dict)
-    augment_rate: float | None = None  # None: 0.95 with a tabular input beside the image, 0.8 image only
-
-    def validate(self) -> None:
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr {self.lr}: the learning rate must be positive")
-        if any(not lr > 0 for lr in self.lrs) or not self.lrs:
-            raise UserError(f"--lrs {list(self.lrs)}: learning rates must be positive")
-        if self.augment_rate is not None and not 0 <= self.augment_rate <= 1:
-            raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
-        if self.patience < 1:
-            raise UserError(f"--patience {self.patience}: must be at least 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer {self.optimizer}: use {' or '.join(OPTIMIZERS)}")
-        if self.epochs < 1:
-            raise UserError(f"--epochs {self.epochs}: must be at least 1")
-        if self.batch_size < 2:
-            raise UserError(f"--batch-size {self.batch_size}: must be at least 2")
-        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
-            raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
-        for name, w in self.aux_weights.items():
-            if not (math.isfinite(w) and w >= 0):
-                raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
-
-    def resolved(self, task_kind: str, n_classes: int) -> "Recipe":
-        """Fill the task-dependent defaults; check weight vectors against the number of classes."""
-        binary = task_kind == "binary"
-        sw = self.sampler_weights if self.sampler_weights is not None else (BINARY_SAMPLER_WEIGHTS if binary else ())
-        lw = self.loss_weights if self.loss_weights is not None else (OL3I_CLASS_WEIGHTS if binary else ())
-        for name, w in (("--sampler-weights", sw), ("--loss-weights", lw)):
-            if w and len(w) != n_classes:
-                raise UserError(f"{name} {','.join(map(str, w))}: need one weight per class ({n_classes})")
-            if w and (min(w) < 0 or max(w) <= 0):
-                raise UserError(f"{name} {','.join(map(str, w))}: weights must be >= 0 with one positive")
-        return replace(self, sampler_weights=tuple(sw), loss_weights=tuple(lw))
 
 
 def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
@@ -110,9 +52,8 @@ def make_loss(recipe: Recipe, aux_weights: dict[str, float]) -> Callable:
 def augment_for(use_image: bool, use_tabular: bool, channels: int, recipe: Recipe):
     if not use_image:
         return None
-    # NOTE[paper]: the reference augments multimodal fine-tuning with rate 0.95 (its
-    # augmentation_rate) and image-only training with 0.8 (eval_train_augment_rate).
-    rate = recipe.augment_rate if recipe.augment_rate is not None else (0.95 if use_tabular else 0.8)
+    default = AUGMENT_RATE_MULTIMODAL if use_tabular else AUGMENT_RATE_IMAGE_ONLY  # NOTE[paper]: see configs
+    rate = recipe.augment_rate if recipe.augment_rate is not None else default
     return preset("finetune", channels).with_rate(rate)
 
 

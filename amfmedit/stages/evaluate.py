@@ -29,6 +29,7 @@ from amfmedit.stages import evalstats, experiments, names, sanity
 from amfmedit.stats.delong import delong_auc
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
+from amfmedit.stages.configs import EvaluateConfig
 from amfmedit.stages.lifecycle import staged
 from amfmedit.stages.tables import incomplete_markdown, model_title, plot_roc, stage_markdown, table2_markdown
 from amfmedit.stats import bootstrap, calibration, compare
@@ -45,13 +46,6 @@ COMPARISONS_MD, COMPARISONS_CSV = "comparisons.md", "comparisons.csv"
 SPLITS = ("val", "test")
 METRICS_KEYS = ("auc", "auprc", "acc", "balanced_acc", "ece")
 AT_THRESHOLD = ("sensitivity", "specificity", "ppv", "npv")
-
-
-@dataclass
-class EvaluateConfig:
-    split: str = "test"
-    batch_size: int = 128
-    threshold: str = "youden"  # youden | sensitivity:X | specificity:X | a number; chosen on validation
 
 
 @dataclass
@@ -392,7 +386,7 @@ def _f(v) -> str:
 
 
 def _write_predictions(folder: Path, ds, schema, outputs, operating: dict) -> None:
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only this writer needs it
+    import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, probs, labels) in outputs.items():
@@ -410,7 +404,7 @@ def _write_predictions(folder: Path, ds, schema, outputs, operating: dict) -> No
 
 
 def _write_rocs(folder: Path, outputs, per_group, titles, split: str) -> None:
-    from sklearn.metrics import roc_curve  # scikit-learn costs ~0.5 s of start-up; only ROC plots need it here
+    from sklearn.metrics import roc_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     for key, rows in per_group.items():

@@ -286,10 +286,10 @@ def write(run: rundir.Run, folder: Path, groups: list[dict], *, metric: str) -> 
 
 
 def _pyplot():
-    import matplotlib  # matplotlib costs ~0.5 s of start-up; only these figures need it here
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    import matplotlib.pyplot as plt
 
     return plt
 

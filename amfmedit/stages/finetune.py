@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +34,6 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
-    STRATEGIES,
     ImageEncoder,
     ImageTabularClassifier,
     UnimodalClassifier,
@@ -48,12 +47,10 @@ from amfmedit.models import (
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names
-from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
+from amfmedit.stages.classify import Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
-    PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
-    check_choice,
     load_dataset,
     masked_data,
     no_progress,
@@ -61,6 +58,8 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import FinetuneConfig
+from amfmedit.stages.configs import check_split as _check_split
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.stages.pretrain import PretrainConfig, load_pretrained, tabular_kwargs
 from amfmedit.stages.rconf import read_rconf
@@ -70,110 +69,6 @@ from amfmedit.train.metrics import headline_metric
 
 NO_FUSION = names.NO_FUSION
 AUTO = names.AUTO
-
-
-def fusion_choices() -> list[str]:
-    """``--fusion`` values: the registered fusions and ``none`` (a supervised baseline)."""
-    return [*FUSIONS, NO_FUSION]
-
-
-@dataclass
-class FinetuneConfig:
-    """One fusion x strategy (or one supervised baseline), over seeds."""
-
-    fusion: str = "amf"
-    strategy: str = "trainable"
-    modality: str | None = None  # fusion "none": the baseline's input, image or tabular
-    rconf: float | str | None = None  # fusions with run input r_conf (AMF): None reads <run>/rconf/rconf.json,
-    # "auto" chooses among measured x rconf_multipliers on validation with the first seed
-    # ``--rconf auto``: candidates = measured R_conf x these; the ±10-25 % span covers the probes'
-    # run-to-run spread, and candidates giving the same eq. 6 split (L_img, L_tab) are trained once
-    rconf_multipliers: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
-    rconf_in_name: bool = False  # a member of an R_conf sweep: the value is part of the stage name
-    d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
-    seeds: tuple[int, ...] = PAPER_SEEDS
-    recipe: Recipe = field(default_factory=Recipe)
-    # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
-    tabular_encoder: str | None = None
-    tabular_dim: int | None = None
-    image_arch: str | None = None
-    # incomplete tabular data (§4.2.4): these features replaced by training constants at train
-    # and test time (amfmedit.data.masking), or the top K of the run's IG report
-    mask_features: tuple[str, ...] = ()
-    mask_top_k: int | None = None
-    # label fractions: train on this stratified fraction of the training rows (amfmedit.data.subsets),
-    # nested across fractions and fixed per seed; validation and test rows are untouched
-    train_fraction: float = 1.0
-    aux_off: tuple[str, ...] = ()  # Table 6: these auxiliary losses switched off (weight 0)
-    encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
-
-    def validate(self) -> None:
-        check_choice(self.fusion, fusion_choices(), "--fusion")
-        if not (0 < self.train_fraction <= 1):
-            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        if self.rconf == AUTO and not self.rconf_multipliers:
-            raise UserError("--rconf auto: give at least one candidate multiplier")
-        if any(not (m > 0 and math.isfinite(m)) for m in self.rconf_multipliers):
-            raise UserError(f"rconf multipliers {list(self.rconf_multipliers)}: must be positive finite numbers")
-        check_choice(self.strategy, STRATEGIES, "--strategy")
-        if self.fusion == NO_FUSION:
-            if self.modality is None:
-                raise UserError("--fusion none trains a supervised baseline: add --modality image or --modality tabular")
-            check_choice(self.modality, names.MODALITIES, "--modality")
-            if self.strategy == "frozen":
-                raise UserError("--fusion none --strategy frozen: a supervised baseline is trained from scratch; "
-                                "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
-        elif self.modality is not None:
-            raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if isinstance(self.rconf, str) and self.rconf != AUTO:
-            raise UserError(f"--rconf {self.rconf}: give a number, a list or range of numbers, or {AUTO}")
-        if self.rconf is not None and self.rconf != AUTO and not (self.rconf > 0 and math.isfinite(self.rconf)):
-            raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be a positive finite number")
-        if self.fusion == NO_FUSION and self.aux_off:
-            raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
-        if self.fusion != NO_FUSION:
-            declared = FUSIONS[self.fusion].aux_weights
-            unknown = [n for n in self.aux_off if n not in declared]
-            if unknown:
-                raise UserError(f"auxiliary loss {unknown[0]}: fusion {self.fusion} has "
-                                f"{', '.join(declared) or 'no auxiliary losses'}; nothing to switch off")
-            settings = options_of(FUSIONS[self.fusion])
-            if self.d_out is not None:
-                if "d_out" not in settings:
-                    having = [k for k, c in FUSIONS.items() if "d_out" in options_of(c)]
-                    raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
-                if self.d_out < 2:
-                    raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
-            if "r_conf" in FUSIONS[self.fusion].run_inputs and self.rconf not in (None, AUTO):
-                _check_split(self.rconf, self.d_out or settings.get("d_out"))
-        if not self.seeds:
-            raise UserError("--seeds: give at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
-        self.recipe.validate()
-        self.stage(self.seeds[0])  # a value the stage name cannot hold is refused before anything trains
-
-    @property
-    def prefix(self) -> str:
-        uses_rconf = self.fusion != NO_FUSION and "r_conf" in FUSIONS[self.fusion].run_inputs
-        named_rconf = self.rconf if uses_rconf and (self.rconf == AUTO or self.rconf_in_name) else None
-        return names.classifier_prefix(self.fusion, self.strategy, self.modality,
-                                       encoder=self.tabular_encoder if self.encoder_in_name else None,
-                                       rconf=named_rconf, off=self.aux_off, fraction=self.train_fraction)
-
-    def stage(self, seed: int) -> str:
-        return names.seed_stage(self.prefix, seed, self.mask_features)
-
-
-def _check_split(r_conf: float, d_out: int | None) -> None:
-    """Eq. 6 must leave each modality at least one of D_out's dimensions."""
-    if d_out is None:
-        return
-    try:
-        amf_split(d_out, r_conf)
-    except ValueError:
-        raise UserError(f"--rconf {r_conf}: with D_out {d_out}, eq. 6 leaves a modality no dimension; "
-                        f"use R_conf between {1 / (d_out - 1):.4g} and {d_out - 1:g} or a larger --d-out") from None
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Sequence
 
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
-from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
+from amfmedit.models import STRATEGIES
 from amfmedit.train import rundir
 
 PRETRAIN = "pretrain"
@@ -153,6 +153,8 @@ _NUM = r"\d+(?:\.\d+)?"
 
 
 def _stage_re() -> re.Pattern:
+    from amfmedit.models import FUSIONS, TABULAR_ENCODERS  # as registered now (a plugin fusion has folders too)
+
     fusions = "|".join(sorted(map(re.escape, FUSIONS), key=len, reverse=True))
     strategies = "|".join(map(re.escape, STRATEGIES))
     modalities = "|".join(MODALITIES)

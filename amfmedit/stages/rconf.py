@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,20 +30,19 @@ from amfmedit.data.masking import mask_features, mask_record
 from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
-from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
+from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
-from amfmedit.stages.classify import Recipe, check_selectable, best_model, select_lr, train_one
+from amfmedit.stages.classify import check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
-    PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
-    check_choice,
     load_dataset,
     no_progress,
     resolve_mask,
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import RconfConfig
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.stages.pretrain import load_pretrained
 from amfmedit.train import rundir
@@ -54,7 +53,6 @@ from amfmedit.stats.bootstrap import bootstrap_metrics
 from amfmedit.stats.delong import delong_auc
 
 RCONF_FILE = names.RCONF_FILE
-SPLITS = ("val", "test")
 
 
 class TestSplitWarning(UserWarning):
@@ -88,27 +86,6 @@ def probe_interval(metric: str, probs: np.ndarray, labels: np.ndarray, seed: int
         chance = float(max(np.bincount(labels).max() / len(labels), 1.0 / probs.shape[1]))
     return {"low": float(low), "high": float(high), "level": INTERVAL_LEVEL, "method": method, "chance": chance,
             "informative": bool(low > chance)}
-
-
-@dataclass
-class RconfConfig:
-    split: str = "val"
-    seed: int = PAPER_SEEDS[0]
-    d_out: int = D_OUT  # AMF's D_out for the reported L_img / L_tab
-    recipe: Recipe = field(default_factory=Recipe)
-    # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.data.masking)
-    mask_features: tuple[str, ...] = ()
-    mask_top_k: int | None = None
-    # probes trained on this stratified fraction of the training rows (amfmedit.data.subsets, seed ``seed``)
-    train_fraction: float = 1.0
-
-    def validate(self) -> None:
-        check_choice(self.split, SPLITS, "--split")
-        if not (0 < self.train_fraction <= 1):
-            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        if self.d_out < 2:
-            raise UserError(f"--d-out {self.d_out}: AMF's D_out must be at least 2")
-        self.recipe.validate()
 
 
 @dataclass

@@ -150,10 +150,10 @@ def stage_markdown(rows: list[dict], keys: list[str]) -> str:
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str) -> None:
     """ROC curves ``{label: (fpr, tpr, auc)}`` in one PNG, written atomically."""
-    import matplotlib  # matplotlib costs ~0.5 s of start-up; only evaluate draws here
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     for label, (fpr, tpr, auc) in curves.items():

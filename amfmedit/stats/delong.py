@@ -127,7 +127,7 @@ def delong_auc(y, score, level: float = 0.95) -> AucCI:
         y: (N,) 0/1 labels, both classes present.
         score: (N,) score or probability of class 1.
     """
-    from sklearn.metrics import roc_auc_score  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+    from sklearn.metrics import roc_auc_score
 
     y = _binary_labels(y)
     _, cov = delong_covariance(y, score)
@@ -143,7 +143,7 @@ def delong_paired(y, score_a, score_b, level: float = 0.95) -> PairedAuc:
     ``z = diff / sqrt(var_a + var_b - 2 cov_ab)``; two-sided normal p-value. Identical
     scores give ``z = 0, p = 1`` (zero variance of the difference, as pROC reports).
     """
-    from sklearn.metrics import roc_auc_score  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+    from sklearn.metrics import roc_auc_score
 
     y = _binary_labels(y)
     sa = np.asarray(score_a, dtype=np.float64)

@@ -7,6 +7,7 @@ no other change to the package.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,7 +16,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from amfmedit.cli import app
-from amfmedit.models import FUSIONS, TABULAR_ENCODERS, FusionOutput
+from amfmedit.models import FUSIONS, TABULAR_ENCODERS, FusionOutput, options_of
+from amfmedit.models.specs import FUSION_SPECS, TABULAR_ENCODER_SPECS, settings_of
 
 QUICK = ["--epochs", "1", "--lr", "0.001", "--seeds", "2022", "--batch-size", "32", "--quiet"]
 
@@ -145,6 +147,19 @@ def test_every_encoder_declares_what_callers_need(name):
     cls = TABULAR_ENCODERS[name]
     assert cls.kind == name and cls.title
     assert cls.width_argument in options_of(cls)  # --tabular-dim sets a real constructor argument
+
+
+@pytest.mark.parametrize(("registry", "specs"), [(FUSIONS, FUSION_SPECS), (TABULAR_ENCODERS, TABULAR_ENCODER_SPECS)])
+def test_every_shipped_member_agrees_with_its_torch_free_spec(registry, specs):
+    """--help reads the specs (amfmedit.models.specs); the classes must declare and default the same."""
+    assert list(registry) == list(specs)
+    for name, cls in registry.items():
+        spec = specs[name]
+        assert cls.spec is spec
+        for f in dataclasses.fields(spec):
+            if f.name != "settings":
+                assert getattr(cls, f.name) == getattr(spec, f.name), (name, f.name)
+        assert {k: options_of(cls).get(k, "missing") for k in settings_of(spec)} == settings_of(spec), name
 
 
 def test_every_member_has_tiny_settings():
