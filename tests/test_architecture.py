@@ -212,6 +212,9 @@ def deferred_import_problems(root: Path, deferred: dict[str, str], help_path: tu
                     and not any(needs_deferred(i.target) for i in own):
                 problems.append(f"{where(m, own[-1])}: {own[-1].target} imports no deferred package; "
                                 "import it at the top")
+    imported = {i.target for m in modules for i in imports[m] if not i.own}
+    problems += [f"{name}: declared deferred but imported nowhere; remove it from the list"
+                 for name in deferred if name not in imported]
     for m, chain in loaded_at_import(help_path, modules, imports).items():
         for imp in heavy_here[m]:
             problems.append(f"{where(m, imp)}: {imp.target} at module level on the help path "
@@ -278,8 +281,9 @@ def test_the_deferred_check_passes_a_package_that_keeps_the_rules(tmp_path):
 
 def test_the_deferred_check_fails_on_planted_violations(tmp_path):
     files = {**PLANTED, "middle.py": "import numpy\nimport torch\n", "cli.py": BROKEN_CLI}
-    problems = deferred_import_problems(_package(tmp_path, files), {"torch": ""}, ("pkg.cli",))
+    problems = deferred_import_problems(_package(tmp_path, files), {"torch": "", "pandas": ""}, ("pkg.cli",))
     assert sorted(problems) == sorted([
+        "pandas: declared deferred but imported nowhere; remove it from the list",
         # torch reached from the CLI through two light modules, and through a face's __getattr__
         "pkg/middle.py:2: import torch: torch at module level on the help path (pkg.cli -> pkg.light -> pkg.middle);"
         " import it inside the function that uses it",
