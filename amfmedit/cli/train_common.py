@@ -221,7 +221,7 @@ def progress_bars(enabled: bool = True) -> Iterator[callable]:
     if not enabled:
         yield lambda title, monitor=None: None
         return
-    if not console.is_terminal:
+    if not (console.is_terminal or console.is_jupyter):
         yield lambda title, monitor=None: EpochLines(console, title, monitor)
         return
     with _NarrowSafeProgress(console=console, transient=False) as prog:

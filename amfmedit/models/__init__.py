@@ -15,7 +15,12 @@ functions below load with torch on first use (PEP 562).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amfmedit.models.specs import D_OUT, STRATEGIES
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ serves these
+    from amfmedit.models.registry import *  # noqa: F403
 
 _FROM_REGISTRY = frozenset({
     "TABULAR_ENCODERS", "FUSIONS", "MODEL_KINDS",

@@ -7,6 +7,12 @@ torch: the engine's names below load with it on first use (PEP 562).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ serves these
+    from amfmedit.train.engine import FitConfig, FitResult, Progress, fit
+    from amfmedit.train.runtime import Runtime, setup_runtime
+
 _FROM_ENGINE = frozenset({"FitConfig", "FitResult", "Progress", "fit"})
 _FROM_RUNTIME = frozenset({"Runtime", "setup_runtime"})
 __all__ = sorted(_FROM_ENGINE | _FROM_RUNTIME)
