@@ -145,17 +145,17 @@ class EpochLines:
         self.console = console
         self.title = title
         self.monitor = monitor
-        self.started = None
+        self.started = self.first_epoch = None
 
     def __call__(self, p) -> None:
-        if self.started is None:
-            self.started = time.monotonic()
+        if self.started is None:  # a resumed training starts at a later epoch
+            self.started, self.first_epoch = time.monotonic(), p.epoch
         if not p.done:
             return
         elapsed = time.monotonic() - self.started
         metric = (p.metrics or {}).get(self.monitor) if self.monitor else None
         # at most this much is left: early stopping may end the training sooner
-        left = elapsed / p.epoch * (p.epochs - p.epoch)
+        left = elapsed / (p.epoch - self.first_epoch + 1) * (p.epochs - p.epoch)
         self.console.print(f"{self.title}  {_numbers(p, self.monitor, metric)}  elapsed {_clock(elapsed)}"
                            f"  left <= {_clock(left)}", markup=False, highlight=False, soft_wrap=True)
 

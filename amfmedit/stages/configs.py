@@ -86,6 +86,8 @@ class Recipe:
     augment_rate: float | None = None  # None: AUGMENT_RATE_MULTIMODAL with a tabular input, else AUGMENT_RATE_IMAGE_ONLY
 
     def validate(self) -> None:
+        from amfmedit.train.optim import OPTIMIZERS
+
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"--lr {self.lr}: the learning rate must be positive")
         if any(not lr > 0 for lr in self.lrs) or not self.lrs:
@@ -94,8 +96,6 @@ class Recipe:
             raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
         if self.patience < 1:
             raise UserError(f"--patience {self.patience}: must be at least 1")
-        from amfmedit.train.optim import OPTIMIZERS
-
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"--optimizer {self.optimizer}: use {' or '.join(OPTIMIZERS)}")
         if self.epochs < 1:
