@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from amfmedit import __version__
 from amfmedit.errors import UserError
+from amfmedit.models import native_scan
 
 
 def choose_device(requested: str | None = None):
@@ -62,6 +63,12 @@ def environment() -> dict:
     }
     info["mamba_path"], info["mamba_path_reason"] = mamba_path()
     return info
+
+
+def native_kernels() -> str:
+    """Whether the compiled CPU kernels of the Mamba blocks are in use here, and why (built at the
+    first call where a compiler is found; their fallback notice, if any, is raised then)."""
+    return native_scan.status()
 
 
 def mamba_path() -> tuple[str, str]:

@@ -35,5 +35,6 @@ def predict(
                       opts)
     warn(res.warnings)
     how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else "no decisions"
+    console.print(f"model: {res.model_choice}", highlight=False, markup=False)
     console.print(f"{res.n} patients scored with {res.stage} of run {res.run} ({how}) -> {res.out}", highlight=False,
                   markup=False)

@@ -9,7 +9,8 @@ from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import derived_option, field_option, given, run_options
 from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_process, lr_option, progress_bars
 from amfmedit.models.specs import ARCHS, IMAGE_WEIGHTS_HELP, TABULAR_ENCODER_SPECS, settings_of
-from amfmedit.stages.configs import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, STACKINGS, PretrainConfig, RunOptions
+from amfmedit.stages.configs import READOUT_OPTION, STACKINGS, PretrainConfig, RunOptions
+from amfmedit.stages.kinds import PREDICTION_KINDS
 
 P = PretrainConfig
 ENCODERS = TABULAR_ENCODER_SPECS
@@ -42,8 +43,8 @@ def pretrain(
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
-    lr: lr_option(f"{LR_BINARY:g} binary, {LR_MULTICLASS:g} multiclass (Appendix A.2)",
-                  (("amfmedit.stages.configs", "LR_BINARY"), ("amfmedit.stages.configs", "LR_MULTICLASS"))) = None,
+    lr: lr_option(", ".join(f"{k.pretrain_lr:g} {n}" for n, k in PREDICTION_KINDS.items()) + " (Appendix A.2)",
+                  ((PREDICTION_KINDS, "pretrain_lr"),)) = None,
     weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (not on biases, norms, A_log, D).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,

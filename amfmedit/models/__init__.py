@@ -1,6 +1,6 @@
 """The model zoo of AMF-MedIT: tabular encoders, ResNet image encoder, heads, fusions, losses.
 
-Registries are plain dicts (``TABULAR_ENCODERS``, ``FUSIONS``); every buildable module carries
+Registries are plain dicts (``TABULAR_ENCODERS``, ``IMAGE_ENCODERS``, ``FUSIONS``); every buildable module carries
 ``kind`` and ``config``, so a checkpoint ``{"kind", "config", "state_dict"}`` rebuilds its
 model (:mod:`amfmedit.models.registry`)::
 
@@ -17,20 +17,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amfmedit.models.specs import D_OUT, STRATEGIES
+from amfmedit.models.specs import ARCHS, D_OUT, STRATEGIES
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ serves these
     from amfmedit.models.registry import *  # noqa: F403
 
 _FROM_REGISTRY = frozenset({
-    "TABULAR_ENCODERS", "FUSIONS", "MODEL_KINDS",
-    "build_tabular_encoder", "build_fusion", "options_of", "model_kinds", "build_model", "model_config",
-    "to_checkpoint", "from_checkpoint",
+    "TABULAR_ENCODERS", "IMAGE_ENCODERS", "FUSIONS", "MODEL_KINDS",
+    "build_tabular_encoder", "build_image_encoder", "build_fusion", "options_of", "model_kinds", "build_model",
+    "model_config", "to_checkpoint", "from_checkpoint",
     "MLPEncoder", "ResNetEncoder", "FTTransformerEncoder", "FTMambaEncoder", "MambaBlock",
     "ImageEncoder", "ProjectionHead", "ConcatFusion", "CrossAttentionFusion", "AMFFusion", "FusionOutput",
-    "amf_split", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier", "kernel_status", "set_scan_impl",
+    "amf_split", "amf_aux_losses", "MISSING_MODES", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
+    "kernel_status", "set_scan_impl",
 })
-__all__ = sorted(_FROM_REGISTRY | {"D_OUT", "STRATEGIES", "losses"})
+__all__ = sorted(_FROM_REGISTRY | {"D_OUT", "STRATEGIES", "ARCHS", "losses"})
 
 
 def __getattr__(name: str):

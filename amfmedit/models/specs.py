@@ -37,7 +37,7 @@ D_OUT = 2048
 #: how fine-tuning treats the pretrained encoders
 STRATEGIES = ("trainable", "frozen")
 
-#: image encoder architecture -> its pooled width
+#: the shipped image encoders (:data:`amfmedit.models.IMAGE_ENCODERS`): architecture -> its pooled width
 ARCHS = {"resnet50": 2048, "resnet18": 512}
 IMAGE_WEIGHTS_HELP = ("image encoder start: 'imagenet' (torchvision's ImageNet weights: ResNet-50 IMAGENET1K_V2, "
                       "ResNet-18 IMAGENET1K_V1; a 1-channel CT stem gets the RGB filters summed), a PATH to a "
@@ -59,7 +59,7 @@ class FusionSpec:
     needs_feature_map: bool = False
     run_inputs: tuple[str, ...] = ()
     aux_weights: Mapping[str, float] = field(default_factory=dict)
-    cam_rank: int = 0
+    reads_presence: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,11 @@ class FTMambaSettings:
     residual: bool = True  # x + Mamba(LayerNorm(x)), as mamba_ssm stacks its mixer
 
 
-CONCAT = FusionSpec("concat", "Concatenation", ConcatSettings, cam_rank=0)  # Fig. 6 draws Grad-CAM of these
-CROSS_ATTENTION = FusionSpec("cross_attention", "Cross-attention", CrossAttentionSettings, needs_feature_map=True,
-                             cam_rank=1)
+CONCAT = FusionSpec("concat", "Concatenation", ConcatSettings)
+CROSS_ATTENTION = FusionSpec("cross_attention", "Cross-attention", CrossAttentionSettings, needs_feature_map=True)
 AMF = FusionSpec("amf", "AMF module", AMFSettings, run_inputs=("r_conf",),
-                 aux_weights={"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}, cam_rank=1)  # eq. 14: λ1, λ2
+                 aux_weights={"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY},  # eq. 14: λ1, λ2
+                 reads_presence=True)
 MLP = TabularEncoderSpec("mlp", "MLP", MLPSettings)
 RESNET = TabularEncoderSpec("resnet", "ResNet", ResNetSettings)
 FT_TRANSFORMER = TabularEncoderSpec("ft_transformer", "FT-Transformer", FTTransformerSettings)

@@ -22,14 +22,14 @@ from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
 from amfmedit.stages.common import ProgressFactory, jsonable
 from amfmedit.stages.configs import AUGMENT_RATE_IMAGE_ONLY, AUGMENT_RATE_MULTIMODAL, Recipe
+from amfmedit.stages.kinds import Metric, kind_of
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.metrics import headline_metric
 from amfmedit.train.runtime import Runtime
-from amfmedit.train.tasks import ClassificationTask
+from amfmedit.train.tasks import SupervisedTask
 
 
 def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
@@ -38,13 +38,13 @@ def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
     return {**declared, **{k: v for k, v in recipe.aux_weights.items() if k in declared}}
 
 
-def make_loss(recipe: Recipe, aux_weights: dict[str, float]) -> Callable:
-    """``(logits, labels, aux) -> loss``: eq. 12 or 13 plus the weighted auxiliary losses (eq. 14)."""
-    weights = recipe.loss_weights
+def make_loss(recipe: Recipe, aux_weights: dict[str, float], kind) -> Callable:
+    """``(output, targets, aux) -> loss``: the kind's loss (eq. 12 or 13 for classification) plus the
+    weighted auxiliary losses (eq. 14)."""
+    head_loss = kind.loss(recipe.weights)
 
-    def loss(logits: torch.Tensor, labels: torch.Tensor, aux: dict) -> torch.Tensor:
-        cls = losses.weighted_ce_loss(logits, labels, weights) if weights else losses.ce_loss(logits, labels)
-        return losses.finetune_loss(cls, aux, aux_weights)
+    def loss(output: torch.Tensor, targets: torch.Tensor, aux: dict) -> torch.Tensor:
+        return losses.finetune_loss(head_loss(output, targets), aux, aux_weights)
 
     return loss
 
@@ -90,19 +90,20 @@ def train_one(
 ) -> Trained:
     """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
     schema = dataset.schema
+    kind = kind_of(schema)
     seeding.seed_everything(seed, seeding.STREAM_INIT)  # head / fusion initialisation: a function of the seed
     model = build()
-    metric = headline_metric(schema.task)
-    task = ClassificationTask(
+    metric = kind.headline
+    task = SupervisedTask(
         model=model,
-        loss=make_loss(recipe, aux_weights_of(model, recipe)),
+        loss=make_loss(recipe, aux_weights_of(model, recipe), kind),
         data=data,
         use_image=use_image,
         augment=augment_for(use_image, use_tabular, schema.image.channels, recipe),
+        kind=kind,
         channels_last=rt.channels_last,
         eval_batch_size=max(recipe.batch_size, 2),
         spec=model_config(model),
-        n_classes=schema.n_classes,
     )
     cfg = FitConfig(
         epochs=recipe.epochs,
@@ -114,8 +115,8 @@ def train_one(
         # returns the optimizer without its scheduler, i.e. a constant learning rate.
         schedule="constant",
         warmup_epochs=0,
-        monitor=f"val_{metric}",
-        mode="max",
+        monitor=f"val_{metric.key}",
+        mode=metric.mode,
         patience=recipe.patience,
         min_delta=recipe.min_delta,
         seed=seed,
@@ -123,7 +124,7 @@ def train_one(
         log=log,
     )
     res: FitResult = fit(
-        task, cfg, rt, out_dir, resume=resume, progress=progress(title, f"val_{metric}"),
+        task, cfg, rt, out_dir, resume=resume, progress=progress(title, f"val_{metric.key}"),
         extra_config={**extra_config, "recipe": jsonable(recipe), "lr": lr, "seed": seed},
     )
     return Trained(out_dir, lr, seed, res.best_metric, res.best_epoch, res.epochs_run, res.history)
@@ -140,8 +141,10 @@ def select_lr(
     lrs: tuple[float, ...],
     rt: Runtime,
     resume: bool,
+    metric: Metric,
 ) -> tuple[float, Trained, dict]:
-    """Train once per learning rate in ``search_dir/lr<lr>/`` and pick the best validation metric.
+    """Train once per learning rate in ``search_dir/lr<lr>/`` and pick the best validation ``metric``
+    (the prediction kind's headline, which says whether higher is better).
 
     ``train(lr, out_dir, resume)`` trains one model. Finished sub-runs are reused (their
     ``COMPLETE`` marker holds the result), unfinished ones continue with ``resume``.
@@ -177,7 +180,7 @@ def select_lr(
         raise UserError(f"{search_dir}: no learning rate gave a finite validation metric (the search was removed); "
                         "check that the validation split has both classes")
     # Ties go to the earlier (larger) learning rate in the listed order.
-    best_lr = max(finite, key=lambda lr: (finite[lr].best_val, -list(lrs).index(lr)))
+    best_lr = max(finite, key=lambda lr: (metric.rank(finite[lr].best_val), -list(lrs).index(lr)))
     record = {"chosen_lr": best_lr, "val": {f"{lr:g}": results[lr].best_val for lr in lrs}}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
@@ -185,22 +188,21 @@ def select_lr(
 
 
 def check_selectable(dataset, split: str = "val") -> None:
-    """Model selection needs a defined validation metric: AUC needs both classes in ``split``.
+    """Model selection needs a defined validation metric (e.g. AUC needs both classes in ``split``).
 
-    Called before any folder is made, so a cohort whose validation split holds one class fails
-    with one line instead of after a learning-rate search has written its candidates.
+    Called before any folder is made, so a cohort whose validation split cannot select a model
+    fails with one line instead of after a learning-rate search has written its candidates.
     """
-    metric = headline_metric(dataset.schema.task)
-    labels = dataset.labels[dataset.indices(split)]
-    if len(labels) == 0:
+    kind = kind_of(dataset.schema)
+    targets = kind.targets(dataset)[dataset.indices(split)]
+    if len(targets) == 0:
         raise UserError(f"{dataset.root}: the {split} split is empty: nothing to select the learning rate and the "
                         "best epoch on; prepare the data with a validation split")
-    present = sorted(set(int(v) for v in labels))
-    if metric == "auc" and len(present) < 2:
-        name = dataset.schema.class_names[present[0]]
-        raise UserError(f"{dataset.root}: the {split} split holds only class {name} ({len(labels)} rows): the "
-                        f"validation AUC that selects the learning rate and the best epoch is undefined; prepare "
-                        "the data with a split that has both classes")
+    why = kind.selectable(targets)
+    if why is not None:
+        raise UserError(f"{dataset.root}: the {split} split ({len(targets)} rows) {why}: the validation "
+                        f"{kind.headline.title} that selects the learning rate and the best epoch is undefined; "
+                        "prepare the data with a split where it is defined")
 
 
 def best_model(stage_dir: Path):

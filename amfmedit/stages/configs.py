@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass, field, replace
 
 from amfmedit.errors import UserError, close_matches
-from amfmedit.models.specs import ARCHS, D_OUT, ITC_TEMPERATURE, OL3I_CLASS_WEIGHTS, STRATEGIES
+from amfmedit.models.specs import D_OUT, ITC_TEMPERATURE, STRATEGIES
 from amfmedit.stages import names
-from amfmedit.stages.names import AUTO, NO_FUSION
-from amfmedit.train.logging import LOG_KINDS
+from amfmedit.stages.kinds.base import Weights
+from amfmedit.stages.names import NO_FUSION
+from amfmedit.train.logging import LOG_KINDS, require_logger
 
 
 # ----------------------------------------------------------------------------------------------
@@ -43,6 +44,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         check_choice(self.log, LOG_KINDS, "--log")
+        require_logger(self.log)  # a missing backend package is refused before any folder exists
 
 
 def check_choice(value, choices, option: str) -> None:
@@ -58,8 +60,6 @@ def check_choice(value, choices, option: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-#: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled ×0.5, class 1 over-sampled ×5.
-BINARY_SAMPLER_WEIGHTS = (0.5, 5.0)
 # NOTE[paper]: the reference augments multimodal fine-tuning with rate 0.95 (its
 # augmentation_rate) and image-only training with 0.8 (eval_train_augment_rate).
 AUGMENT_RATE_MULTIMODAL = 0.95
@@ -78,8 +78,8 @@ class Recipe:
     optimizer: str = "adam"  # adam (the paper) or adamw
     patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
     min_delta: float = 2e-4  # ... larger than 0.0002
-    sampler_weights: tuple[float, ...] | None = None  # None: BINARY_SAMPLER_WEIGHTS for binary tasks, none otherwise
-    loss_weights: tuple[float, ...] | None = None  # None: α of eq. 12 (OL3I_CLASS_WEIGHTS) for binary tasks, CE otherwise
+    sampler_weights: tuple[float, ...] | None = None  # None: the prediction kind's (binary: ×0.5 / ×5, Appendix A.3)
+    loss_weights: tuple[float, ...] | None = None  # None: the kind's (binary: α of eq. 12 = 0.1 / 2), else unweighted
     # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
     # (AMF: leakage λ1 = density λ2 = 5)
     aux_weights: dict[str, float] = field(default_factory=dict)
@@ -108,17 +108,17 @@ class Recipe:
             if not (math.isfinite(w) and w >= 0):
                 raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
 
-    def resolved(self, task_kind: str, n_classes: int) -> "Recipe":
-        """Fill the task-dependent defaults; check weight vectors against the number of classes."""
-        binary = task_kind == "binary"
-        sw = self.sampler_weights if self.sampler_weights is not None else (BINARY_SAMPLER_WEIGHTS if binary else ())
-        lw = self.loss_weights if self.loss_weights is not None else (OL3I_CLASS_WEIGHTS if binary else ())
-        for name, w in (("--sampler-weights", sw), ("--loss-weights", lw)):
-            if w and len(w) != n_classes:
-                raise UserError(f"{name} {','.join(map(str, w))}: need one weight per class ({n_classes})")
-            if w and (min(w) < 0 or max(w) <= 0):
-                raise UserError(f"{name} {','.join(map(str, w))}: weights must be >= 0 with one positive")
-        return replace(self, sampler_weights=tuple(sw), loss_weights=tuple(lw))
+    def resolved(self, kind, schema) -> "Recipe":
+        """Fill the kind's defaults (Appendix A.3 for binary tasks); check weight vectors against the kind."""
+        default = kind.default_weights(schema)
+        weights = Weights(sampler=tuple(self.sampler_weights if self.sampler_weights is not None else default.sampler),
+                          loss=tuple(self.loss_weights if self.loss_weights is not None else default.loss))
+        kind.check_weights(weights, schema)
+        return replace(self, sampler_weights=weights.sampler, loss_weights=weights.loss)
+
+    @property
+    def weights(self) -> Weights:
+        return Weights(sampler=tuple(self.sampler_weights or ()), loss=tuple(self.loss_weights or ()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,8 +126,6 @@ class Recipe:
 # ----------------------------------------------------------------------------------------------
 
 
-LR_BINARY = 3e-4  # Appendix A.2 / reference config for OL3I
-LR_MULTICLASS = 3e-3  # Appendix A.2 for DVM
 READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (encoders that have a readout choice)
 STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
 # config field -> (the encoder argument it sets, its option)
@@ -151,7 +149,7 @@ class PretrainConfig:
     image_weights: str | None = None  # None: random initialisation (the paper); "imagenet" or a state-dict path
     epochs: int = 500
     batch_size: int = 32  # the reference configuration's pretraining batch
-    lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
+    lr: float | None = None  # None: the prediction kind's pretrain_lr (3e-4 binary, 3e-3 multiclass)
     weight_decay: float = 1e-4
     optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
     warmup_epochs: int = 10
@@ -163,12 +161,12 @@ class PretrainConfig:
     seed: int = 2022
 
     def validate(self) -> None:
-        from amfmedit.models import TABULAR_ENCODERS, options_of
+        from amfmedit.models import IMAGE_ENCODERS, TABULAR_ENCODERS, options_of
         from amfmedit.models.image import parse_image_weights
         from amfmedit.train.optim import OPTIMIZERS
 
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        check_choice(self.image_arch, list(ARCHS), "--image-arch")
+        check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
         parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
@@ -282,15 +280,18 @@ class FinetuneConfig:
     encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
 
     def validate(self) -> None:
-        from amfmedit.models import FUSIONS, options_of
+        from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS, options_of
+        from amfmedit.stages import run_inputs
 
         check_choice(self.fusion, fusion_choices(), "--fusion")
+        if self.tabular_encoder is not None:  # each item of a --tabular-encoder list, before any trains
+            check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
+        if self.image_arch is not None:
+            check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
+        if self.tabular_dim is not None and self.tabular_dim < 1:
+            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
         if not (0 < self.train_fraction <= 1):
             raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        if self.rconf == AUTO and not self.rconf_multipliers:
-            raise UserError("--rconf auto: give at least one candidate multiplier")
-        if any(not (m > 0 and math.isfinite(m)) for m in self.rconf_multipliers):
-            raise UserError(f"rconf multipliers {list(self.rconf_multipliers)}: must be positive finite numbers")
         check_choice(self.strategy, STRATEGIES, "--strategy")
         if self.fusion == NO_FUSION:
             if self.modality is None:
@@ -301,10 +302,6 @@ class FinetuneConfig:
                                 "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
         elif self.modality is not None:
             raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if isinstance(self.rconf, str) and self.rconf != AUTO:
-            raise UserError(f"--rconf {self.rconf}: give a number, a list or range of numbers, or {AUTO}")
-        if self.rconf is not None and self.rconf != AUTO and not (self.rconf > 0 and math.isfinite(self.rconf)):
-            raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be a positive finite number")
         if self.fusion == NO_FUSION and self.aux_off:
             raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
         if self.fusion != NO_FUSION:
@@ -320,8 +317,8 @@ class FinetuneConfig:
                     raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
                 if self.d_out < 2:
                     raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
-            if "r_conf" in FUSIONS[self.fusion].run_inputs and self.rconf not in (None, AUTO):
-                check_split(self.rconf, self.d_out or settings.get("d_out"))
+            for inp in run_inputs.declared(self.fusion):
+                inp.validate(self, self.d_out or settings.get("d_out"))
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -331,29 +328,15 @@ class FinetuneConfig:
 
     @property
     def prefix(self) -> str:
-        from amfmedit.models import FUSIONS
+        from amfmedit.stages import run_inputs
 
-        uses_rconf = self.fusion != NO_FUSION and "r_conf" in FUSIONS[self.fusion].run_inputs
-        named_rconf = self.rconf if uses_rconf and (self.rconf == AUTO or self.rconf_in_name) else None
+        parts = {k: v for inp in run_inputs.declared(self.fusion) for k, v in inp.name_part(self).items()}
         return names.classifier_prefix(self.fusion, self.strategy, self.modality,
                                        encoder=self.tabular_encoder if self.encoder_in_name else None,
-                                       rconf=named_rconf, off=self.aux_off, fraction=self.train_fraction)
+                                       off=self.aux_off, fraction=self.train_fraction, **parts)
 
     def stage(self, seed: int) -> str:
         return names.seed_stage(self.prefix, seed, self.mask_features)
-
-
-def check_split(r_conf: float, d_out: int | None) -> None:
-    """Eq. 6 must leave each modality at least one of D_out's dimensions."""
-    from amfmedit.models import amf_split
-
-    if d_out is None:
-        return
-    try:
-        amf_split(d_out, r_conf)
-    except ValueError:
-        raise UserError(f"--rconf {r_conf}: with D_out {d_out}, eq. 6 leaves a modality no dimension; "
-                        f"use R_conf between {1 / (d_out - 1):.4g} and {d_out - 1:g} or a larger --d-out") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -139,6 +139,13 @@ def lr_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     return masked_stage_name(f"{prefix}-lrsearch", mask)
 
 
+def stage_family(lock_name: str) -> str:
+    """The folders a stage lock guards, for messages: a combination's lock
+    (:func:`lr_search_stage`) guards its learning-rate search and every seed, shown as
+    ``<prefix>-seed*``; any other lock guards the folder of its own name."""
+    return re.sub(r"-lrsearch(?=-|$)", "-seed*", lock_name, count=1)
+
+
 def rconf_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     """Where ``--rconf auto`` trains its candidates with the first seed (one sub-folder each)."""
     return masked_stage_name(f"{prefix}-rconfsearch", mask)
@@ -240,3 +247,13 @@ def ig_reports(run: rundir.Run) -> dict[str, Path]:
 def cam_reports(run: rundir.Run) -> dict[str, Path]:
     """Finished Grad-CAM reports: explained stage -> ``explain/gradcam-<stage>/`` (oldest first)."""
     return _finished(run, CAM_PREFIX)
+
+
+def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked and
+    probes trained on ``fraction`` of the training labels), or None."""
+    stage = rconf_stage(mask_features, fraction)
+    path = run.stage(stage) / RCONF_FILE
+    if not run.is_complete(stage) or not path.is_file():
+        return None
+    return float(read_json(path)["r_conf"])

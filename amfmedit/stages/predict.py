@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from amfmedit.data import Schema
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.data.readers import read_table_file
 from amfmedit.data.transform import category_key, load_image, transform_table
@@ -37,9 +38,14 @@ from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
 from amfmedit.stages.configs import PredictConfig
-from amfmedit.stages.evaluate import OPERATING_FILE, calibrated_threshold
+from amfmedit.stages.evalstats import calibrated_threshold
+from amfmedit.stages.evaluate import OPERATING_FILE
+from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.selection import choose_model
 from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
+from amfmedit.train.inputs import Batch
+from amfmedit.train.tasks import infer
 
 CALIBRATIONS = ("temperature", "none")
 MAX_LISTED = 20  # bad rows named in the error line; the rest are counted
@@ -71,7 +77,7 @@ def _bad_table_rows(schema, df, where: str) -> dict[int, str]:
 def _checked_images(paths: list[Path], schema) -> tuple[np.ndarray | None, dict[int, str]]:
     """Each row's image read as prepare read the cohort's; unreadable files are collected, not raised."""
     out, bad = [], {}
-    blank = np.zeros((schema.image.channels, schema.image.height, schema.image.width), np.uint8)
+    blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
         try:
             out.append(load_image(p, schema.image))
@@ -106,6 +112,7 @@ class PredictResult:
     n: int
     threshold_name: str | None = None  # None: no decisions written (evaluate has not run)
     warnings: list[str] = field(default_factory=list)
+    model_choice: str = ""  # how the model was chosen (amfmedit.stages.selection)
 
 
 def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict | None, str | None]:
@@ -123,29 +130,9 @@ def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict 
     return rec, None
 
 
-def choose_stage(run: rundir.Run, name: str | None) -> str:
-    """The named classifier stage, or the finished multimodal one with the best validation metric.
-
-    Supervised single-modality baselines are chosen only by name (``--stage``), or when the run
-    holds nothing else: a baseline that edges out the fusion models on validation would
-    otherwise score image-tabular patients without their images.
-    """
-    stages = {n: i for n, i in names.classifier_stages(run).items() if i["mask"] is None}
-    if name is not None:
-        if name not in stages:
-            listing = ", ".join(stages) if stages else "none"
-            raise UserError(f"--stage {name}: not a finished classifier of run {run.name} (finished: {listing})")
-        return name
-    if not stages:
-        raise UserError(f"run {run.name} has no finished classifier; run `amfmedit finetune --fusion amf` first")
-    fused = [n for n, i in stages.items() if i["fusion"] != names.NO_FUSION]
-    candidates = fused or list(stages)
-
-    def score(n: str) -> float:
-        v = read_json(run.stage(n) / rundir.MARKER).get("best_val")
-        return float(v) if v is not None and math.isfinite(float(v)) else -math.inf
-
-    return max(candidates, key=lambda n: (score(n), n))
+def choose_stage(run: rundir.Run, name: str | None, data_dir=None) -> str:
+    """The named classifier stage, or the run's model (:func:`amfmedit.stages.selection.choose_model`)."""
+    return choose_model(run, "predict", name, data_dir=data_dir).stage
 
 
 def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
@@ -157,10 +144,11 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         raise UserError(f"--table {cfg.table}: no such file; pass the CSV or Parquet of the new patients")
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    stage = choose_stage(run, cfg.stage)
+    choice = choose_model(run, "predict", cfg.stage, data_dir=opts.data_dir)
+    stage = choice.stage
     info = names.parse_stage(stage)
     root = dataset_path(run.data, opts.data_dir or run.data_dir)
-    schema = Schema.load(root / "schema.json")
+    schema = Schema.load(root / SCHEMA_FILE)
     table = Path(cfg.table)
     out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
     if out.exists() and not opts.force:
@@ -187,6 +175,8 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if bad:
         listing = "; ".join(f"{ids_all[i]}: {bad[i]}" for i in sorted(bad)[:MAX_LISTED])
         more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        if len(bad) == len(df):  # --skip-bad-rows or not: an output without a single row helps no one
+            raise UserError(f"{table}: none of the {len(df)} rows can be scored ({listing}{more}); fix them")
         if not cfg.skip_bad_rows:
             raise UserError(f"{table}: {len(bad)} of {len(df)} rows cannot be scored ({listing}{more}); fix them, or "
                             "pass --skip-bad-rows to score the others (the skipped rows are listed beside the output)")
@@ -204,34 +194,34 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if op is None:
         warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
     model = model.to(rt.device).eval()
-    logits = []
-    with torch.no_grad(), rt.autocast():
+    kind = kind_of(schema)
+
+    def batches():
         for i in range(0, len(df), cfg.batch_size):
             sl = slice(i, i + cfg.batch_size)
-            img = None
-            if images is not None:
-                img = torch.from_numpy(images[sl]).to(rt.device).float() / 255.0
-                if rt.channels_last:
-                    img = img.contiguous(memory_format=torch.channels_last)
-            xc = torch.from_numpy(np.ascontiguousarray(x_cont[sl])).to(rt.device)
-            xk = torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device)
-            logits.append(model(img, xc, xk).logits.float().cpu().numpy().astype(np.float64))
-    z = np.concatenate(logits) if logits else np.zeros((0, schema.n_classes))
+            img = torch.from_numpy(images[sl]).to(rt.device) if images is not None else None
+            yield Batch(rows=np.arange(len(df))[sl], image=img,
+                        x_cont=torch.from_numpy(np.ascontiguousarray(x_cont[sl])).to(rt.device),
+                        x_cat=torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device), label=None)
+
+    with torch.no_grad(), rt.autocast():
+        parts = infer(model, kind, batches(), channels_last=rt.channels_last, use_image=images is not None)
+    raw = np.concatenate(parts) if parts else np.zeros((0, kind.head_size(schema)))
     ids = df[schema.id_column].astype(str).to_numpy()
-    bad = np.flatnonzero(~np.isfinite(z).all(axis=1))
+    bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
     if len(bad):
         raise UserError(f"{table}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
                         "check that row's values and image (e.g. an infinite or huge number)")
-    raw = calib.apply_temperature(z, 1.0)
     scaled = op is not None and cfg.calibration == "temperature"
     temperature = float(op["temperature"]) if scaled else 1.0
     bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
-    p = calib.apply_temperature(z, temperature, bias) if scaled else raw
+    # the same recalibration evaluate fitted and scored (on the probabilities' log-odds)
+    p = calib.apply_temperature(calib.logits_from_probs(raw), temperature, bias) if scaled else raw
     res = pd.DataFrame({"id": ids})
     for c, name in enumerate(schema.class_names):
         res[f"prob_{name}"] = p[:, c]
     threshold_name = None
-    if op is not None and op.get("threshold") is not None and schema.n_classes == 2:
+    if op is not None and op.get("threshold") is not None and kind.has_operating_point:
         threshold_name = op["threshold_name"]
         cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
         res["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
@@ -250,4 +240,4 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if skipped is not None:
         with atomic_path(out.with_name(out.stem + ".skipped.csv")) as tmp:
             skipped.to_csv(tmp, index=False)
-    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings)
+    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule)
