@@ -6,9 +6,7 @@ from rich.markup import escape
 
 from amfmedit.cli.common import command, console, err_console
 from amfmedit.cli.options import field_option, given, run_options
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE, EvaluateConfig
-from amfmedit.stages.evaluate import evaluate as run_evaluate
+from amfmedit.stages.configs import EvaluateConfig, RunOptions
 
 E = EvaluateConfig
 
@@ -24,6 +22,9 @@ def evaluate(
                                  "youden, sensitivity:0.9, specificity:0.95 or a number in (0, 1).") = None,
 ) -> None:
     """Score every finished finetune/supervised stage of the run and write <run>/evaluate/ (recomputed each time)."""
+    from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE
+    from amfmedit.stages.evaluate import evaluate as run_evaluate
+
     res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold), opts)
     console.print(Markdown(res.terminal))
     for w in res.warnings:

@@ -8,24 +8,22 @@ import typer
 from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import derived_option, field_option, given, run_options
 from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_process, lr_option, progress_bars
-from amfmedit.models import TABULAR_ENCODERS, options_of
-from amfmedit.models import IMAGE_ENCODERS
-from amfmedit.models.image import IMAGE_WEIGHTS_HELP
-from amfmedit.stages.common import RunOptions
+from amfmedit.models.specs import ARCHS, IMAGE_WEIGHTS_HELP, TABULAR_ENCODER_SPECS, settings_of
+from amfmedit.stages.configs import READOUT_OPTION, STACKINGS, PretrainConfig, RunOptions
 from amfmedit.stages.kinds import PREDICTION_KINDS
-from amfmedit.stages.pretrain import READOUT_OPTION, STACKINGS, PretrainConfig
-from amfmedit.stages.pretrain import pretrain as run_pretrain
 
 P = PretrainConfig
-WIDTHS = ", ".join(f"{k} {options_of(c)[c.width_argument]}" for k, c in TABULAR_ENCODERS.items())
-def _block_default(argument: str, show=str) -> str:
-    return ", ".join(f"{k} {show(options_of(c)[argument])}" for k, c in TABULAR_ENCODERS.items()
-                     if argument in options_of(c))
-
-
+ENCODERS = TABULAR_ENCODER_SPECS
+WIDTHS = ", ".join(f"{k} {settings_of(c)[c.width_argument]}" for k, c in ENCODERS.items())
 STACKING_NAMES = {v: k for k, v in STACKINGS.items()}
-READOUTS = ", ".join(f"{k} {options_of(c)[READOUT_OPTION]}" for k, c in TABULAR_ENCODERS.items()
-                     if READOUT_OPTION in options_of(c))
+
+
+def _block_default(argument: str, show=str) -> str:
+    return ", ".join(f"{k} {show(settings_of(c)[argument])}" for k, c in ENCODERS.items() if argument in settings_of(c))
+
+
+def _width(spec) -> int:
+    return settings_of(spec)[spec.width_argument]
 
 
 @command("pretrain")
@@ -35,18 +33,19 @@ def pretrain(
     opts: RunOptions,
     quiet: bool,
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset name (see `amfmedit prepare`).")] = None,
-    tabular_encoder: field_option(P, "tabular_encoder", str, "--tabular-encoder", help=f"{', '.join(TABULAR_ENCODERS)}.") = None,
-    tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=(TABULAR_ENCODERS, "width_argument")) = None,
-    ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls (\\[CLS] last, the paper's text).", shown=READOUTS, source=(TABULAR_ENCODERS, READOUT_OPTION)) = None,
-    d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=(TABULAR_ENCODERS, "d_state")) = None,
-    expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=(TABULAR_ENCODERS, "expand")) = None,
-    stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", lambda v: STACKING_NAMES[v]), source=(TABULAR_ENCODERS, "residual")) = None,
-    final_norm: derived_option(str, "--final-norm", help="FT-Mamba's last norm: layernorm (torch's) or mambular ((x - mean) / (unbiased std + eps), the authors' code).", shown=_block_default("final_norm"), source=(TABULAR_ENCODERS, "final_norm")) = None,
-    image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(IMAGE_ENCODERS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
+    tabular_encoder: field_option(P, "tabular_encoder", str, "--tabular-encoder", help=f"{', '.join(ENCODERS)}.") = None,
+    tabular_dim: derived_option(int, "--tabular-dim", help="D_tab, the tabular encoder's width.", shown=WIDTHS, source=((ENCODERS, "", _width),)) = None,
+    ft_mamba_pooling: derived_option(str, "--ft-mamba-pooling", help="FT-Mamba readout: avg (the reference code) or cls ([CLS] last, the paper's text).", shown=_block_default(READOUT_OPTION), source=((ENCODERS, f"settings.{READOUT_OPTION}"),)) = None,
+    d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=((ENCODERS, "settings.d_state"),)) = None,
+    expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=((ENCODERS, "settings.expand"),)) = None,
+    stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", STACKING_NAMES.get), source=((ENCODERS, "settings.residual", STACKING_NAMES.get),)) = None,
+    final_norm: derived_option(str, "--final-norm", help="FT-Mamba's last norm: layernorm (torch's) or mambular ((x - mean) / (unbiased std + eps), the authors' code).", shown=_block_default("final_norm"), source=((ENCODERS, "settings.final_norm"),)) = None,
+    image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(ARCHS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
-    lr: lr_option(", ".join(f"{k.pretrain_lr:g} {n}" for n, k in PREDICTION_KINDS.items()) + " (Appendix A.2)") = None,
+    lr: lr_option(", ".join(f"{k.pretrain_lr:g} {n}" for n, k in PREDICTION_KINDS.items()) + " (Appendix A.2)",
+                  ((PREDICTION_KINDS, "pretrain_lr"),)) = None,
     weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (see --weight-decay-scope).") = None,
     weight_decay_scope: field_option(P, "weight_decay_scope", str, "--weight-decay-scope", help="What weight decay reaches: selective (not biases, norms, A_log, D) or all (the authors' Adam).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
@@ -60,6 +59,8 @@ def pretrain(
     seed: field_option(P, "seed", int, "--seed", help="Random seed.") = None,
 ) -> None:
     """Pretrain ResNet + a tabular encoder with the ITC loss; starts a new run (or --run NAME)."""
+    from amfmedit.stages.pretrain import pretrain as run_pretrain
+
     cfg = given(PretrainConfig(), tabular_encoder=tabular_encoder, tabular_dim=tabular_dim,
                 ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking,
                 final_norm=final_norm, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -26,10 +26,7 @@ from amfmedit.cli.train_common import (
     recipe_from,
 )
 from amfmedit.errors import UserError
-from amfmedit.stages.classify import Recipe
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.rconf import ChanceProbeWarning, RconfConfig, TestSplitWarning
-from amfmedit.stages.rconf import rconf as run_rconf
+from amfmedit.stages.configs import RconfConfig, Recipe, RunOptions
 
 R = RconfConfig
 
@@ -58,6 +55,9 @@ def rconf(
     train_fraction: field_option(R, "train_fraction", str, "--train-fraction", help="Train the probes on this stratified fraction of the training rows (seed --seed); a list runs one rconf-frac<f> stage each.") = None,
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""
+    from amfmedit.stages.rconf import ChanceProbeWarning, TestSplitWarning
+    from amfmedit.stages.rconf import rconf as run_rconf
+
     recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
                          focal_gamma=focal_gamma, val_every=val_every, epochs=epochs,
                          batch_size=batch_size, lr=lr, patience=patience)

@@ -234,7 +234,7 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
 
 
 def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     t = spec.table
     reserved = {t.id, t.label, t.split, spec.image.column} - {None}
@@ -411,7 +411,6 @@ def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
             raise _first(where, t.split, ids[rows], bad, "the split value", "allowed values are train, val, test",
                          values=shown)
         return raw.astype(str)
-    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.model_selection import train_test_split
 
     # Two-stage split as the reference DVM preparation: test first, then val from the rest.
@@ -471,8 +470,8 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
 
 def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenance: dict, truth,
            progress: Progress, workers: int | None) -> None:
-    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
-    import pyarrow.parquet as pq  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     columns = {"id": pa.array(asm.ids.tolist(), pa.string()), "split": pa.array(asm.split.tolist(), pa.string()),
                "label": pa.array(asm.labels, pa.int64())}

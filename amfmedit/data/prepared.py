@@ -144,7 +144,7 @@ def npy_header(path: Path, *, hint: str) -> tuple[tuple[int, ...], np.dtype, int
 
 
 def _read_table(path: Path, schema: Schema, hint: str):
-    import pyarrow.parquet as pq  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow.parquet as pq
 
     if not path.is_file():
         raise UserError(f"{path}: file not found; {hint}")
@@ -161,7 +161,7 @@ def _read_table(path: Path, schema: Schema, hint: str):
     if absent:
         raise UserError(f"{path}: column {absent[0]!r} of schema.json is missing"
                         + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "") + f"; {hint}")
-    import pyarrow.types as pat  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow.types as pat
 
     check = {"string": lambda t: pat.is_string(t) or pat.is_large_string(t), "integer": pat.is_integer,
              "float": pat.is_floating}

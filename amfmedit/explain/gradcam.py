@@ -63,12 +63,8 @@ def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", ba
     activations, in the model's units, bilinearly upsampled), so that maps of one model can be
     drawn on a common scale (:func:`amfmedit.explain.plots.cam_maps_grid` with ``scale="common"``).
     """
-    # lazy import: keeps start-up free of pytorch-grad-cam (with OpenCV) several s until this runs
     from pytorch_grad_cam import GradCAM
-
-    # lazy import: keeps start-up free of pytorch-grad-cam (with OpenCV) several s until this runs
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
 
     def targets_of(chunk):
         return [ClassifierOutputTarget(target) for _ in chunk]
@@ -185,7 +181,6 @@ def _verdict_text(verdict: str, region: str, mass: float, area: float, zero: int
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: the image in grey (CT) or colour (RGB) with the heat map blended on top."""
-    # lazy import: keeps start-up free of pytorch-grad-cam (with OpenCV) several s until this runs
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     img = np.asarray(image, dtype=np.float32) / 255.0

@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-OUTPUTS = ("prob", "logit")
+from amfmedit.explain.configs import OUTPUTS
 
 
 @contextlib.contextmanager

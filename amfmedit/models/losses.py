@@ -13,16 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: λ1 (leakage) and λ2 (density) of eq. 14 (Appendix A.3: "empirically set to 5.0").
-LAMBDA_LEAKAGE = 5.0
-LAMBDA_DENSITY = 5.0
-#: τ of eq. 11 (the reference configuration's ``temperature: 0.1``).
-ITC_TEMPERATURE = 0.1
-#: α of eq. 12 for OL3I (Appendix A.3: 0.1 for class 0, 2 for class 1).
-OL3I_CLASS_WEIGHTS = (0.1, 2.0)
-#: γ of the focal loss: the authors' ``FocalLoss`` default, which their OL3I configuration keeps
-#: (it sets only ``alpha: [0.1, 2]``).
-FOCAL_GAMMA = 1.0
+# λ1, λ2 (eq. 14), τ (eq. 11) and OL3I's α (eq. 12) are read by --help too: they live in specs
+from amfmedit.models.specs import (  # noqa: F401
+    FOCAL_GAMMA,
+    ITC_TEMPERATURE,
+    LAMBDA_DENSITY,
+    LAMBDA_LEAKAGE,
+    NORMALISERS,
+    OL3I_CLASS_WEIGHTS,
+)
 
 
 def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE) -> Tensor:
@@ -44,10 +43,6 @@ def itc_loss(p_img: Tensor, p_tab: Tensor, temperature: float = ITC_TEMPERATURE)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-#: How eq. 9/10 normalise each l1 norm: "paper" divides it by the length of the part it sums (the
-#: printed D read as that length); "authors" divides it by the other part's length, as the
-#: authors' FusionModule does in every published run (below).
-NORMALISERS = ("paper", "authors")
 
 
 def _lengths(m_img: Tensor, m_tab: Tensor, normaliser: str) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,8 @@ input_mask(x_cat, missing))`` (Integrated Gradients attributes to ``x_cont`` and
 categorical embeddings, summed over the embedding dims; the mask is fixed context).
 Every encoder keeps its constructor arguments in ``.config`` and declares what callers need:
 ``kind`` (registry name), ``title`` (its name in tables) and ``width_argument`` (the
-constructor argument that ``--tabular-dim``, the width D_tab, sets).
+constructor argument that ``--tabular-dim``, the width D_tab, sets); the shipped encoders take
+these, and the defaults of the settings ``--help`` shows, from :mod:`amfmedit.models.specs`.
 
 ``missing="impute"`` (the default, and what a checkpoint written before the setting existed
 means) ignores the mask; ``missing="token"`` reads it (:mod:`amfmedit.models.tokenizer`:
@@ -26,6 +27,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.mamba import MambaBlock
+from amfmedit.models.specs import (
+    FT_MAMBA,
+    FT_TRANSFORMER,
+    MLP,
+    RESNET,
+    FTMambaSettings,
+    FTTransformerSettings,
+    MLPSettings,
+    ResNetSettings,
+    declares,
+)
 from amfmedit.models.tokenizer import (
     FeatureTokenizer,
     OneHotInputs,
@@ -89,6 +101,7 @@ class _TabularEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+@declares(MLP)
 class MLPEncoder(_TabularEncoder):
     """The MLP tabular encoder of Hager et al. (2023): Linear, then (BatchNorm, ReLU, Linear) x (n_blocks-1).
 
@@ -96,12 +109,9 @@ class MLPEncoder(_TabularEncoder):
     width ``d_block`` (256 in AMF-MedIT §4.2.1), Kaiming-normal weights and zero biases.
     """
 
-    kind = "mlp"
-    title = "MLP"
-
     def __init__(
-        self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = 256, n_blocks: int = 2,
-        missing: str = "impute", missing_features: Sequence[int] | None = None,
+        self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = MLPSettings.d_block,
+        n_blocks: int = 2, missing: str = "impute", missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -131,6 +141,7 @@ class MLPEncoder(_TabularEncoder):
         return self.layers(self.inputs.flat(x_cont, e_cat, missing))
 
 
+@declares(RESNET)
 class ResNetEncoder(_TabularEncoder):
     """ResNet for tabular data (Gorishniy et al. 2021, §3.2) without the output block.
 
@@ -138,15 +149,12 @@ class ResNetEncoder(_TabularEncoder):
     the defaults are the reference configuration (2 blocks, width 256, dropouts 0.25 / 0).
     """
 
-    kind = "resnet"
-    title = "ResNet"
-
     def __init__(
         self,
         *,
         n_cont_features: int,
         cat_cardinalities: Sequence[int],
-        d_block: int = 256,
+        d_block: int = ResNetSettings.d_block,
         n_blocks: int = 2,
         d_hidden: int | None = None,
         dropout1: float = 0.25,
@@ -220,6 +228,7 @@ class _Attention(nn.Module):
         return out if self.W_out is None else self.W_out(out)
 
 
+@declares(FT_TRANSFORMER)
 class FTTransformerEncoder(_TabularEncoder):
     """FT-Transformer (Gorishniy et al. 2021): feature tokenizer, [CLS] first, pre-norm blocks.
 
@@ -230,15 +239,12 @@ class FTTransformerEncoder(_TabularEncoder):
     LayerNorm -> ReLU -> Linear(d_block, d_out) applied to [CLS].
     """
 
-    kind = "ft_transformer"
-    title = "FT-Transformer"
-
     def __init__(
         self,
         *,
         n_cont_features: int,
         cat_cardinalities: Sequence[int],
-        d_block: int = 64,
+        d_block: int = FTTransformerSettings.d_block,
         n_blocks: int = 2,
         n_heads: int = 8,
         attention_dropout: float = 0.2,
@@ -332,6 +338,7 @@ class StdNorm(nn.Module):
 FINAL_NORMS = {"layernorm": nn.LayerNorm, "mambular": StdNorm}
 
 
+@declares(FT_MAMBA)
 class FTMambaEncoder(_TabularEncoder):
     """FT-Mamba (AMF-MedIT §3.2): the FT-Transformer tokenizer, a [CLS] token, stacked Mamba blocks.
 
@@ -357,22 +364,19 @@ class FTMambaEncoder(_TabularEncoder):
     d_model 64 does not need a 128-dimensional state per channel; the paper does not report it.
     """
 
-    kind = "ft_mamba"
-    title = "FT-Mamba"
-
     def __init__(
         self,
         *,
         n_cont_features: int,
         cat_cardinalities: Sequence[int],
-        d_block: int = 64,
+        d_block: int = FTMambaSettings.d_block,
         n_blocks: int = 2,
-        d_state: int = 16,
+        d_state: int = FTMambaSettings.d_state,
         d_conv: int = 4,
-        expand: int = 2,
-        pooling: str = "avg",
-        residual: bool = True,
-        final_norm: str = "layernorm",
+        expand: int = FTMambaSettings.expand,
+        pooling: str = FTMambaSettings.pooling,
+        residual: bool = FTMambaSettings.residual,
+        final_norm: str = FTMambaSettings.final_norm,
         use_kernels: bool = True,
         missing: str = "impute",
         missing_features: Sequence[int] | None = None,

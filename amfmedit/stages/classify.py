@@ -10,7 +10,7 @@ larger than 0.0002; the best validation epoch is kept (``best.pt``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,88 +21,15 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
 from amfmedit.stages.common import ProgressFactory, jsonable
-from amfmedit.stages.kinds import LossChoice, Metric, Weights, kind_of
+from amfmedit.stages.configs import AUGMENT_RATE_IMAGE_ONLY, AUGMENT_RATE_MULTIMODAL, Recipe
+from amfmedit.stages.kinds import Metric, kind_of
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS
 from amfmedit.train.runtime import Runtime
 from amfmedit.train.tasks import SupervisedTask
-
-
-@dataclass
-class Recipe:
-    """How a classifier is trained (Appendix A.3 defaults)."""
-
-    epochs: int = 500
-    batch_size: int = 128  # the reference fine-tuning batch
-    lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
-    lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)  # Appendix A.3: searched on validation with the first seed
-    weight_decay: float = 0.0  # Appendix A.3 (cross-attention searched 1e-1..1e-4 in the reference)
-    weight_decay_scope: str = "selective"  # not biases, norms, A_log, D; "all": the authors' Adam
-    optimizer: str = "adam"  # adam (the paper) or adamw
-    patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
-    min_delta: float = 2e-4  # ... larger than 0.0002
-    sampler_weights: tuple[float, ...] | None = None  # None: the prediction kind's (binary: ×0.5 / ×5, Appendix A.3)
-    loss_weights: tuple[float, ...] | None = None  # None: the kind's (binary: α of eq. 12 = 0.1 / 2), else unweighted
-    # None: the kind's own loss (classification: cross-entropy, eq. 12/13). "focal": the authors'
-    # OL3I loss (--recipe paper); not our default because the paper's text gives eq. 12.
-    loss: str | None = None
-    focal_gamma: float = losses.FOCAL_GAMMA  # γ of --loss focal (the authors' default, 1)
-    # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
-    # (AMF: leakage λ1 = density λ2 = 5)
-    aux_weights: dict[str, float] = field(default_factory=dict)
-    augment_rate: float | None = None  # None: 0.95 with a tabular input beside the image, 0.8 image only
-    # validate after every N-th training batch (0: once per epoch). The authors' configurations
-    # validate every 5 batches (Lightning's val_check_interval); ours once per epoch, as Appendix
-    # A.3's early stopping counts epochs and a validation pass per epoch costs the least.
-    val_every: int = 0
-
-    def validate(self) -> None:
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr {self.lr}: the learning rate must be positive")
-        if any(not lr > 0 for lr in self.lrs) or not self.lrs:
-            raise UserError(f"--lrs {list(self.lrs)}: learning rates must be positive")
-        if self.augment_rate is not None and not 0 <= self.augment_rate <= 1:
-            raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
-        if self.val_every < 0:
-            raise UserError(f"--val-every {self.val_every}: a number of training batches, or 0 for once per epoch")
-        if self.patience < 1:
-            raise UserError(f"--patience {self.patience}: must be at least 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer {self.optimizer}: use {' or '.join(OPTIMIZERS)}")
-        if self.weight_decay_scope not in DECAY_SCOPES:
-            raise UserError(f"--weight-decay-scope {self.weight_decay_scope}: use {' or '.join(DECAY_SCOPES)}")
-        if self.epochs < 1:
-            raise UserError(f"--epochs {self.epochs}: must be at least 1")
-        if self.batch_size < 2:
-            raise UserError(f"--batch-size {self.batch_size}: must be at least 2")
-        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
-            raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
-        if not (self.focal_gamma >= 0 and math.isfinite(self.focal_gamma)):
-            raise UserError(f"--focal-gamma {self.focal_gamma}: must be a finite number >= 0")
-        for name, w in self.aux_weights.items():
-            if not (math.isfinite(w) and w >= 0):
-                raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
-
-    def resolved(self, kind, schema) -> "Recipe":
-        """Fill the kind's defaults (Appendix A.3 for binary tasks); check weight vectors against the kind."""
-        default = kind.default_weights(schema)
-        weights = Weights(sampler=tuple(self.sampler_weights if self.sampler_weights is not None else default.sampler),
-                          loss=tuple(self.loss_weights if self.loss_weights is not None else default.loss))
-        kind.check_weights(weights, schema)
-        kind.check_loss(self.loss_choice)
-        return replace(self, sampler_weights=weights.sampler, loss_weights=weights.loss)
-
-    @property
-    def weights(self) -> Weights:
-        return Weights(sampler=tuple(self.sampler_weights or ()), loss=tuple(self.loss_weights or ()))
-
-    @property
-    def loss_choice(self) -> LossChoice:
-        return LossChoice(self.loss, self.focal_gamma)
 
 
 def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
@@ -125,9 +52,8 @@ def make_loss(recipe: Recipe, aux_weights: dict[str, float], kind) -> Callable:
 def augment_for(use_image: bool, use_tabular: bool, channels: int, recipe: Recipe):
     if not use_image:
         return None
-    # NOTE[paper]: the reference augments multimodal fine-tuning with rate 0.95 (its
-    # augmentation_rate) and image-only training with 0.8 (eval_train_augment_rate).
-    rate = recipe.augment_rate if recipe.augment_rate is not None else (0.95 if use_tabular else 0.8)
+    default = AUGMENT_RATE_MULTIMODAL if use_tabular else AUGMENT_RATE_IMAGE_ONLY  # NOTE[paper]: see configs
+    rate = recipe.augment_rate if recipe.augment_rate is not None else default
     return preset("finetune", channels).with_rate(rate)
 
 

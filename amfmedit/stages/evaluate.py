@@ -28,6 +28,7 @@ from amfmedit.io import atomic_path, read_json, write_json, write_text
 from amfmedit.stages import evalstats, experiments, names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
+from amfmedit.stages.configs import EvaluateConfig
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import require_no_writer, staged
 from amfmedit.stages.tables import incomplete_markdown, model_title, stage_markdown, table2_markdown
@@ -42,13 +43,6 @@ RESULTS_FILE = names.RESULTS_FILE
 OPERATING_FILE = "operating_points.json"  # evaluate/: per stage the threshold and temperature predict applies
 COMPARISONS_MD, COMPARISONS_CSV = "comparisons.md", "comparisons.csv"
 SPLITS = ("val", "test")
-
-
-@dataclass
-class EvaluateConfig:
-    split: str = "test"
-    batch_size: int = 128
-    threshold: str = "youden"  # youden | sensitivity:X | specificity:X | a number; chosen on validation
 
 
 @dataclass
@@ -333,7 +327,7 @@ def _f(v) -> str:
 
 
 def _write_predictions(folder: Path, ds, schema, outputs, stats, titled: dict, seed_index: dict) -> None:
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only this writer needs it
+    import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, preds, targets) in outputs.items():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +56,14 @@ from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import best_model
-from amfmedit.stages.common import RunOptions, check_choice, load_dataset, runtime_for
+from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
+from amfmedit.stages.configs import METHODS, CamConfig
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import staged
 from amfmedit.stages.selection import choose_model
 from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
-METHODS = ("ig", "gradcam")
-CAM_SCALES = ("per-map", "common")
 IG_COMPLETENESS_TOLERANCE = 0.05  # mean |delta| / mean |f(x) - f(baseline)| above this: too few steps
 # what the outline drawn on synthetic OL3I CAMs is (the region the generator puts the risk in)
 REGION_LABELS = {"visceral_fat": "visceral fat (the risk region)"}
@@ -317,28 +316,6 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
 # ----------------------------------------------------------------------------------------------
 # Grad-CAM
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CamConfig:
-    """What ``explain --method gradcam`` draws."""
-
-    cases: int = 4  # positive and negative cases each
-    split: str = "test"
-    target: str | None = None  # None: the positive class (binary); required for multiclass
-    seed: int = 0
-    batch_size: int = 16
-    compare: list[str] = field(default_factory=list)  # other runs: "RUN" or "RUN:STAGE"
-    scale: str = CAM_SCALES[0]  # per-map (each map over its own maximum) or common (one scale per figure)
-
-    def validate(self) -> None:
-        check_choice(self.scale, CAM_SCALES, "--cam-scale")
-        if self.cases < 1:
-            raise UserError(f"--cases {self.cases}: must be at least 1")
-        if self.split not in ("train", "val", "test"):
-            raise UserError(f"--split {self.split}: use train, val or test")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: must be positive")
 
 
 @dataclass

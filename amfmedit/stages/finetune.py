@@ -34,8 +34,6 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
-    IMAGE_ENCODERS,
-    STRATEGIES,
     TABULAR_ENCODERS,
     ImageTabularClassifier,
     UnimodalClassifier,
@@ -46,16 +44,12 @@ from amfmedit.models import (
     options_of,
 )
 from amfmedit.data import load_prepared
-from amfmedit.models.losses import NORMALISERS
-from amfmedit.models.tabular import FINAL_NORMS
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, run_inputs
-from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
+from amfmedit.stages.classify import Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
-    PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
-    check_choice,
     check_new_run_mask,
     load_dataset,
     masked_data,
@@ -64,11 +58,11 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import FinetuneConfig, Recipe
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.stages.pretrain import (
     BLOCK_OPTIONS,
-    STACKINGS,
     PretrainConfig,
     image_encoder,
     load_pretrained,
@@ -79,113 +73,6 @@ from amfmedit.train.inputs import DeviceData
 
 NO_FUSION = names.NO_FUSION
 BASELINE_BLOCKS = ("d_state", "stacking", "final_norm")  # FinetuneConfig fields set on a baseline's encoder
-
-
-def fusion_choices() -> list[str]:
-    """``--fusion`` values: the registered fusions and ``none`` (a supervised baseline)."""
-    return [*FUSIONS, NO_FUSION]
-
-
-@dataclass
-class FinetuneConfig:
-    """One fusion x strategy (or one supervised baseline), over seeds."""
-
-    fusion: str = "amf"
-    strategy: str = "trainable"
-    modality: str | None = None  # fusion "none": the baseline's input, image or tabular
-    rconf: float | str | None = None  # fusions with run input r_conf (AMF): None reads <run>/rconf/rconf.json,
-    # "auto" chooses among measured x rconf_multipliers on validation with the first seed
-    # ``--rconf auto``: candidates = measured R_conf x these; the ±10-25 % span covers the probes'
-    # run-to-run spread, and candidates giving the same eq. 6 split (L_img, L_tab) are trained once
-    rconf_multipliers: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
-    rconf_in_name: bool = False  # a member of an R_conf sweep: the value is part of the stage name
-    d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
-    # fusions with a normaliser setting (AMF's eq. 9/10, losses.NORMALISERS): None keeps the fusion's
-    # default ("paper": each sum over its own length); "authors" swaps L_img / L_tab as their code does.
-    # Other fusions ignore it, so one recipe serves every fusion.
-    amf_normaliser: str | None = None
-    seeds: tuple[int, ...] = PAPER_SEEDS
-    recipe: Recipe = field(default_factory=Recipe)
-    # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
-    tabular_encoder: str | None = None
-    tabular_dim: int | None = None
-    image_arch: str | None = None
-    # the baseline's tabular blocks (pretrain's --d-state / --stacking / --final-norm), over the run's
-    # pretrain settings; passed to encoders that have them, so one recipe serves every encoder
-    d_state: int | None = None
-    stacking: str | None = None
-    final_norm: str | None = None
-    # incomplete tabular data (§4.2.4): these features replaced by training constants at train
-    # and test time (amfmedit.data.masking), or the top K of the run's IG report
-    mask_features: tuple[str, ...] = ()
-    mask_top_k: int | None = None
-    # label fractions: train on this stratified fraction of the training rows (amfmedit.data.subsets),
-    # nested across fractions and fixed per seed; validation and test rows are untouched
-    train_fraction: float = 1.0
-    aux_off: tuple[str, ...] = ()  # Table 6: these auxiliary losses switched off (weight 0)
-    encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
-
-    def validate(self) -> None:
-        check_choice(self.fusion, fusion_choices(), "--fusion")
-        if self.tabular_encoder is not None:  # each item of a --tabular-encoder list, before any trains
-            check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        if self.image_arch is not None:
-            check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
-        if self.tabular_dim is not None and self.tabular_dim < 1:
-            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
-        if not (0 < self.train_fraction <= 1):
-            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        check_choice(self.strategy, STRATEGIES, "--strategy")
-        if self.fusion == NO_FUSION:
-            if self.modality is None:
-                raise UserError("--fusion none trains a supervised baseline: add --modality image or --modality tabular")
-            check_choice(self.modality, names.MODALITIES, "--modality")
-            if self.strategy == "frozen":
-                raise UserError("--fusion none --strategy frozen: a supervised baseline is trained from scratch; "
-                                "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
-        elif self.modality is not None:
-            raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if self.fusion == NO_FUSION and self.aux_off:
-            raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
-        if self.fusion != NO_FUSION:
-            declared = FUSIONS[self.fusion].aux_weights
-            unknown = [n for n in self.aux_off if n not in declared]
-            if unknown:
-                raise UserError(f"auxiliary loss {unknown[0]}: fusion {self.fusion} has "
-                                f"{', '.join(declared) or 'no auxiliary losses'}; nothing to switch off")
-            settings = options_of(FUSIONS[self.fusion])
-            if self.d_out is not None:
-                if "d_out" not in settings:
-                    having = [k for k, c in FUSIONS.items() if "d_out" in options_of(c)]
-                    raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
-                if self.d_out < 2:
-                    raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
-            for inp in run_inputs.declared(self.fusion):
-                inp.validate(self, self.d_out or settings.get("d_out"))
-        if self.amf_normaliser is not None:
-            check_choice(self.amf_normaliser, NORMALISERS, "--amf-normaliser")
-        if self.stacking is not None:
-            check_choice(self.stacking, list(STACKINGS), "--stacking")
-        if self.final_norm is not None:
-            check_choice(self.final_norm, list(FINAL_NORMS), "--final-norm")
-        if self.d_state is not None and self.d_state < 1:
-            raise UserError(f"--d-state {self.d_state}: must be at least 1")
-        if not self.seeds:
-            raise UserError("--seeds: give at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
-        self.recipe.validate()
-        self.stage(self.seeds[0])  # a value the stage name cannot hold is refused before anything trains
-
-    @property
-    def prefix(self) -> str:
-        parts = {k: v for inp in run_inputs.declared(self.fusion) for k, v in inp.name_part(self).items()}
-        return names.classifier_prefix(self.fusion, self.strategy, self.modality,
-                                       encoder=self.tabular_encoder if self.encoder_in_name else None,
-                                       off=self.aux_off, fraction=self.train_fraction, **parts)
-
-    def stage(self, seed: int) -> str:
-        return names.seed_stage(self.prefix, seed, self.mask_features)
 
 
 @dataclass

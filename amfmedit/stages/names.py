@@ -35,7 +35,7 @@ from typing import Sequence
 
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
-from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
+from amfmedit.models import STRATEGIES
 from amfmedit.train import rundir
 
 PRETRAIN = "pretrain"
@@ -160,6 +160,8 @@ _NUM = r"\d+(?:\.\d+)?"
 
 
 def _stage_re() -> re.Pattern:
+    from amfmedit.models import FUSIONS, TABULAR_ENCODERS  # as registered now (a plugin fusion has folders too)
+
     fusions = "|".join(sorted(map(re.escape, FUSIONS), key=len, reverse=True))
     strategies = "|".join(map(re.escape, STRATEGIES))
     modalities = "|".join(MODALITIES)
@@ -245,3 +247,13 @@ def ig_reports(run: rundir.Run) -> dict[str, Path]:
 def cam_reports(run: rundir.Run) -> dict[str, Path]:
     """Finished Grad-CAM reports: explained stage -> ``explain/gradcam-<stage>/`` (oldest first)."""
     return _finished(run, CAM_PREFIX)
+
+
+def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked and
+    probes trained on ``fraction`` of the training labels), or None."""
+    stage = rconf_stage(mask_features, fraction)
+    path = run.stage(stage) / RCONF_FILE
+    if not run.is_complete(stage) or not path.is_file():
+        return None
+    return float(read_json(path)["r_conf"])

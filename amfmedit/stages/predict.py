@@ -37,6 +37,7 @@ from amfmedit.io import atomic_path, read_json
 from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
+from amfmedit.stages.configs import PredictConfig
 from amfmedit.stages.evalstats import calibrated_threshold
 from amfmedit.stages.evaluate import OPERATING_FILE
 from amfmedit.stages.kinds import kind_of
@@ -104,17 +105,6 @@ def unseen_categories(schema, df) -> list[str]:
 
 
 @dataclass
-class PredictConfig:
-    table: str
-    stage: str | None = None  # a finetune-*/supervised-* folder; None: the best on validation
-    image_column: str | None = None  # None: the schema's image column
-    out: str | None = None  # None: <run>/predict/<table stem>.csv
-    batch_size: int = 64
-    calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
-    skip_bad_rows: bool = False  # score the good rows and list the bad ones in <out>.skipped.csv
-
-
-@dataclass
 class PredictResult:
     run: str
     stage: str
@@ -146,7 +136,7 @@ def choose_stage(run: rundir.Run, name: str | None, data_dir=None) -> str:
 
 
 def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
+    import pandas as pd
 
     if cfg.calibration not in CALIBRATIONS:
         raise UserError(f"--calibration {cfg.calibration}: use {' or '.join(CALIBRATIONS)}")

@@ -20,30 +20,27 @@ from amfmedit.data import load_prepared
 from amfmedit.env import environment
 from amfmedit.errors import UserError
 from amfmedit.models import (
-    IMAGE_ENCODERS,
     TABULAR_ENCODERS,
     ContrastiveModel,
     build_image_encoder,
     build_tabular_encoder,
     from_checkpoint,
     model_config,
-    options_of,
 )
 from amfmedit.models.image import parse_image_weights
-from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
-from amfmedit.models.tabular import FINAL_NORMS
+from amfmedit.models.losses import itc_loss
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import check_selectable
 from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
-    check_choice,
     jsonable,
     no_progress,
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import BLOCK_OPTIONS, READOUT_OPTION, STACKINGS, PretrainConfig
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.train import rundir
@@ -52,97 +49,10 @@ from amfmedit.train.checkpoint import LAST, load_checkpoint
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import DECAY_SCOPES, OPTIMIZERS, SCHEDULE_UNITS
 from amfmedit.train.seeding import STREAM_INIT, seed_everything
 from amfmedit.train.tasks import ContrastiveTask
 
 STAGE = names.PRETRAIN
-READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (encoders that have a readout choice)
-STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
-# config field -> (the encoder argument it sets, its option)
-BLOCK_OPTIONS = {"d_state": ("d_state", "--d-state"), "expand": ("expand", "--expand"),
-                 "stacking": ("residual", "--stacking"), "final_norm": ("final_norm", "--final-norm")}
-
-
-@dataclass
-class PretrainConfig:
-    """What pretraining computes (Appendix A.2 defaults)."""
-
-    tabular_encoder: str = "ft_mamba"
-    tabular_dim: int | None = None  # D_tab (the encoder's width); None: 64 for FT-*, 256 for MLP/ResNet
-    ft_mamba_pooling: str | None = None  # FT-Mamba readout: avg (reference code, default) or cls (paper text)
-    # FT-Mamba's blocks (None: the encoder's own default, d_state 16 and residual pre-norm stacking;
-    # the authors' code: d_state 128 and bare blocks, `--recipe paper`)
-    d_state: int | None = None
-    expand: int | None = None
-    stacking: str | None = None  # "residual" (x + Mamba(LayerNorm(x))) or "bare" (Mamba(x), the reference code)
-    final_norm: str | None = None  # "layernorm" (torch's) or "mambular" ((x - mean) / (std + eps), the reference code)
-    image_arch: str = "resnet50"  # resnet18 only for quick experiments and tests
-    image_weights: str | None = None  # None: random initialisation (the paper); "imagenet" or a state-dict path
-    epochs: int = 500
-    batch_size: int = 32  # the reference configuration's pretraining batch
-    lr: float | None = None  # None: 3e-4 (binary task) or 3e-3 (multiclass)
-    weight_decay: float = 1e-4
-    # "selective" (not biases, norms, A_log, D: mamba_ssm's hints) or "all" (the authors' Adam)
-    weight_decay_scope: str = "selective"
-    optimizer: str = "adam"  # adam (the paper: coupled L2 decay) or adamw (decoupled)
-    warmup_epochs: int = 10
-    # the warm-up + cosine schedule advances every "step" (from one warm-up increment) or every
-    # "epoch" (from 0: the authors' pl_bolts scheduler under Lightning), amfmedit.train.optim
-    schedule_unit: str = "step"
-    temperature: float = ITC_TEMPERATURE
-    projection_dim: int = 128
-    augment_rate: float = 0.95
-    corruption_rate: float = 0.3
-    probe_every: int = 0  # online logistic-regression probe every N epochs (0: off)
-    seed: int = 2022
-
-    def validate(self) -> None:
-        check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
-        check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
-        check_choice(self.weight_decay_scope, DECAY_SCOPES, "--weight-decay-scope")
-        check_choice(self.schedule_unit, SCHEDULE_UNITS, "--schedule-unit")
-        parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
-        for name in ("augment_rate", "corruption_rate"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise UserError(f"--{name.replace('_', '-')} {v}: must lie in [0, 1]")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr {self.lr}: the learning rate must be positive")
-        if self.ft_mamba_pooling is not None:
-            check_choice(self.ft_mamba_pooling, ("avg", "cls"), "--ft-mamba-pooling")
-            if READOUT_OPTION not in options_of(TABULAR_ENCODERS[self.tabular_encoder]):
-                having = [k for k, c in TABULAR_ENCODERS.items() if READOUT_OPTION in options_of(c)]
-                raise UserError(f"--ft-mamba-pooling {self.ft_mamba_pooling}: only for --tabular-encoder "
-                                f"{' or '.join(having)} (not {self.tabular_encoder})")
-        if self.tabular_dim is not None and self.tabular_dim < 1:
-            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
-        for name, (argument, option) in BLOCK_OPTIONS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if argument not in options_of(TABULAR_ENCODERS[self.tabular_encoder]):
-                having = [k for k, c in TABULAR_ENCODERS.items() if argument in options_of(c)]
-                raise UserError(f"{option} {value}: only for --tabular-encoder {' or '.join(having)} "
-                                f"(not {self.tabular_encoder})")
-        if self.stacking is not None:
-            check_choice(self.stacking, list(STACKINGS), "--stacking")
-        if self.final_norm is not None:
-            check_choice(self.final_norm, list(FINAL_NORMS), "--final-norm")
-        for name in ("d_state", "expand"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UserError(f"--temperature {self.temperature}: τ of eq. 11 must be a positive finite number")
-        for name in ("epochs", "batch_size", "projection_dim"):
-            v = getattr(self, name)
-            if v < (2 if name == "batch_size" else 1):
-                raise UserError(f"--{name.replace('_', '-')} {v}: must be at least {2 if name == 'batch_size' else 1}")
-        if self.warmup_epochs < 0 or self.probe_every < 0:
-            raise UserError(f"--warmup-epochs {self.warmup_epochs} / --probe-every {self.probe_every}: must be >= 0")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
 
 
 @dataclass

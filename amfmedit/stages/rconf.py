@@ -18,7 +18,7 @@ the same fraction.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,21 +26,20 @@ import torch
 from amfmedit.data.masking import mask_features, mask_record
 from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.errors import UserError
-from amfmedit.io import read_json, write_json
-from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
+from amfmedit.io import write_json
+from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
-from amfmedit.stages.classify import Recipe, check_selectable, best_model, select_lr, train_one
+from amfmedit.stages.classify import check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
-    PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
-    check_choice,
     load_dataset,
     no_progress,
     resolve_mask,
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import RconfConfig, Recipe
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.stages.pretrain import load_pretrained
@@ -49,7 +48,7 @@ from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
 
 RCONF_FILE = names.RCONF_FILE
-SPLITS = ("val", "test")
+read_rconf = names.read_rconf  # its home is names (run_inputs reads it without the stage modules)
 
 
 class TestSplitWarning(UserWarning):
@@ -58,27 +57,6 @@ class TestSplitWarning(UserWarning):
 
 class ChanceProbeWarning(UserWarning):
     """A probe's metric interval covers chance: R_conf built on it is noise."""
-
-
-@dataclass
-class RconfConfig:
-    split: str = "val"
-    seed: int = PAPER_SEEDS[0]
-    d_out: int = D_OUT  # AMF's D_out for the reported L_img / L_tab
-    recipe: Recipe = field(default_factory=Recipe)
-    # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.data.masking)
-    mask_features: tuple[str, ...] = ()
-    mask_top_k: int | None = None
-    # probes trained on this stratified fraction of the training rows (amfmedit.data.subsets, seed ``seed``)
-    train_fraction: float = 1.0
-
-    def validate(self) -> None:
-        check_choice(self.split, SPLITS, "--split")
-        if not (0 < self.train_fraction <= 1):
-            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        if self.d_out < 2:
-            raise UserError(f"--d-out {self.d_out}: AMF's D_out must be at least 2")
-        self.recipe.validate()
 
 
 @dataclass
@@ -214,12 +192,3 @@ def _probes(job: ProbeJob) -> RconfResult:
     finish_stage(run, stage_dir, {"r_conf": r, "warnings": list(record["warnings"])}, rt=rt)
     return RconfResult(run.name, stage_dir, record)
 
-
-def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0) -> float | None:
-    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked and
-    probes trained on ``fraction`` of the training labels), or None."""
-    stage = names.rconf_stage(mask_features, fraction)
-    path = run.stage(stage) / RCONF_FILE
-    if not run.is_complete(stage) or not path.is_file():
-        return None
-    return float(read_json(path)["r_conf"])

@@ -15,15 +15,21 @@ import statistics
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from amfmedit.data import load_prepared
 from amfmedit.errors import UserError, close_matches
 from amfmedit.io import read_json
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
 from amfmedit.stages import names
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import PAPER_SEEDS, RunOptions, check_choice
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.recipes import RECIPES
+from amfmedit.train import rundir
 
 #: optional arms, dropped in this order when the budget is short (the core study is kept)
 OPTIONAL_ARMS = ("fractions", "masked", "ablation", "rconf_sweep", "table1", "encoders", "gradcam")
@@ -234,7 +240,7 @@ def stage_fields(recipe: str | None, stage: str) -> dict:
 
 def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
     """The pretrain, probe and fine-tuning settings every step uses (recipe, then the study's epochs)."""
-    from amfmedit.stages.pretrain import PretrainConfig  # torch-heavy stage modules: only when a study runs (start-up)
+    from amfmedit.stages.pretrain import PretrainConfig
 
     pre = {k: v for k, v in _recipe_fields(cfg.recipe, "pretrain").items()}
     pre["epochs"] = pretrain_epochs
@@ -251,7 +257,7 @@ def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
 
 
 def default_epochs(cfg: StudyConfig) -> tuple[int, int]:
-    from amfmedit.stages.pretrain import PretrainConfig  # torch-heavy stage modules: only when a study runs (start-up)
+    from amfmedit.stages.pretrain import PretrainConfig
 
     pre = cfg.pretrain_epochs or _recipe_fields(cfg.recipe, "pretrain").get("epochs") or PretrainConfig.epochs
     fin = cfg.finetune_epochs or _recipe_fields(cfg.recipe, "finetune").get("epochs") or Recipe.epochs
@@ -371,26 +377,23 @@ def _median_seconds(fn, steps: int = PILOT_STEPS) -> float:
 def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, float], Sizes]:
     """Seconds per training batch of every model shape the study trains, measured here on the real data
     through the stages' own tasks (one optimiser step each), and per evaluation batch (``eval:<shape>``)."""
-    import numpy as np  # the pilot runs models: torch and the stage modules load only when a study runs (start-up)
-    import torch  # as above (start-up)
+    import torch
 
-    from amfmedit.data import load_prepared  # as above (start-up)
-    from amfmedit.models import (  # as above (start-up)
+    from amfmedit.models import (
         ImageTabularClassifier,
         UnimodalClassifier,
         build_fusion,
         build_tabular_encoder,
         losses,
     )
-    from amfmedit.stages.classify import make_loss  # as above (start-up)
-    from amfmedit.stages.kinds import kind_of  # as above (start-up)
-    from amfmedit.stages.pretrain import build_contrastive, image_encoder, tabular_kwargs  # as above (start-up)
-    from amfmedit.train.augment import preset  # as above (start-up)
-    from amfmedit.train.corruption import TabularCorruptor  # as above (start-up)
-    from amfmedit.train.inputs import DeviceData  # as above (start-up)
-    from amfmedit.train.optim import build_optimizer  # as above (start-up)
-    from amfmedit.train.runtime import setup_runtime  # as above (start-up)
-    from amfmedit.train.tasks import ContrastiveTask, SupervisedTask  # as above (start-up)
+    from amfmedit.stages.classify import make_loss
+    from amfmedit.stages.pretrain import build_contrastive, image_encoder, tabular_kwargs
+    from amfmedit.train.augment import preset
+    from amfmedit.train.corruption import TabularCorruptor
+    from amfmedit.train.inputs import DeviceData
+    from amfmedit.train.optim import build_optimizer
+    from amfmedit.train.runtime import setup_runtime
+    from amfmedit.train.tasks import ContrastiveTask, SupervisedTask
 
     rt = setup_runtime(opts.device)
     ds = load_prepared(cfg.data, opts.data_dir)
@@ -514,7 +517,6 @@ def _estimate_all(steps: list[Step], pilot: dict, sz: Sizes, cfg: StudyConfig, p
 def build_plan(cfg: StudyConfig, opts: RunOptions, *, line=lambda s: None) -> StudyPlan:
     """Steps, timed by a pilot on this machine, fitted to ``cfg.budget_s`` (shorter epochs first, then
     optional arms dropped in :data:`OPTIONAL_ARMS` order, then fewer seeds), every change noted."""
-    from datetime import datetime, timezone  # stdlib; only a plan needs the date (start-up)
 
     pe, fe = default_epochs(cfg)
     pcfg, _, recipe = stage_configs(cfg, pe, fe)
@@ -569,8 +571,6 @@ def build_plan(cfg: StudyConfig, opts: RunOptions, *, line=lambda s: None) -> St
 
 
 def _image_side(cfg: StudyConfig, opts: RunOptions) -> int:
-    from amfmedit.data import load_prepared  # reads the prepared dataset (start-up)
-
     info = load_prepared(cfg.data, opts.data_dir).schema.image
     return min(info.height, info.width)
 
@@ -594,8 +594,6 @@ def run_options(folder: Path, opts: RunOptions, step: Step, *, resume: bool) -> 
 
 
 def _run(folder: Path, step: Step):
-    from amfmedit.train import rundir  # torch-heavy training core: only when a study runs (start-up)
-
     path = folder / "runs" / step.run
     return rundir.Run(path) if (path / rundir.RUN_FILE).is_file() else None
 
@@ -609,14 +607,14 @@ def _finished(run, config) -> bool:
 
 
 def _top(run, k: int) -> tuple[str, ...]:
-    from amfmedit.stages.common import top_features  # torch-heavy stage modules (start-up)
+    from amfmedit.stages.common import top_features
 
     return tuple(top_features(run, k))
 
 
 def _configs(step: Step, cfg: StudyConfig, plan: StudyPlan, run=None):
     """The fine-tuning configurations of a training step (as the command's expansion gives them)."""
-    from amfmedit.stages.finetune import FinetuneConfig, experiment_configs  # torch-heavy (start-up)
+    from amfmedit.stages.finetune import FinetuneConfig, experiment_configs
 
     _, _, recipe = stage_configs(cfg, plan.pretrain_epochs, plan.finetune_epochs)
     seeds = tuple(plan.seeds)
@@ -666,11 +664,11 @@ def is_done(step: Step, folder: Path, opts: RunOptions) -> bool:
 
 def execute(step: Step, folder: Path, opts: RunOptions, cfg: StudyConfig) -> None:
     """Run one step through the stage functions; an interrupted one is resumed."""
-    from amfmedit.stages import evaluate as evaluate_mod  # torch-heavy stage modules (start-up)
-    from amfmedit.stages import explain as explain_mod  # as above (start-up)
-    from amfmedit.stages.finetune import finetune_many  # as above (start-up)
-    from amfmedit.stages.pretrain import pretrain  # as above (start-up)
-    from amfmedit.stages.rconf import RconfConfig, rconf  # as above (start-up)
+    from amfmedit.stages import evaluate as evaluate_mod
+    from amfmedit.stages import explain as explain_mod
+    from amfmedit.stages.finetune import finetune_many
+    from amfmedit.stages.pretrain import pretrain
+    from amfmedit.stages.rconf import RconfConfig, rconf
 
     plan = _plan_of(folder)
     pcfg, probe_recipe, _ = stage_configs(cfg, plan.pretrain_epochs, plan.finetune_epochs)

@@ -144,7 +144,6 @@ class ContrastiveTask:
         return emb[order], self.data.dataset.labels[idx[order]]
 
     def _probe(self, model, rt: Runtime) -> dict[str, float]:
-        # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
         from sklearn.linear_model import LogisticRegression
 
         x_tr, y_tr = self._embeddings(model, self.train_rows, rt)

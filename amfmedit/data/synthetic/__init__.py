@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amfmedit.data.synthetic.dvm import generate_dvm
 from amfmedit.data.synthetic.ol3i import generate_ol3i, patient_index
 from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
@@ -41,8 +42,6 @@ def generate(spec, raw_dir: Path, *, overrides: dict, progress=None, workers: in
     opts.update(overrides)
     if syn.generator == "ol3i":
         return generate_ol3i(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
-    from amfmedit.data.synthetic.dvm import generate_dvm  # lazy import: start-up of OL3I runs skips the DVM generator
-
     return generate_dvm(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
 
 

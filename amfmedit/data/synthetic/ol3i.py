@@ -176,7 +176,7 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
     Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient. Patients
     marked in ``skip`` (N,) bool are rendered (their anatomy enters the risk) but not written.
     """
-    import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
+    import h5py
 
     if workers is None:  # worker processes pay off only for large cohorts
         workers = default_workers(n, 1000)
@@ -211,7 +211,7 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     parts of the risk logit; ``missing_rate`` (None: the vocabulary's rates), ``missing_mechanism``,
     ``no_image_rate`` and ``no_table_rate`` set the missingness (see the module docstring).
     """
-    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow as pa
 
     progress = progress or (lambda *a: None)
     if patients < 20:
@@ -299,9 +299,7 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     logits = {"tabular": tab_logit, "image": img_logit}
 
     def finish(ids_kept, labels, class_names, split, label_column):
-        import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
-
-        # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+        import pandas as pd
         from sklearn.metrics import roc_auc_score
 
         if label_column not in truth:

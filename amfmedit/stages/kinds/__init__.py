@@ -2,6 +2,10 @@
 
 A plain dict is the registry; a new kind is one class (:class:`PredictionKind`) and one line
 here. A prepared dataset's ``schema.task`` names its kind.
+
+Importing the family loads no deferred package (:mod:`amfmedit.deferred`): ``--help`` and the
+stage configs read a kind's declarations (``pretrain_lr``, ``headline``, the default weights);
+the methods that need torch or scipy import them where they run.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 
 from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError
-from amfmedit.models.losses import FOCAL_GAMMA
+from amfmedit.models.specs import FOCAL_GAMMA
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,12 @@ import math
 from typing import Callable
 
 import numpy as np
-import torch
 
 from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError, close_matches
-from amfmedit.explain.gradcam import select_cases
-from amfmedit.models import losses
-from amfmedit.stages import evalstats
+from amfmedit.models.specs import OL3I_CLASS_WEIGHTS
 from amfmedit.stages.kinds.base import LossChoice, Metric, PredictionKind, ProbeScore, Weights
 from amfmedit.stats.bootstrap import bootstrap_metrics
-from amfmedit.stats.delong import delong_auc, undefined_reason
 from amfmedit.train.metrics import classification_metrics
 
 #: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled x0.5, class 1 over-sampled x5.
@@ -52,12 +48,16 @@ class ClassificationKind(PredictionKind):
 
     def loss(self, weights: Weights) -> Callable:
         """Eq. 12 (class-weighted cross-entropy) with loss weights, else eq. 13."""
+        from amfmedit.models import losses
+
         if weights.loss:
             return lambda logits, y: losses.weighted_ce_loss(logits, y, weights.loss)
         return losses.ce_loss
 
     def training_loss(self, weights: Weights, choice: LossChoice) -> Callable:
         """``--loss focal``: :func:`~amfmedit.models.losses.focal_loss`; ``ce`` or none: :meth:`loss`."""
+        from amfmedit.models import losses
+
         self.check_loss(choice)
         if choice.name == "focal":
             alpha, gamma = weights.loss or None, choice.focal_gamma
@@ -65,6 +65,8 @@ class ClassificationKind(PredictionKind):
         return self.loss(weights)
 
     def predictions(self, output):
+        import torch
+
         return torch.softmax(output.float(), dim=-1)
 
     def validation_metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -107,9 +109,13 @@ class ClassificationKind(PredictionKind):
 
     def cam_cases(self, dataset, n: int, target: int, *, split: str, seed: int):
         """Grad-CAM's cases: ``n`` rows of the target class and ``n`` of the others (Fig. 6)."""
+        from amfmedit.explain.gradcam import select_cases
+
         return select_cases(dataset, n, target, split=split, seed=seed)
 
     def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, **kw):
+        from amfmedit.stages import evalstats
+
         return evalstats.compute(y_val, y_test, preds, spec, split, class_names=schema.class_names,
                                  thresholded=self.has_operating_point, **kw)
 
@@ -130,7 +136,7 @@ class BinaryKind(ClassificationKind):
                             f"({', '.join(map(str, schema.class_names[:5]))}); prepare it with task = \"multiclass\"")
 
     def default_weights(self, schema) -> Weights:
-        return Weights(sampler=BINARY_SAMPLER_WEIGHTS, loss=losses.OL3I_CLASS_WEIGHTS)
+        return Weights(sampler=BINARY_SAMPLER_WEIGHTS, loss=OL3I_CLASS_WEIGHTS)
 
     def selectable(self, targets: np.ndarray) -> str | None:
         present = np.unique(targets)
@@ -140,6 +146,8 @@ class BinaryKind(ClassificationKind):
 
     def probe_score(self, outputs: np.ndarray, targets: np.ndarray, seed: int) -> ProbeScore:
         """The probe's AUC with its DeLong interval; chance 0.5."""
+        from amfmedit.stats.delong import delong_auc, undefined_reason
+
         value = classification_metrics(outputs, targets)["auc"]
         y = np.asarray(targets)
         if undefined_reason(int((y == 1).sum()), int((y == 0).sum())):  # DeLong needs two rows of each class
