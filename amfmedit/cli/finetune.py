@@ -25,6 +25,7 @@ from amfmedit.cli.train_common import (
 )
 from amfmedit.errors import UserError
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS, options_of
+from amfmedit.stages.availability import MODALITY_DROPOUT
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.names import AUTO
@@ -133,6 +134,8 @@ def finetune(
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
+    missing: field_option(F, "missing", str, "--missing", help="How the tabular encoder reads missing values (token or impute). Fusion models inherit the pretrained encoders' mode; a baseline reading them otherwise gets -<mode> in its stage name.", shown="the run's (pretrain --missing)") = None,
+    modality_dropout: field_option(F, "modality_dropout", float, "--modality-dropout", help="Fusion models: probability that a complete training row loses its image or its table (ModDrop).", shown=f"{MODALITY_DROPOUT:g} when training rows lack a modality, else 0") = None,
 ) -> None:
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""
     recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, epochs=epochs,
@@ -152,7 +155,9 @@ def finetune(
                        seeds=ints(seeds, "--seeds") or F.seeds, recipe=recipe,
                        tabular_encoder=encoders[0] if len(encoders) == 1 else None,
                        tabular_dim=tabular_dim, image_arch=image_arch, mask_features=tuple(mask_features or ()),
-                       mask_top_k=mask_top_k, **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
+                       mask_top_k=mask_top_k, missing=missing,
+                       modality_dropout=modality_dropout if f != NO_FUSION else None,
+                       **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen
     ]

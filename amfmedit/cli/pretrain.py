@@ -53,6 +53,8 @@ def pretrain(
     projection_dim: field_option(P, "projection_dim", int, "--projection-dim", min=1, help="Projection head output size.") = None,
     augment_rate: field_option(P, "augment_rate", float, "--augment-rate", help="Probability that an image is augmented.") = None,
     corruption_rate: field_option(P, "corruption_rate", float, "--corruption-rate", help="Fraction of tabular features replaced.") = None,
+    missing: field_option(P, "missing", str, "--missing", help="How the tabular encoder reads missing values: token (a learned missing embedding / indicator; reads the mask) or impute (the imputed value, the paper). Fine-tuned fusions and the R_conf probes inherit it.") = None,
+    corruption: field_option(P, "corruption", str, "--corruption", help="Tabular corruption: swap (another training row's value, the paper) or missing (cells marked missing; --missing token only).") = None,
     probe_every: field_option(P, "probe_every", int, "--probe-every", min=0, help="Online linear-probe metric every N epochs (0: off).") = None,
     seed: field_option(P, "seed", int, "--seed", help="Random seed.") = None,
 ) -> None:
@@ -61,7 +63,7 @@ def pretrain(
                 ft_mamba_pooling=ft_mamba_pooling, d_state=d_state, expand=expand, stacking=stacking, image_arch=image_arch, image_weights=image_weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, optimizer=optimizer, warmup_epochs=warmup_epochs, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
-                probe_every=probe_every, seed=seed)
+                missing=missing, corruption=corruption, probe_every=probe_every, seed=seed)
     main = is_main_process()
     with progress_bars(enabled=main and not quiet) as bars:
         res = run_pretrain(data, cfg, opts, progress=bars)

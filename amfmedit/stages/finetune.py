@@ -34,6 +34,7 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
+    MISSING_MODES,
     STRATEGIES,
     ImageTabularClassifier,
     UnimodalClassifier,
@@ -45,7 +46,7 @@ from amfmedit.models import (
 )
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
-from amfmedit.stages import names, run_inputs
+from amfmedit.stages import availability, names, run_inputs
 from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
@@ -102,6 +103,15 @@ class FinetuneConfig:
     train_fraction: float = 1.0
     aux_off: tuple[str, ...] = ()  # Table 6: these auxiliary losses switched off (weight 0)
     encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
+    # how the tabular encoder reads missing values (impute | token); None: the run's (``pretrain --missing``;
+    # a run without pretraining: PretrainConfig's). Fusion models inherit the pretrained encoders' mode; a
+    # baseline reading them otherwise carries the mode in its stage name (set by resolve_missing)
+    missing: str | None = None
+    missing_in_name: bool = False
+    # fusion models: each complete training row loses its image or its table with this probability
+    # (ModDrop); None: amfmedit.stages.availability.MODALITY_DROPOUT when the training rows hold
+    # incomplete ones, else 0
+    modality_dropout: float | None = None
 
     def validate(self) -> None:
         check_choice(self.fusion, fusion_choices(), "--fusion")
@@ -134,6 +144,14 @@ class FinetuneConfig:
                     raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
             for inp in run_inputs.declared(self.fusion):
                 inp.validate(self, self.d_out or settings.get("d_out"))
+        if self.missing is not None:
+            check_choice(self.missing, MISSING_MODES, "--missing")
+        if self.modality_dropout is not None:
+            if not 0 <= self.modality_dropout <= 1:
+                raise UserError(f"--modality-dropout {self.modality_dropout:g}: a probability, in [0, 1]")
+            if self.fusion == NO_FUSION and self.modality_dropout > 0:
+                raise UserError(f"--modality-dropout {self.modality_dropout:g}: a supervised baseline reads one "
+                                "modality; dropout of a modality is for fusion models")
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -146,7 +164,8 @@ class FinetuneConfig:
         parts = {k: v for inp in run_inputs.declared(self.fusion) for k, v in inp.name_part(self).items()}
         return names.classifier_prefix(self.fusion, self.strategy, self.modality,
                                        encoder=self.tabular_encoder if self.encoder_in_name else None,
-                                       off=self.aux_off, fraction=self.train_fraction, **parts)
+                                       off=self.aux_off, fraction=self.train_fraction,
+                                       missing=self.missing if self.missing_in_name else None, **parts)
 
     def stage(self, seed: int) -> str:
         return names.seed_stage(self.prefix, seed, self.mask_features)
@@ -163,12 +182,42 @@ class FinetuneResult:
     search: dict | None = None  # a run input searched on validation (--rconf auto): candidates, scores, choice
 
 
-def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -> tuple[Callable, dict]:
-    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses."""
+def run_missing(run: rundir.Run) -> str:
+    """How the run's pretrained tabular encoder reads missing values (``pretrain --missing``; a run
+    pretrained before the setting existed: impute); a run without pretraining: PretrainConfig's."""
+    if not run.is_complete(names.PRETRAIN):
+        return PretrainConfig().missing
+    path = run.stage(names.PRETRAIN) / rundir.CONFIG_FILE
+    cfg = (read_json(path).get("config") or {}) if path.is_file() else {}
+    return str(cfg.get("missing", "impute"))
+
+
+def resolve_missing(cfg: FinetuneConfig, run: rundir.Run) -> FinetuneConfig:
+    """``cfg`` with ``missing`` resolved against the run: a fusion model reads missing values as its
+    pretrained encoder does (another ``--missing`` is refused); a baseline reading them otherwise
+    carries its mode in its stage name."""
+    mode = run_missing(run)
+    if cfg.fusion != NO_FUSION:
+        if not run.is_complete(names.PRETRAIN):
+            return cfg  # the missing pretrain stage is reported by the caller
+        if cfg.missing is not None and cfg.missing != mode:
+            raise UserError(f"--missing {cfg.missing}: fusion models use the encoders of run {run.name}, pretrained "
+                            f"with --missing {mode}; pretrain a run with --missing {cfg.missing} (`amfmedit pretrain "
+                            f"--data {run.data} --missing {cfg.missing}`) to compare")
+        return replace(cfg, missing=mode, missing_in_name=False)
+    chosen = cfg.missing or mode
+    return replace(cfg, missing=chosen, missing_in_name=chosen != mode)
+
+
+def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict,
+                   missing_features: list[int] | None = None) -> tuple[Callable, dict]:
+    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses
+    (``missing_features``: the features a baseline's token encoder reads as missing)."""
     if cfg.fusion == NO_FUSION:
         pcfg = PretrainConfig()
         if run.is_complete(names.PRETRAIN):
             _, pcfg = load_pretrained(run)
+        pcfg = replace(pcfg, missing=cfg.missing or pcfg.missing, corruption="swap")
         if cfg.tabular_encoder is not None:
             pooling = pcfg.ft_mamba_pooling if cfg.tabular_encoder == pcfg.tabular_encoder else None
             same = cfg.tabular_encoder == pcfg.tabular_encoder  # another encoder starts from its own defaults
@@ -184,11 +233,13 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                 enc = image_encoder(pcfg.image_arch, schema)
             else:
                 enc = build_tabular_encoder(pcfg.tabular_encoder, n_cont_features=schema.n_cont,
-                                            cat_cardinalities=schema.cardinalities, **tabular_kwargs(pcfg))
+                                            cat_cardinalities=schema.cardinalities,
+                                            **tabular_kwargs(pcfg, missing_features))
             return UnimodalClassifier(enc, n_classes=kind_of(schema).head_size(schema), modality=cfg.modality,
                                       strategy="trainable")
 
-        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
+                                  "missing": pcfg.missing}
 
     pretrained, pcfg = load_pretrained(run)
     spec, state = model_config(pretrained), pretrained.state_dict()
@@ -201,7 +252,8 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                               **inputs, **settings)
         return ImageTabularClassifier(img, tab, fusion, strategy=cfg.strategy)
 
-    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
+                              "missing": availability.missing_mode(pretrained.tabular_encoder)}
 
 
 def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
@@ -261,6 +313,7 @@ class FinetuneJob:
     build: Callable[[dict], tuple[Callable, dict]]  # inputs -> (model factory, encoder names)
     mask: dict | None  # masked features record (incomplete-data stages)
     progress: ProgressFactory
+    modality_dropout: float = 0.0  # resolved (availability.modality_dropout)
 
     @property
     def use_image(self) -> bool:
@@ -300,6 +353,7 @@ def finetune(
                                                         data_dir=opts.data_dir)), mask_top_k=None)
     if cfg.fusion != NO_FUSION:
         rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
+    cfg = resolve_missing(cfg, run)
     inputs = resolve_inputs(cfg, run)
     searched = next((inp for inp in run_inputs.declared(cfg.fusion) if inp.searches(cfg)), None)
     if data is None:
@@ -308,6 +362,9 @@ def finetune(
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
     else:
         ds, dd = data
+    # the features a baseline's token encoder reads, from the prepared mask: masked features (Table 4)
+    # stay constants, as for the pretrained encoders
+    missing_features = ds.missing_features("train")
     mask = mask_record(ds, cfg.mask_features) if cfg.mask_features else None
     if cfg.mask_features:  # train, validation and test rows all see the constants
         ds, dd = masked_data(ds, dd, cfg.mask_features)
@@ -320,10 +377,13 @@ def finetune(
     def build(values: dict) -> tuple[Callable, dict]:
         key = tuple(sorted(values.items()))
         if key not in builders:
-            builders[key] = _model_builder(cfg, run, schema, values)
+            builders[key] = _model_builder(cfg, run, schema, values, missing_features)
         return builders[key]
 
-    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress)
+    dropout = 0.0 if cfg.fusion == NO_FUSION else \
+        availability.modality_dropout(cfg.modality_dropout, ds, dd.rows("train"))
+    cfg = replace(cfg, modality_dropout=dropout)
+    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress, dropout)
     # One writer per combination (its search and every seed), from before the clobber check to the end.
     with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt):
         return _train_seeds(job)
@@ -367,7 +427,9 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
             use_image=job.use_image, use_tabular=job.use_tabular, out_dir=out_dir, rt=rt, resume=resume,
             progress=job.progress, log=opts.log, title=f"{cfg.prefix} seed={seed} lr={lr:g}{tried}",
             extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
-                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, **values},
+                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, "missing": cfg.missing,
+                          "modality_dropout": job.modality_dropout, **values},
+            modality_dropout=job.modality_dropout,
         )
 
     first = cfg.seeds[0]
@@ -482,8 +544,9 @@ def finetune_many(
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
         opts = replace(opts, run=_baseline_run(data, opts, rt))
     run = rundir.open_run(opts.runs_dir, opts.run)
-    configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
-                       mask_top_k=None) for c in configs]
+    configs = [resolve_missing(replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k,
+                                                                           data_dir=opts.data_dir)),
+                                       mask_top_k=None), run) for c in configs]
     for cfg in configs:
         if cfg.fusion != NO_FUSION:
             rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")

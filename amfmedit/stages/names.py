@@ -22,6 +22,8 @@ today's names stay as they are; otherwise it is, in this order:
 ``-rconf<value>``        a member of an R_conf sweep (Table 5), ``-rconfauto`` for ``--rconf auto``
 ``-off-<loss>[+<loss>]`` auxiliary losses switched off (weight 0; Table 6's ablation rows)
 ``-frac<fraction>``      trained on a stratified fraction (< 1) of the training rows (learning curves)
+``-impute`` / ``-token``  a supervised baseline reading missing values otherwise than the run's encoders
+                         (``--missing``; docs/missing-data.md)
 
 e.g. ``finetune-amf-trainable-rconf0.95-seed2022``, ``finetune-amf-trainable-off-leakage-frac0.1-seed2023``.
 """
@@ -35,7 +37,7 @@ from typing import Sequence
 
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
-from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
+from amfmedit.models import FUSIONS, MISSING_MODES, STRATEGIES, TABULAR_ENCODERS
 from amfmedit.train import rundir
 
 PRETRAIN = "pretrain"
@@ -53,7 +55,7 @@ RESULTS_FILE = "results.md"  # evaluate/: the tables a person reads
 
 AUTO = "auto"  # ``--rconf auto``: R_conf chosen on validation (amfmedit.stages.finetune)
 #: the keys of a stage's variant, as :func:`parse_stage` returns them (None / () when absent)
-VARIANT_KEYS = ("encoder", "rconf", "off", "fraction")
+VARIANT_KEYS = ("encoder", "rconf", "off", "fraction", "missing")
 _MASK_SUFFIX = re.compile(r"-(mask(?:-[A-Za-z0-9_.+]+|\d+-[0-9a-f]{8}))$")
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
 _MAX_READABLE = 40  # longer tags are replaced by a count and a hash
@@ -110,7 +112,7 @@ def _number(value: float) -> str:
 
 
 def variant_tag(*, encoder: str | None = None, rconf: float | str | None = None, off: Sequence[str] = (),
-                fraction: float | None = None) -> str:
+                fraction: float | None = None, missing: str | None = None) -> str:
     """The variant part of a stage name ("" for an ordinary stage); see the module docstring."""
     parts = []
     if encoder is not None:
@@ -121,12 +123,14 @@ def variant_tag(*, encoder: str | None = None, rconf: float | str | None = None,
         parts.append("off-" + "+".join(sorted(off)))
     if fraction is not None and fraction < 1:
         parts.append("frac" + _number(fraction))
+    if missing is not None:
+        parts.append(missing)
     return "".join("-" + p for p in parts)
 
 
 def classifier_prefix(fusion: str, strategy: str, modality: str | None = None, **variant) -> str:
     """``finetune-<fusion>-<strategy>``, or ``supervised-<modality>`` for ``fusion == NO_FUSION``,
-    followed by the :func:`variant_tag` of ``variant`` (encoder, rconf, off, fraction)."""
+    followed by the :func:`variant_tag` of ``variant`` (encoder, rconf, off, fraction, missing)."""
     base = f"supervised-{modality}" if fusion == NO_FUSION else f"finetune-{fusion}-{strategy}"
     return base + variant_tag(**variant)
 
@@ -158,10 +162,12 @@ def _stage_re() -> re.Pattern:
     modalities = "|".join(MODALITIES)
     encoders = "|".join(sorted(map(re.escape, TABULAR_ENCODERS), key=len, reverse=True))
     losses = r"[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)*"
+    modes = "|".join(map(re.escape, MISSING_MODES))
     return re.compile(rf"^(?:finetune-(?P<fusion>{fusions})-(?P<strategy>{strategies})"
                       rf"|supervised-(?P<modality>{modalities}))"
                       rf"(?:-enc-(?P<encoder>{encoders}))?(?:-rconf(?P<rconf>{_NUM}|{AUTO}))?"
-                      rf"(?:-off-(?P<off>{losses}))?(?:-frac(?P<fraction>{_NUM}))?-seed(?P<seed>\d+)$")
+                      rf"(?:-off-(?P<off>{losses}))?(?:-frac(?P<fraction>{_NUM}))?(?:-(?P<missing>{modes}))?"
+                      rf"-seed(?P<seed>\d+)$")
 
 
 def parse_stage(name: str) -> dict | None:
@@ -169,7 +175,8 @@ def parse_stage(name: str) -> dict | None:
 
     Keys: fusion, strategy, modality, seed, mask and the variant (:data:`VARIANT_KEYS`):
     encoder (str or None), rconf (float, ``AUTO`` or None), off (tuple of loss names, () when
-    none) and fraction (float or None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
+    none), fraction (float or None) and missing (``--missing`` of a baseline that differs from the
+    run's, else None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
     for a supervised baseline; ``mask`` is the mask tag or None.
     """
     base, tag = split_mask_suffix(name)
@@ -181,7 +188,7 @@ def parse_stage(name: str) -> dict | None:
     return {"fusion": d["fusion"] or NO_FUSION, "strategy": d["strategy"] or "trainable",
             "modality": d["modality"], "seed": int(d["seed"]), "mask": tag,
             "encoder": d["encoder"], "rconf": rconf, "off": tuple(d["off"].split("+")) if d["off"] else (),
-            "fraction": float(d["fraction"]) if d["fraction"] else None}
+            "fraction": float(d["fraction"]) if d["fraction"] else None, "missing": d["missing"]}
 
 
 def variant_of(info: dict) -> tuple:

@@ -27,8 +27,9 @@ from amfmedit.data.masking import mask_features, mask_record
 from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
-from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
+from amfmedit.models import D_OUT, MISSING_MODES, UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
+from amfmedit.stages.availability import check_complete_splits, check_run_missing, missing_mode
 from amfmedit.stages.classify import Recipe, check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
@@ -71,6 +72,9 @@ class RconfConfig:
     mask_top_k: int | None = None
     # probes trained on this stratified fraction of the training rows (amfmedit.data.subsets, seed ``seed``)
     train_fraction: float = 1.0
+    # how the tabular encoder reads missing values: the probes are the pretrained encoders, frozen, so
+    # only the run's own mode (``pretrain --missing``) is possible; None: the run's
+    missing: str | None = None
 
     def validate(self) -> None:
         check_choice(self.split, SPLITS, "--split")
@@ -78,6 +82,8 @@ class RconfConfig:
             raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
         if self.d_out < 2:
             raise UserError(f"--d-out {self.d_out}: AMF's D_out must be at least 2")
+        if self.missing is not None:
+            check_choice(self.missing, MISSING_MODES, "--missing")
         self.recipe.validate()
 
 
@@ -103,6 +109,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
     cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
     pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
+    check_run_missing(cfg.missing, pretrained.tabular_encoder, run, "the R_conf probes")
     ds = load_dataset(run, opts)
     extra = {"data": run.data}
     if masked:  # the probes train and are measured on the masked table
@@ -111,9 +118,11 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     schema = ds.schema
     recipe = cfg.recipe.resolved(kind_of(schema), schema)
     stage_name = names.rconf_stage(masked, cfg.train_fraction)
-    check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
+    check_complete_splits(ds, ("train", "val", cfg.split))
+    check_selectable(ds, rows=ds.indices("val")[ds.complete[ds.indices("val")]])  # before any folder
     job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
-                   pretrained.state_dict(), pcfg.tabular_encoder, progress)
+                   pretrained.state_dict(), pcfg.tabular_encoder, progress,
+                   missing=missing_mode(pretrained.tabular_encoder))
     with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
         return _probes(job)
 
@@ -134,6 +143,7 @@ class ProbeJob:
     pretrain_state: dict  # ... and its weights
     pretrain_tabular_encoder: str
     progress: ProgressFactory
+    missing: str = "impute"  # how the pretrained tabular encoder reads missing values
 
 
 def _probes(job: ProbeJob) -> RconfResult:
@@ -143,7 +153,8 @@ def _probes(job: ProbeJob) -> RconfResult:
     schema = ds.schema
     masked = list(cfg.mask_features)
     stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
-    data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    # R_conf compares the two modalities on the same patients: both probes see the complete rows only
+    data = DeviceData(ds, device=rt.device, residency=opts.images_in).with_complete_rows()
     if cfg.train_fraction < 1:  # the probes see only the labelled fraction; val / test untouched
         all_train = data.rows("train")
         rows = train_subset(ds.labels, all_train, cfg.train_fraction, cfg.seed)
@@ -160,7 +171,9 @@ def _probes(job: ProbeJob) -> RconfResult:
         return model.image_encoder, model.tabular_encoder
 
     record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": job.pretrain_tabular_encoder,
-                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": []}
+                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": [],
+                    "missing": job.missing, "rows": "complete (an image and a table)",
+                    "complete_rows": {s: len(data.rows(s)) for s in ("train", "val", "test")}}
     for modality in ("image", "tabular"):
 
         def build(modality=modality):
