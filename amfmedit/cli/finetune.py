@@ -134,7 +134,7 @@ def finetune(
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
-    missing: field_option(F, "missing", str, "--missing", help="How the tabular encoder reads missing values (token or impute). Fusion models inherit the pretrained encoders' mode; a baseline reading them otherwise gets -<mode> in its stage name.", shown="the run's (pretrain --missing)") = None,
+    missing: field_option(F, "missing", str, "--missing", help="How the tabular encoder reads missing values (token or impute); another mode than the run's gets -<mode> in its stage name, and fusion models then need its encoders (pretrain --run RUN --missing MODE).", shown="the run's (pretrain --missing)") = None,
     modality_dropout: field_option(F, "modality_dropout", float, "--modality-dropout", help="Fusion models: probability that a complete training row loses its image or its table (ModDrop).", shown=f"{MODALITY_DROPOUT:g} when training rows lack a modality, else 0") = None,
 ) -> None:
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""

@@ -13,6 +13,7 @@ from amfmedit.models import IMAGE_ENCODERS
 from amfmedit.models.image import IMAGE_WEIGHTS_HELP
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.kinds import PREDICTION_KINDS
+from amfmedit.stages.names import PRETRAIN
 from amfmedit.stages.pretrain import READOUT_OPTION, STACKINGS, PretrainConfig
 from amfmedit.stages.pretrain import pretrain as run_pretrain
 
@@ -53,7 +54,7 @@ def pretrain(
     projection_dim: field_option(P, "projection_dim", int, "--projection-dim", min=1, help="Projection head output size.") = None,
     augment_rate: field_option(P, "augment_rate", float, "--augment-rate", help="Probability that an image is augmented.") = None,
     corruption_rate: field_option(P, "corruption_rate", float, "--corruption-rate", help="Fraction of tabular features replaced.") = None,
-    missing: field_option(P, "missing", str, "--missing", help="How the tabular encoder reads missing values: token (a learned missing embedding / indicator; reads the mask) or impute (the imputed value, the paper). Fine-tuned fusions and the R_conf probes inherit it.") = None,
+    missing: field_option(P, "missing", str, "--missing", help="How the tabular encoder reads missing values: token (a learned missing embedding / indicator; reads the mask) or impute (the imputed value, the paper). Fine-tuned fusions and the R_conf probes inherit it; on a pretrained run, the other mode is a second pretraining (pretrain-<mode>/) for comparing the two.") = None,
     corruption: field_option(P, "corruption", str, "--corruption", help="Tabular corruption: swap (another training row's value, the paper) or missing (cells marked missing; --missing token only).") = None,
     probe_every: field_option(P, "probe_every", int, "--probe-every", min=0, help="Online linear-probe metric every N epochs (0: off).") = None,
     seed: field_option(P, "seed", int, "--seed", help="Random seed.") = None,
@@ -72,4 +73,5 @@ def pretrain(
                       f"{res.best_val_loss:.4f} at epoch {res.best_epoch}; chance {res.chance_loss:.4f}) "
                       f"-> {res.stage_dir}")
         warn(res.warnings)
-        console.print("next: [bold]amfmedit rconf[/], then [bold]amfmedit finetune --fusion amf[/]")
+        second = "" if res.stage_dir.name == PRETRAIN else f" --missing {cfg.missing}"  # pretrain-<missing>/
+        console.print(f"next: [bold]amfmedit rconf{second}[/], then [bold]amfmedit finetune --fusion amf{second}[/]")

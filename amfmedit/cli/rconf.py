@@ -49,7 +49,7 @@ def rconf(
     seed: field_option(R, "seed", int, "--seed", help="Random seed of both probes.") = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
-    missing: field_option(R, "missing", str, "--missing", help="How the tabular encoder reads missing values; the probes are the run's pretrained encoders, so only their mode (pretrain --missing) is accepted.", shown="the run's") = None,
+    missing: field_option(R, "missing", str, "--missing", help="Probe the encoders pretrained with this --missing mode: the run's own, or its second pretraining (pretrain --run RUN --missing MODE; writes rconf-<mode>/).", shown="the run's") = None,
     train_fraction: field_option(R, "train_fraction", str, "--train-fraction", help="Train the probes on this stratified fraction of the training rows (seed --seed); a list runs one rconf-frac<f> stage each.") = None,
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""

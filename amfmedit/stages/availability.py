@@ -6,8 +6,10 @@ tabular encoder reads missing values, modality dropout's default, and the availa
   (a pair without one side has nothing to contrast; R_conf compares the modalities on the same
   patients); fine-tuning, the baselines, ``evaluate`` and ``predict`` use every row.
 - ``--missing impute|token`` is a property of the tabular encoder: ``pretrain`` sets it for the
-  run's encoders, so fusion models and the probes built on them inherit it; a supervised baseline
-  builds its own encoder and may use either (stage names mark one that differs from the run's).
+  run's encoders (``pretrain/``), so fusion models and the probes built on them inherit it. A run
+  may hold a second pretraining with the other mode (``pretrain-<missing>/``, for comparing the
+  two); stages on it, and baselines reading missing values otherwise, carry ``-<missing>`` in
+  their names (:mod:`amfmedit.stages.names`).
 """
 
 from __future__ import annotations
@@ -29,20 +31,6 @@ PATTERNS = {"complete": ("complete", True, True), "table_only": ("table only", F
 def missing_mode(encoder) -> str:
     """How a tabular encoder reads missing values ("impute" for one built before the setting existed)."""
     return str(getattr(encoder, "missing_mode", "impute"))
-
-
-def check_run_missing(requested: str | None, encoder, run, what: str) -> str:
-    """The mode of the run's pretrained ``encoder``; ``requested`` (``--missing``) must be it or None.
-
-    The missing embeddings (FT-*) and indicator weights (MLP/ResNet) are pretrained with the rest
-    of the encoder, so a model built on it cannot read missing values another way.
-    """
-    mode = missing_mode(encoder)
-    if requested is not None and requested != mode:
-        raise UserError(f"--missing {requested}: {what} use the encoders of run {run.name}, pretrained with "
-                        f"--missing {mode}; pretrain a run with --missing {requested} "
-                        f"(`amfmedit pretrain --data {run.data} --missing {requested}`) to compare")
-    return mode
 
 
 def counts(ds, rows: np.ndarray) -> dict[str, int]:

@@ -62,7 +62,8 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
+from amfmedit.stages.pretrain import (PretrainConfig, image_encoder, load_pretrained, run_missing, second_pretrain_command,
+                                    tabular_kwargs)
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 
@@ -104,8 +105,8 @@ class FinetuneConfig:
     aux_off: tuple[str, ...] = ()  # Table 6: these auxiliary losses switched off (weight 0)
     encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
     # how the tabular encoder reads missing values (impute | token); None: the run's (``pretrain --missing``;
-    # a run without pretraining: PretrainConfig's). Fusion models inherit the pretrained encoders' mode; a
-    # baseline reading them otherwise carries the mode in its stage name (set by resolve_missing)
+    # a run without pretraining: PretrainConfig's). Another mode carries it in the stage name (set by
+    # resolve_missing); a fusion model then uses the run's second pretraining, pretrain-<missing>/
     missing: str | None = None
     missing_in_name: bool = False
     # fusion models: each complete training row loses its image or its table with this probability
@@ -182,30 +183,17 @@ class FinetuneResult:
     search: dict | None = None  # a run input searched on validation (--rconf auto): candidates, scores, choice
 
 
-def run_missing(run: rundir.Run) -> str:
-    """How the run's pretrained tabular encoder reads missing values (``pretrain --missing``; a run
-    pretrained before the setting existed: impute); a run without pretraining: PretrainConfig's."""
-    if not run.is_complete(names.PRETRAIN):
-        return PretrainConfig().missing
-    path = run.stage(names.PRETRAIN) / rundir.CONFIG_FILE
-    cfg = (read_json(path).get("config") or {}) if path.is_file() else {}
-    return str(cfg.get("missing", "impute"))
-
-
 def resolve_missing(cfg: FinetuneConfig, run: rundir.Run) -> FinetuneConfig:
-    """``cfg`` with ``missing`` resolved against the run: a fusion model reads missing values as its
-    pretrained encoder does (another ``--missing`` is refused); a baseline reading them otherwise
-    carries its mode in its stage name."""
-    mode = run_missing(run)
-    if cfg.fusion != NO_FUSION:
-        if not run.is_complete(names.PRETRAIN):
-            return cfg  # the missing pretrain stage is reported by the caller
-        if cfg.missing is not None and cfg.missing != mode:
-            raise UserError(f"--missing {cfg.missing}: fusion models use the encoders of run {run.name}, pretrained "
-                            f"with --missing {mode}; pretrain a run with --missing {cfg.missing} (`amfmedit pretrain "
-                            f"--data {run.data} --missing {cfg.missing}`) to compare")
-        return replace(cfg, missing=mode, missing_in_name=False)
+    """``cfg`` with ``missing`` resolved against the run (None: the mode of its ``pretrain/``). A model
+    reading missing values otherwise carries its mode in its stage name; a fusion model's encoders then
+    come from the run's second pretraining, ``pretrain-<missing>/``, which must exist."""
+    pretrained = run_missing(run)
+    if cfg.fusion != NO_FUSION and pretrained is None:
+        return cfg  # the missing pretrain stage is reported by the caller
+    mode = pretrained or PretrainConfig().missing
     chosen = cfg.missing or mode
+    if cfg.fusion != NO_FUSION and chosen != mode:
+        rundir.require_stage(run, names.pretrain_stage(chosen), second_pretrain_command(run, chosen))
     return replace(cfg, missing=chosen, missing_in_name=chosen != mode)
 
 
@@ -241,7 +229,7 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict,
         return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
                                   "missing": pcfg.missing}
 
-    pretrained, pcfg = load_pretrained(run)
+    pretrained, pcfg = load_pretrained(run, cfg.missing)
     spec, state = model_config(pretrained), pretrained.state_dict()
     settings = {"d_out": cfg.d_out} if cfg.d_out is not None else {}
 

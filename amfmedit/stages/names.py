@@ -2,7 +2,8 @@
 
 ```
 pretrain/                                  PRETRAIN
-rconf[-<mask>]/                            RCONF (probes on a masked table carry the mask tag)
+pretrain-<missing>/                        encoders pretrained reading missing values otherwise than pretrain/'s
+rconf[<variant>][-<mask>]/                 RCONF (probes on a masked table carry the mask tag)
 finetune-<fusion>-<strategy>[<variant>]-seed<N>[-<mask>]/
 finetune-<fusion>-<strategy>[<variant>]-lrsearch[-<mask>]/     the learning-rate search of the first seed
 finetune-<fusion>-<strategy>-rconfauto[<variant>]-rconfsearch[-<mask>]/   ``--rconf auto``'s candidates
@@ -22,8 +23,9 @@ today's names stay as they are; otherwise it is, in this order:
 ``-rconf<value>``        a member of an R_conf sweep (Table 5), ``-rconfauto`` for ``--rconf auto``
 ``-off-<loss>[+<loss>]`` auxiliary losses switched off (weight 0; Table 6's ablation rows)
 ``-frac<fraction>``      trained on a stratified fraction (< 1) of the training rows (learning curves)
-``-impute`` / ``-token``  a supervised baseline reading missing values otherwise than the run's encoders
-                         (``--missing``; docs/missing-data.md)
+``-impute`` / ``-token``  a model reading missing values otherwise than the run's ``pretrain/`` encoders
+                         (``--missing``; a fusion's encoders come from ``pretrain-<missing>/``;
+                         docs/missing-data.md)
 
 e.g. ``finetune-amf-trainable-rconf0.95-seed2022``, ``finetune-amf-trainable-off-leakage-frac0.1-seed2023``.
 """
@@ -148,9 +150,16 @@ def rconf_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     return masked_stage_name(f"{prefix}-rconfsearch", mask)
 
 
-def rconf_stage(mask: Sequence[str] = (), fraction: float | None = None) -> str:
-    """``rconf[-frac<f>][-<mask>]``: the probes (on a fraction of the training labels)."""
-    return masked_stage_name(RCONF + variant_tag(fraction=fraction), mask)
+def rconf_stage(mask: Sequence[str] = (), fraction: float | None = None, missing: str | None = None) -> str:
+    """``rconf[-frac<f>][-<missing>][-<mask>]``: the probes (on a fraction of the training labels; on the
+    encoders of ``pretrain-<missing>/``)."""
+    return masked_stage_name(RCONF + variant_tag(fraction=fraction, missing=missing), mask)
+
+
+def pretrain_stage(missing: str | None = None) -> str:
+    """``pretrain/``, or ``pretrain-<missing>/``: the run's second pretraining, reading missing values
+    the other way (``pretrain --missing``)."""
+    return PRETRAIN if missing is None else f"{PRETRAIN}-{missing}"
 
 
 _NUM = r"\d+(?:\.\d+)?"
@@ -175,8 +184,8 @@ def parse_stage(name: str) -> dict | None:
 
     Keys: fusion, strategy, modality, seed, mask and the variant (:data:`VARIANT_KEYS`):
     encoder (str or None), rconf (float, ``AUTO`` or None), off (tuple of loss names, () when
-    none), fraction (float or None) and missing (``--missing`` of a baseline that differs from the
-    run's, else None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
+    none), fraction (float or None) and missing (``--missing`` of a model that differs from the
+    run's ``pretrain/``, else None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
     for a supervised baseline; ``mask`` is the mask tag or None.
     """
     base, tag = split_mask_suffix(name)

@@ -33,8 +33,10 @@ from amfmedit.models import (
 from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
 from amfmedit.paths import runs_dir
+from amfmedit.io import read_json
 from amfmedit.stages import names, sanity
 from amfmedit.stages.common import (
+    CONFIG_TOML,
     ProgressFactory,
     RunOptions,
     check_choice,
@@ -223,21 +225,27 @@ def pretrain(
     """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended."""
     cfg.validate()
     rt = runtime_for(opts)
-    if opts.resume:  # settings come from the interrupted run; only its data is needed first
-        run = _open_or_create_run(data, opts, cfg, rt)
+    existing = data is None and opts.run is not None and (runs_dir(opts.runs_dir) / opts.run / rundir.RUN_FILE).is_file()
+    if opts.resume or existing:  # the run's own data (a second pretraining, --missing, needs no --data)
+        run = _open_or_create_run(data, opts, cfg, rt) if opts.resume else rundir.open_run(opts.runs_dir, opts.run)
         ds = load_prepared(run.data, opts.data_dir or run.data_dir)
+        check_pairs(ds)
     else:
+        if data is None:
+            raise UserError("pretrain needs --data NAME (a prepared dataset; see `amfmedit prepare`), "
+                            "or --run NAME of an existing run")
         ds = load_prepared(data, opts.data_dir)  # unknown --data fails here, before any folder exists
+        check_pairs(ds)
         run = _open_or_create_run(data, opts, cfg, rt)
     schema = ds.schema
-    check_pairs(ds)
     lr = cfg.lr if cfg.lr is not None else kind_of(schema).pretrain_lr
     cfg = replace(cfg, lr=lr)
-    with rundir.stage_lock(run, STAGE, rt=rt):  # one writer: a second process is refused and touches nothing
-        stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
+    stage = stage_for(run, cfg.missing)  # pretrain/, or the run's second pretraining pretrain-<missing>/
+    with rundir.stage_lock(run, stage, rt=rt):  # one writer: a second process is refused and touches nothing
+        stage_dir = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume, rt=rt)
         if rt.is_main:
             write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
-            run.record_command(STAGE, opts.argv)
+            run.record_command(stage, opts.argv)
 
         seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
         model = build_contrastive(schema, cfg, ds.missing_features("train"))
@@ -276,7 +284,7 @@ def pretrain(
             log=opts.log,
         )
         result = fit(
-            task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
+            task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(stage, "val_loss"),
             extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
         )
         chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
@@ -308,10 +316,43 @@ def check_pairs(ds) -> None:
                     "(`amfmedit finetune --fusion none`), which use every row")
 
 
-def load_pretrained(run: rundir.Run):
-    """The pretrained ``ContrastiveModel`` of a run (``pretrain/last.pt``) and its config."""
-    stage = rundir.require_stage(run, STAGE, f"amfmedit pretrain --data {run.data}")
-    ckpt = load_checkpoint(stage / LAST, hint=f"run `amfmedit pretrain --run {run.name} --force` to redo it")
+def run_missing(run: rundir.Run) -> str | None:
+    """How the encoders of the run's ``pretrain/`` read missing values (``--missing``; impute for a run
+    pretrained before the setting existed); None before pretraining has started."""
+    path = run.stage(STAGE) / rundir.CONFIG_FILE
+    if not path.is_file():
+        return None
+    return str((read_json(path).get("config") or {}).get("missing", LEGACY_PRETRAIN["missing"]))
+
+
+def missing_tag(run: rundir.Run, missing: str | None) -> str | None:
+    """``missing`` when it differs from the mode of the run's ``pretrain/`` (stage names then carry
+    it), else None."""
+    mode = run_missing(run)
+    return None if missing is None or mode in (None, missing) else missing
+
+
+def stage_for(run: rundir.Run, missing: str | None = None) -> str:
+    """The pretrain stage of encoders reading missing values as ``missing`` (None: the run's own):
+    ``pretrain/``, or ``pretrain-<missing>/``, a run's second pretraining for comparing the modes."""
+    return names.pretrain_stage(missing_tag(run, missing))
+
+
+def second_pretrain_command(run: rundir.Run, missing: str) -> str:
+    """The command that pretrains the run's encoders again reading missing values as ``missing``, with
+    every other setting of its ``pretrain/`` (its config.toml), so the two modes differ in nothing else."""
+    return f"amfmedit pretrain --run {run.name} --config {run.stage(STAGE) / CONFIG_TOML} --missing {missing}"
+
+
+def load_pretrained(run: rundir.Run, missing: str | None = None):
+    """The pretrained ``ContrastiveModel`` of a run (``last.pt`` of :func:`stage_for` ``missing``) and its
+    config."""
+    name = stage_for(run, missing)
+    command = f"amfmedit pretrain --data {run.data}" if name == STAGE else second_pretrain_command(run, missing)
+    stage = rundir.require_stage(run, name, command)
+    # the mode is named: without --missing the default (token) would start pretrain-token/ on an impute run
+    redo = f"amfmedit pretrain --run {run.name} --config {stage / CONFIG_TOML} --missing {missing or run_missing(run)}"
+    ckpt = load_checkpoint(stage / LAST, hint=f"run `{redo} --force` to redo it")
     model = from_checkpoint(ckpt["model"])
     cfg_dict = {**LEGACY_PRETRAIN, **dict(ckpt["config"]["stage"]["pretrain"])}
     return model, PretrainConfig(**cfg_dict)

@@ -29,7 +29,7 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import D_OUT, MISSING_MODES, UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
-from amfmedit.stages.availability import check_complete_splits, check_run_missing, missing_mode
+from amfmedit.stages.availability import check_complete_splits, missing_mode
 from amfmedit.stages.classify import Recipe, check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
@@ -44,7 +44,7 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import load_pretrained
+from amfmedit.stages.pretrain import load_pretrained, missing_tag
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
@@ -73,7 +73,8 @@ class RconfConfig:
     # probes trained on this stratified fraction of the training rows (amfmedit.data.subsets, seed ``seed``)
     train_fraction: float = 1.0
     # how the tabular encoder reads missing values: the probes are the pretrained encoders, frozen, so
-    # only the run's own mode (``pretrain --missing``) is possible; None: the run's
+    # another mode than the run's (``pretrain --missing``; None) probes its second pretraining,
+    # pretrain-<missing>/, in rconf-<missing>/
     missing: str | None = None
 
     def validate(self) -> None:
@@ -108,8 +109,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     run = rundir.open_run(opts.runs_dir, opts.run)
     masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
     cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
-    pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
-    check_run_missing(cfg.missing, pretrained.tabular_encoder, run, "the R_conf probes")
+    pretrained, pcfg = load_pretrained(run, cfg.missing)  # no pretrain stage -> says which command to run
     ds = load_dataset(run, opts)
     extra = {"data": run.data}
     if masked:  # the probes train and are measured on the masked table
@@ -117,7 +117,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(kind_of(schema), schema)
-    stage_name = names.rconf_stage(masked, cfg.train_fraction)
+    stage_name = names.rconf_stage(masked, cfg.train_fraction, missing_tag(run, cfg.missing))
     check_complete_splits(ds, ("train", "val", cfg.split))
     check_selectable(ds, rows=ds.indices("val")[ds.complete[ds.indices("val")]])  # before any folder
     job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
@@ -228,10 +228,10 @@ def _probes(job: ProbeJob) -> RconfResult:
     return RconfResult(run.name, stage_dir, record)
 
 
-def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0) -> float | None:
-    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked and
-    probes trained on ``fraction`` of the training labels), or None."""
-    stage = names.rconf_stage(mask_features, fraction)
+def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0, missing: str | None = None) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked, probes
+    trained on ``fraction`` of the training labels, on the encoders of ``pretrain-<missing>/``), or None."""
+    stage = names.rconf_stage(mask_features, fraction, missing)
     path = run.stage(stage) / RCONF_FILE
     if not run.is_complete(stage) or not path.is_file():
         return None
