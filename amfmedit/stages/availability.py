@@ -28,6 +28,10 @@ PATTERNS = {"complete": ("complete", True, True), "table_only": ("table only", F
             "image_only": ("image only", True, False)}
 
 
+#: how titles name a ``--missing`` mode (a model reading missing values otherwise than the run's)
+MODE_WORDS = {"impute": "imputed values", "token": "missing-value tokens"}
+
+
 def missing_mode(encoder) -> str:
     """How a tabular encoder reads missing values ("impute" for one built before the setting existed)."""
     return str(getattr(encoder, "missing_mode", "impute"))

@@ -25,7 +25,7 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import evalpatterns, evalstats, experiments, missing_sweep, names, sanity
+from amfmedit.stages import availability, evalpatterns, evalstats, experiments, missing_sweep, names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.kinds import kind_of
@@ -112,7 +112,7 @@ def variant_text(variant: tuple) -> str:
         elif key == "rconf":
             parts.append(f"R_conf {value:g}" if isinstance(value, float) else f"R_conf {value}")
         elif key == "missing":
-            parts.append({"impute": "imputed values", "token": "missing-value tokens"}.get(value, str(value)))
+            parts.append(availability.MODE_WORDS.get(value, str(value)))
         elif key == "encoder":
             continue  # the encoder is already in the title
     return f" ({'; '.join(parts)})" if parts else ""

@@ -217,7 +217,8 @@ def plot(result: SweepResult, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     panels[0][0].set_ylabel(f"{result.metric}, {result.split} split (95% CI)", fontsize=7.5)
     handles, labels = panels[0][0].get_legend_handles_labels()
-    shown = [lab if result.reads.get(lab) in (None, "image only") else f"{lab} [{result.reads[lab]}]" for lab in labels]
+    shown = [lab if result.reads.get(lab) in (None, "image only") or availability.MODE_WORDS[result.reads[lab]] in lab
+             else f"{lab} [{result.reads[lab]}]" for lab in labels]  # the title may name the mode already
     fig.legend(handles, shown, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2 if len(labels) > 3 else 1,
                fontsize=7, frameon=False)
     fig.suptitle(f"{result.metric} against test-time missingness ({result.split} split, {result.n} rows, "
