@@ -30,6 +30,7 @@ from amfmedit.errors import UserError
 from amfmedit.models.specs import FUSION_SPECS, STRATEGIES, TABULAR_ENCODER_SPECS, settings_of
 from amfmedit.stages.configs import AUGMENT_RATE_IMAGE_ONLY, AUGMENT_RATE_MULTIMODAL, FinetuneConfig, Recipe, RunOptions
 from amfmedit.stages.names import AUTO, NO_FUSION
+from amfmedit.stages.availability import MODALITY_DROPOUT
 
 F = FinetuneConfig
 D_OUTS = ", ".join(f"{k} {settings_of(c)['d_out']}" for k, c in FUSION_SPECS.items() if "d_out" in settings_of(c))
@@ -140,6 +141,8 @@ def finetune(
     data: Annotated[Optional[str], typer.Option("--data", help="Supervised baselines only: start a new run on this prepared dataset.")] = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
+    missing: field_option(F, "missing", str, "--missing", help="How the tabular encoder reads missing values (token or impute); another mode than the run's gets -<mode> in its stage name, and fusion models then need its encoders (pretrain --run RUN --missing MODE).", shown="the run's (pretrain --missing)") = None,
+    modality_dropout: field_option(F, "modality_dropout", float, "--modality-dropout", help="Fusion models: probability that a complete training row loses its image or its table (ModDrop).", shown=f"{MODALITY_DROPOUT:g} when training rows lack a modality, else 0") = None,
 ) -> None:
     """Fine-tune on the run's pretrained encoders (or train a baseline), once per seed."""
     from amfmedit.models import FUSIONS
@@ -165,7 +168,9 @@ def finetune(
                        tabular_encoder=encoders[0] if len(encoders) == 1 else None,
                        tabular_dim=tabular_dim, image_arch=image_arch, d_state=d_state, stacking=stacking,
                        final_norm=final_norm, mask_features=tuple(mask_features or ()),
-                       mask_top_k=mask_top_k, **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
+                       mask_top_k=mask_top_k, missing=missing,
+                       modality_dropout=modality_dropout if f != NO_FUSION else None,
+                       **({"rconf_multipliers": tuple(multipliers)} if multipliers else {}))
         for f in fusions for s in strategies
         if not (f == NO_FUSION and s != F.strategy and len(strategies) > 1)  # baselines are trained, not frozen
     ]

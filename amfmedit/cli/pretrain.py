@@ -11,6 +11,7 @@ from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_
 from amfmedit.models.specs import ARCHS, IMAGE_WEIGHTS_HELP, TABULAR_ENCODER_SPECS, settings_of
 from amfmedit.stages.configs import READOUT_OPTION, STACKINGS, PretrainConfig, RunOptions
 from amfmedit.stages.kinds import PREDICTION_KINDS
+from amfmedit.stages.names import PRETRAIN
 
 P = PretrainConfig
 ENCODERS = TABULAR_ENCODER_SPECS
@@ -55,6 +56,8 @@ def pretrain(
     projection_dim: field_option(P, "projection_dim", int, "--projection-dim", min=1, help="Projection head output size.") = None,
     augment_rate: field_option(P, "augment_rate", float, "--augment-rate", help="Probability that an image is augmented.") = None,
     corruption_rate: field_option(P, "corruption_rate", float, "--corruption-rate", help="Fraction of tabular features replaced.") = None,
+    missing: field_option(P, "missing", str, "--missing", help="How the tabular encoder reads missing values: token (a learned missing embedding / indicator; reads the mask) or impute (the imputed value, the paper). Fine-tuned fusions and the R_conf probes inherit it; on a pretrained run, the other mode is a second pretraining (pretrain-<mode>/) for comparing the two.") = None,
+    corruption: field_option(P, "corruption", str, "--corruption", help="Tabular corruption: swap (another training row's value, the paper) or missing (cells marked missing; --missing token only).") = None,
     probe_every: field_option(P, "probe_every", int, "--probe-every", min=0, help="Online linear-probe metric every N epochs (0: off).") = None,
     seed: field_option(P, "seed", int, "--seed", help="Random seed.") = None,
 ) -> None:
@@ -67,7 +70,7 @@ def pretrain(
                 weight_decay=weight_decay, weight_decay_scope=weight_decay_scope, optimizer=optimizer, warmup_epochs=warmup_epochs,
                 schedule_unit=schedule_unit, temperature=temperature,
                 projection_dim=projection_dim, augment_rate=augment_rate, corruption_rate=corruption_rate,
-                probe_every=probe_every, seed=seed)
+                missing=missing, corruption=corruption, probe_every=probe_every, seed=seed)
     main = is_main_process()
     with progress_bars(enabled=main and not quiet) as bars:
         res = run_pretrain(data, cfg, opts, progress=bars)
@@ -76,4 +79,5 @@ def pretrain(
                       f"{res.best_val_loss:.4f} at epoch {res.best_epoch}; chance {res.chance_loss:.4f}) "
                       f"-> {res.stage_dir}")
         warn(res.warnings)
-        console.print("next: [bold]amfmedit rconf[/], then [bold]amfmedit finetune --fusion amf[/]")
+        second = "" if res.stage_dir.name == PRETRAIN else f" --missing {cfg.missing}"  # pretrain-<missing>/
+        console.print(f"next: [bold]amfmedit rconf{second}[/], then [bold]amfmedit finetune --fusion amf{second}[/]")

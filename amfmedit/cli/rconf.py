@@ -52,6 +52,7 @@ def rconf(
     seed: field_option(R, "seed", int, "--seed", help="Random seed of both probes.") = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
+    missing: field_option(R, "missing", str, "--missing", help="Probe the encoders pretrained with this --missing mode: the run's own, or its second pretraining (pretrain --run RUN --missing MODE; writes rconf-<mode>/).", shown="the run's") = None,
     train_fraction: field_option(R, "train_fraction", str, "--train-fraction", help="Train the probes on this stratified fraction of the training rows (seed --seed); a list runs one rconf-frac<f> stage each.") = None,
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""
@@ -64,7 +65,7 @@ def rconf(
     fractions = number_list(train_fraction, "--train-fraction")
     if any(not 0 < f <= 1 for f in fractions):
         raise UserError(f"--train-fraction {train_fraction}: fractions of the training rows lie in (0, 1]")
-    base = given(RconfConfig(recipe=recipe), split=split, seed=seed, d_out=d_out,
+    base = given(RconfConfig(recipe=recipe), split=split, seed=seed, d_out=d_out, missing=missing,
                  mask_features=tuple(mask_features) if mask_features else None, mask_top_k=mask_top_k)
     main = is_main_process()
     for fraction in fractions or [base.train_fraction]:

@@ -34,18 +34,29 @@ class CamCases:
 
 
 def select_cases(dataset, n: int, target: int, *, split: str = "test", seed: int = 0) -> CamCases:
-    """``n`` random positive and ``n`` random negative cases of ``split`` (the same for the same seed)."""
+    """``n`` random positive and ``n`` random negative cases of ``split`` among its rows with an image
+    (the same for the same seed)."""
     if n < 1:
         raise UserError(f"--cases {n}: must be at least 1")
     rows = dataset.indices(split)
+    present = getattr(dataset, "image_present", None)
+    with_image = "" if present is None or present[rows].all() else " with an image"
+    if present is not None:
+        rows = rows[present[rows]]
     labels = dataset.labels[rows]
     pos, neg = rows[labels == target], rows[labels != target]
     for what, have in (("positive", pos), ("negative", neg)):
         if n > len(have):
-            raise UserError(f"--cases {n}: the {split} split of {dataset.name} has only {len(have)} {what} cases; "
-                            f"use --cases {min(len(pos), len(neg))} or fewer")
+            raise UserError(f"--cases {n}: the {split} split of {dataset.name} has only {len(have)} {what} cases"
+                            f"{with_image}; use --cases {min(len(pos), len(neg))} or fewer")
     rng = np.random.default_rng(seed)
     return CamCases(np.sort(rng.choice(pos, n, replace=False)), np.sort(rng.choice(neg, n, replace=False)))
+
+
+def _table_context(dataset) -> list:
+    """``[missing (N, F), table_present (N,)]`` of a dataset that has them, else []."""
+    missing, present = getattr(dataset, "missing", None), getattr(dataset, "table_present", None)
+    return [] if missing is None or present is None else [missing, present]
 
 
 def images_of(dataset, rows: np.ndarray, device) -> torch.Tensor:
@@ -78,7 +89,8 @@ def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", ba
             for start in range(0, len(rows), batch_size):
                 chunk = np.asarray(rows[start : start + batch_size])
                 view.fix(torch.from_numpy(dataset.x_cont[chunk]).to(device),
-                         torch.from_numpy(dataset.x_cat[chunk]).to(device))
+                         torch.from_numpy(dataset.x_cat[chunk]).to(device),
+                         *[torch.from_numpy(np.asarray(a)[chunk]).to(device) for a in _table_context(dataset)])
                 maps = cam(input_tensor=images_of(dataset, chunk, device), targets=targets_of(chunk))
                 h, w = cam.activations_and_grads.activations[0].shape[-2:]
                 if h * w == 1:  # a single cell: the min-max scaled map is all zeros

@@ -127,6 +127,7 @@ def integrated_gradients(
     progress: ProgressFn | None = None,
     method: str = "gausslegendre",
     max_tokens_per_pass: int | None = None,
+    missing: Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IG of ``scorer`` (:class:`~amfmedit.explain.targets.TabularScore`) for every row of ``x_cont``.
 
@@ -139,6 +140,9 @@ def integrated_gradients(
         batch_size: sample-steps per forward/backward pass; samples are processed
             ``max(1, batch_size // steps)`` at a time.
         images: for a multimodal scorer, ``positions -> (B, C, H, W)`` float images of those rows.
+        missing: (N, F) bool missing mask of the rows (None: nothing missing); an encoder that
+            reads it gets it as fixed context, held equal at the sample and the baseline, so a
+            missing feature's attribution is 0 and completeness still holds.
         method: captum's quadrature (``"gausslegendre"`` or a ``"riemann_*"`` rule).
         max_tokens_per_pass: cap on rows x (features + 1) per pass, below ``batch_size``;
             None: 2^15 on a CPU (a pass's activations then stay closer to the caches: at
@@ -178,6 +182,11 @@ def integrated_gradients(
                 ec = scorer.encoder.embed_categorical(x_cat[start : start + len(pos)])
             tgt = targets[start : start + len(pos)]
             context = scorer.image_context(images(pos)) if images is not None else ()
+            mask_of = getattr(scorer.encoder, "input_mask", None)  # None: an encoder that reads no mask
+            mask = None if mask_of is None else mask_of(x_cat[start : start + len(pos)],
+                                                        None if missing is None else missing[start : start + len(pos)])
+            if mask is not None:  # the row's mask: its baseline output is its own (below)
+                context = (*context, mask)
             bc = b_cont.expand_as(xc).contiguous()
             be = b_cat.expand_as(ec).contiguous()
             a_cont, a_cat = ig.attribute(
@@ -220,6 +229,7 @@ def steps_for_completeness(
     pilot: int = 16,
     batch_size: int = 256,
     images: Callable[[np.ndarray], Tensor] | None = None,
+    missing: Tensor | None = None,
 ) -> tuple[int, float]:
     """The fewest Gauss-Legendre steps whose relative completeness error is within ``tolerance``.
 
@@ -236,7 +246,7 @@ def steps_for_completeness(
     for steps in STEP_LADDER:
         _, delta, change = integrated_gradients(
             scorer, x_cont=x_cont[:k], x_cat=x_cat[:k], baseline=baseline, targets=targets[:k], steps=steps,
-            batch_size=batch_size, images=images,
+            batch_size=batch_size, images=images, missing=None if missing is None else missing[:k],
         )
         mean_change = float(np.abs(change).mean()) if k else 0.0
         rel = float(np.abs(delta).mean() / mean_change) if mean_change > 0 else 0.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amfmedit.models.specs import ARCHS, D_OUT, STRATEGIES
+from amfmedit.models.specs import ARCHS, D_OUT, MISSING_MODES, STRATEGIES
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ serves these
     from amfmedit.models.registry import *  # noqa: F403
@@ -28,10 +28,10 @@ _FROM_REGISTRY = frozenset({
     "model_config", "to_checkpoint", "from_checkpoint",
     "MLPEncoder", "ResNetEncoder", "FTTransformerEncoder", "FTMambaEncoder", "MambaBlock",
     "ImageEncoder", "ProjectionHead", "ConcatFusion", "CrossAttentionFusion", "AMFFusion", "FusionOutput",
-    "amf_split", "amf_aux_losses", "MISSING_MODES", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
+    "amf_split", "amf_aux_losses", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
     "kernel_status", "set_scan_impl",
 })
-__all__ = sorted(_FROM_REGISTRY | {"D_OUT", "STRATEGIES", "ARCHS", "losses"})
+__all__ = sorted(_FROM_REGISTRY | {"D_OUT", "STRATEGIES", "ARCHS", "MISSING_MODES", "losses"})
 
 
 def __getattr__(name: str):

@@ -44,6 +44,10 @@ FINAL_NORM_NAMES = ("layernorm", "mambular")
 #: AMF's D_out, the length of the fused vector (the reference configuration's ``classify_dim``).
 D_OUT = 2048
 
+#: how a tabular encoder reads missing values (amfmedit.models.tokenizer): the imputed values, or
+#: a learned missing token per feature
+MISSING_MODES = ("impute", "token")
+
 #: how fine-tuning treats the pretrained encoders
 STRATEGIES = ("trainable", "frozen")
 

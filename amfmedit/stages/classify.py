@@ -87,8 +87,10 @@ def train_one(
     title: str,
     extra_config: dict,
     log: str = "none",
+    modality_dropout: float = 0.0,
 ) -> Trained:
-    """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
+    """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``
+    (``modality_dropout``: :class:`~amfmedit.train.tasks.SupervisedTask`'s, for fusion models)."""
     schema = dataset.schema
     kind = kind_of(schema)
     seeding.seed_everything(seed, seeding.STREAM_INIT)  # head / fusion initialisation: a function of the seed
@@ -104,6 +106,7 @@ def train_one(
         channels_last=rt.channels_last,
         eval_batch_size=max(recipe.batch_size, 2),
         spec=model_config(model),
+        modality_dropout=modality_dropout,
     )
     cfg = FitConfig(
         epochs=recipe.epochs,
@@ -189,14 +192,15 @@ def select_lr(
     return best_lr, results[best_lr], record
 
 
-def check_selectable(dataset, split: str = "val") -> None:
+def check_selectable(dataset, split: str = "val", rows=None) -> None:
     """Model selection needs a defined validation metric (e.g. AUC needs both classes in ``split``).
 
     Called before any folder is made, so a cohort whose validation split cannot select a model
     fails with one line instead of after a learning-rate search has written its candidates.
+    ``rows``: the split's rows that are scored (default all; the R_conf probes: the complete ones).
     """
     kind = kind_of(dataset.schema)
-    targets = kind.targets(dataset)[dataset.indices(split)]
+    targets = kind.targets(dataset)[dataset.indices(split) if rows is None else rows]
     if len(targets) == 0:
         raise UserError(f"{dataset.root}: the {split} split is empty: nothing to select the learning rate and the "
                         "best epoch on; prepare the data with a validation split")

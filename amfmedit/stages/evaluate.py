@@ -25,7 +25,7 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import evalstats, experiments, names, sanity
+from amfmedit.stages import availability, evalpatterns, evalstats, experiments, missing_sweep, names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.configs import EvaluateConfig
@@ -101,6 +101,8 @@ def variant_text(variant: tuple) -> str:
             parts.append(f"{100 * float(value):g}% of training labels")
         elif key == "rconf":
             parts.append(f"R_conf {value:g}" if isinstance(value, float) else f"R_conf {value}")
+        elif key == "missing":
+            parts.append(availability.MODE_WORDS.get(value, str(value)))
         elif key == "encoder":
             continue  # the encoder is already in the title
     return f" ({'; '.join(parts)})" if parts else ""
@@ -135,6 +137,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     if cfg.split not in SPLITS:
         raise UserError(f"--split {cfg.split}: use val or test")
     parse_threshold(cfg.threshold)  # a bad spec stops before any work
+    sweep = missing_sweep.Sweep(tuple(cfg.missingness_sweep), tuple(cfg.image_drop))
+    sweep.validate()
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     require_no_writer(run, "amfmedit evaluate")  # a stage still training would be left out silently
@@ -151,6 +155,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     kind = kind_of(schema)
     metric = kind.headline.key
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    sweeper = missing_sweep.SweepScorer(sweep, ds, data, cfg.split) if sweep.active else None
     stages, per_group = [], defaultdict(list)
     outputs, val_outputs = {}, {}
     masked_sets = {}
@@ -174,6 +179,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         with torch.no_grad(), rt.autocast():
             rows, preds, targets = task.predict(model, cfg.split, rt)
             val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, preds, targets)
+            if sweeper is not None and not info["mask"]:  # Table 4's masked models keep their own table
+                sweeper.score(name, model, modality=info["modality"], kind=kind, rt=rt, batch_size=cfg.batch_size)
         m = kind.validation_metrics(preds, targets)
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
@@ -212,6 +219,11 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
              for key, rows in per_group.items()}
     stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema)
     stats.warnings.extend(_sanity_warnings(kind, per_group, titles, outputs, val_outputs, cfg.split))
+    patterns = evalpatterns.by_pattern(kind, ds, outputs[first][0], y_val, y_test, preds, spec=cfg.threshold,
+                                       split=cfg.split, schema=schema)
+    swept = None if sweeper is None else sweeper.result(
+        kind, {titles[k]: [r["stage"] for r in rows] for k, rows in per_group.items()}, y_test,
+        missing_sweep.unimodal_titles(per_group, titles))
     operating = {}
     for key, rows, g in zip(per_group, per_group.values(), groups):
         g.update(stats.model_record(titles[key]))
@@ -223,7 +235,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     operating = {**stats.operating_header(schema.class_names), "stages": operating}
     oracle = oracle_auc(ds, cfg.split, metric)
     md = _markdown(run, cfg.split, kind, groups, stages, oracle, stats, metric_keys)
+    md += evalpatterns.markdown(kind, patterns, stats, cfg.split)
     term = _terminal(run, cfg.split, kind, groups, stages, oracle, stats)
+    term += evalpatterns.terminal(kind, patterns, stats)
 
     if not rt.is_main:
         return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
@@ -234,6 +248,12 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                         for key, rows in per_group.items()}
         figures = stats.write_figures(tmp, y_test, seed_outputs)
         md += experiments.write(run, tmp, groups, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
+        if swept is not None:
+            figure = missing_sweep.plot(swept, tmp / missing_sweep.FIGURE)
+            md += missing_sweep.markdown(swept, missing_sweep.FIGURE if figure else None)
+            if figure:
+                figures["missingness_sweep"] = missing_sweep.FIGURE
+        evalpatterns.write(tmp, patterns, run.name)
         write_text(tmp / RESULTS_FILE, md + _figures_markdown(figures))
         table = stats.summary.comparisons
         if table is not None:
@@ -248,7 +268,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             "split": cfg.split, "metric": metric, "oracle_auc": oracle, "groups": groups, "stages": stages,
             "threshold_spec": cfg.threshold, "threshold_chosen_on": "val", "warnings": stats.warnings,
             "skipped": list(stats.summary.skipped), "comparisons": table.to_dict() if table else None,
-            "figures": figures, "n_boot": bootstrap.DEFAULT_N_BOOT})
+            "figures": figures, "n_boot": bootstrap.DEFAULT_N_BOOT,
+            "patterns": evalpatterns.record(patterns, list(preds)),
+            "missingness_sweep": swept.to_dict() if swept is not None else None})
         titled = {r["stage"]: titles[key] for key, rows in per_group.items() for r in rows}
         seed_index = {r["stage"]: i for rows in per_group.values() for i, r in enumerate(rows)}
         for folder, outs in ((tmp / "predictions", outputs), (tmp / "predictions" / "val", val_outputs)):
@@ -331,7 +353,7 @@ def _write_predictions(folder: Path, ds, schema, outputs, stats, titled: dict, s
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, preds, targets) in outputs.items():
-        df = pd.DataFrame({"id": ds.ids[rows], "label": targets})
+        df = pd.DataFrame({"id": ds.ids[rows], "label": targets, "inputs": evalpatterns.pattern_of(ds, rows)})
         for col, values in stats.prediction_columns(titled[name], seed_index[name], preds, schema.class_names).items():
             df[col] = values
         with atomic_path(folder / f"{name}.csv") as tmp:

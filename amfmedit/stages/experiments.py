@@ -83,25 +83,26 @@ def rconf_sets(groups: list[dict]) -> dict[tuple, list[dict]]:
     for g in groups:
         if _uses_rconf(g) and g.get("r_conf") is not None:
             v = _variant(g)
-            sets[(g["fusion"], g["strategy"], g.get("mask"), tuple(v.get("off") or ()), v.get("fraction"))].append(g)
+            sets[(g["fusion"], g["strategy"], g.get("mask"), tuple(v.get("off") or ()), v.get("fraction"),
+                  v.get("missing"))].append(g)
     return {k: sorted(v, key=lambda g: g["r_conf"]) for k, v in sets.items()
             if any(_variant(g).get("rconf") is not None for g in v)}
 
 
 def _measured(run: rundir.Run, key: tuple, rows: list[dict]) -> float | None:
     """The R_conf ``amfmedit rconf`` measured for these groups (same masked table and label fraction)."""
-    return read_rconf(run, rows[0].get("mask_features") or (), key[4] or 1.0)
+    return read_rconf(run, rows[0].get("mask_features") or (), key[4] or 1.0, key[5])
 
 
 def table5_markdown(run: rundir.Run, groups: list[dict], *, metric: str) -> str:
     """Table 5's layout per fusion x strategy: R_conf, L_img / L_tab (eq. 6), metric mean ± std."""
     out = []
     for key, rows in rconf_sets(groups).items():
-        fusion, strategy, mask, off, fraction = key
+        fusion, strategy, mask, off, fraction, missing = key
         measured = _measured(run, key, rows)
         head = f"**{fusion_title(fusion)}, {strategy}**"
         extras = [f"mask {mask}" if mask else "", f"losses off: {'+'.join(off)}" if off else "",
-                  f"label fraction {fraction:g}" if fraction else ""]
+                  f"label fraction {fraction:g}" if fraction else "", f"--missing {missing}" if missing else ""]
         head += "".join(f", {e}" for e in extras if e)
         if measured is not None:
             head += f"; measured R_conf {measured:.4f}"

@@ -203,14 +203,22 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     rows = ds.indices(cfg.split)
     if len(rows) == 0:
         raise UserError(f"--split {cfg.split}: dataset {ds.name} has no rows in that split")
+    modality = ex.info["modality"]
+    # attributions to the table need a table; a fusion's also an image of the patient (complete rows)
+    has = ds.table_present[rows] & (ds.image_present[rows] if modality is None else True)
+    if not has.any():
+        raise UserError(f"--split {cfg.split}: none of its {len(rows)} rows has "
+                        + ("a table" if modality is not None else "both an image and a table")
+                        + " to attribute; choose another split")
+    rows = rows[has]
     if cfg.max_samples is not None and cfg.max_samples < len(rows):
         rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.max_samples, replace=False))
     train = ds.indices("train")
     dev = rt.device
     x_cont = torch.from_numpy(ds.x_cont[rows]).to(dev)
     x_cat = torch.from_numpy(ds.x_cat[rows]).to(dev)
+    missing = torch.from_numpy(np.asarray(ds.missing[rows])).to(dev)
     targets = torch.from_numpy(kind.explain_targets(schema, cfg.target, kind.targets(ds)[rows])).to(dev)
-    modality = ex.info["modality"]
     scorer = TabularScore(ex.model, modality=modality, output=cfg.output).to(dev).eval()
     baseline = tabular_baseline(scorer.encoder, torch.from_numpy(ds.x_cont[train]).to(dev),
                                 torch.from_numpy(ds.x_cat[train]).to(dev))
@@ -225,10 +233,10 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         if cfg.completeness is not None:  # the fewest steps that meet the asked completeness error
             steps, pilot_error = steps_for_completeness(
                 scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, tolerance=cfg.completeness,
-                batch_size=cfg.batch_size, images=images)
+                batch_size=cfg.batch_size, images=images, missing=missing)
         values, delta, change = integrated_gradients(
             scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, steps=steps,
-            batch_size=cfg.batch_size, images=images, progress=progress)
+            batch_size=cfg.batch_size, images=images, progress=progress, missing=missing)
     elapsed = time.perf_counter() - t0
     cfg = replace(cfg, steps=steps)
     attr = Attributions(schema.feature_names, rows, values, delta, change, steps, targets.cpu().numpy())

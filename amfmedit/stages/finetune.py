@@ -45,7 +45,7 @@ from amfmedit.models import (
 )
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
-from amfmedit.stages import names, run_inputs
+from amfmedit.stages import availability, names, run_inputs
 from amfmedit.stages.classify import Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
     ProgressFactory,
@@ -66,6 +66,8 @@ from amfmedit.stages.pretrain import (
     PretrainConfig,
     image_encoder,
     load_pretrained,
+    run_missing,
+    second_pretrain_command,
     tabular_kwargs,
 )
 from amfmedit.train import rundir
@@ -86,12 +88,29 @@ class FinetuneResult:
     search: dict | None = None  # a run input searched on validation (--rconf auto): candidates, scores, choice
 
 
-def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -> tuple[Callable, dict]:
-    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses."""
+def resolve_missing(cfg: FinetuneConfig, run: rundir.Run) -> FinetuneConfig:
+    """``cfg`` with ``missing`` resolved against the run (None: the mode of its ``pretrain/``). A model
+    reading missing values otherwise carries its mode in its stage name; a fusion model's encoders then
+    come from the run's second pretraining, ``pretrain-<missing>/``, which must exist."""
+    pretrained = run_missing(run)
+    if cfg.fusion != NO_FUSION and pretrained is None:
+        return cfg  # the missing pretrain stage is reported by the caller
+    mode = pretrained or PretrainConfig().missing
+    chosen = cfg.missing or mode
+    if cfg.fusion != NO_FUSION and chosen != mode:
+        rundir.require_stage(run, names.pretrain_stage(chosen), second_pretrain_command(run, chosen))
+    return replace(cfg, missing=chosen, missing_in_name=chosen != mode)
+
+
+def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict,
+                   missing_features: list[int] | None = None) -> tuple[Callable, dict]:
+    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses
+    (``missing_features``: the features a baseline's token encoder reads as missing)."""
     if cfg.fusion == NO_FUSION:
         pcfg = PretrainConfig()
         if run.is_complete(names.PRETRAIN):
             _, pcfg = load_pretrained(run)
+        pcfg = replace(pcfg, missing=cfg.missing or pcfg.missing, corruption="swap")
         if cfg.tabular_encoder is not None:
             pooling = pcfg.ft_mamba_pooling if cfg.tabular_encoder == pcfg.tabular_encoder else None
             same = cfg.tabular_encoder == pcfg.tabular_encoder  # another encoder starts from its own defaults
@@ -111,13 +130,15 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                 enc = image_encoder(pcfg.image_arch, schema)
             else:
                 enc = build_tabular_encoder(pcfg.tabular_encoder, n_cont_features=schema.n_cont,
-                                            cat_cardinalities=schema.cardinalities, **tabular_kwargs(pcfg))
+                                            cat_cardinalities=schema.cardinalities,
+                                            **tabular_kwargs(pcfg, missing_features))
             return UnimodalClassifier(enc, n_classes=kind_of(schema).head_size(schema), modality=cfg.modality,
                                       strategy="trainable")
 
-        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
+                                  "missing": pcfg.missing}
 
-    pretrained, pcfg = load_pretrained(run)
+    pretrained, pcfg = load_pretrained(run, cfg.missing)
     spec, state = model_config(pretrained), pretrained.state_dict()
     settings = {"d_out": cfg.d_out} if cfg.d_out is not None else {}
     if cfg.amf_normaliser is not None and "normaliser" in options_of(FUSIONS[cfg.fusion]):
@@ -130,7 +151,8 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                               **inputs, **settings)
         return ImageTabularClassifier(img, tab, fusion, strategy=cfg.strategy)
 
-    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
+                              "missing": availability.missing_mode(pretrained.tabular_encoder)}
 
 
 def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
@@ -190,6 +212,7 @@ class FinetuneJob:
     build: Callable[[dict], tuple[Callable, dict]]  # inputs -> (model factory, encoder names)
     mask: dict | None  # masked features record (incomplete-data stages)
     progress: ProgressFactory
+    modality_dropout: float = 0.0  # resolved (availability.modality_dropout)
 
     @property
     def use_image(self) -> bool:
@@ -229,6 +252,7 @@ def finetune(
                                                         data_dir=opts.data_dir)), mask_top_k=None)
     if cfg.fusion != NO_FUSION:
         rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
+    cfg = resolve_missing(cfg, run)
     inputs = resolve_inputs(cfg, run)
     searched = next((inp for inp in run_inputs.declared(cfg.fusion) if inp.searches(cfg)), None)
     if data is None:
@@ -237,6 +261,9 @@ def finetune(
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
     else:
         ds, dd = data
+    # the features a baseline's token encoder reads, from the prepared mask: masked features (Table 4)
+    # stay constants, as for the pretrained encoders
+    missing_features = ds.missing_features("train")
     mask = mask_record(ds, cfg.mask_features) if cfg.mask_features else None
     if cfg.mask_features:  # train, validation and test rows all see the constants
         ds, dd = masked_data(ds, dd, cfg.mask_features)
@@ -249,10 +276,13 @@ def finetune(
     def build(values: dict) -> tuple[Callable, dict]:
         key = tuple(sorted(values.items()))
         if key not in builders:
-            builders[key] = _model_builder(cfg, run, schema, values)
+            builders[key] = _model_builder(cfg, run, schema, values, missing_features)
         return builders[key]
 
-    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress)
+    dropout = 0.0 if cfg.fusion == NO_FUSION else \
+        availability.modality_dropout(cfg.modality_dropout, ds, dd.rows("train"))
+    cfg = replace(cfg, modality_dropout=dropout)
+    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress, dropout)
     # One writer per combination (its search and every seed), from before the clobber check to the end.
     with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt):
         return _train_seeds(job)
@@ -296,7 +326,9 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
             use_image=job.use_image, use_tabular=job.use_tabular, out_dir=out_dir, rt=rt, resume=resume,
             progress=job.progress, log=opts.log, title=f"{cfg.prefix} seed={seed} lr={lr:g}{tried}",
             extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
-                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, **values},
+                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, "missing": cfg.missing,
+                          "modality_dropout": job.modality_dropout, **values},
+            modality_dropout=job.modality_dropout,
         )
 
     first = cfg.seeds[0]
@@ -411,8 +443,9 @@ def finetune_many(
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
         opts = replace(opts, run=_baseline_run(data, opts, rt, configs))
     run = rundir.open_run(opts.runs_dir, opts.run)
-    configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
-                       mask_top_k=None) for c in configs]
+    configs = [resolve_missing(replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k,
+                                                                           data_dir=opts.data_dir)),
+                                       mask_top_k=None), run) for c in configs]
     for cfg in configs:
         if cfg.fusion != NO_FUSION:
             rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")

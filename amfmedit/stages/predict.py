@@ -5,8 +5,12 @@ The new table goes through the prepared dataset's ``schema.json`` with the same 
 imputation, scaling, category codes; :func:`amfmedit.data.transform.load_image`: HU
 window, scaling, resizing), so a new row is transformed exactly as training rows were.
 Images are found through the table's image-path column (relative paths are relative to
-the table's folder). Writes a CSV: id, one probability per class, the decision, the
-threshold and its name, the calibration and the model.
+the table's folder); a blank cell is a patient without a scan, scored as ``prepare`` keeps
+such rows (docs/missing-data.md), and missing values are read as the model reads them
+(``--missing``). Writes a CSV: id, one probability per class, the decision, the threshold
+and its name, the calibration, the model, and which inputs the row had (``has_image``,
+``has_table``, ``n_missing``: features without a value; ``inputs``: its availability pattern).
+A row without any input the model reads has nothing to score and is a bad row.
 
 Operating point and calibration come from ``evaluate`` (``evaluate/operating_points.json``):
 the threshold chosen on the validation split for this classifier and the temperature fitted
@@ -31,10 +35,11 @@ from amfmedit.data import Schema
 from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.data.readers import read_table_file
-from amfmedit.data.transform import category_key, load_image, transform_table
+from amfmedit.data.transform import category_key, image_path, load_optional_image, transform_table
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json
 from amfmedit.stages import names
+from amfmedit.stages.availability import pattern_title
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
 from amfmedit.stages.configs import PredictConfig
@@ -74,17 +79,38 @@ def _bad_table_rows(schema, df, where: str) -> dict[int, str]:
     return bad
 
 
-def _checked_images(paths: list[Path], schema) -> tuple[np.ndarray | None, dict[int, str]]:
-    """Each row's image read as prepare read the cohort's; unreadable files are collected, not raised."""
-    out, bad = [], {}
+def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None, np.ndarray, dict[int, str]]:
+    """Each row's image read as prepare read the cohort's (None: a row without an image, zeros as
+    prepare keeps it); unreadable files are collected, not raised. Returns the images, the (N,) bool
+    image-present flags and the bad rows."""
+    out, present, bad = [], [], {}
     blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
         try:
-            out.append(load_image(p, schema.image))
+            img, has = load_optional_image(p, schema.image)
         except UserError as exc:
             bad[i] = str(exc)
-            out.append(blank)
-    return (np.stack(out) if out else None), bad
+            img, has = blank, False
+        out.append(img)
+        present.append(has)
+    return (np.stack(out) if out else None), np.array(present, dtype=bool), bad
+
+
+def _nothing_to_score(model, uses_image: bool, uses_table: bool, image_present, table_present) -> dict[int, str]:
+    """Rows without any input the model reads (or, for a model written before absent-modality vectors,
+    without one of them): row position -> why."""
+    legacy = not (getattr(model, "config", None) or {}).get("absent_vectors", True)
+    read = [(flags, what) for used, flags, what in ((uses_image, image_present, "image"),
+                                                     (uses_table, table_present, "feature value")) if used]
+    bad = {}
+    for i in range(len(table_present)):
+        lacking = [what for flags, what in read if not flags[i]]
+        if legacy and lacking:
+            bad[i] = (f"no {' and no '.join(lacking)}: this model was trained before rows without a modality could "
+                      "be scored; train it again to score such rows")
+        elif lacking and len(lacking) == len(read):
+            bad[i] = f"no {' and no '.join(lacking)}: nothing this model reads"
+    return bad
 
 
 def unseen_categories(schema, df) -> list[str]:
@@ -165,10 +191,19 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
                             "with --image-column")
         if column not in df.columns:
             raise UserError(f"{table}: no image-path column {column!r}; pass --image-column with the right name")
-        paths = [Path(p) if Path(p).is_absolute() else table.parent / str(p) for p in df[column].astype(str)]
+        paths = [image_path(v, table.parent) for v in df[column].tolist()]
     # every row is checked before any is scored: all problems are reported at once
-    images, bad = _checked_images(paths, schema) if paths is not None else (None, {})
+    images, image_present, bad = _checked_images(paths, schema) if paths is not None else \
+        (None, np.ones(len(df), bool), {})
     bad = {**_bad_table_rows(schema, df, str(table)), **{k: v for k, v in bad.items()}}
+    model, ckpt = best_model(run.stage(stage))
+    if len(df):  # rows whose values transform: which of them hold nothing the model reads
+        good = np.array([i not in bad for i in range(len(df))])
+        _, _, miss = transform_table(schema, df.loc[good], where=str(table))
+        table_present = np.ones(len(df), bool)
+        table_present[good] = ~miss.all(axis=1) if miss.shape[1] else True
+        empty = _nothing_to_score(model, uses_image, info["modality"] != "image", image_present, table_present)
+        bad = {**bad, **{i: why for i, why in empty.items() if i not in bad}}
     warnings = unseen_categories(schema, df)
     ids_all = df[schema.id_column].astype(str).to_numpy()
     skipped = None
@@ -183,13 +218,14 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         skipped = pd.DataFrame({"id": ids_all[sorted(bad)], "problem": [bad[i] for i in sorted(bad)]})
         keep = np.array([i not in bad for i in range(len(df))])
         df = df.loc[keep].reset_index(drop=True)
+        image_present = image_present[keep]
         if images is not None:
             images = images[keep]
         warnings.append(f"{len(bad)} of {len(keep)} rows skipped (--skip-bad-rows), listed in "
                         f"{out.with_name(out.stem + '.skipped.csv')}")
-    x_cont, x_cat, _ = transform_table(schema, df, where=str(table))
+    x_cont, x_cat, missing = transform_table(schema, df, where=str(table))
+    table_present = ~missing.all(axis=1) if missing.shape[1] else np.ones(len(df), bool)
 
-    model, ckpt = best_model(run.stage(stage))
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
     if op is None:
         warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
@@ -202,7 +238,10 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
             img = torch.from_numpy(images[sl]).to(rt.device) if images is not None else None
             yield Batch(rows=np.arange(len(df))[sl], image=img,
                         x_cont=torch.from_numpy(np.ascontiguousarray(x_cont[sl])).to(rt.device),
-                        x_cat=torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device), label=None)
+                        x_cat=torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device), label=None,
+                        missing=torch.from_numpy(np.ascontiguousarray(missing[sl])).to(rt.device),
+                        image_present=torch.from_numpy(image_present[sl]).to(rt.device),
+                        table_present=torch.from_numpy(table_present[sl]).to(rt.device))
 
     with torch.no_grad(), rt.autocast():
         parts = infer(model, kind, batches(), channels_last=rt.channels_last, use_image=images is not None)
@@ -235,6 +274,10 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     res["threshold_name"] = threshold_name or ""
     res["calibration"] = (f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled else "none"
     res["model"] = stage
+    res["has_image"] = image_present if uses_image else None  # empty: the model reads no image
+    res["has_table"] = table_present
+    res["n_missing"] = missing.sum(axis=1)
+    res["inputs"] = [pattern_title(bool(i) and uses_image, bool(t)) for i, t in zip(image_present, table_present)]
     with atomic_path(out) as tmp:
         res.to_csv(tmp, index=False)
     if skipped is not None:

@@ -29,6 +29,7 @@ from amfmedit.errors import UserError
 from amfmedit.io import write_json
 from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
+from amfmedit.stages.availability import check_complete_splits, missing_mode
 from amfmedit.stages.classify import check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
     ProgressFactory,
@@ -42,7 +43,7 @@ from amfmedit.stages.common import (
 from amfmedit.stages.configs import RconfConfig, Recipe
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import load_pretrained
+from amfmedit.stages.pretrain import load_pretrained, missing_tag
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
@@ -80,7 +81,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     run = rundir.open_run(opts.runs_dir, opts.run)
     masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
     cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
-    pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
+    pretrained, pcfg = load_pretrained(run, cfg.missing)  # no pretrain stage -> says which command to run
     ds = load_dataset(run, opts)
     extra = {"data": run.data}
     if masked:  # the probes train and are measured on the masked table
@@ -88,10 +89,12 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(kind_of(schema), schema)
-    stage_name = names.rconf_stage(masked, cfg.train_fraction)
-    check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
+    stage_name = names.rconf_stage(masked, cfg.train_fraction, missing_tag(run, cfg.missing))
+    check_complete_splits(ds, ("train", "val", cfg.split))
+    check_selectable(ds, rows=ds.indices("val")[ds.complete[ds.indices("val")]])  # before any folder
     job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
-                   pretrained.state_dict(), pcfg.tabular_encoder, progress)
+                   pretrained.state_dict(), pcfg.tabular_encoder, progress,
+                   missing=missing_mode(pretrained.tabular_encoder))
     with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
         return _probes(job)
 
@@ -112,6 +115,7 @@ class ProbeJob:
     pretrain_state: dict  # ... and its weights
     pretrain_tabular_encoder: str
     progress: ProgressFactory
+    missing: str = "impute"  # how the pretrained tabular encoder reads missing values
 
 
 def _probes(job: ProbeJob) -> RconfResult:
@@ -121,7 +125,8 @@ def _probes(job: ProbeJob) -> RconfResult:
     schema = ds.schema
     masked = list(cfg.mask_features)
     stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
-    data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    # R_conf compares the two modalities on the same patients: both probes see the complete rows only
+    data = DeviceData(ds, device=rt.device, residency=opts.images_in).with_complete_rows()
     if cfg.train_fraction < 1:  # the probes see only the labelled fraction; val / test untouched
         all_train = data.rows("train")
         rows = train_subset(ds.labels, all_train, cfg.train_fraction, cfg.seed)
@@ -138,7 +143,9 @@ def _probes(job: ProbeJob) -> RconfResult:
         return model.image_encoder, model.tabular_encoder
 
     record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": job.pretrain_tabular_encoder,
-                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": []}
+                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": [],
+                    "missing": job.missing, "rows": "complete (an image and a table)",
+                    "complete_rows": {s: len(data.rows(s)) for s in ("train", "val", "test")}}
     for modality in ("image", "tabular"):
 
         def build(modality=modality):

@@ -404,6 +404,7 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
                   1 if recipe.lr is not None else len(recipe.lrs))
     gen = torch.Generator().manual_seed(0)
     resolved = recipe.resolved(kind, schema)
+    features = ds.missing_features("train")  # what a token encoder reads, as the stages build it
     out: dict[str, float] = {}
 
     def time_task(key: str, model, task, batch_size: int, use_image: bool) -> None:
@@ -427,7 +428,7 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
     head = kind.head_size(schema)
     for enc in cfg.encoders:
         p = replace(pcfg, tabular_encoder=enc)
-        model = build_contrastive(schema, p)
+        model = build_contrastive(schema, p, features)
         idx = torch.as_tensor(train, device=rt.device)
         corruptor = TabularCorruptor(x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx),
                                      rate=p.corruption_rate)
@@ -436,7 +437,8 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
         time_task(f"pretrain:{enc}", model, task, p.batch_size, True)
         for fusion in cfg.fusions:
             for strategy in cfg.strategies:
-                img, tab = build_contrastive(schema, p).image_encoder, build_contrastive(schema, p).tabular_encoder
+                pair = build_contrastive(schema, p, features)
+                img, tab = pair.image_encoder, pair.tabular_encoder
                 inputs = {n: 1.0 for n in FUSIONS[fusion].run_inputs}
                 fm = ImageTabularClassifier(img, tab, build_fusion(fusion, d_img=img.d_out, d_tab=tab.d_out,
                                                                    n_classes=head, **inputs), strategy=strategy)
@@ -450,7 +452,7 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
         for enc in ([None] if modality == "image" else list(dict.fromkeys([cfg.encoders[0], *cfg.table1]))):
             e = (image_encoder(pcfg.image_arch, schema) if modality == "image" else
                  build_tabular_encoder(enc, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities,
-                                       **tabular_kwargs(replace(pcfg, tabular_encoder=enc))))
+                                       **tabular_kwargs(replace(pcfg, tabular_encoder=enc), features)))
             um = UnimodalClassifier(e, n_classes=head, modality=modality)
             task = SupervisedTask(model=um, loss=make_loss(resolved, {}, kind), data=dd, kind=kind,
                                   use_image=modality == "image",
