@@ -48,6 +48,10 @@ def prepare(
     classes: Annotated[Optional[int], typer.Option("--classes", help="DVM car models to generate before the "
                                                                      "min_class_count filter.",
                                                    rich_help_panel=SYNTHETIC)] = None,
+    censoring: Annotated[Optional[float], typer.Option("--censoring", help="OL3I time-to-event outcome "
+                                                                          "(synthetic-ol3i-survival): yearly rate of "
+                                                                          "loss to follow-up (default: the spec's).",
+                                                       rich_help_panel=SYNTHETIC)] = None,
     quiet: Quiet = False,
 ) -> None:
     """Prepare a dataset: readers for OL3I, DVM and your own table, preprocessing of Appendix A.1."""
@@ -55,7 +59,7 @@ def prepare(
     spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
                            split_column=split_column)
     synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
-                                         classes=classes).items() if v is not None}
+                                         classes=classes, censoring=censoring).items() if v is not None}
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=quiet) as bar:
         tasks: dict[str, int] = {}
@@ -92,7 +96,7 @@ def _summary(result) -> None:
              f"{f['categorical']} categorical)",
              f"images: {c} x {h} x {w} uint8 ({schema.image.modality}"
              + (f", window {list(schema.image.window)} HU)" if schema.image.window else ")"),
-             f"classes: {schema.n_classes}"]
+             f"task: {kind.title}" + (f", {schema.n_classes} classes" if kind.target_names(schema) else "")]
     if prov["rows"]["dropped"]:
         lines.append("dropped rows: " + ", ".join(f"{k}: {v}" for k, v in prov["rows"]["dropped"].items()))
     if oracle and oracle.get("tabular_only") is not None:

@@ -18,7 +18,8 @@ from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
 
 # image_strength / tabular_strength: optional OL3I knobs (amfmedit.data.synthetic.ol3i), not spec fields
-GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength"},
+GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength",
+                              "outcome", "censoring"},
                      "dvm": {"patients", "seed", "classes"}}
 
 
