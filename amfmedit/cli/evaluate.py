@@ -9,6 +9,7 @@ from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE, EvaluateConfig
 from amfmedit.stages.evaluate import evaluate as run_evaluate
+from amfmedit.stages.kinds.survival import HORIZONS_DEFAULT
 
 E = EvaluateConfig
 
@@ -22,9 +23,13 @@ def evaluate(
     threshold: field_option(E, "threshold", str, "--threshold",
                             help="Operating point, chosen on the validation split and applied to the scored one: "
                                  "youden, sensitivity:0.9, specificity:0.95 or a number in (0, 1).") = None,
+    horizons: field_option(E, "horizons", str, "--horizons", shown=HORIZONS_DEFAULT,
+                           help="Survival: times (in the time column's unit) of the time-dependent AUC, Brier score, "
+                                "calibration and survival probabilities, e.g. 1,2,5.") = None,
 ) -> None:
     """Score every finished finetune/supervised stage of the run and write <run>/evaluate/ (recomputed each time)."""
-    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold), opts)
+    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold,
+                             horizons=horizons), opts)
     console.print(Markdown(res.terminal))
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)

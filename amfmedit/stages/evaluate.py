@@ -49,6 +49,7 @@ class EvaluateConfig:
     split: str = "test"
     batch_size: int = 128
     threshold: str = "youden"  # youden | sensitivity:X | specificity:X | a number; chosen on validation
+    horizons: str | None = None  # survival: "1,2,5" in the time unit; None: the kind's default (amfmedit.stages.kinds)
 
 
 @dataclass
@@ -88,7 +89,7 @@ def _sanity_warnings(kind, per_group, titles, outputs, val_outputs, split: str) 
         val_p = np.mean([val_outputs[r["stage"]][1] for r in rows], axis=0)
         y_val = val_outputs[rows[0]["stage"]][2]
         score = kind.probe_score(val_p, y_val, seed=0)
-        if score.low is not None and score.chance is not None and score.low <= score.chance:
+        if score.low is not None and score.chance is not None and not score.informative:
             label = kind.headline.label
             out.append(f"{title}: no better than chance on the validation split ({label} {score.value:.3f}, 95% CI "
                        f"{score.low:.3f}-{score.high:.3f} covers {score.chance:.3g}); its test figures rank noise")
@@ -157,7 +158,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     metric = kind.headline.key
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     stages, per_group = [], defaultdict(list)
-    outputs, val_outputs = {}, {}
+    outputs, val_outputs, fit_outputs = {}, {}, {}
     masked_sets = {}
     for name in stage_list:
         info = parsed[name]
@@ -179,6 +180,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         with torch.no_grad(), rt.autocast():
             rows, preds, targets = task.predict(model, cfg.split, rt)
             val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, preds, targets)
+            if kind.fit_split is not None:  # what the kind fits on (survival: the baseline hazard, on train)
+                fit_outputs[name] = task.predict(model, kind.fit_split, rt)
         m = kind.validation_metrics(preds, targets)
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
@@ -212,10 +215,13 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     # intervals, operating points, calibration, comparisons: all on the seed-averaged predictions
     first = stage_list[0]
     y_test, y_val = outputs[first][2], val_outputs[first][2]
-    preds = {titles[key]: evalstats.ModelPredictions(np.stack([val_outputs[r["stage"]][1] for r in rows]),
-                                                     np.stack([outputs[r["stage"]][1] for r in rows]))
-             for key, rows in per_group.items()}
-    stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema)
+    y_fit = fit_outputs[first][2] if fit_outputs else None
+    preds = {titles[key]: evalstats.ModelPredictions(
+        np.stack([val_outputs[r["stage"]][1] for r in rows]), np.stack([outputs[r["stage"]][1] for r in rows]),
+        np.stack([fit_outputs[r["stage"]][1] for r in rows]) if fit_outputs else None)
+        for key, rows in per_group.items()}
+    stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema, y_fit=y_fit,
+                            horizons=cfg.horizons)
     stats.warnings.extend(_sanity_warnings(kind, per_group, titles, outputs, val_outputs, cfg.split))
     operating = {}
     for key, rows, g in zip(per_group, per_group.values(), groups):
@@ -239,7 +245,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                         for key, rows in per_group.items()}
         figures = stats.write_figures(tmp, y_test, seed_outputs)
         md += experiments.write(run, tmp, groups, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
-        write_text(tmp / RESULTS_FILE, md + _figures_markdown(figures))
+        write_text(tmp / RESULTS_FILE, md + stats.figures_markdown(figures))
         table = stats.summary.comparisons
         if table is not None:
             write_text(tmp / COMPARISONS_MD, compare.render_markdown(table, title=f"Paired comparisons, run {run.name}"))
@@ -291,16 +297,6 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
     return "".join(parts)
 
 
-def _figures_markdown(figures: dict[str, str]) -> str:
-    if not figures:
-        return ""
-    words = {"roc": "ROC curves", "pr": "precision-recall curves", "decision": "decision curve"}
-    links = [f"[{words[k]}]({v})" for k, v in figures.items() if k in words]
-    rel = [f"[{k.split(':', 1)[1]}]({v})" for k, v in figures.items() if k.startswith("reliability:")]
-    return ("\n## Figures\n\n" + ", ".join(links) + ".\n" +
-            ("\nReliability diagrams: " + ", ".join(rel) + ".\n" if rel else ""))
-
-
 def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     """What the CLI prints: Table 2, the intervals at the operating point, per stage by model and seed."""
     metric, label = kind.headline.key, kind.headline.label
@@ -314,11 +310,13 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     if masked:  # Table 4: each masked model's drop against its complete-data counterpart
         parts.append("\n## Incomplete tabular data (drop = complete − masked, points)\n\n" + masked)
     parts.append(stats.terminal())
-    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | Threshold | T |", "|---|--:|--:|--:|--:|--:|--:|"]
+    extra = stats.stage_columns()
+    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | " + " | ".join(extra) + " |",
+             "|---|--:|--:|--:|--:|" + "--:|" * len(extra)]
     for g in groups:
         for r in (s for s in stages if s["seed"] in g["seeds"] and _same_group(s, g)):
             lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r[f'val_{metric}'])} | "
-                         f"{_f(r[metric])} | {stats.stage_cell(r)} | {r['temperature']:.2f} |")
+                         f"{_f(r[metric])} | {stats.stage_cell(r)} |")
     parts.append("\n## Per stage\n\n" + "\n".join(lines) + "\n")
     return "".join(parts)
 
@@ -336,7 +334,7 @@ def _write_predictions(folder: Path, ds, schema, outputs, stats, titled: dict, s
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, preds, targets) in outputs.items():
-        df = pd.DataFrame({"id": ds.ids[rows], "label": targets})
+        df = pd.DataFrame({"id": ds.ids[rows], **stats.target_columns(targets)})
         for col, values in stats.prediction_columns(titled[name], seed_index[name], preds, schema.class_names).items():
             df[col] = values
         with atomic_path(folder / f"{name}.csv") as tmp:

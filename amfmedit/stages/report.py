@@ -100,6 +100,14 @@ def _data_section(run: rundir.Run) -> str:
             cells = [str(rec["classes"].get(c, 0)) for c in shown]
             out.append(f"| {s} | {rec['rows']} | " + " | ".join(cells) + (" | … |" if len(classes) > 6 else " |")
                        + "\n")
+        follow = {s: rec["follow_up"] for s, rec in counts.items() if rec.get("follow_up")}
+        if follow:  # a time-to-event outcome: events, censoring and follow-up per split
+            unit = (schema.get("target") or {}).get("time_unit") or ""
+            out.append(f"\n| split | events | censored | median follow-up{f' ({unit})' if unit else ''} "
+                       "(reverse Kaplan-Meier) |\n|---|---:|---:|---:|\n")
+            for s, f in follow.items():
+                med = f.get("median_follow_up")
+                out.append(f"| {s} | {f['events']} | {f['censored']} | {'—' if med is None else f'{med:.3g}'} |\n")
     syn = prov.get("synthetic")
     if syn:
         oracle = syn.get("oracle") or {}
