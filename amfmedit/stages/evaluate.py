@@ -280,7 +280,7 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
     parts = [
         f"# Results of run {run.name}\n",
         f"Data: `{run.data}`. Metric: {kind.headline.title} on the {split} split, mean ± standard deviation over "
-        "seeds (%).\n",
+        f"seeds{' (%)' if kind.headline.percent else ''}.\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)
@@ -301,7 +301,8 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     """What the CLI prints: Table 2, the intervals at the operating point, per stage by model and seed."""
     metric, label = kind.headline.key, kind.headline.label
     parts = [f"# Results of run {run.name}\n",
-             f"{kind.headline.title} on the {split} split, mean ± SD over seeds (%).\n",
+             f"{kind.headline.title} on the {split} split, mean ± SD over seeds"
+             f"{' (%)' if kind.headline.percent else ''}.\n",
              table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric,
                              oracle=oracle)]
     if oracle is not None:

@@ -1,4 +1,4 @@
-"""amfmedit.stats is a leaf: it imports only numpy/scipy/sklearn/matplotlib and amfmedit.errors/io."""
+"""amfmedit.stats is a leaf: it imports only numpy/scipy/sklearn/scikit-survival/matplotlib and amfmedit.errors/io."""
 
 import ast
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import amfmedit.stats
 
-ALLOWED_THIRD_PARTY = {"numpy", "scipy", "sklearn", "matplotlib"}
+ALLOWED_THIRD_PARTY = {"numpy", "scipy", "sklearn", "matplotlib", "sksurv"}  # sksurv: scikit-learn's survival metrics
 ALLOWED_OWN = {"amfmedit.errors", "amfmedit.io", "amfmedit.stats"}
 
 
