@@ -291,5 +291,3 @@ class NumericTarget:
         return {"coding": "numeric", "columns": list(self.columns), "source": t.label,
                 "mean": float(v.mean()), "std": float(v.std()) or 1.0}
 
-
-CLASS_LABELS = ClassTarget()

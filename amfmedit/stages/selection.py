@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from amfmedit.data import Schema
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.errors import UserError, close_matches
 from amfmedit.io import read_json
@@ -58,7 +59,7 @@ def validation_value(run: rundir.Run, stage: str) -> float:
 
 def run_metric(run: rundir.Run, data_dir=None):
     """The headline metric of the prediction kind of ``run``'s dataset."""
-    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / "schema.json")
+    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / SCHEMA_FILE)
     return kind_of(schema).headline
 
 

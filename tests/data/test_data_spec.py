@@ -57,6 +57,15 @@ def test_bad_spec_names_the_key(tmp_path, old, new, message):
     assert "\n" not in str(err.value)
 
 
+def test_an_unknown_task_names_the_key_and_the_kinds(tmp_path):
+    from amfmedit.stages.prepare import prepare
+
+    with pytest.raises(UserError, match=r"bad\.toml: key 'task' must be one of binary, multiclass.*got 'binry'; "
+                                        r"did you mean binary\?") as err:
+        prepare(load_spec(_bad(tmp_path, 'task = "binary"', 'task = "binry"')), data_dir=tmp_path / "data")
+    assert "\n" not in str(err.value) and not (tmp_path / "data").exists()
+
+
 def test_local_data_specs_come_first(tmp_path, monkeypatch):
     (tmp_path / "data_specs").mkdir()
     text = (repo_root() / "data_specs" / "ol3i.toml").read_text().replace('raw = "raw/ol3i"', 'raw = "/elsewhere"')
