@@ -28,6 +28,7 @@ DEFERRED: dict[str, str] = {
     "PIL": "reading and writing image files",
     "h5py": "OL3I's HDF5 slices",
     "pydicom": "DICOM images",
+    "sksurv": "survival metrics (C-index, time-dependent AUC, Brier score) and the Cox reference fits",
     # optional: imported where they are used, and a missing one is a one-line error there
     "mamba_ssm": "fused Mamba kernels (CUDA only, optional)",
     "causal_conv1d": "fused causal convolution (CUDA only, optional)",

@@ -8,6 +8,7 @@ from amfmedit.cli.common import command, console, err_console
 from amfmedit.cli.finetune import number_list
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.stages.configs import EvaluateConfig, RunOptions
+from amfmedit.stages.kinds.survival import HORIZONS_DEFAULT as HORIZONS_SHOWN
 
 E = EvaluateConfig
 
@@ -28,6 +29,9 @@ def evaluate(
     image_drop: field_option(E, "image_drop", str, "--image-drop",
                              help="Also score every model with the image removed for this share of the test "
                                   "patients who have one, e.g. 0,0.2,0.5.") = None,
+    horizons: field_option(E, "horizons", str, "--horizons", shown=HORIZONS_SHOWN,
+                           help="Survival: times (in the time column's unit) of the time-dependent AUC, Brier score, "
+                                "calibration and survival probabilities, e.g. 1,2,5.") = None,
 ) -> None:
     """Score every finished finetune/supervised stage of the run and write <run>/evaluate/ (recomputed each time)."""
     from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE
@@ -36,7 +40,8 @@ def evaluate(
     sweep = {k: tuple(number_list(v, option)) for k, v, option in
              (("missingness_sweep", missingness_sweep, "--missingness-sweep"),
               ("image_drop", image_drop, "--image-drop")) if v is not None}
-    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold, **sweep),
+    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold,
+                                horizons=horizons, **sweep),
                        opts)
     console.print(Markdown(res.terminal))
     for w in res.warnings:

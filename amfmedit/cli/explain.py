@@ -106,16 +106,17 @@ def _print_cam(rep) -> None:
     s = rep.summary
     console.print(f"model: {rep.summary['model_choice']}", markup=False, highlight=False)
     console.print(f"explained: {rep.model}", markup=False, highlight=False)
-    console.print(f"cases ({s['split']} split, class {s['target']['name']}): positive {', '.join(s['cases']['positive'])}; "
-                  f"negative {', '.join(s['cases']['negative'])}", markup=False, highlight=False)
+    groups = list(s["cases"])  # positive / negative, or the prediction kind's two groups of cases
+    console.print(f"cases ({s['split']} split, toward {s['target']['name']}): "
+                  + "; ".join(f"{g} {', '.join(s['cases'][g])}" for g in groups), markup=False, highlight=False)
     rows = [(rep.run, s)] + [(c["run"], c) for c in s.get("compare", [])]
     if "region" in s:
-        table = Table(title=f"Grad-CAM mass inside the generator's signal region ({s['region']['positive']['region']})")
+        table = Table(title=f"Grad-CAM mass inside the generator's signal region ({s['region'][groups[0]]['region']})")
         for col in ("run", "cases", "heat in region", "region area", "ratio"):
             table.add_column(col, justify="right" if col != "run" else "left")
         texts = []
         for name, rec in rows:
-            for part in ("positive", "negative"):
+            for part in groups:
                 r = rec["region"][part]
                 table.add_row(Text(name), part, f"{100 * r['cam_mass_in_region']:.1f}%",
                               f"{100 * r['region_area_share']:.1f}%", f"{r['enrichment']:.2f}")

@@ -25,16 +25,19 @@ def predict(
     calibration: field_option(P, "calibration", str, "--calibration",
                               help="Probabilities temperature-scaled as fitted on validation by evaluate "
                                    "(temperature) or as trained (none).") = None,
+    horizons: field_option(P, "horizons", str, "--horizons", shown="the horizons evaluate used",
+                           help="Survival: times of the survival probabilities written, e.g. 1,2,5.") = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", metavar="", help="Score the rows that can be scored and list the others (id, what is wrong) in <out>.skipped.csv; without it one bad row stops the whole table, naming every bad row.")] = False,
 ) -> None:
     """Score new patients with a trained classifier; writes probabilities and the decision at the threshold evaluate chose."""
     from amfmedit.stages.predict import predict as run_predict
 
     cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None)
-    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration, skip_bad_rows=skip_bad_rows or None),
-                      opts)
+    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration, skip_bad_rows=skip_bad_rows or None,
+                            horizons=horizons), opts)
     warn(res.warnings)
-    how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else "no decisions"
+    how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else \
+        ("no decisions" if "decision" in res.columns else ", ".join(res.columns))
     console.print(f"model: {res.model_choice}", highlight=False, markup=False)
     console.print(f"{res.n} patients scored with {res.stage} of run {res.run} ({how}) -> {res.out}", highlight=False,
                   markup=False)

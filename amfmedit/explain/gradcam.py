@@ -25,8 +25,9 @@ from amfmedit.explain.targets import ImageOnly, frozen_parameters
 class CamCases:
     """Test cases to draw: rows of N positive and N negative cases (in file order)."""
 
-    positive: np.ndarray  # (N,) dataset rows with label == target
-    negative: np.ndarray  # (N,) dataset rows with another label
+    positive: np.ndarray  # (N,) dataset rows with label == target (or the kind's first group)
+    negative: np.ndarray  # (N,) dataset rows with another label (or the kind's second group)
+    names: tuple[str, str] = ("positive", "negative")  # the two groups in file names and reports
 
     @property
     def rows(self) -> np.ndarray:
@@ -65,10 +66,11 @@ def images_of(dataset, rows: np.ndarray, device) -> torch.Tensor:
 
 
 def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", batch_size: int = 16,
-              raw: bool = False):
+              raw: bool = False, output: str = "prob"):
     """Grad-CAMs of ``model``'s image encoder (``target_layer``) for dataset ``rows``.
 
-    Returns ``(cams (N, H, W) float32, probs (N,) target-class probability)``. By default each map
+    Returns ``(cams (N, H, W) float32, probs (N,) target-class probability)`` (``output="raw"``: the target
+    output itself, e.g. a risk score, instead of its softmax probability). By default each map
     is ReLU'd, upsampled to the image size and min-max scaled to [0, 1] on its own by
     pytorch-grad-cam. ``raw=True``: the same maps before that scaling (ReLU of the gradient-weighted
     activations, in the model's units, bilinearly upsampled), so that maps of one model can be
@@ -102,7 +104,8 @@ def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", ba
                     maps = _raw_maps(cam, encoder.target_layer, images_of(dataset, chunk, device), targets_of(chunk),
                                      dataset.images.shape[-2:])
                 cams.append(np.asarray(maps, dtype=np.float32))
-                probs.append(torch.softmax(cam.outputs.detach().float(), dim=-1)[:, target].cpu().numpy())
+                out = cam.outputs.detach().float()
+                probs.append((out if output == "raw" else torch.softmax(out, dim=-1))[:, target].cpu().numpy())
         finally:
             cam.activations_and_grads.release()  # remove the hooks from the shared encoder
     h, w = dataset.images.shape[-2:]

@@ -436,6 +436,7 @@ class EvaluateConfig:
     # random, and of the patients' images removed; () scores nothing more
     missingness_sweep: tuple[float, ...] = ()
     image_drop: tuple[float, ...] = ()
+    horizons: str | None = None  # survival: "1,2,5" in the time unit; None: the kind's default (amfmedit.stages.kinds)
 
 
 @dataclass
@@ -447,6 +448,7 @@ class PredictConfig:
     batch_size: int = 64
     calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
     skip_bad_rows: bool = False  # score the good rows and list the bad ones in <out>.skipped.csv
+    horizons: str | None = None  # survival: times of the survival probabilities (default: those evaluated)
 
 
 METHODS = ("ig", "gradcam")  # explain --method

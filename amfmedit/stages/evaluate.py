@@ -82,7 +82,7 @@ def _sanity_warnings(kind, per_group, titles, outputs, val_outputs, split: str) 
         val_p = np.mean([val_outputs[r["stage"]][1] for r in rows], axis=0)
         y_val = val_outputs[rows[0]["stage"]][2]
         score = kind.probe_score(val_p, y_val, seed=0)
-        if score.low is not None and score.chance is not None and score.low <= score.chance:
+        if score.low is not None and score.chance is not None and not score.informative:
             label = kind.headline.label
             out.append(f"{title}: no better than chance on the validation split ({label} {score.value:.3f}, 95% CI "
                        f"{score.low:.3f}-{score.high:.3f} covers {score.chance:.3g}); its test figures rank noise")
@@ -157,7 +157,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     sweeper = missing_sweep.SweepScorer(sweep, ds, data, cfg.split) if sweep.active else None
     stages, per_group = [], defaultdict(list)
-    outputs, val_outputs = {}, {}
+    outputs, val_outputs, fit_outputs = {}, {}, {}
     masked_sets = {}
     for name in stage_list:
         info = parsed[name]
@@ -181,6 +181,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, preds, targets)
             if sweeper is not None and not info["mask"]:  # Table 4's masked models keep their own table
                 sweeper.score(name, model, modality=info["modality"], kind=kind, rt=rt, batch_size=cfg.batch_size)
+            if kind.fit_split is not None:  # what the kind fits on (survival: the baseline hazard, on train)
+                fit_outputs[name] = task.predict(model, kind.fit_split, rt)
         m = kind.validation_metrics(preds, targets)
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
@@ -214,10 +216,13 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     # intervals, operating points, calibration, comparisons: all on the seed-averaged predictions
     first = stage_list[0]
     y_test, y_val = outputs[first][2], val_outputs[first][2]
-    preds = {titles[key]: evalstats.ModelPredictions(np.stack([val_outputs[r["stage"]][1] for r in rows]),
-                                                     np.stack([outputs[r["stage"]][1] for r in rows]))
-             for key, rows in per_group.items()}
-    stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema)
+    y_fit = fit_outputs[first][2] if fit_outputs else None
+    preds = {titles[key]: evalstats.ModelPredictions(
+        np.stack([val_outputs[r["stage"]][1] for r in rows]), np.stack([outputs[r["stage"]][1] for r in rows]),
+        np.stack([fit_outputs[r["stage"]][1] for r in rows]) if fit_outputs else None)
+        for key, rows in per_group.items()}
+    stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema, y_fit=y_fit,
+                            horizons=cfg.horizons)
     stats.warnings.extend(_sanity_warnings(kind, per_group, titles, outputs, val_outputs, cfg.split))
     patterns = evalpatterns.by_pattern(kind, ds, outputs[first][0], y_val, y_test, preds, spec=cfg.threshold,
                                        split=cfg.split, schema=schema)
@@ -254,7 +259,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             if figure:
                 figures["missingness_sweep"] = missing_sweep.FIGURE
         evalpatterns.write(tmp, patterns, run.name)
-        write_text(tmp / RESULTS_FILE, md + _figures_markdown(figures))
+        write_text(tmp / RESULTS_FILE, md + stats.figures_markdown(figures))
         table = stats.summary.comparisons
         if table is not None:
             write_text(tmp / COMPARISONS_MD, compare.render_markdown(table, title=f"Paired comparisons, run {run.name}"))
@@ -291,7 +296,7 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
     parts = [
         f"# Results of run {run.name}\n\n",
         f"Data: `{run.data}`. Metric: {kind.headline.title} on the {split} split, mean ± standard deviation over "
-        "seeds (%).\n\n",
+        f"seeds{' (%)' if kind.headline.percent else ''}.\n\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)
@@ -308,21 +313,12 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
     return "".join(parts)
 
 
-def _figures_markdown(figures: dict[str, str]) -> str:
-    if not figures:
-        return ""
-    words = {"roc": "ROC curves", "pr": "precision-recall curves", "decision": "decision curve"}
-    links = [f"[{words[k]}]({v})" for k, v in figures.items() if k in words]
-    rel = [f"[{k.split(':', 1)[1]}]({v})" for k, v in figures.items() if k.startswith("reliability:")]
-    return ("\n## Figures\n\n" + ", ".join(links) + ".\n" +
-            ("\nReliability diagrams: " + ", ".join(rel) + ".\n" if rel else ""))
-
-
 def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     """What the CLI prints: Table 2, the intervals at the operating point, per stage by model and seed."""
     metric, label = kind.headline.key, kind.headline.label
     parts = [f"# Results of run {run.name}\n",
-             f"{kind.headline.title} on the {split} split, mean ± SD over seeds (%).\n",
+             f"{kind.headline.title} on the {split} split, mean ± SD over seeds"
+             f"{' (%)' if kind.headline.percent else ''}.\n",
              table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric,
                              oracle=oracle)]
     if oracle is not None:
@@ -331,11 +327,13 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     if masked:  # Table 4: each masked model's drop against its complete-data counterpart
         parts.append("\n## Incomplete tabular data (drop = complete − masked, points)\n\n" + masked)
     parts.append(stats.terminal())
-    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | Threshold | T |", "|---|--:|--:|--:|--:|--:|--:|"]
+    extra = stats.stage_columns()
+    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | " + " | ".join(extra) + " |",
+             "|---|--:|--:|--:|--:|" + "--:|" * len(extra)]
     for g in groups:
         for r in (s for s in stages if s["seed"] in g["seeds"] and _same_group(s, g)):
             lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r['val_metric'])} | "
-                         f"{_f(r[metric])} | {stats.stage_cell(r)} | {r['temperature']:.2f} |")
+                         f"{_f(r[metric])} | {stats.stage_cell(r)} |")
     parts.append("\n## Per stage\n\n" + "\n".join(lines) + "\n")
     return "".join(parts)
 
@@ -353,8 +351,9 @@ def _write_predictions(folder: Path, ds, schema, outputs, stats, titled: dict, s
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, preds, targets) in outputs.items():
-        df = pd.DataFrame({"id": ds.ids[rows], "label": targets, "inputs": evalpatterns.pattern_of(ds, rows)})
+        df = pd.DataFrame({"id": ds.ids[rows], **stats.target_columns(targets)})
         for col, values in stats.prediction_columns(titled[name], seed_index[name], preds, schema.class_names).items():
             df[col] = values
+        df["inputs"] = evalpatterns.pattern_of(ds, rows)  # the availability pattern: which inputs the row had
         with atomic_path(folder / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)

@@ -19,12 +19,15 @@ and the threshold column is the same cut on that scale; the decision does not de
 A multiclass decision is the most probable class. Without an evaluation of this classifier
 (or one older than its checkpoint), ``predict`` warns and writes probabilities as trained
 with empty decision columns: it never cuts at 0.5 behind the user's back.
+
+The columns are the prediction kind's (:meth:`amfmedit.stages.kinds.PredictionKind.predict_columns`):
+a survival model writes its risk score and the survival probability at each horizon (the Breslow
+baseline hazard ``evaluate`` fitted on the training split), a regression model the predicted value.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,11 +46,9 @@ from amfmedit.stages.availability import pattern_title
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
 from amfmedit.stages.configs import PredictConfig
-from amfmedit.stages.evalstats import calibrated_threshold
 from amfmedit.stages.evaluate import OPERATING_FILE
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.selection import choose_model
-from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
 from amfmedit.train.inputs import Batch
 from amfmedit.train.tasks import infer
@@ -139,6 +140,7 @@ class PredictResult:
     threshold_name: str | None = None  # None: no decisions written (evaluate has not run)
     warnings: list[str] = field(default_factory=list)
     model_choice: str = ""  # how the model was chosen (amfmedit.stages.selection)
+    columns: list[str] = field(default_factory=list)  # the prediction kind's columns written
 
 
 def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict | None, str | None]:
@@ -227,8 +229,6 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     table_present = ~missing.all(axis=1) if missing.shape[1] else np.ones(len(df), bool)
 
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
-    if op is None:
-        warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
     model = model.to(rt.device).eval()
     kind = kind_of(schema)
 
@@ -251,28 +251,15 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if len(bad):
         raise UserError(f"{table}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
                         "check that row's values and image (e.g. an infinite or huge number)")
-    scaled = op is not None and cfg.calibration == "temperature"
-    temperature = float(op["temperature"]) if scaled else 1.0
-    bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
-    # the same recalibration evaluate fitted and scored (on the probabilities' log-odds)
-    p = calib.apply_temperature(calib.logits_from_probs(raw), temperature, bias) if scaled else raw
+    # the kind's columns: probabilities and decisions, a risk score and survival probabilities, a value
+    cols, threshold_name, notes = kind.predict_columns(raw, op, schema, calibration=cfg.calibration,
+                                                      horizons=cfg.horizons)
+    if op is None:
+        warnings.append(f"{why}; {notes.pop(0)}" if notes else why)
+    warnings += notes
     res = pd.DataFrame({"id": ids})
-    for c, name in enumerate(schema.class_names):
-        res[f"prob_{name}"] = p[:, c]
-    threshold_name = None
-    if op is not None and op.get("threshold") is not None and kind.has_operating_point:
-        threshold_name = op["threshold_name"]
-        cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
-        res["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
-        res["threshold"] = calibrated_threshold(cut, temperature, bias) if scaled else cut
-    elif op is not None:
-        threshold_name = op["threshold_name"]
-        res["decision"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
-        res["threshold"] = math.nan
-    else:
-        res["decision"], res["threshold"] = "", math.nan
-    res["threshold_name"] = threshold_name or ""
-    res["calibration"] = (f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled else "none"
+    for name, values in cols.items():
+        res[name] = values
     res["model"] = stage
     res["has_image"] = image_present if uses_image else None  # empty: the model reads no image
     res["has_table"] = table_present
@@ -283,4 +270,4 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if skipped is not None:
         with atomic_path(out.with_name(out.stem + ".skipped.csv")) as tmp:
             skipped.to_csv(tmp, index=False)
-    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule)
+    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule, list(cols))

@@ -167,8 +167,9 @@ class SupervisedTask:
             (the classifiers of :mod:`amfmedit.models.composite`) to an output (B, K) or to an
             object with ``logits`` and ``aux`` (a dict of named auxiliary losses, e.g. AMF's).
         loss: ``(output, targets, aux) -> scalar``.
-        kind: the prediction kind (:mod:`amfmedit.stages.kinds`): ``predictions(output)`` maps
-            the model's output to what is stored and scored, ``validation_metrics(outputs,
+        kind: the prediction kind (:mod:`amfmedit.stages.kinds`): ``targets(dataset)`` is what the
+            loss and the metrics take (class indices, time and event, values), ``predictions(output)``
+            maps the model's output to what is stored and scored, ``validation_metrics(outputs,
             targets)`` scores a split (``loss`` and the headline among them), ``head_size``.
         use_image: whether the model reads images (tabular models are passed None).
         augment: image augmentation for training rows (None: clean images).
@@ -202,12 +203,16 @@ class SupervisedTask:
         self.eval_batch_size = eval_batch_size
         self.spec = spec or {}
         self.train_rows = data.rows("train")
+        self.targets = np.asarray(kind.targets(data.dataset))  # (N, ...) every row's outcome, as the kind codes it
+        # on the device once: int64 class indices stay int64, time / event / values are float32
+        dtype = torch.int64 if self.targets.dtype.kind in "iu" else torch.float32
+        self._targets = torch.as_tensor(self.targets, dtype=dtype, device=data.device)
 
     def model_spec(self) -> dict:
         return self.spec
 
     def train_labels(self) -> np.ndarray:
-        """The groups the class-balanced sampler weighs (class indices)."""
+        """The groups the class-balanced sampler weighs (the prepared strata: class indices; survival: events)."""
         return self.data.dataset.labels[self.train_rows]
 
     def train_step(self, model, positions, gen):
@@ -218,7 +223,8 @@ class SupervisedTask:
             image_present, table_present = drop_modalities(image_present, table_present, self.modality_dropout, gen)
         logits, aux = split_output(model(image, batch.x_cont, batch.x_cat, missing=batch.missing,
                                          image_present=image_present, table_present=table_present))
-        return self.loss(logits.float(), batch.label, aux), len(batch)
+        targets = self._targets.index_select(0, torch.as_tensor(batch.rows, device=self._targets.device))
+        return self.loss(logits.float(), targets, aux), len(batch)
 
     def predict(self, model, split: str, rt: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, predictions (N, K) and targets of ``split`` (all ranks' shares, file order)."""
@@ -228,12 +234,12 @@ class SupervisedTask:
         outs = infer(model, self.kind, inputs, channels_last=self.channels_last, use_image=self.use_image)
         gathered = [p for rank_parts in rt.all_gather_object(list(zip(chunks, outs))) for p in rank_parts]
         if not gathered:
-            return rows[:0], np.zeros((0, self.kind.head_size(self.data.dataset.schema))), rows[:0]
+            return rows[:0], np.zeros((0, self.kind.head_size(self.data.dataset.schema))), self.targets[rows[:0]]
         idx = np.concatenate([c for c, _ in gathered])
         preds = np.concatenate([p for _, p in gathered])
         order = np.argsort(idx, kind="stable")
         idx, preds = idx[order], preds[order]
-        return idx, preds, self.data.dataset.labels[idx]
+        return idx, preds, self.targets[idx]
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
         _, preds, targets = self.predict(model, "val", rt)

@@ -113,11 +113,47 @@ class ClassificationKind(PredictionKind):
 
         return select_cases(dataset, n, target, split=split, seed=seed)
 
-    def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, **kw):
+    def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, y_fit=None, horizons=None,
+                   **kw):
         from amfmedit.stages import evalstats
 
         return evalstats.compute(y_val, y_test, preds, spec, split, class_names=schema.class_names,
                                  thresholded=self.has_operating_point, **kw)
+
+    def predict_columns(self, raw: np.ndarray, op: dict | None, schema, *, calibration: str,
+                        horizons: str | None = None) -> tuple[dict, str | None, list[str]]:
+        """Each class's probability (temperature-scaled as fitted on validation with ``calibration``
+        "temperature"), the decision at the operating point ``evaluate`` chose, the threshold."""
+        from amfmedit.stages import evalstats
+        from amfmedit.stats import calibration as calib
+
+        warnings = []
+        if op is None:  # first: predict puts why there is no record in front of it
+            warnings.append("writing probabilities as trained, without decisions (no threshold is known)")
+        if horizons:
+            warnings.append(f"--horizons {horizons}: a {self.title} model has no time horizons; ignored")
+        scaled = op is not None and calibration == "temperature"
+        temperature = float(op["temperature"]) if scaled else 1.0
+        bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
+        # the same recalibration evaluate fitted and scored (on the probabilities' log-odds)
+        p = calib.apply_temperature(calib.logits_from_probs(raw), temperature, bias) if scaled else raw
+        cols: dict = {f"prob_{name}": p[:, c] for c, name in enumerate(schema.class_names)}
+        threshold_name = None
+        if op is not None and op.get("threshold") is not None and self.has_operating_point:
+            threshold_name = op["threshold_name"]
+            cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
+            cols["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
+            cols["threshold"] = evalstats.calibrated_threshold(cut, temperature, bias) if scaled else cut
+        elif op is not None:
+            threshold_name = op["threshold_name"]
+            cols["decision"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
+            cols["threshold"] = math.nan
+        else:
+            cols["decision"], cols["threshold"] = "", math.nan
+        cols["threshold_name"] = threshold_name or ""
+        cols["calibration"] = ((f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled
+                               else "none")
+        return cols, threshold_name, warnings
 
 
 class BinaryKind(ClassificationKind):
