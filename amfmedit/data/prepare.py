@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from amfmedit import __version__
-from amfmedit.data.prepared import MARKER, SPLITS
+from amfmedit.data.prepared import KEPT_FILE, MARKER, SPLITS, write_kept
 from amfmedit.data.readers import READERS, RawCohort, require_columns
 from amfmedit.data.schema import Feature, ImageInfo, Schema
 from amfmedit.data.spec import DataSpec
@@ -67,6 +67,7 @@ class _Assembled:
     images: object  # image source restricted to the rows
     dropped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # table.keep: raw values of the output rows
 
 
 def apply_overrides(spec: DataSpec, *, name=None, image_size=None, label=None, split_column=None) -> DataSpec:
@@ -205,7 +206,8 @@ def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
     require_columns(df, t.features, where, "feature column")
     require_columns(df, t.categorical, where, "categorical column")
     require_columns(df, list(t.rename) + list(t.strip_suffix) + t.coerce_numeric, where)
-    columns = t.features or [c for c in df.columns if c not in reserved and c not in set(t.exclude)]
+    require_columns(df, t.keep, where, "kept column")
+    columns = t.features or [c for c in df.columns if c not in reserved and c not in set(t.exclude) | set(t.keep)]
     if not columns:
         raise UserError(f"{where}: no feature columns left after excluding id, label, split and table.exclude")
     groups = [(re.compile(rx), g) for rx, g in spec.groups.items()]
@@ -347,7 +349,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: Cla
     progress("tabular", 1, 1)
     return _Assembled(ids=ids[rows], split=split, labels=labels, class_names=class_names, features=fitted,
                       x_cont=x_cont, x_cat=x_cat, missing=missing, images=cohort.images.take(rows),
-                      dropped={k: v for k, v in dropped.items() if v}, warnings=warnings)
+                      dropped={k: v for k, v in dropped.items() if v}, warnings=warnings,
+                      kept={c: df[c].to_numpy()[rows] for c in t.keep})
 
 
 def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
@@ -425,8 +428,10 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
     for j, name in enumerate(names[schema.n_cont:]):
         columns[name] = pa.array(asm.x_cat[:, j], pa.int64())
     pq.write_table(pa.table(columns), tmp / "tabular.parquet")
+    if asm.kept:
+        write_kept(tmp / KEPT_FILE, asm.ids, asm.kept)
     np.save(tmp / "missing.npy", asm.missing)
-    _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
+    write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
     if truth is not None:
         pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
     schema.save(tmp / "schema.json")
@@ -440,7 +445,7 @@ def _convert_chunk(job: tuple) -> np.ndarray:
     return np.stack([image_to_uint8(arr, info, where=where, raw_size=raw_size) for arr, where in images])
 
 
-def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress,
+def write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress,
                   workers: int | None) -> None:
     """Stream images into ``images.npy`` block by block: never the whole stack in memory.
 

@@ -55,6 +55,8 @@ class TableSpec:
     label_values: list[str] = field(default_factory=list)  # class order; binary default ["0", "1"]
     drop_missing: bool = False  # drop rows with a missing feature instead of imputing
     min_class_count: int = 0  # classes with fewer rows are dropped (DVM: 100)
+    # columns kept beside the prepared table for reports (subgroups, case-mix; never features): columns.parquet
+    keep: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +123,21 @@ class SyntheticSpec:
 
 
 @dataclass
+class SourceSpec:
+    """Where and when the data come from, as the data's owner states it (``[source]``; every key optional).
+
+    Reporting checklists ask for these (TRIPOD+AI 5a-6b, 8a; CLAIM 7-8); the run report quotes them
+    as given and marks each one not given as a placeholder."""
+
+    citation: str = ""  # the dataset's reference or release
+    dates: str = ""  # when participants' data were collected, e.g. "2007-2016"
+    setting: str = ""  # e.g. "tertiary academic hospital, outpatient and inpatient CT"
+    centres: str = ""  # number and location of centres
+    eligibility: str = ""  # inclusion and exclusion criteria
+    outcome: str = ""  # how and when the outcome was assessed
+
+
+@dataclass
 class DataSpec:
     """One data spec file, validated."""
 
@@ -134,6 +151,7 @@ class DataSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     dvm: DvmSpec = field(default_factory=DvmSpec)
     synthetic: SyntheticSpec | None = None
+    source: SourceSpec = field(default_factory=SourceSpec)
     groups: dict[str, str] = field(default_factory=dict)  # regex -> group name (reports)
     descriptions: dict[str, str] = field(default_factory=dict)  # feature -> description
     path: str | None = None  # the file it was read from (set by load_spec, not a TOML key)

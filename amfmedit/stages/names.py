@@ -7,7 +7,10 @@ finetune-<fusion>-<strategy>[<variant>]-seed<N>[-<mask>]/
 finetune-<fusion>-<strategy>[<variant>]-lrsearch[-<mask>]/     the learning-rate search of the first seed
 finetune-<fusion>-<strategy>-rconfauto[<variant>]-rconfsearch[-<mask>]/   ``--rconf auto``'s candidates
 supervised-<modality>[<variant>]-seed<N>[-<mask>]/    baselines (``--fusion none``)
+baseline-<model>-seed<N>/                  scikit-learn baselines (``amfmedit baseline``)
+baseline-<model>-search/                   their hyper-parameter search on validation (first seed)
 evaluate/                                  EVALUATE
+external-<dataset>/                        ``evaluate --external``: the run scored on another cohort
 explain/ig-<stage>/, explain/gradcam-<stage>/
 ```
 
@@ -43,6 +46,7 @@ RCONF = "rconf"
 EVALUATE = "evaluate"
 EXPLAIN = "explain"
 NO_FUSION = "none"  # ``--fusion none``: a supervised single-modality baseline
+BASELINE = "baseline"  # the ``fusion`` of a scikit-learn baseline's record (``amfmedit baseline``)
 MODALITIES = ("image", "tabular")
 MASK_KEY = "mask"  # config.json key holding {"features": [...], "fill": {...}, "rule": ...}
 IG_PREFIX, CAM_PREFIX = "ig-", "gradcam-"
@@ -149,7 +153,26 @@ def rconf_stage(mask: Sequence[str] = (), fraction: float | None = None) -> str:
     return masked_stage_name(RCONF + variant_tag(fraction=fraction), mask)
 
 
+EXTERNAL_PREFIX = "external-"  # <run>/external-<dataset>/: ``evaluate --external`` on another cohort
+
+
+def external_stage(dataset: str) -> str:
+    """``external-<dataset>``: a run scored on an external cohort (``evaluate --external``)."""
+    return f"{EXTERNAL_PREFIX}{dataset}"
+
+
+def baseline_stage(model: str, seed: int) -> str:
+    """``baseline-<model>-seed<N>``: one seed of a scikit-learn baseline (``amfmedit baseline``)."""
+    return f"{BASELINE}-{model}-seed{seed}"
+
+
+def baseline_search_stage(model: str) -> str:
+    """Where a baseline's hyper-parameter search on validation is recorded (``selection.json``)."""
+    return f"{BASELINE}-{model}-search"
+
+
 _NUM = r"\d+(?:\.\d+)?"
+_BASELINE_RE = re.compile(rf"^{BASELINE}-(?P<baseline>[a-z0-9]+(?:-[a-z0-9]+)*?)-seed(?P<seed>\d+)$")
 
 
 def _stage_re() -> re.Pattern:
@@ -170,8 +193,14 @@ def parse_stage(name: str) -> dict | None:
     Keys: fusion, strategy, modality, seed, mask and the variant (:data:`VARIANT_KEYS`):
     encoder (str or None), rconf (float, ``AUTO`` or None), off (tuple of loss names, () when
     none) and fraction (float or None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
-    for a supervised baseline; ``mask`` is the mask tag or None.
+    for a supervised baseline; ``mask`` is the mask tag or None. ``baseline`` names the model of a
+    scikit-learn baseline (``baseline-<model>-seed<N>``: fusion :data:`BASELINE`, strategy
+    "fitted", modality None), None otherwise.
     """
+    b = _BASELINE_RE.match(name)
+    if b:
+        return {"fusion": BASELINE, "strategy": "fitted", "modality": None, "seed": int(b["seed"]), "mask": None,
+                "encoder": None, "rconf": None, "off": (), "fraction": None, "baseline": b["baseline"]}
     base, tag = split_mask_suffix(name)
     m = _stage_re().match(base)
     if not m:
@@ -181,7 +210,7 @@ def parse_stage(name: str) -> dict | None:
     return {"fusion": d["fusion"] or NO_FUSION, "strategy": d["strategy"] or "trainable",
             "modality": d["modality"], "seed": int(d["seed"]), "mask": tag,
             "encoder": d["encoder"], "rconf": rconf, "off": tuple(d["off"].split("+")) if d["off"] else (),
-            "fraction": float(d["fraction"]) if d["fraction"] else None}
+            "fraction": float(d["fraction"]) if d["fraction"] else None, "baseline": None}
 
 
 def variant_of(info: dict) -> tuple:

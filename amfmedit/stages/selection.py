@@ -6,7 +6,8 @@ features) that read the input the command needs, the image-tabular models first 
 single-modality baseline that edges them out on validation would otherwise score
 image-tabular patients without one of their inputs), then the best validation value of the
 prediction kind's headline metric (the value that chose the model's epoch), ties to the
-lexically last stage name. ``--stage NAME`` overrides it everywhere. :class:`Choice` carries
+lexically last stage name. The scikit-learn baselines (``baseline-*``) are never "the model":
+they are comparisons, and ``--stage`` naming one is refused with the command that explains it. ``--stage NAME`` overrides it everywhere. :class:`Choice` carries
 the sentence the terminal prints, so the user always sees which model answered and why.
 """
 
@@ -32,6 +33,7 @@ _MAKE = {"ig": "`amfmedit finetune --fusion amf` (or the paper's supervised tabu
          "gradcam": "`amfmedit finetune --fusion amf` (or the paper's Fig. 6 setting: `amfmedit finetune --fusion "
                     "concat --strategy frozen`)"}
 _METHODS = {"ig": "Integrated Gradients", "gradcam": "Grad-CAM"}
+_PURPOSES = {"predict": "`predict`", "export": "`export`", "ig": "Integrated Gradients", "gradcam": "Grad-CAM"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,15 @@ def choose_model(run: rundir.Run, purpose: str, stage: str | None = None, *, met
             listing = ", ".join(finished) if finished else "none"
             raise UserError(f"--stage {stage}: not a finished classifier of run {run.name} (finished: {listing})"
                             + (f"; did you mean {hint}?" if hint else ""))
+        if stages[stage].get("baseline"):  # a scikit-learn model has no checkpoint to predict or explain with
+            raise UserError(f"--stage {stage}: a scikit-learn baseline; {_PURPOSES[purpose]} needs a neural classifier "
+                            "of the run (a baseline's feature importance: `amfmedit explain --method permutation "
+                            f"--stage {stage}`)")
         if not _reads(stages[stage], needs):
             raise UserError(f"--stage {stage}: this model has no {needs} input to explain with {_METHODS[purpose]}; "
                             f"pick a stage with {_INPUT_WORDS[needs]}")
         return Choice(stage, stages[stage], f"{stage} (given with --stage)")
-    usable = {n: i for n, i in stages.items() if i["mask"] is None and _reads(i, needs)}
+    usable = {n: i for n, i in stages.items() if i["mask"] is None and not i.get("baseline") and _reads(i, needs)}
     if not usable:
         if needs is None:
             raise UserError(f"run {run.name} has no finished classifier; run `amfmedit finetune --fusion amf` first")

@@ -17,8 +17,9 @@ from amfmedit.data.synthetic.ol3i import generate_ol3i, patient_index
 from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
 
-# image_strength / tabular_strength: optional OL3I knobs (amfmedit.data.synthetic.ol3i), not spec fields
-GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength"},
+# image_strength / tabular_strength, age_shift / hu_scale (another site's case-mix): optional OL3I knobs (amfmedit.data.synthetic.ol3i), not spec fields
+GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength",
+                              "age_shift", "hu_scale"},
                      "dvm": {"patients", "seed", "classes"}}
 
 

@@ -7,7 +7,7 @@ here. A prepared dataset's ``schema.task`` names its kind.
 from __future__ import annotations
 
 from amfmedit.errors import UserError, close_matches
-from amfmedit.stages.kinds.base import Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.base import BaselineEstimators, Metric, PredictionKind, ProbeScore, Weights
 from amfmedit.stages.kinds.classification import BinaryKind, ClassificationKind, MulticlassKind
 
 PREDICTION_KINDS: dict[str, type[PredictionKind]] = {
@@ -32,4 +32,4 @@ def kind_of(schema) -> PredictionKind:
 
 
 __all__ = ["PREDICTION_KINDS", "PredictionKind", "ClassificationKind", "BinaryKind", "MulticlassKind", "Metric",
-           "ProbeScore", "Weights", "get_kind", "kind_of"]
+           "ProbeScore", "Weights", "BaselineEstimators", "get_kind", "kind_of"]

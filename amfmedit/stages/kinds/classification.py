@@ -17,8 +17,9 @@ from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.gradcam import select_cases
 from amfmedit.models import losses
-from amfmedit.stages import evalstats
+from amfmedit.stages import evalgroups, evalstats
 from amfmedit.stages.kinds.base import Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.tabular import ClassifierBaselines
 from amfmedit.stats.bootstrap import bootstrap_metrics
 from amfmedit.stats.delong import delong_auc, undefined_reason
 from amfmedit.train.metrics import classification_metrics
@@ -96,6 +97,15 @@ class ClassificationKind(PredictionKind):
     def cam_cases(self, dataset, n: int, target: int, *, split: str, seed: int):
         """Grad-CAM's cases: ``n`` rows of the target class and ``n`` of the others (Fig. 6)."""
         return select_cases(dataset, n, target, split=split, seed=seed)
+
+    def subgroup_statistics(self, stats, y, preds: dict, variables: dict, **kw):
+        return evalgroups.subgroup_statistics(stats, y, preds, variables, headline=self.headline.key, **kw)
+
+    def external_statistics(self, stats, y_internal, y, preds: dict, **kw):
+        return evalgroups.external_statistics(stats, y_internal, y, preds, headline=self.headline.key, **kw)
+
+    def tabular_baselines(self, schema) -> ClassifierBaselines:
+        return ClassifierBaselines(schema.n_classes)
 
     def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, **kw):
         return evalstats.compute(y_val, y_test, preds, spec, split, class_names=schema.class_names,
