@@ -143,10 +143,11 @@ def test_function_level_imports_say_why():
 
 def _member_names() -> dict[str, set[str]]:
     from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS
+    from amfmedit.stages.baseline_models import BASELINES
     from amfmedit.stages.kinds import PREDICTION_KINDS
 
     return {"fusion": set(FUSIONS), "tabular encoder": set(TABULAR_ENCODERS), "image encoder": set(IMAGE_ENCODERS),
-            "prediction kind": set(PREDICTION_KINDS)}
+            "prediction kind": set(PREDICTION_KINDS), "tabular baseline": set(BASELINES)}
 
 
 # A family's own module and its registry may name its members; so may ``amfmedit bench``, which
@@ -154,7 +155,8 @@ def _member_names() -> dict[str, set[str]]:
 # vs FT-Transformer) and is no caller of the families.
 FAMILY_HOMES = {"amfmedit/models/fusion.py", "amfmedit/models/tabular.py", "amfmedit/models/__init__.py",
                 "amfmedit/models/image.py", "amfmedit/bench.py", "amfmedit/stages/kinds/__init__.py",
-                "amfmedit/stages/kinds/base.py", "amfmedit/stages/kinds/classification.py"}
+                "amfmedit/stages/kinds/base.py", "amfmedit/stages/kinds/classification.py",
+                "amfmedit/stages/baseline_models.py"}
 
 
 def _string_constants(node: ast.AST) -> list[str]:

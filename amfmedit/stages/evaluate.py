@@ -15,6 +15,8 @@ Writes ``<run>/evaluate/`` (built aside and renamed into place when complete); a
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -331,9 +333,6 @@ def _external(run, ds, ext, kind, stats, per_group, titles, y_test, cfg, subgrou
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))

@@ -13,6 +13,8 @@ folder; no stage of the run, and not ``evaluate/``, is changed by it.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,9 +203,6 @@ def shift_markdown(mix: dict) -> str:
 
 
 def _shift_csv(mix: dict) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["kind", "name", "level", "internal", "external", "smd", "missing_internal", "missing_external"])
