@@ -255,17 +255,20 @@ class BaselineScorer:
                                                    batch_size=self.batch_size)
         return self._embedding[key]
 
+    def reduced(self, stored: StoredModel, payload: dict, rows: np.ndarray) -> np.ndarray:
+        """The late-fusion model's PCA of the frozen encoder's embedding of ``rows``; the pretrained checkpoint
+        must be the one it was fitted on."""
+        want = (read_json(stored.folder / rundir.CONFIG_FILE).get("pca") or {}).get("pretrain_sha256")
+        if want is not None and sha256(pretrain_checkpoint(self.run)) != want:
+            raise UserError(f"{pretrain_checkpoint(self.run)}: changed since {stored.folder.name} was fitted on its "
+                            f"embedding; fit it again with `amfmedit baseline --model {payload['model']} --force`")
+        return payload["pca"].transform(self._embed(rows))
+
     def score(self, stored: StoredModel, rows: np.ndarray) -> np.ndarray:
         """(len(rows), K) predictions of the stored baseline."""
         payload = stored.load()
         model = BASELINES[payload["model"]]
-        reduced = None
-        if model.uses_image:
-            want = (read_json(stored.folder / rundir.CONFIG_FILE).get("pca") or {}).get("pretrain_sha256")
-            if want is not None and sha256(pretrain_checkpoint(self.run)) != want:
-                raise UserError(f"{pretrain_checkpoint(self.run)}: changed since {stored.folder.name} was fitted on its "
-                                f"embedding; fit it again with `amfmedit baseline --model {model.name} --force`")
-            reduced = payload["pca"].transform(self._embed(rows))
+        reduced = self.reduced(stored, payload, rows) if model.uses_image else None
         design = design_for(model, self.dataset, rows, reduced)
         estimators = kind_of(self.dataset.schema).tabular_baselines(self.dataset.schema)
         return estimators.outputs(payload["estimator"], design.X)

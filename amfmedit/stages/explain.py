@@ -63,7 +63,7 @@ from amfmedit.stages.report import truth_sentence
 from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
-METHODS = ("ig", "gradcam")
+METHODS = ("ig", "gradcam", "permutation")  # permutation: the scikit-learn baselines (amfmedit.stages.permutation)
 CAM_SCALES = ("per-map", "common")
 IG_COMPLETENESS_TOLERANCE = 0.05  # mean |delta| / mean |f(x) - f(baseline)| above this: too few steps
 # what the outline drawn on synthetic OL3I CAMs is (the region the generator puts the risk in)
@@ -143,7 +143,8 @@ def load_explained(run: rundir.Run, stage: str, device: torch.device | str = "cp
 def check_method(method: str) -> str:
     if method not in METHODS:
         hint = close_matches(method, METHODS)
-        raise UserError(f"--method {method}: unknown explanation method; use ig (Integrated Gradients) or gradcam"
+        raise UserError(f"--method {method}: unknown explanation method; use ig (Integrated Gradients), gradcam or "
+                        "permutation (the scikit-learn baselines)"
                         + (f" (did you mean {hint}?)" if hint else ""))
     return method
 

@@ -11,7 +11,7 @@ baseline-<model>-seed<N>/                  scikit-learn baselines (``amfmedit ba
 baseline-<model>-search/                   their hyper-parameter search on validation (first seed)
 evaluate/                                  EVALUATE
 external-<dataset>/                        ``evaluate --external``: the run scored on another cohort
-explain/ig-<stage>/, explain/gradcam-<stage>/
+explain/ig-<stage>/, explain/gradcam-<stage>/, explain/permutation-<stage>/ (baselines)
 ```
 
 The mask tag (incomplete tabular data, §4.2.4) is ``mask-<names joined by +>`` or
@@ -49,7 +49,7 @@ NO_FUSION = "none"  # ``--fusion none``: a supervised single-modality baseline
 BASELINE = "baseline"  # the ``fusion`` of a scikit-learn baseline's record (``amfmedit baseline``)
 MODALITIES = ("image", "tabular")
 MASK_KEY = "mask"  # config.json key holding {"features": [...], "fill": {...}, "rule": ...}
-IG_PREFIX, CAM_PREFIX = "ig-", "gradcam-"
+IG_PREFIX, CAM_PREFIX, PERMUTATION_PREFIX = "ig-", "gradcam-", "permutation-"
 # files that one stage writes and others read
 RCONF_FILE = "rconf.json"  # rconf/: both probes' metrics, R_conf, L_img / L_tab
 EVAL_METRICS_FILE = "metrics.json"  # evaluate/: every stage's and group's test metrics
@@ -250,6 +250,10 @@ def cam_folder(run: rundir.Run, stage: str) -> Path:
     return explain_dir(run) / f"{CAM_PREFIX}{stage}"
 
 
+def permutation_folder(run: rundir.Run, stage: str) -> Path:
+    return explain_dir(run) / f"{PERMUTATION_PREFIX}{stage}"
+
+
 def _finished(run: rundir.Run, prefix: str) -> dict[str, Path]:
     root = explain_dir(run)
     if not root.is_dir():
@@ -267,3 +271,8 @@ def ig_reports(run: rundir.Run) -> dict[str, Path]:
 def cam_reports(run: rundir.Run) -> dict[str, Path]:
     """Finished Grad-CAM reports: explained stage -> ``explain/gradcam-<stage>/`` (oldest first)."""
     return _finished(run, CAM_PREFIX)
+
+
+def permutation_reports(run: rundir.Run) -> dict[str, Path]:
+    """Finished permutation-importance reports (baselines): stage -> ``explain/permutation-<stage>/``."""
+    return _finished(run, PERMUTATION_PREFIX)

@@ -290,6 +290,14 @@ def _explain_section(run: rundir.Run) -> str:
                          ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):
             out.append(_img(folder / png, run.root, alt))
         out.append("\n")
+    for stage, folder in names.permutation_reports(run).items():  # the scikit-learn baselines
+        s = read_json(folder / SUMMARY_FILE)
+        out.append(f"### Permutation importance — {stage}\n\n{s['model']}; {s['n_samples']} {s['split']} samples, "
+                   f"{s['config']['repeats']} shuffles of each column, drop of {s['metric'].upper()} from "
+                   f"{_fmt(s['baseline_value'], 3)}.\n\n")
+        top = (folder / TOP_FILE).read_text(encoding="utf-8")
+        out.append("\n".join(line for line in top.splitlines() if line.startswith("|")) + "\n\n")
+        out.append(f"All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
     cams = list(names.cam_reports(run).values())
     if not cams:
         out.append("### Grad-CAM\n\n" + _todo("`amfmedit explain --method gradcam` (CAM overlays of test cases)"))

@@ -59,7 +59,7 @@ def raw_values(dataset, column: str) -> tuple[np.ndarray, bool]:
     names = schema.feature_names
     if column not in names:
         known = list(kept) + names
-        hint = close_matches(column, known)
+        hint = close_matches(column, known) or ", ".join([n for n in known if column.lower() in n.lower()][:3])
         raise UserError(f"--subgroup {column}: no column {column!r} in the prepared dataset {schema.name} (kept report "
                         f"columns: {', '.join(kept) or 'none'}; or a feature)" + (f"; did you mean {hint}?" if hint else
                         "; keep it with table.keep in the data spec and prepare again"))
