@@ -272,6 +272,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
 
     if not rt.is_main:
         return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
+    external = (_external(run, ds, ext, kind, stats, per_group, titles, y_test, cfg, subgroup_specs)
+                if ext is not None else (None, ""))  # written first: evaluate/'s report refresh covers both
     with staged(run, final, force=True) as stage_out:  # derived from finished stages: always recomputed
         tmp = stage_out.folder
         seed_outputs = {_figure_stem(rows[0]["stage"]): (titles[key], [(f"seed {r['seed']}", outputs[r["stage"]][1])
@@ -304,11 +306,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             _write_predictions(folder, ds, schema, outs, stats, titled, seed_index)
         stage_out.summary = {"metric": metric, "stages": len(stages), "warnings": list(stats.warnings)}
         run.record_command(STAGE, opts.argv)
-    result = EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
-    if ext is not None:  # after evaluate/ is in place: the external folder reads nothing of it
-        result.external, result.external_terminal = _external(run, ds, ext, kind, stats, per_group, titles, y_test,
-                                                              cfg, subgroup_specs)
-    return result
+    return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings, *external)
 
 
 def _external(run, ds, ext, kind, stats, per_group, titles, y_test, cfg, subgroup_specs) -> tuple[Path, str]:

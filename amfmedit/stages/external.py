@@ -244,7 +244,7 @@ def write_external(run: rundir.Run, ext: External, report, mix: dict, *, interna
     md.append("\n## Case-mix and shift\n\n" + shift_markdown(mix))
     if subgroups is not None:
         md.append("\n## Subgroups of the external cohort\n\n" + subgroups.markdown())
-    with staged(run, folder, force=True) as out:
+    with staged(run, folder, force=True, refresh=False) as out:  # evaluate/, written next, refreshes the report
         write_text(out.folder / RESULTS_FILE, "".join(md))
         write_text(out.folder / SHIFT_FILE, _shift_csv(mix))
         write_json(out.folder / names.EVAL_METRICS_FILE, {

@@ -272,7 +272,7 @@ def fit_logistic_recalibration(y, p) -> tuple[float, float]:
     from sklearn.linear_model import LogisticRegression  # lazy import: keeps start-up free of scikit-learn ~1.7 s
 
     z = risk_logits(p)[:, None]
-    fit = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(z, np.asarray(y, dtype=np.int64))
+    fit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=100).fit(z, np.asarray(y, dtype=np.int64))
     return float(fit.intercept_[0]), float(fit.coef_[0, 0])
 
 
