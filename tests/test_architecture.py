@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 import collections
 from pathlib import Path
 
@@ -16,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "amfmedit"
 
 # Higher imports lower, never the other way; equal layers may import each other without cycles.
 LAYERS = {"cli": 6, "__main__": 7, "stages": 5, "bench": 5, "explain": 4, "train": 4, "env": 4,
-          "models": 3, "data": 3, "stats": 2, "io": 1, "errors": 0, "paths": 1, "__init__": 0}
+          "models": 3, "data": 3, "stats": 2, "io": 1, "figures": 1, "errors": 0, "paths": 1, "__init__": 0}
 # explainers know models (and arrays), not runs or the training core
 FORBIDDEN = {"explain": {"stages", "train", "cli", "bench"}, "train": {"explain", "stages", "cli"},
              "models": {"data", "train", "explain", "stages", "cli"}, "data": {"models", "train", "explain", "stages", "cli"}}
@@ -228,3 +229,25 @@ def test_no_code_outside_the_kind_family_compares_a_class_count():
     assert not problems, "ask the prediction kind (amfmedit.stages.kinds) instead:\n" + "\n".join(problems)
     assert _class_count_comparisons("if schema.n_classes == 2: pass\nok = n_classes > 2\nx = k == 2\n"
                                     "y = n_classes < 1\nz = 2 <= n_classes <= 9\n") == [1, 2]
+
+
+# The statistics layer is a leaf of arrays: besides the standard library it may use only these.
+STATS_THIRD_PARTY = {"numpy", "scipy", "sklearn", "matplotlib"}
+
+
+def _third_party(source: str) -> set[str]:
+    tops = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            tops |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            tops.add(node.module.split(".")[0])
+    return {t for t in tops if t not in sys.stdlib_module_names and t not in ("__future__", "amfmedit")}
+
+
+def test_stats_uses_only_array_libraries():
+    problems = [f"{p.relative_to(PKG.parent)}: {sorted(_third_party(p.read_text(encoding='utf-8')) - STATS_THIRD_PARTY)}"
+                for p in sorted((PKG / "stats").glob("*.py"))
+                if _third_party(p.read_text(encoding="utf-8")) - STATS_THIRD_PARTY]
+    assert not problems, "amfmedit.stats is a leaf of array code:\n" + "\n".join(problems)
+    assert _third_party("import torch\nfrom scipy import stats\nimport json\n") - STATS_THIRD_PARTY == {"torch"}

@@ -11,11 +11,11 @@ from rich.text import Text
 
 from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import default_of, derived_option, field_option, given, run_options
-from amfmedit.explain.ig import IGConfig
+from amfmedit.explain.ig import IGConfig, IGTruth
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.explain import METHODS, CamConfig, check_method, explain_gradcam, explain_ig
 from amfmedit.stages.permutation import PermutationConfig, explain_permutation
-from amfmedit.stages.report import REPORT_FILE, truth_sentence
+from amfmedit.stages.report import REPORT_FILE
 
 
 @contextlib.contextmanager
@@ -105,7 +105,7 @@ def _print_ig(rep, k: int) -> None:
                   f"(max {c['max_abs_delta']:.3g}; relative to mean |f(x) - f(baseline)| {c['relative']:.3g})")
     syn = s.get("synthetic")
     if syn:
-        console.print(f"synthetic truth: {truth_sentence(syn, k)}", markup=False, highlight=False)
+        console.print(f"synthetic truth: {IGTruth.from_dict(syn).sentence()}", markup=False, highlight=False)
 
 
 def _print_cam(rep) -> None:

@@ -2,9 +2,11 @@
 
 Two encodings of the same prepared rows, one per kind of estimator:
 
-- ``"linear"``: the prepared values as the neural models read them (continuous features
-  median-imputed and z-scored with train-split statistics, categorical features as integer
-  codes, 0 = missing or unseen), the codes one-hot encoded by the model's own pipeline;
+- ``"linear"``: the prepared values (continuous features z-scored with train-split statistics,
+  categorical features as integer codes, 0 = missing or unseen), with the continuous cells that
+  were missing before imputation set back to NaN: the model's own pipeline imputes them (the
+  training rows' median, which is the prepared imputation) and adds a missing indicator per
+  feature missing in the training rows, and one-hot encodes the codes (code 0 its own column);
 - ``"trees"``: continuous values with the cells that were missing before imputation set back
   to NaN and categorical codes shifted to ``0 .. K-1`` with missing as NaN, so that
   gradient-boosted trees learn where missing values go (scikit-learn's
@@ -55,12 +57,12 @@ def table_design(dataset, rows: np.ndarray, encoding: str) -> Design:
     codes = np.asarray(dataset.x_cat[rows], dtype=np.int64)
     cards = list(schema.cardinalities)
     names = list(schema.feature_names)
+    missing = np.asarray(dataset.missing[rows], bool)
+    cont = np.where(missing[:, :n_cont], np.nan, cont)
     if encoding == "linear":
         X = np.concatenate([cont, codes.astype(np.float64)], axis=1)
         flags = np.array([False] * n_cont + [True] * len(cards), bool)
         return Design(X, names, flags, [0] * n_cont + cards)
-    missing = np.asarray(dataset.missing[rows], bool)
-    cont = np.where(missing[:, :n_cont], np.nan, cont)
     cat = np.where(codes == 0, np.nan, codes - 1.0)  # code 0 (missing or unseen) is a missing value to the trees
     native = [c - 1 <= MAX_TREE_CATEGORIES for c in cards]
     flags = np.array([False] * n_cont + native, bool)

@@ -35,7 +35,8 @@ from amfmedit.data.spec import DataSpec
 from amfmedit.data.synthetic import generate
 from amfmedit.data.transform import ParsedTable, category_key, encode, parse_features
 from amfmedit.errors import UserError, close_matches
-from amfmedit.io import exclusive_lock, remove_stale, staging_dir, temp_prefix, write_json, write_text
+from amfmedit.io import (disk_full_as_error, exclusive_lock, remove_stale, save_npy, staging_dir, temp_prefix,
+                         write_json, write_text)
 from amfmedit.paths import data_dir as _data_dir
 
 FAR_SD = 3.0  # "far outside": beyond the training range by more than this many training standard deviations
@@ -175,14 +176,22 @@ def _assemble(spec: DataSpec, schema: Schema, cohort, training) -> dict:
     labels = _labels(spec, schema, df, where)
     keep = np.ones(len(df), bool)
     present = cohort.images.present()
+    dropped = {}
     if not present.all():
-        if spec.image.missing != "drop":
+        if spec.image.missing == "drop":
+            keep &= present
+            dropped["image file missing"] = int((~present).sum())
+        elif spec.image.missing == "keep":  # scored without an image, as the training dataset's kept rows
+            neither = ~present & parsed.missing.all(axis=1)
+            keep &= ~neither
+            if neither.any():
+                dropped["no image and no feature values"] = int(neither.sum())
+        else:
             i = int(np.flatnonzero(~present)[0])
             raise UserError(f"{where}: id {ids[i]!r} has no image ({int((~present).sum())} ids without images); add "
-                            "the images or set image.missing = \"drop\"")
-        keep &= present
+                            "the images, or set image.missing = \"drop\" or \"keep\" (--image-missing)")
     rows = np.flatnonzero(keep)
-    if len(rows) == 0:
+    if len(rows) == 0 or not present[rows].any():
         raise UserError(f"{where}: no rows left with an image; check image.folder / image.column and --raw")
     if t.split and t.split in df.columns:
         split = df[t.split].astype("string").str.strip().str.lower().to_numpy(dtype=object, na_value=None)[rows]
@@ -196,9 +205,10 @@ def _assemble(spec: DataSpec, schema: Schema, cohort, training) -> dict:
     sub = ParsedTable(cont=parsed.cont[rows], cat=parsed.cat[rows])
     x_cont, x_cat, missing = encode(ordered, sub)  # the training statistics, never refitted
     checks = _checks(spec, schema, df, sub, x_cont, missing, training)
-    checks["dropped"] = {"image file missing": int((~present).sum())} if not present.all() else {}
+    checks["dropped"] = dropped
     return {"ids": ids[rows], "labels": labels[rows], "split": split, "x_cont": x_cont, "x_cat": x_cat,
-            "missing": missing, "images": cohort.images.take(rows), "checks": checks,
+            "missing": missing, "images": cohort.images.take(rows), "image_present": present[rows].copy(),
+            "checks": checks,
             "kept": {c: df[c].to_numpy()[rows] for c in t.keep if c in df.columns},
             "read": int(len(df))}
 
@@ -326,7 +336,9 @@ def _write(tmp: Path, schema: Schema, asm: dict, provenance: dict, truth) -> Non
     pq.write_table(pa.table(columns), tmp / "tabular.parquet")
     if asm["kept"]:
         write_kept(tmp / KEPT_FILE, asm["ids"], asm["kept"])
-    np.save(tmp / "missing.npy", asm["missing"])
+    for name in ("missing", "image_present"):
+        with disk_full_as_error(tmp / f"{name}.npy"):
+            save_npy(tmp / f"{name}.npy", asm[name])
     if truth is not None:
         pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
     schema.save(tmp / "schema.json")

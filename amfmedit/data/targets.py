@@ -49,5 +49,3 @@ class ClassTarget:
         return [f"split {s!r} has only one class; AUC is undefined on it" for s in splits
                 if len(np.unique(labels[split == s])) < 2]
 
-
-CLASS_LABELS = ClassTarget()

@@ -105,6 +105,16 @@ def fit_pca(embedding_train: np.ndarray, k: int, seed: int):
     return PCA(n_components=k, svd_solver="full", random_state=seed).fit(embedding_train)
 
 
+def reduce_embedding(pca, embedding: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(N, k) principal components of ``embedding`` (N, d); NaN on the rows without an image (``present`` (N,)
+    bool False), which the trees treat as missing values (the encoder's output on a blank slot means nothing)."""
+    out = np.full((len(embedding), int(pca.n_components_)), np.nan)
+    present = np.asarray(present, bool)
+    if present.any():
+        out[present] = pca.transform(embedding[present])
+    return out
+
+
 def design_for(model: BaselineModel, dataset, rows: np.ndarray, reduced: np.ndarray | None) -> Design:
     """The baseline's design of ``rows``: the table, and the reduced image embedding for late fusion."""
     design = table_design(dataset, rows, model.encoding)
@@ -182,8 +192,13 @@ def baseline(cfg: BaselineConfig, opts: RunOptions, *, progress: Callable[[str],
             if embedding is None:
                 say("image embedding of every row by the frozen pretrained encoder")
                 embedding = image_embedding(run, ds, np.arange(len(ds)), device=rt.device, batch_size=cfg.batch_size)
-            pca = fit_pca(embedding[rows["train"]], cfg.pca_components, cfg.seeds[0])
-            reduced = {s: pca.transform(embedding[r]) for s, r in rows.items()}
+            present = np.asarray(ds.image_present, bool)
+            with_image = rows["train"][present[rows["train"]]]
+            if len(with_image) < 2:
+                raise UserError(f"dataset {ds.name}: {len(with_image)} training row(s) with an image; late fusion "
+                                "needs images to reduce, leave out `--model late-fusion`")
+            pca = fit_pca(embedding[with_image], cfg.pca_components, cfg.seeds[0])
+            reduced = {s: reduce_embedding(pca, embedding[r], present[r]) for s, r in rows.items()}
             pre_sha = sha256(pretrain_checkpoint(run))
         designs = {s: design_for(model, ds, r, reduced.get(s)) for s, r in rows.items()}
         record = _search_record(run, cfg, opts, estimators, kind, model, designs, y, say)
@@ -262,7 +277,7 @@ class BaselineScorer:
         if want is not None and sha256(pretrain_checkpoint(self.run)) != want:
             raise UserError(f"{pretrain_checkpoint(self.run)}: changed since {stored.folder.name} was fitted on its "
                             f"embedding; fit it again with `amfmedit baseline --model {payload['model']} --force`")
-        return payload["pca"].transform(self._embed(rows))
+        return reduce_embedding(payload["pca"], self._embed(rows), np.asarray(self.dataset.image_present)[rows])
 
     def score(self, stored: StoredModel, rows: np.ndarray) -> np.ndarray:
         """(len(rows), K) predictions of the stored baseline."""

@@ -31,8 +31,8 @@ from amfmedit.stages import evalstats, experiments, names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import staged
 from amfmedit.stages.external import case_mix, open_external, write_external
+from amfmedit.stages.lifecycle import require_no_writer, staged
 from amfmedit.stages.stored import open_stored
 from amfmedit.stages.subgroups import parse_subgroup, subgroup_labels
 from amfmedit.stages.tables import baselines_markdown, incomplete_markdown, model_title, stage_markdown, table2_markdown
@@ -157,6 +157,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         raise UserError("--recalibrate-on: names a split of the external cohort; give --external NAME too")
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
+    require_no_writer(run, "amfmedit evaluate")  # a stage still training would be left out silently
     parsed = names.classifier_stages(run)  # masked stages included (incomplete tabular data, Table 4)
     stage_list = list(parsed)
     if not stage_list:
@@ -212,7 +213,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
                "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
-               "best_epoch": best_epoch, "val_" + metric: best_val, **m, "n": len(targets)}
+               "best_epoch": best_epoch, "val_metric": best_val, **m, "n": len(targets)}
         stages.append(row)
         per_group[_group_key(info, scfg)].append(row)
         outputs[name] = (rows, preds, targets)
@@ -348,9 +349,9 @@ def _figure_stem(stage: str) -> str:
 def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> str:
     metric = kind.headline.key
     parts = [
-        f"# Results of run {run.name}\n",
+        f"# Results of run {run.name}\n\n",
         f"Data: `{run.data}`. Metric: {kind.headline.title} on the {split} split, mean ± standard deviation over "
-        "seeds (%).\n",
+        "seeds (%).\n\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     baselines = baselines_markdown(groups, metric=metric)
@@ -367,8 +368,8 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
         parts.append(f"\nOracle {kind.headline.label} (the generator's true risk on the {split} split): {oracle:.4f}\n")
     parts.append(stats.markdown())
     parts.append("\n## Per stage\n\n")
-    keys = ["seed", "lr", "best_epoch", f"val_{metric}", *metric_keys, *stats.stage_keys()]
-    parts.append(stage_markdown(stages, keys))
+    keys = ["seed", "lr", "best_epoch", "val_metric", *metric_keys, *stats.stage_keys()]
+    parts.append(stage_markdown(stages, keys, {"val_metric": f"val_{metric}"}))
     return "".join(parts)
 
 
@@ -401,7 +402,7 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | Threshold | T |", "|---|--:|--:|--:|--:|--:|--:|"]
     for g in groups:
         for r in (s for s in stages if s["seed"] in g["seeds"] and _same_group(s, g)):
-            lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r[f'val_{metric}'])} | "
+            lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r['val_metric'])} | "
                          f"{_f(r[metric])} | {stats.stage_cell(r)} | {r['temperature']:.2f} |")
     parts.append("\n## Per stage\n\n" + "\n".join(lines) + "\n")
     return "".join(parts)

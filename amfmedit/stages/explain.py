@@ -44,6 +44,7 @@ from amfmedit.explain.ig import (
     TOP_FILE,
     Attributions,
     IGConfig,
+    IGTruth,
     group_shares,
     importance_table,
     integrated_gradients,
@@ -59,7 +60,6 @@ from amfmedit.stages.common import RunOptions, check_choice, load_dataset, runti
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import staged
 from amfmedit.stages.selection import choose_model
-from amfmedit.stages.report import truth_sentence
 from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
@@ -200,7 +200,7 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     ds = _dataset_for(ex, opts)
     schema = ds.schema
     kind = kind_of(schema)
-    target = kind.explain_target(schema, cfg.target)
+    kind.explain_target(schema, cfg.target)  # a bad --target fails before any work
 
     rows = ds.indices(cfg.split)
     if len(rows) == 0:
@@ -255,21 +255,12 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
                        f"(pilot error {pilot_error:.3g})"),
     }
     if informative:
-        k = len(informative)
-        summary["synthetic"] = {
-            "informative": informative,
-            f"informative_in_top{cfg.top_k}": sum(n in informative for n in top_names),
-            "top_k": cfg.top_k,
-            f"informative_in_top{k}": sum(n in informative for n in table["name"].head(k)),
-            "n_informative": k,
-        }
         # Features the risk model does not use but that track its image term (bmi and weight
         # follow visceral fat): a tabular-only model rightly leans on them, so they are counted
         # apart, never added to the informative count.
-        proxies = sorted(truth.get("proxy_features") or {})
-        if proxies:
-            summary["synthetic"]["proxies"] = proxies
-            summary["synthetic"][f"proxies_in_top{cfg.top_k}"] = sum(n in proxies for n in top_names)
+        ranked = [str(n) for n in table["name"]]
+        summary["synthetic"] = IGTruth.of(ranked, informative, sorted(truth.get("proxy_features") or {}),
+                                          cfg.top_k).to_dict()
     shares = group_shares(table)
     truth_shares = None
     if informative:
@@ -320,7 +311,7 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
     ]
     syn = summary.get("synthetic")
     if syn:
-        lines.append(f"\nSynthetic cohort: {truth_sentence(syn, k)}.\n")
+        lines.append(f"\nSynthetic cohort: {IGTruth.from_dict(syn).sentence()}.\n")
     return "".join(lines)
 
 
@@ -415,9 +406,9 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     compare_maps, compare_titles = [], []
     if others:
         summary["compare"] = []
+        cases_job = CamCases(ds, rows, target, cfg, opts, rt.device, masks, region, n)
         for other, other_stage in others:
-            o_cams, o_summary = _cams_of_other(other, other_stage, ds, rows, target, cfg, opts, rt.device, masks,
-                                               region, n)
+            o_cams, o_summary = _cams_of_other(other, other_stage, cases_job)
             compare_maps.append(o_cams)
             compare_titles.append(f"{other.name}\n{other_stage}")
             summary["compare"].append(o_summary)
@@ -453,10 +444,26 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     return CamReport(run.name, name, final, ex.describe("gradcam"), summary)
 
 
-def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, region, n):
+@dataclass
+class CamCases:
+    """The cases of one Grad-CAM report, for drawing another run's maps of the same patients."""
+
+    dataset: object  # the explained PreparedDataset
+    rows: np.ndarray  # its rows: n positive cases, then n negative ones
+    target: int
+    cfg: CamConfig
+    opts: RunOptions
+    device: torch.device
+    masks: np.ndarray | None  # the synthetic signal region per case (None for real data)
+    region: str | None
+    n: int
+
+
+def _cams_of_other(other: rundir.Run, stage: str, job: CamCases):
     """CAMs of another run's model for the same patients (matched by id)."""
-    ex = load_explained(other, stage, device)
-    ods = load_prepared(other.data, other.data_dir if opts.data_dir is None else opts.data_dir)
+    ds, rows, n, masks, region = job.dataset, job.rows, job.n, job.masks, job.region
+    ex = load_explained(other, stage, job.device)
+    ods = load_prepared(other.data, other.data_dir if job.opts.data_dir is None else job.opts.data_dir)
     if ex.mask:
         ods = mask_features(ods, ex.mask)
     where = {str(i): k for k, i in enumerate(ods.ids)}
@@ -467,8 +474,8 @@ def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, reg
     o_rows = np.array([where[str(i)] for i in ds.ids[rows]])
     if ods.images.shape[1:] != ds.images.shape[1:]:
         raise UserError(f"--compare {other.name}: its images are {ods.images.shape[1:]}, not {ds.images.shape[1:]}")
-    cams, probs = grad_cams(ex.model, ods, o_rows, target=target, device=device, batch_size=cfg.batch_size,
-                            raw=cfg.scale == "common")
+    cams, probs = grad_cams(ex.model, ods, o_rows, target=job.target, device=job.device, batch_size=job.cfg.batch_size,
+                            raw=job.cfg.scale == "common")
     out = {"run": other.name, "stage": stage, "model": ex.describe("gradcam"),
            "probability": {"positive": [float(p) for p in probs[:n]], "negative": [float(p) for p in probs[n:]]}}
     if masks is not None:

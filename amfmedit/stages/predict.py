@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from amfmedit.data import Schema
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.data.readers import read_table_file
 from amfmedit.data.transform import category_key, load_image, transform_table
@@ -157,7 +158,7 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     stage = choice.stage
     info = names.parse_stage(stage)
     root = dataset_path(run.data, opts.data_dir or run.data_dir)
-    schema = Schema.load(root / "schema.json")
+    schema = Schema.load(root / SCHEMA_FILE)
     table = Path(cfg.table)
     out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
     if out.exists() and not opts.force:
@@ -184,6 +185,8 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if bad:
         listing = "; ".join(f"{ids_all[i]}: {bad[i]}" for i in sorted(bad)[:MAX_LISTED])
         more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        if len(bad) == len(df):  # --skip-bad-rows or not: an output without a single row helps no one
+            raise UserError(f"{table}: none of the {len(df)} rows can be scored ({listing}{more}); fix them")
         if not cfg.skip_bad_rows:
             raise UserError(f"{table}: {len(bad)} of {len(df)} rows cannot be scored ({listing}{more}); fix them, or "
                             "pass --skip-bad-rows to score the others (the skipped rows are listed beside the output)")

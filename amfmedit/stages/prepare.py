@@ -10,7 +10,8 @@ from amfmedit.data.like import prepare_like as prepare_like_data
 from amfmedit.data.prepare import PrepareResult
 from amfmedit.data.prepare import prepare as prepare_data
 from amfmedit.data.spec import DataSpec
-from amfmedit.stages.kinds import get_kind
+from amfmedit.errors import UserError, close_matches
+from amfmedit.stages.kinds import PREDICTION_KINDS, PredictionKind, get_kind
 
 
 def prepare(spec: DataSpec, **kwargs) -> PrepareResult:
@@ -18,12 +19,20 @@ def prepare(spec: DataSpec, **kwargs) -> PrepareResult:
 
     The spec's ``task`` names the prediction kind; an unknown one is refused before anything is read.
     """
-    kind = get_kind(spec.task, f"{spec.path or spec.name}: task")
-    return prepare_data(spec, target=kind.target, **kwargs)
+    return prepare_data(spec, target=spec_kind(spec).target, **kwargs)
+
+
+def spec_kind(spec: DataSpec) -> PredictionKind:
+    """The prediction kind a spec's ``task`` names; one line naming the key and the known kinds otherwise."""
+    if spec.task not in PREDICTION_KINDS:
+        hint = close_matches(str(spec.task), list(PREDICTION_KINDS))
+        raise UserError(f"{spec.path or spec.name}: key 'task' must be one of {', '.join(PREDICTION_KINDS)}, got "
+                        f"{spec.task!r}" + (f"; did you mean {hint}?" if hint else ""))
+    return get_kind(spec.task)
 
 
 def prepare_like(spec: DataSpec, like: str, **kwargs) -> LikeResult:
     """Prepare ``spec``'s cohort through the frozen pipeline of the prepared dataset ``like`` (keyword
     arguments as :func:`amfmedit.data.like.prepare_like`); the spec's task must be a known kind."""
-    get_kind(spec.task, f"{spec.path or spec.name}: task")
+    spec_kind(spec)
     return prepare_like_data(spec, like, **kwargs)

@@ -17,7 +17,6 @@ the same fraction.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -104,8 +103,6 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
     cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
     pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
-    pretrain_spec = model_config(pretrained)
-    pretrain_state = pretrained.state_dict()
     ds = load_dataset(run, opts)
     extra = {"data": run.data}
     if masked:  # the probes train and are measured on the masked table
@@ -115,18 +112,34 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     recipe = cfg.recipe.resolved(kind_of(schema), schema)
     stage_name = names.rconf_stage(masked, cfg.train_fraction)
     check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
-    lock = contextlib.ExitStack()  # one writer of this stage, until it is complete
-    lock.enter_context(rundir.stage_lock(run, stage_name, rt=rt))
-    try:
-        return _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pretrain_state, pcfg,
-                       progress)
-    finally:
-        lock.close()
+    job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
+                   pretrained.state_dict(), pcfg.tabular_encoder, progress)
+    with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
+        return _probes(job)
 
 
-def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pretrain_state, pcfg,
-            progress) -> RconfResult:
+@dataclass
+class ProbeJob:
+    """The R_conf probes of one run, ready to train: what :func:`_probes` needs, typed."""
+
+    cfg: RconfConfig
+    opts: RunOptions
+    run: rundir.Run
+    rt: object  # amfmedit.train.runtime.Runtime
+    dataset: object  # the (masked) PreparedDataset
+    recipe: Recipe
+    stage_name: str
+    extra: dict  # config.json's extra records (data, mask)
+    pretrain_spec: dict  # the pretrained model's {"kind", "config"}
+    pretrain_state: dict  # ... and its weights
+    pretrain_tabular_encoder: str
+    progress: ProgressFactory
+
+
+def _probes(job: ProbeJob) -> RconfResult:
     """:func:`rconf`'s training, with the stage's lock held."""
+    cfg, opts, run, rt, ds, recipe = job.cfg, job.opts, job.run, job.rt, job.dataset, job.recipe
+    stage_name, extra, progress = job.stage_name, dict(job.extra), job.progress
     schema = ds.schema
     masked = list(cfg.mask_features)
     stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
@@ -143,10 +156,10 @@ def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pr
     metric = kind.headline.key
 
     def encoders():
-        model = from_checkpoint({**pretrain_spec, "state_dict": pretrain_state})
+        model = from_checkpoint({**job.pretrain_spec, "state_dict": job.pretrain_state})
         return model.image_encoder, model.tabular_encoder
 
-    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": pcfg.tabular_encoder,
+    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": job.pretrain_tabular_encoder,
                     "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": []}
     for modality in ("image", "tabular"):
 

@@ -7,8 +7,9 @@ single-modality baseline that edges them out on validation would otherwise score
 image-tabular patients without one of their inputs), then the best validation value of the
 prediction kind's headline metric (the value that chose the model's epoch), ties to the
 lexically last stage name. The scikit-learn baselines (``baseline-*``) are never "the model":
-they are comparisons, and ``--stage`` naming one is refused with the command that explains it. ``--stage NAME`` overrides it everywhere. :class:`Choice` carries
-the sentence the terminal prints, so the user always sees which model answered and why.
+they are comparisons, and ``--stage`` naming one is refused with the command that explains it.
+``--stage NAME`` overrides it everywhere. :class:`Choice` carries the sentence the terminal
+prints, so the user always sees which model answered and why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from amfmedit.data import Schema
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.errors import UserError, close_matches
 from amfmedit.io import read_json
@@ -62,7 +64,7 @@ def validation_value(run: rundir.Run, stage: str) -> float:
 
 def run_metric(run: rundir.Run, data_dir=None):
     """The headline metric of the prediction kind of ``run``'s dataset."""
-    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / "schema.json")
+    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / SCHEMA_FILE)
     return kind_of(schema).headline
 
 

@@ -21,7 +21,8 @@ from fixture_records import PreparedFixture, RunFixture  # noqa: E402  (tests/fi
 @pytest.fixture(scope="session")
 def ol3i64(tmp_path_factory) -> PreparedFixture:
     """The tiny synthetic OL3I cohort at 64 x 64 pixels."""
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
 
     data_dir = tmp_path_factory.mktemp("explain-data")

@@ -98,10 +98,10 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert c["relative"] == pytest.approx(c["mean_abs_delta"] / c["mean_abs_output_change"])
     informative = json.loads((ol3i64.path / "provenance.json").read_text())["synthetic"]["informative_features"]
     in_top = int(table.head(10)["name"].isin(informative).sum())
-    assert summary["synthetic"]["informative_in_top10"] == in_top
+    assert summary["synthetic"]["in_top_k"] == in_top and summary["synthetic"]["top_k"] == 10
     proxies = sorted(json.loads((ol3i64.path / "provenance.json").read_text())["synthetic"]["proxy_features"])
     assert proxies and summary["synthetic"]["proxies"] == proxies  # counted apart from the informative ones
-    assert summary["synthetic"]["proxies_in_top10"] == int(table.head(10)["name"].isin(proxies).sum())
+    assert summary["synthetic"]["proxies_in_top_k"] == int(table.head(10)["name"].isin(proxies).sum())
     assert summary["top"] == list(table["name"].head(10))
 
     top = (folder / "top10.md").read_text()

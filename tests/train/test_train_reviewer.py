@@ -116,9 +116,14 @@ def test_logistic_auc_equals_scikit_learns_on_the_same_prepared_rows(reviewed):
     table = pd.read_parquet(data / "tabular.parquet")
     onehot = [pd.get_dummies(pd.Categorical(table[f.name], categories=range(f.cardinality)), prefix=f.name)
               for f in ds.schema.categorical]
-    X = pd.concat([table[[f.name for f in ds.schema.continuous]], *onehot], axis=1).to_numpy(float)
     y = table["label"].to_numpy()
     train, test = (table["split"] == "train").to_numpy(), (table["split"] == "test").to_numpy()
+    # the prepared (median-imputed) values and an indicator per continuous feature missing in the training rows
+    gaps = ds.missing[:, :ds.schema.n_cont]
+    indicators = gaps[:, gaps[train].any(axis=0)].astype(float)
+    assert indicators.shape[1] > 0  # the tiny cohort has missing labs: the indicators are exercised
+    X = np.concatenate([pd.concat([table[[f.name for f in ds.schema.continuous]], *onehot], axis=1).to_numpy(float),
+                        indicators], axis=1)
     ref = LogisticRegression(C=chosen, max_iter=5000).fit(X[train], y[train])
     expected = roc_auc_score(y[test], ref.predict_proba(X[test])[:, 1])
     (g,) = [g for g in _metrics(run)["groups"] if g["baseline"] == "logistic"]
