@@ -148,6 +148,7 @@ def test_a_study_killed_mid_training_ends_as_an_uninterrupted_one(tiny_ol3i, tmp
     again = _study(tmp_path, tiny_ol3i.data_dir, "cut", seeds=(2022,))
     assert again.returncode == 0, again.stderr[-2000:]
     assert _results(folder) == _results(tmp_path / "runs" / "whole")
+    assert {f"baseline-{m}-seed2022" for m in ("logistic", "gbdt", "late-fusion")} <= set(_results(folder))
     html = (folder / "report.html").read_text()
     assert "Table 2" in html and "<table>" in html
     assert not re.search(r'<img[^>]+src="(?!data:)', html)  # every figure embedded: the page stands alone
