@@ -56,6 +56,7 @@ def environment() -> dict:
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(),
+        "scikit_learn": package_version("scikit-learn"),
         "captum": package_version("captum"),
         "pytorch_grad_cam": package_version("grad-cam"),
         "mamba_ssm": package_version("mamba-ssm"),

@@ -368,10 +368,11 @@ def test_layers_point_down_and_there_is_no_import_cycle():
 
 def _member_names() -> dict[str, set[str]]:
     from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS
+    from amfmedit.stages.baseline_models import BASELINES
     from amfmedit.stages.kinds import PREDICTION_KINDS
 
     return {"fusion": set(FUSIONS), "tabular encoder": set(TABULAR_ENCODERS), "image encoder": set(IMAGE_ENCODERS),
-            "prediction kind": set(PREDICTION_KINDS)}
+            "prediction kind": set(PREDICTION_KINDS), "tabular baseline": set(BASELINES)}
 
 
 # A family's own module and its registry may name its members; so may ``amfmedit bench``, which
@@ -380,7 +381,7 @@ def _member_names() -> dict[str, set[str]]:
 FAMILY_HOMES = {"amfmedit/models/fusion.py", "amfmedit/models/tabular.py", "amfmedit/models/specs.py",
                 "amfmedit/models/registry.py", "amfmedit/models/image.py", "amfmedit/bench.py",
                 "amfmedit/stages/kinds/__init__.py", "amfmedit/stages/kinds/base.py",
-                "amfmedit/stages/kinds/classification.py"}
+                "amfmedit/stages/kinds/classification.py", "amfmedit/stages/baseline_models.py"}
 
 
 def _string_constants(node: ast.AST) -> list[str]:

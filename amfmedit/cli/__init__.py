@@ -15,6 +15,7 @@ from amfmedit.cli import prepare as _prepare  # noqa: E402,F401
 from amfmedit.cli import pretrain as _pretrain  # noqa: E402,F401
 from amfmedit.cli import rconf as _rconf  # noqa: E402,F401
 from amfmedit.cli import finetune as _finetune  # noqa: E402,F401
+from amfmedit.cli import baseline as _baseline  # noqa: E402,F401
 from amfmedit.cli import evaluate as _evaluate  # noqa: E402,F401
 from amfmedit.cli import predict as _predict  # noqa: E402,F401
 from amfmedit.cli import explain as _explain  # noqa: E402,F401

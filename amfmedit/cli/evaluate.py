@@ -1,6 +1,9 @@
 """``amfmedit evaluate``: test metrics with intervals, operating points, calibration, comparisons, figures."""
 
 
+from typing import Annotated, List, Optional
+
+import typer
 from rich.markdown import Markdown
 from rich.markup import escape
 
@@ -32,20 +35,38 @@ def evaluate(
     horizons: field_option(E, "horizons", str, "--horizons", shown=HORIZONS_SHOWN,
                            help="Survival: times (in the time column's unit) of the time-dependent AUC, Brier score, "
                                 "calibration and survival probabilities, e.g. 1,2,5.") = None,
+    subgroup: Annotated[Optional[List[str]], typer.Option(
+        "--subgroup", help="Every metric per subgroup with intervals and a test against the rest: a column (sex) or "
+                           "a numeric column cut at points (age_at_scan=40,60,75); a kept report column of the "
+                           "prepared dataset or a feature. Repeat for more.")] = None,
+    external: Annotated[Optional[str], typer.Option(
+        "--external", help="Also score every classifier, unchanged, on this dataset prepared --like the run's; "
+                           "writes <run>/external-<NAME>/ (internal vs external, calibration slope, shift "
+                           "table).")] = None,
+    recalibrate_on: Annotated[Optional[str], typer.Option(
+        "--recalibrate-on", help="With --external: fit a logistic recalibration on this split of the external "
+                                 "cohort and report the other external rows after it, apart.")] = None,
 ) -> None:
-    """Score every finished finetune/supervised stage of the run and write <run>/evaluate/ (recomputed each time)."""
-    from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE
+    """Score every finished classifier of the run (neural and baseline) and write <run>/evaluate/ (recomputed each time)."""
+    from amfmedit.stages.evaluate import COMPARISONS_MD, OPERATING_FILE, RESULTS_FILE, SUBGROUPS_CSV
     from amfmedit.stages.evaluate import evaluate as run_evaluate
 
     sweep = {k: tuple(number_list(v, option)) for k, v, option in
              (("missingness_sweep", missingness_sweep, "--missingness-sweep"),
               ("image_drop", image_drop, "--image-drop")) if v is not None}
-    res = run_evaluate(given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold,
-                                horizons=horizons, **sweep),
-                       opts)
+    cfg = given(EvaluateConfig(), split=split, batch_size=batch_size, threshold=threshold, horizons=horizons,
+                subgroups=tuple(subgroup) if subgroup else None, external=external, recalibrate_on=recalibrate_on,
+                **sweep)
+    res = run_evaluate(cfg, opts)
     console.print(Markdown(res.terminal))
+    if res.external is not None:
+        console.print(Markdown(res.external_terminal))
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     console.print(f"written to {res.stage_dir}: {RESULTS_FILE} (full tables), {COMPARISONS_MD} (every pair, every "
-                  f"metric), {OPERATING_FILE} (thresholds and temperatures for predict), figures, predictions/",
+                  f"metric), {OPERATING_FILE} (thresholds and temperatures for predict), figures, predictions/"
+                  + (f", {SUBGROUPS_CSV} (every metric per subgroup)" if cfg.subgroups else ""),
                   highlight=False, markup=False)
+    if res.external is not None:
+        console.print(f"external cohort: {res.external} (results.md, shift.csv, metrics.json, predictions/)",
+                      highlight=False, markup=False)

@@ -13,6 +13,7 @@ from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import default_of, derived_option, field_option, given, run_options
 from amfmedit.explain.configs import IGConfig
 from amfmedit.stages.configs import METHODS, CamConfig, RunOptions
+from amfmedit.stages.configs import PermutationConfig
 
 
 @contextlib.contextmanager
@@ -36,7 +37,7 @@ def _both(field: str) -> str:
 def explain(
     opts: RunOptions,
     quiet: bool,
-    method: Annotated[str, typer.Option("--method", help=f"{METHODS[0]} (Integrated Gradients on the tabular model) or {METHODS[1]} (Grad-CAM on the image encoder).")] = METHODS[0],
+    method: Annotated[str, typer.Option("--method", help=f"{METHODS[0]} (Integrated Gradients on the tabular model), {METHODS[1]} (Grad-CAM on the image encoder) or {METHODS[2]} (permutation importance of a scikit-learn baseline, on validation).")] = METHODS[0],
     stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of the model to explain [default: the run's model, as predict: the image-tabular model with the best validation metric; the paper's settings: supervised-tabular-seed* for ig, finetune-concat-frozen-seed* for gradcam].")] = None,
     steps: field_option(IGConfig, "steps", int, "--steps", help="IG: interpolation steps.") = None,
     completeness: field_option(IGConfig, "completeness", float, "--completeness", help="IG: choose the fewest steps whose relative completeness error (how far the attributions' sum is from f(x) - f(baseline)) is within this, e.g. 0.01; overrides --steps.", shown="off") = None,
@@ -50,12 +51,21 @@ def explain(
     split: derived_option(str, "--split", help="Samples explained (ig: the paper's choice).", shown=_both("split"), source=((IGConfig, "split"), (CamConfig, "split"))) = None,
     batch_size: derived_option(int, "--batch-size", help="IG: sample-steps per pass; Grad-CAM: images per pass.", shown=_both("batch_size"), source=((IGConfig, "batch_size"), (CamConfig, "batch_size"))) = None,
     seed: derived_option(int, "--seed", help="Which samples when capped (ig) / which cases are drawn (gradcam).", shown=_both("seed"), source=((IGConfig, "seed"), (CamConfig, "seed"))) = None,
+    repeats: field_option(PermutationConfig, "repeats", int, "--repeats", min=1, help="permutation: shuffles of each column.") = None,
 ) -> None:
     """Explain a trained model of the run: IG feature importance or Grad-CAM overlays, written to <run>/explain/."""
     from amfmedit.stages.explain import check_method, explain_gradcam, explain_ig
+    from amfmedit.stages.permutation import explain_permutation
     from amfmedit.stages.report import REPORT_FILE
 
     check_method(method)
+    if method == METHODS[2]:  # the scikit-learn baselines
+        pcfg = given(PermutationConfig(), split=split, seed=seed, top_k=top_k, repeats=repeats)
+        prep = explain_permutation(pcfg, opts, stage=stage)
+        _print_permutation(prep, pcfg.top_k)
+        warn(prep.summary.get("warnings"))
+        console.print(f"written: {prep.folder}", highlight=False, markup=False)
+        return
     if method == METHODS[0]:
         cfg = given(IGConfig(), steps=steps, completeness=completeness, max_samples=max_samples, split=split, target=target, output=output,
                     batch_size=batch_size, seed=seed, top_k=top_k)
@@ -125,3 +135,16 @@ def _print_cam(rep) -> None:
         console.print(table)
         for t in texts:
             console.print(t, markup=False, highlight=False)
+
+
+def _print_permutation(rep, k: int) -> None:
+    s = rep.summary
+    console.print(f"model: {s['model_choice']}", markup=False, highlight=False)
+    table = Table(title=f"Top {k} features by permutation importance ({s['n_samples']} {s['split']} samples, "
+                        f"{s['config']['repeats']} shuffles; drop of {s['metric'].upper()} from {s['baseline_value']:.3f})")
+    for col, kw in (("rank", {"justify": "right"}), ("feature", {}), ("drop", {"justify": "right"}),
+                    ("importance %", {"justify": "right"})):
+        table.add_column(col, **kw)
+    for _, r in rep.table.head(k).iterrows():
+        table.add_row(*map(Text, [str(r["rank"]), str(r["name"]), f"{r['importance']:+.4f}", f"{r['importance_pct']:.2f}"]))
+    console.print(table)

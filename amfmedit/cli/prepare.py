@@ -14,6 +14,8 @@ from amfmedit.cli.options import DataDir, Force, Quiet
 from amfmedit.data.prepare import apply_overrides
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.prepare import prepare as run
+from amfmedit.stages.prepare import prepare_like as run_like
+from amfmedit.errors import UserError
 from amfmedit.data.spec import load_spec
 
 SYNTHETIC = "Synthetic cohorts"
@@ -52,6 +54,19 @@ def prepare(
                                                                           "(synthetic-ol3i-survival): yearly rate of "
                                                                           "loss to follow-up (default: the spec's).",
                                                        rich_help_panel=SYNTHETIC)] = None,
+    age_shift: Annotated[Optional[float], typer.Option("--age-shift", help="OL3I: another site's case-mix, the "
+                                                                            "mean age moved by this many years "
+                                                                            "(default: 0).",
+                                                       rich_help_panel=SYNTHETIC)] = None,
+    hu_scale: Annotated[Optional[float], typer.Option("--hu-scale", help="OL3I: another scanner's intensity "
+                                                                          "scale, multiplying the stored HU "
+                                                                          "(default: 1).",
+                                                      rich_help_panel=SYNTHETIC)] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="Prepare this cohort through the frozen pipeline of "
+                                                               "a prepared training dataset (its imputation, scaling, "
+                                                               "category codes, class coding, HU window and image "
+                                                               "size, never refitted), for `evaluate --external`.")]
+    = None,
     missing_rate: Annotated[Optional[float], typer.Option("--missing-rate", help="OL3I: rate at which every "
                                                           "feature that records leave blank (labs, vitals, BMI, "
                                                           "smoker) is missing (default: each one's realistic rate).",
@@ -76,9 +91,12 @@ def prepare(
     spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
                            split_column=split_column, image_missing=image_missing)
     synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
-                                         classes=classes, censoring=censoring, missing_rate=missing_rate,
-                                         missing_mechanism=missing_mechanism, no_image_rate=no_image_rate,
-                                         no_table_rate=no_table_rate).items() if v is not None}
+                                         classes=classes, censoring=censoring, age_shift=age_shift, hu_scale=hu_scale,
+                                         missing_rate=missing_rate, missing_mechanism=missing_mechanism,
+                                         no_image_rate=no_image_rate, no_table_rate=no_table_rate).items()
+                 if v is not None}
+    if like is not None and image_size is not None:
+        raise UserError("--image-size: an external cohort takes the training dataset's image size (--like)")
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=quiet) as bar:
         tasks: dict[str, int] = {}
@@ -88,8 +106,16 @@ def prepare(
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
-        result = run(spec, raw=raw, data_dir=data_dir, force=force, synthetic=synthetic, progress=progress)
+        if like is not None:
+            result = run_like(spec, like, raw=raw, data_dir=data_dir, force=force, synthetic=synthetic,
+                              progress=progress)
+        else:
+            result = run(spec, raw=raw, data_dir=data_dir, force=force, synthetic=synthetic, progress=progress)
     _summary(result)
+    if like is not None:
+        console.print(f"prepared like {result.provenance['like']['dataset']} (its schema, never refitted); "
+                      f"score a run on it with `amfmedit evaluate --external {result.schema.name}`",
+                      highlight=False, markup=False)
 
 
 def _summary(result) -> None:

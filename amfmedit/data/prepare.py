@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from amfmedit import __version__
-from amfmedit.data.prepared import MARKER, SPLITS
+from amfmedit.data.prepared import KEPT_FILE, MARKER, SPLITS, write_kept
 from amfmedit.data.readers import READERS, RawCohort, require_columns
 from amfmedit.data.schema import SCHEMA_FILE, Feature, ImageInfo, Schema
 from amfmedit.data.spec import DataSpec
@@ -83,6 +83,7 @@ class _Assembled:
     warnings: list[str] = field(default_factory=list)
     targets: dict[str, np.ndarray] = field(default_factory=dict)  # the coding's float columns (time, event, target)
     target_record: dict = field(default_factory=dict)  # Schema.target
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # table.keep: raw values of the output rows
 
 
 IMAGE_MISSING = ("error", "drop", "keep")  # image.missing: a row without an image
@@ -243,7 +244,8 @@ def _select_features(spec: DataSpec, df, where: str, target) -> list[Feature]:
     require_columns(df, t.features, where, "feature column")
     require_columns(df, t.categorical, where, "categorical column")
     require_columns(df, list(t.rename) + list(t.strip_suffix) + t.coerce_numeric, where)
-    columns = t.features or [c for c in df.columns if c not in reserved and c not in set(t.exclude)]
+    require_columns(df, t.keep, where, "kept column")
+    columns = t.features or [c for c in df.columns if c not in reserved and c not in set(t.exclude) | set(t.keep)]
     if not columns:
         raise UserError(f"{where}: no feature columns left after excluding id, label, split and table.exclude")
     groups = [(re.compile(rx), g) for rx, g in spec.groups.items()]
@@ -370,7 +372,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target) -> 
     return _Assembled(ids=ids[rows], split=split, labels=labels, class_names=class_names, features=fitted,
                       x_cont=x_cont, x_cat=x_cat, missing=missing, images=cohort.images.take(rows),
                       image_present=present[rows].copy(), dropped={k: v for k, v in dropped.items() if v},
-                      warnings=warnings, targets=values, target_record=target.schema_record(t, values, split == "train"))
+                      warnings=warnings, targets=values, target_record=target.schema_record(t, values, split == "train"),
+                      kept={c: df[c].to_numpy()[rows] for c in t.keep})
 
 
 def _splits(spec: DataSpec, df, ids, rows, labels, where, stratify: bool = False) -> np.ndarray:
@@ -459,11 +462,14 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
     # a full disk names the file (staging_dir moves the name from the temporary folder to the final one)
     with disk_full_as_error(tmp / "tabular.parquet"):
         pq.write_table(pa.table(columns), tmp / "tabular.parquet")
+    if asm.kept:
+        with disk_full_as_error(tmp / KEPT_FILE):
+            write_kept(tmp / KEPT_FILE, asm.ids, asm.kept)
     for name, array in (("missing.npy", asm.missing), ("image_present.npy", asm.image_present)):
         with disk_full_as_error(tmp / name):
             save_npy(tmp / name, array)
     with disk_full_as_error(tmp / schema.image.file):
-        _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
+        write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
     if truth is not None:
         with disk_full_as_error(tmp / "truth.parquet"):
             pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
@@ -480,7 +486,7 @@ def _convert_chunk(job: tuple) -> np.ndarray:
                      for arr, where in images])
 
 
-def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress,
+def write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress,
                   workers: int | None) -> None:
     """Stream images into ``images.npy`` block by block: never the whole stack in memory.
 

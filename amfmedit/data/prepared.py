@@ -17,6 +17,8 @@ A prepared dataset is a folder ``<data-dir>/<name>/`` holding:
 - ``schema.json`` (:class:`~amfmedit.data.schema.Schema`) and ``provenance.json`` (spec, source
   file sizes, counts per split, class and availability pattern; seed, oracle AUCs and
   informative features for synthetic cohorts).
+- ``columns.parquet`` (optional): ``id`` and the raw values of the spec's ``table.keep`` columns,
+  kept for reports (subgroups, case-mix tables) and never model input.
 - ``COMPLETE``: written last; a folder without it is not a prepared dataset.
 """
 
@@ -34,6 +36,7 @@ from amfmedit.paths import data_dir as _data_dir
 
 SPLITS = ("train", "val", "test")
 MARKER = "COMPLETE"
+KEPT_FILE = "columns.parquet"  # the spec's table.keep: id and raw report columns (subgroups, case-mix), never features
 
 
 @dataclass
@@ -254,6 +257,43 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
         image_present=image_present,
         targets=_targets(table, schema, where, hint),
     )
+
+
+def write_kept(path: Path, ids: np.ndarray, kept: dict[str, np.ndarray]) -> None:
+    """``columns.parquet``: ``id`` and each kept column, numbers as float64 and anything else as text (null: missing)."""
+    import pandas as pd
+
+    frame = {"id": pd.Series(np.asarray(ids).astype(str), dtype="string")}
+    for name, values in kept.items():
+        series = pd.Series(values)
+        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+            frame[name] = series.astype("float64")
+        else:
+            frame[name] = series.astype("string").str.strip().replace("", pd.NA)
+    pd.DataFrame(frame).to_parquet(path, index=False)
+
+
+def kept_columns(dataset) -> dict[str, np.ndarray]:
+    """The dataset's kept report columns (``table.keep``), aligned to its rows ({} when it has none)."""
+    import pandas as pd
+
+    path = Path(dataset.root) / KEPT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - Arrow's errors for damaged files vary
+        raise UserError(f"{path}: not a readable Parquet file ({type(exc).__name__}); "
+                        f"{damaged_hint(dataset.root)}") from None
+    ids = table["id"].astype(str).to_numpy()
+    if len(ids) != len(dataset.ids) or not np.array_equal(ids, np.asarray(dataset.ids).astype(str)):
+        raise UserError(f"{path}: its ids are not those of tabular.parquet; {damaged_hint(dataset.root)}")
+    out = {}
+    for c in table.columns[1:]:
+        s = table[c]
+        out[c] = (s.to_numpy(dtype=np.float64, na_value=np.nan) if pd.api.types.is_numeric_dtype(s.dtype)
+                  else s.astype(object).where(s.notna(), None).to_numpy())
+    return out
 
 
 def _targets(table, schema: Schema, where: Path, hint: str) -> dict[str, np.ndarray]:

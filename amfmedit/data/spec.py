@@ -66,6 +66,8 @@ class TableSpec:
     event: str | None = None  # survival: 1 = event observed, 0 = censored
     time_unit: str = ""  # survival: the unit of ``time`` ("years", "days"), for reports and --horizons
     horizons: list[float] = field(default_factory=list)  # survival: default --horizons, in time_unit
+    # columns kept beside the prepared table for reports (subgroups, case-mix; never features): columns.parquet
+    keep: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +145,21 @@ class SyntheticSpec:
 
 
 @dataclass
+class SourceSpec:
+    """Where and when the data come from, as the data's owner states it (``[source]``; every key optional).
+
+    Reporting checklists ask for these (TRIPOD+AI 5a-6b, 8a; CLAIM 7-8); the run report quotes them
+    as given and marks each one not given as a placeholder."""
+
+    citation: str = ""  # the dataset's reference or release
+    dates: str = ""  # when participants' data were collected, e.g. "2007-2016"
+    setting: str = ""  # e.g. "tertiary academic hospital, outpatient and inpatient CT"
+    centres: str = ""  # number and location of centres
+    eligibility: str = ""  # inclusion and exclusion criteria
+    outcome: str = ""  # how and when the outcome was assessed
+
+
+@dataclass
 class DataSpec:
     """One data spec file, validated."""
 
@@ -156,6 +173,7 @@ class DataSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     dvm: DvmSpec = field(default_factory=DvmSpec)
     synthetic: SyntheticSpec | None = None
+    source: SourceSpec = field(default_factory=SourceSpec)
     groups: dict[str, str] = field(default_factory=dict)  # regex -> group name (reports)
     descriptions: dict[str, str] = field(default_factory=dict)  # feature -> description
     path: str | None = None  # the file it was read from (set by load_spec, not a TOML key)

@@ -15,6 +15,7 @@ from amfmedit.errors import UserError, close_matches
 from amfmedit.models.specs import D_OUT, FINAL_NORM_NAMES, MISSING_MODES, FOCAL_GAMMA, ITC_TEMPERATURE, NORMALISERS, STRATEGIES
 from amfmedit.stages import names
 from amfmedit.stages.kinds.base import LossChoice, Weights
+from amfmedit.stages.baseline_models import BASELINES
 from amfmedit.stages.names import NO_FUSION
 from amfmedit.train.logging import LOG_KINDS, require_logger
 
@@ -437,6 +438,9 @@ class EvaluateConfig:
     missingness_sweep: tuple[float, ...] = ()
     image_drop: tuple[float, ...] = ()
     horizons: str | None = None  # survival: "1,2,5" in the time unit; None: the kind's default (amfmedit.stages.kinds)
+    subgroups: tuple[str, ...] = ()  # COLUMN or COLUMN=c1,c2: every metric per subgroup (amfmedit.stages.subgroups)
+    external: str | None = None  # a dataset prepared --like the run's: scored into <run>/external-<NAME>/
+    recalibrate_on: str | None = None  # a split of the external dataset a logistic recalibration is fitted on
 
 
 @dataclass
@@ -451,7 +455,7 @@ class PredictConfig:
     horizons: str | None = None  # survival: times of the survival probabilities (default: those evaluated)
 
 
-METHODS = ("ig", "gradcam")  # explain --method
+METHODS = ("ig", "gradcam", "permutation")  # explain --method; permutation: the scikit-learn baselines (amfmedit.stages.permutation)
 CAM_SCALES = ("per-map", "common")
 
 
@@ -475,3 +479,50 @@ class CamConfig:
             raise UserError(f"--split {self.split}: use train, val or test")
         if self.batch_size < 1:
             raise UserError(f"--batch-size {self.batch_size}: must be positive")
+
+
+PERMUTATION_SPLITS = ("val", "test", "train")  # explain --method permutation --split
+
+
+@dataclass
+class PermutationConfig:
+    split: str = "val"  # rows the columns are shuffled on (the split that chose the hyper-parameters)
+    repeats: int = 5
+    seed: int = 0
+    top_k: int = 10
+
+    def validate(self) -> None:
+        if self.split not in PERMUTATION_SPLITS:
+            raise UserError(f"--split {self.split}: use {', '.join(PERMUTATION_SPLITS)}")
+        if self.repeats < 1:
+            raise UserError(f"--repeats {self.repeats}: shuffle each column at least once")
+
+
+# ----------------------------------------------------------------------------------------------
+# baseline (the reviewer's tabular models, amfmedit.stages.baseline)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaselineConfig:
+    models: tuple[str, ...] = tuple(BASELINES)
+    seeds: tuple[int, ...] = PAPER_SEEDS
+    pca_components: int = 16  # late fusion: principal components of the frozen image embedding kept
+    batch_size: int = 256  # late fusion: images per pass of the frozen encoder
+
+    def validate(self) -> None:
+        for m in self.models:
+            if m not in BASELINES:
+                hint = close_matches(m, list(BASELINES))
+                raise UserError(f"--model {m}: not a baseline (known: {', '.join(BASELINES)})"
+                                + (f"; did you mean {hint}?" if hint else ""))
+        if len(set(self.models)) != len(self.models):
+            raise UserError(f"--model {','.join(self.models)}: a model is given twice")
+        if not self.seeds:
+            raise UserError("--seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
+        if self.pca_components < 1:
+            raise UserError(f"--pca-components {self.pca_components}: keep at least one component")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")

@@ -15,6 +15,8 @@ Writes ``<run>/evaluate/`` (built aside and renamed into place when complete); a
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,8 +32,11 @@ from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.configs import EvaluateConfig
 from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.external import case_mix, open_external, write_external
 from amfmedit.stages.lifecycle import require_no_writer, staged
-from amfmedit.stages.tables import incomplete_markdown, model_title, stage_markdown, table2_markdown
+from amfmedit.stages.stored import open_stored
+from amfmedit.stages.subgroups import parse_subgroup, subgroup_labels
+from amfmedit.stages.tables import baselines_markdown, incomplete_markdown, model_title, stage_markdown, table2_markdown
 from amfmedit.stats import bootstrap, compare
 from amfmedit.stats.threshold import parse_threshold
 from amfmedit.train import rundir
@@ -42,6 +47,7 @@ STAGE = names.EVALUATE
 RESULTS_FILE = names.RESULTS_FILE
 OPERATING_FILE = "operating_points.json"  # evaluate/: per stage the threshold and temperature predict applies
 COMPARISONS_MD, COMPARISONS_CSV = "comparisons.md", "comparisons.csv"
+SUBGROUPS_CSV, SUBGROUPS_JSON = "subgroups.csv", "subgroups.json"  # evaluate/ with --subgroup
 SPLITS = ("val", "test")
 
 
@@ -56,12 +62,14 @@ class EvaluateResult:
     markdown: str  # results.md
     terminal: str = ""  # the tables a terminal of 80 columns shows whole
     warnings: list[str] = field(default_factory=list)
+    external: Path | None = None  # <run>/external-<NAME>/ when --external was given
+    external_terminal: str = ""  # its internal-vs-external tables
 
 
 def _group_key(info: dict, cfg: dict) -> tuple:
     # the variant (an R_conf sweep member, ablation row, label fraction, ...) keeps sweep members apart
     return (info["fusion"], info["strategy"], info["modality"], cfg.get("tabular_encoder"), info.get("mask"),
-            names.variant_of(info))
+            names.variant_of(info), info.get("baseline"))
 
 
 def group_title(fusion: str, strategy: str, modality: str | None, encoder: str | None,
@@ -139,6 +147,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     parse_threshold(cfg.threshold)  # a bad spec stops before any work
     sweep = missing_sweep.Sweep(tuple(cfg.missingness_sweep), tuple(cfg.image_drop))
     sweep.validate()
+    subgroup_specs = [parse_subgroup(s) for s in cfg.subgroups]
+    if cfg.recalibrate_on is not None and cfg.external is None:
+        raise UserError("--recalibrate-on: names a split of the external cohort; give --external NAME too")
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     require_no_writer(run, "amfmedit evaluate")  # a stage still training would be left out silently
@@ -154,11 +165,15 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     schema = ds.schema
     kind = kind_of(schema)
     metric = kind.headline.key
+    scored_rows = ds.indices(cfg.split)
+    subgroup_vars = {sg.label: subgroup_labels(ds, sg, scored_rows) for sg in subgroup_specs}  # columns checked now
+    ext = (open_external(run, ds, cfg.external, data_dir=opts.data_dir, rt=rt, batch_size=cfg.batch_size,
+                         images_in=opts.images_in, recalibrate_on=cfg.recalibrate_on) if cfg.external else None)
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
     sweeper = missing_sweep.SweepScorer(sweep, ds, data, cfg.split) if sweep.active else None
     stages, per_group = [], defaultdict(list)
     outputs, val_outputs, fit_outputs = {}, {}, {}
-    masked_sets = {}
+    masked_sets, titled_as = {}, {}
     for name in stage_list:
         info = parsed[name]
         stage_dir = run.stage(name)
@@ -169,42 +184,61 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             if tuple(features) not in masked_sets:
                 masked_sets[tuple(features)] = masked_data(ds, data, features)[1]
             stage_data = masked_sets[tuple(features)]
-        model, ckpt = best_model(stage_dir)
-        model = model.to(rt.device).eval()
-        if rt.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        task = SupervisedTask(model=model, loss=None, data=stage_data, use_image=info["modality"] != "tabular",
-                              augment=None, kind=kind, channels_last=rt.channels_last,
-                              eval_batch_size=cfg.batch_size)
-        with torch.no_grad(), rt.autocast():
-            rows, preds, targets = task.predict(model, cfg.split, rt)
-            val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, preds, targets)
-            if sweeper is not None and not info["mask"]:  # Table 4's masked models keep their own table
-                sweeper.score(name, model, modality=info["modality"], kind=kind, rt=rt, batch_size=cfg.batch_size)
+        stored = open_stored(stage_dir)
+        if stored is not None:  # a scikit-learn baseline: scored when it was fitted (amfmedit.stages.stored)
+            rows, preds, targets = stored.outputs(cfg.split, ds)
+            val_outputs[name] = stored.outputs("val", ds)
+            best_epoch, best_val = stored.best_epoch, stored.best_val
+            if ext is not None:
+                ext.score(name, info, stage_dir, kind, stored=stored)
             if kind.fit_split is not None:  # what the kind fits on (survival: the baseline hazard, on train)
-                fit_outputs[name] = task.predict(model, kind.fit_split, rt)
+                fit_outputs[name] = stored.outputs(kind.fit_split, ds)
+        else:
+            model, ckpt = best_model(stage_dir)
+            model = model.to(rt.device).eval()
+            if rt.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            task = SupervisedTask(model=model, loss=None, data=stage_data, use_image=info["modality"] != "tabular",
+                                  augment=None, kind=kind, channels_last=rt.channels_last,
+                                  eval_batch_size=cfg.batch_size)
+            with torch.no_grad(), rt.autocast():
+                rows, preds, targets = task.predict(model, cfg.split, rt)
+                val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, preds, targets)
+                if sweeper is not None and not info["mask"]:  # Table 4's masked models keep their own table
+                    sweeper.score(name, model, modality=info["modality"], kind=kind, rt=rt,
+                                  batch_size=cfg.batch_size)
+                if kind.fit_split is not None:  # what the kind fits on (survival: the baseline hazard, on train)
+                    fit_outputs[name] = task.predict(model, kind.fit_split, rt)
+            best_epoch, best_val = int(ckpt["epoch"]), float(ckpt["metric"])
+            if ext is not None:
+                ext.score(name, info, stage_dir, kind, model=model)
         m = kind.validation_metrics(preds, targets)
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
                "tabular_encoder": scfg.get("tabular_encoder"), "lr": scfg.get("lr"),
-               "best_epoch": int(ckpt["epoch"]), "val_metric": float(ckpt["metric"]), **m, "n": len(targets)}
+               "best_epoch": best_epoch, "val_metric": best_val, **m, "n": len(targets)}
         stages.append(row)
         per_group[_group_key(info, scfg)].append(row)
         outputs[name] = (rows, preds, targets)
+        if scfg.get("title"):
+            titled_as[name] = scfg["title"]
     metric_keys = list(m)
 
     groups, titles = [], {}
     for key, rows in per_group.items():
-        fusion, strategy, modality, encoder, mask, variant = key
+        fusion, strategy, modality, encoder, mask, variant, baseline = key
         vals = [r[metric] for r in rows]
         finite = [v for v in vals if math.isfinite(v)]
-        title = group_title(fusion, strategy, modality, encoder, rows[0]["mask_features"] if mask else None)
+        # a stage may name itself (config.json "title": the baselines); else the paper's name of its group
+        title = titled_as.get(rows[0]["stage"]) or group_title(fusion, strategy, modality, encoder,
+                                                               rows[0]["mask_features"] if mask else None)
         title += variant_text(variant)
         while title in titles.values():  # two groups the paper would name alike
             title += " (2)"
         titles[key] = title
         groups.append({
-            "kind": "supervised" if fusion == names.NO_FUSION else "fusion",
+            "kind": "baseline" if baseline else "supervised" if fusion == names.NO_FUSION else "fusion",
+            "baseline": baseline,
             "fusion": fusion, "strategy": strategy, "modality": modality, "encoder": encoder,
             "mask": mask, "mask_features": rows[0]["mask_features"], "r_conf": rows[0]["r_conf"],
             "seeds": [r["seed"] for r in rows], "values": vals,
@@ -239,20 +273,29 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                                      "best_epoch": r["best_epoch"]}
     operating = {**stats.operating_header(schema.class_names), "stages": operating}
     oracle = oracle_auc(ds, cfg.split, metric)
+    test_preds = {title: p.test for title, p in preds.items()}
+    subgroups = (kind.subgroup_statistics(stats, y_test, test_preds, subgroup_vars) if subgroup_vars else None)
+    if subgroups is not None:
+        stats.warnings.extend(subgroups.warnings)
     md = _markdown(run, cfg.split, kind, groups, stages, oracle, stats, metric_keys)
     md += evalpatterns.markdown(kind, patterns, stats, cfg.split)
+    if subgroups is not None:
+        md += f"\n## Subgroups of the {cfg.split} split\n\n" + subgroups.markdown()
     term = _terminal(run, cfg.split, kind, groups, stages, oracle, stats)
     term += evalpatterns.terminal(kind, patterns, stats)
 
     if not rt.is_main:
         return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
+    external = (_external(run, ds, ext, kind, stats, per_group, titles, y_test, cfg, subgroup_specs)
+                if ext is not None else (None, ""))  # written first: evaluate/'s report refresh covers both
     with staged(run, final, force=True) as stage_out:  # derived from finished stages: always recomputed
         tmp = stage_out.folder
         seed_outputs = {_figure_stem(rows[0]["stage"]): (titles[key], [(f"seed {r['seed']}", outputs[r["stage"]][1])
                                                                          for r in rows])
                         for key, rows in per_group.items()}
         figures = stats.write_figures(tmp, y_test, seed_outputs)
-        md += experiments.write(run, tmp, groups, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
+        paper = [g for g in groups if not g.get("baseline")]  # the experiments' tables hold the paper's models
+        md += experiments.write(run, tmp, paper, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
         if swept is not None:
             figure = missing_sweep.plot(swept, tmp / missing_sweep.FIGURE)
             md += missing_sweep.markdown(swept, missing_sweep.FIGURE if figure else None)
@@ -269,6 +312,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                        "nothing to compare.\n")
             write_text(tmp / COMPARISONS_CSV, ",".join(compare.CSV_COLUMNS) + "\n")
         write_json(tmp / OPERATING_FILE, operating)
+        if subgroups is not None:
+            _write_csv(tmp / SUBGROUPS_CSV, subgroups.csv_rows())
+            write_json(tmp / SUBGROUPS_JSON, subgroups.to_dict())
         write_json(tmp / names.EVAL_METRICS_FILE, {
             "split": cfg.split, "metric": metric, "oracle_auc": oracle, "groups": groups, "stages": stages,
             "threshold_spec": cfg.threshold, "threshold_chosen_on": "val", "warnings": stats.warnings,
@@ -282,7 +328,37 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             _write_predictions(folder, ds, schema, outs, stats, titled, seed_index)
         stage_out.summary = {"metric": metric, "stages": len(stages), "warnings": list(stats.warnings)}
         run.record_command(STAGE, opts.argv)
-    return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
+    return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings, *external)
+
+
+def _external(run, ds, ext, kind, stats, per_group, titles, y_test, cfg, subgroup_specs) -> tuple[Path, str]:
+    """Score the external cohort with every group's seeds, compare with the internal split, write its folder."""
+    ext_preds = {titles[key]: np.stack([ext.outputs[r["stage"]] for r in rows]) for key, rows in per_group.items()}
+    report = kind.external_statistics(stats, y_test, ext.labels, ext_preds, name=ext.name,
+                                      class_names=ds.schema.class_names, recalibrate=ext.recalibrate_mask,
+                                      subset=cfg.recalibrate_on)
+    subgroups = None
+    if subgroup_specs:
+        every = np.arange(len(ext.dataset))
+        try:
+            variables = {sg.label: subgroup_labels(ext.dataset, sg, every) for sg in subgroup_specs}
+            subgroups = kind.subgroup_statistics(stats, ext.labels, ext_preds, variables)
+        except UserError as exc:
+            report.warnings.append(f"subgroups of the external cohort left out: {exc}")
+    mix = case_mix(ds, ext.dataset, ds.indices("train"))
+    titled = {r["stage"]: titles[key] for key, rows in per_group.items() for r in rows}
+    folder = write_external(run, ext, report, mix, internal_name=ds.name, split=cfg.split, titled=titled,
+                            subgroups=subgroups, class_names=ds.schema.class_names)
+    return folder, f"# External cohort {ext.name}\n\n" + report.markdown()
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def _figure_stem(stage: str) -> str:
@@ -299,6 +375,11 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
         f"seeds{' (%)' if kind.headline.percent else ''}.\n\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
+    baselines = baselines_markdown(groups, metric=metric)
+    if baselines:
+        parts.append("\n## Baselines\n\nScikit-learn models on the same splits (`amfmedit baseline`), hyper-parameters "
+                     "chosen on the validation split; their intervals, operating points, calibration and paired "
+                     "comparisons are in the tables below with the neural models'.\n\n" + baselines)
     masked = incomplete_markdown(groups, metric=metric)
     if masked:
         parts.append("\n## Incomplete tabular data\n\nMasked features replaced by training constants at train and "
@@ -323,6 +404,9 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
                              oracle=oracle)]
     if oracle is not None:
         parts.append(f"\nOracle {label} ({split} split): {oracle:.4f}\n")
+    baselines = baselines_markdown(groups, metric=metric)
+    if baselines:
+        parts.append("\n## Baselines (scikit-learn)\n\n" + baselines)
     masked = incomplete_markdown(groups, metric=metric)
     if masked:  # Table 4: each masked model's drop against its complete-data counterpart
         parts.append("\n## Incomplete tabular data (drop = complete − masked, points)\n\n" + masked)

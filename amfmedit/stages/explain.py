@@ -148,7 +148,8 @@ def load_explained(run: rundir.Run, stage: str, device: torch.device | str = "cp
 def check_method(method: str) -> str:
     if method not in METHODS:
         hint = close_matches(method, METHODS)
-        raise UserError(f"--method {method}: unknown explanation method; use ig (Integrated Gradients) or gradcam"
+        raise UserError(f"--method {method}: unknown explanation method; use ig (Integrated Gradients), gradcam or "
+                        "permutation (the scikit-learn baselines)"
                         + (f" (did you mean {hint}?)" if hint else ""))
     return method
 

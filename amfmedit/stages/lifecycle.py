@@ -56,12 +56,13 @@ class StagedFolder:
 
 
 @contextlib.contextmanager
-def staged(run: rundir.Run, final: str | Path, *, force: bool = False) -> Iterator[StagedFolder]:
+def staged(run: rundir.Run, final: str | Path, *, force: bool = False, refresh: bool = True) -> Iterator[StagedFolder]:
     """Build a stage aside, then mark it complete, rename it into place and refresh the report.
 
     Nothing appears at ``final`` unless the block finishes; a finished folder there is replaced
     only with ``force`` (:func:`amfmedit.io.staging_dir`), and only by the one process that holds
-    the stage's lock (:func:`amfmedit.train.rundir.stage_lock`).
+    the stage's lock (:func:`amfmedit.train.rundir.stage_lock`). ``refresh=False`` leaves the
+    report to a stage written next in the same command (one refresh for both).
     """
     name = str(Path(final).resolve().relative_to(run.root.resolve()))
     with rundir.stage_lock(run, name):
@@ -69,4 +70,5 @@ def staged(run: rundir.Run, final: str | Path, *, force: bool = False) -> Iterat
             stage = StagedFolder(Path(tmp))
             yield stage
             rundir.mark_complete(stage.folder, stage.summary)
-        _finish(run)
+        if refresh:
+            _finish(run)

@@ -8,8 +8,11 @@ finetune-<fusion>-<strategy>[<variant>]-seed<N>[-<mask>]/
 finetune-<fusion>-<strategy>[<variant>]-lrsearch[-<mask>]/     the learning-rate search of the first seed
 finetune-<fusion>-<strategy>-rconfauto[<variant>]-rconfsearch[-<mask>]/   ``--rconf auto``'s candidates
 supervised-<modality>[<variant>]-seed<N>[-<mask>]/    baselines (``--fusion none``)
+baseline-<model>-seed<N>/                  scikit-learn baselines (``amfmedit baseline``)
+baseline-<model>-search/                   their hyper-parameter search on validation (first seed)
 evaluate/                                  EVALUATE
-explain/ig-<stage>/, explain/gradcam-<stage>/
+external-<dataset>/                        ``evaluate --external``: the run scored on another cohort
+explain/ig-<stage>/, explain/gradcam-<stage>/, explain/permutation-<stage>/ (baselines)
 ```
 
 The mask tag (incomplete tabular data, §4.2.4) is ``mask-<names joined by +>`` or
@@ -47,9 +50,10 @@ RCONF = "rconf"
 EVALUATE = "evaluate"
 EXPLAIN = "explain"
 NO_FUSION = "none"  # ``--fusion none``: a supervised single-modality baseline
+BASELINE = "baseline"  # the ``fusion`` of a scikit-learn baseline's record (``amfmedit baseline``)
 MODALITIES = ("image", "tabular")
 MASK_KEY = "mask"  # config.json key holding {"features": [...], "fill": {...}, "rule": ...}
-IG_PREFIX, CAM_PREFIX = "ig-", "gradcam-"
+IG_PREFIX, CAM_PREFIX, PERMUTATION_PREFIX = "ig-", "gradcam-", "permutation-"
 # files that one stage writes and others read
 RCONF_FILE = "rconf.json"  # rconf/: both probes' metrics, R_conf, L_img / L_tab
 EVAL_METRICS_FILE = "metrics.json"  # evaluate/: every stage's and group's test metrics
@@ -169,7 +173,26 @@ def pretrain_stage(missing: str | None = None) -> str:
     return PRETRAIN if missing is None else f"{PRETRAIN}-{missing}"
 
 
+EXTERNAL_PREFIX = "external-"  # <run>/external-<dataset>/: ``evaluate --external`` on another cohort
+
+
+def external_stage(dataset: str) -> str:
+    """``external-<dataset>``: a run scored on an external cohort (``evaluate --external``)."""
+    return f"{EXTERNAL_PREFIX}{dataset}"
+
+
+def baseline_stage(model: str, seed: int) -> str:
+    """``baseline-<model>-seed<N>``: one seed of a scikit-learn baseline (``amfmedit baseline``)."""
+    return f"{BASELINE}-{model}-seed{seed}"
+
+
+def baseline_search_stage(model: str) -> str:
+    """Where a baseline's hyper-parameter search on validation is recorded (``selection.json``)."""
+    return f"{BASELINE}-{model}-search"
+
+
 _NUM = r"\d+(?:\.\d+)?"
+_BASELINE_RE = re.compile(rf"^{BASELINE}-(?P<baseline>[a-z0-9]+(?:-[a-z0-9]+)*?)-seed(?P<seed>\d+)$")
 
 
 def _stage_re() -> re.Pattern:
@@ -195,8 +218,14 @@ def parse_stage(name: str) -> dict | None:
     encoder (str or None), rconf (float, ``AUTO`` or None), off (tuple of loss names, () when
     none), fraction (float or None) and missing (``--missing`` of a model that differs from the
     run's ``pretrain/``, else None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
-    for a supervised baseline; ``mask`` is the mask tag or None.
+    for a supervised baseline; ``mask`` is the mask tag or None. ``baseline`` names the model of a
+    scikit-learn baseline (``baseline-<model>-seed<N>``: fusion :data:`BASELINE`, strategy
+    "fitted", modality None), None otherwise.
     """
+    b = _BASELINE_RE.match(name)
+    if b:
+        return {"fusion": BASELINE, "strategy": "fitted", "modality": None, "seed": int(b["seed"]), "mask": None,
+                "encoder": None, "rconf": None, "off": (), "fraction": None, "baseline": b["baseline"]}
     base, tag = split_mask_suffix(name)
     m = _stage_re().match(base)
     if not m:
@@ -206,7 +235,7 @@ def parse_stage(name: str) -> dict | None:
     return {"fusion": d["fusion"] or NO_FUSION, "strategy": d["strategy"] or "trainable",
             "modality": d["modality"], "seed": int(d["seed"]), "mask": tag,
             "encoder": d["encoder"], "rconf": rconf, "off": tuple(d["off"].split("+")) if d["off"] else (),
-            "fraction": float(d["fraction"]) if d["fraction"] else None, "missing": d["missing"]}
+            "fraction": float(d["fraction"]) if d["fraction"] else None, "missing": d["missing"], "baseline": None}
 
 
 def variant_of(info: dict) -> tuple:
@@ -246,6 +275,10 @@ def cam_folder(run: rundir.Run, stage: str) -> Path:
     return explain_dir(run) / f"{CAM_PREFIX}{stage}"
 
 
+def permutation_folder(run: rundir.Run, stage: str) -> Path:
+    return explain_dir(run) / f"{PERMUTATION_PREFIX}{stage}"
+
+
 def _finished(run: rundir.Run, prefix: str) -> dict[str, Path]:
     root = explain_dir(run)
     if not root.is_dir():
@@ -273,3 +306,8 @@ def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0, missing
     if not run.is_complete(stage) or not path.is_file():
         return None
     return float(read_json(path)["r_conf"])
+
+
+def permutation_reports(run: rundir.Run) -> dict[str, Path]:
+    """Finished permutation-importance reports (baselines): stage -> ``explain/permutation-<stage>/``."""
+    return _finished(run, PERMUTATION_PREFIX)

@@ -1,8 +1,12 @@
 """``prepare``: a raw (or synthetic) cohort -> a prepared dataset, its outcome coded for the spec's
-prediction kind (:mod:`amfmedit.stages.kinds`); the work is :func:`amfmedit.data.prepare.prepare`'s."""
+prediction kind (:mod:`amfmedit.stages.kinds`); the work is :func:`amfmedit.data.prepare.prepare`'s, or
+with ``--like`` :func:`amfmedit.data.like.prepare_like`'s (another cohort through a training dataset's
+frozen pipeline)."""
 
 from __future__ import annotations
 
+from amfmedit.data.like import LikeResult
+from amfmedit.data.like import prepare_like as prepare_like_data
 from amfmedit.data.prepare import PrepareResult
 from amfmedit.data.prepare import prepare as prepare_data
 from amfmedit.data.spec import DataSpec
@@ -25,3 +29,10 @@ def spec_kind(spec: DataSpec) -> PredictionKind:
         raise UserError(f"{spec.path or spec.name}: key 'task' must be one of {', '.join(PREDICTION_KINDS)}, got "
                         f"{spec.task!r}" + (f"; did you mean {hint}?" if hint else ""))
     return get_kind(spec.task)
+
+
+def prepare_like(spec: DataSpec, like: str, **kwargs) -> LikeResult:
+    """Prepare ``spec``'s cohort through the frozen pipeline of the prepared dataset ``like`` (keyword
+    arguments as :func:`amfmedit.data.like.prepare_like`); the spec's task must be a known kind."""
+    spec_kind(spec)
+    return prepare_like_data(spec, like, **kwargs)

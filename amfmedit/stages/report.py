@@ -1,8 +1,10 @@
 """``<run>/report.md``: one page a person reads top to bottom.
 
 Data summary, pretraining curves, R_conf, the fine-tuning results table (the Table-2 layout of
-:func:`amfmedit.stages.tables.table2_markdown`, from ``evaluate``), the incomplete-data drops,
-the IG top-10 and the CAM examples. Every figure is a PNG linked by a path relative to the
+:func:`amfmedit.stages.tables.table2_markdown`, from ``evaluate``) and the baselines beside it, the
+incomplete-data drops, the IG top-10 and the CAM examples, and the TRIPOD+AI / CLAIM 2024
+checklists filled from the run (:mod:`amfmedit.stages.checklist`); ``model_card.md`` beside it
+(:mod:`amfmedit.stages.model_card`). Every figure is a PNG linked by a path relative to the
 run folder. A stage that has not run yet is one line naming the command that produces it.
 
 Written by ``amfmedit report`` and refreshed at the end of every stage
@@ -24,8 +26,11 @@ from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE, IGTruth
 from amfmedit.explain.plots import training_curves
 from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
+from amfmedit.stages.checklist import checklist_markdown
+from amfmedit.stages.model_card import MODEL_CARD_FILE, model_card_markdown
+from amfmedit.stages.runfacts import RunFacts
 from amfmedit.stages.sanity import stage_warnings
-from amfmedit.stages.tables import incomplete_markdown, table2_markdown
+from amfmedit.stages.tables import baselines_markdown, incomplete_markdown, table2_markdown
 from amfmedit.train import rundir
 
 REPORT_FILE = "report.md"
@@ -230,6 +235,9 @@ def _finetune_section(run: rundir.Run) -> str:
         out.append(f"Test metric: {m['metric'].upper()} on the {m['split']} split, mean ± std over seeds (%), "
                    f"from [`evaluate/{names.RESULTS_FILE}`](evaluate/{names.RESULTS_FILE}).\n\n")
         out.append(table2_markdown(complete, metric=m["metric"], oracle=m.get("oracle_auc")))
+        base = baselines_markdown(groups, metric=m["metric"])
+        if base:
+            out.append("\n**Baselines** (scikit-learn, the same splits and statistics; `amfmedit baseline`):\n\n" + base)
         masked = incomplete_markdown(groups, metric=m["metric"])
         if masked:
             out.append("\n**Incomplete tabular data** (Table 4 layout; drop = complete − masked, points):\n\n")
@@ -280,6 +288,14 @@ def _explain_section(run: rundir.Run) -> str:
                          ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):
             out.append(_img(folder / png, run.root, alt))
         out.append("\n")
+    for stage, folder in names.permutation_reports(run).items():  # the scikit-learn baselines
+        s = read_json(folder / SUMMARY_FILE)
+        out.append(f"### Permutation importance — {stage}\n\n{s['model']}; {s['n_samples']} {s['split']} samples, "
+                   f"{s['config']['repeats']} shuffles of each column, drop of {s['metric'].upper()} from "
+                   f"{_fmt(s['baseline_value'], 3)}.\n\n")
+        top = (folder / TOP_FILE).read_text(encoding="utf-8")
+        out.append("\n".join(line for line in top.splitlines() if line.startswith("|")) + "\n\n")
+        out.append(f"All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
     cams = list(names.cam_reports(run).values())
     if not cams:
         out.append("### Grad-CAM\n\n" + _todo("`amfmedit explain --method gradcam` (CAM overlays of test cases)"))
@@ -345,15 +361,17 @@ def build_report(run: rundir.Run) -> str:
     head = (f"# Run `{run.name}`\n\nData `{info.get('data')}`, started {str(info.get('created', ''))[:19]}. "
             "Sections follow the pipeline: data → pretraining → R_conf → fine-tuning → explanations. "
             "Regenerate with `amfmedit report`.\n\n")
+    facts = RunFacts(run)
     sections = [_warnings_section(run), _data_section(run), _pretrain_section(run), _rconf_section(run), _finetune_section(run),
-                _explain_section(run), _commands_section(run)]
+                _explain_section(run), checklist_markdown(facts), _commands_section(run)]
     return head + "\n".join(s for s in sections if s)
 
 
 def write_report(run: rundir.Run) -> Path:
-    """Write ``<run>/report.md`` (atomically) and return its path."""
+    """Write ``<run>/report.md`` and ``<run>/model_card.md`` beside it (atomically); returns the report's path."""
     path = run.root / REPORT_FILE
     write_text(path, build_report(run))
+    write_text(run.root / MODEL_CARD_FILE, model_card_markdown(RunFacts(run)))
     return path
 
 

@@ -6,8 +6,10 @@ features) that read the input the command needs, the image-tabular models first 
 single-modality baseline that edges them out on validation would otherwise score
 image-tabular patients without one of their inputs), then the best validation value of the
 prediction kind's headline metric (the value that chose the model's epoch), ties to the
-lexically last stage name. ``--stage NAME`` overrides it everywhere. :class:`Choice` carries
-the sentence the terminal prints, so the user always sees which model answered and why.
+lexically last stage name. The scikit-learn baselines (``baseline-*``) are never "the model":
+they are comparisons, and ``--stage`` naming one is refused with the command that explains it.
+``--stage NAME`` overrides it everywhere. :class:`Choice` carries the sentence the terminal
+prints, so the user always sees which model answered and why.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from amfmedit.stages.kinds import kind_of
 from amfmedit.train import rundir
 
 #: what each purpose needs of a model: the input it must read (None: any)
-NEEDS = {"predict": None, "export": None, "ig": "tabular", "gradcam": "image"}
+NEEDS = {"predict": None, "export": None, "ig": "tabular", "gradcam": "image", "permutation": None}
+#: purposes served by the scikit-learn baselines only (their stored estimators)
+BASELINE_PURPOSES = frozenset({"permutation"})
 _INPUT_WORDS = {"tabular": "a tabular input", "image": "an image input"}
 #: the command that trains a model each purpose can use
 _MAKE = {"ig": "`amfmedit finetune --fusion amf` (or the paper's supervised tabular model: `amfmedit finetune "
@@ -33,6 +37,7 @@ _MAKE = {"ig": "`amfmedit finetune --fusion amf` (or the paper's supervised tabu
          "gradcam": "`amfmedit finetune --fusion amf` (or the paper's Fig. 6 setting: `amfmedit finetune --fusion "
                     "concat --strategy frozen`)"}
 _METHODS = {"ig": "Integrated Gradients", "gradcam": "Grad-CAM"}
+_PURPOSES = {"predict": "`predict`", "export": "`export`", "ig": "Integrated Gradients", "gradcam": "Grad-CAM"}
 
 
 @dataclass(frozen=True)
@@ -78,18 +83,32 @@ def choose_model(run: rundir.Run, purpose: str, stage: str | None = None, *, met
             listing = ", ".join(finished) if finished else "none"
             raise UserError(f"--stage {stage}: not a finished classifier of run {run.name} (finished: {listing})"
                             + (f"; did you mean {hint}?" if hint else ""))
+        if purpose in BASELINE_PURPOSES:
+            if not stages[stage].get("baseline"):
+                raise UserError(f"--stage {stage}: permutation importance explains the scikit-learn baselines "
+                                f"(baseline-*); explain a neural classifier with `amfmedit explain --method ig`")
+            return Choice(stage, stages[stage], f"{stage} (given with --stage)")
+        if stages[stage].get("baseline"):  # a scikit-learn model has no checkpoint to predict or explain with
+            raise UserError(f"--stage {stage}: a scikit-learn baseline; {_PURPOSES[purpose]} needs a neural classifier "
+                            "of the run (a baseline's feature importance: `amfmedit explain --method permutation "
+                            f"--stage {stage}`)")
         if not _reads(stages[stage], needs):
             raise UserError(f"--stage {stage}: this model has no {needs} input to explain with {_METHODS[purpose]}; "
                             f"pick a stage with {_INPUT_WORDS[needs]}")
         return Choice(stage, stages[stage], f"{stage} (given with --stage)")
-    usable = {n: i for n, i in stages.items() if i["mask"] is None and _reads(i, needs)}
+    if purpose in BASELINE_PURPOSES:
+        usable = {n: i for n, i in stages.items() if i.get("baseline")}
+        if not usable:
+            raise UserError(f"run {run.name} has no scikit-learn baseline to explain; run `amfmedit baseline` first")
+    else:
+        usable = {n: i for n, i in stages.items() if i["mask"] is None and not i.get("baseline") and _reads(i, needs)}
     if not usable:
         if needs is None:
             raise UserError(f"run {run.name} has no finished classifier; run `amfmedit finetune --fusion amf` first")
         raise UserError(f"run {run.name} has no trained model with {_INPUT_WORDS[needs]} to explain; run "
                         f"{_MAKE[purpose]} first")
     metric = metric if metric is not None else run_metric(run, data_dir)
-    fused = {n: i for n, i in usable.items() if i["fusion"] != names.NO_FUSION}
+    fused = {n: i for n, i in usable.items() if i["fusion"] not in (names.NO_FUSION, names.BASELINE)}
     pool = fused or usable
 
     def rank(n: str) -> tuple:
@@ -101,7 +120,7 @@ def choose_model(run: rundir.Run, purpose: str, stage: str | None = None, *, met
     best = max(pool, key=rank)
     value = validation_value(run, best)
     label = metric.label
-    among = f"{len(pool)} {'image-tabular models' if fused else 'models'}"
+    among = f"{len(pool)} {'baselines' if purpose in BASELINE_PURPOSES else 'image-tabular models' if fused else 'models'}"
     rule = (f"{best}: the best validation {label} ({value:.4f}) among {among} of run {run.name}; "
             "--stage NAME chooses another")
     return Choice(best, usable[best], rule)

@@ -21,18 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from amfmedit.data import load_prepared
+from amfmedit.data.design import table_design
 from amfmedit.errors import UserError, close_matches
 from amfmedit.io import read_json
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
 from amfmedit.stages import names
+from amfmedit.stages.baseline_models import BASELINES
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import PAPER_SEEDS, RunOptions, check_choice
+from amfmedit.stages.configs import BaselineConfig
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.recipes import RECIPES
 from amfmedit.train import rundir
 
 #: optional arms, dropped in this order when the budget is short (the core study is kept)
-OPTIONAL_ARMS = ("fractions", "masked", "ablation", "rconf_sweep", "table1", "encoders", "gradcam")
+OPTIONAL_ARMS = ("fractions", "masked", "ablation", "rconf_sweep", "table1", "encoders", "gradcam", "baselines")
 #: epochs are never cut below these when fitting a budget
 MIN_PRETRAIN_EPOCHS, MIN_FINETUNE_EPOCHS = 5, 3
 SAFETY = 0.85  # plan to this share of the budget: pilots are noisy and early stopping is not free
@@ -58,6 +61,7 @@ class StudyConfig:
     ablation: bool = True  # Table 6
     masked_top_k: int = 0  # Table 4: the top K features of the supervised model's IG masked (0: off)
     fractions: tuple[float, ...] = ()  # label fractions (e.g. 0.1, 0.5)
+    baselines: tuple[str, ...] = tuple(BASELINES)  # scikit-learn baselines in the main run (() : none)
     explain: tuple[str, ...] = ("ig", "gradcam")
     ig_samples: int = 500  # IG on at most this many training rows (the paper: all of them)
     pretrain_epochs: int | None = None  # None: the recipe's (else the stage default)
@@ -81,6 +85,10 @@ class StudyConfig:
             check_choice(m, names.MODALITIES, "supervised")
         for x in self.explain:
             check_choice(x, ("ig", "gradcam"), "explain")
+        for b in self.baselines:
+            check_choice(b, list(BASELINES), "baselines")
+        if len(set(self.baselines)) != len(self.baselines):
+            raise UserError(f"baselines {list(self.baselines)}: a model is given twice")
         if not self.encoders or not self.seeds:
             raise UserError("study: give at least one encoder and one seed")
         if any(not 0 < f < 1 for f in self.fractions):
@@ -153,7 +161,7 @@ class Step:
 
     id: str
     kind: str  # pretrain | rconf | finetune | supervised | rconf_sweep | ablation | fractions | masked |
-    #            evaluate | ig | gradcam
+    #            baseline | evaluate | ig | gradcam
     run: str  # the run (tabular encoder) it works in
     title: str
     command: str  # the equivalent command line
@@ -205,9 +213,14 @@ class StudyPlan:
         for i, s in enumerate(self.steps, 1):
             lines.append(f"| {i} | {s.title} | {s.args.get('trainings', 0)} | {_minutes(s.estimate_s)} | "
                          f"`{s.command}` |\n")
-        if self.pilot:
+        batches = {k: v for k, v in self.pilot.items() if not k.startswith("baseline:")}
+        fits = {k: v for k, v in self.pilot.items() if k.startswith("baseline:") and not k.endswith(":grid")}
+        if batches:
             lines.append("\nPilot (seconds per training batch on this machine, median of "
-                         f"{PILOT_STEPS}): " + ", ".join(f"{k} {v:.3f}" for k, v in self.pilot.items()) + ".\n")
+                         f"{PILOT_STEPS}): " + ", ".join(f"{k} {v:.3f}" for k, v in batches.items()) + ".\n")
+        if fits:
+            lines.append("\nPilot of the baselines (seconds of one fit on the training rows): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in fits.items()) + ".\n")
         return "".join(lines)
 
     def n_trainings(self) -> int:
@@ -325,6 +338,11 @@ def steps_of(cfg: StudyConfig) -> list[Step]:
                  {"fractions": list(cfg.fractions), "fusion": cfg.fusions[0],
                   "trainings": len(cfg.fractions) * (2 * len(cfg.seeds) + 2)},
                  [f"pretrain-{main}"], arm="fractions"))
+    if cfg.baselines:  # after the neural models, before evaluate ranks them all together
+        models = " ".join(f"--model {b}" for b in cfg.baselines)
+        add(Step("baselines", "baseline", main, "tabular baselines (" + ", ".join(cfg.baselines) + ")",
+                 f"amfmedit baseline --run {main} {models} --seeds {seeds}",
+                 {"models": list(cfg.baselines)}, [f"pretrain-{main}"], arm="baselines"))
     out.append(Step(f"evaluate-{main}", "evaluate", main, f"evaluate ({main})", f"amfmedit evaluate --run {main}",
                     {}, [s.id for s in out if s.run == main]))
     if "ig" in cfg.explain:
@@ -458,7 +476,28 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
                                   use_image=modality == "image",
                                   augment=preset("finetune", schema.image.channels) if modality == "image" else None)
             time_task(f"supervised:{modality}:{enc or '-'}", um, task, recipe.batch_size, modality == "image")
+    out.update(_pilot_baselines(cfg, ds, kind))
     return out, sizes
+
+
+def _pilot_baselines(cfg: StudyConfig, ds, kind) -> dict[str, float]:
+    """Seconds of one fit of each baseline encoding the study asks for (``baseline:<encoding>``, the grid's first
+    candidate on the real training rows); {} when the prediction kind has no tabular baselines."""
+
+    estimators = kind.tabular_baselines(ds.schema) if cfg.baselines else None
+    if estimators is None:
+        return {}
+    train, val = ds.indices("train"), ds.indices("val")
+    y = kind.targets(ds)
+    out = {}
+    for encoding in dict.fromkeys(BASELINES[b].encoding for b in cfg.baselines):
+        design, design_val = table_design(ds, train, encoding), table_design(ds, val, encoding)
+        t = time.perf_counter()
+        est = estimators.build(encoding, estimators.grid(encoding)[0], 0, design)
+        estimators.fit(est, encoding, design.X, y[train], design_val.X, y[val])
+        out[f"baseline:{encoding}"] = time.perf_counter() - t
+        out[f"baseline:{encoding}:grid"] = float(len(estimators.grid(encoding)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ estimates
@@ -500,6 +539,17 @@ def estimate(step: Step, pilot: dict, sz: Sizes, cfg: StudyConfig, pe: int, fe: 
         share = sum(step.args.get("fractions", [1.0])) / max(len(step.args.get("fractions", [1.0])), 1)
         key = f"finetune:{main}:{step.args['fusion']}:{cfg.strategies[-1]}"
         return share * fine(key, step.args["trainings"] / len(cfg.seeds) * seeds)
+    if step.kind == "baseline":  # the grid searched with the first seed, then one fit per seed
+
+        total = 0.0
+        for b in step.args["models"]:
+            enc = BASELINES[b].encoding
+            total += (pilot.get(f"baseline:{enc}:grid", 0.0) + seeds) * pilot.get(f"baseline:{enc}", 0.0)
+            if BASELINES[b].uses_image:  # one pass of the frozen image encoder over every row
+                batch = BaselineConfig.batch_size
+                total += math.ceil((tr + va + sz.n_test) / batch) * pilot[f"eval:pretrain:{main}"] * batch / max(
+                    sz.pretrain_batch, 1)
+        return total
     if step.kind == "evaluate":
         stages = len(cfg.fusions) * len(cfg.strategies) + len(cfg.supervised) + len(cfg.table1) + 6
         worst = max(v for k, v in pilot.items() if k.startswith("eval:"))
@@ -529,6 +579,9 @@ def build_plan(cfg: StudyConfig, opts: RunOptions, *, line=lambda s: None) -> St
     steps = steps_of(cfg)
     seeds = len(cfg.seeds)
     notes: list[str] = []
+    if any(st.kind == "baseline" for st in steps) and not any(k.startswith("baseline:") for k in timings):
+        steps = [replace(st, after=[a for a in st.after if a != "baselines"]) for st in steps if st.kind != "baseline"]
+        notes.append("baselines left out: this prediction kind has no tabular baselines")
     side = _image_side(cfg, opts)
     if side < MIN_CAM_SIDE and any(st.kind == "gradcam" for st in steps):
         steps = [st for st in steps if st.kind != "gradcam"]
@@ -661,6 +714,9 @@ def is_done(step: Step, folder: Path, opts: RunOptions) -> bool:
         return run.is_complete(names.PRETRAIN)
     if step.kind == "rconf":
         return run.is_complete(names.rconf_stage())
+    if step.kind == "baseline":
+        seeds = _plan_of(folder).seeds
+        return all(run.is_complete(names.baseline_stage(m, s)) for m in step.args["models"] for s in seeds)
     return True
 
 
@@ -704,6 +760,16 @@ def execute(step: Step, folder: Path, opts: RunOptions, cfg: StudyConfig) -> Non
         if configs:
             started = any((run.root / c.stage(seed)).is_dir() for c in configs for seed in c.seeds)
             finetune_many(configs, run_options(folder, opts, step, resume=started))
+        return
+    if step.kind == "baseline":
+        from amfmedit.stages.baseline import baseline
+
+        seeds = tuple(plan.seeds)
+        todo = tuple(m for m in step.args["models"] if not all(run.is_complete(names.baseline_stage(m, s))
+                                                                for s in seeds))
+        if todo:  # an interrupted model is fitted again from its start (its fits are deterministic per seed)
+            baseline(BaselineConfig(models=todo, seeds=seeds), replace(run_options(folder, opts, step, resume=False),
+                                                                       force=True))
         return
     if step.kind == "evaluate":
         evaluate_mod.evaluate(evaluate_mod.EvaluateConfig(), run_options(folder, opts, step, resume=False))

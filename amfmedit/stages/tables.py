@@ -70,6 +70,7 @@ def table2_markdown(groups: list[dict], *, metric: str, oracle: float | None = N
         metric: 'auc' or 'acc' (column title).
         oracle: the true-risk AUC of a synthetic cohort's test split, shown as its own row.
     """
+    groups = [g for g in groups if not g.get("baseline")]  # not the paper's rows: baselines_markdown
     title = metric_title(metric)
     scale = metric_scale(metric)
     lines = [
@@ -107,6 +108,21 @@ def _row_key(g: dict) -> tuple[str, str]:
     if g.get("modality") == "image":
         return SUPERVISED, "— (ResNet-50, image only)"
     return SUPERVISED, f"{encoder_title(g.get('encoder'))} (tabular only)"
+
+
+def baselines_markdown(groups: list[dict], *, metric: str) -> str:
+    """The scikit-learn baselines of ``evaluate``'s records (``baseline`` set), one row each: the test
+    metric mean ± standard deviation over seeds (%). "" when the run has none."""
+    rows = [g for g in groups if g.get("baseline")]
+    if not rows:
+        return ""
+    title = metric_title(metric)
+    lines = [f"| Baseline | {title} |", "|---|---|"]
+    for g in rows:
+        n = len([v for v in g["values"] if v is not None and math.isfinite(v)])
+        lines.append(f"| {g.get('title') or g['baseline']} | {mean_std(g['values'])}" + (f" (n={n})" if n > 1 else "")
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def incomplete_markdown(groups: list[dict], *, metric: str) -> str:

@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 from amfmedit.stats import weighted
 
@@ -225,3 +225,90 @@ def logits_from_probs(probs, eps: float = 1e-12) -> np.ndarray:
     """
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
     return special.logit(p) if p.ndim == 1 else np.log(p)
+
+
+# ---------------------------------------------------------------------------------------------- logistic calibration
+
+
+@dataclass(frozen=True)
+class LogisticCalibration:
+    """Calibration-in-the-large and calibration slope of binary risks, with Wald intervals.
+
+    - **Calibration slope** (Cox 1958, Biometrika 45:562-565): ``b`` of the logistic model
+      ``logit P(y = 1) = a + b * logit(p)``; 1 for risks that are neither too extreme (< 1) nor
+      too moderate (> 1).
+    - **Calibration-in-the-large** (Van Calster et al. 2019, BMC Medicine 17:230): ``a`` of
+      ``logit P(y = 1) = a + logit(p)`` (the slope held at 1, ``logit(p)`` an offset); 0 when the
+      mean risk matches the event rate, > 0 when risks are too low on average.
+
+    NaN where undefined (one class, or no rows).
+    """
+
+    citl: float
+    citl_low: float
+    citl_high: float
+    slope: float
+    slope_low: float
+    slope_high: float
+    intercept: float  # ``a`` of the slope model, what a logistic recalibration adds after scaling by ``slope``
+    n: int
+    level: float = 0.95
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _wald(level: float) -> float:
+    return float(stats.norm.ppf(0.5 + level / 2.0))
+
+
+def risk_logits(p, eps: float = 1e-12) -> np.ndarray:
+    """``logit(p)`` of (N,) risks, clipped away from 0 and 1 so that certain predictions stay finite."""
+    return special.logit(np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps))
+
+
+def fit_logistic_recalibration(y, p) -> tuple[float, float]:
+    """``(a, b)`` of ``logit P(y = 1) = a + b * logit(p)``, unpenalised maximum likelihood (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+
+    z = risk_logits(p)[:, None]
+    fit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=100).fit(z, np.asarray(y, dtype=np.int64))
+    return float(fit.intercept_[0]), float(fit.coef_[0, 0])
+
+
+def apply_logistic_recalibration(p, intercept: float, slope: float) -> np.ndarray:
+    """(N,) risks after ``sigmoid(a + b * logit(p))``."""
+    return special.expit(intercept + slope * risk_logits(p))
+
+
+def logistic_calibration(y, p, level: float = 0.95) -> LogisticCalibration:
+    """Calibration-in-the-large and slope of risks ``p`` (N,) against 0/1 labels ``y`` (N,)."""
+    y = np.asarray(y, dtype=np.int64)
+    z = risk_logits(p)
+    nan = math.nan
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return LogisticCalibration(nan, nan, nan, nan, nan, nan, nan, int(len(y)), level)
+    q = _wald(level)
+    # calibration-in-the-large: the score sum(y - sigmoid(a + z)) falls monotonically in a; bracket and solve
+    def score(a: float) -> float:
+        return float(np.sum(y - special.expit(a + z)))
+
+    lo, hi = -50.0, 50.0
+    citl = float(optimize.brentq(score, lo, hi, xtol=1e-12)) if score(lo) > 0 > score(hi) else nan
+    if math.isfinite(citl):
+        m = special.expit(citl + z)
+        se = 1.0 / math.sqrt(max(float(np.sum(m * (1 - m))), 1e-300))
+        citl_ci = (citl - q * se, citl + q * se)
+    else:
+        citl_ci = (nan, nan)
+    a, b = fit_logistic_recalibration(y, p)
+    # Wald intervals from the inverse Fisher information of (a, b): (X^T W X)^-1, W = m (1 - m)
+    m = special.expit(a + b * z)
+    w = m * (1 - m)
+    info = np.array([[w.sum(), (w * z).sum()], [(w * z).sum(), (w * z * z).sum()]])
+    try:
+        cov = np.linalg.inv(info)
+        se_b = math.sqrt(max(float(cov[1, 1]), 0.0))
+    except np.linalg.LinAlgError:
+        se_b = nan
+    return LogisticCalibration(citl, citl_ci[0], citl_ci[1], b, b - q * se_b, b + q * se_b, a, int(len(y)), level)

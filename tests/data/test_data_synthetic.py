@@ -46,7 +46,7 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
     assert _digests(tmp_path / "raw-a") == _digests(tmp_path / "raw-b")
     assert _digests(a.path) == _digests(b.path)
     assert set(_digests(a.path)) == {"COMPLETE", "image_present.npy", "images.npy", "missing.npy", "provenance.json",
-                                     "schema.json", "tabular.parquet", "truth.parquet"}
+                                     "schema.json", "tabular.parquet", "truth.parquet", "columns.parquet"}
     c = _ol3i(tmp_path, "c", seed=12)
     differ = {k for k, v in _digests(c.path).items() if _digests(a.path)[k] != v}
     assert {"images.npy", "tabular.parquet", "truth.parquet"} <= differ
@@ -57,7 +57,8 @@ def test_raw_files_are_in_the_ol3i_format(tmp_path):
     raw = tmp_path / "raw-a"
     df = pd.read_csv(raw / "clinical_data.csv")
     assert list(df.columns[:5]) == ["anon_id", "label_1y", "label_5y", "set_1y", "set_5y"]
-    assert len(df.columns) == 5 + 30 and set(INFORMATIVE) <= set(df.columns)
+    assert len(df.columns) == 5 + 30 + 1 and set(INFORMATIVE) <= set(df.columns)  # + sex, a report column
+    assert set(df["sex"]) == {"female", "male"}
     assert (df["label_5y"] >= df["label_1y"]).all()  # a 1-year case is a 5-year case
     assert df["set_1y"].value_counts().to_dict() == {"train": 39, "test": 11, "val": 10}  # OL3I's proportions
     assert df["bmi"].isna().any() and not df["age_at_scan"].isna().any()

@@ -30,6 +30,9 @@ def _fake_pilot(seconds: float = 0.1):
         shapes += [f"finetune:{e}:{f}:{s}" for e in cfg.encoders for f in cfg.fusions for s in cfg.strategies]
         shapes += ["supervised:image:-"] + [f"supervised:tabular:{e}" for e in {cfg.encoders[0], *cfg.table1}]
         timings = {k: seconds for k in shapes} | {f"eval:{k}": seconds / 3 for k in shapes}
+        if cfg.baselines:  # one fit of each estimator, and the size of its validation grid
+            timings |= {"baseline:linear": seconds, "baseline:linear:grid": 5.0, "baseline:trees": seconds,
+                        "baseline:trees:grid": 8.0}
         return timings, Sizes(512, 128, 160, 64, 64, 1)
     return pilot
 
@@ -50,6 +53,24 @@ def test_the_plan_fits_a_budget_and_says_what_it_changed(tiny_ol3i, tmp_path, mo
     assert any("dropped" in n for n in fitted.notes) or fitted.pretrain_epochs > plan_mod.MIN_PRETRAIN_EPOCHS
     for step in fitted.steps:  # nothing left waits on a dropped step
         assert set(step.after) <= {s.id for s in fitted.steps}
+
+
+def test_the_baselines_are_an_arm_after_fine_tuning_and_before_evaluate(tiny_ol3i, tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_mod, "pilot", _fake_pilot())
+    opts = RunOptions(runs_dir=str(tmp_path / "runs"), data_dir=str(tiny_ol3i.data_dir))
+    plan = plan_mod.build_plan(StudyConfig(data=tiny_ol3i.name, **TINY), opts)
+    ids = [s.id for s in plan.steps]
+    (step,) = [s for s in plan.steps if s.kind == "baseline"]
+    assert ids.index("finetune-mlp-concat") < ids.index("baselines") < ids.index("evaluate-mlp")
+    assert step.after == ["pretrain-mlp"] and "baselines" in plan.steps[ids.index("evaluate-mlp")].after
+    assert step.command == "amfmedit baseline --run mlp --model logistic --model gbdt --model late-fusion --seeds 2022,2023"
+    # 5 + 8 + 8 candidates and 2 seeds each, 0.1 s a fit, and one pass of the frozen encoder for late fusion
+    assert step.estimate_s >= (5 + 8 + 8 + 3 * 2) * 0.1
+    assert "Pilot of the baselines" in plan.markdown(StudyConfig(data=tiny_ol3i.name, **TINY))
+    off = plan_mod.build_plan(StudyConfig(data=tiny_ol3i.name, **{**TINY, "baselines": ()}), opts)
+    assert "baseline" not in {s.kind for s in off.steps}
+    with pytest.raises(study_mod.UserError, match="baselines gbtd: not one of .*did you mean gbdt"):
+        StudyConfig(data=tiny_ol3i.name, **{**TINY, "baselines": ("gbtd",)}).validate()
 
 
 def test_dry_run_writes_the_plan_and_a_second_call_reads_it_back(tiny_ol3i, tmp_path, monkeypatch):
@@ -86,7 +107,7 @@ def test_a_failed_step_skips_what_depends_on_it_and_the_rest_goes_on(tiny_ol3i, 
     res = study_mod.run_study(cfg, opts, line=lines.append)
     assert res.failed == {"rconf-mlp": "`amfmedit rconf --run mlp --recipe cpu`: the probes broke"}
     assert "finetune-mlp-amf" in res.skipped and "finetune-mlp-concat" in res.done  # concat needs no R_conf
-    assert "supervised-tabular" in res.done
+    assert "supervised-tabular" in res.done and "baselines" in res.done  # the baselines need no R_conf
     assert any(x.startswith("[fail] R_conf probes") for x in lines)
     progress = [json.loads(x) for x in (res.folder / "progress.jsonl").read_text().splitlines()]
     assert {p["step"]: p["status"] for p in progress}["rconf-mlp"] == "failed"
@@ -127,6 +148,7 @@ def test_a_study_killed_mid_training_ends_as_an_uninterrupted_one(tiny_ol3i, tmp
     again = _study(tmp_path, tiny_ol3i.data_dir, "cut", seeds=(2022,))
     assert again.returncode == 0, again.stderr[-2000:]
     assert _results(folder) == _results(tmp_path / "runs" / "whole")
+    assert {f"baseline-{m}-seed2022" for m in ("logistic", "gbdt", "late-fusion")} <= set(_results(folder))
     html = (folder / "report.html").read_text()
     assert "Table 2" in html and "<table>" in html
     assert not re.search(r'<img[^>]+src="(?!data:)', html)  # every figure embedded: the page stands alone

@@ -18,11 +18,11 @@ from amfmedit.data.synthetic.ol3i import generate_ol3i, patient_index
 from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
 
-# image_strength / tabular_strength, the missingness and outcome options: optional OL3I knobs
-# (amfmedit.data.synthetic.ol3i), not spec fields
+# image_strength / tabular_strength, age_shift / hu_scale (another site's case-mix), the missingness
+# and outcome options: optional OL3I knobs (amfmedit.data.synthetic.ol3i), not spec fields
 GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength",
-                              "missing_rate", "missing_mechanism", "no_image_rate", "no_table_rate", "outcome",
-                              "censoring"},
+                              "age_shift", "hu_scale", "missing_rate", "missing_mechanism", "no_image_rate",
+                              "no_table_rate", "outcome", "censoring"},
                      "dvm": {"patients", "seed", "classes"}}
 
 

@@ -151,16 +151,47 @@ def _render_chunk(args: tuple) -> list[tuple[np.ndarray, tuple]]:
     """Worker: slices (int16 HU) of a run of patients, with (visceral fat area, age, male, adiposity).
 
     The visceral fat area is measured on the slice itself, so the risk is an exact function of
-    what the image shows.
+    what the image shows. ``hu_scale`` multiplies the stored HU (another scanner's calibration:
+    the anatomy, and so the risk, are unchanged; the intensities are not).
     """
-    seed, size, indices = args
+    seed, size, indices, hu_scale = args
     out = []
     for i in indices:
         anat = phantom.anatomy(seed, i)
         labels = phantom.render_labels(anat, size)
         hu = phantom.render_hu(anat, size, seed, labels)
+        if hu_scale != 1.0:
+            hu = np.clip(np.rint(hu.astype(np.float32) * np.float32(hu_scale)), -1024, 32767).astype(np.int16)
         out.append((hu, (phantom.tissue_area_cm2(labels), anat.age, float(anat.male), anat.adiposity)))
     return out
+
+
+AGE_SD = 14.0  # the phantoms' age distribution: normal(61, 14) clipped to [18, 95] (amfmedit.data.synthetic.phantom)
+AGE_RANGE = (18.0, 95.0)
+
+
+def select_patients(seed: int, n: int, age_shift: float = 0.0) -> np.ndarray:
+    """Patient indices of a cohort of ``n``: ``0 .. n-1``, or with ``age_shift`` (years) a case-mix whose age
+    distribution is tilted by ``exp(t * age)``, ``t = age_shift / 14^2`` (a normal(61, 14) moves by
+    ``age_shift``; the clipping at 18 and 95 years makes the realised shift a little smaller): candidates in
+    index order, each kept with probability ``exp(t * (age - age_max))`` (``age_min`` for a negative shift)
+    from its own random stream, until ``n`` are kept. Every kept patient is an ordinary phantom, so its
+    slice and region masks regenerate from ``(seed, index)`` as any other's.
+    """
+    if age_shift == 0:
+        return np.arange(n)
+    t = age_shift / AGE_SD ** 2
+    edge = AGE_RANGE[1] if t > 0 else AGE_RANGE[0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA6E]))
+    kept, i = [], 0
+    while len(kept) < n:
+        if i > 200 * n:
+            raise UserError(f"--age-shift {age_shift:g}: too few phantoms of that age; use a shift within about "
+                            "+-20 years")
+        if rng.random() < math.exp(t * (phantom.anatomy(seed, i).age - edge)):
+            kept.append(i)
+        i += 1
+    return np.asarray(kept)
 
 
 def anon_id(index: int) -> str:
@@ -172,19 +203,21 @@ def patient_index(anon: str) -> int:
     return int(str(anon).rsplit("_", 1)[-1])
 
 
-def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: int | None,
-                  skip: np.ndarray | None = None) -> np.ndarray:
-    """Render every slice into ``l3_slices.h5`` (streamed, optionally on worker processes).
+def _write_slices(path: Path, seed: int, size: int, indices: np.ndarray, progress, workers: int | None,
+                  hu_scale: float = 1.0, skip: np.ndarray | None = None) -> np.ndarray:
+    """Render the slices of patients ``indices`` into ``l3_slices.h5`` (streamed, optionally on worker processes).
 
-    Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient. Patients
-    marked in ``skip`` (N,) bool are rendered (their anatomy enters the risk) but not written.
+    Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient, in ``indices`` order.
+    Patients marked in ``skip`` (N,) bool, by position, are rendered (their anatomy enters the risk) but not
+    written.
     """
     import h5py
 
+    n = len(indices)
     if workers is None:  # worker processes pay off only for large cohorts
         workers = default_workers(n, 1000)
     chunk = 32
-    jobs = [(seed, size, range(s, min(s + chunk, n))) for s in range(0, n, chunk)]
+    jobs = [(seed, size, [int(i) for i in indices[s:s + chunk]], hu_scale) for s in range(0, n, chunk)]
     traits = np.empty((n, 4))
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -192,12 +225,13 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
         # errors and then crashes the process (a segmentation fault at close), while a Python
         # file's OSError propagates and becomes one line (amfmedit.io.DiskFullError)
         with disk_full_as_error(path), open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:
-            for (_, _, idx), results in zip(jobs, ordered_map(_render_chunk, jobs, workers=workers)):
+            for start, (job, results) in zip(range(0, n, chunk), zip(jobs, ordered_map(_render_chunk, jobs,
+                                                                                        workers=workers))):
                 for k, (hu, row) in enumerate(results):
-                    if skip is None or not skip[idx.start + k]:
-                        f.create_dataset(anon_id(idx.start + k), data=hu, track_times=False)
-                    traits[idx.start + k] = row
-                progress("generate images", idx.stop, n)
+                    if skip is None or not skip[start + k]:
+                        f.create_dataset(anon_id(job[2][k]), data=hu, track_times=False)
+                    traits[start + k] = row
+                progress("generate images", start + len(results), n)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -206,16 +240,21 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
 
 def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: int = 423, prevalence: float = 0.04,
                   seed: int = 2022, image_strength: float = 1.0, tabular_strength: float = 1.0,
-                  missing_rate: float | None = None, missing_mechanism: str = "mcar", no_image_rate: float = 0.0,
-                  no_table_rate: float = 0.0, progress=None, workers: int | None = None, outcome: str = "label",
+                  age_shift: float = 0.0, hu_scale: float = 1.0, missing_rate: float | None = None,
+                  missing_mechanism: str = "mcar", no_image_rate: float = 0.0, no_table_rate: float = 0.0,
+                  progress=None, workers: int | None = None, outcome: str = "label",
                   censoring: float = 0.1) -> Generated:
     """Write a synthetic OL3I release into ``raw_dir`` and return its truth.
 
     ``image_strength`` / ``tabular_strength`` (>= 0, not both 0) scale the image and tabular
-    parts of the risk logit; ``missing_rate`` (None: the vocabulary's rates), ``missing_mechanism``,
-    ``no_image_rate`` and ``no_table_rate`` set the missingness (see the module docstring).
-    ``outcome``: also write a time to event (``censoring``: yearly rate of loss to follow-up) or a
-    continuous score (:mod:`amfmedit.data.synthetic.outcomes`).
+    parts of the risk logit (see the module docstring). Another hospital's case-mix:
+    ``age_shift`` (years) tilts the age distribution (:func:`select_patients`), ``hu_scale``
+    multiplies the stored HU (another scanner's calibration), ``prevalence`` sets the event rate;
+    the risk model itself is the same (its intercept set for the prevalence). ``missing_rate``
+    (None: the vocabulary's rates), ``missing_mechanism``, ``no_image_rate`` and ``no_table_rate``
+    set the missingness (see the module docstring). ``outcome``: also write a time to event
+    (``censoring``: yearly rate of loss to follow-up) or a continuous score
+    (:mod:`amfmedit.data.synthetic.outcomes`).
     """
     outcomes.check(outcome, censoring)
     import pyarrow as pa
@@ -230,6 +269,10 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
             raise UserError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
     if image_strength == 0 and tabular_strength == 0:
         raise UserError("--image-strength 0 --tabular-strength 0: the label would carry no signal; keep one above 0")
+    if not (math.isfinite(age_shift) and abs(age_shift) <= 30):
+        raise UserError(f"--age-shift {age_shift}: a shift of the mean age in years, between -30 and 30")
+    if not (math.isfinite(hu_scale) and 0.5 <= hu_scale <= 2.0):
+        raise UserError(f"--hu-scale {hu_scale}: a scanner's intensity scale between 0.5 and 2")
     check_options(missing_rate, missing_mechanism, no_image_rate, no_table_rate)
     defs = select_features(features)
     raw_dir = Path(raw_dir)
@@ -237,7 +280,9 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     no_image, no_table = absent_modalities(patients, no_image_rate=no_image_rate, no_table_rate=no_table_rate,
                                            seed=seed)
 
-    traits = _write_slices(raw_dir / "l3_slices.h5", seed, image_size, patients, progress, workers, skip=no_image)
+    indices = select_patients(seed, patients, age_shift)
+    traits = _write_slices(raw_dir / "l3_slices.h5", seed, image_size, indices, progress, workers, hu_scale,
+                           skip=no_image)
     vat = traits[:, 0]
     anat = {"age": traits[:, 1], "male": traits[:, 2] > 0.5, "adiposity": traits[:, 3]}
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7AB]))
@@ -263,7 +308,7 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     missingness.update(no_image_rate=no_image_rate, no_image=int(no_image.sum()), no_table_rate=no_table_rate,
                        no_table=int(no_table.sum()))
 
-    ids = [anon_id(i) for i in range(patients)]
+    ids = [anon_id(i) for i in indices]
     cols = {"anon_id": pa.array(ids), "label_1y": pa.array(label1), "label_5y": pa.array(label5),
             "set_1y": pa.array(set1.tolist()), "set_5y": pa.array(set5.tolist())}
     if drawn is not None:
@@ -273,6 +318,8 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
         integral = f.kind in ("sex", "smoker", "cci", "count")
         cols[f.name] = pa.array(v, pa.float64(), from_pandas=True) if not integral else \
             pa.array(np.where(np.isnan(v), 0, v).astype(np.int64), mask=np.isnan(v))
+    # a report column, never a feature (the spec excludes and keeps it): subgroups by sex
+    cols["sex"] = pa.array(np.where(anat["male"], "male", "female").tolist())
     progress("generate table", 0, 1)
     write_csv(raw_dir / "clinical_data.csv", cols)
     write_csv(raw_dir / "synthetic_truth.csv", {
@@ -284,8 +331,8 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
         "generator": "synthetic-ol3i",
         "seed": seed,
         "options": {"patients": patients, "image_size": image_size, "features": features, "prevalence": prevalence,
-                    "image_strength": image_strength, "tabular_strength": tabular_strength,
-                    "missing_rate": missing_rate, "missing_mechanism": missing_mechanism,
+                    "image_strength": image_strength, "tabular_strength": tabular_strength, "age_shift": age_shift,
+                    "hu_scale": hu_scale, "missing_rate": missing_rate, "missing_mechanism": missing_mechanism,
                     "no_image_rate": no_image_rate, "no_table_rate": no_table_rate},
         "missingness": missingness,
         "informative_features": INFORMATIVE,
@@ -322,7 +369,8 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
             return pd.DataFrame({"id": np.asarray(ids_kept, dtype=str), "risk": risk}), oracle
         if label_column not in truth:
             raise UserError(f"synthetic OL3I has no truth for label column {label_column!r}; use label_1y or label_5y")
-        rows = np.array([patient_index(i) for i in ids_kept])
+        position = {int(i): k for k, i in enumerate(indices)}  # patient index -> row of the generated arrays
+        rows = np.array([position[patient_index(i)] for i in ids_kept], dtype=np.int64)
         risk = truth[label_column][rows]
 
         def auc(score, mask):

@@ -12,7 +12,15 @@ the methods that need torch or scipy import them where they run.
 from __future__ import annotations
 
 from amfmedit.errors import UserError, close_matches
-from amfmedit.stages.kinds.base import KindStatistics, LossChoice, Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.base import (
+    BaselineEstimators,
+    KindStatistics,
+    LossChoice,
+    Metric,
+    PredictionKind,
+    ProbeScore,
+    Weights,
+)
 from amfmedit.stages.kinds.classification import BinaryKind, ClassificationKind, MulticlassKind
 from amfmedit.stages.kinds.regression import RegressionKind
 from amfmedit.stages.kinds.survival import SurvivalKind
@@ -43,4 +51,5 @@ def kind_of(schema) -> PredictionKind:
 
 
 __all__ = ["PREDICTION_KINDS", "PredictionKind", "ClassificationKind", "BinaryKind", "MulticlassKind", "SurvivalKind",
-           "RegressionKind", "KindStatistics", "LossChoice", "Metric", "ProbeScore", "Weights", "get_kind", "kind_of"]
+           "RegressionKind", "KindStatistics", "LossChoice", "Metric", "ProbeScore", "Weights", "BaselineEstimators",
+           "get_kind", "kind_of"]

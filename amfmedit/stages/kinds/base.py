@@ -148,6 +148,41 @@ class KindStatistics:
         return "\n## Figures\n\n" + ", ".join(f"[{k}]({v})" for k, v in figures.items()) + ".\n"
 
 
+class BaselineEstimators:
+    """The scikit-learn estimators a kind's tabular baselines are made of (``amfmedit baseline``).
+
+    One estimator per design encoding (:data:`amfmedit.data.design.ENCODINGS`: ``linear`` for a
+    regularised linear model on the prepared values, ``trees`` for gradient-boosted trees with
+    native missing values); a kind without one for an encoding leaves it out of ``encodings``.
+    """
+
+    encodings: tuple[str, ...] = ()
+
+    def describe(self, encoding: str) -> str:
+        """The estimator in words, with what is searched, for reports."""
+        raise NotImplementedError
+
+    def grid(self, encoding: str) -> tuple[dict, ...]:
+        """The hyper-parameters tried on the validation split, in order (ties go to the earlier)."""
+        raise NotImplementedError
+
+    def build(self, encoding: str, params: dict, seed: int, design) -> Any:
+        """An unfitted estimator for ``design`` (:class:`amfmedit.data.design.Design`: its categorical columns)."""
+        raise NotImplementedError
+
+    def fit(self, estimator, encoding: str, X, y, X_val, y_val) -> Any:
+        """Fit on the training rows; the validation rows may stop the fit early (never train it)."""
+        raise NotImplementedError
+
+    def outputs(self, estimator, X) -> np.ndarray:
+        """What the kind's metrics take (class probabilities (N, C) for classification)."""
+        raise NotImplementedError
+
+    def iterations(self, estimator) -> int:
+        """Boosting rounds or solver iterations the fit ran (the baselines' "epoch" in reports)."""
+        raise NotImplementedError
+
+
 class PredictionKind:
     """One kind of prediction. Subclasses set the class attributes and implement the methods."""
 
@@ -264,6 +299,12 @@ class PredictionKind:
             return {"target": None, "target_rule": "each sample's own label"}
         return {"target": {"index": fixed, "name": str(schema.class_names[fixed])}, "target_rule": "fixed class"}
 
+    # ----------------------------------------------------------------------------- baselines
+
+    def tabular_baselines(self, schema) -> BaselineEstimators | None:
+        """The scikit-learn estimators of this kind's tabular baselines; None: the kind has none yet."""
+        return None
+
     # ---------------------------------------------------------------------------- evaluation
 
     def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, y_fit=None,
@@ -282,6 +323,15 @@ class PredictionKind:
         """``predict``'s columns for outputs ``raw`` (N, K) with the stage's ``operating_points.json``
         record ``op`` (None: not evaluated): (columns, the operating point's name or None, warnings)."""
         raise NotImplementedError
+
+    def subgroup_statistics(self, stats, y, preds: dict, variables: dict, **kw):
+        """Every metric per subgroup of the scored rows, with the difference against the rest (``evaluate
+        --subgroup``); ``stats``: what :meth:`statistics` returned for the run."""
+        raise UserError(f"--subgroup: subgroup statistics are not available for {self.title} yet")
+
+    def external_statistics(self, stats, y_internal, y, preds: dict, **kw):
+        """Internal test and an external cohort side by side (``evaluate --external``)."""
+        raise UserError(f"--external: external validation is not available for {self.title} yet")
 
     def summary_columns(self, schema) -> list[str]:
         """Columns of ``prepare``'s per-split summary after the row count."""

@@ -16,6 +16,7 @@ from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError, close_matches
 from amfmedit.models.specs import OL3I_CLASS_WEIGHTS
 from amfmedit.stages.kinds.base import LossChoice, Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.tabular import ClassifierBaselines
 from amfmedit.stats.bootstrap import bootstrap_metrics
 from amfmedit.train.metrics import classification_metrics
 
@@ -112,6 +113,19 @@ class ClassificationKind(PredictionKind):
         from amfmedit.explain.gradcam import select_cases
 
         return select_cases(dataset, n, target, split=split, seed=seed)
+
+    def subgroup_statistics(self, stats, y, preds: dict, variables: dict, **kw):
+        from amfmedit.stages import evalgroups
+
+        return evalgroups.subgroup_statistics(stats, y, preds, variables, headline=self.headline.key, **kw)
+
+    def external_statistics(self, stats, y_internal, y, preds: dict, **kw):
+        from amfmedit.stages import evalgroups
+
+        return evalgroups.external_statistics(stats, y_internal, y, preds, headline=self.headline.key, **kw)
+
+    def tabular_baselines(self, schema) -> ClassifierBaselines:
+        return ClassifierBaselines(schema.n_classes)
 
     def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, y_fit=None, horizons=None,
                    **kw):
