@@ -60,7 +60,7 @@ from amfmedit.stages.common import (
     write_stage_config,
 )
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
@@ -325,7 +325,9 @@ def finetune(
 
     job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress)
     # One writer per combination (its search and every seed), from before the clobber check to the end.
-    with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt):
+    # run.json shows the command while it runs (refused ones are marked so and left out of the report)
+    with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt), \
+            recorded(run, cfg.prefix, opts.argv, rt=rt):
         return _train_seeds(job)
 
 
@@ -339,8 +341,6 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
             state = "finished" if (path / rundir.MARKER).is_file() else "unfinished"
             raise UserError(f"{path} is {state}; pass --force to replace it" +
                             ("" if state == "finished" else " or --resume to continue it"))
-    if rt.is_main:
-        run.record_command(cfg.prefix, opts.argv)
     inputs = dict(job.inputs)
     encoders = job.build(inputs)[1]
     stage_extra = {"data": run.data, **encoders, **({"mask": job.mask} if job.mask else {})}

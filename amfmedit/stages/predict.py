@@ -40,6 +40,7 @@ from amfmedit.stages.common import RunOptions, runtime_for
 from amfmedit.stages.evalstats import calibrated_threshold
 from amfmedit.stages.evaluate import OPERATING_FILE
 from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.lifecycle import note_command
 from amfmedit.stages.selection import choose_model
 from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
@@ -248,4 +249,5 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if skipped is not None:
         with atomic_path(out.with_name(out.stem + ".skipped.csv")) as tmp:
             skipped.to_csv(tmp, index=False)
+    note_command(run, f"predict {out.name}", opts.argv)  # the run report lists it
     return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule)

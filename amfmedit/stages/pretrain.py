@@ -43,7 +43,7 @@ from amfmedit.stages.common import (
     write_stage_config,
 )
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.train import rundir
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import LAST, load_checkpoint
@@ -215,11 +215,16 @@ def pretrain(
         raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
     lr = cfg.lr if cfg.lr is not None else kind_of(schema).pretrain_lr
     cfg = replace(cfg, lr=lr)
-    with rundir.stage_lock(run, STAGE, rt=rt):  # one writer: a second process is refused and touches nothing
+    # one writer: a second process is refused and touches nothing; run.json shows the command while it runs
+    with rundir.stage_lock(run, STAGE, rt=rt), recorded(run, STAGE, opts.argv, rt=rt):
         stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
-        if rt.is_main:
-            write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
-            run.record_command(STAGE, opts.argv)
+
+        def write_config() -> None:
+            if rt.is_main:
+                write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
+
+        if not opts.resume:  # a resume keeps the interrupted run's record until fit has accepted the settings
+            write_config()
 
         seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
         model = build_contrastive(schema, cfg)
@@ -259,6 +264,8 @@ def pretrain(
             task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
             extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
         )
+        if opts.resume:
+            write_config()
         chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
         warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
         finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,

@@ -42,7 +42,7 @@ from amfmedit.stages.common import (
     write_stage_config,
 )
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.stages.pretrain import load_pretrained
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
@@ -114,7 +114,8 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
     job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
                    pretrained.state_dict(), pcfg.tabular_encoder, progress)
-    with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
+    # one writer of this stage, until it is complete; run.json shows the command while it runs
+    with rundir.stage_lock(run, stage_name, rt=rt), recorded(run, stage_name, opts.argv, rt=rt):
         return _probes(job)
 
 
@@ -151,7 +152,6 @@ def _probes(job: ProbeJob) -> RconfResult:
         extra["train_subset"] = subset_record(ds.labels, rows, cfg.train_fraction, cfg.seed, len(all_train))
     if rt.is_main:
         write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
-        run.record_command(stage_name, opts.argv)
     kind = kind_of(schema)
     metric = kind.headline.key
 

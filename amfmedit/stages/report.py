@@ -91,6 +91,11 @@ def _data_section(run: rundir.Run) -> str:
             cells = [str(rec["classes"].get(c, 0)) for c in shown]
             out.append(f"| {s} | {rec['rows']} | " + " | ".join(cells) + (" | … |" if len(classes) > 6 else " |")
                        + "\n")
+    spec = prov.get("spec_file") or prov.get("name")
+    if spec:
+        raw = prov.get("raw")
+        out.append(f"\nPrepared with `amfmedit prepare` from spec `{spec}`, "
+                   + (f"raw files `{raw}`" if raw else "generated (no raw files)") + ".\n")
     syn = prov.get("synthetic")
     if syn:
         oracle = syn.get("oracle") or {}
@@ -321,14 +326,39 @@ def _warnings_section(run: rundir.Run) -> str:
 
 
 def _commands_section(run: rundir.Run) -> str:
-    cmds = run.info.get("commands", [])
-    if not cmds:
-        return ""
+    """Every command that changed the run, in order: the ``prepare`` of its dataset first (from the
+    dataset's provenance), never a refused one; a command still running (or stopped) says so."""
+    lines = []
+    prepared = _prepare_command(run)
+    if prepared:
+        lines.append(f"{prepared}\n")
     # one command line that ran several stages (e.g. --fusion concat --fusion amf) is listed once
-    argvs = [c.get("argv", "") for c in cmds]
-    shown = [a for i, a in enumerate(argvs) if i == 0 or a != argvs[i - 1]]
-    lines = ["## Commands\n\n```\n"] + [f"{a}\n" for a in shown] + ["```\n"]
-    return "".join(lines)
+    last = None
+    for c in run.commands():
+        argv, state = c.get("argv", ""), c["state"]
+        if (argv, state) == last:
+            continue
+        last = (argv, state)
+        note = {"running": "   # running", "stopped": "   # stopped before it finished"}.get(state, "")
+        lines.append(f"{argv}{note}\n")
+    if not lines:
+        return ""
+    return "".join(["## Commands\n\n```\n"] + lines + ["```\n"])
+
+
+def _prepare_command(run: rundir.Run) -> str | None:
+    """The dataset's ``prepare`` command line (recorded in its provenance), or its spec and raw folder."""
+    try:
+        root = dataset_path(run.data, run.data_dir)
+        prov = read_json(root / "provenance.json") if (root / "provenance.json").is_file() else {}
+    except UserError:
+        return None
+    if prov.get("command"):
+        return str(prov["command"])
+    if prov.get("spec_file") or prov.get("raw"):
+        return f"# prepared {Path(str(run.data)).name} from spec {prov.get('spec_file') or prov.get('name')}, " \
+               f"raw {prov.get('raw') or 'generated'}"
+    return None
 
 
 def build_report(run: rundir.Run) -> str:
