@@ -37,7 +37,7 @@ from amfmedit.data.synthetic import region_masks
 from amfmedit.env import package_version
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain import plots
-from amfmedit.explain.gradcam import grad_cams, images_of, region_summary
+from amfmedit.explain.gradcam import feature_grid, grad_cams, grid_warning, images_of, region_summary
 from amfmedit.explain.ig import (
     IMPORTANCE_FILE,
     SUMMARY_FILE,
@@ -56,11 +56,14 @@ from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import best_model
+from amfmedit.stages.evalstats import calibrated_threshold
 from amfmedit.stages.common import RunOptions, check_choice, load_dataset, runtime_for
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import staged
+from amfmedit.stages.predict import operating_point
 from amfmedit.stages.selection import choose_model
 from amfmedit.stages.tables import encoder_title, fusion_title
+from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
 
 METHODS = ("ig", "gradcam")
@@ -94,6 +97,7 @@ class Explained:
     model: nn.Module  # UnimodalClassifier or ImageTabularClassifier, eval mode
     info: dict  # fusion, strategy, modality, seed, mask tag
     mask: list[str]  # features this model was trained with masked
+    best_epoch: int | None = None  # the epoch of best.pt (matches evaluate's operating point to it)
 
     @property
     def stage_dir(self) -> Path:
@@ -133,9 +137,9 @@ def load_explained(run: rundir.Run, stage: str, device: torch.device | str = "cp
     info = names.classifier_stages(run).get(stage)
     if info is None:
         raise UserError(f"--stage {stage}: not a finished classifier of run {run.name}")
-    model, _ = best_model(run.stage(stage))
+    model, ckpt = best_model(run.stage(stage))
     model = model.to(device).eval()
-    return Explained(run, stage, model, info, names.stage_mask(run.stage(stage)))
+    return Explained(run, stage, model, info, names.stage_mask(run.stage(stage)), int(ckpt["epoch"]))
 
 
 
@@ -350,6 +354,37 @@ class CamReport:
     summary: dict
 
 
+@dataclass
+class CaseScale:
+    """Each drawn case's probability on the scale of the operating threshold it is compared with."""
+
+    values: np.ndarray  # (N,) the target class's probability, recalibrated when the threshold is
+    threshold: float | None  # on the same scale; None: no operating point (evaluate has not run)
+    note: str  # what the numbers are, for the figure titles and summary.json
+
+    def text(self, i: int) -> str:
+        p = float(self.values[i])
+        if self.threshold is None:
+            return f"p={p:.2f}"
+        return f"p={p:.2f} {'≥' if p >= self.threshold else '<'} {self.threshold:.2f}"
+
+
+def case_scale(ex: Explained, kind, target: int, probs: np.ndarray) -> CaseScale:
+    """The cases' probabilities as ``predict`` writes them (recalibrated) beside the threshold on that
+    scale, from ``evaluate``'s operating point for the explained checkpoint; as trained without one."""
+    op, why = (operating_point(ex.run, ex.stage, ex.best_epoch) if kind.has_operating_point and target == 1
+               and ex.best_epoch is not None else (None, "no operating point for this target"))
+    if op is None or op.get("threshold") is None:
+        return CaseScale(np.asarray(probs, dtype=np.float64), None,
+                         f"p: probability of the class as trained, no threshold ({why})")
+    t, b = float(op["temperature"]), float(op.get("bias") or 0.0)
+    p = np.asarray(probs, dtype=np.float64)
+    cal = calib.apply_temperature(calib.logits_from_probs(np.stack([1 - p, p], axis=1)), t, b)[:, 1]
+    return CaseScale(cal, calibrated_threshold(float(op["threshold"]), t, b),
+                     f"p: recalibrated probability (as predict writes it), threshold {op['threshold_name']} "
+                     "chosen on validation, on the same scale")
+
+
 def _region_masks(ds, rows: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     truth = synthetic_truth(ds)
     signal = truth.get("image_signal") or {}
@@ -380,9 +415,11 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     cases = kind.cam_cases(ds, cfg.cases, target, split=cfg.split, seed=cfg.seed)
     rows = cases.rows
     common = cfg.scale == "common"  # maps in the model's units, so one scale compares cases
+    grid = feature_grid(ex.model, ds.images.shape[1:], rt.device)
     cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size, raw=common)
     masks, region = _region_masks(ds, rows)
     n = cfg.cases
+    shown = case_scale(ex, kind, target, probs)
     cls = str(ds.schema.class_names[target])
     summary: dict = {
         "run": run.name, "stage": name, "model": ex.describe("gradcam"), "model_choice": choice.rule,
@@ -392,14 +429,17 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
         "cases": {"positive": [str(i) for i in ds.ids[cases.positive]],
                   "negative": [str(i) for i in ds.ids[cases.negative]]},
         "probability": {"positive": [float(p) for p in probs[:n]], "negative": [float(p) for p in probs[n:]]},
+        "shown": {"note": shown.note, "threshold": shown.threshold,
+                  "positive": [float(p) for p in shown.values[:n]], "negative": [float(p) for p in shown.values[n:]]},
+        "map_cells": list(grid),
     }
     if masks is not None:
         summary["region"] = {"positive": region_summary(cams[:n], masks[:n], region),
                              "negative": region_summary(cams[n:], masks[n:], region)}
 
     def titles(part: slice) -> list[str]:
-        return [f"{ds.ids[r]} (label {ds.schema.class_names[ds.labels[r]]}) p={p:.2f}"
-                for r, p in zip(rows[part], probs[part])]
+        return [f"{ds.ids[r]} (label {ds.schema.class_names[ds.labels[r]]}) {shown.text(i)}"
+                for i, r in zip(range(len(rows))[part], rows[part])]
 
     images = [ds.images[r] for r in rows]
     compare_maps, compare_titles = [], []
@@ -412,15 +452,17 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
             compare_titles.append(f"{other.name}\n{other_stage}")
             summary["compare"].append(o_summary)
     summary["scale"] = cfg.scale
-    summary["warnings"] = (sanity.cam_warnings(cams[:n], f"positive {cfg.split} cases")
-                           + sanity.cam_warnings(cams[n:], f"negative {cfg.split} cases"))
+    coarse = grid_warning(grid, ds.images.shape[-2:])
+    summary["warnings"] = ([coarse] if coarse else []) + (sanity.cam_warnings(cams[:n], f"positive {cfg.split} cases")
+                                                         + sanity.cam_warnings(cams[n:], f"negative {cfg.split} cases"))
     outline_label = REGION_LABELS.get(region or "", f"{region} (the signal region)")
 
     with staged(run, final, force=opts.force) as stage_out:
         tmp = stage_out.folder
         for label, part in (("positive", slice(0, n)), ("negative", slice(n, 2 * n))):
             plots.cam_maps_grid(images[part], cams[part], titles(part), tmp / f"{label}.png",
-                                f"Grad-CAM toward class {cls}: {label} {cfg.split} cases — {name}", scale=cfg.scale,
+                                f"Grad-CAM toward class {cls}: {label} {cfg.split} cases — {name}\n{shown.note}",
+                                scale=cfg.scale,
                                 outlines=None if masks is None else masks[part], outline_label=outline_label)
             vmax = float(cams[part].max()) if common and len(cams[part]) else None
             for i, (r, t) in enumerate(zip(rows[part], titles(part))):
