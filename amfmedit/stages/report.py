@@ -320,8 +320,11 @@ def _warnings_section(run: rundir.Run) -> str:
     if not found:
         return ""
     lines = ["## Warnings\n\nThe stages checked themselves against a model that learned nothing:\n\n"]
+    by_text: dict[str, list[str]] = {}  # a warning carried into every seed of a model is listed once
     for stage, warns in found.items():
-        lines += [f"- **{stage}**: {w}\n" for w in warns]
+        for w in warns:
+            by_text.setdefault(w, []).append(stage)
+    lines += [f"- **{', '.join(stages)}**: {w}\n" for w, stages in by_text.items()]
     return "".join(lines)
 
 

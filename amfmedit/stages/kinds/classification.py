@@ -18,9 +18,9 @@ from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.gradcam import select_cases
 from amfmedit.models import losses
 from amfmedit.stages import evalstats
-from amfmedit.stages.kinds.base import Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.base import Metric, PairedScore, PredictionKind, ProbeScore, Weights
 from amfmedit.stats.bootstrap import bootstrap_metrics
-from amfmedit.stats.delong import delong_auc, undefined_reason
+from amfmedit.stats.delong import delong_auc, delong_paired, undefined_reason
 from amfmedit.train.metrics import classification_metrics
 
 #: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled x0.5, class 1 over-sampled x5.
@@ -134,6 +134,15 @@ class BinaryKind(ClassificationKind):
             return ProbeScore(value, None, None, None, None, False, PROBE_LEVEL)
         ci = delong_auc(y, outputs[:, 1], level=PROBE_LEVEL)
         return ProbeScore(value, float(ci.low), float(ci.high), "DeLong", 0.5, bool(ci.low > 0.5), PROBE_LEVEL)
+
+    def paired_difference(self, outputs_a: np.ndarray, outputs_b: np.ndarray, targets: np.ndarray, *,
+                          seed: int = 0, n_boot: int = 500) -> PairedScore:
+        """AUC of ``outputs_a`` minus ``outputs_b`` on the same rows: DeLong's paired test (95 % interval)."""
+        y = np.asarray(targets)
+        if undefined_reason(int((y == 1).sum()), int((y == 0).sum())):
+            return super().paired_difference(outputs_a, outputs_b, targets, seed=seed, n_boot=n_boot)
+        d = delong_paired(y, outputs_a[:, 1], outputs_b[:, 1])
+        return PairedScore(float(d.diff), float(d.low), float(d.high), "paired DeLong")
 
     def default_target(self, schema) -> int:
         return 1  # the positive class
