@@ -100,6 +100,7 @@ def _aux_weights(pairs: list[str] | None, **named: float | None) -> dict[str, fl
 
 @command("finetune")
 @run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             "keep_checkpoints",
              configs=(FinetuneConfig, Recipe))
 def finetune(
     opts: RunOptions,

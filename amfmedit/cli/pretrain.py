@@ -30,6 +30,7 @@ READOUTS = ", ".join(f"{k} {options_of(c)[READOUT_OPTION]}" for k, c in TABULAR_
 
 @command("pretrain")
 @run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             "keep_checkpoints",
              configs=(PretrainConfig,))
 def pretrain(
     opts: RunOptions,

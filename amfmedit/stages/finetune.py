@@ -64,7 +64,7 @@ from amfmedit.stages.common import (
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
-from amfmedit.train import rundir
+from amfmedit.train import retention, rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
 
@@ -219,7 +219,8 @@ def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
 
 def choose_on_validation(train: Callable[[float, Path, bool, object], Trained], *, candidates, search_dir: Path,
                          lr: float | None, lrs: tuple[float, ...], rt, resume: bool, metric, sub_folder,
-                         compare: Callable[[Trained, Trained], object] | None = None) -> tuple:
+                         compare: Callable[[Trained, Trained], object] | None = None,
+                         keep_checkpoints: bool = False) -> tuple:
     """Train every candidate value of a run input once (first seed) and keep the best VALIDATION metric
     (test is never read), unless it cannot be told apart from the first candidate's.
 
@@ -230,14 +231,15 @@ def choose_on_validation(train: Callable[[float, Path, bool, object], Trained], 
     interval (:class:`amfmedit.stages.kinds.base.PairedScore`); when the best candidate's interval
     against the first one's covers 0, the first (the measured value) is kept rather than a choice
     among candidates the validation split cannot tell apart (``record["told_apart"]`` is False).
-    Returns the record (candidates with their validation scores, the choice), the lr and the chosen
-    training.
+    Unless ``keep_checkpoints``, the candidates not chosen keep no checkpoint. Returns the record
+    (candidates with their validation scores, the choice), the lr and the chosen training.
     """
     trained: dict[float, Trained] = {}
     for c in candidates:
         sub = search_dir / sub_folder(c.value)
         chosen_lr, t, _ = select_lr(lambda lr_, d, res, v=c.value: train(lr_, d, res, v), search_dir=sub,
-                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume, metric=metric)
+                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume, metric=metric,
+                                    keep_checkpoints=keep_checkpoints)
         lr = chosen_lr
         trained[c.value] = t
         c.record["val"] = t.best_val
@@ -260,6 +262,10 @@ def choose_on_validation(train: Callable[[float, Path, bool, object], Trained], 
                       "closest to the measured value excludes 0; else that closest candidate"}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
+        if not keep_checkpoints:  # the other candidates' results live on in their COMPLETE records
+            for value, t in trained.items():
+                if value != best.value:
+                    retention.unchosen(t.out_dir)
     return record, float(lr), trained[best.value]
 
 
@@ -410,7 +416,8 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
                 lambda lr_, d, res, v: train(lr_, first, d, res, {**inputs, searched.name: v}),
                 candidates=candidates, search_dir=search, lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume,
                 metric=job.metric, sub_folder=searched.sub_folder,
-                compare=lambda a, b: _paired_on_validation(job, a, b, first))
+                compare=lambda a, b: _paired_on_validation(job, a, b, first),
+                keep_checkpoints=opts.keep_checkpoints)
             search_record = searched.search_record(cfg, measured, search_record)
             search_record["warnings"] = searched.search_warnings(search_record, job.metric)
             inputs[searched.name] = search_record["chosen"]
@@ -432,7 +439,8 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
                 rundir.remove_tree(search)
             rt.barrier()
             lr, trained, _ = select_lr(lambda lr_, d, res: train(lr_, first, d, res), search_dir=search,
-                                       lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=job.metric)
+                                       lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=job.metric,
+                                       keep_checkpoints=opts.keep_checkpoints)
             # The winning search run IS the first seed's run: move it instead of training it again.
             if rt.is_main:
                 if first_dir.exists():
@@ -454,7 +462,12 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
         results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
         finish_stage(run, out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
                                 "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run}, rt=rt)
+        if rt.is_main and not opts.keep_checkpoints:
+            retention.finished_classifier(out)
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
+    if rt.is_main and not opts.keep_checkpoints:  # each seed keeps best.pt: what evaluate, predict, explain load
+        for t in results:  # (the first seed's training came from a search)
+            retention.finished_classifier(t.out_dir)
     if warnings and rt.is_main:  # each trained stage's record names what it was built on
         for t in results:
             _add_warnings(t.out_dir, warnings)

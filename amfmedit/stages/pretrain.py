@@ -46,6 +46,7 @@ from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.train import rundir
 from amfmedit.train.augment import preset
+from amfmedit.train import retention
 from amfmedit.train.checkpoint import LAST, load_checkpoint
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
@@ -266,6 +267,8 @@ def pretrain(
         )
         if opts.resume:
             write_config()
+        if rt.is_main and not opts.keep_checkpoints:  # the weights later stages load, without the optimizer state
+            retention.finished_pretrain(stage_dir)
         chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
         warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
         finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,

@@ -44,7 +44,7 @@ from amfmedit.stages.common import (
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.stages.pretrain import load_pretrained
-from amfmedit.train import rundir
+from amfmedit.train import retention, rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
 
@@ -178,13 +178,15 @@ def _probes(job: ProbeJob) -> RconfResult:
 
         lrs = (recipe.lr,) if recipe.lr is not None else recipe.lrs
         lr, trained, selection = select_lr(train, search_dir=stage_dir / modality, lrs=lrs, rt=rt, resume=opts.resume,
-                                           metric=kind.headline)
+                                           metric=kind.headline, keep_checkpoints=opts.keep_checkpoints)
         model, _ = best_model(trained.out_dir)
         model = model.to(rt.device).eval()
         task = SupervisedTask(model=model, loss=None, data=data, use_image=modality == "image", augment=None,
                               kind=kind, channels_last=rt.channels_last, eval_batch_size=recipe.batch_size)
         with torch.no_grad(), rt.autocast():
             _, outputs, targets = task.predict(model, cfg.split, rt)
+        if rt.is_main and not opts.keep_checkpoints:  # the chosen probe keeps its best epoch's weights
+            retention.finished_classifier(trained.out_dir)
         score = kind.probe_score(outputs, targets, cfg.seed)
         value, interval = score.value, score.to_dict()
         record[modality] = {"metric": value, "interval": interval, "val_best": trained.best_val, "lr": lr,

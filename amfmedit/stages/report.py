@@ -26,7 +26,7 @@ from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
 from amfmedit.stages.sanity import stage_warnings
 from amfmedit.stages.tables import incomplete_markdown, table2_markdown
-from amfmedit.train import rundir
+from amfmedit.train import retention, rundir
 
 REPORT_FILE = "report.md"
 ASSETS = "report_files"  # figures drawn for the report itself (the others live in stage folders)
@@ -367,9 +367,12 @@ def _prepare_command(run: rundir.Run) -> str | None:
 def build_report(run: rundir.Run) -> str:
     """The markdown of ``run``'s report (no file written except the pretraining-curve PNG)."""
     info = run.info
+    total, ckpt, n_ckpt = retention.disk_usage(run.root)
     head = (f"# Run `{run.name}`\n\nData `{info.get('data')}`, started {str(info.get('created', ''))[:19]}. "
             "Sections follow the pipeline: data → pretraining → R_conf → fine-tuning → explanations. "
-            "Regenerate with `amfmedit report`.\n\n")
+            "Regenerate with `amfmedit report`.\n\n"
+            f"On disk: {retention.human_bytes(total)}, of which {retention.human_bytes(ckpt)} in {n_ckpt} "
+            "checkpoint(s) (a finished stage keeps what later stages load; `--keep-checkpoints` keeps all).\n\n")
     sections = [_warnings_section(run), _data_section(run), _pretrain_section(run), _rconf_section(run), _finetune_section(run),
                 _explain_section(run), _commands_section(run)]
     return head + "\n".join(s for s in sections if s)

@@ -4,7 +4,7 @@
 <runs-dir>/<run>/
   run.json            data, created, the command lines that touched the run   (written first)
   environment.json    versions, device, Mamba path                             (written first)
-  pretrain/           config.json, environment.json, metrics.jsonl, last.pt, best.pt, COMPLETE
+  pretrain/           config.json, environment.json, metrics.jsonl, last.pt (weights), COMPLETE
   rconf/              rconf.json, one probe folder per modality, COMPLETE
   finetune-<fusion>-<strategy>-seed<N>/, supervised-<modality>-seed<N>/
   evaluate/           results.md, metrics.json, predictions/, roc/, COMPLETE
