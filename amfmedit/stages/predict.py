@@ -74,11 +74,16 @@ def _bad_table_rows(schema, df, where: str) -> dict[int, str]:
     return bad
 
 
-def _checked_images(paths: list[Path], schema) -> tuple[np.ndarray | None, dict[int, str]]:
-    """Each row's image read as prepare read the cohort's; unreadable files are collected, not raised."""
+def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None, dict[int, str]]:
+    """Each row's image read as prepare read the cohort's; unreadable files and empty cells (None) are
+    collected, not raised."""
     out, bad = [], {}
     blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
+        if p is None:
+            bad[i] = "its image cell is empty and this model reads images"
+            out.append(blank)
+            continue
         try:
             out.append(load_image(p, schema.image))
         except UserError as exc:
@@ -176,7 +181,8 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
                             "with --image-column")
         if column not in df.columns:
             raise UserError(f"{table}: no image-path column {column!r}; pass --image-column with the right name")
-        paths = [Path(p) if Path(p).is_absolute() else table.parent / str(p) for p in df[column].astype(str)]
+        cells = [None if pd.isna(p) or not str(p).strip() else str(p).strip() for p in df[column].tolist()]
+        paths = [None if p is None else Path(p) if Path(p).is_absolute() else table.parent / p for p in cells]
     # every row is checked before any is scored: all problems are reported at once
     images, bad = _checked_images(paths, schema) if paths is not None else (None, {})
     bad = {**_bad_table_rows(schema, df, str(table)), **{k: v for k, v in bad.items()}}
