@@ -50,8 +50,11 @@ from amfmedit.explain.ig import (
     integrated_gradients,
     steps_for_completeness,
     tabular_baseline,
+    target_outputs,
     top_markdown,
 )
+from amfmedit.explain.reference import logistic_reference
+from amfmedit.explain.stability import RankStability, output_share, rank_stability, trust_text
 from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
 from amfmedit.stages import names, sanity
@@ -234,13 +237,23 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         values, delta, change = integrated_gradients(
             scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, steps=steps,
             batch_size=cfg.batch_size, images=images, progress=progress)
+        outputs = target_outputs(scorer, x_cont=x_cont, x_cat=x_cat, targets=targets, batch_size=cfg.batch_size,
+                                 images=images)
+    # the same rows through the explained model's sibling seeds: how far its ranking is the seed's
+    siblings = _seed_siblings(run, name)[: cfg.rank_seeds - 1]
+    others = [_sibling_values(run, s, ds, rows, targets, train, steps, cfg, rt.device) for s in siblings]
     elapsed = time.perf_counter() - t0
     cfg = replace(cfg, steps=steps)
     attr = Attributions(schema.feature_names, rows, values, delta, change, steps, targets.cpu().numpy())
+    share = output_share(change, outputs)
+    stability = rank_stability([values, *others], schema.feature_names, cfg.top_k, seed=cfg.seed)
 
     truth = synthetic_truth(ds)
     informative = list(truth.get("informative_features") or []) or None
     table = importance_table(schema, attr, informative)
+    bounds = {n: stability.interval(n) for n in schema.feature_names}
+    table["rank_low"] = [bounds[n][0] for n in table["name"]]
+    table["rank_high"] = [bounds[n][1] for n in table["name"]]
     md_top = top_markdown(table, cfg.top_k)
     completeness = attr.completeness()
     top_names = [str(n) for n in table["name"].head(cfg.top_k)]
@@ -262,8 +275,11 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         # follow visceral fat): a tabular-only model rightly leans on them, so they are counted
         # apart, never added to the informative count.
         ranked = [str(n) for n in table["name"]]
+        # what the sample supports: a logistic regression of the label on the same training rows
+        reference = logistic_reference(ds.x_cont[train], ds.x_cat[train], kind.targets(ds)[train],
+                                       schema.feature_names, schema.cardinalities)
         summary["synthetic"] = IGTruth.of(ranked, informative, sorted(truth.get("proxy_features") or {}),
-                                          cfg.top_k).to_dict()
+                                          cfg.top_k, reference).to_dict()
     shares = group_shares(table)
     truth_shares = None
     if informative:
@@ -273,7 +289,9 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
                         "high & informative": float(table.loc[~low & inf, "importance_pct"].sum()),
                         "high & not informative": float(table.loc[~low & ~inf, "importance_pct"].sum())}
     summary["group_shares"] = shares
-    summary["warnings"] = _ig_warnings(completeness, cfg.steps)
+    summary["output_share"] = share
+    summary["rank_stability"] = {**stability.to_dict(), "seed_stages": [name, *siblings]}
+    summary["warnings"] = _ig_warnings(completeness, cfg.steps) + _trust_warnings(share, stability, ex, cfg)
 
     title = f"IG: {ex.describe('ig').split(' [')[0]} ({len(rows)} {cfg.split} samples)"
     with staged(run, final, force=opts.force) as stage_out:
@@ -288,6 +306,51 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         stage_out.summary = {"stage": name, "n_samples": int(len(rows)), "warnings": summary["warnings"]}
         run.record_command(f"explain {final.name}", opts.argv)
     return IGReport(run.name, name, final, ex.describe("ig"), table, summary, md_top)
+
+
+def _seed_siblings(run: rundir.Run, stage: str) -> list[str]:
+    """The run's finished stages that differ from ``stage`` only in their seed, in seed order."""
+    info = names.parse_stage(stage)
+    if info is None:
+        return []
+    key = {k: v for k, v in info.items() if k != "seed"}
+    found = [(i["seed"], s) for s, i in names.classifier_stages(run).items()
+             if s != stage and {k: v for k, v in i.items() if k != "seed"} == key]
+    return [s for _, s in sorted(found)]
+
+
+def _sibling_values(run, stage: str, ds, rows, targets, train, steps: int, cfg: IGConfig, device) -> np.ndarray:
+    """(N, F) IG attributions of a sibling seed's model on the explained rows (same target and steps)."""
+    ex = load_explained(run, stage, device)
+    modality = ex.info["modality"]
+    scorer = TabularScore(ex.model, modality=modality, output=cfg.output).to(device).eval()
+    baseline = tabular_baseline(scorer.encoder, torch.from_numpy(ds.x_cont[train]).to(device),
+                                torch.from_numpy(ds.x_cat[train]).to(device))
+
+    def image_rows(pos: np.ndarray) -> torch.Tensor:
+        return images_of(ds, rows[pos], device)
+
+    with frozen_parameters(ex.model):
+        values, _, _ = integrated_gradients(
+            scorer, x_cont=torch.from_numpy(ds.x_cont[rows]).to(device), x_cat=torch.from_numpy(ds.x_cat[rows]).to(device),
+            baseline=baseline, targets=targets, steps=steps, batch_size=cfg.batch_size,
+            images=image_rows if modality is None else None)
+    return values
+
+
+def _trust_warnings(share: dict, stability: RankStability, ex: Explained, cfg: IGConfig) -> list[str]:
+    """An explained branch that moves almost none of the output, and a top k that resamples reorder."""
+    out = []
+    if share["small"]:
+        branch = "tabular branch" if ex.info["modality"] is None else "model"
+        out.append(f"the explained {branch} moves the attributed output ({cfg.output}) by "
+                   f"{share['mean_abs_change']:.3g} on average (f(x) - f(baseline)), {100 * share['share']:.0f}% of "
+                   f"the output's spread across these rows (sd {share['output_sd']:.3g}): the importances are "
+                   "percentages of almost nothing; the prediction is driven elsewhere")
+    text = stability.warning()
+    if text:
+        out.append(text)
+    return out
 
 
 def _ig_warnings(completeness: dict, steps: int) -> list[str]:
@@ -312,9 +375,12 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
         f"max |delta| {c['max_abs_delta']:.3g}, mean |f(x) − f(baseline)| {c['mean_abs_output_change']:.3g}, "
         f"relative {c['relative']:.3g}.\n",
     ]
+    lines.append(trust_text(summary))
     syn = summary.get("synthetic")
     if syn:
         lines.append(f"\nSynthetic cohort: {IGTruth.from_dict(syn).sentence()}.\n")
+    for w in summary.get("warnings") or []:
+        lines.append(f"\n**Warning**: {w}.\n")
     return "".join(lines)
 
 

@@ -22,6 +22,7 @@ from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.errors import UserError
 from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE, IGTruth
 from amfmedit.explain.plots import training_curves
+from amfmedit.explain.stability import trust_text
 from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
 from amfmedit.stages.sanity import stage_warnings
@@ -272,7 +273,8 @@ def _explain_section(run: rundir.Run) -> str:
         syn = s.get("synthetic")
         if syn:
             out.append(f" Ground truth: {IGTruth.from_dict(syn).sentence()}.")
-        out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
+        out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n")
+        out.append(trust_text(s) + "\n")
         for png, alt in (("importance_distribution.png", "importance over all features (Fig. 4)"),
                          ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):
             out.append(_img(folder / png, run.root, alt))
