@@ -69,7 +69,8 @@ class ImageSpec:
     ``spacing_mm``: DICOM slices are resampled from their PixelSpacing to this many mm per
     pixel, then centre-cropped or padded (with air, -1024 HU) to ``field_mm`` ([height, width] in mm;
     default 512 pixels of ``spacing_mm`` a side), then resized to ``size``, so the same anatomy
-    spans the same pixels across scanners; files without a spacing (``.npy``, PNG) are only resized.
+    spans the same pixels across scanners; a DICOM without PixelSpacing is refused, file types
+    without a spacing (``.npy``, PNG) are only resized.
     """
 
     source: Literal["hdf5", "column", "dvm"]
@@ -81,7 +82,9 @@ class ImageSpec:
     window: list[float] = field(default_factory=lambda: list(DEFAULT_WINDOW))  # CT, in HU
     channels: int | None = None  # default: 1 for ct/gray, 3 for rgb (rgb with 1 -> grayscale)
     raw_size: list[int] = field(default_factory=list)  # expected raw [height, width]; empty = any
-    missing: Literal["error", "drop"] = "error"  # a table row whose image file is absent
+    # a table row whose image is absent: "error" refuses it, "drop" removes it, "keep" keeps it
+    # (image_present.npy records which rows have one; see docs/missing-data.md)
+    missing: Literal["error", "drop", "keep"] = "error"
     # ct: "windowed" accepts 8-bit PNG/JPG as slices already windowed to `window` (0 = low, 255 =
     # high) beside DICOM / .npy in HU; "error" (default) refuses them, as they hold no HU
     png: Literal["error", "windowed"] = "error"

@@ -29,7 +29,6 @@ from torch import Tensor
 
 from amfmedit.errors import UserError
 from amfmedit.explain.targets import OUTPUTS
-from amfmedit.models.cpu_alloc import tune_cpu_allocator
 
 IMPORTANCE_FILE = "importance.csv"
 TOP_FILE = "top10.md"
@@ -152,8 +151,8 @@ def integrated_gradients(
     it is made cheap: parameters are frozen during the call (input gradients only), the
     convergence delta ``sum(attr) - (f(x) - f(baseline))`` is computed here from one forward
     of the inputs and, without image context, a single forward of the baseline shared by all
-    samples (captum's ``return_convergence_delta`` would run both per call), and on a CPU
-    glibc keeps large activations for reuse (:mod:`amfmedit.models.cpu_alloc`).
+    samples (captum's ``return_convergence_delta`` would run both per call). (On a CPU the
+    explain stage's process set-up also keeps glibc's large blocks for reuse between passes.)
     """
     from captum.attr import IntegratedGradients  # lazy import: keeps start-up free of captum several s until this runs
 
@@ -167,8 +166,6 @@ def integrated_gradients(
         batch_size = max(1, min(batch_size, max_tokens_per_pass // tokens))
     per_call = max(1, batch_size // steps)
     internal = max(per_call, batch_size)
-    if x_cont.device.type == "cpu":
-        tune_cpu_allocator()
     ig = IntegratedGradients(scorer)
     b_cont, b_cat = baseline
     f_base = None  # (C,) scorer output at the baseline, shared when there is no image context

@@ -25,11 +25,20 @@ from amfmedit.models.composite import (
     UnimodalClassifier,
     model_config,
 )
-from amfmedit.models.fusion import D_OUT, AMFFusion, ConcatFusion, CrossAttentionFusion, FusionOutput, amf_split
+from amfmedit.models.fusion import (
+    D_OUT,
+    AMFFusion,
+    ConcatFusion,
+    CrossAttentionFusion,
+    FusionOutput,
+    amf_aux_losses,
+    amf_split,
+)
 from amfmedit.models.heads import ProjectionHead
 from amfmedit.models.image import ARCHS, ImageEncoder
 from amfmedit.models.mamba import MambaBlock, kernel_status, set_scan_impl
 from amfmedit.models.tabular import FTMambaEncoder, FTTransformerEncoder, MLPEncoder, ResNetEncoder
+from amfmedit.models.tokenizer import MISSING_MODES
 
 TABULAR_ENCODERS: dict[str, type[nn.Module]] = {
     "mlp": MLPEncoder,
@@ -115,8 +124,14 @@ def model_kinds() -> dict[str, type[nn.Module]]:
 
 
 def build_model(kind: str, config: dict) -> nn.Module:
-    """Rebuild a module from ``kind`` and ``config`` (nested ``{"kind", "config"}`` become modules)."""
+    """Rebuild a module from ``kind`` and ``config`` (nested ``{"kind", "config"}`` become modules).
+
+    A class's ``legacy_config`` gives the value a constructor argument takes when ``config``,
+    written before the argument existed, lacks it (e.g. classifiers without absent-modality
+    vectors), so older checkpoints rebuild the model their weights belong to.
+    """
     cls = _choice(kind, model_kinds(), "model kind")
+    config = {**getattr(cls, "legacy_config", {}), **config}
     kwargs = {k: build_model(v["kind"], v["config"]) if _is_part(v) else v for k, v in config.items()}
     if kind == "image_tabular_classifier":
         return cls(kwargs.pop("image_encoder"), kwargs.pop("tabular_encoder"), kwargs.pop("fusion"), **kwargs)
@@ -147,6 +162,6 @@ __all__ = [
     "build_tabular_encoder", "build_image_encoder", "build_fusion", "options_of", "model_kinds", "build_model", "model_config", "to_checkpoint", "from_checkpoint",
     "MLPEncoder", "ResNetEncoder", "FTTransformerEncoder", "FTMambaEncoder", "MambaBlock",
     "ImageEncoder", "ProjectionHead", "ConcatFusion", "CrossAttentionFusion", "AMFFusion", "FusionOutput",
-    "amf_split", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
+    "amf_split", "amf_aux_losses", "MISSING_MODES", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
     "losses", "kernel_status", "set_scan_impl",
 ]

@@ -29,7 +29,7 @@ from amfmedit.stages import evalstats, experiments, names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import staged
+from amfmedit.stages.lifecycle import require_no_writer, staged
 from amfmedit.stages.tables import incomplete_markdown, model_title, stage_markdown, table2_markdown
 from amfmedit.stats import bootstrap, compare
 from amfmedit.stats.threshold import parse_threshold
@@ -143,6 +143,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     parse_threshold(cfg.threshold)  # a bad spec stops before any work
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
+    require_no_writer(run, "amfmedit evaluate")  # a stage still training would be left out silently
     parsed = names.classifier_stages(run)  # masked stages included (incomplete tabular data, Table 4)
     stage_list = list(parsed)
     if not stage_list:
@@ -272,9 +273,9 @@ def _figure_stem(stage: str) -> str:
 def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> str:
     metric = kind.headline.key
     parts = [
-        f"# Results of run {run.name}\n",
+        f"# Results of run {run.name}\n\n",
         f"Data: `{run.data}`. Metric: {kind.headline.title} on the {split} split, mean ± standard deviation over "
-        "seeds (%).\n",
+        "seeds (%).\n\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)

@@ -36,7 +36,9 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
+    IMAGE_ENCODERS,
     STRATEGIES,
+    TABULAR_ENCODERS,
     ImageTabularClassifier,
     UnimodalClassifier,
     build_fusion,
@@ -54,6 +56,7 @@ from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
     check_choice,
+    check_new_run_mask,
     load_dataset,
     masked_data,
     no_progress,
@@ -108,6 +111,12 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         check_choice(self.fusion, fusion_choices(), "--fusion")
+        if self.tabular_encoder is not None:  # each item of a --tabular-encoder list, before any trains
+            check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
+        if self.image_arch is not None:
+            check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
+        if self.tabular_dim is not None and self.tabular_dim < 1:
+            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
         if not (0 < self.train_fraction <= 1):
             raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
         check_choice(self.strategy, STRATEGIES, "--strategy")
@@ -557,7 +566,7 @@ def finetune_many(
         if any(c.fusion != NO_FUSION for c in configs):
             raise UserError(f"--data {data}: only supervised baselines (--fusion none) start a run; fusion models "
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
-        opts = replace(opts, run=_baseline_run(data, opts, rt))
+        opts = replace(opts, run=_baseline_run(data, opts, rt, configs))
     run = rundir.open_run(opts.runs_dir, opts.run)
     configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
                        mask_top_k=None) for c in configs]
@@ -576,13 +585,16 @@ def finetune_many(
     return [finetune(cfg, opts, progress=progress, data=(ds, dd)) for cfg in configs]
 
 
-def _baseline_run(data: str, opts: RunOptions, rt) -> str:
+def _baseline_run(data: str, opts: RunOptions, rt, configs: list[FinetuneConfig]) -> str:
     ds = load_prepared(data, opts.data_dir)  # unknown --data: lists what exists
+    check_selectable(ds)  # the inputs a new run would be refused for, checked before it exists
     if opts.run is not None and (runs_dir(opts.runs_dir) / opts.run / rundir.RUN_FILE).is_file():
         run = rundir.open_run(opts.runs_dir, opts.run)
         if Path(run.data).name != ds.root.name:
             raise UserError(f"--run {opts.run} holds data {run.data!r}, not {data!r}; choose another run name")
         return run.name
+    for cfg in configs:
+        check_new_run_mask(ds.schema, cfg.mask_features, cfg.mask_top_k)
     name = opts.run or (rundir.new_run_name(opts.runs_dir, str(data), "supervised") if rt.is_main else None)
     name = rt.broadcast_object(name)
     if rt.is_main:

@@ -192,6 +192,8 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if bad:
         listing = "; ".join(f"{ids_all[i]}: {bad[i]}" for i in sorted(bad)[:MAX_LISTED])
         more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        if len(bad) == len(df):  # --skip-bad-rows or not: an output without a single row helps no one
+            raise UserError(f"{table}: none of the {len(df)} rows can be scored ({listing}{more}); fix them")
         if not cfg.skip_bad_rows:
             raise UserError(f"{table}: {len(bad)} of {len(df)} rows cannot be scored ({listing}{more}); fix them, or "
                             "pass --skip-bad-rows to score the others (the skipped rows are listed beside the output)")

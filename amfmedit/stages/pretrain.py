@@ -33,6 +33,7 @@ from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, sanity
+from amfmedit.stages.classify import check_selectable
 from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
@@ -202,20 +203,32 @@ def _open_or_create_run(data: str | None, opts: RunOptions, cfg: PretrainConfig,
 def pretrain(
     data: str | None, cfg: PretrainConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress
 ) -> PretrainResult:
-    """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended."""
+    """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended.
+
+    Every input is checked and loaded before a run or stage folder exists: the settings, the
+    dataset and its splits, the logging backend (:class:`RunOptions`) and the model itself,
+    built with its ``--image-weights``, so a refused command leaves nothing behind.
+    """
     cfg.validate()
     rt = runtime_for(opts)
     if opts.resume:  # settings come from the interrupted run; only its data is needed first
         run = _open_or_create_run(data, opts, cfg, rt)
         ds = load_prepared(run.data, opts.data_dir or run.data_dir)
     else:
+        if data is None:
+            raise UserError("pretrain needs --data NAME (a prepared dataset; see `amfmedit prepare`), or --resume "
+                            "to continue an interrupted pretraining")
         ds = load_prepared(data, opts.data_dir)  # unknown --data fails here, before any folder exists
-        run = _open_or_create_run(data, opts, cfg, rt)
     schema = ds.schema
     if len(ds.indices("train")) < 2 or len(ds.indices("val")) < 2:
         raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
+    check_selectable(ds)  # every stage after this one selects its models on the validation split
     lr = cfg.lr if cfg.lr is not None else kind_of(schema).pretrain_lr
     cfg = replace(cfg, lr=lr)
+    seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
+    model = build_contrastive(schema, cfg)  # loads --image-weights: a bad file is refused here
+    if not opts.resume:
+        run = _open_or_create_run(data, opts, cfg, rt)
     # one writer: a second process is refused and touches nothing; run.json shows the command while it runs
     with rundir.stage_lock(run, STAGE, rt=rt), recorded(run, STAGE, opts.argv, rt=rt):
         stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
@@ -227,8 +240,6 @@ def pretrain(
         if not opts.resume:  # a resume keeps the interrupted run's record until fit has accepted the settings
             write_config()
 
-        seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
-        model = build_contrastive(schema, cfg)
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
         train_rows = dd.rows("train")
         idx = torch.as_tensor(train_rows, device=rt.device)
