@@ -229,62 +229,65 @@ def pretrain(
     model = build_contrastive(schema, cfg)  # loads --image-weights: a bad file is refused here
     if not opts.resume:
         run = _open_or_create_run(data, opts, cfg, rt)
-    # one writer: a second process is refused and touches nothing; run.json shows the command while it runs
-    with rundir.stage_lock(run, STAGE, rt=rt), recorded(run, STAGE, opts.argv, rt=rt):
+    with rundir.stage_lock(run, STAGE, rt=rt):  # one writer: a second process is refused and touches nothing
+        # a finished stage, or --resume with nothing to resume, is refused before run.json is touched
         stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
+        with recorded(run, STAGE, opts.argv, rt=rt):  # run.json shows the command while it runs
 
-        def write_config() -> None:
-            if rt.is_main:
-                write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
+            def write_config() -> None:
+                if rt.is_main:
+                    write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
 
-        if not opts.resume:  # a resume keeps the interrupted run's record until fit has accepted the settings
-            write_config()
+            if not opts.resume:  # a resume keeps the interrupted run's record until fit has accepted the settings
+                write_config()
 
-        dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
-        train_rows = dd.rows("train")
-        idx = torch.as_tensor(train_rows, device=rt.device)
-        corruptor = TabularCorruptor(
-            x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate
-        )
-        task = ContrastiveTask(
-            model=model,
-            loss=functools.partial(itc_loss, temperature=cfg.temperature),
-            data=dd,
-            augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
-            corruptor=corruptor,
-            channels_last=rt.channels_last,
-            eval_batch_size=max(cfg.batch_size, 2),
-            spec=model_config(model),
-            probe_every=cfg.probe_every,
-            embed=lambda m, img: m.image_encoder(img),
-        )
-        fit_cfg = FitConfig(
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=lr,
-            weight_decay=cfg.weight_decay,
-            optimizer=cfg.optimizer,
-            schedule="cosine",
-            warmup_epochs=cfg.warmup_epochs,
-            monitor="val_loss",
-            mode="min",
-            patience=None,  # the reference pretrains for a fixed number of epochs
-            seed=cfg.seed,
-            log=opts.log,
-        )
-        result = fit(
-            task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
-            extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
-        )
-        if opts.resume:
-            write_config()
-        if rt.is_main and not opts.keep_checkpoints:  # the weights later stages load, without the optimizer state
-            retention.finished_pretrain(stage_dir)
-        chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
-        warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
-        finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
-                                      "chance_val_loss": chance, "warnings": warns}, rt=rt)
-        return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance, warns)
+            dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
+            train_rows = dd.rows("train")
+            idx = torch.as_tensor(train_rows, device=rt.device)
+            corruptor = TabularCorruptor(
+                x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate
+            )
+            task = ContrastiveTask(
+                model=model,
+                loss=functools.partial(itc_loss, temperature=cfg.temperature),
+                data=dd,
+                augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
+                corruptor=corruptor,
+                channels_last=rt.channels_last,
+                eval_batch_size=max(cfg.batch_size, 2),
+                spec=model_config(model),
+                probe_every=cfg.probe_every,
+                embed=lambda m, img: m.image_encoder(img),
+            )
+            fit_cfg = FitConfig(
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=lr,
+                weight_decay=cfg.weight_decay,
+                optimizer=cfg.optimizer,
+                schedule="cosine",
+                warmup_epochs=cfg.warmup_epochs,
+                monitor="val_loss",
+                mode="min",
+                patience=None,  # the reference pretrains for a fixed number of epochs
+                seed=cfg.seed,
+                log=opts.log,
+            )
+            result = fit(
+                task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(STAGE, "val_loss"),
+                extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
+            )
+            if opts.resume:
+                write_config()
+            if rt.is_main and not opts.keep_checkpoints:  # the weights later stages load, without the optimizer state
+                retention.finished_pretrain(stage_dir)
+            chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
+            warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                             chance=chance)
+            finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
+                                          "chance_val_loss": chance, "warnings": warns}, rt=rt)
+            return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance,
+                                  warns)
 
 
 def load_pretrained(run: rundir.Run):
