@@ -123,32 +123,23 @@ def report_ig(ig: dict) -> None:
 
 
 def reference_top(prepared: Path, k: int = 10) -> dict:
-    """Top-k features of a logistic regression on the prepared training rows (one-hot categoricals;
-    a feature's weight = sum over its columns of |coef| x column sd)."""
-    import numpy as np
-    import pandas as pd
+    """Top-k features of the library's reference (:func:`amfmedit.explain.reference.logistic_reference`,
+    what ``explain --method ig`` prints beside its count) on the prepared training rows, and that
+    logistic regression's test AUC."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    table = pd.read_parquet(prepared / "tabular.parquet")
-    feats = json.loads((prepared / "schema.json").read_text())["features"]
-    cols, owner = [], []
-    for f in feats:
-        if f["kind"] == "continuous":
-            cols.append(table[f["name"]].astype(float).rename(f["name"]))
-            owner.append(f["name"])
-        else:
-            dummies = pd.get_dummies(table[f["name"]].astype(str), prefix=f["name"], dtype=float)
-            cols.extend(dummies[c] for c in dummies.columns)
-            owner.extend([f["name"]] * dummies.shape[1])
-    x = pd.concat(cols, axis=1).fillna(0.0).to_numpy()
-    y = table["label"].to_numpy()
-    train, test = (table["split"] == "train").to_numpy(), (table["split"] == "test").to_numpy()
-    model = LogisticRegression(C=0.1, max_iter=5000).fit(x[train], y[train])
-    weight = pd.Series(np.abs(model.coef_[0]) * x[train].std(0)).groupby(np.array(owner)).sum()
-    return {"top": weight.sort_values(ascending=False).head(k).index.tolist(), "n_train": int(train.sum()),
-            "test_auc": float(roc_auc_score(y[test], model.predict_proba(x[test])[:, 1]))}
+    from amfmedit.data import load_prepared
+    from amfmedit.explain.reference import REFERENCE_C, design, logistic_reference
 
+    ds = load_prepared(prepared)
+    train, test = ds.indices("train"), ds.indices("test")
+    card = ds.schema.cardinalities
+    ref = logistic_reference(ds.x_cont[train], ds.x_cat[train], ds.labels[train], ds.schema.feature_names, card)
+    x, _ = design(ds.x_cont, ds.x_cat, card)
+    model = LogisticRegression(C=REFERENCE_C, max_iter=5000).fit(x[train], ds.labels[train])
+    return {"top": ref.top(k), "n_train": ref.n_rows,
+            "test_auc": float(roc_auc_score(ds.labels[test], model.predict_proba(x[test])[:, 1]))}
 
 if __name__ == "__main__":
     main()

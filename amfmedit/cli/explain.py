@@ -14,6 +14,7 @@ from amfmedit.cli.options import default_of, derived_option, field_option, given
 from amfmedit.explain.configs import IGConfig
 from amfmedit.stages.configs import METHODS, CamConfig, RunOptions
 from amfmedit.stages.configs import PermutationConfig
+from amfmedit.explain.stability import trust_text
 
 
 @contextlib.contextmanager
@@ -45,6 +46,7 @@ def explain(
     target: Annotated[Optional[str], typer.Option("--target", help="Class to explain (name or index) [default: the positive class; multiclass IG: each sample's label].")] = None,
     output: field_option(IGConfig, "output", str, "--output", help="IG: attribute the target's probability (prob) or its logit.") = None,
     top_k: field_option(IGConfig, "top_k", int, "--top-k", help="IG: features in the top table and bar plot.") = None,
+    rank_seeds: field_option(IGConfig, "rank_seeds", int, "--rank-seeds", help="IG: rank intervals over a bootstrap of the explained rows through this many of the model's seeds (1: the rows alone).") = None,
     cases: field_option(CamConfig, "cases", int, "--cases", help="Grad-CAM: positive and negative test cases to draw (each).") = None,
     cam_scale: field_option(CamConfig, "scale", str, "--cam-scale", help="Grad-CAM: per-map (each map over its own maximum) or common (one scale for all maps of a figure, so cases compare).") = None,
     compare: Annotated[Optional[List[str]], typer.Option("--compare", help="Grad-CAM: another run (RUN or RUN:STAGE) whose maps of the same patients go beside; repeat for more.")] = None,
@@ -68,7 +70,7 @@ def explain(
         return
     if method == METHODS[0]:
         cfg = given(IGConfig(), steps=steps, completeness=completeness, max_samples=max_samples, split=split, target=target, output=output,
-                    batch_size=batch_size, seed=seed, top_k=top_k)
+                    batch_size=batch_size, seed=seed, top_k=top_k, rank_seeds=rank_seeds)
         with _sample_bar(not quiet) as bar:
             rep = explain_ig(cfg, opts, stage=stage, progress=bar)
         _print_ig(rep, cfg.top_k)
@@ -99,7 +101,8 @@ def _print_ig(rep, k: int) -> None:
         table.add_column("informative")
     for _, r in rep.table.head(k).iterrows():
         # user-supplied text (feature names, descriptions like "weight [kg]") is printed literally
-        cells = [str(r["rank"]), str(r["name"]), str(r["description"] or "—"), f"{r['importance_pct']:.2f}"]
+        rank = f"{r['rank']} ({r['rank_low']}-{r['rank_high']})" if "rank_low" in r else str(r["rank"])
+        cells = [rank, str(r["name"]), str(r["description"] or "—"), f"{r['importance_pct']:.2f}"]
         if truth:
             cells.append("yes" if r["informative"] else "no")
         table.add_row(*map(Text, cells))
@@ -107,6 +110,7 @@ def _print_ig(rep, k: int) -> None:
     c = s["completeness"]
     console.print(f"completeness: mean |sum(attr) - (f(x) - f(baseline))| = {c['mean_abs_delta']:.3g} "
                   f"(max {c['max_abs_delta']:.3g}; relative to mean |f(x) - f(baseline)| {c['relative']:.3g})")
+    console.print(trust_text(s).strip(), markup=False, highlight=False)
     syn = s.get("synthetic")
     if syn:
         console.print(f"synthetic truth: {IGTruth.from_dict(syn).sentence()}", markup=False, highlight=False)

@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich.table import Table
 
-from amfmedit.cli.common import command, console
+from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import derived_option, field_option, run_options
 from amfmedit.cli.train_common import (
     FocalGamma,
@@ -100,6 +100,7 @@ def _aux_weights(pairs: list[str] | None, **named: float | None) -> dict[str, fl
 
 @command("finetune")
 @run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             "keep_checkpoints",
              configs=(FinetuneConfig, Recipe))
 def finetune(
     opts: RunOptions,
@@ -207,4 +208,6 @@ def finetune(
             tried = ", ".join(f"{c['r_conf']:g}: {c['val']:.4f}" for c in a["candidates"])
             console.print(f"{r.prefix}: R_conf {a['chosen']:g} chosen on validation (measured {a['measured']:.4g}; "
                           f"val {metric} {tried})", highlight=False)
+    for r in results:
+        warn(r.warnings)
     console.print("next: [bold]amfmedit evaluate[/]")

@@ -137,6 +137,8 @@ RUN_OPTION_SPECS: dict[str, tuple[Any, Any]] = {
                       help="Where images live while training: auto, device, host or stream (from disk)."),
     "resume": _flag("--resume", help="Continue an interrupted stage exactly where its last epoch ended."),
     "force": _flag("--force", help="Replace a finished result instead of refusing."),
+    "keep_checkpoints": _flag("--keep-checkpoints", help="Keep every checkpoint (last.pt, each search candidate's); "
+                              "by default a finished stage keeps only what later stages load."),
     "quiet": _flag("--quiet", "-q", help="No progress bar."),
     "log": _opt("log", str, "--log", help=LOG_HELP[0].upper() + LOG_HELP[1:] + "."),
 }

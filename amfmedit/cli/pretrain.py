@@ -29,6 +29,7 @@ def _width(spec) -> int:
 
 @command("pretrain")
 @run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             "keep_checkpoints",
              configs=(PretrainConfig,))
 def pretrain(
     opts: RunOptions,

@@ -33,6 +33,7 @@ R = RconfConfig
 
 @command("rconf")
 @run_options("run", "runs_dir", "data_dir", "device", "compile", "images_in", "resume", "force", "quiet", "log",
+             "keep_checkpoints",
              configs=(RconfConfig, Recipe))
 def rconf(
     opts: RunOptions,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import shlex
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,7 +433,8 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
         "name": spec.name,
         "amfmedit": __version__,
         "spec_file": spec.path,
-        "spec": spec.to_dict(),
+        "spec": spec.used_dict(),  # only the blocks this preparation read
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the report lists it with the run's
         "raw": str(Path(raw_dir).resolve()) if raw_dir is not None else None,
         "sources": sources,
         "rows": {"read": int(len(cohort.table)) + sum(cohort.dropped.values()), "kept": int(len(asm.ids)),

@@ -183,6 +183,21 @@ class DataSpec:
         d.pop("path")
         return d
 
+    def used_dict(self) -> dict:
+        """:meth:`to_dict` without the blocks this cohort's preparation did not read (for provenance):
+        ``[split]`` when the table has a split column, ``[dvm]`` for another reader, the CT window
+        for photos, an absent ``[synthetic]``."""
+        d = self.to_dict()
+        if self.table.split:
+            d.pop("split")
+        if self.reader != "dvm":
+            d.pop("dvm")
+        if self.synthetic is None:
+            d.pop("synthetic")
+        if self.image.modality != "ct":
+            d["image"].pop("window")
+        return d
+
     @property
     def channels(self) -> int:
         if self.image.channels is not None:

@@ -95,6 +95,7 @@ class ParsedTable:
 
     cont: np.ndarray  # (N, n_cont) float64, NaN where missing
     cat: np.ndarray  # (N, n_cat) object, canonical text or None where missing
+    ids: np.ndarray | None = None  # (N,) row ids for error messages (None: rows are numbered)
 
     @property
     def missing(self) -> np.ndarray:
@@ -174,7 +175,7 @@ def parse_features(features: Sequence[Feature], df, *, where: str = "table", ids
         if f.strip_suffix:
             keys = np.array([k.removesuffix(f.strip_suffix).strip() or None if k else None for k in keys], object)
         cat_arr[:, j] = keys
-    return ParsedTable(cont=cont_arr, cat=cat_arr)
+    return ParsedTable(cont=cont_arr, cat=cat_arr, ids=None if ids is None else np.asarray(ids))
 
 
 def fit_features(features: Sequence[Feature], parsed: ParsedTable, train: np.ndarray, *, where: str) -> list[Feature]:
@@ -211,8 +212,32 @@ def fit_features(features: Sequence[Feature], parsed: ParsedTable, train: np.nda
     return fitted
 
 
-def encode(features: Sequence[Feature], parsed: ParsedTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Apply fitted statistics: ``(x_cont (N, n_cont) float32, x_cat (N, n_cat) int64, missing (N, F) bool)``."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32(cont: Sequence[Feature], raw: np.ndarray, z: np.ndarray, *, where: str, ids) -> None:
+    """A scaled value the model's float32 input cannot hold (it would become inf) is the user's to fix."""
+    with np.errstate(invalid="ignore"):
+        over = ~(np.abs(z) <= FLOAT32_MAX)
+    if not over.any():
+        return
+    i, j = (int(k[0]) for k in np.nonzero(over))
+    row = f"id {ids[i]!r}" if ids is not None else f"row {i + 1}"
+    raise UserError(
+        f"{where}: column {cont[j].column!r} has the value {raw[i, j]:g} at {row} ({int(over.sum())} such "
+        f"value{'s' if over.sum() != 1 else ''}), {abs(z[i, j]):.3g} standard deviations from the training mean: "
+        "beyond what the model's float32 input holds; fix the value (a unit or typing error?) or leave the cell "
+        "empty to mark it missing"
+    )
+
+
+def encode(features: Sequence[Feature], parsed: ParsedTable, *,
+           where: str = "table") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply fitted statistics: ``(x_cont (N, n_cont) float32, x_cat (N, n_cat) int64, missing (N, F) bool)``.
+
+    A value whose z-score does not fit in float32 is refused (:class:`UserError` naming the column,
+    the value and the row), never cast to inf.
+    """
     import pandas as pd
 
     cont = [f for f in features if f.kind == "continuous"]
@@ -223,7 +248,10 @@ def encode(features: Sequence[Feature], parsed: ParsedTable) -> tuple[np.ndarray
         mean = np.array([f.mean for f in cont])
         std = np.array([f.std for f in cont])
         filled = np.where(np.isnan(parsed.cont), median, parsed.cont)
-        x_cont = ((filled - mean) / std).astype(np.float32)
+        with np.errstate(over="ignore"):  # a z-score beyond float64 is inf here, and refused below
+            z = (filled - mean) / std
+        _check_float32(cont, filled, z, where=where, ids=parsed.ids)
+        x_cont = z.astype(np.float32)
     else:
         x_cont = np.zeros((n, 0), np.float32)
     x_cat = np.zeros((n, len(cat)), np.int64)
@@ -241,7 +269,7 @@ def transform_table(schema: Schema, df, *, where: str = "table") -> tuple[np.nda
     """
     ordered = schema.continuous + schema.categorical
     ids = df[schema.id_column].astype(str).to_numpy() if schema.id_column in df.columns else None
-    return encode(ordered, parse_features(ordered, df, where=where, ids=ids))
+    return encode(ordered, parse_features(ordered, df, where=where, ids=ids), where=where)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ class IGConfig:
     batch_size: int = 256  # sample-steps per forward/backward pass
     seed: int = 0  # which samples when --max-samples caps them
     top_k: int = 10
+    # rank intervals: the explained rows' bootstrap through this many of the explained model's seeds
+    # (itself first, then its finished sibling seeds; 1: the bootstrap of the rows alone)
+    rank_seeds: int = 5
     # None: ``steps`` as given; a tolerance such as 0.01: the fewest Gauss-Legendre steps whose
     # relative completeness error on a pilot of the samples is within it (steps_for_completeness)
     completeness: float | None = None
@@ -40,3 +43,5 @@ class IGConfig:
             raise UserError(f"--batch-size {self.batch_size}: must be positive")
         if self.top_k < 1:
             raise UserError(f"--top-k {self.top_k}: must be positive")
+        if self.rank_seeds < 1:
+            raise UserError(f"--rank-seeds {self.rank_seeds}: at least 1 (the explained model itself)")

@@ -60,6 +60,32 @@ def _table_context(dataset) -> list:
     return [] if missing is None or present is None else [missing, present]
 
 
+#: cells a side below which a Grad-CAM map is too coarse to localise (ResNet's last stage is 1/32
+#: of the image: 4 x 4 cells at 128 pixels)
+MIN_CAM_CELLS = 4
+
+
+def feature_grid(model, image_shape, device="cpu") -> tuple[int, int]:
+    """(h, w) cells of the map Grad-CAM draws: the image encoder's feature map for images of
+    ``image_shape`` (C, H, W), from one forward of a blank image."""
+    encoder = model.encoder if getattr(model, "modality", None) == "image" else model.image_encoder
+    with torch.no_grad():
+        fmap = encoder.forward_features(torch.zeros(1, *image_shape, device=device))
+    return int(fmap.shape[-2]), int(fmap.shape[-1])
+
+
+def grid_warning(grid: tuple[int, int], image_size) -> str | None:
+    """A warning when a map of ``grid`` cells over images of ``image_size`` (H, W) cannot localise."""
+    h, w = grid
+    if min(h, w) >= MIN_CAM_CELLS:
+        return None
+    stride = max(1, int(image_size[0]) // max(h, 1))
+    return (f"the Grad-CAM maps are {h} x {w} cells (the image encoder's last stage, for images of "
+            f"{image_size[0]} x {image_size[1]} pixels): too coarse to show where in the image the evidence lies; "
+            f"a map needs {MIN_CAM_CELLS} x {MIN_CAM_CELLS} cells or more, i.e. images of "
+            f"{MIN_CAM_CELLS * stride} pixels or more (prepare them with --image-size)")
+
+
 def images_of(dataset, rows: np.ndarray, device) -> torch.Tensor:
     """Float images (B, C, H, W) in [0, 1] of dataset ``rows``, as the classifiers read them."""
     return torch.from_numpy(np.asarray(dataset.images[rows])).to(device).float() / 255.0

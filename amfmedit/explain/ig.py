@@ -214,6 +214,26 @@ def integrated_gradients(
             np.concatenate(changes) if changes else np.zeros(0))
 
 
+def target_outputs(scorer, *, x_cont: Tensor, x_cat: Tensor, targets: Tensor, batch_size: int = 256,
+                   images: Callable[[np.ndarray], Tensor] | None = None, missing: Tensor | None = None) -> np.ndarray:
+    """(N,) ``f(x)``: the attributed output (the target's probability or logit) of every row, with
+    its own image for a multimodal scorer (arguments as :func:`integrated_gradients`)."""
+    out = []
+    for start in range(0, len(x_cont), batch_size):
+        pos = np.arange(start, min(start + batch_size, len(x_cont)))
+        with torch.no_grad():
+            ec = scorer.encoder.embed_categorical(x_cat[pos[0] : pos[-1] + 1])
+        context = scorer.image_context(images(pos)) if images is not None else ()
+        mask_of = getattr(scorer.encoder, "input_mask", None)  # as integrated_gradients reads the rows
+        mask = None if mask_of is None else mask_of(x_cat[pos[0] : pos[-1] + 1],
+                                                    None if missing is None else missing[pos[0] : pos[-1] + 1])
+        if mask is not None:
+            context = (*context, mask)
+        out.append(_target_output(scorer, x_cont[pos[0] : pos[-1] + 1], ec, context,
+                                  targets[pos[0] : pos[-1] + 1]).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 #: Step counts tried by :func:`steps_for_completeness`, fewest first.
 STEP_LADDER = (4, 8, 12, 16, 24, 32, 50, 64, 100, 128, 200, 256)
 
@@ -263,6 +283,9 @@ class IGTruth:
     ``in_top_k``: informative features among the top ``top_k``; ``in_top_n``: among the top
     ``len(informative)``; ``proxies``: features the risk model does not use but that track its image
     term (bmi and weight follow visceral fat), counted apart, never as informative.
+    ``reference_in_top_k``: informative features among the top ``top_k`` of a logistic regression
+    on the same training rows (:mod:`amfmedit.explain.reference`), what the sample supports; None
+    when it was not computed.
     """
 
     informative: list[str]
@@ -271,26 +294,37 @@ class IGTruth:
     in_top_n: int
     proxies: list[str] = dataclasses.field(default_factory=list)
     proxies_in_top_k: int = 0
+    reference_in_top_k: int | None = None
+    reference_rows: int = 0
+    reference_top: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def n_informative(self) -> int:
         return len(self.informative)
 
     @classmethod
-    def of(cls, ranked: list[str], informative: list[str], proxies: list[str], top_k: int) -> "IGTruth":
-        """The record of ``ranked`` (feature names, most important first)."""
+    def of(cls, ranked: list[str], informative: list[str], proxies: list[str], top_k: int,
+           reference=None) -> "IGTruth":
+        """The record of ``ranked`` (feature names, most important first); ``reference``: a
+        :class:`~amfmedit.explain.reference.ReferenceRanking` of the same training rows."""
         inf, prox = set(informative), set(proxies)
+        ref = {} if reference is None else {
+            "reference_in_top_k": sum(n in inf for n in reference.top(top_k)), "reference_rows": reference.n_rows,
+            "reference_top": reference.top(top_k)}
         return cls(list(informative), top_k, sum(n in inf for n in ranked[:top_k]),
                    sum(n in inf for n in ranked[:len(informative)]), sorted(proxies),
-                   sum(n in prox for n in ranked[:top_k]))
+                   sum(n in prox for n in ranked[:top_k]), **ref)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "n_informative": self.n_informative}
 
     @classmethod
     def from_dict(cls, d: dict) -> "IGTruth":
+        ref = d.get("reference_in_top_k")
         return cls(list(d["informative"]), int(d["top_k"]), int(d["in_top_k"]), int(d["in_top_n"]),
-                   list(d.get("proxies") or []), int(d.get("proxies_in_top_k") or 0))
+                   list(d.get("proxies") or []), int(d.get("proxies_in_top_k") or 0),
+                   None if ref is None else int(ref), int(d.get("reference_rows") or 0),
+                   list(d.get("reference_top") or []))
 
     def sentence(self) -> str:
         k, m = self.top_k, self.n_informative
@@ -298,6 +332,9 @@ class IGTruth:
                 f"({self.in_top_n} of the top {m}; the generator uses {m})")
         if self.proxies:  # they track the image term; never added to the informative count
             text += f"; {self.proxies_in_top_k} more track the image signal ({', '.join(self.proxies)})"
+        if self.reference_in_top_k is not None:  # what the sample supports, as the benchmark shows it
+            text += (f"; a logistic regression on the same {self.reference_rows} training rows puts "
+                     f"{self.reference_in_top_k} in its top {k}")
         return text
 
 
@@ -333,12 +370,17 @@ def _cell(text: str) -> str:
 
 
 def top_markdown(table, k: int = 10) -> str:
-    """The top-``k`` features as a markdown table (Table B.1 layout, with the share in %)."""
+    """The top-``k`` features as a markdown table (Table B.1 layout, with the share in %); with the
+    columns ``rank_low`` / ``rank_high`` (:mod:`amfmedit.explain.stability`) each rank carries its
+    95 % interval."""
     has_truth = "informative" in table.columns
-    head = "| Rank | Feature | Description | Group | Importance (%) |" + (" Informative |" if has_truth else "")
+    has_interval = "rank_low" in table.columns
+    rank_head = "Rank (95% interval)" if has_interval else "Rank"
+    head = f"| {rank_head} | Feature | Description | Group | Importance (%) |" + (" Informative |" if has_truth else "")
     lines = [head, "|---:|---|---|---|---:|" + ("---|" if has_truth else "")]
     for _, r in table.head(k).iterrows():
-        line = (f"| {r['rank']} | `{_cell(r['name'])}` | {_cell(r['description']) or '—'} | {_cell(r['group'])} | "
+        rank = f"{r['rank']} ({r['rank_low']}–{r['rank_high']})" if has_interval else f"{r['rank']}"
+        line = (f"| {rank} | `{_cell(r['name'])}` | {_cell(r['description']) or '—'} | {_cell(r['group'])} | "
                 f"{r['importance_pct']:.2f} |")
         if has_truth:
             line += " yes |" if r["informative"] else " no |"

@@ -103,14 +103,21 @@ def _place_labels(fig, ax, points: list[tuple[float, float, str]], fontsize: flo
                         arrowprops=dict(arrowstyle="-", lw=0.5, color="0.45", shrinkA=1, shrinkB=1))
 
 
+#: up to this many features, every bar is named on the x axis; beyond, the most important ones
+NAME_ALL_UP_TO = 80
+NAMED_ON_AXIS = 20
+
+
 def importance_distribution(table, names: Sequence[str], path, title: str, label_top: int = 5,
                             colours: dict[str, str] | None = None) -> Path:
     """Fig. 4: every feature's importance (%) in model input order, coloured by group.
 
     ``table``: the importance DataFrame; ``names``: features in input order. Informative
-    features of a synthetic cohort get a black tick under their bar. The ``label_top`` largest
-    bars are named (stacked with leader lines where names would overlap); ``colours``: group ->
-    colour (default :func:`group_colours` of the table's groups, as :func:`group_breakdown` uses).
+    features of a synthetic cohort get a black tick under their bar. The x axis names the
+    features (every one up to :data:`NAME_ALL_UP_TO`, else the :data:`NAMED_ON_AXIS` most
+    important) and the ``label_top`` largest bars are also named above them (stacked with leader
+    lines where names would overlap); ``colours``: group -> colour (default :func:`group_colours`
+    of the table's groups, as :func:`group_breakdown` uses).
     """
     plt = _plt()
     t = table.set_index("name").loc[list(names)]
@@ -131,7 +138,24 @@ def importance_distribution(table, names: Sequence[str], path, title: str, label
         handles, labels = handles + [tick], labels + ["informative (generator)"]
     ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               title="group", title_fontsize=7)
-    ax.set_xlabel(f"feature (model input order, {len(t)} features)")
+    if len(t) <= NAME_ALL_UP_TO:
+        named = x
+        ax.set_xlabel(f"feature (model input order, {len(t)} features)")
+    else:
+        # the most important first, each kept only where its rotated name clears the names kept
+        per_feature_pt = width * 0.8 * 72 / len(t)
+        gap = int(np.ceil(1.3 * 6.0 / per_feature_pt))
+        kept: list[int] = []
+        for i in np.argsort(-t["importance_pct"].to_numpy(), kind="stable"):
+            if all(abs(int(i) - k) >= gap for k in kept):
+                kept.append(int(i))
+            if len(kept) == NAMED_ON_AXIS:
+                break
+        named = np.sort(kept)
+        ax.set_xlabel(f"feature (model input order, {len(t)} features; {len(named)} of the most important named, "
+                      "all in importance.csv)")
+    ax.set_xticks(named, [str(t.index[i]) for i in named], rotation=90,
+                  fontsize=max(4.5, min(7.0, 420 / max(len(named), 1))) if len(t) <= NAME_ALL_UP_TO else 6.0)
     ax.set_ylabel("importance (% of total)")
     ax.set_title(_wrap(title, width * 0.8, 10), fontsize=10)
     fig.canvas.draw()  # settle the layout before measuring the labels

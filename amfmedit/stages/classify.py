@@ -22,8 +22,8 @@ from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
 from amfmedit.stages.common import ProgressFactory, jsonable
 from amfmedit.stages.configs import AUGMENT_RATE_IMAGE_ONLY, AUGMENT_RATE_MULTIMODAL, Recipe
-from amfmedit.stages.kinds import Metric, kind_of
-from amfmedit.train import rundir, seeding
+from amfmedit.stages.kinds import Metric, Weights, kind_of
+from amfmedit.train import retention, rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
@@ -147,12 +147,14 @@ def select_lr(
     rt: Runtime,
     resume: bool,
     metric: Metric,
+    keep_checkpoints: bool = False,
 ) -> tuple[float, Trained, dict]:
     """Train once per learning rate in ``search_dir/lr<lr>/`` and pick the best validation ``metric``
     (the prediction kind's headline, which says whether higher is better).
 
     ``train(lr, out_dir, resume)`` trains one model. Finished sub-runs are reused (their
-    ``COMPLETE`` marker holds the result), unfinished ones continue with ``resume``.
+    ``COMPLETE`` marker holds the result), unfinished ones continue with ``resume``. Unless
+    ``keep_checkpoints``, the learning rates not chosen keep no checkpoint (:mod:`amfmedit.train.retention`).
     Returns the chosen learning rate, its training and the selection record.
     """
     results: dict[float, Trained] = {}
@@ -189,6 +191,10 @@ def select_lr(
     record = {"chosen_lr": best_lr, "val": {f"{lr:g}": results[lr].best_val for lr in lrs}}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
+        if not keep_checkpoints:  # the other learning rates' results live on in their COMPLETE records
+            for lr, t in results.items():
+                if lr != best_lr:
+                    retention.unchosen(t.out_dir)
     return best_lr, results[best_lr], record
 
 

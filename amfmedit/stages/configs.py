@@ -40,6 +40,9 @@ class RunOptions:
     images_in: str = "auto"  # auto | device | host | stream
     resume: bool = False
     force: bool = False
+    # keep every checkpoint (last.pt for continuing, each search candidate's); by default a finished
+    # stage keeps what later stages load (amfmedit.train.retention)
+    keep_checkpoints: bool = False
     log: str = "none"  # also log every metrics.jsonl scalar: none | tensorboard | mlflow (amfmedit.train.logging)
     argv: list[str] | None = None  # the command line to record in run.json (None: sys.argv)
 

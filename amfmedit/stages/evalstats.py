@@ -154,7 +154,9 @@ class Statistics(KindStatistics):
                  "Each metric of the seed-averaged prediction (mean probability over seeds) with its 95% interval: "
                  "DeLong for AUC, a stratified bootstrap of the rows (2,000 resamples, seeded) otherwise; "
                  "\"over seeds\" is the paper's mean ± SD of the per-seed values. Threshold: the cut chosen on the "
-                 f"validation split by `--threshold {self.spec}` and applied unchanged here.\n\n",
+                 f"validation split by `--threshold {self.spec}` and applied unchanged here. Brier and ECE are given "
+                 "as trained and calibrated (temperature scaling fitted on validation: the probabilities `predict` "
+                 "writes).\n\n",
                  models_markdown(self)]
         if self.warnings:
             parts.append("\n" + "".join(f"- Warning: {w}\n" for w in self.warnings))
@@ -376,7 +378,8 @@ def _iv(d: bootstrap.Interval, digits: int = 3) -> str:
 def models_markdown(stats: Statistics) -> str:
     """Every metric of the seed-averaged prediction with its 95% interval (one row per model)."""
     names = {k: t.name for k, t in stats.thresholds.items() if t is not None}
-    return render_models_markdown(stats.summary, threshold_names=names)
+    return render_models_markdown(stats.summary, threshold_names=names,
+                                  calibrated={k: c["after"] for k, c in stats.calibration.items()})
 
 
 def operating_markdown(stats: Statistics) -> str:

@@ -127,13 +127,20 @@ def table5_markdown(run: rundir.Run, groups: list[dict], *, metric: str) -> str:
 
 def plot_rconf(run: rundir.Run, groups: list[dict], path: Path, *, metric: str) -> Path | None:
     """Metric (mean ± std over seeds) against R_conf, one line per fusion x strategy; the measured
-    R_conf a dashed vertical line, ``--rconf auto``'s choice a star."""
+    R_conf a dashed vertical line, ``--rconf auto``'s choice a star.
+
+    R_conf is a ratio, so the axis is logarithmic (0.5 and 2 equally far from 1), ticked at the
+    values drawn, with room on both sides so no point sits on the frame; each line's legend entry
+    says what its error bars are (the SD over its seeds, or none for one seed)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     sets = rconf_sets(groups)
     if not sets:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120, layout="constrained")
     measured_drawn = set()
+    ticks: set[float] = set()
     for i, (key, rows) in enumerate(sets.items()):
         color = f"C{i}"
         swept = [g for g in rows if _variant(g).get("rconf") != names.AUTO]
@@ -142,6 +149,12 @@ def plot_rconf(run: rundir.Run, groups: list[dict], path: Path, *, metric: str) 
         e = [100 * np.std(_finite(g["values"]), ddof=1) if _n(g) > 1 else 0.0 for g in swept]
         label = f"{fusion_title(key[0])}, {key[1]}" + (f", fraction {key[4]:g}" if key[4] else "") + \
             (f", off {'+'.join(key[3])}" if key[3] else "")
+        seeds = sorted({_n(g) for g in swept})
+        if seeds and max(seeds) > 1:
+            label += f": mean ± SD over {'/'.join(map(str, seeds))} seeds"
+        elif seeds:
+            label += ": 1 seed (no error bar)"
+        ticks.update(float(v) for v in x)
         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=color, label=label)
         for g in rows:
             if _variant(g).get("rconf") == names.AUTO and _finite(g["values"]):
@@ -151,11 +164,19 @@ def plot_rconf(run: rundir.Run, groups: list[dict], path: Path, *, metric: str) 
         if measured is not None and measured not in measured_drawn:
             measured_drawn.add(measured)
             ax.axvline(measured, ls="--", color="grey", lw=1, label=f"measured R_conf {measured:.3g}")
-    ax.set_xlabel("R_conf")
-    ax.set_ylabel(metric_title(metric))
-    ax.set_title("Performance against R_conf (Table 5)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+            ticks.add(float(measured))
+    ax.set_xscale("log")
+    lo, hi = min(ticks), max(ticks)
+    pad = max(np.log(hi / lo), np.log(2.0)) * 0.15
+    ax.set_xlim(lo * np.exp(-pad), hi * np.exp(pad))
+    ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:.3g}" for t in sorted(ticks)])
+    ax.margins(y=0.15)
+    ax.set_xlabel("R_conf (log scale)")
+    ax.set_ylabel(f"test {metric_title(metric)}")
+    ax.set_title("Test performance against R_conf (Table 5)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return _save(fig, path, plt)
 
 

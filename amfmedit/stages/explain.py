@@ -43,7 +43,7 @@ from amfmedit.data.synthetic import region_masks
 from amfmedit.env import package_version
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain import plots
-from amfmedit.explain.gradcam import grad_cams, images_of, region_summary
+from amfmedit.explain.gradcam import feature_grid, grad_cams, grid_warning, images_of, region_summary
 from amfmedit.explain.ig import (
     IMPORTANCE_FILE,
     SUMMARY_FILE,
@@ -56,18 +56,24 @@ from amfmedit.explain.ig import (
     integrated_gradients,
     steps_for_completeness,
     tabular_baseline,
+    target_outputs,
     top_markdown,
 )
+from amfmedit.explain.reference import logistic_reference
+from amfmedit.explain.stability import RankStability, output_share, rank_stability, trust_text
 from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
 from amfmedit.stages.configs import METHODS, CamConfig
+from amfmedit.stages.evalstats import calibrated_threshold
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import staged
+from amfmedit.stages.predict import operating_point
 from amfmedit.stages.selection import choose_model
 from amfmedit.stages.tables import encoder_title, fusion_title
+from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
 
 IG_COMPLETENESS_TOLERANCE = 0.05  # mean |delta| / mean |f(x) - f(baseline)| above this: too few steps
@@ -99,6 +105,7 @@ class Explained:
     model: nn.Module  # UnimodalClassifier or ImageTabularClassifier, eval mode
     info: dict  # fusion, strategy, modality, seed, mask tag
     mask: list[str]  # features this model was trained with masked
+    best_epoch: int | None = None  # the epoch of best.pt (matches evaluate's operating point to it)
 
     @property
     def stage_dir(self) -> Path:
@@ -138,9 +145,9 @@ def load_explained(run: rundir.Run, stage: str, device: torch.device | str = "cp
     info = names.classifier_stages(run).get(stage)
     if info is None:
         raise UserError(f"--stage {stage}: not a finished classifier of run {run.name}")
-    model, _ = best_model(run.stage(stage))
+    model, ckpt = best_model(run.stage(stage))
     model = model.to(device).eval()
-    return Explained(run, stage, model, info, names.stage_mask(run.stage(stage)))
+    return Explained(run, stage, model, info, names.stage_mask(run.stage(stage)), int(ckpt["epoch"]))
 
 
 
@@ -245,13 +252,23 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         values, delta, change = integrated_gradients(
             scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, steps=steps,
             batch_size=cfg.batch_size, images=images, progress=progress, missing=missing)
+        outputs = target_outputs(scorer, x_cont=x_cont, x_cat=x_cat, targets=targets, batch_size=cfg.batch_size,
+                                 images=images, missing=missing)
+    # the same rows through the explained model's sibling seeds: how far its ranking is the seed's
+    siblings = _seed_siblings(run, name)[: cfg.rank_seeds - 1]
+    others = [_sibling_values(run, s, ds, rows, targets, train, steps, cfg, rt.device) for s in siblings]
     elapsed = time.perf_counter() - t0
     cfg = replace(cfg, steps=steps)
     attr = Attributions(schema.feature_names, rows, values, delta, change, steps, targets.cpu().numpy())
+    share = output_share(change, outputs)
+    stability = rank_stability([values, *others], schema.feature_names, cfg.top_k, seed=cfg.seed)
 
     truth = synthetic_truth(ds)
     informative = list(truth.get("informative_features") or []) or None
     table = importance_table(schema, attr, informative)
+    bounds = {n: stability.interval(n) for n in schema.feature_names}
+    table["rank_low"] = [bounds[n][0] for n in table["name"]]
+    table["rank_high"] = [bounds[n][1] for n in table["name"]]
     md_top = top_markdown(table, cfg.top_k)
     completeness = attr.completeness()
     top_names = [str(n) for n in table["name"].head(cfg.top_k)]
@@ -273,8 +290,11 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         # follow visceral fat): a tabular-only model rightly leans on them, so they are counted
         # apart, never added to the informative count.
         ranked = [str(n) for n in table["name"]]
+        # what the sample supports: a logistic regression of the label on the same training rows
+        reference = logistic_reference(ds.x_cont[train], ds.x_cat[train], kind.targets(ds)[train],
+                                       schema.feature_names, schema.cardinalities)
         summary["synthetic"] = IGTruth.of(ranked, informative, sorted(truth.get("proxy_features") or {}),
-                                          cfg.top_k).to_dict()
+                                          cfg.top_k, reference).to_dict()
     shares = group_shares(table)
     truth_shares = None
     if informative:
@@ -284,7 +304,9 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
                         "high & informative": float(table.loc[~low & inf, "importance_pct"].sum()),
                         "high & not informative": float(table.loc[~low & ~inf, "importance_pct"].sum())}
     summary["group_shares"] = shares
-    summary["warnings"] = _ig_warnings(completeness, cfg.steps)
+    summary["output_share"] = share
+    summary["rank_stability"] = {**stability.to_dict(), "seed_stages": [name, *siblings]}
+    summary["warnings"] = _ig_warnings(completeness, cfg.steps) + _trust_warnings(share, stability, ex, cfg)
 
     title = f"IG: {ex.describe('ig').split(' [')[0]} ({len(rows)} {cfg.split} samples)"
     with staged(run, final, force=opts.force) as stage_out:
@@ -299,6 +321,51 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         stage_out.summary = {"stage": name, "n_samples": int(len(rows)), "warnings": summary["warnings"]}
         run.record_command(f"explain {final.name}", opts.argv)
     return IGReport(run.name, name, final, ex.describe("ig"), table, summary, md_top)
+
+
+def _seed_siblings(run: rundir.Run, stage: str) -> list[str]:
+    """The run's finished stages that differ from ``stage`` only in their seed, in seed order."""
+    info = names.parse_stage(stage)
+    if info is None:
+        return []
+    key = {k: v for k, v in info.items() if k != "seed"}
+    found = [(i["seed"], s) for s, i in names.classifier_stages(run).items()
+             if s != stage and {k: v for k, v in i.items() if k != "seed"} == key]
+    return [s for _, s in sorted(found)]
+
+
+def _sibling_values(run, stage: str, ds, rows, targets, train, steps: int, cfg: IGConfig, device) -> np.ndarray:
+    """(N, F) IG attributions of a sibling seed's model on the explained rows (same target and steps)."""
+    ex = load_explained(run, stage, device)
+    modality = ex.info["modality"]
+    scorer = TabularScore(ex.model, modality=modality, output=cfg.output).to(device).eval()
+    baseline = tabular_baseline(scorer.encoder, torch.from_numpy(ds.x_cont[train]).to(device),
+                                torch.from_numpy(ds.x_cat[train]).to(device))
+
+    def image_rows(pos: np.ndarray) -> torch.Tensor:
+        return images_of(ds, rows[pos], device)
+
+    with frozen_parameters(ex.model):
+        values, _, _ = integrated_gradients(
+            scorer, x_cont=torch.from_numpy(ds.x_cont[rows]).to(device), x_cat=torch.from_numpy(ds.x_cat[rows]).to(device),
+            baseline=baseline, targets=targets, steps=steps, batch_size=cfg.batch_size,
+            images=image_rows if modality is None else None)
+    return values
+
+
+def _trust_warnings(share: dict, stability: RankStability, ex: Explained, cfg: IGConfig) -> list[str]:
+    """An explained branch that moves almost none of the output, and a top k that resamples reorder."""
+    out = []
+    if share["small"]:
+        branch = "tabular branch" if ex.info["modality"] is None else "model"
+        out.append(f"the explained {branch} moves the attributed output ({cfg.output}) by "
+                   f"{share['mean_abs_change']:.3g} on average (f(x) - f(baseline)), {100 * share['share']:.0f}% of "
+                   f"the output's spread across these rows (sd {share['output_sd']:.3g}): the importances are "
+                   "percentages of almost nothing; the prediction is driven elsewhere")
+    text = stability.warning()
+    if text:
+        out.append(text)
+    return out
 
 
 def _ig_warnings(completeness: dict, steps: int) -> list[str]:
@@ -323,9 +390,12 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
         f"max |delta| {c['max_abs_delta']:.3g}, mean |f(x) − f(baseline)| {c['mean_abs_output_change']:.3g}, "
         f"relative {c['relative']:.3g}.\n",
     ]
+    lines.append(trust_text(summary))
     syn = summary.get("synthetic")
     if syn:
         lines.append(f"\nSynthetic cohort: {IGTruth.from_dict(syn).sentence()}.\n")
+    for w in summary.get("warnings") or []:
+        lines.append(f"\n**Warning**: {w}.\n")
     return "".join(lines)
 
 
@@ -341,6 +411,39 @@ class CamReport:
     folder: Path
     model: str
     summary: dict
+
+
+@dataclass
+class CaseScale:
+    """Each drawn case's probability on the scale of the operating threshold it is compared with."""
+
+    values: np.ndarray  # (N,) the target class's probability, recalibrated when the threshold is
+    threshold: float | None  # on the same scale; None: no operating point (evaluate has not run)
+    note: str  # what the numbers are, for the figure titles and summary.json
+
+    def text(self, i: int) -> str:
+        p = float(self.values[i])
+        if self.threshold is None:
+            return f"p={p:.2f}"
+        return f"p={p:.2f} {'≥' if p >= self.threshold else '<'} {self.threshold:.2f}"
+
+
+def case_scale(ex: Explained, kind, target: int, probs: np.ndarray) -> CaseScale:
+    """The cases' probabilities as ``predict`` writes them (recalibrated) beside the threshold on that
+    scale, from ``evaluate``'s operating point for the explained checkpoint; as trained without one."""
+    if kind.cam_output != "prob":  # a raw output (survival risk, a regression score): no probability scale
+        return CaseScale(np.asarray(probs, dtype=np.float64), None, "the model's raw output, as trained")
+    op, why = (operating_point(ex.run, ex.stage, ex.best_epoch) if kind.has_operating_point and target == 1
+               and ex.best_epoch is not None else (None, "no operating point for this target"))
+    if op is None or op.get("threshold") is None:
+        return CaseScale(np.asarray(probs, dtype=np.float64), None,
+                         f"p: probability of the class as trained, no threshold ({why})")
+    t, b = float(op["temperature"]), float(op.get("bias") or 0.0)
+    p = np.asarray(probs, dtype=np.float64)
+    cal = calib.apply_temperature(calib.logits_from_probs(np.stack([1 - p, p], axis=1)), t, b)[:, 1]
+    return CaseScale(cal, calibrated_threshold(float(op["threshold"]), t, b),
+                     f"p: recalibrated probability (as predict writes it), threshold {op['threshold_name']} "
+                     "chosen on validation, on the same scale")
 
 
 def _region_masks(ds, rows: np.ndarray) -> tuple[np.ndarray | None, str | None]:
@@ -373,10 +476,12 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     cases = kind.cam_cases(ds, cfg.cases, target, split=cfg.split, seed=cfg.seed)
     rows = cases.rows
     common = cfg.scale == "common"  # maps in the model's units, so one scale compares cases
+    grid = feature_grid(ex.model, ds.images.shape[1:], rt.device)
     cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size, raw=common,
                             output=kind.cam_output)
     masks, region = _region_masks(ds, rows)
     n = cfg.cases
+    shown = case_scale(ex, kind, target, probs)
     cls = kind.cam_target_name(ds.schema, target)
     toward = f"class {cls}" if kind.target_names(ds.schema) else cls
     first, second = cases.names  # positive / negative, or the kind's two groups (earliest events / event-free)
@@ -389,13 +494,19 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
                   second: [str(i) for i in ds.ids[cases.negative]]},
         "probability" if kind.cam_output == "prob" else "output": {first: [float(p) for p in probs[:n]],
                                                                     second: [float(p) for p in probs[n:]]},
+        "shown": {"note": shown.note, "threshold": shown.threshold,
+                  first: [float(p) for p in shown.values[:n]], second: [float(p) for p in shown.values[n:]]},
+        "map_cells": list(grid),
     }
     if masks is not None:
         summary["region"] = {first: region_summary(cams[:n], masks[:n], region),
                              second: region_summary(cams[n:], masks[n:], region)}
 
     def titles(part: slice) -> list[str]:
-        return [kind.case_title(ds, r, p) for r, p in zip(rows[part], probs[part])]
+        if kind.cam_output != "prob":  # a raw output (survival risk): the kind titles its cases
+            return [kind.case_title(ds, r, p) for r, p in zip(rows[part], probs[part])]
+        return [f"{ds.ids[r]} (label {ds.schema.class_names[ds.labels[r]]}) {shown.text(i)}"
+                for i, r in zip(range(len(rows))[part], rows[part])]
 
     images = [ds.images[r] for r in rows]
     compare_maps, compare_titles = [], []
@@ -408,15 +519,17 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
             compare_titles.append(f"{other.name}\n{other_stage}")
             summary["compare"].append(o_summary)
     summary["scale"] = cfg.scale
-    summary["warnings"] = (sanity.cam_warnings(cams[:n], f"{first} {cfg.split} cases")
-                           + sanity.cam_warnings(cams[n:], f"{second} {cfg.split} cases"))
+    coarse = grid_warning(grid, ds.images.shape[-2:])
+    summary["warnings"] = ([coarse] if coarse else []) + (sanity.cam_warnings(cams[:n], f"{first} {cfg.split} cases")
+                                                         + sanity.cam_warnings(cams[n:], f"{second} {cfg.split} cases"))
     outline_label = REGION_LABELS.get(region or "", f"{region} (the signal region)")
 
     with staged(run, final, force=opts.force) as stage_out:
         tmp = stage_out.folder
         for label, part in ((first, slice(0, n)), (second, slice(n, 2 * n))):
             plots.cam_maps_grid(images[part], cams[part], titles(part), tmp / f"{label}.png",
-                                f"Grad-CAM toward {toward}: {label} {cfg.split} cases — {name}", scale=cfg.scale,
+                                f"Grad-CAM toward {toward}: {label} {cfg.split} cases — {name}\n{shown.note}",
+                                scale=cfg.scale,
                                 outlines=None if masks is None else masks[part], outline_label=outline_label)
             vmax = float(cams[part].max()) if common and len(cams[part]) else None
             for i, (r, t) in enumerate(zip(rows[part], titles(part))):

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from amfmedit.data.masking import mask_record
 from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.env import environment
@@ -45,8 +47,8 @@ from amfmedit.models import (
 )
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
-from amfmedit.stages import availability, names, run_inputs
-from amfmedit.stages.classify import Trained, check_selectable, select_lr, train_one
+from amfmedit.stages import availability, names, run_inputs, sanity
+from amfmedit.stages.classify import Trained, best_model, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
@@ -60,7 +62,7 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.configs import FinetuneConfig, Recipe
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.stages.pretrain import (
     BLOCK_OPTIONS,
     PretrainConfig,
@@ -70,8 +72,9 @@ from amfmedit.stages.pretrain import (
     second_pretrain_command,
     tabular_kwargs,
 )
-from amfmedit.train import rundir
+from amfmedit.train import retention, rundir
 from amfmedit.train.inputs import DeviceData
+from amfmedit.train.tasks import SupervisedTask
 
 NO_FUSION = names.NO_FUSION
 BASELINE_BLOCKS = ("d_state", "stacking", "final_norm")  # FinetuneConfig fields set on a baseline's encoder
@@ -86,6 +89,7 @@ class FinetuneResult:
     metric: str = "auc"
     inputs: dict = field(default_factory=dict)  # run input name -> the value trained with (e.g. r_conf)
     search: dict | None = None  # a run input searched on validation (--rconf auto): candidates, scores, choice
+    warnings: list[str] = field(default_factory=list)  # inputs at chance carried forward, a search on noise
 
 
 def resolve_missing(cfg: FinetuneConfig, run: rundir.Run) -> FinetuneConfig:
@@ -165,21 +169,28 @@ def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
 
 
 def choose_on_validation(train: Callable[[float, Path, bool, object], Trained], *, candidates, search_dir: Path,
-                         lr: float | None, lrs: tuple[float, ...], rt, resume: bool, metric, sub_folder) -> tuple:
+                         lr: float | None, lrs: tuple[float, ...], rt, resume: bool, metric, sub_folder,
+                         compare: Callable[[Trained, Trained], object] | None = None,
+                         keep_checkpoints: bool = False) -> tuple:
     """Train every candidate value of a run input once (first seed) and keep the best VALIDATION metric
-    (test is never read).
+    (test is never read), unless it cannot be told apart from the first candidate's.
 
     ``train(lr, out_dir, resume, value)``. Without a given ``lr`` the learning rate is searched at the
     first candidate (the measured value) and reused for the others, so the search costs
     ``len(lrs) + len(candidates) - 1`` trainings. Ties go to the earlier candidate (closest to the
-    measured value). Returns the record (candidates with their validation scores, the choice), the lr
-    and the chosen training.
+    measured value). ``compare(a, b)``: the validation metric of training ``a`` minus ``b`` with its
+    interval (:class:`amfmedit.stages.kinds.base.PairedScore`); when the best candidate's interval
+    against the first one's covers 0, the first (the measured value) is kept rather than a choice
+    among candidates the validation split cannot tell apart (``record["told_apart"]`` is False).
+    Unless ``keep_checkpoints``, the candidates not chosen keep no checkpoint. Returns the record
+    (candidates with their validation scores, the choice), the lr and the chosen training.
     """
     trained: dict[float, Trained] = {}
     for c in candidates:
         sub = search_dir / sub_folder(c.value)
         chosen_lr, t, _ = select_lr(lambda lr_, d, res, v=c.value: train(lr_, d, res, v), search_dir=sub,
-                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume, metric=metric)
+                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume, metric=metric,
+                                    keep_checkpoints=keep_checkpoints)
         lr = chosen_lr
         trained[c.value] = t
         c.record["val"] = t.best_val
@@ -187,12 +198,25 @@ def choose_on_validation(train: Callable[[float, Path, bool, object], Trained], 
     if not finite:
         raise UserError(f"{search_dir}: no candidate gave a finite validation metric; check that the validation "
                         "split can score the model")
-    best = candidates[max(finite, key=lambda i: (metric.rank(candidates[i].record["val"]), -i))]
+    best = top = candidates[max(finite, key=lambda i: (metric.rank(candidates[i].record["val"]), -i))]
+    paired, told_apart = None, True
+    if compare is not None and top is not candidates[0] and 0 in finite:
+        paired = compare(trained[top.value], trained[candidates[0].value])
+        told_apart = paired.apart
+        if not told_apart:
+            best = candidates[0]
     record = {"split": "val", "candidates": [c.record for c in candidates], "chosen": best.value,
               **({"chosen_multiplier": best.record["multiplier"]} if "multiplier" in best.record else {}),
-              "lr": lr, "rule": "best validation metric of the first seed; ties -> closest to the measured value"}
+              "lr": lr, "best_value": top.value, "told_apart": told_apart,
+              "best_vs_first": paired.to_dict() if paired else None,
+              "rule": "best validation metric of the first seed, when its paired interval against the candidate "
+                      "closest to the measured value excludes 0; else that closest candidate"}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
+        if not keep_checkpoints:  # the other candidates' results live on in their COMPLETE records
+            for value, t in trained.items():
+                if value != best.value:
+                    retention.unchosen(t.out_dir)
     return record, float(lr), trained[best.value]
 
 
@@ -284,7 +308,9 @@ def finetune(
     cfg = replace(cfg, modality_dropout=dropout)
     job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress, dropout)
     # One writer per combination (its search and every seed), from before the clobber check to the end.
-    with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt):
+    # run.json shows the command while it runs (refused ones are marked so and left out of the report)
+    with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt), \
+            recorded(run, cfg.prefix, opts.argv, rt=rt):
         return _train_seeds(job)
 
 
@@ -298,8 +324,6 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
             state = "finished" if (path / rundir.MARKER).is_file() else "unfinished"
             raise UserError(f"{path} is {state}; pass --force to replace it" +
                             ("" if state == "finished" else " or --resume to continue it"))
-    if rt.is_main:
-        run.record_command(cfg.prefix, opts.argv)
     inputs = dict(job.inputs)
     encoders = job.build(inputs)[1]
     stage_extra = {"data": run.data, **encoders, **({"mask": job.mask} if job.mask else {})}
@@ -333,6 +357,7 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
 
     first = cfg.seeds[0]
     results: list[Trained] = []
+    warnings = carried_warnings(cfg, run, inputs)  # chance-level inputs, named again where they are used
     lr = recipe.lr
     first_dir = run.stage(cfg.stage(first))
     resumed_first = (first_dir / rundir.MARKER).is_file() and opts.resume
@@ -351,8 +376,11 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
             search_record, lr, trained = choose_on_validation(
                 lambda lr_, d, res, v: train(lr_, first, d, res, {**inputs, searched.name: v}),
                 candidates=candidates, search_dir=search, lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume,
-                metric=job.metric, sub_folder=searched.sub_folder)
+                metric=job.metric, sub_folder=searched.sub_folder,
+                compare=lambda a, b: _paired_on_validation(job, a, b, first),
+                keep_checkpoints=opts.keep_checkpoints)
             search_record = searched.search_record(cfg, measured, search_record)
+            search_record["warnings"] = searched.search_warnings(search_record, job.metric)
             inputs[searched.name] = search_record["chosen"]
             if rt.is_main:
                 write_json(search / "selection.json", search_record)
@@ -360,7 +388,8 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
                     rundir.remove_tree(first_dir)
                 os.replace(trained.out_dir, first_dir)
             write_config(first_dir, lr, first, inputs, job.seed_data(first)[1])  # now with the choice recorded
-            finish_stage(run, search, {f"chosen_{searched.name}": inputs[searched.name], "lr": lr}, rt=rt)
+            finish_stage(run, search, {f"chosen_{searched.name}": inputs[searched.name], "lr": lr,
+                                       "warnings": search_record["warnings"]}, rt=rt)
             results.append(replace(trained, out_dir=first_dir))
     if lr is None:
         search = run.stage(names.lr_search_stage(cfg.prefix, cfg.mask_features))
@@ -371,7 +400,8 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
                 rundir.remove_tree(search)
             rt.barrier()
             lr, trained, _ = select_lr(lambda lr_, d, res: train(lr_, first, d, res), search_dir=search,
-                                       lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=job.metric)
+                                       lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=job.metric,
+                                       keep_checkpoints=opts.keep_checkpoints)
             # The winning search run IS the first seed's run: move it instead of training it again.
             if rt.is_main:
                 if first_dir.exists():
@@ -393,8 +423,55 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
         results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
         finish_stage(run, out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
                                 "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run}, rt=rt)
+        if rt.is_main and not opts.keep_checkpoints:
+            retention.finished_classifier(out)
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
-    return FinetuneResult(run.name, cfg.prefix, float(lr), results, job.metric.key, inputs, search_record)
+    if rt.is_main and not opts.keep_checkpoints:  # each seed keeps best.pt: what evaluate, predict, explain load
+        for t in results:  # (the first seed's training came from a search)
+            retention.finished_classifier(t.out_dir)
+    if warnings and rt.is_main:  # each trained stage's record names what it was built on
+        for t in results:
+            _add_warnings(t.out_dir, warnings)
+    warnings += (search_record or {}).get("warnings") or []
+    return FinetuneResult(run.name, cfg.prefix, float(lr), results, job.metric.key, inputs, search_record, warnings)
+
+
+def carried_warnings(cfg: FinetuneConfig, run: rundir.Run, inputs: dict) -> list[str]:
+    """The warnings of the stages this model is built on: the pretrained encoders (a fusion model) and
+    each run input read from the run (R_conf from its ``rconf`` stage), each naming where it came from."""
+    out = []
+    if cfg.fusion != NO_FUSION:
+        out += sanity.inherited_warnings(run, names.PRETRAIN, "the pretrained encoders this model starts from")
+    for inp in run_inputs.declared(cfg.fusion):
+        stage = inp.source_stage(cfg)
+        if stage is not None:
+            out += sanity.inherited_warnings(run, stage, f"{inp.label} {inputs[inp.name]:.4g}, read from the run")
+    return out
+
+
+def _add_warnings(folder: Path, warnings: list[str]) -> None:
+    """Add ``warnings`` to a finished stage's ``COMPLETE`` record (the report lists them per stage)."""
+    rec = read_json(folder / rundir.MARKER)
+    rec.pop("finished", None)
+    rec["warnings"] = list(dict.fromkeys([*(rec.get("warnings") or []), *warnings]))
+    rundir.mark_complete(folder, rec)
+
+
+def _paired_on_validation(job: FinetuneJob, a: Trained, b: Trained, seed: int):
+    """Validation headline of training ``a`` minus ``b`` (their best epochs) on the same rows, with its
+    interval (the kind's paired test: DeLong for a binary AUC)."""
+    kind = kind_of(job.dataset.schema)
+    data = job.seed_data(seed)[0]
+    outputs = []
+    for t in (a, b):
+        model, _ = best_model(t.out_dir)
+        model = model.to(job.rt.device).eval()
+        task = SupervisedTask(model=model, loss=None, data=data, use_image=job.use_image, augment=None, kind=kind,
+                              channels_last=job.rt.channels_last, eval_batch_size=job.recipe.batch_size)
+        with torch.no_grad(), job.rt.autocast():
+            _, out, targets = task.predict(model, "val", job.rt)
+        outputs.append(out)
+    return kind.paired_difference(outputs[0], outputs[1], targets, seed=seed)
 
 
 def experiment_configs(base: FinetuneConfig, *, rconfs=(), fractions=(), encoders=(),

@@ -1,4 +1,5 @@
-"""How every stage ends: its ``COMPLETE`` marker, then the run report refreshed.
+"""How every stage ends: its ``COMPLETE`` marker, then the run report refreshed; and how a command
+that trains stages is recorded in ``run.json`` while it runs (:func:`recorded`).
 
 Two forms, one ending (:func:`_finish`), so that a notebook user who calls a stage function
 gets the same ``report.md`` as the CLI:
@@ -72,3 +73,37 @@ def staged(run: rundir.Run, final: str | Path, *, force: bool = False, refresh: 
             rundir.mark_complete(stage.folder, stage.summary)
         if refresh:
             _finish(run)
+
+
+
+@contextlib.contextmanager
+def recorded(run: rundir.Run, stage: str, argv: list[str] | None = None, *, rt=None) -> Iterator[None]:
+    """Record a command in ``run.json`` for as long as it runs, and refresh the report when it ends.
+
+    ``running`` while the block runs (the report marks it so), then ``finished``; ``refused`` when
+    it ends in a :class:`UserError` (bad input, a finished stage, settings that differ from an
+    interrupted run: the report leaves it out), ``stopped`` when it is interrupted or fails
+    otherwise. Only rank 0 records (``rt``: a :class:`amfmedit.train.runtime.Runtime`, None in one process).
+    """
+    if rt is not None and not rt.is_main:
+        yield
+        return
+    key = run.record_command(stage, argv, state="running")
+    try:
+        yield
+    except UserError:
+        run.set_command_state(key, "refused")
+        raise
+    except BaseException:
+        run.set_command_state(key, "stopped")
+        _finish(run)
+        raise
+    run.set_command_state(key, "finished")
+    _finish(run)
+
+
+def note_command(run: rundir.Run, stage: str, argv: list[str] | None = None) -> None:
+    """Record a finished command that wrote into the run outside a stage folder (``predict``), and
+    refresh the report that lists it."""
+    run.record_command(stage, argv)
+    _finish(run)

@@ -48,6 +48,7 @@ from amfmedit.stages.common import RunOptions, runtime_for
 from amfmedit.stages.configs import PredictConfig
 from amfmedit.stages.evaluate import OPERATING_FILE
 from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.lifecycle import note_command
 from amfmedit.stages.selection import choose_model
 from amfmedit.train import rundir
 from amfmedit.train.inputs import Batch
@@ -87,6 +88,10 @@ def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None
     out, present, bad = [], [], {}
     blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
+        if p is None:
+            bad[i] = "its image cell is empty and this model reads images"
+            out.append(blank)
+            continue
         try:
             img, has = load_optional_image(p, schema.image)
         except UserError as exc:
@@ -270,4 +275,5 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if skipped is not None:
         with atomic_path(out.with_name(out.stem + ".skipped.csv")) as tmp:
             skipped.to_csv(tmp, index=False)
+    note_command(run, f"predict {out.name}", opts.argv)  # the run report lists it
     return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule, list(cols))

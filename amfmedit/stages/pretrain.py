@@ -44,9 +44,10 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.configs import BLOCK_OPTIONS, READOUT_OPTION, STACKINGS, PretrainConfig
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.train import rundir
 from amfmedit.train.augment import preset
+from amfmedit.train import retention
 from amfmedit.train.checkpoint import LAST, load_checkpoint
 from amfmedit.train.corruption import TabularCorruptor
 from amfmedit.train.engine import FitConfig, fit
@@ -163,57 +164,73 @@ def pretrain(
         run = _open_or_create_run(data, opts, cfg, rt)
     stage = stage_for(run, cfg.missing)  # pretrain/, or the run's second pretraining pretrain-<missing>/
     with rundir.stage_lock(run, stage, rt=rt):  # one writer: a second process is refused and touches nothing
+        # a finished stage, or --resume with nothing to resume, is refused before run.json is touched
         stage_dir = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume, rt=rt)
+        with recorded(run, stage, opts.argv, rt=rt):  # run.json shows the command while it runs
+            return _pretrain_in(stage, stage_dir, run, ds, schema, cfg, lr, model, opts, rt, progress)
+
+
+
+def _pretrain_in(stage: str, stage_dir: Path, run, ds, schema, cfg: PretrainConfig, lr: float, model, opts: RunOptions,
+                 rt, progress: ProgressFactory) -> PretrainResult:
+    """The pretraining itself, inside its stage folder (locked and recorded by :func:`pretrain`)."""
+
+    def write_config() -> None:
         if rt.is_main:
             write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
-            run.record_command(stage, opts.argv)
 
-        # contrastive pairs need both sides: rows without an image or a table wait for fine-tuning
-        dd = DeviceData(ds, device=rt.device, residency=opts.images_in).with_complete_rows()
-        train_rows = dd.rows("train")
-        idx = torch.as_tensor(train_rows, device=rt.device)
-        corruptor = TabularCorruptor(
-            x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate,
-            missing=dd.missing.index_select(0, idx), mode=cfg.corruption,
-        )
-        task = ContrastiveTask(
-            model=model,
-            loss=functools.partial(itc_loss, temperature=cfg.temperature),
-            data=dd,
-            augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
-            corruptor=corruptor,
-            channels_last=rt.channels_last,
-            eval_batch_size=max(cfg.batch_size, 2),
-            spec=model_config(model),
-            probe_every=cfg.probe_every,
-            embed=lambda m, img: m.image_encoder(img),
-        )
-        fit_cfg = FitConfig(
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=lr,
-            weight_decay=cfg.weight_decay,
-            weight_decay_scope=cfg.weight_decay_scope,
-            optimizer=cfg.optimizer,
-            schedule="cosine",
-            schedule_unit=cfg.schedule_unit,
-            warmup_epochs=cfg.warmup_epochs,
-            monitor="val_loss",
-            mode="min",
-            patience=None,  # the reference pretrains for a fixed number of epochs
-            seed=cfg.seed,
-            log=opts.log,
-        )
-        result = fit(
-            task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(stage, "val_loss"),
-            extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
-        )
-        chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
-        warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
-        finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
-                                      "chance_val_loss": chance, "warnings": warns, "missing": cfg.missing,
-                                      "complete_pairs": {s: len(dd.rows(s)) for s in ("train", "val")}}, rt=rt)
-        return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance, warns)
+    if not opts.resume:  # a resume keeps the interrupted run's record until fit has accepted the settings
+        write_config()
+    # contrastive pairs need both sides: rows without an image or a table wait for fine-tuning
+    dd = DeviceData(ds, device=rt.device, residency=opts.images_in).with_complete_rows()
+    train_rows = dd.rows("train")
+    idx = torch.as_tensor(train_rows, device=rt.device)
+    corruptor = TabularCorruptor(
+        x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx), rate=cfg.corruption_rate,
+        missing=dd.missing.index_select(0, idx), mode=cfg.corruption,
+    )
+    task = ContrastiveTask(
+        model=model,
+        loss=functools.partial(itc_loss, temperature=cfg.temperature),
+        data=dd,
+        augment=preset("pretrain", schema.image.channels).with_rate(cfg.augment_rate),
+        corruptor=corruptor,
+        channels_last=rt.channels_last,
+        eval_batch_size=max(cfg.batch_size, 2),
+        spec=model_config(model),
+        probe_every=cfg.probe_every,
+        embed=lambda m, img: m.image_encoder(img),
+    )
+    fit_cfg = FitConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=lr,
+        weight_decay=cfg.weight_decay,
+        weight_decay_scope=cfg.weight_decay_scope,
+        optimizer=cfg.optimizer,
+        schedule="cosine",
+        schedule_unit=cfg.schedule_unit,
+        warmup_epochs=cfg.warmup_epochs,
+        monitor="val_loss",
+        mode="min",
+        patience=None,  # the reference pretrains for a fixed number of epochs
+        seed=cfg.seed,
+        log=opts.log,
+    )
+    result = fit(
+        task, fit_cfg, rt, stage_dir, resume=opts.resume, progress=progress(stage, "val_loss"),
+        extra_config={"pretrain": jsonable(cfg), "data": Path(run.data).name},
+    )
+    if opts.resume:
+        write_config()
+    if rt.is_main and not opts.keep_checkpoints:  # the weights later stages load, without the optimizer state
+        retention.finished_pretrain(stage_dir)
+    chance = sanity.itc_chance(len(dd.rows("val")), task.eval_batch_size)
+    warns = sanity.pretrain_warnings(result.history, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, chance=chance)
+    finish_stage(run, stage_dir, {"best_val_loss": result.best_metric, "epochs": result.epochs_run,
+                                  "chance_val_loss": chance, "warnings": warns, "missing": cfg.missing,
+                                  "complete_pairs": {s: len(dd.rows(s)) for s in ("train", "val")}}, rt=rt)
+    return PretrainResult(run.name, stage_dir, result.best_metric, result.best_epoch, result.epochs_run, chance, warns)
 
 
 #: what a pretraining record written before a setting existed stands for (its encoders imputed)

@@ -42,9 +42,9 @@ from amfmedit.stages.common import (
 )
 from amfmedit.stages.configs import RconfConfig, Recipe
 from amfmedit.stages.kinds import kind_of
-from amfmedit.stages.lifecycle import finish_stage
+from amfmedit.stages.lifecycle import finish_stage, recorded
 from amfmedit.stages.pretrain import load_pretrained, missing_tag
-from amfmedit.train import rundir
+from amfmedit.train import retention, rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
 
@@ -95,7 +95,8 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
                    pretrained.state_dict(), pcfg.tabular_encoder, progress,
                    missing=missing_mode(pretrained.tabular_encoder))
-    with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
+    # one writer of this stage, until it is complete; run.json shows the command while it runs
+    with rundir.stage_lock(run, stage_name, rt=rt), recorded(run, stage_name, opts.argv, rt=rt):
         return _probes(job)
 
 
@@ -134,7 +135,6 @@ def _probes(job: ProbeJob) -> RconfResult:
         extra["train_subset"] = subset_record(ds.labels, rows, cfg.train_fraction, cfg.seed, len(all_train))
     if rt.is_main:
         write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
-        run.record_command(stage_name, opts.argv)
     kind = kind_of(schema)
     metric = kind.headline.key
 
@@ -163,13 +163,15 @@ def _probes(job: ProbeJob) -> RconfResult:
 
         lrs = (recipe.lr,) if recipe.lr is not None else recipe.lrs
         lr, trained, selection = select_lr(train, search_dir=stage_dir / modality, lrs=lrs, rt=rt, resume=opts.resume,
-                                           metric=kind.headline)
+                                           metric=kind.headline, keep_checkpoints=opts.keep_checkpoints)
         model, _ = best_model(trained.out_dir)
         model = model.to(rt.device).eval()
         task = SupervisedTask(model=model, loss=None, data=data, use_image=modality == "image", augment=None,
                               kind=kind, channels_last=rt.channels_last, eval_batch_size=recipe.batch_size)
         with torch.no_grad(), rt.autocast():
             _, outputs, targets = task.predict(model, cfg.split, rt)
+        if rt.is_main and not opts.keep_checkpoints:  # the chosen probe keeps its best epoch's weights
+            retention.finished_classifier(trained.out_dir)
         score = kind.probe_score(outputs, targets, cfg.seed)
         value, interval = score.value, score.to_dict()
         record[modality] = {"metric": value, "interval": interval, "val_best": trained.best_val, "lr": lr,

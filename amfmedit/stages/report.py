@@ -24,6 +24,7 @@ from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.errors import UserError
 from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE, IGTruth
 from amfmedit.explain.plots import training_curves
+from amfmedit.explain.stability import trust_text
 from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
 from amfmedit.stages.checklist import checklist_markdown
@@ -31,7 +32,7 @@ from amfmedit.stages.model_card import MODEL_CARD_FILE, model_card_markdown
 from amfmedit.stages.runfacts import RunFacts
 from amfmedit.stages.sanity import stage_warnings
 from amfmedit.stages.tables import baselines_markdown, incomplete_markdown, table2_markdown
-from amfmedit.train import rundir
+from amfmedit.train import retention, rundir
 
 REPORT_FILE = "report.md"
 ASSETS = "report_files"  # figures drawn for the report itself (the others live in stage folders)
@@ -104,6 +105,11 @@ def _data_section(run: rundir.Run) -> str:
             for s, f in follow.items():
                 med = f.get("median_follow_up")
                 out.append(f"| {s} | {f['events']} | {f['censored']} | {'—' if med is None else f'{med:.3g}'} |\n")
+    spec = prov.get("spec_file") or prov.get("name")
+    if spec:
+        raw = prov.get("raw")
+        out.append(f"\nPrepared with `amfmedit prepare` from spec `{spec}`, "
+                   + (f"raw files `{raw}`" if raw else "generated (no raw files)") + ".\n")
     syn = prov.get("synthetic")
     if syn:
         oracle = syn.get("oracle") or {}
@@ -283,7 +289,8 @@ def _explain_section(run: rundir.Run) -> str:
         syn = s.get("synthetic")
         if syn:
             out.append(f" Ground truth: {IGTruth.from_dict(syn).sentence()}.")
-        out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
+        out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n")
+        out.append(trust_text(s) + "\n")
         for png, alt in (("importance_distribution.png", "importance over all features (Fig. 4)"),
                          ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):
             out.append(_img(folder / png, run.root, alt))
@@ -339,28 +346,59 @@ def _warnings_section(run: rundir.Run) -> str:
     if not found:
         return ""
     lines = ["## Warnings\n\nThe stages checked themselves against a model that learned nothing:\n\n"]
+    by_text: dict[str, list[str]] = {}  # a warning carried into every seed of a model is listed once
     for stage, warns in found.items():
-        lines += [f"- **{stage}**: {w}\n" for w in warns]
+        for w in warns:
+            by_text.setdefault(w, []).append(stage)
+    lines += [f"- **{', '.join(stages)}**: {w}\n" for w, stages in by_text.items()]
     return "".join(lines)
 
 
 def _commands_section(run: rundir.Run) -> str:
-    cmds = run.info.get("commands", [])
-    if not cmds:
-        return ""
+    """Every command that changed the run, in order: the ``prepare`` of its dataset first (from the
+    dataset's provenance), never a refused one; a command still running (or stopped) says so."""
+    lines = []
+    prepared = _prepare_command(run)
+    if prepared:
+        lines.append(f"{prepared}\n")
     # one command line that ran several stages (e.g. --fusion concat --fusion amf) is listed once
-    argvs = [c.get("argv", "") for c in cmds]
-    shown = [a for i, a in enumerate(argvs) if i == 0 or a != argvs[i - 1]]
-    lines = ["## Commands\n\n```\n"] + [f"{a}\n" for a in shown] + ["```\n"]
-    return "".join(lines)
+    last = None
+    for c in run.commands():
+        argv, state = c.get("argv", ""), c["state"]
+        if (argv, state) == last:
+            continue
+        last = (argv, state)
+        note = {"running": "   # running", "stopped": "   # stopped before it finished"}.get(state, "")
+        lines.append(f"{argv}{note}\n")
+    if not lines:
+        return ""
+    return "".join(["## Commands\n\n```\n"] + lines + ["```\n"])
+
+
+def _prepare_command(run: rundir.Run) -> str | None:
+    """The dataset's ``prepare`` command line (recorded in its provenance), or its spec and raw folder."""
+    try:
+        root = dataset_path(run.data, run.data_dir)
+        prov = read_json(root / "provenance.json") if (root / "provenance.json").is_file() else {}
+    except UserError:
+        return None
+    if prov.get("command"):
+        return str(prov["command"])
+    if prov.get("spec_file") or prov.get("raw"):
+        return f"# prepared {Path(str(run.data)).name} from spec {prov.get('spec_file') or prov.get('name')}, " \
+               f"raw {prov.get('raw') or 'generated'}"
+    return None
 
 
 def build_report(run: rundir.Run) -> str:
     """The markdown of ``run``'s report (no file written except the pretraining-curve PNG)."""
     info = run.info
+    total, ckpt, n_ckpt = retention.disk_usage(run.root)
     head = (f"# Run `{run.name}`\n\nData `{info.get('data')}`, started {str(info.get('created', ''))[:19]}. "
             "Sections follow the pipeline: data → pretraining → R_conf → fine-tuning → explanations. "
-            "Regenerate with `amfmedit report`.\n\n")
+            "Regenerate with `amfmedit report`.\n\n"
+            f"On disk: {retention.human_bytes(total)}, of which {retention.human_bytes(ckpt)} in {n_ckpt} "
+            "checkpoint(s) (a finished stage keeps what later stages load; `--keep-checkpoints` keeps all).\n\n")
     facts = RunFacts(run)
     sections = [_warnings_section(run), _data_section(run), _pretrain_section(run), _rconf_section(run), _finetune_section(run),
                 _explain_section(run), checklist_markdown(facts), _commands_section(run)]

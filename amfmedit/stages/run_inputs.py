@@ -128,8 +128,27 @@ class RConfInput:
         """
         return [Candidate(c["r_conf"], c) for c in rconf_candidates(measured, cfg.rconf_multipliers, d_out)]
 
+    def source_stage(self, cfg) -> str | None:
+        """The run's stage the value is read from (its ``rconf`` stage), None when the user gave it."""
+        if cfg.rconf is not None and cfg.rconf != AUTO:
+            return None
+        return names.rconf_stage(cfg.mask_features, cfg.train_fraction)
+
     def search_record(self, cfg, measured: float, record: dict) -> dict:
         return {"measured": measured, "multipliers": list(cfg.rconf_multipliers), **record}
+
+    def search_warnings(self, record: dict, metric) -> list[str]:
+        """What a search on validation could not decide (:func:`amfmedit.stages.finetune.choose_on_validation`'s
+        record): candidates the validation split cannot tell apart, and what was done about it."""
+        paired = record.get("best_vs_first")
+        if record.get("told_apart", True) or not paired:
+            return []
+        vals = [c["val"] for c in record["candidates"] if isinstance(c.get("val"), float) and math.isfinite(c["val"])]
+        return [f"--rconf auto: the candidates' validation {metric.label}s ({min(vals):.3f}-{max(vals):.3f}) cannot "
+                f"be told apart: the best, R_conf {record['best_value']:g}, against the one closest to the measured "
+                f"value, {record['chosen']:g}: {paired['method']} difference {paired['diff']:+.3f}, 95% CI "
+                f"{paired['low']:+.3f} to {paired['high']:+.3f}; kept R_conf {record['chosen']:g} rather than a "
+                "choice among them on noise (a larger validation split can separate them)"]
 
     def sub_folder(self, value: float) -> str:
         """The folder of one candidate inside the search stage."""

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from amfmedit.errors import UserError
 from amfmedit.io import read_json
 from amfmedit.stages import names
 from amfmedit.train import rundir
@@ -99,3 +100,16 @@ def stage_warnings(run: rundir.Run) -> dict[str, list[str]]:
         if found:
             out[str(p.relative_to(run.root))] = found
     return out
+
+
+def inherited_warnings(run: rundir.Run, stage: str, what: str) -> list[str]:
+    """The warnings a finished ``stage`` recorded (its ``COMPLETE`` marker), each named for the stage
+    that builds on it: ``"<what> (<stage>/): <warning>"``; [] when it has none or has not run."""
+    marker = run.stage(stage) / rundir.MARKER
+    if not marker.is_file():
+        return []
+    try:
+        found = read_json(marker).get("warnings") or []
+    except (UserError, ValueError, OSError):
+        return []
+    return [f"{what} ({stage}/): {w}" for w in found]

@@ -8,6 +8,7 @@ the probability of class 1, a row is positive when ``p >= threshold``.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,15 @@ def _ci(est: float, lo: float, hi: float) -> str:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{est:.3f} (no interval)"
     return f"{est:.3f} ({lo:.2f}\u2013{hi:.2f})"
+
+
+def _title(ax, *lines: str, fontsize: float = 9.5) -> None:
+    """A title of several lines, each wrapped to the axes' width: with ``tight`` saving the figure is
+    cropped to what is drawn, so a title wider than the axes would run to the image's edge."""
+    fig = ax.get_figure()
+    width_in = ax.get_position().width * fig.get_figwidth()
+    chars = max(20, int(width_in * 72 / (0.52 * fontsize)))  # ~0.52 em per character (DejaVu Sans)
+    ax.set_title("\n".join(textwrap.fill(line, chars) for line in lines if line), fontsize=fontsize)
 
 
 def _legend(ax, n_entries: int, loc: str):
@@ -87,7 +97,7 @@ def roc_figure(y, scores: dict[str, np.ndarray], path, *, title: str = "ROC curv
     ax.set_aspect("equal")
     ax.set_xlabel("1 \u2212 specificity (false-positive rate)")
     ax.set_ylabel("sensitivity (true-positive rate)")
-    ax.set_title(f"{title}\n{_counts_line(y)}; AUC with {100 * level:g}% DeLong interval", fontsize=9.5)
+    _title(ax, title, _counts_line(y), f"AUC with {100 * level:g}% DeLong interval")
     ax.grid(alpha=0.25)
     _legend(ax, len(scores) + 1 + bool(operating_points), "lower right")
     return _save(fig, path)
@@ -131,7 +141,7 @@ def pr_figure(y, scores: dict[str, np.ndarray], path, *, title: str = "Precision
     ax.set_aspect("equal")
     ax.set_xlabel("recall (sensitivity)")
     ax.set_ylabel("precision (PPV)")
-    ax.set_title(f"{title}\n{_counts_line(y)}; AUPRC with {100 * level:g}% bootstrap interval", fontsize=9.5)
+    _title(ax, title, _counts_line(y), f"AUPRC with {100 * level:g}% bootstrap interval")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)  # PR curves fill any corner
     return _save(fig, path)
@@ -169,7 +179,7 @@ def reliability_figure(y, probs: dict[str, np.ndarray], path, *, title: str = "R
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("observed share of positives")
-    ax.set_title(f"{title}\n{_counts_line(y)}; {n_bins} equal-width bins", fontsize=9.5)
+    _title(ax, title, f"{_counts_line(y)}; {n_bins} equal-width bins")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="upper left", frameon=True, framealpha=0.9)
     axc.set_yscale("symlog", linthresh=10)
@@ -207,7 +217,7 @@ def decision_figure(y, risks: dict[str, np.ndarray], path, *, title: str = "Deci
     ax.set_xlim(float(t.min()), float(t.max()))
     ax.set_xlabel("threshold probability (treat when predicted risk \u2265 it)")
     ax.set_ylabel("net benefit")
-    ax.set_title(f"{title}\n{_counts_line(y)}; prevalence {dc.prevalence:.3f}", fontsize=9.5)
+    _title(ax, title, f"{_counts_line(y)}; prevalence {dc.prevalence:.3f}")
     ax.grid(alpha=0.25)
     _legend(ax, len(risks) + 2, "upper right")
     return _save(fig, path)

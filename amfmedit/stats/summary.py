@@ -141,16 +141,25 @@ _HEAD = {"auc": "AUC", "auprc": "AUPRC", "sensitivity": "Sens.", "specificity": 
          "brier": "Brier", "ece": "ECE", "acc": "Top-1 acc.", "macro_auc": "Macro AUC", "balanced_acc": "Bal. acc."}
 
 
-def render_models_markdown(run: RunSummary, threshold_names: dict[str, str] | None = None) -> str:
+def render_models_markdown(run: RunSummary, threshold_names: dict[str, str] | None = None,
+                           calibrated: dict[str, dict[str, bootstrap.Interval]] | None = None) -> str:
     """Markdown table, one row per model: each metric of the seed-averaged prediction with its
-    95% interval, and the headline metric's mean +- SD over seeds."""
+    95% interval, and the headline metric's mean +- SD over seeds.
+
+    ``calibrated``: per model, the Brier score and ECE of the recalibrated prediction (what
+    ``predict`` writes), each shown beside the one as trained.
+    """
     if not run.models:
         return ""
     first = next(iter(run.models.values()))
     binary = first.binary
     cols = [c for c in (_COLUMNS_BINARY if binary else _COLUMNS_MULTI) if c in first.intervals]
+    if calibrated:
+        cols = [x for c in cols for x in ((c, f"{c}:calibrated") if c in ("brier", "ece") else (c,))]
     head = "auc" if binary else "acc"
-    header = ["Model", f"{_HEAD[head]} over seeds"] + (["Threshold"] if binary else []) + [_HEAD[c] for c in cols]
+    header = ["Model", f"{_HEAD[head]} over seeds"] + (["Threshold"] if binary else []) + [
+        f"{_HEAD[c.split(':')[0]]}, calibrated" if ":" in c else
+        f"{_HEAD[c]}, as trained" if calibrated and c in ("brier", "ece") else _HEAD[c] for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
     for name, m in run.models.items():
         cells = [name]
@@ -159,6 +168,6 @@ def render_models_markdown(run: RunSummary, threshold_names: dict[str, str] | No
         if binary:
             label = (threshold_names or {}).get(name)
             cells.append(f"{m.threshold:.3f}" + (f" ({label})" if label else ""))
-        cells += [m.intervals[c].text(3) for c in cols]
+        cells += [calibrated[name][c.split(":")[0]].text(3) if ":" in c else m.intervals[c].text(3) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -238,17 +238,17 @@ def fit(
                 "resume with the same options, or start over with --force"
             )
         module.load_state_dict(ckpt["model"]["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        stopper.load(ckpt["early_stopping"])
-        seeding.set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
         best_metric, best_epoch = ckpt["best_metric"], int(ckpt["best_epoch"])
         start = int(ckpt["epoch"])
         if rt.is_main:  # the log is rebuilt from the checkpoint: lines of a lost epoch disappear
             write_text(metrics_path, _jsonl(history))
-        if ckpt.get("finished"):
+        if ckpt.get("finished"):  # nothing to continue (a finished pretraining keeps no optimizer state)
             return FitResult(float(best_metric), best_epoch, start, bool(ckpt.get("stopped_early")), history)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        stopper.load(ckpt["early_stopping"])
+        seeding.set_rng_state(ckpt["rng"])
     elif rt.is_main:
         write_text(metrics_path, "")
     logger = open_logger(cfg.log if rt.is_main else "none", out_dir, purge_step=start + 1 if start else None)

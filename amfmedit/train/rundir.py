@@ -4,7 +4,7 @@
 <runs-dir>/<run>/
   run.json            data, created, the command lines that touched the run   (written first)
   environment.json    versions, device, Mamba path                             (written first)
-  pretrain/           config.json, environment.json, metrics.jsonl, last.pt, best.pt, COMPLETE
+  pretrain/           config.json, environment.json, metrics.jsonl, last.pt (weights), COMPLETE
   rconf/              rconf.json, one probe folder per modality, COMPLETE
   finetune-<fusion>-<strategy>-seed<N>/, supervised-<modality>-seed<N>/
   evaluate/           results.md, metrics.json, predictions/, roc/, COMPLETE
@@ -33,6 +33,8 @@ from amfmedit.io import LOCKS_DIR, exclusive_lock, lock_file_for, lock_holder, p
 from amfmedit.paths import runs_dir as _runs_dir
 
 RUN_FILE = "run.json"
+#: what ``run.json`` records of a command: still running, finished, refused (changed nothing), stopped
+COMMAND_STATES = ("running", "finished", "refused", "stopped")
 ENV_FILE = "environment.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -78,15 +80,40 @@ class Run:
             p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(prefix) and (p / MARKER).is_file()
         )
 
-    def record_command(self, stage: str, argv: list[str] | None = None) -> None:
-        """Append the command line to ``run.json`` (what was run, in order)."""
+    def record_command(self, stage: str, argv: list[str] | None = None, *, state: str = "finished") -> str:
+        """Append the command line to ``run.json`` (what was run, in order) with its ``state``
+        (:data:`COMMAND_STATES`) and this process's id; returns the entry's key."""
         info = self.info
         argv = list(sys.argv if argv is None else argv)
         if argv:
             argv[0] = Path(argv[0]).name
-        info.setdefault("commands", []).append({"time": _now(), "stage": stage, "argv": shlex.join(argv)})
+        key = f"{_now()}-{os.getpid()}"
+        info.setdefault("commands", []).append({"time": key.rsplit("-", 1)[0], "stage": stage,
+                                                "argv": shlex.join(argv), "state": state, "pid": os.getpid(),
+                                                "key": key})
+        write_json(self.root / RUN_FILE, info)
+        return key
+
+    def set_command_state(self, key: str, state: str) -> None:
+        """Set the state of the command recorded under ``key`` (:meth:`record_command`), with its end time."""
+        info = self.info
+        for c in info.get("commands", []):
+            if c.get("key") == key:
+                c["state"], c["ended"] = state, _now()
         write_json(self.root / RUN_FILE, info)
 
+    def commands(self) -> list[dict]:
+        """The commands that changed the run, oldest first, refused ones left out; ``state`` is
+        ``running`` only while the process that recorded it lives (``stopped`` after it died)."""
+        out = []
+        for c in self.info.get("commands", []):
+            state = c.get("state", "finished")  # runs recorded before commands had states
+            if state == "refused":
+                continue
+            if state == "running" and not pid_alive(int(c.get("pid") or 0)):
+                state = "stopped"
+            out.append({**c, "state": state})
+        return out
 
 def list_runs(runs_dir: str | Path | None = None) -> list[Run]:
     """Runs under the root, oldest first."""

@@ -95,6 +95,10 @@ def test_provenance_and_schema(release, data_dir):
     assert set(prov["sources"]) == {"clinical_data.csv", "l3_slices.h5"}
     assert prov["sources"]["l3_slices.h5"] == (raw / "l3_slices.h5").stat().st_size
     assert prov["spec"]["table"]["label"] == "label_1y" and prov["raw"] == str(raw.resolve())
+    # only what this preparation used: the table's split column, so no random [split] block; no [dvm]
+    assert prov["spec"]["table"]["split"] == "set_1y" and "split" not in prov["spec"] and "dvm" not in prov["spec"]
+    assert prov["spec"]["image"]["window"] == [-125.0, 275.0]  # CT: the window was used
+    assert prov["command"]  # the command line, listed first by the run report
     schema = result.schema
     assert schema.task == "binary" and schema.class_names == ["0", "1"]
     assert schema.image.window == (-125.0, 275.0)

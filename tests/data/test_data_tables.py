@@ -84,6 +84,23 @@ def test_predict_transform_rejects_infinity_and_reads_finite_rows(tmp_path, data
         transform_table(schema, bad, where="new.csv")
 
 
+
+def test_a_value_beyond_float32_is_refused_by_name_not_cast_to_inf(tmp_path, data_dir):
+    import warnings
+
+    raw = tmp_path / "raw"
+    df, _ = write_ol3i(raw)
+    schema = prepare(ol3i_spec(), raw=raw, data_dir=data_dir).schema
+    bad = df.copy()
+    bad["bmi"] = bad["bmi"].astype(float)
+    bad.loc[4, "bmi"] = 1e308  # finite in float64, inf once cast to the model's float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in cast" is not the way to say it
+        with pytest.raises(UserError, match=r"^new\.csv: column 'bmi' has the value 1e\+308 at id 'p004' "
+                                             r"\(1 such value\), .* standard deviations .* float32") as err:
+            transform_table(schema, bad, where="new.csv")
+    assert "\n" not in str(err.value)
+
 def test_read_table_file_header_checks_also_for_tsv(tmp_path):
     tsv = tmp_path / "t.tsv"
     tsv.write_text("id\tx\t x \n1\t2\t3\n")  # ' x ' is 'x' once stripped

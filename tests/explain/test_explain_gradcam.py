@@ -89,3 +89,38 @@ def test_a_single_cell_feature_map_is_refused(tiny_ol3i):
     with pytest.raises(UserError, match="images of 32x32 pixels give a 1x1 map"):
         grad_cams(model, ds, ds.indices("test")[:2], target=1)
     assert not model.encoder.layer4._forward_hooks  # the CAM hooks are removed again
+
+
+def test_coarse_maps_warn_and_cases_are_titled_on_the_thresholds_scale(trained_run):
+    import pandas as pd
+
+    from amfmedit.explain.gradcam import grid_warning
+
+    assert grid_warning((4, 4), (128, 128)) is None
+    assert "3 x 3 cells" in grid_warning((3, 3), (96, 96)) and "128 pixels" in grid_warning((3, 3), (96, 96))
+
+    # 64-pixel images: ResNet's last stage is 2 x 2 cells, said in the summary and the terminal
+    res = ok("explain", "--method", "gradcam", "--cases", "2")
+    folder = trained_run.root / "explain" / "gradcam-finetune-concat-frozen-seed2022"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["map_cells"] == [2, 2]
+    assert any("2 x 2 cells" in w and "too coarse" in w for w in summary["warnings"])
+    assert "too coarse" in " ".join(res.output.split())
+    assert summary["shown"]["threshold"] is None and "no threshold" in summary["shown"]["note"]
+
+    # after evaluate: the probabilities shown are predict's (recalibrated), beside the threshold on that
+    # scale, so a case above the threshold is one the operating point calls positive
+    ok("evaluate")
+    ok("explain", "--method", "gradcam", "--cases", "2", "--force")
+    summary = json.loads((folder / "summary.json").read_text())
+    stage = summary["stage"]
+    op = json.loads((trained_run.root / "evaluate" / "operating_points.json").read_text())["stages"][stage]
+    shown = summary["shown"]
+    assert shown["threshold"] == pytest.approx(op["threshold_calibrated"]) and "recalibrated" in shown["note"]
+    raw = np.array(summary["probability"]["positive"] + summary["probability"]["negative"])
+    cal = np.array(shown["positive"] + shown["negative"])
+    assert not np.allclose(raw, cal)  # a temperature was fitted: the scales differ
+    decisions = pd.read_csv(trained_run.root / "evaluate" / "predictions" / f"{stage}.csv").set_index("id")["decision"]
+    ids = summary["cases"]["positive"] + summary["cases"]["negative"]
+    called = [int(decisions.loc[type(decisions.index[0])(i)]) for i in ids]
+    assert [int(p >= shown["threshold"]) for p in cal] == called

@@ -108,7 +108,7 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     rows = [line for line in top.splitlines() if line.startswith("| ") and not line.startswith("| Rank")]
     assert len(rows) == 10
     first = table.iloc[0]
-    assert rows[0].startswith(f"| 1 | `{first['name']}` | {first['description']} |")
+    assert rows[0].startswith(f"| 1 (1–{first['rank_high']}) | `{first['name']}` | {first['description']} |")
     assert f"{in_top} of the top 10 features" in top
     for png in ("importance_distribution.png", "top_features.png", "groups.png"):
         data = (folder / png).read_bytes()

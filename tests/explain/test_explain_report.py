@@ -36,7 +36,7 @@ def test_report_links_existing_files_and_hints_missing_stages(trained_run):
     assert "_Not run yet: `amfmedit evaluate`" in text
     for stage in ("finetune-concat-frozen-seed2022", "supervised-tabular-seed2022"):
         assert f"| {stage} |" in text
-    assert "| 1 | `" in text  # the IG top-10 table
+    assert "| 1 (1–" in text  # the IG top-10 table, each rank with its interval
     assert "heat in region" in text
 
     ok("evaluate")  # evaluate refreshes it with the Table-2 layout

@@ -25,7 +25,7 @@ def test_torchrun_two_cpu_processes_pretrain_and_finetune(tiny_ol3i, tmp_path):
     torchrun("pretrain", "--data", tiny_ol3i.name, "--run", "ddp", "--tabular-dim", "8", "--image-arch", "resnet18",
              "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32")
     torchrun("finetune", "--fusion", "amf", "--strategy", "frozen", "--rconf", "1.0", "--seeds", "2022", "--lr",
-             "0.001", "--epochs", "1", "--batch-size", "32")
+             "0.001", "--epochs", "1", "--batch-size", "32", "--keep-checkpoints")
     run = tmp_path / "runs" / "ddp"
     for stage in ("pretrain", "finetune-amf-frozen-seed2022"):
         assert (run / stage / "COMPLETE").is_file()

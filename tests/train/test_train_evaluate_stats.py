@@ -150,6 +150,9 @@ def test_predict_before_evaluate_and_a_one_class_test_split(pretrained_run, tiny
     got = pd.read_csv(pretrained_run.root / "predict" / "new_patients.csv")
     assert got["decision"].isna().all() and got["threshold_name"].isna().all()
     assert np.isfinite(got["prob_1"]).all() and (got["calibration"] == "none").all()
+    # predict wrote into the run: run.json (and so the report's command list) records it
+    commands = json.loads((pretrained_run.root / "run.json").read_text())["commands"]
+    assert commands[-1]["stage"] == "predict new_patients.csv" and commands[-1]["state"] == "finished"
 
     bad = pd.read_csv(table)
     col = next(c for c in bad.columns if c not in ("image", "anon_id") and np.issubdtype(bad[c].dtype, np.floating))
@@ -272,3 +275,30 @@ def test_multiclass_reports_top1_with_intervals_and_no_threshold():
     assert acc["low"] <= acc["estimate"] <= acc["high"]
     assert acc["estimate"] == pytest.approx(np.mean(preds["A"].test.mean(axis=0).argmax(axis=1) == y_test))
     assert stats.summary.comparisons.headline == "acc" and evalstats.operating_markdown(stats) == ""
+
+
+def test_main_table_gives_brier_and_ece_calibrated_beside_as_trained():
+    """``predict`` writes recalibrated probabilities, so results.md's main table shows their Brier / ECE
+    beside the ones as trained (the calibration section's "after" figures)."""
+    from scipy import special
+
+    from amfmedit.stages import evalstats
+
+    rng = np.random.default_rng(4)
+    y_val, y_test = (rng.random(300) < 0.3).astype(int), (rng.random(200) < 0.3).astype(int)
+
+    def probs(y):  # over-confident: temperature scaling moves Brier and ECE
+        p1 = special.expit(3 * (rng.normal(size=(2, len(y))) + 1.2 * y - 0.6))
+        return np.stack([1 - p1, p1], axis=2)
+
+    stats = evalstats.compute(y_val, y_test, {AMF: evalstats.ModelPredictions(probs(y_val), probs(y_test))},
+                              "youden", n_boot=200, thresholded=True)
+    lines = evalstats.models_markdown(stats).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    cal = stats.calibration[AMF]
+    for metric, label in (("brier", "Brier"), ("ece", "ECE")):
+        before, after = header.index(f"{label}, as trained"), header.index(f"{label}, calibrated")
+        assert after == before + 1
+        assert row[before] == cal["before"][metric].text(3) and row[after] == cal["after"][metric].text(3)
+        assert row[before] != row[after]

@@ -81,21 +81,96 @@ def test_rconf_auto_chooses_on_validation_only_and_records_the_search(pretrained
     asked = []
     rows = DeviceData.rows
     monkeypatch.setattr(DeviceData, "rows", lambda self, split: asked.append(split) or rows(self, split))
-    _cli("finetune", "--fusion", "amf", "--rconf", "auto", "--rconf-multipliers", "1,2", "--d-out", "16",
-         "--epochs", "1", "--lr", "0.001", "--seeds", "2022,2023", "--quiet")
+    res = _cli("finetune", "--fusion", "amf", "--rconf", "auto", "--rconf-multipliers", "1,2", "--d-out", "16",
+               "--epochs", "1", "--lr", "0.001", "--seeds", "2022,2023", "--quiet")
     assert "test" not in asked  # the choice never reads the test split
     measured = json.loads((run / "rconf" / "rconf.json").read_text())["r_conf"]
     cfg = _config(run, "finetune-amf-trainable-rconfauto-seed2022")
     auto = cfg["rconf_auto"]
     assert auto["measured"] == pytest.approx(measured) and auto["split"] == "val"
-    assert [c["multiplier"] for c in auto["candidates"]][0] == 1.0  # the measured value first
+    first, other = auto["candidates"]
+    assert first["multiplier"] == 1.0  # the measured value first
     best = max(auto["candidates"], key=lambda c: c["val"])
-    assert auto["chosen"] == best["r_conf"] == cfg["r_conf"]
+    assert auto["best_value"] == best["r_conf"]
+    if best is first:
+        expected = first
+    else:  # the best is kept only when the validation split can tell it from the measured value's
+        paired = auto["best_vs_first"]
+        assert paired["method"] == "paired DeLong" and paired["diff"] == pytest.approx(best["val"] - first["val"])
+        assert auto["told_apart"] == (paired["low"] > 0 or paired["high"] < 0)
+        expected = best if auto["told_apart"] else first
+    assert auto["chosen"] == expected["r_conf"] == cfg["r_conf"]
+    said = "cannot be told apart" in " ".join(res.output.split())
+    assert said == (not auto["told_apart"])
     assert _config(run, "finetune-amf-trainable-rconfauto-seed2023")["r_conf"] == auto["chosen"]
     assert (run / "finetune-amf-trainable-rconfauto-rconfsearch" / "COMPLETE").is_file()
-    # the first seed's training IS the winning candidate's (not trained again)
+    # the first seed's training IS the chosen candidate's (not trained again)
     ckpt_val = json.loads((run / "finetune-amf-trainable-rconfauto-seed2022" / "COMPLETE").read_text())["best_val"]
-    assert ckpt_val == pytest.approx(best["val"])
+    assert ckpt_val == pytest.approx(expected["val"])
+
+
+@pytest.mark.parametrize("interval, chosen", [((-0.05, 0.08), 1.0), ((0.01, 0.08), 1.25)])
+def test_a_search_keeps_the_measured_value_when_the_best_cannot_be_told_apart(tmp_path, interval, chosen):
+    from amfmedit.stages.classify import Trained
+    from amfmedit.stages.finetune import choose_on_validation
+    from amfmedit.stages.kinds.base import Metric, PairedScore
+    from amfmedit.stages.run_inputs import RUN_INPUTS, Candidate
+    from amfmedit.train.runtime import setup_runtime
+
+    vals = {1.0: 0.666, 0.8: 0.671, 1.25: 0.679}  # 13 positives' worth of spread
+
+    def train(lr, out_dir, resume, value):
+        return Trained(out_dir, lr, 2022, vals[value], 1, 1)
+
+    seen = []
+
+    def compare(a, b):
+        seen.append((a.best_val, b.best_val))
+        return PairedScore(a.best_val - b.best_val, *interval, "paired DeLong")
+
+    candidates = [Candidate(v, {"r_conf": v, "multiplier": v}) for v in vals]
+    record, lr, trained = choose_on_validation(
+        train, candidates=candidates, search_dir=tmp_path / "search", lr=0.001, lrs=(0.001,), rt=setup_runtime("cpu"),
+        resume=False, metric=Metric("auc", "AUC", "AUC"), sub_folder=lambda v: f"r{v:g}", compare=compare)
+    assert seen == [(0.679, 0.666)]  # the best against the candidate closest to the measured value
+    assert record["best_value"] == 1.25 and record["chosen"] == chosen and trained.best_val == vals[chosen]
+    assert record["told_apart"] == (chosen == 1.25)
+    said = RUN_INPUTS["r_conf"].search_warnings(record, Metric("auc", "AUC", "AUC"))
+    if chosen == 1.0:
+        (text,) = said
+        assert "0.666-0.679" in text and "cannot be told apart" in text and "kept R_conf 1" in text
+        assert "-0.050 to +0.080" in text
+    else:
+        assert said == []
+
+
+def test_inputs_at_chance_are_named_again_where_finetune_uses_them(pretrained_run):
+    run = pretrained_run.root
+    _cli("rconf", "--epochs", "1", "--lr", "0.001", "--quiet")
+    probe = "the image-only probe's AUC 0.355 (95% CI 0.20-0.51) lies below chance (0.5) on the val split"
+    itc = "pretraining did not learn: its best validation ITC loss is at chance"
+    for stage, text in (("rconf", probe), ("pretrain", itc)):
+        marker = json.loads((run / stage / "COMPLETE").read_text())
+        marker["warnings"] = [text]
+        (run / stage / "COMPLETE").write_text(json.dumps(marker))
+    res = _cli("finetune", "--fusion", "amf", "--d-out", "16", "--seeds", "2022,2023", "--epochs", "1", "--lr", "0.001",
+               "--quiet")
+    said = " ".join(res.output.split())
+    r_conf = json.loads((run / "rconf" / "rconf.json").read_text())["r_conf"]
+    assert f"R_conf {r_conf:.4g}, read from the run (rconf/): {probe}" in said
+    assert f"the pretrained encoders this model starts from (pretrain/): {itc}" in said
+    for seed in (2022, 2023):
+        warns = json.loads((run / f"finetune-amf-trainable-seed{seed}" / "COMPLETE").read_text())["warnings"]
+        assert any(probe in w for w in warns) and any(itc in w for w in warns)
+    # the report lists a warning carried into every seed once, with the stages it reached
+    report = (run / "report.md").read_text()
+    line = next(x for x in report.splitlines() if "read from the run (rconf/)" in x)
+    assert "finetune-amf-trainable-seed2022, finetune-amf-trainable-seed2023" in line
+    assert report.count(f"read from the run (rconf/): {probe}") == 1
+    # a value the user gives carries nothing from the probes
+    res = _cli("finetune", "--fusion", "amf", "--rconf", "0.9", "--d-out", "16", "--seeds", "2024", "--epochs", "1",
+               "--lr", "0.001", "--quiet")
+    assert "rconf/" not in res.output and "pretrain/" in " ".join(res.output.split())
 
 
 def test_label_fractions_train_on_nested_stratified_subsets_and_evaluate_draws_the_curve(pretrained_run):

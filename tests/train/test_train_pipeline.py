@@ -54,7 +54,7 @@ def test_pipeline_defaults_to_the_latest_run(pretrained_run, tiny_ol3i, tmp_path
         cfg = json.loads((stage / "config.json").read_text())
         assert cfg["r_conf"] == pytest.approx(rec["r_conf"]) and cfg["lr"] == 0.001
         # frozen means frozen: encoder weights AND BatchNorm statistics as pretrained
-        fin = load_checkpoint(stage / "last.pt")["model"]["state_dict"]
+        fin = load_checkpoint(stage / "best.pt")["model"]["state_dict"]
         enc = [k for k in fin if k.startswith(("image_encoder.", "tabular_encoder."))]
         assert any(k.endswith("running_var") for k in enc)
         assert all(torch.equal(fin[k], pre[k]) for k in enc)

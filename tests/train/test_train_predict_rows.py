@@ -50,3 +50,19 @@ def test_bad_rows_are_all_named_then_skipped_on_request(pretrained_run, tiny_ol3
 
     res = _cli("predict", "--table", tmp_path / "new" / "none.csv", code=2)
     assert "pass the table's path with --table" in res.output or "--table" in res.output
+
+
+def test_a_blank_image_cell_is_one_line_naming_the_row(pretrained_run, tiny_ol3i, tmp_path):
+    _cli("finetune", "--fusion", "concat", "--strategy", "frozen", *FINETUNE)
+    table = _raw_test_table(tiny_ol3i, tmp_path / "new")
+    df = pd.read_csv(table)
+    ids = df.iloc[:, 0].astype(str)
+    df["image"] = df["image"].astype(object)
+    df.loc[3, "image"] = None  # written as an empty cell
+    df.loc[6, "image"] = "  "
+    df.to_csv(tmp_path / "new" / "blank.csv", index=False)
+    res = _cli("predict", "--table", tmp_path / "new" / "blank.csv", "--image-column", "image", code=2)
+    line = res.output.strip()
+    assert "Traceback" not in res.output and len(line.splitlines()) == 1
+    assert f"2 of {len(df)} rows cannot be scored" in line
+    assert f"{ids[3]}: its image cell is empty" in line and f"{ids[6]}: its image cell is empty" in line

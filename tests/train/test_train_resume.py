@@ -27,7 +27,8 @@ WORKER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         return cb
 
-    opts = RunOptions(runs_dir=runs_dir, run="r", data_dir=data_dir, resume=mode == "resume")
+    # keep_checkpoints: the test compares the finished runs' optimizer states
+    opts = RunOptions(runs_dir=runs_dir, run="r", data_dir=data_dir, resume=mode == "resume", keep_checkpoints=True)
     pretrain(None if mode == "resume" else "synthetic-ol3i", cfg, opts, progress=progress)
     """
 )
@@ -57,7 +58,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_ol3i, tmp_path):
     from amfmedit.stages.pretrain import PretrainConfig, pretrain
 
     pretrain("synthetic-ol3i", PretrainConfig(**CONFIG),
-             RunOptions(runs_dir=str(tmp_path / "b"), run="r", data_dir=str(tiny_ol3i.data_dir)))
+             RunOptions(runs_dir=str(tmp_path / "b"), run="r", data_dir=str(tiny_ol3i.data_dir), keep_checkpoints=True))
     stage_b = tmp_path / "b" / "r" / "pretrain"
 
     a, b = load_checkpoint(stage_a / "last.pt"), load_checkpoint(stage_b / "last.pt")

@@ -67,6 +67,25 @@ class ProbeScore:
 
 
 @dataclass(frozen=True)
+class PairedScore:
+    """The headline metric of one model minus another's on the same rows, with its 95 % interval."""
+
+    diff: float
+    low: float
+    high: float
+    method: str  # "paired DeLong", "paired bootstrap"
+    level: float = 0.95
+
+    @property
+    def apart(self) -> bool:
+        """The interval excludes 0: the two models can be told apart on these rows."""
+        return bool(self.low > 0 or self.high < 0)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "apart": self.apart}
+
+
+@dataclass(frozen=True)
 class Weights:
     """A kind's per-group training weights: class-balanced sampling (Appendix A.3) and the loss's
     per-class weights (eq. 12). Empty tuples: plain shuffling and the unweighted loss."""
@@ -263,6 +282,31 @@ class PredictionKind:
 
     def probe_score(self, outputs: np.ndarray, targets: np.ndarray, seed: int) -> ProbeScore:
         raise NotImplementedError
+
+    def paired_difference(self, outputs_a: np.ndarray, outputs_b: np.ndarray, targets: np.ndarray, *,
+                          seed: int = 0, n_boot: int = 500) -> PairedScore:
+        """Headline metric of ``outputs_a`` minus ``outputs_b`` on the same rows, with a 95 % interval:
+        a paired bootstrap of the rows (both models scored on each resample); kinds with an exact
+        paired test override it."""
+        key = self.headline.key
+        targets = np.asarray(targets)
+
+        def score(outputs, rows):
+            return float(self.validation_metrics(outputs[rows], targets[rows])[key])
+
+        every = np.arange(len(targets))
+        diff = score(outputs_a, every) - score(outputs_b, every)
+        rng = np.random.default_rng(seed)
+        reps = []
+        for _ in range(n_boot):
+            rows = rng.integers(0, len(targets), len(targets))
+            d = score(outputs_a, rows) - score(outputs_b, rows)
+            if np.isfinite(d):
+                reps.append(d)
+        if len(reps) < n_boot // 2:
+            return PairedScore(diff, -np.inf, np.inf, "paired bootstrap (undefined on most resamples)")
+        low, high = np.quantile(reps, [0.025, 0.975])
+        return PairedScore(diff, float(low), float(high), "paired bootstrap")
 
     def ratio(self, image: float, tabular: float) -> float:
         """R_conf (eq. 3) from the probes' headline metrics."""

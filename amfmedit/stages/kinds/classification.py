@@ -15,7 +15,7 @@ import numpy as np
 from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError, close_matches
 from amfmedit.models.specs import OL3I_CLASS_WEIGHTS
-from amfmedit.stages.kinds.base import LossChoice, Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.stages.kinds.base import LossChoice, Metric, PairedScore, PredictionKind, ProbeScore, Weights
 from amfmedit.stages.kinds.tabular import ClassifierBaselines
 from amfmedit.stats.bootstrap import bootstrap_metrics
 from amfmedit.train.metrics import classification_metrics
@@ -204,6 +204,17 @@ class BinaryKind(ClassificationKind):
             return ProbeScore(value, None, None, None, None, False, PROBE_LEVEL)
         ci = delong_auc(y, outputs[:, 1], level=PROBE_LEVEL)
         return ProbeScore(value, float(ci.low), float(ci.high), "DeLong", 0.5, bool(ci.low > 0.5), PROBE_LEVEL)
+
+    def paired_difference(self, outputs_a: np.ndarray, outputs_b: np.ndarray, targets: np.ndarray, *,
+                          seed: int = 0, n_boot: int = 500) -> PairedScore:
+        """AUC of ``outputs_a`` minus ``outputs_b`` on the same rows: DeLong's paired test (95 % interval)."""
+        from amfmedit.stats.delong import delong_paired, undefined_reason
+
+        y = np.asarray(targets)
+        if undefined_reason(int((y == 1).sum()), int((y == 0).sum())):
+            return super().paired_difference(outputs_a, outputs_b, targets, seed=seed, n_boot=n_boot)
+        d = delong_paired(y, outputs_a[:, 1], outputs_b[:, 1])
+        return PairedScore(float(d.diff), float(d.low), float(d.high), "paired DeLong")
 
     def default_target(self, schema) -> int:
         return 1  # the positive class
