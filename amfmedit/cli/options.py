@@ -94,7 +94,7 @@ def derived_option(typ: type, *flags: str, help: str, shown: str, source: tuple,
     """An option whose default is resolved from other homes (a registry, a task-dependent constant).
 
     ``shown`` must be computed from those homes, never written as a literal. ``source`` names
-    every value it shows, for the test that checks them (``tests/test_cli_defaults.py``): a tuple
+    every value it shows, for the test that checks them (``tests/cli/test_cli_defaults.py``): a tuple
     of ``(home, path)`` or ``(home, path, convert)``, where ``home`` is an object or a registry
     dict (then ``path`` is read on each member that has it), ``path`` dotted attributes and
     ``convert`` maps the value to its form in ``shown``. ``()``: no constant holds the default

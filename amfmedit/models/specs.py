@@ -7,7 +7,7 @@ classes take them from here: a member class is decorated with :func:`declares` (
 ``title``, ... become class attributes, the contract callers read, see
 :mod:`amfmedit.models.fusion`) and its constructor's defaults for these settings are the
 fields of its settings dataclass (``d_out: int = AMFSettings.d_out``).
-``tests/train/test_train_registries.py`` checks that every registered class agrees with its spec.
+``tests/stages/test_stages_registries.py`` checks that every registered class agrees with its spec.
 
 A member registered at run time without a spec (a plugin class in ``FUSIONS``) trains like the
 others; only ``--help`` lists the shipped members, from :data:`FUSION_SPECS` and

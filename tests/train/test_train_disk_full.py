@@ -1,6 +1,6 @@
 """Training on a full disk: the checkpoint being written is the file named, the previous one is
 kept, no temporary file or lock is left (a real small tmpfs where one can be mounted; the
-simulated twin is tests/train/test_train_bad_input.py::test_full_disk_while_checkpointing_...)."""
+simulated twin is tests/stages/test_stages_bad_input.py::test_full_disk_while_checkpointing_...)."""
 
 from __future__ import annotations
 

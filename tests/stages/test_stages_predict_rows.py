@@ -8,7 +8,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from amfmedit.cli import app
-from test_train_pipeline import _raw_test_table  # noqa: E402 (tests/train: the pipeline test's inverse of prepare)
+from test_stages_pipeline import _raw_test_table  # noqa: E402 (tests/train: the pipeline test's inverse of prepare)
 
 FINETUNE = ["--epochs", "1", "--lr", "0.001", "--seeds", "2022", "--quiet"]
 

@@ -1,6 +1,6 @@
 """`evaluate` with intervals, operating points, calibration and comparisons; `predict` with decisions.
 
-On the tiny pretrained run (tests/train/conftest.py), fine-tuned for one epoch, through the CLI.
+On the tiny pretrained run (tests/conftest.py), fine-tuned for one epoch, through the CLI.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _cli(*args, code: int = 0):
 
 
 def _raw_table(fx, folder: Path) -> Path:
-    from test_train_pipeline import _raw_test_table  # the pipeline test's inverse of prepare
+    from test_stages_pipeline import _raw_test_table  # the pipeline test's inverse of prepare
 
     return _raw_test_table(fx, folder)
 

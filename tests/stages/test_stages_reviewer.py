@@ -1,4 +1,4 @@
-"""The reviewer's first questions on the tiny pretrained run (tests/train/conftest.py), through the CLI:
+"""The reviewer's first questions on the tiny pretrained run (tests/conftest.py), through the CLI:
 baselines ranked with a neural model by the same statistics code, an external cohort prepared --like the
 run's dataset and scored with the run unchanged, subgroups, permutation importance of a baseline, and the
 TRIPOD+AI / CLAIM 2024 sections of report.md filled from the run's own files.

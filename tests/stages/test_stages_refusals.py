@@ -160,7 +160,7 @@ def test_a_value_from_a_config_file_is_reported_with_the_file(env, tiny_ol3i, tm
 
 
 def test_predict_that_would_score_no_row_is_refused_and_writes_nothing(pretrained_run, tiny_ol3i, tmp_path):
-    from test_train_pipeline import _raw_test_table  # noqa: E402 (tests/train: raw rows of the tiny cohort)
+    from test_stages_pipeline import _raw_test_table  # noqa: E402 (tests/train: raw rows of the tiny cohort)
 
     res = CliRunner().invoke(app, [*BASELINE])
     assert res.exit_code == 0, res.output
