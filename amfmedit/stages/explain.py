@@ -291,8 +291,10 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         # apart, never added to the informative count.
         ranked = [str(n) for n in table["name"]]
         # what the sample supports: a logistic regression of the label on the same training rows
-        reference = logistic_reference(ds.x_cont[train], ds.x_cat[train], kind.targets(ds)[train],
-                                       schema.feature_names, schema.cardinalities)
+        # (a class label; a time to event or a continuous outcome has no such reference here)
+        reference = (logistic_reference(ds.x_cont[train], ds.x_cat[train], kind.targets(ds)[train],
+                                        schema.feature_names, schema.cardinalities)
+                     if kind.target_names(schema) else None)
         summary["synthetic"] = IGTruth.of(ranked, informative, sorted(truth.get("proxy_features") or {}),
                                           cfg.top_k, reference).to_dict()
     shares = group_shares(table)

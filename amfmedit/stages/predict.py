@@ -88,10 +88,6 @@ def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None
     out, present, bad = [], [], {}
     blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
-        if p is None:
-            bad[i] = "its image cell is empty and this model reads images"
-            out.append(blank)
-            continue
         try:
             img, has = load_optional_image(p, schema.image)
         except UserError as exc:

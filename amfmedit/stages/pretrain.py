@@ -26,6 +26,7 @@ from amfmedit.models import (
     build_tabular_encoder,
     from_checkpoint,
     model_config,
+    options_of,
 )
 from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import itc_loss
@@ -72,12 +73,14 @@ class PretrainResult:
 def tabular_kwargs(cfg: PretrainConfig, missing_features: list[int] | None = None) -> dict:
     """The tabular encoder's keyword arguments set by ``cfg`` (its declared width argument, its readout,
     how it reads missing values); ``missing_features``: the features a token encoder reads as missing
-    (``PreparedDataset.missing_features("train")``; None: every feature)."""
+    (``PreparedDataset.missing_features("train")``; None: every feature). An encoder that has no
+    ``missing`` setting (a plugin written without one) is given none and reads the imputed values."""
     cls = TABULAR_ENCODERS[cfg.tabular_encoder]
     kw = {} if cfg.tabular_dim is None else {cls.width_argument: cfg.tabular_dim}
-    kw["missing"] = cfg.missing
-    if cfg.missing == "token":
-        kw["missing_features"] = missing_features
+    if "missing" in options_of(cls):  # an encoder without the setting (a plugin) reads the imputed values
+        kw["missing"] = cfg.missing
+        if cfg.missing == "token":
+            kw["missing_features"] = missing_features
     if cfg.ft_mamba_pooling is not None:
         kw[READOUT_OPTION] = cfg.ft_mamba_pooling
     for name, (argument, _) in BLOCK_OPTIONS.items():

@@ -35,7 +35,7 @@ def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss
     assert cfg["r_conf"] == 0.95 and cfg["config"]["rconf"] == 0.95
     assert cfg["config"]["recipe"]["loss"] == "focal" and cfg["config"]["recipe"]["focal_gamma"] == 1.0
     assert cfg["config"]["recipe"]["val_every"] == 5  # the authors' val_check_interval
-    fusion = load_checkpoint(stage / "last.pt")["model"]["config"]["fusion"]["config"]
+    fusion = load_checkpoint(stage / "best.pt")["model"]["config"]["fusion"]["config"]
     assert fusion["normaliser"] == "authors" and fusion["r_conf"] == 0.95
     assert not (run / "rconf").exists()
     # the flags alone, and a typed flag over the recipe
@@ -44,7 +44,7 @@ def test_the_recipe_fixes_rconf_swaps_the_normalisers_and_trains_with_focal_loss
     cfg = _config(stage)
     assert cfg["r_conf"] == 0.8 and cfg["config"]["recipe"]["loss"] == "ce"
     assert cfg["config"]["recipe"]["val_every"] == 5
-    assert load_checkpoint(stage / "last.pt")["model"]["config"]["fusion"]["config"]["normaliser"] == "paper"
+    assert load_checkpoint(stage / "best.pt")["model"]["config"]["fusion"]["config"]["normaliser"] == "paper"
     assert RECIPES["paper-dvm"]["finetune"]["rconf"] == 0.9  # the authors' DVM configuration
     # the probes: focal loss, measured on the test split as the paper did
     res = _cli("rconf", "--recipe", "paper", "--epochs", "1", "--lr", "0.01", "--quiet")
@@ -68,15 +68,15 @@ def test_the_recipe_reaches_the_supervised_tabular_baseline(tiny_ol3i, tmp_path,
     _cli("finetune", "--data", tiny_ol3i.name, "--run", "b", "--recipe", "paper", "--fusion", "none",
          "--modality", "tabular", "--tabular-encoder", "ft_mamba,mlp", "--tabular-dim", "8", *QUICK)
     stage = tmp_path / "runs" / "b" / "supervised-tabular-enc-ft_mamba-seed2022"
-    enc = load_checkpoint(stage / "last.pt")["model"]["config"]["encoder"]["config"]
+    enc = load_checkpoint(stage / "best.pt")["model"]["config"]["encoder"]["config"]
     assert (enc["d_state"], enc["residual"], enc["final_norm"]) == (128, False, "mambular")
     assert _config(stage)["config"]["recipe"]["loss"] == "focal"
-    mlp = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-enc-mlp-seed2022" / "last.pt")
+    mlp = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-enc-mlp-seed2022" / "best.pt")
     assert "d_state" not in mlp["model"]["config"]["encoder"]["config"]  # settings only for encoders that have them
     # our defaults without the recipe, and each setting alone
     _cli("finetune", "--run", "b", "--fusion", "none", "--modality", "tabular", "--tabular-encoder", "ft_mamba",
          "--tabular-dim", "8", "--final-norm", "mambular", *QUICK, "--force")
-    enc = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-seed2022" / "last.pt")["model"]["config"]
+    enc = load_checkpoint(tmp_path / "runs" / "b" / "supervised-tabular-seed2022" / "best.pt")["model"]["config"]
     enc = enc["encoder"]["config"]
     assert (enc["d_state"], enc["residual"], enc["final_norm"]) == (16, True, "mambular")
 

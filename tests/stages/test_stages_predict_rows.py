@@ -52,7 +52,10 @@ def test_bad_rows_are_all_named_then_skipped_on_request(pretrained_run, tiny_ol3
     assert "pass the table's path with --table" in res.output or "--table" in res.output
 
 
-def test_a_blank_image_cell_is_one_line_naming_the_row(pretrained_run, tiny_ol3i, tmp_path):
+def test_a_blank_image_cell_is_a_patient_without_a_scan_and_a_bad_path_is_one_line(pretrained_run, tiny_ol3i, tmp_path):
+    """An empty (or blank) image cell is a patient without a scan: scored from the table by a model
+    with absent-modality vectors, its inputs written; a path that cannot be read is one line naming
+    the row, never a traceback."""
     _cli("finetune", "--fusion", "concat", "--strategy", "frozen", *FINETUNE)
     table = _raw_test_table(tiny_ol3i, tmp_path / "new")
     df = pd.read_csv(table)
@@ -61,8 +64,14 @@ def test_a_blank_image_cell_is_one_line_naming_the_row(pretrained_run, tiny_ol3i
     df.loc[3, "image"] = None  # written as an empty cell
     df.loc[6, "image"] = "  "
     df.to_csv(tmp_path / "new" / "blank.csv", index=False)
-    res = _cli("predict", "--table", tmp_path / "new" / "blank.csv", "--image-column", "image", code=2)
+    _cli("predict", "--table", tmp_path / "new" / "blank.csv", "--image-column", "image",
+         "--out", tmp_path / "blank-scored.csv")
+    got = pd.read_csv(tmp_path / "blank-scored.csv")
+    inputs = dict(zip(got.iloc[:, 0].astype(str), got["inputs"]))
+    assert inputs[ids[3]] == inputs[ids[6]] == "table only" and inputs[ids[0]] == "complete"
+    df.loc[3, "image"] = "no-such-scan.npy"
+    df.to_csv(tmp_path / "new" / "bad.csv", index=False)
+    res = _cli("predict", "--table", tmp_path / "new" / "bad.csv", "--image-column", "image", code=2)
     line = res.output.strip()
     assert "Traceback" not in res.output and len(line.splitlines()) == 1
-    assert f"2 of {len(df)} rows cannot be scored" in line
-    assert f"{ids[3]}: its image cell is empty" in line and f"{ids[6]}: its image cell is empty" in line
+    assert ids[3] in line and "no-such-scan.npy" in line

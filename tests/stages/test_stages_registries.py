@@ -63,10 +63,10 @@ class MeanEncoder(nn.Module):
     def embed_categorical(self, x_cat):
         return torch.stack([e(x_cat[:, j]) for j, e in enumerate(self.embeddings)], dim=1)
 
-    def forward_embedded(self, x_cont, e_cat):
+    def forward_embedded(self, x_cont, e_cat, missing=None):  # reads the imputed values, not the mask
         return self.linear(torch.cat([x_cont, e_cat.mean(dim=1)], dim=1))
 
-    def forward(self, x_cont, x_cat):
+    def forward(self, x_cont, x_cat, missing=None):
         return self.forward_embedded(x_cont, self.embed_categorical(x_cat))
 
 
