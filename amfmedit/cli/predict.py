@@ -28,12 +28,17 @@ def predict(
                               help="Probabilities temperature-scaled as fitted on validation by evaluate "
                                    "(temperature) or as trained (none).") = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", metavar="", help="Score the rows that can be scored and list the others (id, what is wrong) in <out>.skipped.csv; without it one bad row stops the whole table, naming every bad row.")] = False,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A folder written by `amfmedit export`: score with it alone, no run needed (its files are checked against their hashes first); the output defaults to <table>.predictions.csv beside the table.")] = None,
+    runtime: field_option(P, "runtime", str, "--runtime",
+                          help="With --model: auto (ONNX Runtime when installed, else PyTorch), onnxruntime or pytorch.") = None,
 ) -> None:
     """Score new patients with a trained classifier; writes probabilities and the decision at the threshold evaluate chose."""
-    cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None)
-    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration, skip_bad_rows=skip_bad_rows or None),
-                      opts)
+    cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None,
+                        model=str(model) if model else None)
+    res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration, skip_bad_rows=skip_bad_rows or None,
+                            runtime=runtime), opts)
     warn(res.warnings)
     how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else "no decisions"
-    console.print(f"{res.n} patients scored with {res.stage} of run {res.run} ({how}) -> {res.out}", highlight=False,
+    source = f"the export {res.run}" if model else f"run {res.run}"
+    console.print(f"{res.n} patients scored with {res.stage} of {source} ({how}) -> {res.out}", highlight=False,
                   markup=False)

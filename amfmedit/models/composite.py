@@ -138,6 +138,8 @@ class ImageTabularClassifier(_Classifier):
     """
 
     kind = "image_tabular_classifier"
+    #: the forward arguments the model reads, in order (what an exported graph takes)
+    inputs = ("image", "x_cont", "x_cat")
 
     def __init__(
         self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: nn.Module, *, strategy: str = "trainable"
@@ -200,6 +202,11 @@ class UnimodalClassifier(_Classifier):
 
     def _encoders(self) -> list[nn.Module]:
         return [self.encoder]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The forward arguments the model reads, in order (what an exported graph takes)."""
+        return ("image",) if self.modality == "image" else ("x_cont", "x_cat")
 
     def forward(self, image: Tensor | None = None, x_cont: Tensor | None = None, x_cat: Tensor | None = None) -> FusionOutput:
         if self.modality == "image":

@@ -15,6 +15,11 @@ and the threshold column is the same cut on that scale; the decision does not de
 A multiclass decision is the most probable class. Without an evaluation of this classifier
 (or one older than its checkpoint), ``predict`` warns and writes probabilities as trained
 with empty decision columns: it never cuts at 0.5 behind the user's back.
+
+``--model DIR`` scores with a folder written by ``amfmedit export`` instead of a run: its own
+schema, operating point and calibration, its files checked against their hashes first, the model
+on ONNX Runtime when installed (else PyTorch). The new rows are read, checked and transformed by
+the same :func:`read_new_rows` and scored by the same :func:`scored_table` as a run's.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
 from amfmedit.stages.evaluate import OPERATING_FILE, calibrated_threshold
+from amfmedit.stages.exported import RUNTIMES, open_export
 from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
 
@@ -106,6 +112,8 @@ class PredictConfig:
     batch_size: int = 64
     calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
     skip_bad_rows: bool = False  # score the good rows and list the bad ones in <out>.skipped.csv
+    model: str | None = None  # an `amfmedit export` folder instead of a run's classifier
+    runtime: str = "auto"  # with model: auto (ONNX Runtime when installed, else PyTorch) | onnxruntime | pytorch
 
 
 @dataclass
@@ -158,30 +166,34 @@ def choose_stage(run: rundir.Run, name: str | None) -> str:
     return max(candidates, key=lambda n: (score(n), n))
 
 
-def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
+@dataclass
+class NewRows:
+    """New patients read, checked and transformed through a schema, ready for a model."""
 
-    if cfg.calibration not in CALIBRATIONS:
-        raise UserError(f"--calibration {cfg.calibration}: use {' or '.join(CALIBRATIONS)}")
-    if not Path(cfg.table).is_file():  # the user's own file first: the most likely mistake
-        raise UserError(f"--table {cfg.table}: no such file; pass the CSV or Parquet of the new patients")
-    rt = runtime_for(opts)
-    run = rundir.open_run(opts.runs_dir, opts.run)
-    stage = choose_stage(run, cfg.stage)
-    info = names.parse_stage(stage)
-    root = dataset_path(run.data, opts.data_dir or run.data_dir)
-    schema = Schema.load(root / "schema.json")
-    table = Path(cfg.table)
-    out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
-    if out.exists() and not opts.force:
-        raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
+    ids: np.ndarray  # (n,) str
+    x_cont: np.ndarray  # (n, n_cont) float32
+    x_cat: np.ndarray  # (n, n_cat) int64
+    images: np.ndarray | None  # (n, C, H, W) uint8, None for a tabular model
+    skipped: object = None  # pandas DataFrame (id, problem) of the rows left out by skip_bad_rows, else None
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses_image: bool, skip_bad_rows: bool,
+                  skipped_file: Path) -> NewRows:
+    """Read a table of new patients (and their images), check every row, transform them as prepare did.
+
+    Every row is checked before any is scored, so all problems are reported at once: one
+    UserError naming every bad row, or with ``skip_bad_rows`` the good rows and the bad ones in
+    ``skipped`` (the warning names ``skipped_file``, where the caller writes them).
+    """
+    import pandas as pd  # pandas costs ~0.3 s of start-up; only reading the new table needs it
+
     df = read_table_file(table, id_column=schema.id_column, option="--table")
     if schema.id_column not in df.columns:
         raise UserError(f"{table}: no id column {schema.id_column!r} (the schema's); add it to the table")
-    uses_image = info["modality"] != "tabular"
     paths = None
     if uses_image:
-        column = cfg.image_column or schema.image_column
+        column = image_column or schema.image_column
         if column is None:
             raise UserError(f"{table}: this classifier reads images; name the table's column of image paths "
                             "with --image-column")
@@ -197,7 +209,7 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if bad:
         listing = "; ".join(f"{ids_all[i]}: {bad[i]}" for i in sorted(bad)[:MAX_LISTED])
         more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        if not cfg.skip_bad_rows:
+        if not skip_bad_rows:
             raise UserError(f"{table}: {len(bad)} of {len(df)} rows cannot be scored ({listing}{more}); fix them, or "
                             "pass --skip-bad-rows to score the others (the skipped rows are listed beside the output)")
         skipped = pd.DataFrame({"id": ids_all[sorted(bad)], "problem": [bad[i] for i in sorted(bad)]})
@@ -205,9 +217,39 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         df = df.loc[keep].reset_index(drop=True)
         if images is not None:
             images = images[keep]
-        warnings.append(f"{len(bad)} of {len(keep)} rows skipped (--skip-bad-rows), listed in "
-                        f"{out.with_name(out.stem + '.skipped.csv')}")
+        warnings.append(f"{len(bad)} of {len(keep)} rows skipped (--skip-bad-rows), listed in {skipped_file}")
     x_cont, x_cat, _ = transform_table(schema, df, where=str(table))
+    return NewRows(df[schema.id_column].astype(str).to_numpy(), x_cont, x_cat, images, skipped, warnings)
+
+
+def _skipped_file(out: Path) -> Path:
+    return out.with_name(out.stem + ".skipped.csv")
+
+
+def _check_request(cfg: PredictConfig) -> None:
+    if cfg.calibration not in CALIBRATIONS:
+        raise UserError(f"--calibration {cfg.calibration}: use {' or '.join(CALIBRATIONS)}")
+    if not Path(cfg.table).is_file():  # the user's own file first: the most likely mistake
+        raise UserError(f"--table {cfg.table}: no such file; pass the CSV or Parquet of the new patients")
+
+
+def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
+    if cfg.model is not None:
+        return predict_exported(cfg, opts)
+    _check_request(cfg)
+    rt = runtime_for(opts)
+    run = rundir.open_run(opts.runs_dir, opts.run)
+    stage = choose_stage(run, cfg.stage)
+    info = names.parse_stage(stage)
+    root = dataset_path(run.data, opts.data_dir or run.data_dir)
+    schema = Schema.load(root / "schema.json")
+    table = Path(cfg.table)
+    out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
+    if out.exists() and not opts.force:
+        raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
+    rows = read_new_rows(schema, table, image_column=cfg.image_column, uses_image=info["modality"] != "tabular",
+                         skip_bad_rows=cfg.skip_bad_rows, skipped_file=_skipped_file(out))
+    images, x_cont, x_cat, warnings = rows.images, rows.x_cont, rows.x_cat, rows.warnings
 
     model, ckpt = best_model(run.stage(stage))
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
@@ -216,7 +258,7 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     model = model.to(rt.device).eval()
     logits = []
     with torch.no_grad(), rt.autocast():
-        for i in range(0, len(df), cfg.batch_size):
+        for i in range(0, len(rows.ids), cfg.batch_size):
             sl = slice(i, i + cfg.batch_size)
             img = None
             if images is not None:
@@ -227,13 +269,26 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
             xk = torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device)
             logits.append(model(img, xc, xk).logits.float().cpu().numpy().astype(np.float64))
     z = np.concatenate(logits) if logits else np.zeros((0, schema.n_classes))
-    ids = df[schema.id_column].astype(str).to_numpy()
+    res, threshold_name = scored_table(z, rows.ids, schema, op, cfg.calibration, model_name=stage, where=table)
+    _write_scores(out, res, rows.skipped)
+    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings)
+
+
+def scored_table(z: np.ndarray, ids: np.ndarray, schema: Schema, op: dict | None, calibration: str, *,
+                 model_name: str, where: Path):
+    """(the output table, the threshold's name or None): probabilities and decisions of logits ``z`` (n, classes).
+
+    ``op`` is the classifier's record of ``evaluate/operating_points.json`` (None: no decisions);
+    ``calibration`` is ``temperature`` (its temperature and bias applied) or ``none``.
+    """
+    import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
+
     bad = np.flatnonzero(~np.isfinite(z).all(axis=1))
     if len(bad):
-        raise UserError(f"{table}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
+        raise UserError(f"{where}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
                         "check that row's values and image (e.g. an infinite or huge number)")
     raw = calib.apply_temperature(z, 1.0)
-    scaled = op is not None and cfg.calibration == "temperature"
+    scaled = op is not None and calibration == "temperature"
     temperature = float(op["temperature"]) if scaled else 1.0
     bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
     p = calib.apply_temperature(z, temperature, bias) if scaled else raw
@@ -254,10 +309,39 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
         res["decision"], res["threshold"] = "", math.nan
     res["threshold_name"] = threshold_name or ""
     res["calibration"] = (f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled else "none"
-    res["model"] = stage
+    res["model"] = model_name
+    return res, threshold_name
+
+
+def _write_scores(out: Path, res, skipped) -> None:
     with atomic_path(out) as tmp:
         res.to_csv(tmp, index=False)
     if skipped is not None:
-        with atomic_path(out.with_name(out.stem + ".skipped.csv")) as tmp:
+        with atomic_path(_skipped_file(out)) as tmp:
             skipped.to_csv(tmp, index=False)
-    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings)
+
+
+def predict_exported(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
+    """``predict --model DIR``: the new rows through an export folder's schema and model; no run is read."""
+    if cfg.stage is not None or opts.run is not None:
+        raise UserError("--model scores with the export folder alone; drop --run and --stage")
+    _check_request(cfg)
+    exported = open_export(cfg.model)
+    if cfg.runtime not in RUNTIMES:
+        raise UserError(f"--runtime {cfg.runtime}: use {', '.join(RUNTIMES)}")
+    table = Path(cfg.table)
+    out = Path(cfg.out) if cfg.out else table.with_name(f"{table.stem}.predictions.csv")
+    if out.exists() and not opts.force:
+        raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
+    schema = exported.schema
+    rows = read_new_rows(schema, table, image_column=cfg.image_column, uses_image="image" in exported.inputs,
+                         skip_bad_rows=cfg.skip_bad_rows, skipped_file=_skipped_file(out))
+    runner = exported.runner(cfg.runtime, runtime_for(opts).device)
+    arrays = {"image": rows.images, "x_cont": rows.x_cont, "x_cat": rows.x_cat}
+    logits = [runner.logits({k: arrays[k][i:i + cfg.batch_size] for k in exported.inputs})
+              for i in range(0, len(rows.ids), cfg.batch_size)]
+    z = np.concatenate(logits).astype(np.float64) if logits else np.zeros((0, schema.n_classes))
+    res, threshold_name = scored_table(z, rows.ids, schema, exported.operating_point, cfg.calibration,
+                                       model_name=exported.stage, where=table)
+    _write_scores(out, res, rows.skipped)
+    return PredictResult(str(exported.path), exported.stage, out, len(res), threshold_name, rows.warnings)

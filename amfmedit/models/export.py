@@ -1,0 +1,165 @@
+"""A trained classifier as an ONNX graph, and the two ways to run one: ONNX Runtime or PyTorch.
+
+Knows models only (no schema, no run folder): :mod:`amfmedit.stages.export` adds the
+preprocessing, the operating point and the model card around the graph.
+
+What is exported is :class:`ExportedClassifier`: the classifier with the image scaling that
+``predict`` applies in front of it, taking exactly the arrays the preprocessing produces::
+
+    image   uint8   (batch, C, H, W)   windowed / resized as prepare stored it
+    x_cont  float32 (batch, n_cont)    imputed and z-scored continuous features
+    x_cat   int64   (batch, n_cat)     category codes (0 = missing or unseen)
+    -> logits float32 (batch, n_classes)
+
+only the inputs the classifier reads (``model.inputs``: a tabular baseline takes no image).
+
+Why ``torch.onnx.export(dynamo=True)`` (``torch.export`` underneath) and not TorchScript: every
+classifier of the zoo exports through it, with a dynamic batch dimension; TorchScript is
+deprecated upstream and cannot script the scan's autograd Functions, thread pool and compiled
+kernel anyway. Those are what made Mamba unexportable elsewhere (mamba-ssm's CUDA op); here the
+scan is switched to one of its plain-tensor forms (``TRACEABLE_IMPLS`` of
+:mod:`amfmedit.models.scan`) on a copy of the model before tracing, so the graph holds the
+recurrence as ordinary ONNX operators, its loops unrolled over the fixed number of tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from amfmedit.models.mamba import set_scan_impl
+from amfmedit.models.scan import TRACEABLE_IMPLS
+
+#: The scan form written into exported graphs, chosen by the exported model's speed on ONNX
+#: Runtime (benchmarks/bench_export.py, docs/export.md): one step at a time is the faster at
+#: batch 64 (the chunked form's materialised (L, B, N, D) tensors cost more memory traffic than
+#: its fewer ops save), and within 20 % of the chunked form at batch 1.
+EXPORT_SCAN = "traceable-sequential"
+#: dtype of each input the exported graph may take
+INPUT_DTYPES = {"image": np.uint8, "x_cont": np.float32, "x_cat": np.int64}
+OUTPUT = "logits"
+BATCH = "batch"  # the name of the dynamic first dimension
+#: what ``torch.onnx.export(dynamo=True)`` and a runtime need, by import name
+EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def missing_packages(names=EXPORT_PACKAGES) -> list[str]:
+    """The packages of ``names`` that are not importable (looked up without importing them)."""
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+class ExportedClassifier(nn.Module):
+    """A classifier as exported: ``forward(*inputs) -> logits (B, n_classes)``.
+
+    ``inputs`` are the arrays named by ``model.inputs``, in that order, with the dtypes of
+    :data:`INPUT_DTYPES`; the uint8 image is scaled to [0, 1] here, as ``predict`` scales it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        inputs = tuple(getattr(model, "inputs", ()))
+        if not inputs or set(inputs) - set(INPUT_DTYPES):
+            raise ValueError(f"{type(model).__name__} must declare the inputs it reads (model.inputs, a tuple of "
+                             f"{tuple(INPUT_DTYPES)}), however: inputs={inputs!r}")
+        super().__init__()
+        self.model, self.inputs = model, inputs
+
+    def forward(self, *args: Tensor) -> Tensor:
+        kw = dict(zip(self.inputs, args))
+        if "image" in kw:
+            kw["image"] = kw["image"].float() / 255.0
+        return self.model(**kw).logits
+
+
+def input_specs(example: dict[str, np.ndarray]) -> list[dict]:
+    """``[{"name", "dtype", "shape"}]`` of the example arrays, the first dimension named :data:`BATCH`."""
+    return [{"name": k, "dtype": np.dtype(INPUT_DTYPES[k]).name, "shape": [BATCH, *map(int, v.shape[1:])]}
+            for k, v in example.items()]
+
+
+def export_onnx(model: nn.Module, example: dict[str, np.ndarray], path: str | Path, *, scan: str = EXPORT_SCAN) -> dict:
+    """Write ``model`` (a classifier declaring ``inputs``) as ONNX to ``path``; returns what was done.
+
+    ``example``: one array per input of ``model.inputs`` (at least 2 rows: torch.export fixes a
+    dimension of size 1). The batch dimension is dynamic. ``scan`` is the plain-tensor scan FT-Mamba
+    runs in the graph (``TRACEABLE_IMPLS``); the caller's model is not changed. Returns
+    ``{"exporter", "opset", "scan", "inputs", "output"}``.
+    """
+    if scan not in TRACEABLE_IMPLS:
+        raise ValueError(f"scan must be one of {TRACEABLE_IMPLS}, however: {scan=}")
+    wrapped = ExportedClassifier(copy.deepcopy(model)).eval()
+    n_mamba = set_scan_impl(wrapped, scan)
+    names = list(wrapped.inputs)
+    if list(example) != names:
+        raise ValueError(f"example must hold {names} in this order, however: {list(example)}")
+    if min(len(v) for v in example.values()) < 2:
+        raise ValueError("example needs at least 2 rows: torch.export specialises a dimension of size 1")
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n], dtype=INPUT_DTYPES[n])) for n in names)
+    batch = torch.export.Dim(BATCH)
+    with warnings.catch_warnings(), torch.no_grad():
+        # the exporter warns that dims sharing one constraint keep one name: that is the point
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(wrapped, args, input_names=names, output_names=[OUTPUT], dynamo=True, optimize=False,
+                                    dynamic_shapes=(tuple({0: batch} for _ in names),), verbose=False)
+    program.save(str(path))
+    return {"exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "opset": int(program.model.opset_imports.get("", 0)), "scan": scan if n_mamba else None,
+            "inputs": input_specs(example),
+            "output": {"name": OUTPUT, "dtype": "float32", "shape": [BATCH, "n_classes"]}}
+
+
+class OnnxRunner:
+    """An exported graph on ONNX Runtime's CPU provider: ``logits({input: array}) -> (B, n_classes)``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort  # start-up: ~0.3 s, only when an exported model is run
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = tuple(i.name for i in self.session.get_inputs())
+        self.version = ort.__version__
+
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: np.ascontiguousarray(batch[k], dtype=INPUT_DTYPES[k]) for k in self.inputs}
+        return self.session.run([OUTPUT], feed)[0]
+
+
+class TorchRunner:
+    """The same computation on PyTorch (eager, float32, the default scan for the device)."""
+
+    name = "pytorch"
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.module = ExportedClassifier(model).to(self.device).eval()
+        self.inputs = self.module.inputs
+        self.version = torch.__version__
+
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        args = [torch.from_numpy(np.ascontiguousarray(batch[k], dtype=INPUT_DTYPES[k])).to(self.device)
+                for k in self.inputs]
+        with torch.no_grad():
+            return self.module(*args).float().cpu().numpy()
+
+
+def max_prob_delta(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
+    """max |softmax(a) - softmax(b)| over rows and classes (0.0 for no rows)."""
+    if len(logits_a) == 0:
+        return 0.0
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    return float(np.abs(softmax(logits_a.astype(np.float64)) - softmax(logits_b.astype(np.float64))).max())

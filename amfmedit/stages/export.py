@@ -1,0 +1,174 @@
+"""``export``: one fine-tuned classifier as a folder that describes itself and runs without the run.
+
+``amfmedit export --out DIR`` writes (built aside, renamed into place when complete)::
+
+    DIR/model.onnx            the classifier, uint8 image / float32 x_cont / int64 x_cat -> logits
+                              (amfmedit.models.export: ONNX through torch.onnx.export's dynamo path)
+    DIR/model.pt              the same weights as a checkpoint {kind, config, state_dict} for
+                              PyTorch where ONNX Runtime is not installed (loaded weights_only)
+    DIR/schema.json           the preprocessing: the prepared dataset's schema (imputation medians,
+                              z-score statistics, category codes, HU window, image size)
+    DIR/operating_point.json  evaluate's threshold (chosen on validation) and calibration
+    DIR/export.json           what the folder holds: inputs, output, class names, the classifier,
+                              its run and stage, versions, the ONNX-vs-PyTorch check on the test split
+    DIR/model_card.md         trained on what, metrics with intervals, intended use, limits
+    DIR/SHA256SUMS            the SHA-256 of every file above (``sha256sum -c SHA256SUMS`` checks it)
+
+``predict --model DIR`` (:mod:`amfmedit.stages.predict`) opens the folder with
+:func:`amfmedit.stages.exported.open_export`, which checks every hash first, and scores new rows
+with ONNX Runtime when it is installed, PyTorch otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amfmedit import __version__
+from amfmedit.data.prepared import dataset_path
+from amfmedit.errors import UserError
+from amfmedit.io import read_json, staging_dir, torch_save, write_json, write_text
+from amfmedit.models import model_config, to_checkpoint
+from amfmedit.models.export import (
+    EXPORT_PACKAGES,
+    OnnxRunner,
+    TorchRunner,
+    export_onnx,
+    max_prob_delta,
+    missing_packages,
+)
+from amfmedit.stages import names
+from amfmedit.stages.classify import best_model
+from amfmedit.stages.common import RunOptions, load_dataset
+from amfmedit.stages.evaluate import OPERATING_FILE
+from amfmedit.stages.exported import (
+    CARD_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    HASH_FILE,
+    INSTALL_HINT,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    OPERATING_POINT_FILE,
+    SCHEMA_FILE,
+    TORCH_FILE,
+    sha256,
+)
+from amfmedit.stages.model_card import model_card
+from amfmedit.stages.predict import choose_stage, operating_point
+from amfmedit.train import rundir
+
+#: the exported graph should give the PyTorch model's probabilities to within PARITY_TARGET on the test
+#: split (a warning otherwise); beyond PARITY_LIMIT the export is refused (a graph that computes something else)
+PARITY_TARGET, PARITY_LIMIT = 1e-5, 1e-4
+
+
+@dataclass
+class ExportConfig:
+    out: str
+    stage: str | None = None  # a finetune-*/supervised-* folder; None: the best multimodal one on validation
+    batch_size: int = 64  # rows per forward pass of the parity check
+
+
+@dataclass
+class ExportResult:
+    run: str
+    stage: str
+    out: Path
+    parity: float  # max |delta probability|, ONNX Runtime vs PyTorch, on the test split
+    rows: int  # test rows checked
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not force:
+        raise UserError(f"--out {out}: exists; pass --force to replace it or choose another folder")
+    if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file()):
+        raise UserError(f"--out {out}: exists and is not an amfmedit export, so --force will not replace it; "
+                        "choose another folder")
+
+
+def _finished_stage(run: rundir.Run, stage: str | None) -> str:
+    """:func:`choose_stage`, with an unfinished training named as such."""
+    if stage is not None and names.parse_stage(stage) is not None and run.stage(stage).is_dir() \
+            and not run.is_complete(stage):
+        raise UserError(f"--stage {stage}: not finished (no {rundir.MARKER} marker in {run.stage(stage)}); finish it "
+                        "with `amfmedit finetune ... --resume` or export a finished classifier")
+    return choose_stage(run, stage)
+
+
+def _logits(runner, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+    n = len(next(iter(arrays.values())))
+    out = [runner.logits({k: v[i:i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
+    """Write one finished classifier of a run, with what it needs to run elsewhere, to ``cfg.out``."""
+    missing = missing_packages()
+    if missing:
+        raise UserError(f"amfmedit export needs {', '.join(EXPORT_PACKAGES)}; {', '.join(missing)} not installed: "
+                        f"{INSTALL_HINT}")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be at least 1")
+    out = Path(cfg.out)
+    _check_out(out, opts.force)
+    run = rundir.open_run(opts.runs_dir, opts.run)
+    stage = _finished_stage(run, cfg.stage)
+    model, ckpt = best_model(run.stage(stage))
+    model.eval()
+    op, why = operating_point(run, stage, int(ckpt["epoch"]))
+    if op is None:
+        raise UserError(f"{why}: an export carries the threshold and calibration evaluate chooses")
+    evaluation = read_json(run.stage(names.EVALUATE) / names.EVAL_METRICS_FILE)
+    ds = load_dataset(run, opts)
+    schema = ds.schema
+    test = ds.indices("test")
+    pool = {"image": ds.images, "x_cont": ds.x_cont, "x_cat": ds.x_cat}
+    arrays = {k: np.asarray(pool[k][test]) for k in model.inputs}
+    rows = test if len(test) >= 2 else np.arange(min(2, len(ds)))  # torch.export needs 2 example rows
+    example = {k: np.asarray(pool[k][rows[:2]]) for k in model.inputs}
+    eval_op = read_json(run.stage(names.EVALUATE) / OPERATING_FILE)
+    record = {**op, "stage": stage, "positive_class": eval_op.get("positive_class"), "note": eval_op.get("note"),
+              "threshold_spec": eval_op.get("threshold_spec"), "chosen_on": eval_op.get("chosen_on")}
+
+    warnings: list[str] = []
+    with staging_dir(out, force=opts.force) as tmp:
+        tmp = Path(tmp)
+        info = export_onnx(model, example, tmp / ONNX_FILE)
+        onnx_runner = OnnxRunner(tmp / ONNX_FILE)
+        parity = max_prob_delta(_logits(onnx_runner, arrays, cfg.batch_size),
+                                _logits(TorchRunner(model), arrays, cfg.batch_size))
+        if not parity <= PARITY_LIMIT:
+            raise UserError(f"{stage}: the exported graph's probabilities differ from the PyTorch model's by "
+                            f"{parity:.2e} on the test split (limit {PARITY_LIMIT:g}); nothing was written")
+        if parity > PARITY_TARGET:
+            warnings.append(f"the exported graph's probabilities differ from the PyTorch model's by up to {parity:.2e} "
+                            f"on the test split (target {PARITY_TARGET:g}); see export.json")
+        torch_save(to_checkpoint(model, epoch=int(ckpt["epoch"])), tmp / TORCH_FILE)
+        shutil.copyfile(dataset_path(run.data, opts.data_dir or run.data_dir) / SCHEMA_FILE, tmp / SCHEMA_FILE)
+        write_json(tmp / OPERATING_POINT_FILE, record)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "created": dt.datetime.now(dt.timezone.utc)
+            .isoformat(timespec="seconds"), "amfmedit": __version__,
+            "run": run.name, "stage": stage, "title": op.get("title"), "best_epoch": int(ckpt["epoch"]),
+            "model": {**model_config(model), "parameters": sum(p.numel() for p in model.parameters()),
+                      "onnx": ONNX_FILE, "torch": TORCH_FILE, **{k: info[k] for k in ("exporter", "opset", "scan")}},
+            "inputs": info["inputs"], "output": info["output"], "class_names": schema.class_names,
+            "image_column": schema.image_column, "id_column": schema.id_column,
+            "preprocessing": SCHEMA_FILE, "operating_point": OPERATING_POINT_FILE,
+            "parity": {"split": "test", "rows": int(len(test)), "max_abs_prob_delta": parity, "target": PARITY_TARGET,
+                       "between": f"onnxruntime {onnx_runner.version} and PyTorch {torch.__version__} eager"},
+        }
+        write_json(tmp / MANIFEST_FILE, manifest)
+        write_text(tmp / CARD_FILE, model_card(manifest, schema, record, evaluation, ds))
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        write_text(tmp / HASH_FILE, "".join(f"{sha256(tmp / f)}  {f}\n" for f in files))
+    return ExportResult(run.name, stage, out, parity, int(len(test)), warnings)
