@@ -67,6 +67,17 @@ def environment() -> dict:
     return info
 
 
+def native_kernels() -> str:
+    """Whether the compiled CPU kernels of the Mamba blocks are in use here, and why (built at the
+    first call where a compiler is found; their fallback notice, if any, is raised then)."""
+    try:
+        # lazy import: keeps start-up free of torch ~3 s until this runs
+        from amfmedit.models import native_scan
+    except ImportError as exc:
+        return f"unknown: amfmedit.models not importable: {exc}"
+    return native_scan.status()
+
+
 def mamba_path() -> tuple[str, str]:
     """Which selective-scan implementation FT-Mamba would use here, and why."""
     try:

@@ -11,18 +11,27 @@ temporary files in its folder and :func:`staging_dir` for its own target's folde
 Files the tool wrote are read back through :func:`read_json` and :func:`torch_load`: a
 damaged or truncated file is a :class:`~amfmedit.errors.UserError` naming the file, what is
 wrong and what to do, never a decoder traceback.
+
+A full disk (``ENOSPC``, or a quota: ``EDQUOT``) anywhere under a write is a
+:class:`DiskFullError` naming the file: :func:`atomic_path` and :func:`staging_dir` translate
+it (their partial file or folder removed), :func:`disk_full_as_error` does it for other writes.
+Libraries that write from C (torch.save, HDF5) are handed Python file objects, so the OS error
+reaches Python instead of turning into a decoder message or a crash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,8 +44,69 @@ from amfmedit.errors import UserError
 RERUN_HINT = "re-run the stage that wrote it with --force"
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_HINT = "free space and rerun"
+
+
+class DiskFullError(UserError):
+    """The disk (or quota) filled up while writing ``path``; the partial file is gone."""
+
+    def __init__(self, path: str | os.PathLike, hint: str = DISK_FULL_HINT, *, note: str = "") -> None:
+        self.path, self.hint, self.note = Path(path), hint, note
+        super().__init__(f"disk full while writing {path}{note}; {hint}")
+
+    def moved(self, old_root: Path, new_root: Path) -> "DiskFullError":
+        """The same error with ``path`` under ``new_root`` where it lay under ``old_root`` (a staging folder)."""
+        try:
+            rel = self.path.relative_to(old_root)
+        except ValueError:
+            return self
+        return DiskFullError(new_root / rel, self.hint, note=self.note)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from or during is an OSError ENOSPC / EDQUOT.
+
+    torch.save reports a failed write of a Python file object as a RuntimeError raised while
+    handling the OSError, so the chain is followed, not only ``exc``.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def written_file(exc: BaseException | None) -> str | None:
+    """The file named by an OSError in ``exc``'s chain (its ``filename``), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.filename:
+            return str(exc.filename)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | os.PathLike, hint: str = DISK_FULL_HINT) -> Iterator[None]:
+    """A full disk inside the block becomes ``DiskFullError(path)``; a DiskFullError already raised
+    (naming its own file) passes unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path, hint) from exc
+        raise
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (``os.kill(pid, 0)``; another user's counts as alive)."""
+    """Whether a process with this id is running (``os.kill(pid, 0)``; another user's counts as alive;
+    a zombie, killed but not yet reaped by its parent, counts as gone)."""
     if pid <= 0:
         return False
     try:
@@ -45,7 +115,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or the process just went
+        return True
 
 
 def temp_prefix(name: str) -> str:
@@ -101,20 +175,21 @@ def _tmp_sibling(path: Path, suffix: str = "") -> Path:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
 
-    Any exception (including a full disk while writing) removes the temporary file and leaves
-    the previous ``path`` untouched.
+    Any exception removes the temporary file and leaves the previous ``path`` untouched; a
+    full disk is raised as :class:`DiskFullError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path, path.suffix)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(path, path.suffix)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_bytes(path, data: bytes) -> None:
@@ -137,6 +212,21 @@ def _json_default(obj: Any):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_npy(path, array: np.ndarray) -> None:
+    """``np.save`` of a numeric array, written through Python's file object (the same bytes).
+
+    numpy writes a real file with C ``fwrite`` and reports a full disk as a short write with no
+    errno ("N requested and M written"); Python's write raises OSError ENOSPC, which
+    :func:`disk_full_as_error` recognises.
+    """
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise ValueError("save_npy writes numeric arrays only")
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(memoryview(array.reshape(-1)).cast("B"))
 
 
 def write_json(path, obj: Any) -> None:
@@ -166,11 +256,17 @@ def read_json(path, *, hint: str = RERUN_HINT) -> Any:
 
 
 def torch_save(obj: Any, path) -> None:
-    """``torch.save`` to a temporary file, fsync, rename: the previous checkpoint survives failures."""
+    """``torch.save`` to a temporary file, fsync, rename: the previous checkpoint survives failures.
+
+    torch writes through a Python file object: given a path, its C++ writer reports a full disk as
+    ``RuntimeError: ... unexpected pos``, while a file object's OSError stays in the exception chain
+    (:func:`is_disk_full`), so a full disk is a :class:`DiskFullError` naming ``path``.
+    """
     import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -184,8 +280,10 @@ def _first_line(exc: BaseException) -> str:
 def torch_load(path, map_location="cpu", *, hint: str = RERUN_HINT) -> Any:
     """Load a checkpoint as data only (``weights_only=True``): a checkpoint is never code.
 
-    A missing, truncated or corrupt file (or one holding code) is a UserError naming the file,
-    torch's reason (its first line, whole) and ``hint``.
+    A missing, truncated or corrupt file is a UserError naming the file, torch's reason (its
+    first line, whole) and ``hint``. A file that holds pickled objects other than tensors and
+    plain data (a pickle payload, in a torch archive or a bare pickle) is refused as unsafe,
+    without torch's advice to load it with ``weights_only=False``.
     """
 
     import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
@@ -194,18 +292,42 @@ def torch_load(path, map_location="cpu", *, hint: str = RERUN_HINT) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found; {hint}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of bare pickles: not one line
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower() and ("GLOBAL" in str(exc) or _pickle_runs_code(path)):
+            raise UserError(f"{path}: refused as unsafe: it holds pickled objects other than tensors and plain "
+                            f"data, which could run code when loaded (a checkpoint is read as data only); {hint}"
+                            ) from None
+        raise _unreadable(path, exc, hint) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
             KeyError, IndexError, TypeError, AttributeError) as exc:
-        size = path.stat().st_size
-        if size == 0:
-            what = "empty file"
-        elif (isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower()
-              and zipfile.is_zipfile(path)):  # an intact torch.save archive holding code
-            what = "it holds objects other than tensors and plain data, refused (a checkpoint is loaded as data only)"
-        else:
-            what = f"damaged or truncated ({size:,} bytes): {_first_line(exc)}"
-        raise UserError(f"{path}: not a readable checkpoint ({what}); {hint}") from exc
+        raise _unreadable(path, exc, hint) from exc
+
+
+# pickle opcodes that import or call (pickletools names); a weights-only load never needs them here
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4"}
+
+
+def _pickle_runs_code(path: Path) -> bool:
+    """Whether ``path`` is a bare pickle whose opcodes import or call something (read, never run)."""
+
+    try:
+        with open(path, "rb") as fh:
+            return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(fh))
+    except Exception:  # noqa: BLE001 - not a parseable pickle: damaged, not unsafe
+        return False
+
+
+def _unreadable(path: Path, exc: BaseException, hint: str) -> UserError:
+    size = path.stat().st_size
+    reason = _first_line(exc)
+    if "weights only load failed" in reason.lower():  # torch's advice first; its finding follows the marker
+        tail = str(exc).split("WeightsUnpickler error:", 1)[-1]
+        reason = next((x.strip() for x in tail.splitlines() if x.strip()), "not a weights file")
+    what = "empty file" if size == 0 else f"damaged or truncated ({size:,} bytes): {reason}"
+    return UserError(f"{path}: not a readable checkpoint ({what}); {hint}")
 
 
 @contextlib.contextmanager
@@ -213,12 +335,15 @@ def staging_dir(final: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     """Build a folder under a temporary sibling name; rename it to ``final`` on success.
 
     On any exception the partial folder is removed and ``final`` is left as it was. With
-    ``force`` an existing ``final`` is replaced only once the new one is complete.
+    ``force`` an existing ``final`` is replaced only once the new one is complete. A full disk
+    is a :class:`DiskFullError` naming the file under ``final`` (not under the temporary name),
+    or ``final`` itself when the file is not known.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(final.parent, final.name, (".partial",))
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
+    with disk_full_as_error(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent, final.name, (".partial",))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
     try:
         yield tmp
         if final.exists():
@@ -230,8 +355,16 @@ def staging_dir(final: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except DiskFullError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        moved = exc.moved(tmp, final)
+        if moved is exc:
+            raise
+        raise moved from exc
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise DiskFullError(written_file(exc) or tmp).moved(tmp, final) from exc
         raise
 
 
@@ -280,6 +413,28 @@ def exclusive_lock(target: str | os.PathLike, busy: str) -> Iterator[Path]:
         finally:
             _held[key] -= 1
         return
+    with disk_full_as_error(path):  # even the lock cannot be written on a full disk
+        fd = _take_lock(path, target, busy)
+    try:
+        _held[key] = 1
+        try:
+            os.ftruncate(fd, 0)
+            with disk_full_as_error(path):
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            yield path
+        finally:
+            del _held[key]
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still holding the lock
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when empty
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _take_lock(path: Path, target, busy: str) -> int:
+    """Open and ``flock`` the lock file ``path``; the descriptor, or a UserError when it is held."""
     for _ in range(50):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -301,18 +456,4 @@ def exclusive_lock(target: str | os.PathLike, busy: str) -> Iterator[Path]:
         os.close(fd)  # locked a file its last holder had just removed: take the current one
     else:  # pragma: no cover - 50 releases in a row between open and flock
         raise UserError(busy.format(pid="?"))
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        _held[key] = 1
-        try:
-            yield path
-        finally:
-            del _held[key]
-            with contextlib.suppress(OSError):
-                path.unlink()  # while still holding the lock
-            with contextlib.suppress(OSError):
-                path.parent.rmdir()  # only when empty
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return fd

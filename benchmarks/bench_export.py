@@ -15,8 +15,8 @@ Each variant runs in a process of its own (PyTorch's OpenMP threads and ONNX Run
 both spin-wait after a call; in one process each slows the other down by up to 50x on two
 cores), one at a time: each round times every variant once at every batch size, in turn
 (interleaved, so a busy machine slows them alike), and the figures are medians over rounds.
-PyTorch runs the model as ``predict`` does (eager, float32, the default scan: the compiled CPU
-kernel when a compiler is there); ONNX Runtime runs the CPU provider with as many intra-op
+PyTorch runs the model as ``predict`` does (``train.tasks.infer``: eager, float32, the default
+scan: the compiled CPU kernel when a compiler is there); ONNX Runtime runs the CPU provider with as many intra-op
 threads as PyTorch has. Prints rows per second, the ratio to PyTorch (> 1: the exported model
 is faster) and the largest probability difference between the two.
 """
@@ -39,11 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amfmedit.io import torch_load, torch_save  # noqa: E402
 from amfmedit.models import (  # noqa: E402
-    FUSIONS, ImageEncoder, ImageTabularClassifier, UnimodalClassifier, build_fusion, build_tabular_encoder,
+    FUSIONS, ImageTabularClassifier, UnimodalClassifier, build_fusion, build_image_encoder, build_tabular_encoder,
     from_checkpoint, to_checkpoint,
 )
-from amfmedit.models.export import OnnxRunner, TorchRunner, export_onnx, max_prob_delta  # noqa: E402
+from amfmedit.models.export import export_onnx  # noqa: E402
 from amfmedit.models.scan import TRACEABLE_IMPLS  # noqa: E402
+from amfmedit.stages.exported import OnnxPredictor, TorchPredictor  # noqa: E402
+from amfmedit.stages.kinds import get_kind  # noqa: E402
+from amfmedit.train.inputs import Batch  # noqa: E402
 
 BASE = "pytorch eager"
 
@@ -57,7 +60,7 @@ def demo_model(args) -> torch.nn.Module:
                                 cat_cardinalities=[3] * n_cat, **width)
     if args.fusion == "none":
         return UnimodalClassifier(tab, n_classes=2, modality="tabular").eval()
-    img = ImageEncoder(arch=args.image_arch, in_channels=1)
+    img = build_image_encoder(args.image_arch, in_channels=1)
     run_inputs = {"r_conf": 1.0} if "r_conf" in FUSIONS[args.fusion].run_inputs else {}
     fusion = build_fusion(args.fusion, d_img=img.d_out, d_tab=tab.d_out, n_classes=2, **run_inputs)
     return ImageTabularClassifier(img, tab, fusion).eval()
@@ -72,11 +75,18 @@ def inputs_for(specs: dict, batch: int, seed: int = 0) -> dict:
     return {k: make[k]((batch, *shape)) for k, shape in specs.items()}
 
 
-def rows_per_second(runner, batch: dict) -> float:
-    n = len(next(iter(batch.values())))
+def as_batch(arrays: dict) -> Batch:
+    """The arrays as the one batch ``predict`` would hand a runner (CPU tensors, no labels)."""
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    n = len(next(iter(arrays.values())))
+    return Batch(rows=np.arange(n), image=t.get("image"), x_cont=t.get("x_cont"), x_cat=t.get("x_cat"), label=None)
+
+
+def rows_per_second(runner, batch: Batch) -> float:
+    n = len(batch)
     reps, t0 = 0, time.perf_counter()
     while True:  # at least 0.3 s of calls, so a batch-1 call (~1 ms) is timed many times over
-        runner.logits(batch)
+        runner.predictions([batch])
         reps += 1
         elapsed = time.perf_counter() - t0
         if elapsed > 0.3 and reps >= 3:
@@ -84,16 +94,17 @@ def rows_per_second(runner, batch: dict) -> float:
 
 
 def _worker(conn, kind: str, path: str, specs: dict, batches: list[int], threads: int) -> None:
-    """One variant in its own process: answers each batch size with (rows per second, logits)."""
+    """One variant in its own process: answers each batch size with (rows per second, probabilities)."""
     torch.set_num_threads(threads)
-    runner = TorchRunner(from_checkpoint(torch_load(path)).eval()) if kind == "torch" else OnnxRunner(path,
-                                                                                                      threads=threads)
-    data = {b: inputs_for(specs, b) for b in batches}
+    binary = get_kind("binary")
+    runner = TorchPredictor(from_checkpoint(torch_load(path)), binary) if kind == "torch" else \
+        OnnxPredictor(path, binary, threads=threads)
+    data = {b: as_batch(inputs_for(specs, b)) for b in batches}
     for b in batches:
-        runner.logits(data[b])  # warm-up: first calls choose kernels and allocate
+        runner.predictions([data[b]])  # warm-up: first calls choose kernels and allocate
     conn.send(getattr(runner, "version", ""))
     while (b := conn.recv()) is not None:
-        conn.send((rows_per_second(runner, data[b]), runner.logits(data[b])))
+        conn.send((rows_per_second(runner, data[b]), runner.predictions([data[b]])))
 
 
 def main(argv=None) -> None:
@@ -146,12 +157,12 @@ def main(argv=None) -> None:
             workers[name] = (proc, mine)
             versions[name] = mine.recv()
         times = {(k, b): [] for k in variants for b in batches}
-        logits = {}
+        probs = {}
         for _ in range(args.rounds):
             for b in batches:
                 for name, (_, conn) in workers.items():
                     conn.send(b)
-                    rate, logits[(name, b)] = conn.recv()
+                    rate, probs[(name, b)] = conn.recv()
                     times[(name, b)].append(rate)
                     time.sleep(0.2)  # the pool that just ran stops spinning before the next one starts
         for proc, conn in workers.values():
@@ -170,7 +181,7 @@ def main(argv=None) -> None:
         print(f"{name:<36}{cells}")
     for name in variants:
         if name != BASE:
-            delta = max(max_prob_delta(logits[(name, b)], logits[(BASE, b)]) for b in batches)
+            delta = max(float(np.abs(probs[(name, b)] - probs[(BASE, b)]).max()) for b in batches)
             print(f"max |delta probability| {name} vs {BASE}: {delta:.2e}")
 
 

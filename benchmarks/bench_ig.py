@@ -123,6 +123,9 @@ def main() -> None:
 
     from amfmedit.errors import UserError
     from amfmedit.explain.ig import steps_for_completeness, tabular_baseline
+    from amfmedit.train.cpu_alloc import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the explain stage's process set-up does (setup_runtime)
 
     scorer = build(args.features, args.categorical, args.d_block)
     x_cont, x_cat = data(max(args.samples, 64), args.features, args.categorical)

@@ -87,7 +87,9 @@ class TreeSampler(threading.Thread):
 def run_once(workdir: Path, patients: int, image_size: int, features: int) -> dict:
     import h5py
 
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
 
     marks: list[tuple[str, float]] = []

@@ -45,7 +45,8 @@ def _mean_std(values) -> str:
 
 
 def one_setting(root: Path, label: str, image: float, tabular: float, args) -> dict:
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
     from amfmedit.io import read_json
     from amfmedit.stages.classify import Recipe
@@ -73,7 +74,7 @@ def one_setting(root: Path, label: str, image: float, tabular: float, args) -> d
     values = [*GRID, measured] if measured not in GRID else list(GRID)
     t0 = time.perf_counter()
     results = finetune_many(experiment_configs(base, rconfs=[*values, "auto"]), opts)
-    auto = next(r.rconf_auto for r in results if r.rconf_auto)
+    auto = next(r.search for r in results if r.search)
     ev = evaluate(EvaluateConfig(), opts)
     by_r, auto_auc = {}, None
     for g in ev.groups:

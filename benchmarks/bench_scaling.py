@@ -157,7 +157,7 @@ def main(argv=None) -> None:
     p.add_argument("--adam", action="store_true", help="time fused vs foreach Adam")
     p.add_argument("--no-table", action="store_true", help="skip the scaling table")
     p.add_argument("--no-mallopt", action="store_true",
-                   help="leave glibc's mmap threshold alone (training runs raise it: amfmedit.models.cpu_alloc)")
+                   help="leave glibc's mmap threshold alone (training runs raise it: amfmedit.train.cpu_alloc)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: this process's CPU time (all threads summed); at 1 thread it is less "
                         "disturbed by other processes on a shared machine than wall time")
@@ -165,7 +165,7 @@ def main(argv=None) -> None:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if not args.no_mallopt:
-        from amfmedit.models.cpu_alloc import tune_cpu_allocator
+        from amfmedit.train.cpu_alloc import tune_cpu_allocator
 
         print(f"glibc mmap/trim thresholds raised: {tune_cpu_allocator()}")
     print(f"torch {torch.__version__}; mamba path {kernel_status()}")

@@ -3,9 +3,10 @@
 Target of issue 10: under 10 s on 2 CPU cores. Timed, as ``evaluate`` will call it:
 
 - per model: the operating point chosen on a 1,600-row validation split (Youden), every
-  metric per seed (5 seeds), the seed-averaged prediction's DeLong AUC interval and stratified
-  bootstrap intervals (2,000 resamples) for AUPRC, balanced accuracy, sensitivity,
-  specificity, PPV, NPV, Brier, ECE (``amfmedit.stats.summary.summarise_run``);
+  metric per seed (5 seeds), the seed-averaged prediction's DeLong AUC interval, Clopper-Pearson
+  intervals for sensitivity, specificity, PPV, NPV and stratified bootstrap intervals (2,000
+  resamples, also feeding the paired comparisons) for AUPRC, balanced accuracy, Brier, ECE
+  (``amfmedit.stats.summary.summarise_run``);
 - all 15 pairs: paired DeLong test for AUC, paired bootstrap for six other metrics, Holm
   adjustment, ``comparisons.md`` and ``comparisons.csv`` rendered.
 
@@ -76,7 +77,7 @@ def reporting_path(y_val, val, y, test, folder) -> tuple[float, float]:
 
     preds = {n: evalstats.ModelPredictions(two(val[n]), two(test[n])) for n in NAMES}
     t = time.perf_counter()
-    stats = evalstats.compute(y_val, y, preds, "youden")
+    stats = evalstats.compute(y_val, y, preds, "youden", thresholded=True)
     for render in (evalstats.models_markdown, evalstats.operating_markdown, evalstats.calibration_markdown,
                    evalstats.headline_comparisons_markdown):
         render(stats)

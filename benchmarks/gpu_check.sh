@@ -4,7 +4,7 @@
 # on CUDA. Each step has its own time limit and its own log under $OUT; a failing step does not
 # stop the next one. The last lines printed are a summary.
 #
-#   bash benchmarks/gpu_check.sh            # on the GPU machine (wheels in .whl/, see README)
+#   bash benchmarks/gpu_check.sh            # on the GPU machine (wheels in .whl/, see docs/performance.md, "GPU")
 #   SMALL=1 bash benchmarks/gpu_check.sh    # tiny sizes, CPU: checks that the script itself works
 #   E2E=1 bash benchmarks/gpu_check.sh      # also the end-to-end CLI run (~2.5 more minutes)
 #

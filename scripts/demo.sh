@@ -20,11 +20,11 @@ start=$(date +%s)
 "$BIN/amfmedit" prepare --data synthetic-ol3i --patients "$PATIENTS" --image-size "$IMAGE" --features "$FEATURES" \
     --prevalence "$PREVALENCE" --seed "$SEED" --force
 rm -rf "$OUT/runs/demo"
-# --recipe cpu (stages/recipes.py, README): ResNet-18 instead of the paper's ResNet-50 keeps two
+# --recipe cpu (stages/recipes.py, docs/recipes.md): ResNet-18 instead of the paper's ResNet-50 keeps two
 # CPU cores inside five minutes; the tabular side is the paper's FT-Mamba (D_tab 64); plain
 # cross-entropy, since the paper's alpha = (0.1, 2) is OL3I's choice for a ~20:1 imbalance and
 # over-corrects at the demo's 20% prevalence. The class-balanced sampler stays: without it AUC
-# varies twice as much over seeds (README), at the price of probabilities that sit high (evaluate's
+# varies twice as much over seeds (docs/recipes.md), at the price of probabilities that sit high (evaluate's
 # temperature scaling and validation-chosen threshold take care of that).
 "$BIN/amfmedit" pretrain --data synthetic-ol3i --run demo --tabular-encoder ft_mamba --recipe cpu \
     --epochs "${DEMO_PRETRAIN_EPOCHS:-20}"

@@ -35,7 +35,8 @@ def shared_data_dir(tmp_path_factory) -> Path:
 
 
 def _prepare(spec_name: str, data_dir: Path, image_size: int, options: dict, **spec_changes) -> PreparedFixture:
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
 
     spec = apply_overrides(load_spec(spec_name), image_size=image_size)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 import collections
 from pathlib import Path
 
@@ -16,7 +17,7 @@ PKG = Path(__file__).resolve().parents[1] / "amfmedit"
 
 # Higher imports lower, never the other way; equal layers may import each other without cycles.
 LAYERS = {"cli": 6, "__main__": 7, "stages": 5, "bench": 5, "explain": 4, "train": 4, "env": 4,
-          "models": 3, "data": 3, "stats": 2, "io": 1, "errors": 0, "paths": 1, "__init__": 0}
+          "models": 3, "data": 3, "stats": 2, "io": 1, "figures": 1, "errors": 0, "paths": 1, "__init__": 0}
 # explainers know models (and arrays), not runs or the training core
 FORBIDDEN = {"explain": {"stages", "train", "cli", "bench"}, "train": {"explain", "stages", "cli"},
              "models": {"data", "train", "explain", "stages", "cli"}, "data": {"models", "train", "explain", "stages", "cli"}}
@@ -142,16 +143,19 @@ def test_function_level_imports_say_why():
 
 
 def _member_names() -> dict[str, set[str]]:
-    from amfmedit.models import FUSIONS, TABULAR_ENCODERS
+    from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS
+    from amfmedit.stages.kinds import PREDICTION_KINDS
 
-    return {"fusion": set(FUSIONS), "tabular encoder": set(TABULAR_ENCODERS)}
+    return {"fusion": set(FUSIONS), "tabular encoder": set(TABULAR_ENCODERS), "image encoder": set(IMAGE_ENCODERS),
+            "prediction kind": set(PREDICTION_KINDS)}
 
 
 # A family's own module and its registry may name its members; so may ``amfmedit bench``, which
 # reproduces the paper's Table 3 for the named members it reports (AMF vs cross-attention, FT-Mamba
 # vs FT-Transformer) and is no caller of the families.
 FAMILY_HOMES = {"amfmedit/models/fusion.py", "amfmedit/models/tabular.py", "amfmedit/models/__init__.py",
-                "amfmedit/bench.py"}
+                "amfmedit/models/image.py", "amfmedit/bench.py", "amfmedit/stages/kinds/__init__.py",
+                "amfmedit/stages/kinds/base.py", "amfmedit/stages/kinds/classification.py"}
 
 
 def _string_constants(node: ast.AST) -> list[str]:
@@ -190,3 +194,58 @@ def test_the_branching_check_sees_a_comparison():
     hits = [node.lineno for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Compare)
             and set(s for p in [node.left, *node.comparators] for s in _string_constants(p)) & members]
     assert hits == [1, 2]
+
+
+# Modules whose functions take probability arrays and dispatch on their width (two columns: the
+# positive class's probability; more: one-vs-rest): a property of the array, not of a prediction kind.
+ARRAY_HOMES = {"amfmedit/train/metrics.py"}
+
+
+def _class_count_comparisons(source: str) -> list[int]:
+    """Lines comparing a class count (``n_classes``, ``.n_classes``) with 2: a binary kind in disguise."""
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare) or len(node.ops) != 1:  # a range check (2 <= n <= K) is no kind
+            continue
+        parts = [node.left, *node.comparators]
+        named = any((isinstance(p, ast.Name) and p.id == "n_classes") or
+                    (isinstance(p, ast.Attribute) and p.attr == "n_classes") for p in parts)
+        number = any(isinstance(p, ast.Constant) and p.value == 2 for p in parts)
+        if named and number:
+            hits.append(node.lineno)
+    return hits
+
+
+def test_no_code_outside_the_kind_family_compares_a_class_count():
+    """``n_classes == 2`` is the binary kind by another name: ask the prediction kind instead."""
+    problems = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG.parent))
+        if rel in FAMILY_HOMES or rel in ARRAY_HOMES or rel.startswith("amfmedit/stats/"):
+            continue
+        problems += [f"{rel}:{line}" for line in _class_count_comparisons(path.read_text(encoding="utf-8"))]
+    assert not problems, "ask the prediction kind (amfmedit.stages.kinds) instead:\n" + "\n".join(problems)
+    assert _class_count_comparisons("if schema.n_classes == 2: pass\nok = n_classes > 2\nx = k == 2\n"
+                                    "y = n_classes < 1\nz = 2 <= n_classes <= 9\n") == [1, 2]
+
+
+# The statistics layer is a leaf of arrays: besides the standard library it may use only these.
+STATS_THIRD_PARTY = {"numpy", "scipy", "sklearn", "matplotlib"}
+
+
+def _third_party(source: str) -> set[str]:
+    tops = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            tops |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            tops.add(node.module.split(".")[0])
+    return {t for t in tops if t not in sys.stdlib_module_names and t not in ("__future__", "amfmedit")}
+
+
+def test_stats_uses_only_array_libraries():
+    problems = [f"{p.relative_to(PKG.parent)}: {sorted(_third_party(p.read_text(encoding='utf-8')) - STATS_THIRD_PARTY)}"
+                for p in sorted((PKG / "stats").glob("*.py"))
+                if _third_party(p.read_text(encoding="utf-8")) - STATS_THIRD_PARTY]
+    assert not problems, "amfmedit.stats is a leaf of array code:\n" + "\n".join(problems)
+    assert _third_party("import torch\nfrom scipy import stats\nimport json\n") - STATS_THIRD_PARTY == {"torch"}

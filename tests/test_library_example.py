@@ -1,24 +1,24 @@
-"""The README's Python example runs as printed (a user copies it into a notebook)."""
+"""The library page's Python example (docs/library.md) runs as printed (a user copies it into a notebook)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "library.md"
 
 
 def _example() -> str:
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     m = re.search(r"<!-- example:library -->\s*```python\n(.*?)```", text, re.S)
-    assert m, "README.md lost its <!-- example:library --> code block"
+    assert m, "docs/library.md lost its <!-- example:library --> code block"
     return m.group(1)
 
 
-def test_readme_python_example_runs_verbatim(tmp_path, monkeypatch, capsys):
+def test_library_page_python_example_runs_verbatim(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__readme__"}
-    exec(compile(_example(), str(README), "exec"), namespace)  # noqa: S102 - the documented example itself
+    namespace: dict = {"__name__": "__library_example__"}
+    exec(compile(_example(), str(PAGE), "exec"), namespace)  # noqa: S102 - the documented example itself
     out = capsys.readouterr().out
     assert "best validation AUC" in out and "(8, 6) completeness error" in out
     # the engine wrote what it promises into the folder the example named

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from amfmedit import __version__
-from amfmedit.cli.common import app
+from amfmedit.cli.common import app, show_warnings_as_lines
 
 # Subcommands register themselves on import (one module per stage).
 from amfmedit.cli import info as _info  # noqa: E402,F401
@@ -21,6 +21,7 @@ from amfmedit.cli import export as _export  # noqa: E402,F401
 from amfmedit.cli import explain as _explain  # noqa: E402,F401
 from amfmedit.cli import report as _report  # noqa: E402,F401
 from amfmedit.cli import bench as _bench  # noqa: E402,F401
+from amfmedit.cli import study as _study  # noqa: E402,F401
 
 
 def _version_callback(value: bool) -> None:
@@ -40,4 +41,5 @@ def _root(
 
 
 def main() -> None:
+    show_warnings_as_lines()
     app()

@@ -7,6 +7,8 @@ library becomes one red line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import functools
+import warnings
+from pathlib import Path
 from typing import Callable
 
 import sys
@@ -16,6 +18,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from amfmedit.errors import UserError
+from amfmedit.io import DISK_FULL_HINT, is_disk_full, written_file
 
 try:  # Typer >= 0.2x ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -64,6 +67,24 @@ def warn(messages) -> None:
         err_console.print(str(m), markup=False, highlight=False, soft_wrap=True)
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def show_warnings_as_lines() -> None:
+    """Warnings raised by amfmedit's own code print as one yellow line on stderr, like :func:`warn`
+    (Python's format adds the file, the line number and the source line of the call); others keep
+    Python's format. For the console script, which owns its process."""
+    python_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(_PACKAGE):
+            warn([message])
+        else:
+            python_format(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def _error_line(message: str) -> None:
     err_console.print("[bold red]error:[/] ", end="", highlight=False)
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)  # paths and values literally
@@ -75,7 +96,9 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def guarded(fn: Callable) -> Callable:
-    """Turn library UserErrors (and Ctrl-C) into one line and an exit code."""
+    """Turn library UserErrors (and Ctrl-C) into one line and an exit code; a full disk that no
+    writer named (:class:`amfmedit.io.DiskFullError`) is one line too, naming the file when the
+    OS error does."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -85,6 +108,11 @@ def guarded(fn: Callable) -> Callable:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted; finished files are intact, partial ones were removed", 130)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            fail(f"disk full while writing {written_file(exc) or 'a file (the OS did not say which)'}; "
+                 f"{DISK_FULL_HINT}", 2)
 
     return wrapper
 

@@ -14,7 +14,8 @@ from amfmedit.cli.options import default_of, derived_option, field_option, given
 from amfmedit.explain.ig import IGConfig
 from amfmedit.stages.common import RunOptions
 from amfmedit.stages.explain import METHODS, CamConfig, check_method, explain_gradcam, explain_ig
-from amfmedit.stages.report import REPORT_FILE, truth_sentence
+from amfmedit.explain.ig import IGTruth
+from amfmedit.stages.report import REPORT_FILE
 
 
 @contextlib.contextmanager
@@ -39,7 +40,7 @@ def explain(
     opts: RunOptions,
     quiet: bool,
     method: Annotated[str, typer.Option("--method", help=f"{METHODS[0]} (Integrated Gradients on the tabular model) or {METHODS[1]} (Grad-CAM on the image encoder).")] = METHODS[0],
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of the model to explain \\[default ig: supervised-tabular-seed*, else a fine-tuned model's tabular branch; gradcam: a fine-tuned concatenation model with frozen encoders, else another fine-tuned model].")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of the model to explain \\[default: the run's model, as predict: the image-tabular model with the best validation metric; the paper's settings: supervised-tabular-seed* for ig, finetune-concat-frozen-seed* for gradcam].")] = None,
     steps: field_option(IGConfig, "steps", int, "--steps", help="IG: interpolation steps.") = None,
     completeness: field_option(IGConfig, "completeness", float, "--completeness", help="IG: choose the fewest steps whose relative completeness error (how far the attributions' sum is from f(x) - f(baseline)) is within this, e.g. 0.01; overrides --steps.", shown="off") = None,
     max_samples: field_option(IGConfig, "max_samples", int, "--max-samples", help="IG: at most this many samples (random, --seed).", shown="all") = None,
@@ -74,6 +75,7 @@ def explain(
 
 def _print_ig(rep, k: int) -> None:
     s = rep.summary
+    console.print(f"model: {rep.summary['model_choice']}", markup=False, highlight=False)
     console.print(f"explained: {rep.model}", markup=False, highlight=False)
     table = Table(title=f"Top {k} features by Integrated Gradients ({s['n_samples']} {s['split']} samples, "
                         f"{s['steps']} steps)")
@@ -95,11 +97,12 @@ def _print_ig(rep, k: int) -> None:
                   f"(max {c['max_abs_delta']:.3g}; relative to mean |f(x) - f(baseline)| {c['relative']:.3g})")
     syn = s.get("synthetic")
     if syn:
-        console.print(f"synthetic truth: {truth_sentence(syn, k)}", markup=False, highlight=False)
+        console.print(f"synthetic truth: {IGTruth.from_dict(syn).sentence()}", markup=False, highlight=False)
 
 
 def _print_cam(rep) -> None:
     s = rep.summary
+    console.print(f"model: {rep.summary['model_choice']}", markup=False, highlight=False)
     console.print(f"explained: {rep.model}", markup=False, highlight=False)
     console.print(f"cases ({s['split']} split, class {s['target']['name']}): positive {', '.join(s['cases']['positive'])}; "
                   f"negative {', '.join(s['cases']['negative'])}", markup=False, highlight=False)

@@ -27,8 +27,8 @@ from amfmedit.errors import UserError
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS, options_of
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import RunOptions
+from amfmedit.stages.names import AUTO
 from amfmedit.stages.finetune import (
-    AUTO,
     NO_FUSION,
     FinetuneConfig,
     experiment_configs,
@@ -184,8 +184,8 @@ def finetune(
         table.add_row(r.prefix, f"{r.lr:g}", ",".join(str(t.seed) for t in r.seeds), vals)
     console.print(table)
     for r in results:
-        if r.rconf_auto:
-            a = r.rconf_auto
+        if r.search:
+            a = r.search
             tried = ", ".join(f"{c['r_conf']:g}: {c['val']:.4f}" for c in a["candidates"])
             console.print(f"{r.prefix}: R_conf {a['chosen']:g} chosen on validation (measured {a['measured']:.4g}; "
                           f"val {metric} {tried})", highlight=False)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
+import re
 from pathlib import Path
 import typing
 from typing import Annotated, Any, Callable, List, Optional
@@ -199,9 +201,14 @@ def _layers(command: str, recipe: str | None, config: Path | None) -> tuple[dict
     return values, source
 
 
-def _apply_layers(command: str, layered: tuple[dict, dict], kwargs: dict, params: dict, configs: tuple) -> None:
-    """Fill options the user did not type (None / False) from the recipe and config layers."""
+def _apply_layers(command: str, layered: tuple[dict, dict], kwargs: dict, params: dict,
+                  configs: tuple) -> dict[str, str]:
+    """Fill options the user did not type (None / False) from the recipe and config layers.
+
+    Returns, for each option filled so, where its value came from: ``"--config FILE: key = value"``.
+    """
     values, source = layered
+    filled: dict[str, str] = {}
     for key, raw in values.items():
         option, value = key, raw
         if key in _FIELD_ALIASES:
@@ -216,6 +223,37 @@ def _apply_layers(command: str, layered: tuple[dict, dict], kwargs: dict, params
                                else ""))
         if kwargs.get(option) in (None, False) or kwargs.get(option) == []:
             kwargs[option] = _coerce(value, params[option].annotation, key, source[key])
+            filled[option] = f"{source[key]}: {key} = {json.dumps(raw, default=str)}"
+    return filled
+
+
+def _long_flag(param: inspect.Parameter) -> str | None:
+    """The long flag (``--epochs``) of an option parameter, from its ``typer.Option``."""
+    if typing.get_origin(param.annotation) is not Annotated:
+        return None
+    for info in typing.get_args(param.annotation)[1:]:
+        decls = [getattr(info, "default", None), *getattr(info, "param_decls", ())]
+        flag = next((d for d in decls if isinstance(d, str) and d.startswith("--")), None)
+        if flag:
+            return flag
+    return None
+
+
+def _from_file(exc: UserError, filled: dict[str, str], params: dict) -> UserError:
+    """``exc`` reworded where it blames an option whose value came from --config / --recipe:
+    ``--epochs 0: must be ...`` becomes ``--config FILE: epochs = 0: must be ...`` (the user typed no
+    --epochs and would look for it on the command line)."""
+    message = str(exc)
+    for option, origin in filled.items():
+        flag = _long_flag(params[option])
+        if flag is None:
+            continue
+        m = re.match(rf"{re.escape(flag)}(?: [^:]*)?: (.*)$", message)
+        if m:
+            return UserError(f"{origin}: {m[1]}")
+        if re.search(rf"{re.escape(flag)}\b", message):
+            return UserError(f"{message} ({flag} is set by {origin})")
+    return exc
 
 
 def _plain(value):
@@ -249,15 +287,22 @@ def run_options(*names: str, configs: tuple = ()) -> Callable:
 
         @functools.wraps(fn)
         def wrapper(**kwargs):
+            filled: dict[str, str] = {}
             if configs:
                 layered = _layers(fn.__name__, kwargs.pop("recipe", None), kwargs.pop("config", None))
-                _apply_layers(fn.__name__, layered, kwargs, by_name, configs)
-            values = {n: kwargs.pop(n) for n in names if n in kwargs}
-            quiet = values.pop("quiet", False)
-            opts = RunOptions(**given_kwargs(values))
-            if wants_quiet:
-                kwargs["quiet"] = quiet
-            return fn(opts=opts, **kwargs)
+                filled = _apply_layers(fn.__name__, layered, kwargs, by_name, configs)
+            try:
+                values = {n: kwargs.pop(n) for n in names if n in kwargs}
+                quiet = values.pop("quiet", False)
+                opts = RunOptions(**given_kwargs(values))
+                if wants_quiet:
+                    kwargs["quiet"] = quiet
+                return fn(opts=opts, **kwargs)
+            except UserError as exc:
+                blamed = _from_file(exc, filled, by_name)
+                if blamed is exc:
+                    raise
+                raise blamed from exc
 
         wrapper.__signature__ = inspect.Signature(params)
         wrapper.__annotations__ = {p.name: p.annotation for p in params}

@@ -39,6 +39,7 @@ def predict(
                             runtime=runtime), opts)
     warn(res.warnings)
     how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else "no decisions"
+    console.print(f"model: {res.model_choice}", highlight=False, markup=False)
     source = f"the export {res.run}" if model else f"run {res.run}"
     console.print(f"{res.n} patients scored with {res.stage} of {source} ({how}) -> {res.out}", highlight=False,
                   markup=False)

@@ -12,7 +12,8 @@ from rich.table import Table
 from amfmedit.cli.common import command, console, err_console, warn
 from amfmedit.cli.options import DataDir, Force, Quiet
 from amfmedit.data.prepare import apply_overrides
-from amfmedit.data.prepare import prepare as run
+from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.prepare import prepare as run
 from amfmedit.data.spec import load_spec
 
 SYNTHETIC = "Synthetic cohorts"
@@ -47,14 +48,33 @@ def prepare(
     classes: Annotated[Optional[int], typer.Option("--classes", help="DVM car models to generate before the "
                                                                      "min_class_count filter.",
                                                    rich_help_panel=SYNTHETIC)] = None,
+    missing_rate: Annotated[Optional[float], typer.Option("--missing-rate", help="OL3I: rate at which every "
+                                                          "feature that records leave blank (labs, vitals, BMI, "
+                                                          "smoker) is missing (default: each one's realistic rate).",
+                                                          rich_help_panel=SYNTHETIC)] = None,
+    missing_mechanism: Annotated[Optional[str], typer.Option("--missing-mechanism", help="OL3I: mcar (at random), "
+                                                             "mar (driven by age, always recorded) or mnar (high "
+                                                             "values hidden more often; default: mcar).",
+                                                             rich_help_panel=SYNTHETIC)] = None,
+    no_image_rate: Annotated[Optional[float], typer.Option("--no-image-rate", help="OL3I: fraction of patients "
+                                                           "without a scan (default: 0).",
+                                                           rich_help_panel=SYNTHETIC)] = None,
+    no_table_rate: Annotated[Optional[float], typer.Option("--no-table-rate", help="OL3I: fraction of patients "
+                                                           "with every feature blank (default: 0).",
+                                                           rich_help_panel=SYNTHETIC)] = None,
+    image_missing: Annotated[Optional[str], typer.Option("--image-missing", help="A row without an image: error, "
+                                                         "drop, or keep it and score it without one (default: the "
+                                                         "spec's image.missing).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Prepare a dataset: readers for OL3I, DVM and your own table, preprocessing of Appendix A.1."""
 
     spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
-                           split_column=split_column)
+                           split_column=split_column, image_missing=image_missing)
     synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
-                                         classes=classes).items() if v is not None}
+                                         classes=classes, missing_rate=missing_rate,
+                                         missing_mechanism=missing_mechanism, no_image_rate=no_image_rate,
+                                         no_table_rate=no_table_rate).items() if v is not None}
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=quiet) as bar:
         tasks: dict[str, int] = {}
@@ -70,28 +90,17 @@ def prepare(
 
 def _summary(result) -> None:
     prov, schema = result.provenance, result.schema
-    binary = schema.task == "binary"
+    kind = kind_of(schema)
     table = Table(title=f"{schema.name}: prepared into {result.path}", title_justify="left")
     table.add_column("split")
     table.add_column("rows", justify="right")
-    if binary:
-        for c in schema.class_names:
-            table.add_column(f"label {c}", justify="right")
-        table.add_column("positives", justify="right")
-    else:
-        table.add_column("classes present", justify="right")
-        table.add_column("smallest class", justify="right")
+    for column in kind.summary_columns(schema):
+        table.add_column(column, justify="right")
     oracle = (prov.get("synthetic") or {}).get("oracle")
     if oracle:
         table.add_column(f"oracle {oracle['metric']}", justify="right")
     for split, c in prov["counts"].items():
-        counts = list(c["classes"].values())
-        row = [split, str(c["rows"])]
-        if binary:
-            row += [str(v) for v in counts] + [f"{counts[-1] / max(c['rows'], 1):.1%}"]
-        else:
-            present = [v for v in counts if v]
-            row += [str(len(present)), str(min(present) if present else 0)]
+        row = [split, str(c["rows"]), *kind.summary_cells(c)]
         if oracle:
             row.append("-" if oracle.get(split) is None else f"{oracle[split]:.3f}")
         table.add_row(*row)
@@ -105,12 +114,22 @@ def _summary(result) -> None:
              f"classes: {schema.n_classes}"]
     if prov["rows"]["dropped"]:
         lines.append("dropped rows: " + ", ".join(f"{k}: {v}" for k, v in prov["rows"]["dropped"].items()))
+    avail = {s: c.get("availability") for s, c in prov["counts"].items()}
+    if any(a and (a["table_only"] or a["image_only"]) for a in avail.values()):
+        lines.append("incomplete rows: " + "; ".join(
+            f"{s} {a['table_only']} without an image, {a['image_only']} without a table" for s, a in avail.items()))
     if oracle and oracle.get("tabular_only") is not None:
         lines.append(f"oracle by modality ({oracle['metric']}, all rows): tabular {oracle['tabular_only']:.3f}, "
                      f"image {oracle['image_only']:.3f}")
     syn = prov.get("synthetic")
     if syn:
         lines.append(f"informative features: {', '.join(syn['informative_features'])}")
+        miss = syn.get("missingness")
+        if miss:
+            lines.append(f"missing values: {miss['mechanism']}, {miss['realised_rate']:.1%} of "
+                         f"{len(miss['eligible_features'])} recordable features"
+                         + (f" (AUC of missingness alone {oracle['missingness_only']:.3f})"
+                            if oracle and oracle.get("missingness_only") is not None else ""))
     for line in lines:
         console.print(line, highlight=False, markup=False)  # names and units like "[kg]" printed literally
     warn(prov.get("warnings", []))

@@ -9,9 +9,11 @@ from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import derived_option, field_option, given, run_options
 from amfmedit.cli.train_common import batch_size_option, epochs_option, is_main_process, lr_option, progress_bars
 from amfmedit.models import TABULAR_ENCODERS, options_of
-from amfmedit.models.image import ARCHS, IMAGE_WEIGHTS_HELP
+from amfmedit.models import IMAGE_ENCODERS
+from amfmedit.models.image import IMAGE_WEIGHTS_HELP
 from amfmedit.stages.common import RunOptions
-from amfmedit.stages.pretrain import LR_BINARY, LR_MULTICLASS, READOUT_OPTION, STACKINGS, PretrainConfig
+from amfmedit.stages.kinds import PREDICTION_KINDS
+from amfmedit.stages.pretrain import READOUT_OPTION, STACKINGS, PretrainConfig
 from amfmedit.stages.pretrain import pretrain as run_pretrain
 
 P = PretrainConfig
@@ -39,11 +41,11 @@ def pretrain(
     d_state: derived_option(int, "--d-state", help="FT-Mamba's SSM state size per channel (the authors' code: 128).", shown=_block_default("d_state"), source=(TABULAR_ENCODERS, "d_state")) = None,
     expand: derived_option(int, "--expand", help="FT-Mamba's inner expansion of d_block.", shown=_block_default("expand"), source=(TABULAR_ENCODERS, "expand")) = None,
     stacking: derived_option(str, "--stacking", help="FT-Mamba's blocks: residual (x + Mamba(LayerNorm(x)), as mamba_ssm stacks them) or bare (Mamba(x) after Mamba(x), the authors' code).", shown=_block_default("residual", lambda v: STACKING_NAMES[v]), source=(TABULAR_ENCODERS, "residual")) = None,
-    image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(ARCHS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
+    image_arch: field_option(P, "image_arch", str, "--image-arch", help=f"{' or '.join(IMAGE_ENCODERS)} (resnet50: the paper; smaller ones for quick experiments).") = None,
     image_weights: field_option(P, "image_weights", str, "--image-weights", help=IMAGE_WEIGHTS_HELP[0].upper() + IMAGE_WEIGHTS_HELP[1:] + ".", shown="none") = None,
     epochs: epochs_option(P) = None,
     batch_size: batch_size_option(P) = None,
-    lr: lr_option(f"{LR_BINARY:g} binary, {LR_MULTICLASS:g} multiclass (Appendix A.2)") = None,
+    lr: lr_option(", ".join(f"{k.pretrain_lr:g} {n}" for n, k in PREDICTION_KINDS.items()) + " (Appendix A.2)") = None,
     weight_decay: field_option(P, "weight_decay", float, "--weight-decay", help="Weight decay (not on biases, norms, A_log, D).") = None,
     optimizer: field_option(P, "optimizer", str, "--optimizer", help="adam (the paper) or adamw (decoupled weight decay).") = None,
     warmup_epochs: field_option(P, "warmup_epochs", int, "--warmup-epochs", min=0, help="Linear warm-up epochs before cosine decay.") = None,

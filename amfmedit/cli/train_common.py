@@ -18,7 +18,8 @@ from amfmedit.cli.common import console
 from amfmedit.cli.options import derived_option, field_option, given
 from amfmedit.errors import UserError
 from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
-from amfmedit.stages.classify import BINARY_SAMPLER_WEIGHTS, Recipe
+from amfmedit.stages.classify import Recipe
+from amfmedit.stages.kinds.classification import BINARY_SAMPLER_WEIGHTS
 
 def epochs_option(cls: type):
     return field_option(cls, "epochs", int, "--epochs", min=1, help="Maximum number of epochs.")
@@ -39,7 +40,7 @@ Patience = field_option(Recipe, "patience", int, "--patience", min=1, help="Earl
 SamplerWeights = derived_option(
     str, "--sampler-weights", help="Per-class sampling weights, or none for plain shuffling.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in BINARY_SAMPLER_WEIGHTS)}, else none",
-    source=("amfmedit.stages.classify", "BINARY_SAMPLER_WEIGHTS"))
+    source=("amfmedit.stages.kinds.classification", "BINARY_SAMPLER_WEIGHTS"))
 LossWeights = derived_option(
     str, "--loss-weights", help="Per-class CE weights α (eq. 12), or none for plain CE.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in OL3I_CLASS_WEIGHTS)}, else none",

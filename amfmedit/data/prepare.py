@@ -4,12 +4,16 @@ The steps are the same for every reader: select features, parse them, drop or re
 rows, code the labels, assign splits, fit statistics on the train split only (Appendix A.1:
 median imputation and z-scores; reference code fits its scaler on all rows, which leaks
 test information), and stream the images through the one transform path into a uint8
-array. The folder is built under a temporary name and renamed when complete, so a failure
-leaves nothing behind and an existing dataset is replaced only with ``force``.
+array. Rows without an image are refused, dropped or kept (``image.missing``); a kept row
+stores zeros in its image slot and False in ``image_present.npy``, and a row with neither an
+image nor any feature value is dropped (it holds nothing but a label). The folder is built
+under a temporary name and renamed when complete, so a failure leaves nothing behind and an
+existing dataset is replaced only with ``force``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import shutil
@@ -23,7 +27,7 @@ import numpy as np
 from amfmedit import __version__
 from amfmedit.data.prepared import MARKER, SPLITS
 from amfmedit.data.readers import READERS, RawCohort, require_columns
-from amfmedit.data.schema import Feature, ImageInfo, Schema
+from amfmedit.data.schema import SCHEMA_FILE, Feature, ImageInfo, Schema
 from amfmedit.data.spec import DataSpec
 from amfmedit.data.synthetic import generate
 from amfmedit.data.transform import (
@@ -36,8 +40,20 @@ from amfmedit.data.transform import (
     sort_categories,
 )
 from amfmedit.data.workers import default_workers, ordered_map
+from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError
-from amfmedit.io import exclusive_lock, remove_stale, staging_dir, temp_prefix, write_json, write_text
+from amfmedit.io import (
+    DiskFullError,
+    disk_full_as_error,
+    exclusive_lock,
+    is_disk_full,
+    remove_stale,
+    save_npy,
+    staging_dir,
+    temp_prefix,
+    write_json,
+    write_text,
+)
 from amfmedit.paths import data_dir as _data_dir
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -64,11 +80,16 @@ class _Assembled:
     x_cat: np.ndarray
     missing: np.ndarray
     images: object  # image source restricted to the rows
+    image_present: np.ndarray  # (N,) bool
     dropped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
-def apply_overrides(spec: DataSpec, *, name=None, image_size=None, label=None, split_column=None) -> DataSpec:
+IMAGE_MISSING = ("error", "drop", "keep")  # image.missing: a row without an image
+
+
+def apply_overrides(spec: DataSpec, *, name=None, image_size=None, label=None, split_column=None,
+                    image_missing=None) -> DataSpec:
     """Command-line overrides of a spec (a new object; the spec itself is untouched)."""
     spec = dataclasses.replace(spec, table=dataclasses.replace(spec.table), image=dataclasses.replace(spec.image))
     if name is not None:
@@ -83,6 +104,10 @@ def apply_overrides(spec: DataSpec, *, name=None, image_size=None, label=None, s
         spec.table.label = label
     if split_column is not None:
         spec.table.split = split_column or None
+    if image_missing is not None:
+        if image_missing not in IMAGE_MISSING:
+            raise UserError(f"--image-missing {image_missing}: use one of {', '.join(IMAGE_MISSING)}")
+        spec.image.missing = image_missing
     return spec
 
 
@@ -95,6 +120,7 @@ def prepare(
     synthetic: dict | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    target: ClassTarget,
 ) -> PrepareResult:
     """Prepare the dataset described by ``spec`` into ``<data_dir>/<spec.name>/``.
 
@@ -103,7 +129,9 @@ def prepare(
     generator options (``patients``, ``seed``, ``features``, ``prevalence``, ``classes``) and
     ``workers`` sets the processes that render synthetic images and convert images (default:
     one per CPU for 1,000 images or more; see :mod:`amfmedit.data.workers`).
-    ``progress(phase, done, total)`` is called as work advances.
+    ``progress(phase, done, total)`` is called as work advances. ``target``: how the outcome
+    column is coded (:mod:`amfmedit.data.targets`), the prediction kind's: call
+    :func:`amfmedit.stages.prepare.prepare`, which finds it from the spec's ``task``.
     """
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
@@ -112,18 +140,25 @@ def prepare(
         raise UserError(f"--data-dir {final.parent}: is a file, not a folder; pass a folder for prepared datasets")
     busy = (f"{spec.name}: another amfmedit process (pid {{pid}}) is preparing this dataset in {final.parent}; "
             f"wait for it to finish")
-    with exclusive_lock(final, busy):
-        # leftovers of a prepare that was killed (its temporary folders name their owner pid)
-        remove_stale(final.parent, suffixes=(".partial", ".raw", ".tmp"))
-        if final.exists() and not force:  # finished by another process while this one waited to start
-            raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one "
-                            f"is complete)")
-        return _prepare_locked(spec, final, raw=raw, force=force, synthetic=synthetic, progress=progress,
-                               workers=workers)
+    made_data_dir = not final.parent.exists()
+    try:
+        with exclusive_lock(final, busy):
+            # leftovers of a prepare that was killed (its temporary folders name their owner pid)
+            remove_stale(final.parent, suffixes=(".partial", ".raw", ".tmp"))
+            if final.exists() and not force:  # finished by another process while this one waited to start
+                raise UserError(f"{final} already exists; pass --force to replace it (it is kept until the new one "
+                                f"is complete)")
+            return _prepare_locked(spec, final, raw=raw, force=force, synthetic=synthetic, progress=progress,
+                                   workers=workers, target=target)
+    except BaseException:
+        if made_data_dir:  # a failed first prepare leaves no empty data folder either
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()
+        raise
 
 
 def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic: dict | None,
-                    progress: Progress | None, workers: int | None) -> PrepareResult:
+                    progress: Progress | None, workers: int | None, target: ClassTarget) -> PrepareResult:
     progress = progress or (lambda phase, done, total: None)
     temp_raw: Path | None = None
     try:
@@ -134,7 +169,13 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 temp_raw = Path(tempfile.mkdtemp(prefix=temp_prefix(spec.name), suffix=".raw", dir=final.parent))
                 raw_dir = temp_raw
-                generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
+                try:
+                    generated = generate(spec, raw_dir, overrides=synthetic or {}, progress=progress, workers=workers)
+                except Exception as exc:  # a full disk: say that these files were temporary, and are gone
+                    if not is_disk_full(exc):
+                        raise
+                    where = exc.path if isinstance(exc, DiskFullError) else raw_dir
+                    raise DiskFullError(where, note=" (the generated raw files, now removed)") from exc
             else:
                 raw_dir = Path(raw)
                 if raw_dir.exists() and (not raw_dir.is_dir() or any(raw_dir.iterdir())):
@@ -156,14 +197,14 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
             if not raw_dir.exists():
                 raise UserError(f"{raw_dir}: raw data not found; pass --raw PATH to the folder holding the dataset files")
         cohort = READERS[spec.reader](spec, raw_dir)
-        asm = _assemble(spec, cohort, progress)
+        target.check_spec(spec.table.label_values, spec.path or spec.name)
+        asm = _assemble(spec, cohort, progress, target)
+        rules = spec.image.rules()
         ct = spec.image.modality == "ct"
-        field_mm = getattr(spec.image, "field_mm", None)
         info = ImageInfo(modality=spec.image.modality, channels=spec.channels, height=spec.image.size[0],
-                         width=spec.image.size[1], window=tuple(spec.image.window) if ct else None,
-                         png=getattr(spec.image, "png", "error") if ct else "error",
-                         spacing_mm=getattr(spec.image, "spacing_mm", None) if ct else None,
-                         field_mm=tuple(field_mm) if ct and field_mm else None)
+                         width=spec.image.size[1], window=rules.window,
+                         png=rules.png if ct else "error", spacing_mm=rules.spacing_mm if ct else None,
+                         field_mm=rules.field_mm if ct else None)
         schema = Schema(
             name=spec.name,
             task=spec.task,
@@ -248,7 +289,7 @@ def _first(where: str, column: str, ids, mask, what: str, fix: str, values=None)
                      f"({int(mask.sum())} row{'s' if mask.sum() != 1 else ''}); {fix}")
 
 
-def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembled:
+def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: ClassTarget) -> _Assembled:
     t = spec.table
     df, where = cohort.table, cohort.where
     require_columns(df, [t.id, t.label] + ([t.split] if t.split else []), where)
@@ -266,6 +307,7 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
     parsed = parse_features(features, df, where=where, ids=ids)
     keep = np.ones(len(df), bool)
     dropped = dict(cohort.dropped)
+    warnings: list[str] = []
 
     if t.drop_missing:
         miss = parsed.missing.any(axis=1)
@@ -280,8 +322,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
             keep &= ~no_label
         else:
             raise _first(where, t.label, ids, no_label, "a missing (NaN) label", "every row needs a label")
-    if spec.task == "binary" or t.label_values:
-        allowed = t.label_values or ["0", "1"]
+    allowed = target.vocabulary(t.label_values)
+    if allowed is not None:
         unknown = keep & np.array([k not in allowed for k in label_keys])
         if unknown.any():
             raise _first(where, t.label, ids, unknown, "the unknown label", f"labels must be one of "
@@ -303,15 +345,27 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
 
     present = cohort.images.present()
     no_image = keep & ~present
+    mode = spec.image.missing
     if no_image.any():
-        if spec.image.missing == "drop":
+        if mode == "drop":
             dropped["image file missing"] = int(no_image.sum())  # removed after the split, below
+        elif mode == "keep":
+            neither = no_image & parsed.missing.all(axis=1)
+            dropped["no image and no feature values"] = int(neither.sum())
+            keep &= ~neither
         else:
             i = int(np.flatnonzero(no_image)[0])
             loc = getattr(cohort.images, "paths", None)
             shown = str(loc[i]) if loc is not None else f"{cohort.images.path.name} has no dataset {ids[i]!r}"
             raise UserError(f"{where}: id {ids[i]!r} has no image ({shown}; {int(no_image.sum())} ids without "
-                            f"images); add the images or remove the rows")
+                            f"images); add the images, remove the rows, or keep them without an image with "
+                            f"image.missing = \"keep\" in the spec (--image-missing keep)")
+        named = getattr(cohort.images, "named_but_absent", None)
+        gone = (named() & keep) if named is not None and mode == "keep" else np.zeros(len(keep), bool)
+        if gone.any():
+            i = int(np.flatnonzero(gone)[0])
+            warnings.append(f"{int(gone.sum())} rows name an image file that does not exist (first: id {ids[i]!r}, "
+                            f"{cohort.images.paths[i]}); they are kept without an image (image.missing = \"keep\")")
     unmatched = cohort.images.unmatched()
     if unmatched:
         raise UserError(f"{cohort.images.path.name}: image {unmatched[0]!r} has no row in {where} "
@@ -325,20 +379,17 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
     split = _splits(spec, df, ids, rows, labels, where)
     # NOTE[paper]: the reference DVM preparation draws its split first and then removes the
     # adverts whose image file is missing; doing the same keeps the split identical to it.
-    has_image = present[rows]
-    rows, labels, split = rows[has_image], labels[has_image], split[has_image]
-    if len(rows) == 0:
+    if mode != "keep":
+        has_image = present[rows]
+        rows, labels, split = rows[has_image], labels[has_image], split[has_image]
+    if not present[rows].any():
         raise UserError(f"{where}: no row has an image file; check image.folder / image.column and --raw")
     for s in SPLITS:
         if not (split == s).any():
             counts_text = ", ".join(f"{x} {int((split == x).sum())}" for x in SPLITS)
             raise UserError(f"{where}: split {s!r} is empty ({counts_text}); every split needs rows "
                             f"(fix the split column or split.fractions)")
-    warnings = []
-    if spec.task == "binary":
-        for s in SPLITS:
-            if len(np.unique(labels[split == s])) < 2:
-                warnings.append(f"split {s!r} has only one class; AUC is undefined on it")
+    warnings += target.split_warnings(labels, split, SPLITS)
 
     sub = ParsedTable(cont=parsed.cont[rows], cat=parsed.cat[rows])
     fitted = fit_features(features, sub, split == "train", where=where)
@@ -346,7 +397,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress) -> _Assembl
     progress("tabular", 1, 1)
     return _Assembled(ids=ids[rows], split=split, labels=labels, class_names=class_names, features=fitted,
                       x_cont=x_cont, x_cat=x_cat, missing=missing, images=cohort.images.take(rows),
-                      dropped={k: v for k, v in dropped.items() if v}, warnings=warnings)
+                      image_present=present[rows].copy(), dropped={k: v for k, v in dropped.items() if v},
+                      warnings=warnings)
 
 
 def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
@@ -384,10 +436,16 @@ def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
 
 def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Path | None) -> dict:
     counts = {}
+    table_present = ~asm.missing.all(axis=1)
     for s in SPLITS:
-        lab = asm.labels[asm.split == s]
+        here = asm.split == s
+        lab = asm.labels[here]
+        img, tab = asm.image_present[here], table_present[here]
         counts[s] = {"rows": int(len(lab)),
-                     "classes": {c: int((lab == i).sum()) for i, c in enumerate(asm.class_names)}}
+                     "classes": {c: int((lab == i).sum()) for i, c in enumerate(asm.class_names)},
+                     # availability patterns: rows with both modalities, without an image, without a table
+                     "availability": {"complete": int((img & tab).sum()), "table_only": int((~img & tab).sum()),
+                                      "image_only": int((img & ~tab).sum())}}
     sources = dict(cohort.sources)
     images = asm.images
     if hasattr(images, "total_bytes"):
@@ -423,20 +481,28 @@ def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenanc
         columns[name] = pa.array(asm.x_cont[:, j], pa.float32())
     for j, name in enumerate(names[schema.n_cont:]):
         columns[name] = pa.array(asm.x_cat[:, j], pa.int64())
-    pq.write_table(pa.table(columns), tmp / "tabular.parquet")
-    np.save(tmp / "missing.npy", asm.missing)
-    _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
+    # a full disk names the file (staging_dir moves the name from the temporary folder to the final one)
+    with disk_full_as_error(tmp / "tabular.parquet"):
+        pq.write_table(pa.table(columns), tmp / "tabular.parquet")
+    for name, array in (("missing.npy", asm.missing), ("image_present.npy", asm.image_present)):
+        with disk_full_as_error(tmp / name):
+            save_npy(tmp / name, array)
+    with disk_full_as_error(tmp / schema.image.file):
+        _write_images(tmp / schema.image.file, asm.images, schema.image, spec, progress, workers)
     if truth is not None:
-        pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
-    schema.save(tmp / "schema.json")
+        with disk_full_as_error(tmp / "truth.parquet"):
+            pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), tmp / "truth.parquet")
+    schema.save(tmp / SCHEMA_FILE)
     write_json(tmp / "provenance.json", provenance)
     write_text(tmp / MARKER, f"amfmedit {__version__}\n")
 
 
 def _convert_chunk(job: tuple) -> np.ndarray:
-    """Worker: raw images of a run of rows -> uint8 (k, C, H, W)."""
+    """Worker: raw images of a run of rows -> uint8 (k, C, H, W); zeros for a row without an image."""
     images, info, raw_size = job
-    return np.stack([image_to_uint8(arr, info, where=where, raw_size=raw_size) for arr, where in images])
+    blank = np.zeros((info.channels, info.height, info.width), np.uint8)
+    return np.stack([blank if arr is None else image_to_uint8(arr, info, where=where, raw_size=raw_size)
+                     for arr, where in images])
 
 
 def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress: Progress,
@@ -447,7 +513,7 @@ def _write_images(path: Path, images, info: ImageInfo, spec: DataSpec, progress:
     resizing dominate) and written here in row order.
     """
     n = len(images)
-    shape = (info.channels, info.height, info.width)
+    shape = info.shape
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *shape))
     header = mm.offset  # the header is written and the file sized; rows follow at this offset
     del mm

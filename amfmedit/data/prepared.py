@@ -5,11 +5,16 @@ A prepared dataset is a folder ``<data-dir>/<name>/`` holding:
 - ``tabular.parquet``: one row per sample, columns ``id`` (str), ``split`` (train/val/test),
   ``label`` (int, 0..C-1), then every feature in ``schema.feature_names`` order — continuous
   ones imputed and z-scored (float32), categorical ones as integer codes (int64, 0 = missing).
-- ``images.npy``: uint8 array (N, C, H, W), rows in the same order, windowed to [0, 255].
-- ``missing.npy``: bool array (N, n_features): the value was missing before imputation.
+- ``images.npy``: uint8 array (N, C, H, W), rows in the same order, windowed to [0, 255];
+  zeros for a row without an image.
+- ``missing.npy``: bool array (N, n_features), columns in ``schema.feature_names`` order
+  (continuous first, then categorical, as the model inputs): the value was missing before
+  imputation. A row whose every feature is missing has no table (``table_present`` False).
+- ``image_present.npy``: bool array (N,): the row has an image (False only for rows kept
+  with ``image.missing = "keep"``; a dataset prepared without the file has every image).
 - ``schema.json`` (:class:`~amfmedit.data.schema.Schema`) and ``provenance.json`` (spec, source
-  file sizes, counts per split and class; seed, oracle AUCs and informative features for
-  synthetic cohorts).
+  file sizes, counts per split, class and availability pattern; seed, oracle AUCs and
+  informative features for synthetic cohorts).
 - ``COMPLETE``: written last; a folder without it is not a prepared dataset.
 """
 
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amfmedit.data.schema import Schema, damaged_hint
+from amfmedit.data.schema import SCHEMA_FILE, Schema, damaged_hint
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
 from amfmedit.paths import data_dir as _data_dir
@@ -40,8 +45,32 @@ class PreparedDataset:
     labels: np.ndarray  # (N,) int64
     x_cont: np.ndarray  # (N, n_cont) float32
     x_cat: np.ndarray  # (N, n_cat) int64
-    missing: np.ndarray  # (N, n_features) bool
+    missing: np.ndarray  # (N, n_features) bool, continuous then categorical (x_cont, x_cat order)
     images: np.ndarray  # (N, C, H, W) uint8, np.memmap
+    image_present: np.ndarray | None = None  # (N,) bool; None (a hand-built dataset): every row has one
+    table_present: np.ndarray | None = None  # (N,) bool: not every feature missing; None: from ``missing``
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.image_present is None:
+            self.image_present = np.ones(n, bool)
+        if self.table_present is None:
+            # fixed here, from the prepared mask: masking features later (data.masking) is not absence
+            self.table_present = ~np.asarray(self.missing, dtype=bool).all(axis=1) if self.missing.shape[1] \
+                else np.ones(n, bool)
+
+    @property
+    def complete(self) -> np.ndarray:
+        """(N,) bool: the row has both an image and a table."""
+        return self.image_present & self.table_present
+
+    def missing_features(self, split: str = "train") -> list[int]:
+        """Input-order indices of the features missing in at least one row of ``split`` that has a
+        table: what a token encoder's ``missing_features`` reads (a row without a table is all
+        missing and would list every feature; its table is replaced as a whole)."""
+        rows = self.indices(split)
+        rows = rows[self.table_present[rows]]
+        return [int(j) for j in np.flatnonzero(self.missing[rows].any(axis=0))]
 
     @property
     def name(self) -> str:
@@ -155,7 +184,7 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
     """
     root = dataset_path(name, data_dir)
     hint = damaged_hint(root)
-    schema = Schema.load(root / "schema.json")
+    schema = Schema.load(root / SCHEMA_FILE)
     table = _read_table(root / "tabular.parquet", schema, hint)
     n = len(table)
     where = root / "tabular.parquet"
@@ -185,7 +214,7 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
     info = schema.image
     img_path = root / info.file
     shape, dtype, _ = npy_header(img_path, hint=hint)
-    expect = (n, info.channels, info.height, info.width)
+    expect = (n, *info.shape)
     if shape != expect or dtype != np.uint8:
         raise UserError(f"{img_path}: holds {dtype} {shape}, schema.json and tabular.parquet need uint8 {expect}; "
                         f"{hint}")
@@ -200,6 +229,14 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
         missing = np.load(missing_path)
     else:
         missing = np.zeros((n, len(schema.features)), bool)
+    present_path = root / "image_present.npy"
+    if present_path.exists():
+        shape, dtype, _ = npy_header(present_path, hint=hint)
+        if shape != (n,) or dtype != np.bool_:
+            raise UserError(f"{present_path}: holds {dtype} {shape}, tabular.parquet needs bool ({n},); {hint}")
+        image_present = np.load(present_path)
+    else:
+        image_present = np.ones(n, bool)
     return PreparedDataset(
         root=root,
         schema=schema,
@@ -210,4 +247,5 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
         x_cat=np.ascontiguousarray(x_cat),
         missing=missing,
         images=images,
+        image_present=image_present,
     )

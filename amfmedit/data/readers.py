@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from amfmedit.data.spec import DataSpec
-from amfmedit.data.transform import ImageOptions, image_rule, read_image
+from amfmedit.data.image_options import rules_of
+from amfmedit.data.transform import image_path, image_rule, read_image
 from amfmedit.errors import UserError, close_matches
 
 if TYPE_CHECKING:  # pandas is imported where a table is read
@@ -68,12 +69,17 @@ class H5Images:
     def take(self, rows: np.ndarray) -> "H5Images":  # rows: integer indices
         return H5Images(self.path, self.keys[rows])
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
+        """``(HU array, where)`` per row; ``(None, where)`` for an id the file has no dataset for
+        (a row kept without an image)."""
         import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
 
         with h5py.File(self.path, "r") as f:
             for key in self.keys:
                 where = f"{self.path.name}[{key!r}]"
+                if key is None or key not in f:
+                    yield None, where
+                    continue
                 try:
                     arr = f[key][()]
                 except Exception as exc:  # noqa: BLE001 - a corrupt dataset is the user's file
@@ -89,7 +95,7 @@ class FileImages:
     def __init__(self, paths: list, image):
         """``image``: the spec's ``[image]`` (its modality and per-file rules: png, spacing_mm, field_mm)."""
         self.paths = [None if p is None else Path(p) for p in paths]
-        self.options = image if isinstance(image, ImageOptions) else ImageOptions.of(image)
+        self.options = rules_of(image)
 
     @property
     def modality(self) -> str:
@@ -107,9 +113,14 @@ class FileImages:
     def take(self, rows: np.ndarray) -> "FileImages":
         return FileImages([self.paths[i] for i in rows], self.options)
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
+        """``(raw array, where)`` per row; ``(None, where)`` for a row without an image file."""
         for p in self.paths:
-            yield read_image(p, self.options), str(p)
+            yield (read_image(p, self.options) if p is not None and p.is_file() else None), str(p)
+
+    def named_but_absent(self) -> np.ndarray:
+        """(N,) bool: rows whose path names a file that does not exist (not a blank cell)."""
+        return np.array([p is not None and not p.is_file() for p in self.paths], dtype=bool)
 
     def rules(self) -> dict[str, int]:
         """How many files get each intensity rule (``dicom-hu``, ``png-windowed``, ...), for provenance."""
@@ -210,9 +221,7 @@ def read_own_table(spec: DataSpec, raw: Path) -> RawCohort:
     df = read_table_file(table_path, id_column=spec.table.id)
     col = spec.image.column
     require_columns(df, [spec.table.id, col], table_path.name)
-    base = table_path.parent
-    paths = [None if (v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip())
-             else base / str(v).strip() for v in df[col].astype(object)]
+    paths = [image_path(v, table_path.parent) for v in df[col].astype(object)]
     images = FileImages(paths, spec.image)
     sources = {table_path.name: table_path.stat().st_size}
     return RawCohort(df, table_path.name, images, sources)

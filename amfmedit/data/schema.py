@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from amfmedit.data.image_options import ImageOptions
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 
 SCHEMA_VERSION = 1
+SCHEMA_FILE = "schema.json"  # in every prepared dataset folder
 #: keys every ``schema.json`` has (the others have defaults)
 REQUIRED_KEYS = ("name", "task", "class_names", "features", "image")
 
@@ -62,9 +64,14 @@ class Feature:
         return len(self.categories or []) + 1
 
 
+#: The image geometries a prepared dataset can hold, with the per-image array dimensions.
+GEOMETRIES = {"2d": ("channels", "height", "width")}
+
+
 @dataclass
 class ImageInfo:
-    """How images were windowed and stored (``images.npy``: uint8, shape (N, C, H, W))."""
+    """How images were windowed and stored (``images.npy``: uint8, shape (N, *shape), (N, C, H, W) for
+    ``geometry`` "2d"). Readers of image arrays take the shape from here, never a literal rank."""
 
     modality: Literal["ct", "rgb", "gray"]
     channels: int
@@ -76,6 +83,19 @@ class ImageInfo:
     png: str = "error"  # CT: "windowed" takes 8-bit PNG/JPG as slices already windowed
     spacing_mm: float | None = None  # CT: DICOM slices resampled to this spacing before the resize
     field_mm: tuple[float, float] | None = None  # with spacing_mm: the field kept around the centre
+    geometry: str = "2d"  # GEOMETRIES: what one image is; image encoders declare the geometry they read
+
+    def rules(self) -> ImageOptions:
+        """The per-file reading rules ``predict`` applies to a new patient's image file."""
+        return ImageOptions(self.modality, tuple(self.window) if self.window else None, self.png or "error",
+                            self.spacing_mm, tuple(self.field_mm) if self.field_mm else None)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One stored image's array shape, e.g. (C, H, W)."""
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"unknown image geometry {self.geometry!r}; known: {', '.join(GEOMETRIES)}")
+        return tuple(int(getattr(self, d)) for d in GEOMETRIES[self.geometry])
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from amfmedit.data.image_options import ImageOptions
 from amfmedit.errors import UserError, close_matches
 from amfmedit.paths import repo_root
 
@@ -68,7 +69,8 @@ class ImageSpec:
     ``spacing_mm``: DICOM slices are resampled from their PixelSpacing to this many mm per
     pixel, then centre-cropped or padded (with air, -1024 HU) to ``field_mm`` ([height, width] in mm;
     default 512 pixels of ``spacing_mm`` a side), then resized to ``size``, so the same anatomy
-    spans the same pixels across scanners; files without a spacing (``.npy``, PNG) are only resized.
+    spans the same pixels across scanners; a DICOM without PixelSpacing is refused, file types
+    without a spacing (``.npy``, PNG) are only resized.
     """
 
     source: Literal["hdf5", "column", "dvm"]
@@ -80,12 +82,20 @@ class ImageSpec:
     window: list[float] = field(default_factory=lambda: list(DEFAULT_WINDOW))  # CT, in HU
     channels: int | None = None  # default: 1 for ct/gray, 3 for rgb (rgb with 1 -> grayscale)
     raw_size: list[int] = field(default_factory=list)  # expected raw [height, width]; empty = any
-    missing: Literal["error", "drop"] = "error"  # a table row whose image file is absent
+    # a table row whose image is absent: "error" refuses it, "drop" removes it, "keep" keeps it
+    # (image_present.npy records which rows have one; see docs/missing-data.md)
+    missing: Literal["error", "drop", "keep"] = "error"
     # ct: "windowed" accepts 8-bit PNG/JPG as slices already windowed to `window` (0 = low, 255 =
     # high) beside DICOM / .npy in HU; "error" (default) refuses them, as they hold no HU
     png: Literal["error", "windowed"] = "error"
     spacing_mm: float | None = None  # ct: resample DICOM slices (PixelSpacing) to this spacing first
     field_mm: list[float] = field(default_factory=list)  # with spacing_mm: [height, width] kept, centred
+
+    def rules(self) -> ImageOptions:
+        """The per-file reading rules of this cohort (the window only for CT)."""
+        ct = self.modality == "ct"
+        return ImageOptions(self.modality, tuple(self.window) if ct and self.window else None,
+                            self.png or "error", self.spacing_mm, tuple(self.field_mm) if self.field_mm else None)
 
 
 @dataclass
@@ -126,7 +136,7 @@ class DataSpec:
 
     name: str
     reader: Literal["ol3i", "dvm", "table"]
-    task: Literal["binary", "multiclass"]
+    task: str  # a prediction kind's name (amfmedit.stages.kinds.PREDICTION_KINDS), checked by the prepare stage
     table: TableSpec
     image: ImageSpec
     description: str = ""
@@ -348,8 +358,6 @@ def _check(spec: DataSpec, source: str) -> None:
             raise bad("table.categorical_dtypes", f"entries must be 'string' or 'bool', got {dt!r}")
     if tab.min_class_count < 0:
         raise bad("table.min_class_count", f"must be >= 0, got {tab.min_class_count}")
-    if spec.task == "binary" and tab.label_values and len(tab.label_values) != 2:
-        raise bad("table.label_values", f"must list exactly two values for a binary task, got {tab.label_values}")
     reserved = {"id", "split", "label"}
     for col in tab.features + list(tab.rename.values()):
         if col in reserved:

@@ -17,8 +17,9 @@ Per file in a CT cohort (:func:`image_rule` names the rule applied, for provenan
 unless the spec says ``image.png = "windowed"``, then they are taken as intensities already
 windowed to the spec's window (pixel 0 = low, 255 = high). With ``image.spacing_mm`` a DICOM
 slice is resampled from its PixelSpacing to that spacing and centre-cropped or padded (with
-air, -1024 HU) to ``image.field_mm`` before the resize to ``image.size``; files
-without a pixel spacing (``.npy``, PNG) are left as they are.
+air, -1024 HU) to ``image.field_mm`` before the resize to ``image.size`` (a DICOM without
+PixelSpacing is refused: its scale is unknown); file types without a pixel spacing (``.npy``,
+PNG) are left as they are.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from amfmedit.data.image_options import ImageOptions, rules_of
 from amfmedit.data.schema import Feature, ImageInfo, Schema
 from amfmedit.errors import UserError, close_matches
 
@@ -247,39 +249,6 @@ def transform_table(schema: Schema, df, *, where: str = "table") -> tuple[np.nda
 
 PNG_RULES = ("error", "windowed")  # image.png: what a PNG/JPG in a CT cohort is
 AIR_HU = -1024.0  # what a field larger than the scan is padded with
-DEFAULT_FIELD_PX = 512  # field of view after resampling, in pixels of spacing_mm, when image.field_mm is unset
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """Per-file reading rules of one cohort (the spec's ``[image]`` keys beyond modality and window)."""
-
-    modality: str
-    window: tuple[float, float] | None = None
-    png: str = "error"  # "windowed": 8-bit PNG/JPG in a CT cohort are already-windowed intensities
-    spacing_mm: float | None = None  # resample DICOM slices to this pixel spacing (mm)
-    field_mm: tuple[float, float] | None = None  # field of view kept after resampling, [height, width] mm
-
-    @classmethod
-    def of(cls, image, **override) -> "ImageOptions":
-        """From a spec's ``ImageSpec`` or a schema's ``ImageInfo`` (keys it lacks take their defaults);
-        keywords given and not ``None`` override."""
-        field_mm = getattr(image, "field_mm", None) or None
-        window = getattr(image, "window", None)
-        opts = dict(modality=image.modality, window=tuple(window) if window else None,
-                    png=getattr(image, "png", "error") or "error", spacing_mm=getattr(image, "spacing_mm", None),
-                    field_mm=tuple(field_mm) if field_mm else None)
-        opts.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in override.items() if v is not None})
-        return cls(**opts)
-
-    def field_px(self) -> tuple[int, int] | None:
-        if self.spacing_mm is None:
-            return None
-        if self.field_mm is None:
-            return DEFAULT_FIELD_PX, DEFAULT_FIELD_PX
-        return tuple(max(1, int(round(f / self.spacing_mm))) for f in self.field_mm)  # type: ignore[return-value]
-
-
 
 
 def window_ct(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
@@ -435,11 +404,12 @@ def image_rule(path: str | Path, image) -> str:
     ``image``: the spec's ``[image]`` (``ImageSpec``), a schema's ``ImageInfo`` or
     :class:`ImageOptions`. Codes: CT cohorts ``dicom-hu`` / ``npy-hu`` (HU, windowed),
     ``png-windowed`` (8-bit PNG/JPG taken as windowed intensities); other modalities
-    ``png-pixels`` / ``npy-pixels``. With ``spacing_mm`` set, ``+resampled`` (a DICOM with
-    PixelSpacing) or ``+no-spacing`` (a file without one, left at its own scale) is appended.
+    ``png-pixels`` / ``npy-pixels``. With ``spacing_mm`` set, ``+resampled`` (a DICOM, which must
+    carry PixelSpacing) or ``+no-spacing`` (a file type without a spacing, left at its own scale) is
+    appended.
     Files the rules refuse raise the same :class:`UserError` as loading them.
     """
-    opts = image if isinstance(image, ImageOptions) else ImageOptions.of(image)
+    opts = rules_of(image)
     path = Path(path)
     kind = _kind(path)
     if opts.modality == "ct":
@@ -453,9 +423,22 @@ def image_rule(path: str | Path, image) -> str:
             raise UserError(f"{path}: DICOM images are read as CT (HU); set image.modality = 'ct' with a window")
         rule = f"{kind}-pixels"
     if opts.spacing_mm is not None:
-        has = kind == "dicom" and path.is_file() and dicom_spacing(_dicom(path, pixels=False)[0], path) is not None
-        rule += "+resampled" if has else "+no-spacing"
+        if kind == "dicom" and path.is_file():
+            _required_spacing(path, dicom_spacing(_dicom(path, pixels=False)[0], path), opts)
+            rule += "+resampled"
+        else:
+            rule += "+no-spacing"
     return rule
+
+
+def _required_spacing(path: Path, spacing: tuple[float, float] | None, opts: "ImageOptions") -> tuple[float, float]:
+    """A DICOM slice's spacing where the cohort resamples to ``spacing_mm``: without the tag its
+    scale is unknown, and resizing it alone would put its anatomy on other pixels than the rest."""
+    if spacing is None:
+        raise UserError(f"{path}: DICOM has no PixelSpacing tag, but this cohort resamples DICOM slices to "
+                        f"image.spacing_mm = {opts.spacing_mm:g} mm; add the tag (the scanner's mm per pixel) or "
+                        "drop image.spacing_mm from the data spec")
+    return spacing
 
 
 def _check_png_in_ct(path: Path, opts: ImageOptions) -> None:
@@ -488,11 +471,12 @@ def read_image(path: str | Path, image) -> np.ndarray:
     CT cohorts: ``png="windowed"`` accepts 8-bit PNG/JPG as intensities already windowed to
     ``window`` and returns them mapped back onto it in HU (``low + pixel / 255 * (high - low)``),
     so that windowing restores each pixel exactly (what lay outside the window is unknown and
-    stays clipped). ``spacing_mm``: a DICOM slice with PixelSpacing is resampled to it and
-    centre-cropped or padded (with air, -1024 HU) to ``field_mm`` (default
-    ``DEFAULT_FIELD_PX`` pixels a side); files without a spacing are returned as they are.
+    stays clipped). ``spacing_mm``: a DICOM slice is resampled from its PixelSpacing to it (a
+    DICOM without the tag is a UserError) and centre-cropped or padded (with air, -1024 HU) to
+    ``field_mm`` (default ``DEFAULT_FIELD_PX`` pixels a side); ``.npy`` and PNG files, which
+    carry no spacing, are returned as they are.
     """
-    return _read(Path(path), image if isinstance(image, ImageOptions) else ImageOptions.of(image))
+    return _read(Path(path), rules_of(image))
 
 
 def _read(path: Path, opts: ImageOptions) -> np.ndarray:
@@ -505,8 +489,9 @@ def _read(path: Path, opts: ImageOptions) -> np.ndarray:
         if opts.modality != "ct":
             raise UserError(f"{path}: DICOM images are read as CT (HU); set image.modality = 'ct' with a window")
         hu, spacing = _read_dicom(path)
-        if opts.spacing_mm is not None and spacing is not None:
-            hu = resample_to_spacing(hu, spacing, opts.spacing_mm, opts.field_px(), AIR_HU)
+        if opts.spacing_mm is not None:
+            hu = resample_to_spacing(hu, _required_spacing(path, spacing, opts), opts.spacing_mm, opts.field_px(),
+                                     AIR_HU)
         return hu
     if kind == "npy":
         try:
@@ -521,6 +506,37 @@ def _read(path: Path, opts: ImageOptions) -> np.ndarray:
         low, high = float(opts.window[0]), float(opts.window[1])
         return np.float32(low) + pixels * np.float32(high - low)
     return _read_png(path, opts.modality)
+
+
+def image_path(value, base: str | Path | None = None) -> Path | None:
+    """A table cell of image paths -> the file's path, or None for a row without an image.
+
+    Blank cells (None, NaN, pandas' missing values, empty or white-space text, and the text
+    ``"nan"`` that ``astype(str)`` makes of a missing cell) mean "no image"; a relative path
+    is taken relative to ``base`` (the table's folder). A path that names no file is returned
+    as it is: loading it is an error, not an absent image.
+    """
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing scalars, without importing pandas
+        return None
+    text = str(value).strip()
+    if not text or text.lower() == "nan":
+        return None
+    path = Path(text)
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def load_optional_image(path: str | Path | None, info: ImageInfo, **rules) -> tuple[np.ndarray, bool]:
+    """``(uint8 (C, H, W), present)``: :func:`load_image` of ``path``, or zeros and False when
+    ``path`` is None (a row without an image, as :func:`image_path` reports it). The zeros are
+    what ``prepare`` stores for a kept row without an image (``image.missing = "keep"``).
+    ``rules``: ``png`` / ``spacing_mm`` / ``field_mm`` as for :func:`load_image`."""
+    if path is None:
+        return np.zeros((info.channels, info.height, info.width), np.uint8), False
+    return load_image(path, info, **rules), True
 
 
 def load_image(path: str | Path, info: ImageInfo, *, png: str | None = None, spacing_mm: float | None = None,

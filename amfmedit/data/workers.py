@@ -22,28 +22,16 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
 
+from amfmedit.io import pid_alive
+
 #: how often a worker checks that the process that started it is still there (seconds)
 WATCH_INTERVAL_S = 0.2
-
-
-def _owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is gone too
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _watch_owner(owner: int) -> None:
     """Worker initializer: a daemon thread that ends this worker once ``owner`` has died."""
     def watch() -> None:
-        while _owner_alive(owner):
+        while pid_alive(owner):
             time.sleep(WATCH_INTERVAL_S)
         os._exit(1)
 

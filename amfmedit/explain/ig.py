@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,9 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from amfmedit.errors import UserError, close_matches
+from amfmedit.errors import UserError
 from amfmedit.explain.targets import OUTPUTS
-from amfmedit.models.cpu_alloc import tune_cpu_allocator
 
 IMPORTANCE_FILE = "importance.csv"
 TOP_FILE = "top10.md"
@@ -151,8 +151,8 @@ def integrated_gradients(
     it is made cheap: parameters are frozen during the call (input gradients only), the
     convergence delta ``sum(attr) - (f(x) - f(baseline))`` is computed here from one forward
     of the inputs and, without image context, a single forward of the baseline shared by all
-    samples (captum's ``return_convergence_delta`` would run both per call), and on a CPU
-    glibc keeps large activations for reuse (:mod:`amfmedit.models.cpu_alloc`).
+    samples (captum's ``return_convergence_delta`` would run both per call). (On a CPU the
+    explain stage's process set-up also keeps glibc's large blocks for reuse between passes.)
     """
     from captum.attr import IntegratedGradients  # lazy import: keeps start-up free of captum several s until this runs
 
@@ -166,8 +166,6 @@ def integrated_gradients(
         batch_size = max(1, min(batch_size, max_tokens_per_pass // tokens))
     per_call = max(1, batch_size // steps)
     internal = max(per_call, batch_size)
-    if x_cont.device.type == "cpu":
-        tune_cpu_allocator()
     ig = IntegratedGradients(scorer)
     b_cont, b_cat = baseline
     f_base = None  # (C,) scorer output at the baseline, shared when there is no image context
@@ -248,24 +246,49 @@ def steps_for_completeness(
                     f"error of {rel:.3g}; ask for a larger tolerance or give --steps")
 
 
-def resolve_target(schema, target: str | int | None) -> int | None:
-    """``--target``: a class name or index; None -> the positive class of a binary task,
-    None (each sample's own label) for a multiclass task."""
-    if target is None:
-        return 1 if schema.n_classes == 2 else None
-    names = [str(c) for c in schema.class_names]
-    if str(target) in names:
-        return names.index(str(target))
-    try:
-        idx = int(target)
-    except (TypeError, ValueError):
-        idx = -1
-    if 0 <= idx < schema.n_classes:
-        return idx
-    hint = close_matches(str(target), names)
-    shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-    raise UserError(f"--target {target}: not a class of dataset {schema.name} (classes: {shown})"
-                    + (f"; did you mean {hint}?" if hint else ""))
+@dataclass(frozen=True)
+class IGTruth:
+    """How an IG ranking meets a synthetic cohort's truth (``summary.json``'s ``synthetic`` record).
+
+    ``in_top_k``: informative features among the top ``top_k``; ``in_top_n``: among the top
+    ``len(informative)``; ``proxies``: features the risk model does not use but that track its image
+    term (bmi and weight follow visceral fat), counted apart, never as informative.
+    """
+
+    informative: list[str]
+    top_k: int
+    in_top_k: int
+    in_top_n: int
+    proxies: list[str] = dataclasses.field(default_factory=list)
+    proxies_in_top_k: int = 0
+
+    @property
+    def n_informative(self) -> int:
+        return len(self.informative)
+
+    @classmethod
+    def of(cls, ranked: list[str], informative: list[str], proxies: list[str], top_k: int) -> "IGTruth":
+        """The record of ``ranked`` (feature names, most important first)."""
+        inf, prox = set(informative), set(proxies)
+        return cls(list(informative), top_k, sum(n in inf for n in ranked[:top_k]),
+                   sum(n in inf for n in ranked[:len(informative)]), sorted(proxies),
+                   sum(n in prox for n in ranked[:top_k]))
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "n_informative": self.n_informative}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IGTruth":
+        return cls(list(d["informative"]), int(d["top_k"]), int(d["in_top_k"]), int(d["in_top_n"]),
+                   list(d.get("proxies") or []), int(d.get("proxies_in_top_k") or 0))
+
+    def sentence(self) -> str:
+        k, m = self.top_k, self.n_informative
+        text = (f"{self.in_top_k} of the top {k} features are informative "
+                f"({self.in_top_n} of the top {m}; the generator uses {m})")
+        if self.proxies:  # they track the image term; never added to the informative count
+            text += f"; {self.proxies_in_top_k} more track the image signal ({', '.join(self.proxies)})"
+        return text
 
 
 def importance_table(schema, attributions: Attributions, informative: list[str] | None = None):

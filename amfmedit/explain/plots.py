@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from amfmedit.io import atomic_path
+from amfmedit.figures import pyplot, save
 
 # A qualitative palette (matplotlib's tab10 and the light half of tab20, without the greys and
 # the light blue that would read as Fig. 5a's low-importance colour): a group's colour is chosen
@@ -28,21 +28,11 @@ OUTLINE_COLOUR = "white"
 
 
 def _plt():
-    import matplotlib  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: str | Path) -> Path:
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=fig.dpi)
-    _plt().close(fig)
-    return path
+    return save(fig, path)
 
 
 def _wrap(title: str, width_in: float, fontsize: float) -> str:

@@ -11,8 +11,9 @@ constructor keyword arguments, nested parts as ``{"kind", "config"}``), so a che
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
@@ -24,17 +25,33 @@ from amfmedit.models.composite import (
     UnimodalClassifier,
     model_config,
 )
-from amfmedit.models.fusion import D_OUT, AMFFusion, ConcatFusion, CrossAttentionFusion, FusionOutput, amf_split
+from amfmedit.models.fusion import (
+    D_OUT,
+    AMFFusion,
+    ConcatFusion,
+    CrossAttentionFusion,
+    FusionOutput,
+    amf_aux_losses,
+    amf_split,
+)
 from amfmedit.models.heads import ProjectionHead
-from amfmedit.models.image import ImageEncoder
+from amfmedit.models.image import ARCHS, ImageEncoder
 from amfmedit.models.mamba import MambaBlock, kernel_status, set_scan_impl
 from amfmedit.models.tabular import FTMambaEncoder, FTTransformerEncoder, MLPEncoder, ResNetEncoder
+from amfmedit.models.tokenizer import MISSING_MODES
 
 TABULAR_ENCODERS: dict[str, type[nn.Module]] = {
     "mlp": MLPEncoder,
     "resnet": ResNetEncoder,
     "ft_transformer": FTTransformerEncoder,
     "ft_mamba": FTMambaEncoder,
+}
+
+#: Image encoders by name (``--image-arch``): a class (its ``kind`` equal to the name) or a
+#: function building one; every member meets the contract of :mod:`amfmedit.models.image`.
+IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet50": functools.partial(ImageEncoder, arch="resnet50"),
+    "resnet18": functools.partial(ImageEncoder, arch="resnet18"),
 }
 
 FUSIONS: dict[str, type[nn.Module]] = {
@@ -78,6 +95,19 @@ def build_tabular_encoder(name: str, *, n_cont_features: int, cat_cardinalities:
     return cls(n_cont_features=n_cont_features, cat_cardinalities=list(cat_cardinalities), **kw)
 
 
+def build_image_encoder(name: str, *, in_channels: int, weights=None, geometry: str = "2d", **kw: Any) -> nn.Module:
+    """An image encoder by registry name (``IMAGE_ENCODERS``) for images of ``in_channels`` channels.
+
+    ``geometry``: the prepared images' (``schema.image.geometry``); an encoder of another geometry
+    is refused with a ValueError naming both.
+    """
+    make = _choice(name, IMAGE_ENCODERS, "image encoder")
+    declared = getattr(make, "geometry", getattr(getattr(make, "func", None), "geometry", None))
+    if declared is not None and declared != geometry:
+        raise ValueError(f"image encoder {name} reads {declared} images, the dataset's are {geometry}")
+    return make(in_channels=in_channels, weights=weights, **kw)
+
+
 def build_fusion(name: str, **kw: Any) -> nn.Module:
     """A fusion module by registry name (``FUSIONS``) with its keyword arguments."""
     return _choice(name, FUSIONS, "fusion")(**kw)
@@ -89,12 +119,19 @@ def _is_part(value: Any) -> bool:
 
 def model_kinds() -> dict[str, type[nn.Module]]:
     """Every buildable kind: the family registries and :data:`MODEL_KINDS`, as registered now."""
-    return {**TABULAR_ENCODERS, **FUSIONS, **MODEL_KINDS}
+    images = {c.kind: c for c in IMAGE_ENCODERS.values() if isinstance(c, type)}
+    return {**TABULAR_ENCODERS, **FUSIONS, **images, **MODEL_KINDS}
 
 
 def build_model(kind: str, config: dict) -> nn.Module:
-    """Rebuild a module from ``kind`` and ``config`` (nested ``{"kind", "config"}`` become modules)."""
+    """Rebuild a module from ``kind`` and ``config`` (nested ``{"kind", "config"}`` become modules).
+
+    A class's ``legacy_config`` gives the value a constructor argument takes when ``config``,
+    written before the argument existed, lacks it (e.g. classifiers without absent-modality
+    vectors), so older checkpoints rebuild the model their weights belong to.
+    """
     cls = _choice(kind, model_kinds(), "model kind")
+    config = {**getattr(cls, "legacy_config", {}), **config}
     kwargs = {k: build_model(v["kind"], v["config"]) if _is_part(v) else v for k, v in config.items()}
     if kind == "image_tabular_classifier":
         return cls(kwargs.pop("image_encoder"), kwargs.pop("tabular_encoder"), kwargs.pop("fusion"), **kwargs)
@@ -121,10 +158,10 @@ def from_checkpoint(checkpoint: dict) -> nn.Module:
 
 
 __all__ = [
-    "TABULAR_ENCODERS", "FUSIONS", "MODEL_KINDS", "STRATEGIES", "D_OUT",
-    "build_tabular_encoder", "build_fusion", "options_of", "model_kinds", "build_model", "model_config", "to_checkpoint", "from_checkpoint",
+    "TABULAR_ENCODERS", "IMAGE_ENCODERS", "FUSIONS", "MODEL_KINDS", "STRATEGIES", "D_OUT", "ARCHS",
+    "build_tabular_encoder", "build_image_encoder", "build_fusion", "options_of", "model_kinds", "build_model", "model_config", "to_checkpoint", "from_checkpoint",
     "MLPEncoder", "ResNetEncoder", "FTTransformerEncoder", "FTMambaEncoder", "MambaBlock",
     "ImageEncoder", "ProjectionHead", "ConcatFusion", "CrossAttentionFusion", "AMFFusion", "FusionOutput",
-    "amf_split", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
+    "amf_split", "amf_aux_losses", "MISSING_MODES", "ContrastiveModel", "ImageTabularClassifier", "UnimodalClassifier",
     "losses", "kernel_status", "set_scan_impl",
 ]

@@ -9,17 +9,29 @@ The parts may be any ``nn.Module`` that meets its family's contract (docs/librar
   that read the feature map (``needs_feature_map``) and for Grad-CAM also
   ``forward_features(image) -> (B, d_out, h, w)`` and ``pool(feature_map) -> (B, d_out)``;
 - tabular encoder: ``d_out`` and ``forward(x_cont (B, n_cont), x_cat (B, n_cat)) -> (B, d_out)``
-  (Integrated Gradients also needs ``embed_categorical`` and ``forward_embedded``);
+  (Integrated Gradients also needs ``embed_categorical`` and ``forward_embedded``); an encoder
+  that reads the missing mask takes it as a third argument, ``forward(x_cont, x_cat, missing)``,
+  and is only given it when a caller has one;
 - fusion: ``forward(z_img, z_tab, feature_map | None) -> FusionOutput`` and the declarations
   listed in :mod:`amfmedit.models.fusion`.
 
 A part without ``kind`` / ``config`` trains and explains like any other; only saving the
 model as a self-describing checkpoint (:func:`model_config`) needs them.
+
+Absent modalities (docs/missing-data.md): the classifiers take ``image_present`` /
+``table_present`` (B,) bool (None: every row has it). A row without a modality gets a learned
+absent-modality vector in place of that encoder's output (z_img, z_tab, and for fusions that
+read the feature map every position of it), and the fusion runs unchanged on it; fusions that
+declare ``reads_presence`` also get the flags (AMF restricts its auxiliary losses with them).
+The encoder still runs on every row (a blank image, imputed values): batch shapes stay fixed,
+and the substitution is a ``torch.where`` that always runs, so the absent vectors take part in
+every step as DistributedDataParallel requires.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
+import torch
 from torch import Tensor
 
 from amfmedit.models.fusion import FusionOutput
@@ -68,6 +80,34 @@ def _check_strategy(strategy: str) -> None:
         raise ValueError(f"strategy must be one of {STRATEGIES}, however: {strategy=}")
 
 
+def _tabular(encoder: nn.Module, x_cont: Tensor, x_cat: Tensor, missing: Tensor | None) -> Tensor:
+    """The encoder's output; the mask is passed only when there is one (the base contract has no mask)."""
+    return encoder(x_cont, x_cat) if missing is None else encoder(x_cont, x_cat, missing)
+
+
+def _substitute(z: Tensor, present: Tensor | None, absent: Tensor, channel_dim: int = -1) -> Tensor:
+    """``z`` with the rows where ``present`` (B,) is False replaced by ``absent`` (D,).
+
+    ``z``: (B, D), (B, T, D) tokens (``channel_dim=-1``) or (B, D, h, w) a feature map
+    (``channel_dim=1``), whose every position gets ``absent``.
+    """
+    b = z.shape[0]
+    if present is None:
+        present = torch.ones(b, dtype=torch.bool, device=z.device)
+    elif present.shape != (b,):
+        raise ValueError(f"presence flags must be (B,) = ({b},), however: {tuple(present.shape)=}")
+    shape = [1] * z.dim()
+    shape[channel_dim] = -1
+    return torch.where(present.view(b, *([1] * (z.dim() - 1))), z, absent.to(z.dtype).view(shape))
+
+
+def _no_absent(owner: str, **flags: Tensor | None) -> None:
+    for name, flag in flags.items():
+        if flag is not None and not bool(flag.all()):
+            raise ValueError(f"{owner} was built without absent-modality vectors (a checkpoint written before they "
+                             f"existed): it can only score rows that have every modality, however {name} has False")
+
+
 def _freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)
@@ -77,10 +117,11 @@ def _freeze(module: nn.Module) -> None:
 class ContrastiveModel(nn.Module):
     """Image-tabular pretraining (Hager et al. 2023; AMF-MedIT §3.1, Fig. 1a).
 
-    ``forward(image, x_cont, x_cat) -> (p_img (B, d_proj), p_tab (B, d_proj))``: the encoders'
-    outputs through ProjectionHeads D_img -> D_img -> d_proj and D_tab -> D_tab -> d_proj
-    (2048 -> 2048 -> 128 and 64 -> 64 -> 128 for ResNet-50 and FT-Mamba), the inputs of the
-    ITC loss (eq. 11).
+    ``forward(image, x_cont, x_cat, missing=None) -> (p_img (B, d_proj), p_tab (B, d_proj))``:
+    the encoders' outputs through ProjectionHeads D_img -> D_img -> d_proj and D_tab -> D_tab ->
+    d_proj (2048 -> 2048 -> 128 and 64 -> 64 -> 128 for ResNet-50 and FT-Mamba), the inputs of
+    the ITC loss (eq. 11). Pairs are complete by construction (pretraining uses the rows that
+    have both modalities), so there are no absent-modality vectors here.
     """
 
     kind = "contrastive"
@@ -97,8 +138,10 @@ class ContrastiveModel(nn.Module):
             image_encoder=_part_config(image_encoder), tabular_encoder=_part_config(tabular_encoder), d_proj=d_proj
         )
 
-    def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor) -> tuple[Tensor, Tensor]:
-        return self.image_head(self.image_encoder(image)), self.tabular_head(self.tabular_encoder(x_cont, x_cat))
+    def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor,
+                missing: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z_tab = _tabular(self.tabular_encoder, x_cont, x_cat, missing)
+        return self.image_head(self.image_encoder(image)), self.tabular_head(z_tab)
 
 
 class _Classifier(nn.Module):
@@ -132,17 +175,24 @@ class _Classifier(nn.Module):
 class ImageTabularClassifier(_Classifier):
     """Fine-tuning model (AMF-MedIT Fig. 1b): image encoder + tabular encoder + a fusion module.
 
-    ``forward(image (B, C, H, W), x_cont, x_cat) -> FusionOutput``; the feature map is computed
-    once and passed to fusions that need it (cross-attention). strategy: "trainable" or
-    "frozen" (see :class:`_Classifier`).
+    ``forward(image (B, C, H, W), x_cont, x_cat, *, missing=None, image_present=None,
+    table_present=None) -> FusionOutput``; the feature map is computed once and passed to
+    fusions that need it (cross-attention). strategy: "trainable" or "frozen" (see
+    :class:`_Classifier`). ``absent_vectors`` (default True): learned ``absent_image`` (D_img,)
+    and ``absent_table`` (D_tab,) replace the encoder outputs of rows without that modality
+    (module docstring); they stay trainable with frozen encoders. A checkpoint written before
+    they existed rebuilds without them (``legacy_config``) and scores complete rows only.
     """
 
     kind = "image_tabular_classifier"
+    #: what a config written before a constructor argument existed stands for (build_model)
+    legacy_config = {"absent_vectors": False}
     #: the forward arguments the model reads, in order (what an exported graph takes)
     inputs = ("image", "x_cont", "x_cat")
 
     def __init__(
-        self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: nn.Module, *, strategy: str = "trainable"
+        self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: nn.Module, *, strategy: str = "trainable",
+        absent_vectors: bool = True,
     ) -> None:
         _check_strategy(strategy)
         d_img, d_tab = _width(image_encoder, "image encoder"), _width(tabular_encoder, "tabular encoder")
@@ -161,33 +211,54 @@ class ImageTabularClassifier(_Classifier):
         self.strategy = strategy
         self.config = dict(
             image_encoder=_part_config(image_encoder), tabular_encoder=_part_config(tabular_encoder),
-            fusion=_part_config(fusion), strategy=strategy,
+            fusion=_part_config(fusion), strategy=strategy, absent_vectors=bool(absent_vectors),
         )
+        # zero: "no evidence" at the start, whatever the scale of the encoder outputs
+        self.absent_image = nn.Parameter(torch.zeros(d_img)) if absent_vectors else None
+        self.absent_table = nn.Parameter(torch.zeros(d_tab)) if absent_vectors else None
         self._apply_strategy()
 
     def _encoders(self) -> list[nn.Module]:
         return [self.image_encoder, self.tabular_encoder]
 
-    def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor) -> FusionOutput:
+    def forward(self, image: Tensor, x_cont: Tensor, x_cat: Tensor, *, missing: Tensor | None = None,
+                image_present: Tensor | None = None, table_present: Tensor | None = None) -> FusionOutput:
+        needs_map = getattr(self.fusion, "needs_feature_map", False)
         if self.uses_feature_map:
             feature_map = self.image_encoder.forward_features(image)
             z_img = self.image_encoder.pool(feature_map)
         else:
             feature_map, z_img = None, self.image_encoder(image)
-        z_tab = self.tabular_encoder(x_cont, x_cat)
-        return self.fusion(z_img, z_tab, feature_map if getattr(self.fusion, "needs_feature_map", False) else None)
+        feature_map = feature_map if needs_map else None
+        z_tab = _tabular(self.tabular_encoder, x_cont, x_cat, missing)
+        if self.absent_image is not None:
+            z_img = _substitute(z_img, image_present, self.absent_image)
+            if needs_map:  # every image token of an absent image is the absent vector
+                feature_map = _substitute(feature_map, image_present, self.absent_image, channel_dim=1)
+            z_tab = _substitute(z_tab, table_present, self.absent_table)
+        else:
+            _no_absent(type(self).__name__, image_present=image_present, table_present=table_present)
+        if getattr(self.fusion, "reads_presence", False):
+            return self.fusion(z_img, z_tab, feature_map, image_present=image_present, table_present=table_present)
+        return self.fusion(z_img, z_tab, feature_map)
 
 
 class UnimodalClassifier(_Classifier):
     """Encoder + one Linear: supervised baselines (§4.2.1) and the R_conf probes (Appendix A.4).
 
-    ``forward(image=None, x_cont=None, x_cat=None) -> FusionOutput(logits, {})`` -- the same
-    call as :class:`ImageTabularClassifier`, using only its own modality's inputs.
+    ``forward(image=None, x_cont=None, x_cat=None, *, missing=None, image_present=None,
+    table_present=None) -> FusionOutput(logits, {})`` -- the same call as
+    :class:`ImageTabularClassifier`, using only its own modality's inputs. With
+    ``absent_vectors`` (default True) a row without this modality gets a learned ``absent``
+    (d,) vector in place of the encoder output, so the head scores it from the training rows'
+    prior (``legacy_config`` as for :class:`ImageTabularClassifier`).
     """
 
     kind = "unimodal_classifier"
+    legacy_config = {"absent_vectors": False}
 
-    def __init__(self, encoder: nn.Module, *, n_classes: int, modality: str, strategy: str = "trainable") -> None:
+    def __init__(self, encoder: nn.Module, *, n_classes: int, modality: str, strategy: str = "trainable",
+                 absent_vectors: bool = True) -> None:
         if modality not in ("image", "tabular"):
             raise ValueError(f"modality must be 'image' or 'tabular', however: {modality=}")
         if n_classes < 1:
@@ -197,7 +268,9 @@ class UnimodalClassifier(_Classifier):
         super().__init__()
         self.encoder, self.modality, self.strategy = encoder, modality, strategy
         self.head = nn.Linear(d, n_classes)
-        self.config = dict(encoder=_part_config(encoder), n_classes=n_classes, modality=modality, strategy=strategy)
+        self.absent = nn.Parameter(torch.zeros(d)) if absent_vectors else None
+        self.config = dict(encoder=_part_config(encoder), n_classes=n_classes, modality=modality, strategy=strategy,
+                           absent_vectors=bool(absent_vectors))
         self._apply_strategy()
 
     def _encoders(self) -> list[nn.Module]:
@@ -208,13 +281,19 @@ class UnimodalClassifier(_Classifier):
         """The forward arguments the model reads, in order (what an exported graph takes)."""
         return ("image",) if self.modality == "image" else ("x_cont", "x_cat")
 
-    def forward(self, image: Tensor | None = None, x_cont: Tensor | None = None, x_cat: Tensor | None = None) -> FusionOutput:
+    def forward(self, image: Tensor | None = None, x_cont: Tensor | None = None, x_cat: Tensor | None = None, *,
+                missing: Tensor | None = None, image_present: Tensor | None = None,
+                table_present: Tensor | None = None) -> FusionOutput:
         if self.modality == "image":
             if image is None:
                 raise ValueError("an image classifier needs image=(B, C, H, W)")
-            z = self.encoder(image)
+            z, present = self.encoder(image), image_present
         else:
             if x_cont is None or x_cat is None:
                 raise ValueError("a tabular classifier needs x_cont and x_cat")
-            z = self.encoder(x_cont, x_cat)
+            z, present = _tabular(self.encoder, x_cont, x_cat, missing), table_present
+        if self.absent is not None:
+            z = _substitute(z, present, self.absent)
+        else:
+            _no_absent(type(self).__name__, **{f"{self.modality}_present": present})
         return FusionOutput(self.head(z), {})

@@ -1,7 +1,9 @@
-"""A trained classifier as an ONNX graph, and the two ways to run one: ONNX Runtime or PyTorch.
+"""A trained classifier as an ONNX graph, and ONNX Runtime running one.
 
 Knows models only (no schema, no run folder): :mod:`amfmedit.stages.export` adds the
-preprocessing, the operating point and the model card around the graph.
+preprocessing, the operating point and the model card around the graph, and
+:mod:`amfmedit.stages.exported` turns the graph's logits into the prediction kind's outputs
+(the PyTorch side runs :func:`amfmedit.train.tasks.infer`, the one inference path).
 
 What is exported is :class:`ExportedClassifier`: the classifier with the image scaling that
 ``predict`` applies in front of it, taking exactly the arrays the preprocessing produces::
@@ -133,33 +135,3 @@ class OnnxRunner:
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: np.ascontiguousarray(batch[k], dtype=INPUT_DTYPES[k]) for k in self.inputs}
         return self.session.run([OUTPUT], feed)[0]
-
-
-class TorchRunner:
-    """The same computation on PyTorch (eager, float32, the default scan for the device)."""
-
-    name = "pytorch"
-
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
-        self.module = ExportedClassifier(model).to(self.device).eval()
-        self.inputs = self.module.inputs
-        self.version = torch.__version__
-
-    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        args = [torch.from_numpy(np.ascontiguousarray(batch[k], dtype=INPUT_DTYPES[k])).to(self.device)
-                for k in self.inputs]
-        with torch.no_grad():
-            return self.module(*args).float().cpu().numpy()
-
-
-def max_prob_delta(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
-    """max |softmax(a) - softmax(b)| over rows and classes (0.0 for no rows)."""
-    if len(logits_a) == 0:
-        return 0.0
-
-    def softmax(z: np.ndarray) -> np.ndarray:
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    return float(np.abs(softmax(logits_a.astype(np.float64)) - softmax(logits_b.astype(np.float64))).max())

@@ -13,7 +13,11 @@ A fusion class declares what its callers need, so that no caller branches on its
   ``n_classes`` is an optional setting with its default in the signature;
 - ``aux_weights``: the weight of each auxiliary loss in eq. 14's total (an auxiliary loss
   without a weight is an error, :func:`amfmedit.models.losses.finetune_loss`);
-- ``cam_rank``: preference when ``explain --method gradcam`` picks a model (lower first).
+- ``reads_presence``: whether ``forward`` takes ``image_present`` / ``table_present`` (B,) bool
+  keywords. A row without a modality reaches every fusion with that modality's encoder output
+  already replaced by the classifier's learned absent vector
+  (:class:`amfmedit.models.ImageTabularClassifier`); concatenation and cross-attention then run
+  unchanged, AMF also restricts its auxiliary losses to the rows they are defined for.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class ConcatFusion(nn.Module):
     needs_feature_map = False
     run_inputs: tuple[str, ...] = ()
     aux_weights: dict[str, float] = {}
-    cam_rank = 0  # Fig. 6 draws Grad-CAM of concatenation models
+    reads_presence = False
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
@@ -143,7 +147,7 @@ class CrossAttentionFusion(nn.Module):
     needs_feature_map = True
     run_inputs: tuple[str, ...] = ()
     aux_weights: dict[str, float] = {}
-    cam_rank = 1
+    reads_presence = False
 
     def __init__(
         self,
@@ -247,6 +251,13 @@ class AMFFusion(nn.Module):
     pass ``with_aux=True`` to get them anyway. With D_img 2048, D_tab 64, D_out 2048 and
     2 classes this has 8,534,082 parameters (Table 3: 8.53 M). The masks are non-persistent
     buffers: they follow ``.to(device)`` and are rebuilt from ``config``.
+
+    Rows without a modality (``image_present`` / ``table_present`` (B,) bool, None: all rows
+    have it) arrive with that modality's z replaced by the classifier's learned absent vector.
+    The masks of eq. 6-7 stay as R_conf sets them and eq. 8 runs unchanged, so the absent
+    modality's retained part is Psi(absent vector): a learned constant in its L dims. The
+    leakage loss (eq. 9) sums each modality's term over the rows that have that modality, the
+    density loss (eq. 10) runs over the rows that have both (see :func:`amf_aux_losses`).
     """
 
     kind = "amf"
@@ -254,7 +265,7 @@ class AMFFusion(nn.Module):
     needs_feature_map = False
     run_inputs = ("r_conf",)
     aux_weights = {"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}  # eq. 14: λ1, λ2
-    cam_rank = 1
+    reads_presence = True
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
@@ -270,15 +281,40 @@ class AMFFusion(nn.Module):
         self.head = nn.Linear(d_out, n_classes)
 
     def forward(
-        self, z_img: Tensor, z_tab: Tensor, feature_map: Tensor | None = None, *, with_aux: bool | None = None
+        self, z_img: Tensor, z_tab: Tensor, feature_map: Tensor | None = None, *, with_aux: bool | None = None,
+        image_present: Tensor | None = None, table_present: Tensor | None = None,
     ) -> FusionOutput:
         zt_img, zt_tab = self.psi_img(z_img), self.psi_tab(z_tab)
         m_img, m_tab = self.m_img.to(zt_img.dtype), self.m_tab.to(zt_img.dtype)
         logits = self.head(amf_fuse(zt_img, zt_tab, m_img, m_tab))
         if not (torch.is_grad_enabled() if with_aux is None else with_aux):
             return FusionOutput(logits, {})
-        aux = {
-            "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab),
-            "density": density_loss(zt_img, zt_tab, m_img, m_tab),
-        }
-        return FusionOutput(logits, aux)
+        return FusionOutput(logits, amf_aux_losses(zt_img, zt_tab, m_img, m_tab, image_present, table_present))
+
+
+def amf_aux_losses(zt_img: Tensor, zt_tab: Tensor, m_img: Tensor, m_tab: Tensor, image_present: Tensor | None,
+                   table_present: Tensor | None) -> dict[str, Tensor]:
+    """``{"leakage": eq. 9, "density": eq. 10}`` over the rows each is defined for.
+
+    zt_img, zt_tab: (B, D_out) transitional features; presence flags (B,) bool or None (all).
+    """
+    # NOTE[paper]: eq. 9-10 assume every row has both modalities. For a row without one, that
+    # modality's z' is Psi(learned absent vector), not a feature of the patient: its leakage
+    # term would only shrink a constant, and eq. 10 would pull the absent vector's density
+    # towards every other row's (and theirs towards it), aligning a placeholder with real
+    # features. So eq. 9's image term runs over the rows with an image, its tabular term over
+    # the rows with a table, and eq. 10 over the complete rows (each a mean over its rows, so
+    # with every row complete this is eq. 9-10 exactly; with no such row the term is 0).
+    # Giving the present modality the absent one's L dims instead (a per-row mask) would feed
+    # the head the discarded part that eq. 9 trains to be empty, in positions whose meaning
+    # then changes from row to row, so the masks of eq. 6-7 are kept as R_conf sets them.
+    complete = None
+    if image_present is not None or table_present is not None:
+        ones = torch.ones(zt_img.shape[0], dtype=torch.bool, device=zt_img.device)
+        image_present = ones if image_present is None else image_present
+        table_present = ones if table_present is None else table_present
+        complete = image_present & table_present
+    return {
+        "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab, image_rows=image_present, table_rows=table_present),
+        "density": density_loss(zt_img, zt_tab, m_img, m_tab, rows=complete),
+    }

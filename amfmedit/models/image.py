@@ -1,4 +1,11 @@
-"""Image encoder: torchvision ResNet-50 (AMF-MedIT §4.2.2), 1-channel stem for CT."""
+"""Image encoders: torchvision ResNet-50 (AMF-MedIT §4.2.2, the paper's) and ResNet-18, 1-channel stem for CT.
+
+The family's contract (every member of :data:`amfmedit.models.IMAGE_ENCODERS` meets it):
+``geometry`` ("2d": inputs (B, C, H, W)), ``in_channels``, ``d_out``, ``forward(image) -> (B, d_out)``,
+``forward_features(image) -> (B, d_out, h, w)`` and ``pool(feature_map)`` (cross-attention tokens),
+``target_layer`` / ``target_layer_name`` (what Grad-CAM hooks), ``weights_source`` (where its
+starting weights came from), and ``kind`` / ``config`` to rebuild it from a checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +56,8 @@ class ImageEncoder(nn.Module):
     """
 
     kind = "image_encoder"
+    geometry = "2d"  # inputs (B, C, H, W); the prepared dataset's schema names the same geometry
+    target_layer_name = "layer4"  # the last ResNet stage: Grad-CAM's layer and cross-attention's tokens
 
     def __init__(
         self,
@@ -70,6 +79,7 @@ class ImageEncoder(nn.Module):
         import torchvision  # lazy import: keeps start-up free of torchvision ~2 s until this runs
 
         self.config = dict(arch=arch, in_channels=in_channels, normalize=normalize)
+        self.in_channels = in_channels
         net = getattr(torchvision.models, arch)(weights=None)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -97,7 +107,7 @@ class ImageEncoder(nn.Module):
 
     @property
     def target_layer(self) -> nn.Module:
-        return self.layer4
+        return getattr(self, self.target_layer_name)
 
     def load_weights(self, path: str | Path) -> None:
         """Load a torchvision-style (or our own) state dict from ``path``; strict."""

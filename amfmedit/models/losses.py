@@ -51,13 +51,25 @@ def _no_autocast(like: Tensor):
     return torch.autocast(device_type=like.device.type, enabled=False)
 
 
-def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
+def _row_mean(values: Tensor, rows: Tensor | None) -> Tensor:
+    """Mean of (N,) ``values`` over the rows where ``rows`` (N,) bool is True (0 when none); all rows for None."""
+    if rows is None:
+        return values.mean()
+    w = rows.to(values.dtype)
+    return (values * w).sum() / w.sum().clamp_min(1.0)
+
+
+def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, *, image_rows: Tensor | None = None,
+                 table_rows: Tensor | None = None) -> Tensor:
     """Leakage loss, eq. 9: the mean l1 content of the parts that the masks discard.
 
     z_img, z_tab: (N, D_out) transitional features z'; m_img, m_tab: (D_out,) binary masks
     of eq. 7 (L_img and L_tab ones). Returns
     1/(2N) sum_j ( ||m_tab * z'_img^j||_1 / L_tab + ||m_img * z'_tab^j||_1 / L_img ),
     in fp32 (inputs of lower precision are upcast; autocast is off inside), a float32 scalar.
+    ``image_rows`` / ``table_rows`` (N,) bool: the image term is averaged over the rows that
+    have an image, the tabular term over the rows that have a table (None: all rows; see
+    :func:`amfmedit.models.fusion.amf_aux_losses`).
     """
     # NOTE[paper]: eq. 9 prints the normalisers as D_tab and D_img; the discarded image part
     # has L_tab elements and the discarded tabular part L_img, so each l1 norm is divided by
@@ -69,14 +81,17 @@ def leakage_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> 
         l_img, l_tab = m_img.sum(), m_tab.sum()  # whole numbers, exact in fp32 (< 2**24)
         leak_img = (z_img * m_tab).abs().sum(dim=1) / l_tab
         leak_tab = (z_tab * m_img).abs().sum(dim=1) / l_img
-        return (leak_img + leak_tab).mean() / 2
+        if image_rows is None and table_rows is None:
+            return (leak_img + leak_tab).mean() / 2
+        return (_row_mean(leak_img, image_rows) + _row_mean(leak_tab, table_rows)) / 2
 
 
-def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tensor:
+def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor, *, rows: Tensor | None = None) -> Tensor:
     """Density loss, eq. 10: |Density(retained image part) - Density(retained tabular part)|.
 
     1/N sum_j | ||m_img * z'_img^j||_1 / L_img - ||m_tab * z'_tab^j||_1 / L_tab |, where the
     density of eq. 2 is the l1 content per element. Computed in fp32 as :func:`leakage_loss`.
+    ``rows`` (N,) bool: the mean runs over these rows only (the complete ones; None: all).
     """
     # NOTE[paper]: printed with D_img / D_tab; the retained parts have L_img and L_tab
     # elements (see leakage_loss).
@@ -84,7 +99,7 @@ def density_loss(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> 
     with _no_autocast(z_img):
         dens_img = (z_img * m_img).abs().sum(dim=1) / m_img.sum()
         dens_tab = (z_tab * m_tab).abs().sum(dim=1) / m_tab.sum()
-        return (dens_img - dens_tab).abs().mean()
+        return _row_mean((dens_img - dens_tab).abs(), rows)
 
 
 def weighted_ce_loss(logits: Tensor, target: Tensor, class_weights: Sequence[float] | Tensor) -> Tensor:

@@ -464,10 +464,10 @@ class _NativeScan(torch.autograd.Function):
             zs = z.stride(1)  # a chunk of in_proj's output is read in place
             Dp = (Dp if Dp is not None else u.new_zeros(D)).contiguous()
         yv = torch.empty_like(u) if gated and need_grad else None
-        args = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(y), _ptr(ckpts), _ptr(Dp if gated else None),
-                _ptr(z), _ptr(yv))
-        nth = _native_threads(L, Bt, N * D)
-        lib.amf_scan_fwd(L, Bt, D, N, nth, seg, zs, N, *args)
+        lib.amf_scan_fwd(native_scan.ScanParams(
+            L=L, Bt=Bt, D=D, N=N, nth=_native_threads(L, Bt, N * D), seg=seg, zs=zs, bs=N, u=_ptr(u), dt=_ptr(dt),
+            A2=_ptr(A2), Bm=_ptr(Bm), Cm=_ptr(Cm), Dp=_ptr(Dp if gated else None), z=_ptr(z), y=_ptr(y),
+            ck=_ptr(ckpts), yv=_ptr(yv)))
         if need_grad:
             ctx.save_for_backward(u, dt, A, Bm, Cm, ckpts, Dp if gated else None, z, yv)
         ctx.seg, ctx.gated, ctx.zs = seg, gated, zs
@@ -491,12 +491,12 @@ class _NativeScan(torch.autograd.Function):
         # of a buffer laid out like it
         dz = u.new_empty(L, Bt, ctx.zs)[..., :D] if gated else None
         WDs = torch.zeros(nth, D) if gated else None
-        args = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(Bm), _ptr(Cm), _ptr(dy), _ptr(ckpts),
-                _ptr(du), _ptr(ddt), _ptr(dB), _ptr(dC))
-        tail = (_ptr(Dp), _ptr(z), _ptr(yv), _ptr(dz))
         need_dA = ctx.needs_input_grad[2]  # frozen weights (IG): no dA accumulation at all
-        lib.amf_scan_bwd(L, Bt, D, N, nth, ctx.seg, ctx.zs, N, *args, _ptr(Ws) if need_dA else None, *tail,
-                         _ptr(WDs))
+        lib.amf_scan_bwd(native_scan.ScanParams(
+            L=L, Bt=Bt, D=D, N=N, nth=nth, seg=ctx.seg, zs=ctx.zs, bs=N, u=_ptr(u), dt=_ptr(dt), At=_ptr(At),
+            A2=_ptr(A2), Bm=_ptr(Bm), Cm=_ptr(Cm), Dp=_ptr(Dp), z=_ptr(z), ck=_ptr(ckpts), yv=_ptr(yv), dy=_ptr(dy),
+            du=_ptr(du), ddt=_ptr(ddt), dB=_ptr(dB), dC=_ptr(dC), dz=_ptr(dz), W=_ptr(Ws) if need_dA else None,
+            WD=_ptr(WDs)))
         dD = WDs.sum(0) if gated and ctx.needs_input_grad[5] else None
         return du, ddt, Ws.sum(0).t() if need_dA else None, dB, dC, dD, dz, None
 
@@ -514,9 +514,8 @@ class _NativeSoftplus(torch.autograd.Function):
         rows = x.numel() // max(C, 1)
         b = bias.contiguous() if bias is not None else None
         out = torch.empty_like(x)
-        nth = _native_threads(1, rows, C)
-        args = (_ptr(x), _ptr(b), _ptr(out))
-        lib.amf_softplus_fwd(rows, C, nth, *args)
+        lib.amf_softplus_fwd(native_scan.SoftplusParams(
+            rows=rows, C=C, nth=_native_threads(1, rows, C), x=_ptr(x), bias=_ptr(b), out=_ptr(out)))
         ctx.save_for_backward(x, b)
         return out
 
@@ -528,9 +527,8 @@ class _NativeSoftplus(torch.autograd.Function):
         C = x.shape[-1]
         rows = x.numel() // max(C, 1)
         gx = torch.empty_like(x)
-        nth = _native_threads(1, rows, C)
-        args = (_ptr(x), _ptr(b), _ptr(g), _ptr(gx))
-        lib.amf_softplus_bwd(rows, C, nth, *args)
+        lib.amf_softplus_bwd(native_scan.SoftplusParams(
+            rows=rows, C=C, nth=_native_threads(1, rows, C), x=_ptr(x), bias=_ptr(b), g=_ptr(g), gx=_ptr(gx)))
         db = gx.reshape(rows, C).sum(0) if b is not None and ctx.needs_input_grad[1] else None
         return gx, db
 
@@ -561,17 +559,17 @@ class _NativeMambaInner(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:8])
         u = xz.new_empty(L, Bt, C)
         ds = xz.new_empty(L, Bt, C) if need_grad else None  # silu' of the conv, for the backward
-        cth = _native_threads(L, Bt, C * 8)
-        cargs = (_ptr(xz), _ptr(wT), _ptr(cb), _ptr(u), _ptr(ds))
-        lib.amf_conv_fwd(L, Bt, C, K, cth, C2, *cargs)
+        lib.amf_conv_fwd(native_scan.ConvParams(
+            L=L, Bt=Bt, C=C, K=K, nth=_native_threads(L, Bt, C * 8), xs=C2, x=_ptr(xz), wT=_ptr(wT), bias=_ptr(cb),
+            u=_ptr(u), ds=_ptr(ds)))
         xdbl = torch.mm(u.view(-1, C), xproj_w.t())  # (L Bt, R + 2 N): dt_low | B | C
         # dt = softplus(dt_bias + dt_low dt_proj^T), dt_low read in place (row stride S)
         WT = dtproj_w.t().contiguous()
         bias = dt_bias.contiguous() if dt_bias is not None else None
         dt = xz.new_empty(L, Bt, C)
-        rth = _native_threads(1, L * Bt, C * 8)
-        dargs = (_ptr(xdbl), _ptr(WT), _ptr(bias), _ptr(dt))
-        lib.amf_dtsp_fwd(L * Bt, C, R, rth, S, *dargs)
+        lib.amf_dtsp_fwd(native_scan.DtspParams(
+            rows=L * Bt, C=C, R=R, nth=_native_threads(1, L * Bt, C * 8), ls=S, lo=_ptr(xdbl), WT=_ptr(WT),
+            bias=_ptr(bias), out=_ptr(dt)))
         # the scan with its epilogue; z read in place from the z half (row stride 2 C)
         At, A2 = A.t().contiguous(), (A * _LOG2E).t().contiguous()
         Dc = Dp.contiguous()
@@ -579,11 +577,11 @@ class _NativeMambaInner(torch.autograd.Function):
         ckpts = xz.new_empty(Bt, (L + seg - 1) // seg, N, C) if need_grad else None
         yv = xz.new_empty(L, Bt, C) if need_grad else None
         z = xz[..., C:]
-        sth = _native_threads(L, Bt, N * C)
         # B and C read in place from x_proj's output (row stride S)
-        sargs = (_ptr(u), _ptr(dt), _ptr(A2), _ptr(xdbl[:, R:]), _ptr(xdbl[:, R + N:]), _ptr(y), _ptr(ckpts), _ptr(Dc),
-                 _ptr(z), _ptr(yv))
-        lib.amf_scan_fwd(L, Bt, C, N, sth, seg, C2, S, *sargs)
+        lib.amf_scan_fwd(native_scan.ScanParams(
+            L=L, Bt=Bt, D=C, N=N, nth=_native_threads(L, Bt, N * C), seg=seg, zs=C2, bs=S, u=_ptr(u), dt=_ptr(dt),
+            A2=_ptr(A2), Bm=_ptr(xdbl[:, R:]), Cm=_ptr(xdbl[:, R + N:]), Dp=_ptr(Dc), z=_ptr(z), y=_ptr(y),
+            ck=_ptr(ckpts), yv=_ptr(yv)))
         if need_grad:
             ctx.save_for_backward(xz, wT, cb, xproj_w, WT, bias, At, A2, Dc, u, xdbl, dt, ckpts, yv, ds)
         ctx.seg = seg
@@ -609,23 +607,26 @@ class _NativeMambaInner(torch.autograd.Function):
         Ws = u.new_zeros(sth, N, C) if need_dA else None
         WDs = u.new_zeros(sth, C)
         z, dz = xz[..., C:], dxz[..., C:]
-        sargs = (_ptr(u), _ptr(dt), _ptr(At), _ptr(A2), _ptr(xdbl[:, R:]), _ptr(xdbl[:, R + N:]), _ptr(dy),
-                 _ptr(ckpts), _ptr(du), _ptr(ddt), _ptr(dxdbl[:, R:]), _ptr(dxdbl[:, R + N:]))
-        stail = (_ptr(Dc), _ptr(z), _ptr(yv), _ptr(dz))
-        lib.amf_scan_bwd(L, Bt, C, N, sth, ctx.seg, C2, S, *sargs, _ptr(Ws), *stail, _ptr(WDs))
+        lib.amf_scan_bwd(native_scan.ScanParams(
+            L=L, Bt=Bt, D=C, N=N, nth=sth, seg=ctx.seg, zs=C2, bs=S, u=_ptr(u), dt=_ptr(dt), At=_ptr(At),
+            A2=_ptr(A2), Bm=_ptr(xdbl[:, R:]), Cm=_ptr(xdbl[:, R + N:]), Dp=_ptr(Dc), z=_ptr(z), ck=_ptr(ckpts),
+            yv=_ptr(yv), dy=_ptr(dy), du=_ptr(du), ddt=_ptr(ddt), dB=_ptr(dxdbl[:, R:]), dC=_ptr(dxdbl[:, R + N:]),
+            dz=_ptr(dz), W=_ptr(Ws), WD=_ptr(WDs)))
         # dt_proj + softplus: d dt_low into the first R columns of dxdbl
         rth = _native_threads(1, L * Bt, C * 8)
         dWTs = u.new_zeros(rth, R, C)
         dbs = u.new_zeros(rth, C) if bias is not None else None
-        dargs = (_ptr(xdbl), _ptr(WT), _ptr(bias), _ptr(ddt), _ptr(dxdbl))
-        lib.amf_dtsp_bwd(L * Bt, C, R, rth, S, S, *dargs, _ptr(dWTs), _ptr(dbs))
+        lib.amf_dtsp_bwd(native_scan.DtspParams(
+            rows=L * Bt, C=C, R=R, nth=rth, ls=S, dls=S, lo=_ptr(xdbl), WT=_ptr(WT), bias=_ptr(bias), g=_ptr(ddt),
+            dlo=_ptr(dxdbl), dWT=_ptr(dWTs), dbias=_ptr(dbs)))
         dxproj_w = dxdbl.t().mm(u.view(-1, C)) if ctx.needs_input_grad[3] else None
         du.view(-1, C).addmm_(dxdbl, xproj_w)  # + the x_proj path
         # the conv: dx straight into the x half of dxz
         cth = _native_threads(L, Bt, C * 8)
         dws, dcbs = u.new_zeros(cth, K, C), u.new_zeros(cth, C)
-        cargs = (_ptr(xz), _ptr(wT), _ptr(cb), _ptr(du), _ptr(dxz))
-        lib.amf_conv_bwd(L, Bt, C, K, cth, C2, *cargs, _ptr(dws), _ptr(dcbs), _ptr(ds))
+        lib.amf_conv_bwd(native_scan.ConvParams(
+            L=L, Bt=Bt, C=C, K=K, nth=cth, xs=C2, x=_ptr(xz), wT=_ptr(wT), bias=_ptr(cb), ds=_ptr(ds), du=_ptr(du),
+            dx=_ptr(dxz), dwT=_ptr(dws), dbias=_ptr(dcbs)))
         return (dxz, dws.sum(0).t(), dcbs.sum(0) if cb is not None else None, dxproj_w,
                 dWTs.sum(0).t(), dbs.sum(0) if dbs is not None else None,
                 Ws.sum(0).t() if need_dA else None, WDs.sum(0), None)

@@ -1,11 +1,18 @@
 """Tabular encoders compared in AMF-MedIT §4.2.1: MLP, ResNet, FT-Transformer, FT-Mamba.
 
-One contract: ``forward(x_cont (B, n_cont) float32, x_cat (B, n_cat) int64) -> (B, d_out)``,
-equal to ``forward_embedded(x_cont, embed_categorical(x_cat))`` (Integrated Gradients
-attributes to ``x_cont`` and to the categorical embeddings, summed over the embedding dims).
+One contract: ``forward(x_cont (B, n_cont) float32, x_cat (B, n_cat) int64, missing (B, F) bool
+| None = None) -> (B, d_out)``, equal to ``forward_embedded(x_cont, embed_categorical(x_cat),
+input_mask(x_cat, missing))`` (Integrated Gradients attributes to ``x_cont`` and to the
+categorical embeddings, summed over the embedding dims; the mask is fixed context).
 Every encoder keeps its constructor arguments in ``.config`` and declares what callers need:
 ``kind`` (registry name), ``title`` (its name in tables) and ``width_argument`` (the
 constructor argument that ``--tabular-dim``, the width D_tab, sets).
+
+``missing="impute"`` (the default, and what a checkpoint written before the setting existed
+means) ignores the mask; ``missing="token"`` reads it (:mod:`amfmedit.models.tokenizer`:
+FT-Transformer and FT-Mamba a learned per-feature missing embedding, MLP and ResNet indicator
+columns), so that "missing" and "exactly the median" differ, for the features listed in
+``missing_features`` (input-order indices; None: all). See docs/missing-data.md.
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.mamba import MambaBlock
-from amfmedit.models.tokenizer import FeatureTokenizer, OneHotInputs, check_features
+from amfmedit.models.tokenizer import (
+    FeatureTokenizer,
+    OneHotInputs,
+    check_features,
+    check_missing_features,
+    check_missing_mode,
+)
 
 
 class _TabularEncoder(nn.Module):
@@ -29,15 +42,46 @@ class _TabularEncoder(nn.Module):
     title: str
     width_argument = "d_block"
     d_out: int
+    missing_mode = "impute"
+    n_cont = 0
+
+    def _missing_settings(self, missing: str, missing_features, n_features: int) -> tuple[list[int] | None, ...]:
+        """Validate ``missing`` / ``missing_features``: (the features read, None in impute mode; the
+        config's ``missing_features``)."""
+        self.missing_mode = check_missing_mode(missing)
+        cols = None if missing_features is None else check_missing_features(missing_features, n_features)
+        if missing != "token":
+            return None, cols
+        return (cols if cols is not None else list(range(n_features))), cols
 
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
+    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor, missing: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x_cont: Tensor, x_cat: Tensor) -> Tensor:
-        return self.forward_embedded(x_cont, self.embed_categorical(x_cat))
+    def input_mask(self, x_cat: Tensor, missing: Tensor | None) -> Tensor | None:
+        """The (B, F) bool mask ``forward_embedded`` reads for these rows (None with ``missing="impute"``).
+
+        With ``missing="token"``: ``missing`` (None: nothing missing) or'ed with categorical code 0
+        (missing or a category unseen in training, which ``predict`` scores as missing): in the
+        training rows code 0 and the mask agree, and code 0's own embedding is never trained in
+        this mode.
+        """
+        if self.missing_mode != "token":
+            return None
+        b, n_cat = x_cat.shape
+        if missing is None:
+            missing = torch.zeros(b, self.n_cont + n_cat, dtype=torch.bool, device=x_cat.device)
+        elif missing.shape != (b, self.n_cont + n_cat):
+            raise ValueError(f"missing must be (B, F) = {(b, self.n_cont + n_cat)}, however: {tuple(missing.shape)=}")
+        if not n_cat:
+            return missing.bool()
+        # features outside missing_features are dropped from the mask where it is applied
+        return torch.cat([missing[:, : self.n_cont].bool(), missing[:, self.n_cont :].bool() | (x_cat == 0)], dim=1)
+
+    def forward(self, x_cont: Tensor, x_cat: Tensor, missing: Tensor | None = None) -> Tensor:
+        return self.forward_embedded(x_cont, self.embed_categorical(x_cat), self.input_mask(x_cat, missing))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,7 +100,8 @@ class MLPEncoder(_TabularEncoder):
     title = "MLP"
 
     def __init__(
-        self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = 256, n_blocks: int = 2
+        self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = 256, n_blocks: int = 2,
+        missing: str = "impute", missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -64,8 +109,11 @@ class MLPEncoder(_TabularEncoder):
         if d_block < 1:
             raise ValueError(f"d_block must be positive, however: {d_block=}")
         super().__init__()
-        self.config = dict(n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks)
-        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards)
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
+        self.config = dict(n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
+                           missing=missing, missing_features=cols)
+        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards, missing_features=read)
         layers: list[nn.Module] = [nn.Linear(self.inputs.d_in, d_block)]
         for _ in range(n_blocks - 1):
             layers += [nn.BatchNorm1d(d_block), nn.ReLU(), nn.Linear(d_block, d_block)]
@@ -79,8 +127,8 @@ class MLPEncoder(_TabularEncoder):
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         return self.inputs.embed_categorical(x_cat)
 
-    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
-        return self.layers(self.inputs.flat(x_cont, e_cat))
+    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor, missing: Tensor | None = None) -> Tensor:
+        return self.layers(self.inputs.flat(x_cont, e_cat, missing))
 
 
 class ResNetEncoder(_TabularEncoder):
@@ -103,6 +151,8 @@ class ResNetEncoder(_TabularEncoder):
         d_hidden: int | None = None,
         dropout1: float = 0.25,
         dropout2: float = 0.0,
+        missing: str = "impute",
+        missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -112,12 +162,14 @@ class ResNetEncoder(_TabularEncoder):
         if not (0 <= dropout1 < 1 and 0 <= dropout2 < 1):
             raise ValueError(f"dropouts must be in [0, 1), however: {dropout1=}, {dropout2=}")
         super().__init__()
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
-            d_hidden=d_hidden, dropout1=dropout1, dropout2=dropout2,
+            d_hidden=d_hidden, dropout1=dropout1, dropout2=dropout2, missing=missing, missing_features=cols,
         )
         d_hidden = d_hidden or d_block
-        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards)
+        self.inputs = OneHotInputs(n_cont_features=n_cont_features, cat_cardinalities=cards, missing_features=read)
         self.input_projection = nn.Linear(self.inputs.d_in, d_block)
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -131,8 +183,8 @@ class ResNetEncoder(_TabularEncoder):
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         return self.inputs.embed_categorical(x_cat)
 
-    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
-        x = self.input_projection(self.inputs.flat(x_cont, e_cat))
+    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor, missing: Tensor | None = None) -> Tensor:
+        x = self.input_projection(self.inputs.flat(x_cont, e_cat, missing))
         for block in self.blocks:
             x = x + block(x)
         return x
@@ -194,6 +246,8 @@ class FTTransformerEncoder(_TabularEncoder):
         ffn_dropout: float = 0.1,
         residual_dropout: float = 0.0,
         d_out: int | None = None,
+        missing: str = "impute",
+        missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -205,12 +259,16 @@ class FTTransformerEncoder(_TabularEncoder):
             if not 0 <= p < 1:
                 raise ValueError(f"{name} must be in [0, 1), however: {name}={p}")
         super().__init__()
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
             n_heads=n_heads, attention_dropout=attention_dropout, ffn_d_hidden_multiplier=ffn_d_hidden_multiplier,
-            ffn_dropout=ffn_dropout, residual_dropout=residual_dropout, d_out=d_out,
+            ffn_dropout=ffn_dropout, residual_dropout=residual_dropout, d_out=d_out, missing=missing,
+            missing_features=cols,
         )
-        self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block)
+        self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block,
+                                          missing_features=read)
         d_ffn = int(d_block * ffn_d_hidden_multiplier)
         self.blocks = nn.ModuleList()
         for i in range(n_blocks):
@@ -233,8 +291,8 @@ class FTTransformerEncoder(_TabularEncoder):
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         return self.tokenizer.embed_categorical(x_cat)
 
-    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
-        x = self.tokenizer.tokens(x_cont, e_cat, cls="first")
+    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor, missing: Tensor | None = None) -> Tensor:
+        x = self.tokenizer.tokens(x_cont, e_cat, cls="first", missing=missing)
         for i, block in enumerate(self.blocks):
             last = i + 1 == len(self.blocks)
             x_in = block["attention_normalization"](x) if "attention_normalization" in block else x
@@ -289,6 +347,8 @@ class FTMambaEncoder(_TabularEncoder):
         pooling: str = "avg",
         residual: bool = True,
         use_kernels: bool = True,
+        missing: str = "impute",
+        missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -298,12 +358,16 @@ class FTMambaEncoder(_TabularEncoder):
         if pooling not in ("cls", "avg"):
             raise ValueError(f"pooling must be 'cls' or 'avg', however: {pooling=}")
         super().__init__()
+        self.n_cont = n_cont_features
+        read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
             d_state=d_state, d_conv=d_conv, expand=expand, pooling=pooling, residual=residual,
-            use_kernels=use_kernels,
+            use_kernels=use_kernels, missing=missing,
+            missing_features=cols,
         )
-        self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block)
+        self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block,
+                                          missing_features=read)
         self.blocks = nn.ModuleList(
             MambaBlock(d_model=d_block, d_state=d_state, d_conv=d_conv, expand=expand, use_kernels=use_kernels)
             for _ in range(n_blocks)
@@ -322,7 +386,7 @@ class FTMambaEncoder(_TabularEncoder):
     def embed_categorical(self, x_cat: Tensor) -> Tensor:
         return self.tokenizer.embed_categorical(x_cat)
 
-    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor) -> Tensor:
+    def forward_embedded(self, x_cont: Tensor, e_cat: Tensor, missing: Tensor | None = None) -> Tensor:
         # NOTE[paper]: §3.2 puts [CLS] at the sequence end and reads out its state; the
         # reference code, which produced the paper's tables, puts it first and average-pools.
         # We default to the reference ("avg"): with the [CLS] readout every feature must reach
@@ -333,7 +397,7 @@ class FTMambaEncoder(_TabularEncoder):
         cls = "last" if self.pooling == "cls" else "first"
         # Time-major (L, B, d) through the blocks: the pure scan's layout, so no block
         # transposes its input or output.
-        tokens = self.tokenizer.tokens(x_cont, e_cat, cls=cls)
+        tokens = self.tokenizer.tokens(x_cont, e_cat, cls=cls, missing=missing)
         B, L = tokens.shape[:2]
         rows = max(1, self.CPU_TOKENS_PER_SLICE // L) if tokens.device.type == "cpu" else B
         # On a CPU, wide batches run through the blocks in slices of rows (rows are independent):

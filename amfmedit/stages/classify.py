@@ -20,21 +20,16 @@ from torch import nn
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
-from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
 from amfmedit.stages.common import ProgressFactory, jsonable
+from amfmedit.stages.kinds import Metric, Weights, kind_of
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.metrics import headline_metric
 from amfmedit.train.optim import OPTIMIZERS
 from amfmedit.train.runtime import Runtime
-from amfmedit.train.tasks import ClassificationTask
-
-
-#: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled ×0.5, class 1 over-sampled ×5.
-BINARY_SAMPLER_WEIGHTS = (0.5, 5.0)
+from amfmedit.train.tasks import SupervisedTask
 
 
 @dataclass
@@ -49,8 +44,8 @@ class Recipe:
     optimizer: str = "adam"  # adam (the paper) or adamw
     patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
     min_delta: float = 2e-4  # ... larger than 0.0002
-    sampler_weights: tuple[float, ...] | None = None  # None: BINARY_SAMPLER_WEIGHTS for binary tasks, none otherwise
-    loss_weights: tuple[float, ...] | None = None  # None: α of eq. 12 (OL3I_CLASS_WEIGHTS) for binary tasks, CE otherwise
+    sampler_weights: tuple[float, ...] | None = None  # None: the prediction kind's (binary: ×0.5 / ×5, Appendix A.3)
+    loss_weights: tuple[float, ...] | None = None  # None: the kind's (binary: α of eq. 12 = 0.1 / 2), else unweighted
     # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
     # (AMF: leakage λ1 = density λ2 = 5)
     aux_weights: dict[str, float] = field(default_factory=dict)
@@ -77,17 +72,17 @@ class Recipe:
             if not (math.isfinite(w) and w >= 0):
                 raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
 
-    def resolved(self, task_kind: str, n_classes: int) -> "Recipe":
-        """Fill the task-dependent defaults; check weight vectors against the number of classes."""
-        binary = task_kind == "binary"
-        sw = self.sampler_weights if self.sampler_weights is not None else (BINARY_SAMPLER_WEIGHTS if binary else ())
-        lw = self.loss_weights if self.loss_weights is not None else (OL3I_CLASS_WEIGHTS if binary else ())
-        for name, w in (("--sampler-weights", sw), ("--loss-weights", lw)):
-            if w and len(w) != n_classes:
-                raise UserError(f"{name} {','.join(map(str, w))}: need one weight per class ({n_classes})")
-            if w and (min(w) < 0 or max(w) <= 0):
-                raise UserError(f"{name} {','.join(map(str, w))}: weights must be >= 0 with one positive")
-        return replace(self, sampler_weights=tuple(sw), loss_weights=tuple(lw))
+    def resolved(self, kind, schema) -> "Recipe":
+        """Fill the kind's defaults (Appendix A.3 for binary tasks); check weight vectors against the kind."""
+        default = kind.default_weights(schema)
+        weights = Weights(sampler=tuple(self.sampler_weights if self.sampler_weights is not None else default.sampler),
+                          loss=tuple(self.loss_weights if self.loss_weights is not None else default.loss))
+        kind.check_weights(weights, schema)
+        return replace(self, sampler_weights=weights.sampler, loss_weights=weights.loss)
+
+    @property
+    def weights(self) -> Weights:
+        return Weights(sampler=tuple(self.sampler_weights or ()), loss=tuple(self.loss_weights or ()))
 
 
 def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
@@ -96,13 +91,13 @@ def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
     return {**declared, **{k: v for k, v in recipe.aux_weights.items() if k in declared}}
 
 
-def make_loss(recipe: Recipe, aux_weights: dict[str, float]) -> Callable:
-    """``(logits, labels, aux) -> loss``: eq. 12 or 13 plus the weighted auxiliary losses (eq. 14)."""
-    weights = recipe.loss_weights
+def make_loss(recipe: Recipe, aux_weights: dict[str, float], kind) -> Callable:
+    """``(output, targets, aux) -> loss``: the kind's loss (eq. 12 or 13 for classification) plus the
+    weighted auxiliary losses (eq. 14)."""
+    head_loss = kind.loss(recipe.weights)
 
-    def loss(logits: torch.Tensor, labels: torch.Tensor, aux: dict) -> torch.Tensor:
-        cls = losses.weighted_ce_loss(logits, labels, weights) if weights else losses.ce_loss(logits, labels)
-        return losses.finetune_loss(cls, aux, aux_weights)
+    def loss(output: torch.Tensor, targets: torch.Tensor, aux: dict) -> torch.Tensor:
+        return losses.finetune_loss(head_loss(output, targets), aux, aux_weights)
 
     return loss
 
@@ -149,19 +144,20 @@ def train_one(
 ) -> Trained:
     """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
     schema = dataset.schema
+    kind = kind_of(schema)
     seeding.seed_everything(seed, seeding.STREAM_INIT)  # head / fusion initialisation: a function of the seed
     model = build()
-    metric = headline_metric(schema.task)
-    task = ClassificationTask(
+    metric = kind.headline
+    task = SupervisedTask(
         model=model,
-        loss=make_loss(recipe, aux_weights_of(model, recipe)),
+        loss=make_loss(recipe, aux_weights_of(model, recipe), kind),
         data=data,
         use_image=use_image,
         augment=augment_for(use_image, use_tabular, schema.image.channels, recipe),
+        kind=kind,
         channels_last=rt.channels_last,
         eval_batch_size=max(recipe.batch_size, 2),
         spec=model_config(model),
-        n_classes=schema.n_classes,
     )
     cfg = FitConfig(
         epochs=recipe.epochs,
@@ -173,8 +169,8 @@ def train_one(
         # returns the optimizer without its scheduler, i.e. a constant learning rate.
         schedule="constant",
         warmup_epochs=0,
-        monitor=f"val_{metric}",
-        mode="max",
+        monitor=f"val_{metric.key}",
+        mode=metric.mode,
         patience=recipe.patience,
         min_delta=recipe.min_delta,
         seed=seed,
@@ -182,7 +178,7 @@ def train_one(
         log=log,
     )
     res: FitResult = fit(
-        task, cfg, rt, out_dir, resume=resume, progress=progress(title, f"val_{metric}"),
+        task, cfg, rt, out_dir, resume=resume, progress=progress(title, f"val_{metric.key}"),
         extra_config={**extra_config, "recipe": jsonable(recipe), "lr": lr, "seed": seed},
     )
     return Trained(out_dir, lr, seed, res.best_metric, res.best_epoch, res.epochs_run, res.history)
@@ -199,8 +195,10 @@ def select_lr(
     lrs: tuple[float, ...],
     rt: Runtime,
     resume: bool,
+    metric: Metric,
 ) -> tuple[float, Trained, dict]:
-    """Train once per learning rate in ``search_dir/lr<lr>/`` and pick the best validation metric.
+    """Train once per learning rate in ``search_dir/lr<lr>/`` and pick the best validation ``metric``
+    (the prediction kind's headline, which says whether higher is better).
 
     ``train(lr, out_dir, resume)`` trains one model. Finished sub-runs are reused (their
     ``COMPLETE`` marker holds the result), unfinished ones continue with ``resume``.
@@ -236,7 +234,7 @@ def select_lr(
         raise UserError(f"{search_dir}: no learning rate gave a finite validation metric (the search was removed); "
                         "check that the validation split has both classes")
     # Ties go to the earlier (larger) learning rate in the listed order.
-    best_lr = max(finite, key=lambda lr: (finite[lr].best_val, -list(lrs).index(lr)))
+    best_lr = max(finite, key=lambda lr: (metric.rank(finite[lr].best_val), -list(lrs).index(lr)))
     record = {"chosen_lr": best_lr, "val": {f"{lr:g}": results[lr].best_val for lr in lrs}}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
@@ -244,22 +242,21 @@ def select_lr(
 
 
 def check_selectable(dataset, split: str = "val") -> None:
-    """Model selection needs a defined validation metric: AUC needs both classes in ``split``.
+    """Model selection needs a defined validation metric (e.g. AUC needs both classes in ``split``).
 
-    Called before any folder is made, so a cohort whose validation split holds one class fails
-    with one line instead of after a learning-rate search has written its candidates.
+    Called before any folder is made, so a cohort whose validation split cannot select a model
+    fails with one line instead of after a learning-rate search has written its candidates.
     """
-    metric = headline_metric(dataset.schema.task)
-    labels = dataset.labels[dataset.indices(split)]
-    if len(labels) == 0:
+    kind = kind_of(dataset.schema)
+    targets = kind.targets(dataset)[dataset.indices(split)]
+    if len(targets) == 0:
         raise UserError(f"{dataset.root}: the {split} split is empty: nothing to select the learning rate and the "
                         "best epoch on; prepare the data with a validation split")
-    present = sorted(set(int(v) for v in labels))
-    if metric == "auc" and len(present) < 2:
-        name = dataset.schema.class_names[present[0]]
-        raise UserError(f"{dataset.root}: the {split} split holds only class {name} ({len(labels)} rows): the "
-                        f"validation AUC that selects the learning rate and the best epoch is undefined; prepare "
-                        "the data with a split that has both classes")
+    why = kind.selectable(targets)
+    if why is not None:
+        raise UserError(f"{dataset.root}: the {split} split ({len(targets)} rows) {why}: the validation "
+                        f"{kind.headline.title} that selects the learning rate and the best epoch is undefined; "
+                        "prepare the data with a split where it is defined")
 
 
 def best_model(stage_dir: Path):

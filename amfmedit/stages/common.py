@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from amfmedit.data import load_prepared
 from amfmedit.data.masking import check_feature_names, mask_features
 from amfmedit.data.prepared import dataset_path
-from amfmedit.data.schema import Schema
+from amfmedit.data.schema import SCHEMA_FILE, Schema
 from amfmedit.env import environment
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.ig import IMPORTANCE_FILE
@@ -22,7 +22,7 @@ from amfmedit.stages import names as stage_names
 from amfmedit.train import rundir
 from amfmedit.train.engine import ProgressFn
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.logging import LOG_KINDS
+from amfmedit.train.logging import LOG_KINDS, require_logger
 from amfmedit.train.runtime import Runtime, setup_runtime
 
 # ``progress(title, monitor) -> callback or None``: the CLI draws one bar per training run.
@@ -48,6 +48,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         check_choice(self.log, LOG_KINDS, "--log")
+        require_logger(self.log)  # a missing backend package is refused before any folder exists
 
 
 def runtime_for(opts: RunOptions) -> Runtime:
@@ -162,15 +163,30 @@ def top_features(run: rundir.Run, k: int, *, ig_stage: str | None = None) -> lis
 def resolve_mask(run: rundir.Run, names: Sequence[str] = (), top_k: int | None = None, *, data_dir=None) -> list[str]:
     """The features a stage masks: ``--mask-features`` names (checked against the run's schema)
     or the top ``--mask-top-k`` of the run's IG report; [] when neither is given."""
-    names = [n.strip() for part in names for n in str(part).split(",") if n.strip()]
+    names = _mask_names(names)
     if names and top_k is not None:
         raise UserError("--mask-features and --mask-top-k: give one of them")
     if top_k is not None:
         names = top_features(run, top_k)
     if not names:
         return []
-    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / "schema.json")
+    schema = Schema.load(dataset_path(run.data, data_dir or run.data_dir) / SCHEMA_FILE)
     return check_feature_names(schema, names)
+
+
+def check_new_run_mask(schema: Schema, names: Sequence[str] = (), top_k: int | None = None) -> None:
+    """What :func:`resolve_mask` would refuse in a run that does not exist yet, refused before it does."""
+    if top_k is not None:
+        raise UserError(f"--mask-top-k {top_k}: a new run has no IG report to rank features by; name the features "
+                        "with --mask-features (or rank them in a run with `amfmedit explain --method ig`)")
+    names = _mask_names(names)
+    if names:
+        check_feature_names(schema, names)
+
+
+def _mask_names(names: Sequence[str]) -> list[str]:
+    """``--mask-features`` values, repeated or comma-separated, as one list of names."""
+    return [n.strip() for part in names for n in str(part).split(",") if n.strip()]
 
 
 def masked_data(dataset, device_data: DeviceData, names: Sequence[str]):

@@ -32,6 +32,7 @@ from amfmedit.stats.summary import RunSummary, render_models_markdown, summarise
 from amfmedit.stats.threshold import Threshold, choose_threshold, parse_threshold
 
 ARGMAX = "argmax"  # the operating point of a multiclass classifier: the most probable class
+AT_THRESHOLD = ("sensitivity", "specificity", "ppv", "npv")
 SPLIT_WORDS = {"val": "validation", "test": "test"}
 
 
@@ -45,7 +46,10 @@ class ModelPredictions:
 
 @dataclass
 class Statistics:
-    binary: bool
+    """A classification kind's evaluation (see the module docstring); ``evaluate`` asks it for its
+    records, report sections, figures and prediction columns without knowing the kind."""
+
+    thresholded: bool  # an operating point is chosen on validation (binary classification)
     split: str  # the scored split: "test" (or "val")
     spec: str  # the --threshold spec
     summary: RunSummary
@@ -78,6 +82,135 @@ class Statistics:
             },
         }
 
+    # ------------------------------------------------------------------ one seed's classifier
+
+    def _recalibrated(self, name: str, i: int, probs: np.ndarray) -> np.ndarray:
+        fit = self.temperatures[name][i]
+        return calibration.apply_temperature(calibration.logits_from_probs(probs), fit.temperature, fit.bias)
+
+    def _positive(self, p: np.ndarray) -> np.ndarray:
+        """The scored column: the positive class's probability (thresholded) or all classes."""
+        return p[:, 1] if self.thresholded else p
+
+    def stage_record(self, name: str, i: int, probs: np.ndarray, labels: np.ndarray) -> dict:
+        """Seed ``i`` of model ``name``: its operating point, recalibration and metrics at them (its own
+        seed's, not the seed average's)."""
+        fit = self.temperatures[name][i]
+        cal = self._recalibrated(name, i, probs)
+        thr = self.seed_thresholds[name][i]
+        row = {"temperature": fit.temperature, "calibration_bias": fit.bias,
+               "ece_calibrated": calibration.ece(labels, self._positive(cal)),
+               "brier": calibration.brier(labels, self._positive(probs)),
+               "brier_calibrated": calibration.brier(labels, self._positive(cal)),
+               "threshold_name": thr.name if thr else ARGMAX, "threshold": thr.value if thr else None}
+        if thr is not None:
+            point = bootstrap.point_estimates(labels, probs[:, 1], thr.value)
+            row.update({k: point[k] for k in AT_THRESHOLD})
+        return row
+
+    def operating_record(self, name: str, i: int) -> dict:
+        """What ``predict`` applies with seed ``i``'s classifier (``operating_points.json``)."""
+        thr = self.seed_thresholds[name][i]
+        fit = self.temperatures[name][i]
+        return {
+            "threshold_name": thr.name if thr else ARGMAX,
+            "threshold": thr.value if thr else None,
+            "threshold_calibrated": calibrated_threshold(thr.value, fit.temperature, fit.bias) if thr else None,
+            "rule": thr.rule if thr else "the most probable class",
+            "val_sensitivity": thr.val_sensitivity if thr else None,
+            "val_specificity": thr.val_specificity if thr else None,
+            "temperature": fit.temperature, "bias": fit.bias,
+        }
+
+    def operating_header(self, class_names) -> dict:
+        return {"threshold_spec": self.spec, "chosen_on": "val",
+                "positive_class": class_names[1] if self.thresholded else None,
+                "note": "a row is positive when its probability of the positive class is >= threshold (probabilities "
+                        "as trained) or >= threshold_calibrated (after dividing the logits by temperature and adding "
+                        "bias to the positive class's log-odds)"}
+
+    def prediction_columns(self, name: str, i: int, probs: np.ndarray, class_names) -> dict[str, np.ndarray]:
+        """Columns of a predictions file: each class's probability and the decision at the operating point."""
+        cols = {f"prob_{c}": probs[:, k] for k, c in enumerate(class_names)}
+        thr = self.seed_thresholds[name][i]
+        cols["decision"] = (probs[:, 1] >= thr.value).astype(int) if thr is not None else probs.argmax(axis=1)
+        cols["threshold_name"] = np.full(len(probs), thr.name if thr else ARGMAX, dtype=object)
+        return cols
+
+    def stage_keys(self) -> list[str]:
+        """Extra per-stage columns of ``results.md``."""
+        return (["threshold", "sensitivity", "specificity"] if self.thresholded else []) + \
+            ["temperature", "ece_calibrated"]
+
+    # ----------------------------------------------------------------------------- reports
+
+    def markdown(self) -> str:
+        """``results.md``'s sections after Table 2: intervals, operating points, calibration, comparisons."""
+        where = split_word(self.split)
+        parts = [f"\n## {where.capitalize()} metrics with 95% intervals\n\n"
+                 "Each metric of the seed-averaged prediction (mean probability over seeds) with its 95% interval: "
+                 "DeLong for AUC, a stratified bootstrap of the rows (2,000 resamples, seeded) otherwise; "
+                 "\"over seeds\" is the paper's mean ± SD of the per-seed values. Threshold: the cut chosen on the "
+                 f"validation split by `--threshold {self.spec}` and applied unchanged here.\n\n",
+                 models_markdown(self)]
+        if self.warnings:
+            parts.append("\n" + "".join(f"- Warning: {w}\n" for w in self.warnings))
+        if self.thresholded:
+            parts.append("\n## Operating points (chosen on the validation split)\n\n" + operating_markdown(self))
+        parts.append("\n## Calibration\n\nBrier score and ECE of the seed-averaged prediction before and after "
+                     "temperature scaling (one temperature per seed, fitted on the validation split; `predict` "
+                     "applies it by default).\n\n" + calibration_markdown(self))
+        table = self.summary.comparisons
+        if table is not None:
+            label = compare.LABELS[table.headline]
+            parts.append(f"\n## Paired comparisons ({label})\n\n" + headline_comparisons_markdown(self)
+                         + "\nEvery metric: [comparisons.md](comparisons.md), [comparisons.csv](comparisons.csv).\n")
+        return "".join(parts)
+
+    def terminal(self) -> str:
+        """The terminal's section: the headline with its interval and the operating point, 80 columns."""
+        where = split_word(self.split)
+        cut = f"; threshold chosen on validation ({self.spec})" if self.thresholded else ""
+        parts = [f"\n## {where.capitalize()} split, seed-averaged, 95% intervals{cut}\n\n", terminal_markdown(self)]
+        table = self.summary.comparisons
+        if table is not None and table.note:
+            parts.append(f"\n**{table.note}**\n")
+        return "".join(parts)
+
+    def stage_cell(self, row: dict) -> str:
+        """The per-stage terminal table's operating-point cell."""
+        thr = row.get("threshold")
+        return "argmax" if thr is None else f"{thr:.3f}"
+
+    def write_figures(self, folder: Path, y_test, seed_outputs: dict[str, tuple[str, list]]) -> dict:
+        """The figures of :func:`write_figures` and one ROC figure per model with each seed's curve
+        (``seed_outputs``: file stem -> (model name, [(seed label, test probabilities)]); ``roc/<stem>.png``)."""
+        figures = write_figures(folder, y_test, self)
+        if self.thresholded:
+            write_seed_rocs(folder / "roc", y_test, seed_outputs, self.split)
+        return figures
+
+
+def calibrated_threshold(value: float, temperature: float, bias: float = 0.0) -> float:
+    """A binary cut on the probabilities as trained, on the recalibrated scale.
+
+    For two logits, p1 = sigmoid(z1 - z0); after recalibration, sigmoid((z1 - z0) / T + b) =
+    sigmoid(logit(p1) / T + b), a monotone map, so the same rows fall on each side of the cut.
+    """
+    return float(calibration.apply_temperature(calibration.logits_from_probs(np.array([value])), temperature,
+                                               bias)[0])
+
+
+def write_seed_rocs(folder: Path, y, seed_outputs: dict[str, tuple[str, list]], split: str) -> None:
+    """One ROC figure per model overlaying its seeds (both classes needed)."""
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) < 2:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, (name, seeds) in seed_outputs.items():
+        plots.roc_figure(y, {label: p[:, 1] for label, p in seeds}, folder / f"{stem}.png",
+                         title=f"{name}: each seed ({split})")
+
 
 def split_word(split: str) -> str:
     return SPLIT_WORDS.get(split, split)
@@ -108,7 +241,7 @@ def _choose(spec: str, y_val, p_val, name: str) -> Threshold:
 
 def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split: str = "test",
             class_names=None, n_boot: int = bootstrap.DEFAULT_N_BOOT, seed: int = 0,
-            level: float = 0.95) -> Statistics:
+            level: float = 0.95, *, thresholded: bool) -> Statistics:
     """Operating points, temperatures, intervals and comparisons for every classifier.
 
     Raises:
@@ -117,8 +250,7 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
     """
     parse_threshold(spec)
     y_val, y_test = np.asarray(y_val).astype(np.int64), np.asarray(y_test).astype(np.int64)
-    n_classes = next(iter(preds.values())).test.shape[2]
-    binary = n_classes == 2
+    binary = thresholded  # the kind's: an operating point on the positive class's probability
     warnings: list[str] = []
     if binary:
         values, counts = np.unique(y_val, return_counts=True)
@@ -133,12 +265,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
         cal = np.stack([calibration.apply_temperature(calibration.logits_from_probs(t), f.temperature, f.bias)
                         for t, f in zip(test, fits)])
         temps[name] = fits
-        at_bound = [f.temperature for f in fits if min(abs(np.log(f.temperature / b)) for b in calibration.T_BOUNDS) < 1e-3]
-        if at_bound:
-            warnings.append(f"{name}: the temperature fitted on validation reached the end of its range "
-                            f"({at_bound[0]:.3g}; searched {calibration.T_BOUNDS[0]:g}-{calibration.T_BOUNDS[1]:g}): its "
-                            "probabilities are off in a way one temperature cannot fix (e.g. shifted up by a class-balanced "
-                            "sampler; --sampler-weights none trains calibrated ones); read calibrated risks with care")
+        warnings += calibration.bound_warnings(name, fits, hint="e.g. shifted up by a class-balanced sampler; "
+                                               "--sampler-weights none trains calibrated ones")
         if binary:
             seed_thresholds[name] = [_choose(spec, y_val, v[:, 1], name) for v in val]
             thresholds[name] = _choose(spec, y_val, val.mean(axis=0)[:, 1], name)
@@ -151,6 +279,8 @@ def compute(y_val, y_test, preds: dict[str, ModelPredictions], spec: str, split:
 
     summary = summarise_run(y_test, {k: np.asarray(v.test, dtype=np.float64) for k, v in preds.items()},
                             thresholds={k: t.value for k, t in thresholds.items() if t is not None},
+                            seed_thresholds={k: [t.value for t in ts] for k, ts in seed_thresholds.items()
+                                             if None not in ts},
                             split=split_word(split), n_boot=n_boot, seed=seed, level=level,
                             class_names=None if binary else class_names)
     warnings = summary.warnings + warnings  # the scored split's first
@@ -183,7 +313,7 @@ def write_figures(folder: Path, y_test, stats: Statistics) -> dict[str, str]:
     are left out otherwise (the split's warning says so). Returns figure -> path relative to
     ``folder``.
     """
-    if not stats.binary:
+    if not stats.thresholded:
         return {}
     y = np.asarray(y_test).astype(int)
     where = f"{split_word(stats.split)} split"
@@ -225,9 +355,7 @@ def write_figures(folder: Path, y_test, stats: Statistics) -> dict[str, str]:
 
 
 def _iv(d: bootstrap.Interval, digits: int = 3) -> str:
-    if not np.isfinite(d.estimate):
-        return "n/a"
-    return f"{d.estimate:.{digits}f} ({d.low:.{digits}f}\u2013{d.high:.{digits}f})"
+    return d.text(digits)
 
 
 def models_markdown(stats: Statistics) -> str:
@@ -238,7 +366,7 @@ def models_markdown(stats: Statistics) -> str:
 
 def operating_markdown(stats: Statistics) -> str:
     """Operating points: how each was chosen, what it gave on validation, the test counts at it."""
-    if not stats.binary:
+    if not stats.thresholded:
         return ""
     lines = ["| Model | Threshold | Chosen by | Val. sens. | Val. spec. | Test TP / FP / TN / FN |",
              "|---|--:|---|--:|--:|--:|"]
@@ -274,16 +402,16 @@ def headline_comparisons_markdown(stats: Statistics) -> str:
 def terminal_markdown(stats: Statistics, short: dict[str, str] | None = None) -> str:
     """The few columns a terminal of 80 columns shows whole: headline with interval, operating point."""
     short = short or {}
-    head = "auc" if stats.binary else "acc"
-    label = "AUC" if stats.binary else "Top-1 acc."
-    if stats.binary:
+    head = "auc" if stats.thresholded else "acc"
+    label = "AUC" if stats.thresholded else "Top-1 acc."
+    if stats.thresholded:
         lines = [f"| Model | {label} (95% CI) | Threshold | Sens. | Spec. |", "|---|--:|--:|--:|--:|"]
     else:
         lines = [f"| Model | {label} (95% CI) | Macro AUC | Brier |", "|---|--:|--:|--:|"]
     for name, m in stats.summary.models.items():
         iv = m.intervals
         cell = _iv(iv[head], 2) if head in iv else "n/a"
-        if stats.binary:
+        if stats.thresholded:
             t = stats.thresholds[name]
             sens = _iv(iv["sensitivity"], 2) if "sensitivity" in iv else "n/a"
             spec = _iv(iv["specificity"], 2) if "specificity" in iv else "n/a"

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amfmedit.io import atomic_path, read_json
+from amfmedit.figures import pyplot, save
+from amfmedit.io import read_json
 from amfmedit.models import FUSIONS, amf_split, options_of
 from amfmedit.stages import names
 from amfmedit.stages.rconf import read_rconf
@@ -286,17 +287,8 @@ def write(run: rundir.Run, folder: Path, groups: list[dict], *, metric: str) -> 
 
 
 def _pyplot():
-    import matplotlib  # matplotlib costs ~0.5 s of start-up; only these figures need it here
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path, plt) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save(fig, path)

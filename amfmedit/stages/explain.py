@@ -8,13 +8,12 @@
                                  cams.npz, summary.json, [compare-positive.png, compare-negative.png], COMPLETE
 ```
 
-Which model is explained: Integrated Gradients explains a tabular model, the supervised
-tabular baseline (``supervised-tabular-seed<N>``, the paper's §4.2.1 setting) when the run has
-one, else the tabular branch of a fine-tuned image-tabular model with each sample's image held
-fixed. Grad-CAM explains an image encoder inside a classifier: the fusion each fusion class
-ranks first for it (``cam_rank``: concatenation, the paper's Fig. 6 setting) with frozen
-encoders first, then other fine-tuned models, then the supervised image baseline.
-``--stage NAME`` picks one explicitly.
+Which model is explained: the run's model (:mod:`amfmedit.stages.selection`, the rule ``predict``
+and ``export`` follow: the image-tabular model with the best validation metric), its tabular
+branch for Integrated Gradients (each sample's image held fixed) and its image encoder for
+Grad-CAM (each sample's tabular row held fixed). ``--stage NAME`` picks another, e.g. the paper's
+settings: the supervised tabular model for IG (§4.2.1) and a concatenation model with frozen
+encoders for Grad-CAM (Fig. 6).
 
 Each folder is built aside and renamed into place when complete; a finished one is replaced
 only with ``force``. A model trained on masked features is explained on the same masked data.
@@ -38,29 +37,29 @@ from amfmedit.data.synthetic import region_masks
 from amfmedit.env import package_version
 from amfmedit.errors import UserError, close_matches
 from amfmedit.explain import plots
-from amfmedit.explain.gradcam import grad_cams, images_of, region_summary, select_cases
+from amfmedit.explain.gradcam import grad_cams, images_of, region_summary
 from amfmedit.explain.ig import (
     IMPORTANCE_FILE,
     SUMMARY_FILE,
     TOP_FILE,
     Attributions,
     IGConfig,
+    IGTruth,
     group_shares,
     importance_table,
     integrated_gradients,
-    resolve_target,
     steps_for_completeness,
     tabular_baseline,
     top_markdown,
 )
 from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
-from amfmedit.models import FUSIONS
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, check_choice, load_dataset, runtime_for
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import staged
-from amfmedit.stages.report import truth_sentence
+from amfmedit.stages.selection import choose_model
 from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
@@ -76,44 +75,14 @@ REGION_LABELS = {"visceral_fat": "visceral fat (the risk region)"}
 # ----------------------------------------------------------------------------------------------
 
 
-def _uses(info: dict, purpose: str) -> bool:
-    if purpose == "ig":
-        return info["modality"] != "image"
-    return info["modality"] != "tabular"
+def choose_stage(run: rundir.Run, purpose: str, stage: str | None = None, data_dir=None) -> str:
+    """The stage to explain: ``stage`` when given (checked), else the run's model
+    (:func:`amfmedit.stages.selection.choose_model`, the rule ``predict`` and ``export`` follow)."""
+    return choose_model(run, purpose, stage, data_dir=data_dir).stage
 
 
-def _preference(info: dict, purpose: str) -> tuple:
-    if purpose == "ig":
-        rank = (0 if info["modality"] == "tabular" else (1 if info["strategy"] == "trainable" else 2),)
-    elif info["fusion"] == names.NO_FUSION:  # the supervised image model comes last
-        rank = (math.inf,)
-    else:  # each fusion's declared Grad-CAM preference (Fig. 6: concatenation), frozen encoders first
-        rank = (getattr(FUSIONS.get(info["fusion"]), "cam_rank", math.inf), info["strategy"] != "frozen")
-    return (*rank, info["seed"])
-
-
-def choose_stage(run: rundir.Run, purpose: str, stage: str | None = None) -> str:
-    """The stage to explain: ``stage`` when given (checked), else the preferred finished one."""
-    stages = names.classifier_stages(run)
-    what = "a tabular input" if purpose == "ig" else "an image input"
-    if stage is not None:
-        if stage not in stages:
-            finished = list(stages)
-            hint = close_matches(stage, finished)
-            listing = ", ".join(finished) if finished else "none"
-            raise UserError(f"--stage {stage}: not a finished classifier of run {run.name} (finished: {listing})"
-                            + (f"; did you mean {hint}?" if hint else ""))
-        if not _uses(stages[stage], purpose):
-            raise UserError(f"--stage {stage}: this model has no {what.split(' ', 1)[1]} to explain with "
-                            f"{'Integrated Gradients' if purpose == 'ig' else 'Grad-CAM'}; pick a stage with {what}")
-        return stage
-    usable = {n: i for n, i in stages.items() if _uses(i, purpose) and i["mask"] is None}
-    if not usable:
-        make = ("`amfmedit finetune --fusion none --modality tabular` (the paper's supervised tabular model) "
-                "or `amfmedit finetune --fusion amf`" if purpose == "ig"
-                else "`amfmedit finetune --fusion concat --strategy frozen` (the paper's Fig. 6 setting)")
-        raise UserError(f"run {run.name} has no trained model with {what} to explain; run {make} first")
-    return min(usable, key=lambda n: (_preference(usable[n], purpose), n))
+def _chosen(run: rundir.Run, purpose: str, stage: str | None, opts: RunOptions):
+    return choose_model(run, purpose, stage, data_dir=opts.data_dir)
 
 
 @dataclass
@@ -223,12 +192,14 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     cfg.validate()
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    name = choose_stage(run, "ig", stage)
+    choice = _chosen(run, "ig", stage, opts)
+    name = choice.stage
     final = _output_dir(names.ig_folder(run, name), opts.force)
     ex = load_explained(run, name, rt.device)
     ds = _dataset_for(ex, opts)
     schema = ds.schema
-    target = resolve_target(schema, cfg.target)
+    kind = kind_of(schema)
+    kind.explain_target(schema, cfg.target)  # a bad --target fails before any work
 
     rows = ds.indices(cfg.split)
     if len(rows) == 0:
@@ -239,8 +210,7 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     dev = rt.device
     x_cont = torch.from_numpy(ds.x_cont[rows]).to(dev)
     x_cat = torch.from_numpy(ds.x_cat[rows]).to(dev)
-    targets = torch.full((len(rows),), target, dtype=torch.long, device=dev) if target is not None else \
-        torch.from_numpy(ds.labels[rows]).to(dev)
+    targets = torch.from_numpy(kind.explain_targets(schema, cfg.target, kind.targets(ds)[rows])).to(dev)
     modality = ex.info["modality"]
     scorer = TabularScore(ex.model, modality=modality, output=cfg.output).to(dev).eval()
     baseline = tabular_baseline(scorer.encoder, torch.from_numpy(ds.x_cont[train]).to(dev),
@@ -271,10 +241,10 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     completeness = attr.completeness()
     top_names = [str(n) for n in table["name"].head(cfg.top_k)]
     summary = {
-        "run": run.name, "stage": name, "model": ex.describe("ig"), "method": "integrated_gradients",
+        "run": run.name, "stage": name, "model": ex.describe("ig"), "model_choice": choice.rule,
+        "method": "integrated_gradients",
         "captum": package_version("captum"), "split": cfg.split, "n_samples": int(len(rows)), "steps": cfg.steps,
-        "target": None if target is None else {"index": target, "name": str(schema.class_names[target])},
-        "target_rule": "fixed class" if target is not None else "each sample's own label",
+        **kind.explain_description(schema, cfg.target),
         "output": cfg.output,
         "baseline": "training-set mean: x_cont mean and mean categorical embedding over the train rows",
         "masked_features": ex.mask, "completeness": completeness, "top": top_names,
@@ -284,21 +254,12 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
                        f"(pilot error {pilot_error:.3g})"),
     }
     if informative:
-        k = len(informative)
-        summary["synthetic"] = {
-            "informative": informative,
-            f"informative_in_top{cfg.top_k}": sum(n in informative for n in top_names),
-            "top_k": cfg.top_k,
-            f"informative_in_top{k}": sum(n in informative for n in table["name"].head(k)),
-            "n_informative": k,
-        }
         # Features the risk model does not use but that track its image term (bmi and weight
         # follow visceral fat): a tabular-only model rightly leans on them, so they are counted
         # apart, never added to the informative count.
-        proxies = sorted(truth.get("proxy_features") or {})
-        if proxies:
-            summary["synthetic"]["proxies"] = proxies
-            summary["synthetic"][f"proxies_in_top{cfg.top_k}"] = sum(n in proxies for n in top_names)
+        ranked = [str(n) for n in table["name"]]
+        summary["synthetic"] = IGTruth.of(ranked, informative, sorted(truth.get("proxy_features") or {}),
+                                          cfg.top_k).to_dict()
     shares = group_shares(table)
     truth_shares = None
     if informative:
@@ -349,7 +310,7 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
     ]
     syn = summary.get("synthetic")
     if syn:
-        lines.append(f"\nSynthetic cohort: {truth_sentence(syn, k)}.\n")
+        lines.append(f"\nSynthetic cohort: {IGTruth.from_dict(syn).sentence()}.\n")
     return "".join(lines)
 
 
@@ -397,18 +358,10 @@ def _region_masks(ds, rows: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     return region_masks(ds, rows, signal["region"]), signal["region"]
 
 
-def _class_target(schema, target: str | None) -> int:
-    idx = resolve_target(schema, target)
-    if idx is None:
-        raise UserError(f"dataset {schema.name} has {schema.n_classes} classes: pass --target CLASS "
-                        f"(e.g. --target {schema.class_names[0]}) to choose the class whose evidence is drawn")
-    return idx
-
-
 def _compare_targets(spec: str, opts: RunOptions) -> tuple[rundir.Run, str]:
     run_name, _, stage = spec.partition(":")
     other = rundir.open_run(opts.runs_dir, run_name)
-    return other, choose_stage(other, "gradcam", stage or None)
+    return other, choose_stage(other, "gradcam", stage or None, opts.data_dir)
 
 
 def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = None) -> CamReport:
@@ -416,13 +369,15 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     cfg.validate()
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    name = choose_stage(run, "gradcam", stage)
+    choice = _chosen(run, "gradcam", stage, opts)
+    name = choice.stage
     final = _output_dir(names.cam_folder(run, name), opts.force)
     others = [_compare_targets(s, opts) for s in cfg.compare]  # bad names fail before any work
     ex = load_explained(run, name, rt.device)
     ds = _dataset_for(ex, opts)
-    target = _class_target(ds.schema, cfg.target)
-    cases = select_cases(ds, cfg.cases, target, split=cfg.split, seed=cfg.seed)
+    kind = kind_of(ds.schema)
+    target = kind.cam_target(ds.schema, cfg.target)
+    cases = kind.cam_cases(ds, cfg.cases, target, split=cfg.split, seed=cfg.seed)
     rows = cases.rows
     common = cfg.scale == "common"  # maps in the model's units, so one scale compares cases
     cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size, raw=common)
@@ -430,7 +385,8 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     n = cfg.cases
     cls = str(ds.schema.class_names[target])
     summary: dict = {
-        "run": run.name, "stage": name, "model": ex.describe("gradcam"), "method": "gradcam",
+        "run": run.name, "stage": name, "model": ex.describe("gradcam"), "model_choice": choice.rule,
+        "method": "gradcam",
         "grad_cam": package_version("grad-cam"), "target_layer": "image_encoder.layer4 (last ResNet stage)",
         "target": {"index": target, "name": cls}, "split": cfg.split, "masked_features": ex.mask,
         "cases": {"positive": [str(i) for i in ds.ids[cases.positive]],
@@ -449,9 +405,9 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     compare_maps, compare_titles = [], []
     if others:
         summary["compare"] = []
+        cases_job = CamCases(ds, rows, target, cfg, opts, rt.device, masks, region, n)
         for other, other_stage in others:
-            o_cams, o_summary = _cams_of_other(other, other_stage, ds, rows, target, cfg, opts, rt.device, masks,
-                                               region, n)
+            o_cams, o_summary = _cams_of_other(other, other_stage, cases_job)
             compare_maps.append(o_cams)
             compare_titles.append(f"{other.name}\n{other_stage}")
             summary["compare"].append(o_summary)
@@ -487,10 +443,26 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     return CamReport(run.name, name, final, ex.describe("gradcam"), summary)
 
 
-def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, region, n):
+@dataclass
+class CamCases:
+    """The cases of one Grad-CAM report, for drawing another run's maps of the same patients."""
+
+    dataset: object  # the explained PreparedDataset
+    rows: np.ndarray  # its rows: n positive cases, then n negative ones
+    target: int
+    cfg: CamConfig
+    opts: RunOptions
+    device: torch.device
+    masks: np.ndarray | None  # the synthetic signal region per case (None for real data)
+    region: str | None
+    n: int
+
+
+def _cams_of_other(other: rundir.Run, stage: str, job: CamCases):
     """CAMs of another run's model for the same patients (matched by id)."""
-    ex = load_explained(other, stage, device)
-    ods = load_prepared(other.data, other.data_dir if opts.data_dir is None else opts.data_dir)
+    ds, rows, n, masks, region = job.dataset, job.rows, job.n, job.masks, job.region
+    ex = load_explained(other, stage, job.device)
+    ods = load_prepared(other.data, other.data_dir if job.opts.data_dir is None else job.opts.data_dir)
     if ex.mask:
         ods = mask_features(ods, ex.mask)
     where = {str(i): k for k, i in enumerate(ods.ids)}
@@ -501,8 +473,8 @@ def _cams_of_other(other, stage, ds, rows, target, cfg, opts, device, masks, reg
     o_rows = np.array([where[str(i)] for i in ds.ids[rows]])
     if ods.images.shape[1:] != ds.images.shape[1:]:
         raise UserError(f"--compare {other.name}: its images are {ods.images.shape[1:]}, not {ds.images.shape[1:]}")
-    cams, probs = grad_cams(ex.model, ods, o_rows, target=target, device=device, batch_size=cfg.batch_size,
-                            raw=cfg.scale == "common")
+    cams, probs = grad_cams(ex.model, ods, o_rows, target=job.target, device=job.device, batch_size=job.cfg.batch_size,
+                            raw=job.cfg.scale == "common")
     out = {"run": other.name, "stage": stage, "model": ex.describe("gradcam"),
            "probability": {"positive": [float(p) for p in probs[:n]], "negative": [float(p) for p in probs[n:]]}}
     if masks is not None:

@@ -34,14 +34,7 @@ from amfmedit.data.prepared import dataset_path
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, staging_dir, torch_save, write_json, write_text
 from amfmedit.models import model_config, to_checkpoint
-from amfmedit.models.export import (
-    EXPORT_PACKAGES,
-    OnnxRunner,
-    TorchRunner,
-    export_onnx,
-    max_prob_delta,
-    missing_packages,
-)
+from amfmedit.models.export import EXPORT_PACKAGES, export_onnx, missing_packages
 from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset
@@ -57,11 +50,16 @@ from amfmedit.stages.exported import (
     OPERATING_POINT_FILE,
     SCHEMA_FILE,
     TORCH_FILE,
+    OnnxPredictor,
+    TorchPredictor,
     sha256,
 )
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.model_card import model_card
-from amfmedit.stages.predict import choose_stage, operating_point
+from amfmedit.stages.predict import operating_point
+from amfmedit.stages.selection import Choice, choose_model
 from amfmedit.train import rundir
+from amfmedit.train.inputs import DeviceData
 
 #: the exported graph should give the PyTorch model's probabilities to within PARITY_TARGET on the test
 #: split (a warning otherwise); beyond PARITY_LIMIT the export is refused (a graph that computes something else)
@@ -71,7 +69,7 @@ PARITY_TARGET, PARITY_LIMIT = 1e-5, 1e-4
 @dataclass
 class ExportConfig:
     out: str
-    stage: str | None = None  # a finetune-*/supervised-* folder; None: the best multimodal one on validation
+    stage: str | None = None  # a finetune-*/supervised-* folder; None: the run's model (stages.selection)
     batch_size: int = 64  # rows per forward pass of the parity check
 
 
@@ -83,6 +81,7 @@ class ExportResult:
     parity: float  # max |delta probability|, ONNX Runtime vs PyTorch, on the test split
     rows: int  # test rows checked
     warnings: list[str] = field(default_factory=list)
+    model_choice: str = ""  # how the model was chosen (amfmedit.stages.selection)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -95,19 +94,26 @@ def _check_out(out: Path, force: bool) -> None:
                         "choose another folder")
 
 
-def _finished_stage(run: rundir.Run, stage: str | None) -> str:
-    """:func:`choose_stage`, with an unfinished training named as such."""
+def _finished_stage(run: rundir.Run, stage: str | None, data_dir) -> Choice:
+    """The run's model for export (:func:`amfmedit.stages.selection.choose_model`), with an
+    unfinished training named as such."""
     if stage is not None and names.parse_stage(stage) is not None and run.stage(stage).is_dir() \
             and not run.is_complete(stage):
         raise UserError(f"--stage {stage}: not finished (no {rundir.MARKER} marker in {run.stage(stage)}); finish it "
                         "with `amfmedit finetune ... --resume` or export a finished classifier")
-    return choose_stage(run, stage)
+    return choose_model(run, "export", stage, data_dir=data_dir)
 
 
-def _logits(runner, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-    n = len(next(iter(arrays.values())))
-    out = [runner.logits({k: v[i:i + batch_size] for k, v in arrays.items()}) for i in range(0, n, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+def _parity(onnx: OnnxPredictor, torch_: TorchPredictor, data: DeviceData, rows: np.ndarray, batch_size: int,
+            use_image: bool) -> float:
+    """max |delta| of the kind's outputs (probabilities), ONNX Runtime vs PyTorch, over ``rows`` (0.0 for none)."""
+    if not len(rows):
+        return 0.0
+
+    def batches():
+        return (data.batch(rows[i:i + batch_size], images=use_image) for i in range(0, len(rows), batch_size))
+
+    return float(np.abs(onnx.predictions(batches()) - torch_.predictions(batches())).max())
 
 
 def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
@@ -121,7 +127,8 @@ def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
     out = Path(cfg.out)
     _check_out(out, opts.force)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    stage = _finished_stage(run, cfg.stage)
+    choice = _finished_stage(run, cfg.stage, opts.data_dir)
+    stage = choice.stage
     model, ckpt = best_model(run.stage(stage))
     model.eval()
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
@@ -130,9 +137,11 @@ def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
     evaluation = read_json(run.stage(names.EVALUATE) / names.EVAL_METRICS_FILE)
     ds = load_dataset(run, opts)
     schema = ds.schema
-    test = ds.indices("test")
+    kind = kind_of(schema)
+    test = np.asarray(ds.indices("test"), dtype=np.int64)
+    use_image = "image" in model.inputs
+    data = DeviceData(ds, device=torch.device("cpu"), with_images=use_image)
     pool = {"image": ds.images, "x_cont": ds.x_cont, "x_cat": ds.x_cat}
-    arrays = {k: np.asarray(pool[k][test]) for k in model.inputs}
     rows = test if len(test) >= 2 else np.arange(min(2, len(ds)))  # torch.export needs 2 example rows
     example = {k: np.asarray(pool[k][rows[:2]]) for k in model.inputs}
     eval_op = read_json(run.stage(names.EVALUATE) / OPERATING_FILE)
@@ -143,9 +152,8 @@ def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
     with staging_dir(out, force=opts.force) as tmp:
         tmp = Path(tmp)
         info = export_onnx(model, example, tmp / ONNX_FILE)
-        onnx_runner = OnnxRunner(tmp / ONNX_FILE)
-        parity = max_prob_delta(_logits(onnx_runner, arrays, cfg.batch_size),
-                                _logits(TorchRunner(model), arrays, cfg.batch_size))
+        onnx_runner = OnnxPredictor(tmp / ONNX_FILE, kind)
+        parity = _parity(onnx_runner, TorchPredictor(model, kind), data, test, cfg.batch_size, use_image)
         if not parity <= PARITY_LIMIT:
             raise UserError(f"{stage}: the exported graph's probabilities differ from the PyTorch model's by "
                             f"{parity:.2e} on the test split (limit {PARITY_LIMIT:g}); nothing was written")
@@ -171,4 +179,4 @@ def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
         write_text(tmp / CARD_FILE, model_card(manifest, schema, record, evaluation, ds))
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         write_text(tmp / HASH_FILE, "".join(f"{sha256(tmp / f)}  {f}\n" for f in files))
-    return ExportResult(run.name, stage, out, parity, int(len(test)), warnings)
+    return ExportResult(run.name, stage, out, parity, int(len(test)), warnings, choice.rule)

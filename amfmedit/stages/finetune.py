@@ -3,8 +3,9 @@
 Multimodal: the pretrained encoders + a fusion module of the registry
 (:data:`amfmedit.models.FUSIONS`: concatenation, cross-attention, AMF), strategy "frozen"
 (encoder weights AND BatchNorm statistics fixed) or "trainable". A fusion declares the run
-inputs it needs (AMF: ``r_conf``, from ``amfmedit rconf`` or given by the user) and its
-settings (AMF: ``d_out``); nothing here branches on a fusion's name.
+inputs it needs (AMF: R_conf, filled by :mod:`amfmedit.stages.run_inputs` from ``amfmedit rconf``
+or the user) and its settings (AMF: ``d_out``); nothing here branches on a fusion's or a run
+input's name.
 Supervised baselines (``fusion="none"``): the tabular encoder alone or ResNet-50 alone,
 trained from scratch. Every combination runs once per seed (default 2022-2026); the
 learning rate, unless given, is chosen from {1e-2, 1e-3, 1e-4} on validation with the first
@@ -13,14 +14,13 @@ seed. Writes ``finetune-<fusion>-<strategy>-seed<N>/`` or ``supervised-<modality
 The paper's experiments (``docs/experiments.md``) are configurations of the same stage, each
 with its part of the stage name (:func:`amfmedit.stages.names.variant_tag`): one member per
 value of an R_conf sweep (Table 5), ``rconf="auto"`` (R_conf chosen on validation among
-candidates around the measured ratio, :func:`rconf_candidates`), a label fraction of the
+candidates around the measured ratio, :mod:`amfmedit.stages.run_inputs`), a label fraction of the
 training rows (:mod:`amfmedit.data.subsets`; pretraining keeps every training row), the
 auxiliary losses switched off (Table 6) and one tabular baseline per encoder (Table 1).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -34,11 +34,11 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
+    IMAGE_ENCODERS,
     STRATEGIES,
-    ImageEncoder,
+    TABULAR_ENCODERS,
     ImageTabularClassifier,
     UnimodalClassifier,
-    amf_split,
     build_fusion,
     build_tabular_encoder,
     from_checkpoint,
@@ -47,13 +47,14 @@ from amfmedit.models import (
 )
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
-from amfmedit.stages import names
+from amfmedit.stages import names, run_inputs
 from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
     PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
     check_choice,
+    check_new_run_mask,
     load_dataset,
     masked_data,
     no_progress,
@@ -61,15 +62,13 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import PretrainConfig, load_pretrained, tabular_kwargs
-from amfmedit.stages.rconf import read_rconf
+from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.metrics import headline_metric
 
 NO_FUSION = names.NO_FUSION
-AUTO = names.AUTO
 
 
 def fusion_choices() -> list[str]:
@@ -109,12 +108,14 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         check_choice(self.fusion, fusion_choices(), "--fusion")
+        if self.tabular_encoder is not None:  # each item of a --tabular-encoder list, before any trains
+            check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
+        if self.image_arch is not None:
+            check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
+        if self.tabular_dim is not None and self.tabular_dim < 1:
+            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
         if not (0 < self.train_fraction <= 1):
             raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        if self.rconf == AUTO and not self.rconf_multipliers:
-            raise UserError("--rconf auto: give at least one candidate multiplier")
-        if any(not (m > 0 and math.isfinite(m)) for m in self.rconf_multipliers):
-            raise UserError(f"rconf multipliers {list(self.rconf_multipliers)}: must be positive finite numbers")
         check_choice(self.strategy, STRATEGIES, "--strategy")
         if self.fusion == NO_FUSION:
             if self.modality is None:
@@ -125,10 +126,6 @@ class FinetuneConfig:
                                 "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
         elif self.modality is not None:
             raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if isinstance(self.rconf, str) and self.rconf != AUTO:
-            raise UserError(f"--rconf {self.rconf}: give a number, a list or range of numbers, or {AUTO}")
-        if self.rconf is not None and self.rconf != AUTO and not (self.rconf > 0 and math.isfinite(self.rconf)):
-            raise UserError(f"--rconf {self.rconf}: R_conf is a ratio of metrics and must be a positive finite number")
         if self.fusion == NO_FUSION and self.aux_off:
             raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
         if self.fusion != NO_FUSION:
@@ -144,8 +141,8 @@ class FinetuneConfig:
                     raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
                 if self.d_out < 2:
                     raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
-            if "r_conf" in FUSIONS[self.fusion].run_inputs and self.rconf not in (None, AUTO):
-                _check_split(self.rconf, self.d_out or settings.get("d_out"))
+            for inp in run_inputs.declared(self.fusion):
+                inp.validate(self, self.d_out or settings.get("d_out"))
         if not self.seeds:
             raise UserError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -155,25 +152,13 @@ class FinetuneConfig:
 
     @property
     def prefix(self) -> str:
-        uses_rconf = self.fusion != NO_FUSION and "r_conf" in FUSIONS[self.fusion].run_inputs
-        named_rconf = self.rconf if uses_rconf and (self.rconf == AUTO or self.rconf_in_name) else None
+        parts = {k: v for inp in run_inputs.declared(self.fusion) for k, v in inp.name_part(self).items()}
         return names.classifier_prefix(self.fusion, self.strategy, self.modality,
                                        encoder=self.tabular_encoder if self.encoder_in_name else None,
-                                       rconf=named_rconf, off=self.aux_off, fraction=self.train_fraction)
+                                       off=self.aux_off, fraction=self.train_fraction, **parts)
 
     def stage(self, seed: int) -> str:
         return names.seed_stage(self.prefix, seed, self.mask_features)
-
-
-def _check_split(r_conf: float, d_out: int | None) -> None:
-    """Eq. 6 must leave each modality at least one of D_out's dimensions."""
-    if d_out is None:
-        return
-    try:
-        amf_split(d_out, r_conf)
-    except ValueError:
-        raise UserError(f"--rconf {r_conf}: with D_out {d_out}, eq. 6 leaves a modality no dimension; "
-                        f"use R_conf between {1 / (d_out - 1):.4g} and {d_out - 1:g} or a larger --d-out") from None
 
 
 @dataclass
@@ -182,9 +167,9 @@ class FinetuneResult:
     prefix: str
     lr: float
     seeds: list[Trained]
-    r_conf: float | None = None
     metric: str = "auc"
-    rconf_auto: dict | None = None  # --rconf auto: candidates, validation scores, choice
+    inputs: dict = field(default_factory=dict)  # run input name -> the value trained with (e.g. r_conf)
+    search: dict | None = None  # a run input searched on validation (--rconf auto): candidates, scores, choice
 
 
 def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -> tuple[Callable, dict]:
@@ -205,11 +190,12 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
 
         def build_supervised():
             if cfg.modality == "image":
-                enc = ImageEncoder(arch=pcfg.image_arch, in_channels=schema.image.channels)
+                enc = image_encoder(pcfg.image_arch, schema)
             else:
                 enc = build_tabular_encoder(pcfg.tabular_encoder, n_cont_features=schema.n_cont,
                                             cat_cardinalities=schema.cardinalities, **tabular_kwargs(pcfg))
-            return UnimodalClassifier(enc, n_classes=schema.n_classes, modality=cfg.modality, strategy="trainable")
+            return UnimodalClassifier(enc, n_classes=kind_of(schema).head_size(schema), modality=cfg.modality,
+                                      strategy="trainable")
 
         return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
 
@@ -220,103 +206,91 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
     def build_multimodal():
         pm = from_checkpoint({**spec, "state_dict": state})
         img, tab = pm.image_encoder, pm.tabular_encoder
-        fusion = build_fusion(cfg.fusion, d_img=img.d_out, d_tab=tab.d_out, n_classes=schema.n_classes,
+        fusion = build_fusion(cfg.fusion, d_img=img.d_out, d_tab=tab.d_out, n_classes=kind_of(schema).head_size(schema),
                               **inputs, **settings)
         return ImageTabularClassifier(img, tab, fusion, strategy=cfg.strategy)
 
     return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
 
 
-def resolve_rconf(cfg: FinetuneConfig, run: rundir.Run) -> float:
-    """R_conf for a fusion that needs it: ``--rconf`` or the run's ``rconf`` stage (on the same masked
-    table and label fraction); for ``--rconf auto`` the measured value the candidates centre on."""
-    if cfg.rconf is not None and cfg.rconf != AUTO:
-        return float(cfg.rconf)
-    value = read_rconf(run, cfg.mask_features, cfg.train_fraction)
-    if value is None:
-        args = " ".join([*(f"--mask-features {n}" for n in cfg.mask_features),
-                         *([f"--train-fraction {cfg.train_fraction:g}"] if cfg.train_fraction < 1 else [])])
-        stage = names.rconf_stage(cfg.mask_features, cfg.train_fraction)
-        raise UserError(
-            f"--fusion {cfg.fusion}{' --rconf auto' if cfg.rconf == AUTO else ''} needs R_conf and run "
-            f"{run.name} has no finished {stage}/ stage; run `amfmedit rconf{' ' + args if args else ''}` first"
-            + ("" if cfg.rconf == AUTO else " or pass --rconf VALUE")
-        )
-    return value
+def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
+    """The run inputs ``cfg``'s fusion declares, found in the run (or given by the user), each checked."""
+    values = {}
+    for inp in run_inputs.declared(cfg.fusion):
+        values[inp.name] = inp.resolve(cfg, run)
+        inp.check(values[inp.name], run_inputs.fusion_d_out(cfg))
+    return values
 
 
-def rconf_candidates(measured: float, multipliers, d_out: int | None) -> list[dict]:
-    """``--rconf auto``'s candidates: ``measured x multiplier`` (4 decimals), the measured value first.
+def choose_on_validation(train: Callable[[float, Path, bool, object], Trained], *, candidates, search_dir: Path,
+                         lr: float | None, lrs: tuple[float, ...], rt, resume: bool, metric, sub_folder) -> tuple:
+    """Train every candidate value of a run input once (first seed) and keep the best VALIDATION metric
+    (test is never read).
 
-    Eq. 6 turns R_conf into integer dimensions (L_img, L_tab), so candidates with the same split
-    are one architecture: only the one closest to the measured value is kept. Candidates that
-    leave a modality no dimension are dropped.
-    """
-    order = sorted(multipliers, key=lambda m: (abs(math.log(m)), m))
-    out, splits = [], set()
-    for m in order:
-        r = round(measured * m, 4)
-        try:
-            split = amf_split(d_out, r) if d_out is not None else (r,)
-        except ValueError:
-            continue
-        if split in splits:
-            continue
-        splits.add(split)
-        out.append({"multiplier": float(m), "r_conf": r, **({"L_img": split[0], "L_tab": split[1]} if d_out else {})})
-    if not out:
-        raise UserError(f"--rconf auto: no candidate around the measured R_conf {measured:.4g} gives each modality "
-                        f"a dimension of D_out {d_out}; use a larger --d-out or pass --rconf VALUE")
-    return out
-
-
-def choose_rconf(train: Callable[[float, Path, bool, float], Trained], *, candidates: list[dict], search_dir: Path,
-                 lr: float | None, lrs: tuple[float, ...], rt, resume: bool) -> tuple[dict, float, Trained]:
-    """Train every candidate once (first seed) and keep the best VALIDATION metric (test is never read).
-
-    ``train(lr, out_dir, resume, r_conf)``. Without a given ``lr`` the learning rate is searched
-    at the first (measured) candidate and reused for the others, so the search costs
-    ``len(lrs) + len(candidates) - 1`` trainings. Ties go to the candidate closest to the measured R_conf.
-    Returns the record (candidates with their validation scores, the choice), the lr and the chosen training.
+    ``train(lr, out_dir, resume, value)``. Without a given ``lr`` the learning rate is searched at the
+    first candidate (the measured value) and reused for the others, so the search costs
+    ``len(lrs) + len(candidates) - 1`` trainings. Ties go to the earlier candidate (closest to the
+    measured value). Returns the record (candidates with their validation scores, the choice), the lr
+    and the chosen training.
     """
     trained: dict[float, Trained] = {}
     for c in candidates:
-        r = c["r_conf"]
-        sub = search_dir / names.variant_tag(rconf=r).lstrip("-")
-        chosen_lr, t, _ = select_lr(lambda lr_, d, res, r=r: train(lr_, d, res, r), search_dir=sub,
-                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume)
+        sub = search_dir / sub_folder(c.value)
+        chosen_lr, t, _ = select_lr(lambda lr_, d, res, v=c.value: train(lr_, d, res, v), search_dir=sub,
+                                    lrs=(lr,) if lr is not None else lrs, rt=rt, resume=resume, metric=metric)
         lr = chosen_lr
-        trained[r] = t
-        c["val"] = t.best_val
-    finite = [c for c in candidates if math.isfinite(c["val"])]
+        trained[c.value] = t
+        c.record["val"] = t.best_val
+    finite = [i for i, c in enumerate(candidates) if math.isfinite(c.record["val"])]
     if not finite:
-        raise UserError(f"{search_dir}: no R_conf candidate gave a finite validation metric; check the validation "
-                        "split has both classes")
-    best = max(finite, key=lambda c: (c["val"], -abs(math.log(c["multiplier"]))))
-    record = {"split": "val", "candidates": candidates, "chosen": best["r_conf"], "chosen_multiplier": best["multiplier"],
-              "lr": lr, "rule": "best validation metric of the first seed; ties -> closest to the measured R_conf"}
+        raise UserError(f"{search_dir}: no candidate gave a finite validation metric; check that the validation "
+                        "split can score the model")
+    best = candidates[max(finite, key=lambda i: (metric.rank(candidates[i].record["val"]), -i))]
+    record = {"split": "val", "candidates": [c.record for c in candidates], "chosen": best.value,
+              **({"chosen_multiplier": best.record["multiplier"]} if "multiplier" in best.record else {}),
+              "lr": lr, "rule": "best validation metric of the first seed; ties -> closest to the measured value"}
     if rt.is_main:
         write_json(search_dir / "selection.json", record)
-    return record, float(lr), trained[best["r_conf"]]
+    return record, float(lr), trained[best.value]
 
 
-#: How a stage fills each run input a fusion may declare (``run_inputs``).
-RUN_INPUTS: dict[str, Callable[[FinetuneConfig, rundir.Run], object]] = {"r_conf": resolve_rconf}
+@dataclass
+class FinetuneJob:
+    """One fine-tuning combination ready to train: what :func:`_train_seeds` needs, typed."""
 
+    cfg: FinetuneConfig
+    opts: RunOptions
+    run: rundir.Run
+    rt: object  # amfmedit.train.runtime.Runtime
+    dataset: object  # the (masked) PreparedDataset
+    data: DeviceData
+    recipe: Recipe
+    inputs: dict  # run input name -> value (measured, given, or the centre of a search)
+    searched: object | None  # the run input searched on validation (``--rconf auto``), else None
+    build: Callable[[dict], tuple[Callable, dict]]  # inputs -> (model factory, encoder names)
+    mask: dict | None  # masked features record (incomplete-data stages)
+    progress: ProgressFactory
 
-def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
-    """The run inputs ``cfg``'s fusion declares, found in the run (or given by the user)."""
-    if cfg.fusion == NO_FUSION:
-        return {}
-    declared = FUSIONS[cfg.fusion].run_inputs
-    unknown = [n for n in declared if n not in RUN_INPUTS]
-    if unknown:
-        raise ValueError(f"fusion {cfg.fusion} declares run inputs no stage provides: {unknown}; "
-                         f"add a resolver to amfmedit.stages.finetune.RUN_INPUTS")
-    inputs = {n: RUN_INPUTS[n](cfg, run) for n in declared}
-    if "r_conf" in inputs:
-        _check_split(inputs["r_conf"], cfg.d_out or options_of(FUSIONS[cfg.fusion]).get("d_out"))
-    return inputs
+    @property
+    def use_image(self) -> bool:
+        return self.cfg.modality != "tabular"
+
+    @property
+    def use_tabular(self) -> bool:
+        return self.cfg.modality != "image"
+
+    @property
+    def metric(self):
+        return kind_of(self.dataset.schema).headline
+
+    def seed_data(self, seed: int) -> tuple[DeviceData, dict | None]:
+        """The training rows of ``seed``: all of them, or its nested stratified label fraction."""
+        if self.cfg.train_fraction >= 1:
+            return self.data, None
+        all_train = self.data.rows("train")
+        rows = train_subset(self.dataset.labels, all_train, self.cfg.train_fraction, seed)
+        return self.data.with_train_rows(rows), subset_record(self.dataset.labels, rows, self.cfg.train_fraction,
+                                                               seed, len(all_train))
 
 
 def finetune(
@@ -336,8 +310,7 @@ def finetune(
     if cfg.fusion != NO_FUSION:
         rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
     inputs = resolve_inputs(cfg, run)
-    r_conf = inputs.get("r_conf")
-    auto = cfg.rconf == AUTO and "r_conf" in inputs
+    searched = next((inp for inp in run_inputs.declared(cfg.fusion) if inp.searches(cfg)), None)
     if data is None:
         ds = load_dataset(run, opts)
         check_selectable(ds)
@@ -348,42 +321,26 @@ def finetune(
     if cfg.mask_features:  # train, validation and test rows all see the constants
         ds, dd = masked_data(ds, dd, cfg.mask_features)
     schema = ds.schema
-    recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
+    recipe = cfg.recipe.resolved(kind_of(schema), schema)
     if cfg.aux_off:  # Table 6: the switched-off losses weigh 0 in eq. 14
         recipe = replace(recipe, aux_weights={**recipe.aux_weights, **{n: 0.0 for n in cfg.aux_off}})
     builders: dict = {}
 
-    def builder(r: float | None):
-        if r not in builders:
-            builders[r] = _model_builder(cfg, run, schema, {**inputs, "r_conf": r} if "r_conf" in inputs else inputs)
-        return builders[r]
+    def build(values: dict) -> tuple[Callable, dict]:
+        key = tuple(sorted(values.items()))
+        if key not in builders:
+            builders[key] = _model_builder(cfg, run, schema, values)
+        return builders[key]
 
-    encoders = builder(r_conf)[1]
-    use_image = cfg.modality != "tabular"
-    use_tabular = cfg.modality != "image"
-    all_train = dd.rows("train")
-
-    def seed_data(seed: int) -> tuple[DeviceData, dict | None]:
-        """The training rows of ``seed``: all of them, or its nested stratified label fraction."""
-        if cfg.train_fraction >= 1:
-            return dd, None
-        rows = train_subset(ds.labels, all_train, cfg.train_fraction, seed)
-        return dd.with_train_rows(rows), subset_record(ds.labels, rows, cfg.train_fraction, seed, len(all_train))
-
+    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress)
     # One writer per combination (its search and every seed), from before the clobber check to the end.
-    lock = contextlib.ExitStack()
-    lock.enter_context(rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt))
-    try:
-        return _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, encoders, mask,
-                            use_image, use_tabular, seed_data, progress)
-    finally:
-        lock.close()
+    with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt):
+        return _train_seeds(job)
 
 
-def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, encoders, mask, use_image,
-                 use_tabular, seed_data, progress) -> FinetuneResult:
+def _train_seeds(job: FinetuneJob) -> FinetuneResult:
     """:func:`finetune`'s training, with the combination's lock held."""
-    schema = ds.schema
+    cfg, opts, run, rt, recipe = job.cfg, job.opts, job.run, job.rt, job.recipe
     # Refuse to clobber before training anything.
     for seed in cfg.seeds:
         path = run.stage(cfg.stage(seed))
@@ -393,26 +350,33 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
                             ("" if state == "finished" else " or --resume to continue it"))
     if rt.is_main:
         run.record_command(cfg.prefix, opts.argv)
-    stage_extra = {"data": run.data, **inputs, **encoders, **({"mask": mask} if mask else {})}
-    auto_record: dict | None = None
+    inputs = dict(job.inputs)
+    encoders = job.build(inputs)[1]
+    stage_extra = {"data": run.data, **encoders, **({"mask": job.mask} if job.mask else {})}
+    search_record: dict | None = None
+    searched = job.searched
 
-    def write_config(out_dir: Path, lr: float, seed: int, r: float | None, subset: dict | None) -> None:
+    def write_config(out_dir: Path, lr: float, seed: int, values: dict, subset: dict | None) -> None:
         if rt.is_main:
-            extra = {**stage_extra, **({"r_conf": r} if "r_conf" in inputs else {"r_conf": None}), "lr": lr,
-                     "seed": seed, "train_subset": subset, **({"rconf_auto": auto_record} if auto else {})}
-            write_stage_config(out_dir, replace(cfg, recipe=recipe, seeds=(seed,), rconf=r), rt, extra,
+            extra = {**stage_extra, **values, "lr": lr, "seed": seed, "train_subset": subset,
+                     **({searched.record_key: search_record} if searched else {})}
+            resolved = replace(cfg, recipe=recipe, seeds=(seed,))
+            for inp in run_inputs.declared(cfg.fusion):  # config.toml repeats the values trained with
+                resolved = inp.with_value(resolved, values[inp.name])
+            write_stage_config(out_dir, resolved, rt, extra,
                                toml_extra={"lr": lr})  # config.toml repeats the chosen learning rate
 
-    def train(lr: float, seed: int, out_dir: Path, resume: bool, r: float | None = None) -> Trained:
-        r = r_conf if r is None else r
-        seed_dd, subset = seed_data(seed)
-        write_config(out_dir, lr, seed, r, subset)
+    def train(lr: float, seed: int, out_dir: Path, resume: bool, values: dict | None = None) -> Trained:
+        values = inputs if values is None else values
+        seed_dd, subset = job.seed_data(seed)
+        write_config(out_dir, lr, seed, values, subset)
+        tried = f" {searched.label}={values[searched.name]:g}" if searched else ""
         return train_one(
-            builder(r)[0], dataset=ds, data=seed_dd, recipe=recipe, lr=lr, seed=seed, use_image=use_image,
-            use_tabular=use_tabular, out_dir=out_dir, rt=rt, resume=resume, progress=progress, log=opts.log,
-            title=f"{cfg.prefix} seed={seed} lr={lr:g}" + (f" R_conf={r:g}" if auto else ""),
+            job.build(values)[0], dataset=job.dataset, data=seed_dd, recipe=recipe, lr=lr, seed=seed,
+            use_image=job.use_image, use_tabular=job.use_tabular, out_dir=out_dir, rt=rt, resume=resume,
+            progress=job.progress, log=opts.log, title=f"{cfg.prefix} seed={seed} lr={lr:g}{tried}",
             extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
-                          "modality": cfg.modality, "r_conf": r, "train_fraction": cfg.train_fraction},
+                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, **values},
         )
 
     first = cfg.seeds[0]
@@ -420,29 +384,31 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
     lr = recipe.lr
     first_dir = run.stage(cfg.stage(first))
     resumed_first = (first_dir / rundir.MARKER).is_file() and opts.resume
-    if auto:
-        search = run.stage(names.rconf_search_stage(cfg.prefix, cfg.mask_features))
+    if searched is not None:
+        search = run.stage(searched.search_stage(cfg.prefix, cfg.mask_features))
         if resumed_first:
             rec = read_json(first_dir / rundir.CONFIG_FILE)
-            lr, r_conf, auto_record = float(rec["lr"]), float(rec["r_conf"]), rec.get("rconf_auto")
+            lr, search_record = float(rec["lr"]), rec.get(searched.record_key)
+            inputs[searched.name] = float(rec[searched.name])
         else:
             if rt.is_main and search.exists() and (opts.force or not opts.resume):
                 rundir.remove_tree(search)
             rt.barrier()
-            d_out = cfg.d_out or options_of(FUSIONS[cfg.fusion]).get("d_out")
-            candidates = rconf_candidates(r_conf, cfg.rconf_multipliers, d_out)
-            auto_record, lr, trained = choose_rconf(
-                lambda lr_, d, res, r: train(lr_, first, d, res, r), candidates=candidates, search_dir=search,
-                lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume)
-            auto_record = {"measured": r_conf, "multipliers": list(cfg.rconf_multipliers), **auto_record}
-            r_conf = auto_record["chosen"]
+            measured = inputs[searched.name]
+            candidates = searched.candidates(cfg, measured, run_inputs.fusion_d_out(cfg))
+            search_record, lr, trained = choose_on_validation(
+                lambda lr_, d, res, v: train(lr_, first, d, res, {**inputs, searched.name: v}),
+                candidates=candidates, search_dir=search, lr=lr, lrs=recipe.lrs, rt=rt, resume=opts.resume,
+                metric=job.metric, sub_folder=searched.sub_folder)
+            search_record = searched.search_record(cfg, measured, search_record)
+            inputs[searched.name] = search_record["chosen"]
             if rt.is_main:
-                write_json(search / "selection.json", auto_record)
+                write_json(search / "selection.json", search_record)
                 if first_dir.exists():
                     rundir.remove_tree(first_dir)
                 os.replace(trained.out_dir, first_dir)
-            write_config(first_dir, lr, first, r_conf, seed_data(first)[1])  # now with the choice recorded
-            finish_stage(run, search, {"chosen_rconf": r_conf, "lr": lr}, rt=rt)
+            write_config(first_dir, lr, first, inputs, job.seed_data(first)[1])  # now with the choice recorded
+            finish_stage(run, search, {f"chosen_{searched.name}": inputs[searched.name], "lr": lr}, rt=rt)
             results.append(replace(trained, out_dir=first_dir))
     if lr is None:
         search = run.stage(names.lr_search_stage(cfg.prefix, cfg.mask_features))
@@ -453,7 +419,7 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
                 rundir.remove_tree(search)
             rt.barrier()
             lr, trained, _ = select_lr(lambda lr_, d, res: train(lr_, first, d, res), search_dir=search,
-                                       lrs=recipe.lrs, rt=rt, resume=opts.resume)
+                                       lrs=recipe.lrs, rt=rt, resume=opts.resume, metric=job.metric)
             # The winning search run IS the first seed's run: move it instead of training it again.
             if rt.is_main:
                 if first_dir.exists():
@@ -472,28 +438,29 @@ def _train_seeds(cfg, opts, run, rt, ds, recipe, inputs, r_conf, auto, builder, 
                                    int(rec["epochs_run"])))
             continue
         out = rundir.begin_stage(run, stage, force=opts.force, resume=opts.resume and path.is_dir(), rt=rt)
-        results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file(), r_conf))
+        results.append(train(lr, seed, out, opts.resume and (out / "last.pt").is_file()))
         finish_stage(run, out, {"seed": seed, "lr": lr, "best_val": results[-1].best_val,
                                 "best_epoch": results[-1].best_epoch, "epochs_run": results[-1].epochs_run}, rt=rt)
     results.sort(key=lambda t: list(cfg.seeds).index(t.seed))
-    return FinetuneResult(run.name, cfg.prefix, float(lr), results, r_conf, headline_metric(schema.task),
-                          auto_record)
+    return FinetuneResult(run.name, cfg.prefix, float(lr), results, job.metric.key, inputs, search_record)
 
 
 def experiment_configs(base: FinetuneConfig, *, rconfs=(), fractions=(), encoders=(),
                        ablate: bool = False) -> list[FinetuneConfig]:
     """``base`` once per R_conf value x label fraction x tabular encoder x loss-ablation row.
 
-    ``rconfs`` (numbers and/or ``"auto"``) reach fusions with run input ``r_conf``; with more
-    than one value every numeric member carries its value in its stage name. ``encoders``
+    ``rconfs`` (numbers and/or ``"auto"``) reach fusions with run input ``r_conf``
+    (:mod:`amfmedit.stages.run_inputs`); with more than one value every numeric member carries its
+    value in its stage name. ``encoders``
     reach supervised tabular baselines (several: the encoder is in the name, Table 1).
     ``ablate`` adds, for a fusion with auxiliary losses, every combination of them switched
     off (Table 6; the row with all on is the ordinary stage). ``fractions`` train on label
     fractions. Empty lists keep ``base``'s value, so ``experiment_configs(base) == [base]``.
     """
     base.validate()  # an unknown fusion or missing modality is reported before anything is expanded
-    uses_rconf = base.fusion != NO_FUSION and "r_conf" in FUSIONS[base.fusion].run_inputs
-    rc = list(dict.fromkeys(rconfs)) if (rconfs and uses_rconf) else [base.rconf]
+    swept = [base]
+    for inp in run_inputs.declared(base.fusion):  # R_conf sweeps (Table 5) and --rconf auto
+        swept = [member for cfg in swept for member in inp.sweep(cfg, rconfs)]
     tabular_baseline = base.fusion == NO_FUSION and base.modality == "tabular"
     enc = list(dict.fromkeys(encoders)) if (encoders and tabular_baseline) else [base.tabular_encoder]
     if encoders and base.fusion == NO_FUSION and not tabular_baseline:
@@ -501,9 +468,8 @@ def experiment_configs(base: FinetuneConfig, *, rconfs=(), fractions=(), encoder
     losses = list(FUSIONS[base.fusion].aux_weights) if (ablate and base.fusion != NO_FUSION) else []
     offs = [tuple(n for i, n in enumerate(losses) if mask >> i & 1) for mask in range(2 ** len(losses))]
     fr = list(dict.fromkeys(float(f) for f in fractions)) if fractions else [base.train_fraction]
-    return [replace(base, rconf=r, rconf_in_name=len(rc) > 1 and r != AUTO, tabular_encoder=e,
-                    encoder_in_name=len(enc) > 1, aux_off=off, train_fraction=f)
-            for f in fr for e in enc for r in rc for off in (offs or [base.aux_off])]
+    return [replace(member, tabular_encoder=e, encoder_in_name=len(enc) > 1, aux_off=off, train_fraction=f)
+            for f in fr for e in enc for member in swept for off in (offs or [base.aux_off])]
 
 
 def finetune_many(
@@ -523,7 +489,7 @@ def finetune_many(
         if any(c.fusion != NO_FUSION for c in configs):
             raise UserError(f"--data {data}: only supervised baselines (--fusion none) start a run; fusion models "
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
-        opts = replace(opts, run=_baseline_run(data, opts, rt))
+        opts = replace(opts, run=_baseline_run(data, opts, rt, configs))
     run = rundir.open_run(opts.runs_dir, opts.run)
     configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
                        mask_top_k=None) for c in configs]
@@ -542,13 +508,16 @@ def finetune_many(
     return [finetune(cfg, opts, progress=progress, data=(ds, dd)) for cfg in configs]
 
 
-def _baseline_run(data: str, opts: RunOptions, rt) -> str:
+def _baseline_run(data: str, opts: RunOptions, rt, configs: list[FinetuneConfig]) -> str:
     ds = load_prepared(data, opts.data_dir)  # unknown --data: lists what exists
+    check_selectable(ds)  # the inputs a new run would be refused for, checked before it exists
     if opts.run is not None and (runs_dir(opts.runs_dir) / opts.run / rundir.RUN_FILE).is_file():
         run = rundir.open_run(opts.runs_dir, opts.run)
         if Path(run.data).name != ds.root.name:
             raise UserError(f"--run {opts.run} holds data {run.data!r}, not {data!r}; choose another run name")
         return run.name
+    for cfg in configs:
+        check_new_run_mask(ds.schema, cfg.mask_features, cfg.mask_top_k)
     name = opts.run or (rundir.new_run_name(opts.runs_dir, str(data), "supervised") if rt.is_main else None)
     name = rt.broadcast_object(name)
     if rt.is_main:

@@ -14,9 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from amfmedit.errors import UserError
 from amfmedit.io import staging_dir
+from amfmedit.stages import names
 from amfmedit.stages.report import refresh_report
 from amfmedit.train import rundir
+
+
+def require_no_writer(run: rundir.Run, command: str) -> None:
+    """Refuse a command that reads every finished stage of ``run`` while another process is still
+    writing one of them (it would report a partial run without saying so)."""
+    busy = rundir.busy_stages(run)
+    if not busy:
+        return
+    name, pid = next(iter(busy.items()))
+    shown = names.stage_family(name)
+    more = f" (and {len(busy) - 1} more stage{'s' if len(busy) > 2 else ''})" if len(busy) > 1 else ""
+    raise UserError(f"run {run.name}: another amfmedit process (pid {pid}) is still writing {shown}{more}; wait "
+                    f"for it to finish, then run `{command}` again")
 
 
 def _finish(run: rundir.Run) -> None:

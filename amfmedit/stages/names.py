@@ -139,6 +139,13 @@ def lr_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     return masked_stage_name(f"{prefix}-lrsearch", mask)
 
 
+def stage_family(lock_name: str) -> str:
+    """The folders a stage lock guards, for messages: a combination's lock
+    (:func:`lr_search_stage`) guards its learning-rate search and every seed, shown as
+    ``<prefix>-seed*``; any other lock guards the folder of its own name."""
+    return re.sub(r"-lrsearch(?=-|$)", "-seed*", lock_name, count=1)
+
+
 def rconf_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     """Where ``--rconf auto`` trains its candidates with the first seed (one sub-folder each)."""
     return masked_stage_name(f"{prefix}-rconfsearch", mask)

@@ -28,11 +28,13 @@ import collections
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from amfmedit.data import Schema
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.data.readers import read_table_file
 from amfmedit.data.transform import category_key, load_image, transform_table
@@ -41,10 +43,15 @@ from amfmedit.io import atomic_path, read_json
 from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
-from amfmedit.stages.evaluate import OPERATING_FILE, calibrated_threshold
+from amfmedit.stages.evalstats import calibrated_threshold
+from amfmedit.stages.evaluate import OPERATING_FILE
 from amfmedit.stages.exported import RUNTIMES, open_export
+from amfmedit.stages.kinds import kind_of
+from amfmedit.stages.selection import choose_model
 from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
+from amfmedit.train.inputs import Batch
+from amfmedit.train.tasks import infer
 
 CALIBRATIONS = ("temperature", "none")
 MAX_LISTED = 20  # bad rows named in the error line; the rest are counted
@@ -73,11 +80,16 @@ def _bad_table_rows(schema, df, where: str) -> dict[int, str]:
     return bad
 
 
-def _checked_images(paths: list[Path], schema) -> tuple[np.ndarray | None, dict[int, str]]:
-    """Each row's image read as prepare read the cohort's; unreadable files are collected, not raised."""
+def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None, dict[int, str]]:
+    """Each row's image read as prepare read the cohort's; unreadable files and rows without an image
+    (``None``) are collected, not raised."""
     out, bad = [], {}
-    blank = np.zeros((schema.image.channels, schema.image.height, schema.image.width), np.uint8)
+    blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
+        if p is None:
+            bad[i] = "no image path; this classifier reads an image for every row it scores"
+            out.append(blank)
+            continue
         try:
             out.append(load_image(p, schema.image))
         except UserError as exc:
@@ -124,6 +136,7 @@ class PredictResult:
     n: int
     threshold_name: str | None = None  # None: no decisions written (evaluate has not run)
     warnings: list[str] = field(default_factory=list)
+    model_choice: str = ""  # how the model was chosen (amfmedit.stages.selection)
 
 
 def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict | None, str | None]:
@@ -141,29 +154,9 @@ def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict 
     return rec, None
 
 
-def choose_stage(run: rundir.Run, name: str | None) -> str:
-    """The named classifier stage, or the finished multimodal one with the best validation metric.
-
-    Supervised single-modality baselines are chosen only by name (``--stage``), or when the run
-    holds nothing else: a baseline that edges out the fusion models on validation would
-    otherwise score image-tabular patients without their images.
-    """
-    stages = {n: i for n, i in names.classifier_stages(run).items() if i["mask"] is None}
-    if name is not None:
-        if name not in stages:
-            listing = ", ".join(stages) if stages else "none"
-            raise UserError(f"--stage {name}: not a finished classifier of run {run.name} (finished: {listing})")
-        return name
-    if not stages:
-        raise UserError(f"run {run.name} has no finished classifier; run `amfmedit finetune --fusion amf` first")
-    fused = [n for n, i in stages.items() if i["fusion"] != names.NO_FUSION]
-    candidates = fused or list(stages)
-
-    def score(n: str) -> float:
-        v = read_json(run.stage(n) / rundir.MARKER).get("best_val")
-        return float(v) if v is not None and math.isfinite(float(v)) else -math.inf
-
-    return max(candidates, key=lambda n: (score(n), n))
+def choose_stage(run: rundir.Run, name: str | None, data_dir=None) -> str:
+    """The named classifier stage, or the run's model (:func:`amfmedit.stages.selection.choose_model`)."""
+    return choose_model(run, "predict", name, data_dir=data_dir).stage
 
 
 @dataclass
@@ -177,6 +170,15 @@ class NewRows:
     skipped: object = None  # pandas DataFrame (id, problem) of the rows left out by skip_bad_rows, else None
     warnings: list[str] = field(default_factory=list)
 
+    def batches(self, batch_size: int, device) -> Iterator[Batch]:
+        """The rows as :class:`~amfmedit.train.inputs.Batch` objects on ``device`` (no labels)."""
+        for i in range(0, len(self.ids), batch_size):
+            sl = slice(i, i + batch_size)
+            img = torch.from_numpy(self.images[sl]).to(device) if self.images is not None else None
+            yield Batch(rows=np.arange(len(self.ids))[sl], image=img,
+                        x_cont=torch.from_numpy(np.ascontiguousarray(self.x_cont[sl])).to(device),
+                        x_cat=torch.from_numpy(np.ascontiguousarray(self.x_cat[sl])).to(device), label=None)
+
 
 def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses_image: bool, skip_bad_rows: bool,
                   skipped_file: Path) -> NewRows:
@@ -184,7 +186,8 @@ def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses
 
     Every row is checked before any is scored, so all problems are reported at once: one
     UserError naming every bad row, or with ``skip_bad_rows`` the good rows and the bad ones in
-    ``skipped`` (the warning names ``skipped_file``, where the caller writes them).
+    ``skipped`` (the warning names ``skipped_file``, where the caller writes them). A row whose
+    image cannot be read (none given included) is a bad row: new rows are scored with an image.
     """
     import pandas as pd  # pandas costs ~0.3 s of start-up; only reading the new table needs it
 
@@ -199,7 +202,8 @@ def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses
                             "with --image-column")
         if column not in df.columns:
             raise UserError(f"{table}: no image-path column {column!r}; pass --image-column with the right name")
-        paths = [Path(p) if Path(p).is_absolute() else table.parent / str(p) for p in df[column].astype(str)]
+        given = [None if pd.isna(p) or not str(p).strip() else str(p) for p in df[column]]
+        paths = [None if p is None else Path(p) if Path(p).is_absolute() else table.parent / p for p in given]
     # every row is checked before any is scored: all problems are reported at once
     images, bad = _checked_images(paths, schema) if paths is not None else (None, {})
     bad = {**_bad_table_rows(schema, df, str(table)), **{k: v for k, v in bad.items()}}
@@ -209,6 +213,8 @@ def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses
     if bad:
         listing = "; ".join(f"{ids_all[i]}: {bad[i]}" for i in sorted(bad)[:MAX_LISTED])
         more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        if len(bad) == len(df):  # --skip-bad-rows or not: an output without a single row helps no one
+            raise UserError(f"{table}: none of the {len(df)} rows can be scored ({listing}{more}); fix them")
         if not skip_bad_rows:
             raise UserError(f"{table}: {len(bad)} of {len(df)} rows cannot be scored ({listing}{more}); fix them, or "
                             "pass --skip-bad-rows to score the others (the skipped rows are listed beside the output)")
@@ -239,64 +245,59 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     _check_request(cfg)
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
-    stage = choose_stage(run, cfg.stage)
+    choice = choose_model(run, "predict", cfg.stage, data_dir=opts.data_dir)
+    stage = choice.stage
     info = names.parse_stage(stage)
     root = dataset_path(run.data, opts.data_dir or run.data_dir)
-    schema = Schema.load(root / "schema.json")
+    schema = Schema.load(root / SCHEMA_FILE)
     table = Path(cfg.table)
     out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
     if out.exists() and not opts.force:
         raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
     rows = read_new_rows(schema, table, image_column=cfg.image_column, uses_image=info["modality"] != "tabular",
                          skip_bad_rows=cfg.skip_bad_rows, skipped_file=_skipped_file(out))
-    images, x_cont, x_cat, warnings = rows.images, rows.x_cont, rows.x_cat, rows.warnings
+    warnings = rows.warnings
 
     model, ckpt = best_model(run.stage(stage))
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
     if op is None:
         warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
     model = model.to(rt.device).eval()
-    logits = []
+    kind = kind_of(schema)
     with torch.no_grad(), rt.autocast():
-        for i in range(0, len(rows.ids), cfg.batch_size):
-            sl = slice(i, i + cfg.batch_size)
-            img = None
-            if images is not None:
-                img = torch.from_numpy(images[sl]).to(rt.device).float() / 255.0
-                if rt.channels_last:
-                    img = img.contiguous(memory_format=torch.channels_last)
-            xc = torch.from_numpy(np.ascontiguousarray(x_cont[sl])).to(rt.device)
-            xk = torch.from_numpy(np.ascontiguousarray(x_cat[sl])).to(rt.device)
-            logits.append(model(img, xc, xk).logits.float().cpu().numpy().astype(np.float64))
-    z = np.concatenate(logits) if logits else np.zeros((0, schema.n_classes))
-    res, threshold_name = scored_table(z, rows.ids, schema, op, cfg.calibration, model_name=stage, where=table)
+        parts = infer(model, kind, rows.batches(cfg.batch_size, rt.device), channels_last=rt.channels_last,
+                      use_image=rows.images is not None)
+    raw = np.concatenate(parts) if parts else np.zeros((0, kind.head_size(schema)))
+    res, threshold_name = scored_table(raw, rows.ids, schema, op, cfg.calibration, model_name=stage, where=table)
     _write_scores(out, res, rows.skipped)
-    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings)
+    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule)
 
 
-def scored_table(z: np.ndarray, ids: np.ndarray, schema: Schema, op: dict | None, calibration: str, *,
+def scored_table(raw: np.ndarray, ids: np.ndarray, schema: Schema, op: dict | None, calibration: str, *,
                  model_name: str, where: Path):
-    """(the output table, the threshold's name or None): probabilities and decisions of logits ``z`` (n, classes).
+    """(the output table, the threshold's name or None) of the predictions ``raw`` (n, K) as trained.
 
-    ``op`` is the classifier's record of ``evaluate/operating_points.json`` (None: no decisions);
-    ``calibration`` is ``temperature`` (its temperature and bias applied) or ``none``.
+    ``raw`` is what :func:`amfmedit.train.tasks.infer` gives (the kind's predictions: class
+    probabilities); ``op`` is the classifier's record of ``evaluate/operating_points.json`` (None:
+    no decisions); ``calibration`` is ``temperature`` (its temperature and bias applied) or ``none``.
     """
     import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
 
-    bad = np.flatnonzero(~np.isfinite(z).all(axis=1))
+    kind = kind_of(schema)
+    bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
     if len(bad):
         raise UserError(f"{where}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
                         "check that row's values and image (e.g. an infinite or huge number)")
-    raw = calib.apply_temperature(z, 1.0)
     scaled = op is not None and calibration == "temperature"
     temperature = float(op["temperature"]) if scaled else 1.0
     bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
-    p = calib.apply_temperature(z, temperature, bias) if scaled else raw
+    # the same recalibration evaluate fitted and scored (on the probabilities' log-odds)
+    p = calib.apply_temperature(calib.logits_from_probs(raw), temperature, bias) if scaled else raw
     res = pd.DataFrame({"id": ids})
     for c, name in enumerate(schema.class_names):
         res[f"prob_{name}"] = p[:, c]
     threshold_name = None
-    if op is not None and op.get("threshold") is not None and schema.n_classes == 2:
+    if op is not None and op.get("threshold") is not None and kind.has_operating_point:
         threshold_name = op["threshold_name"]
         cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
         res["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
@@ -337,11 +338,11 @@ def predict_exported(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     rows = read_new_rows(schema, table, image_column=cfg.image_column, uses_image="image" in exported.inputs,
                          skip_bad_rows=cfg.skip_bad_rows, skipped_file=_skipped_file(out))
     runner = exported.runner(cfg.runtime, runtime_for(opts).device)
-    arrays = {"image": rows.images, "x_cont": rows.x_cont, "x_cat": rows.x_cat}
-    logits = [runner.logits({k: arrays[k][i:i + cfg.batch_size] for k in exported.inputs})
-              for i in range(0, len(rows.ids), cfg.batch_size)]
-    z = np.concatenate(logits).astype(np.float64) if logits else np.zeros((0, schema.n_classes))
-    res, threshold_name = scored_table(z, rows.ids, schema, exported.operating_point, cfg.calibration,
+    raw = runner.predictions(rows.batches(cfg.batch_size, runner.device))
+    if not len(raw):
+        raw = np.zeros((0, kind_of(schema).head_size(schema)))
+    res, threshold_name = scored_table(raw, rows.ids, schema, exported.operating_point, cfg.calibration,
                                        model_name=exported.stage, where=table)
     _write_scores(out, res, rows.skipped)
-    return PredictResult(str(exported.path), exported.stage, out, len(res), threshold_name, rows.warnings)
+    rule = f"{exported.stage} of run {exported.manifest['run']}, exported to {exported.path} ({runner.name})"
+    return PredictResult(str(exported.path), exported.stage, out, len(res), threshold_name, rows.warnings, rule)

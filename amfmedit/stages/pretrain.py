@@ -20,18 +20,20 @@ from amfmedit.data import load_prepared
 from amfmedit.env import environment
 from amfmedit.errors import UserError
 from amfmedit.models import (
+    IMAGE_ENCODERS,
     TABULAR_ENCODERS,
     ContrastiveModel,
-    ImageEncoder,
+    build_image_encoder,
     build_tabular_encoder,
     from_checkpoint,
     model_config,
     options_of,
 )
-from amfmedit.models.image import ARCHS, parse_image_weights
+from amfmedit.models.image import parse_image_weights
 from amfmedit.models.losses import ITC_TEMPERATURE, itc_loss
 from amfmedit.paths import runs_dir
 from amfmedit.stages import names, sanity
+from amfmedit.stages.classify import check_selectable
 from amfmedit.stages.common import (
     ProgressFactory,
     RunOptions,
@@ -41,6 +43,7 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.train import rundir
 from amfmedit.train.augment import preset
@@ -53,8 +56,6 @@ from amfmedit.train.seeding import STREAM_INIT, seed_everything
 from amfmedit.train.tasks import ContrastiveTask
 
 STAGE = names.PRETRAIN
-LR_BINARY = 3e-4  # Appendix A.2 / reference config for OL3I
-LR_MULTICLASS = 3e-3  # Appendix A.2 for DVM
 READOUT_OPTION = "pooling"  # the encoder argument --ft-mamba-pooling sets (encoders that have a readout choice)
 STACKINGS = {"residual": True, "bare": False}  # --stacking -> the encoder's ``residual`` argument
 # config field -> (the encoder argument it sets, its option)
@@ -91,7 +92,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        check_choice(self.image_arch, list(ARCHS), "--image-arch")
+        check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
         parse_image_weights(self.image_weights)  # an unknown file is an error before any folder exists
         for name in ("augment_rate", "corruption_rate"):
@@ -157,10 +158,18 @@ def tabular_kwargs(cfg: PretrainConfig) -> dict:
     return kw
 
 
+def image_encoder(name: str, schema, weights=None):
+    """The image encoder ``name`` (``IMAGE_ENCODERS``) for the prepared images of ``schema``."""
+    try:
+        return build_image_encoder(name, in_channels=schema.image.channels, weights=weights,
+                                   geometry=schema.image.geometry)
+    except ValueError as exc:
+        raise UserError(f"--image-arch {name}: {exc}") from None
+
+
 def build_contrastive(schema, cfg: PretrainConfig):
     """ResNet + tabular encoder + projection heads for ``schema``'s features and channels."""
-    image = ImageEncoder(arch=cfg.image_arch, in_channels=schema.image.channels,
-                         weights=parse_image_weights(cfg.image_weights))
+    image = image_encoder(cfg.image_arch, schema, weights=parse_image_weights(cfg.image_weights))
     tab = build_tabular_encoder(
         cfg.tabular_encoder, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities, **tabular_kwargs(cfg)
     )
@@ -193,28 +202,38 @@ def _open_or_create_run(data: str | None, opts: RunOptions, cfg: PretrainConfig,
 def pretrain(
     data: str | None, cfg: PretrainConfig, opts: RunOptions, *, progress: ProgressFactory = no_progress
 ) -> PretrainResult:
-    """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended."""
+    """Run (or ``--resume``) contrastive pretraining; returns where it went and how it ended.
+
+    Every input is checked and loaded before a run or stage folder exists: the settings, the
+    dataset and its splits, the logging backend (:class:`RunOptions`) and the model itself,
+    built with its ``--image-weights``, so a refused command leaves nothing behind.
+    """
     cfg.validate()
     rt = runtime_for(opts)
     if opts.resume:  # settings come from the interrupted run; only its data is needed first
         run = _open_or_create_run(data, opts, cfg, rt)
         ds = load_prepared(run.data, opts.data_dir or run.data_dir)
     else:
+        if data is None:
+            raise UserError("pretrain needs --data NAME (a prepared dataset; see `amfmedit prepare`), or --resume "
+                            "to continue an interrupted pretraining")
         ds = load_prepared(data, opts.data_dir)  # unknown --data fails here, before any folder exists
-        run = _open_or_create_run(data, opts, cfg, rt)
     schema = ds.schema
     if len(ds.indices("train")) < 2 or len(ds.indices("val")) < 2:
         raise UserError(f"{ds.root}: pretraining needs at least 2 train and 2 val rows")
-    lr = cfg.lr if cfg.lr is not None else (LR_BINARY if schema.task == "binary" else LR_MULTICLASS)
+    check_selectable(ds)  # every stage after this one selects its models on the validation split
+    lr = cfg.lr if cfg.lr is not None else kind_of(schema).pretrain_lr
     cfg = replace(cfg, lr=lr)
+    seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
+    model = build_contrastive(schema, cfg)  # loads --image-weights: a bad file is refused here
+    if not opts.resume:
+        run = _open_or_create_run(data, opts, cfg, rt)
     with rundir.stage_lock(run, STAGE, rt=rt):  # one writer: a second process is refused and touches nothing
         stage_dir = rundir.begin_stage(run, STAGE, force=opts.force, resume=opts.resume, rt=rt)
         if rt.is_main:
             write_stage_config(stage_dir, cfg, rt, {"data": run.data}, toml_extra={"data": Path(run.data).name})
             run.record_command(STAGE, opts.argv)
 
-        seed_everything(cfg.seed, STREAM_INIT)  # initial weights are a function of the seed
-        model = build_contrastive(schema, cfg)
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in)
         train_rows = dd.rows("train")
         idx = torch.as_tensor(train_rows, device=rt.device)

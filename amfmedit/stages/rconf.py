@@ -17,14 +17,11 @@ the same fraction.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-
-import numpy as np
 
 from amfmedit.data.masking import mask_features, mask_record
 from amfmedit.data.subsets import subset_record, train_subset
@@ -44,14 +41,12 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
 from amfmedit.stages.pretrain import load_pretrained
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.metrics import classification_metrics, headline_metric
-from amfmedit.train.tasks import ClassificationTask
-from amfmedit.stats.bootstrap import bootstrap_metrics
-from amfmedit.stats.delong import delong_auc
+from amfmedit.train.tasks import SupervisedTask
 
 RCONF_FILE = names.RCONF_FILE
 SPLITS = ("val", "test")
@@ -63,31 +58,6 @@ class TestSplitWarning(UserWarning):
 
 class ChanceProbeWarning(UserWarning):
     """A probe's metric interval covers chance: R_conf built on it is noise."""
-
-
-INTERVAL_LEVEL = 0.95
-
-
-def probe_interval(metric: str, probs: np.ndarray, labels: np.ndarray, seed: int) -> dict:
-    """The probe's metric with its 95 % interval and the chance level it must beat.
-
-    Binary AUC: DeLong (``amfmedit.stats.delong``), chance 0.5. Accuracy: stratified bootstrap
-    (``amfmedit.stats.bootstrap``), chance = the majority class's share of the split (at least 1/K).
-    ``informative`` is False when the interval reaches chance.
-    """
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return {"low": None, "high": None, "level": INTERVAL_LEVEL, "method": None, "chance": None,
-                "informative": False}
-    if metric == "auc":
-        ci = delong_auc(labels, probs[:, 1], level=INTERVAL_LEVEL)
-        low, high, method, chance = ci.low, ci.high, "DeLong", 0.5
-    else:
-        iv = bootstrap_metrics(labels, probs, seed=seed, level=INTERVAL_LEVEL)[metric]
-        low, high, method = iv.low, iv.high, "bootstrap"
-        chance = float(max(np.bincount(labels).max() / len(labels), 1.0 / probs.shape[1]))
-    return {"low": float(low), "high": float(high), "level": INTERVAL_LEVEL, "method": method, "chance": chance,
-            "informative": bool(low > chance)}
 
 
 @dataclass
@@ -133,29 +103,43 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
     cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
     pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
-    pretrain_spec = model_config(pretrained)
-    pretrain_state = pretrained.state_dict()
     ds = load_dataset(run, opts)
     extra = {"data": run.data}
     if masked:  # the probes train and are measured on the masked table
         extra["mask"] = mask_record(ds, masked)
         ds = mask_features(ds, masked)
     schema = ds.schema
-    recipe = cfg.recipe.resolved(schema.task, schema.n_classes)
+    recipe = cfg.recipe.resolved(kind_of(schema), schema)
     stage_name = names.rconf_stage(masked, cfg.train_fraction)
     check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
-    lock = contextlib.ExitStack()  # one writer of this stage, until it is complete
-    lock.enter_context(rundir.stage_lock(run, stage_name, rt=rt))
-    try:
-        return _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pretrain_state, pcfg,
-                       progress)
-    finally:
-        lock.close()
+    job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
+                   pretrained.state_dict(), pcfg.tabular_encoder, progress)
+    with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
+        return _probes(job)
 
 
-def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pretrain_state, pcfg,
-            progress) -> RconfResult:
+@dataclass
+class ProbeJob:
+    """The R_conf probes of one run, ready to train: what :func:`_probes` needs, typed."""
+
+    cfg: RconfConfig
+    opts: RunOptions
+    run: rundir.Run
+    rt: object  # amfmedit.train.runtime.Runtime
+    dataset: object  # the (masked) PreparedDataset
+    recipe: Recipe
+    stage_name: str
+    extra: dict  # config.json's extra records (data, mask)
+    pretrain_spec: dict  # the pretrained model's {"kind", "config"}
+    pretrain_state: dict  # ... and its weights
+    pretrain_tabular_encoder: str
+    progress: ProgressFactory
+
+
+def _probes(job: ProbeJob) -> RconfResult:
     """:func:`rconf`'s training, with the stage's lock held."""
+    cfg, opts, run, rt, ds, recipe = job.cfg, job.opts, job.run, job.rt, job.dataset, job.recipe
+    stage_name, extra, progress = job.stage_name, dict(job.extra), job.progress
     schema = ds.schema
     masked = list(cfg.mask_features)
     stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
@@ -168,20 +152,21 @@ def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pr
     if rt.is_main:
         write_stage_config(stage_dir, replace(cfg, recipe=recipe), rt, extra)
         run.record_command(stage_name, opts.argv)
-    metric = headline_metric(schema.task)
+    kind = kind_of(schema)
+    metric = kind.headline.key
 
     def encoders():
-        model = from_checkpoint({**pretrain_spec, "state_dict": pretrain_state})
+        model = from_checkpoint({**job.pretrain_spec, "state_dict": job.pretrain_state})
         return model.image_encoder, model.tabular_encoder
 
-    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": pcfg.tabular_encoder,
+    record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": job.pretrain_tabular_encoder,
                     "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": []}
     for modality in ("image", "tabular"):
 
         def build(modality=modality):
             img, tab = encoders()
             enc = img if modality == "image" else tab
-            return UnimodalClassifier(enc, n_classes=schema.n_classes, modality=modality, strategy="frozen")
+            return UnimodalClassifier(enc, n_classes=kind.head_size(schema), modality=modality, strategy="frozen")
 
         def train(lr, out_dir, resume, modality=modality, build=build):
             return train_one(
@@ -192,16 +177,16 @@ def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pr
             )
 
         lrs = (recipe.lr,) if recipe.lr is not None else recipe.lrs
-        lr, trained, selection = select_lr(train, search_dir=stage_dir / modality, lrs=lrs, rt=rt, resume=opts.resume)
+        lr, trained, selection = select_lr(train, search_dir=stage_dir / modality, lrs=lrs, rt=rt, resume=opts.resume,
+                                           metric=kind.headline)
         model, _ = best_model(trained.out_dir)
         model = model.to(rt.device).eval()
-        task = ClassificationTask(model=model, loss=None, data=data, use_image=modality == "image", augment=None,
-                                  channels_last=rt.channels_last, eval_batch_size=recipe.batch_size, spec={},
-                                  n_classes=schema.n_classes)
+        task = SupervisedTask(model=model, loss=None, data=data, use_image=modality == "image", augment=None,
+                              kind=kind, channels_last=rt.channels_last, eval_batch_size=recipe.batch_size)
         with torch.no_grad(), rt.autocast():
-            _, probs, labels = task.predict(model, cfg.split, rt)
-        value = classification_metrics(probs, labels)[metric]
-        interval = probe_interval(metric, probs, labels, cfg.seed)
+            _, outputs, targets = task.predict(model, cfg.split, rt)
+        score = kind.probe_score(outputs, targets, cfg.seed)
+        value, interval = score.value, score.to_dict()
         record[modality] = {"metric": value, "interval": interval, "val_best": trained.best_val, "lr": lr,
                             "best_epoch": trained.best_epoch,
                             "checkpoint": str(trained.out_dir.relative_to(run.root) / "best.pt"),
@@ -219,7 +204,7 @@ def _probes(cfg, opts, run, rt, ds, recipe, stage_name, extra, pretrain_spec, pr
             f"{stage_dir}: R_conf is undefined (image {metric} {m_img}, tabular {metric} {m_tab} on the {cfg.split} "
             "split); the split needs both classes — use a larger cohort or pass --rconf to finetune"
         )
-    r = m_img / m_tab
+    r = kind.ratio(m_img, m_tab)
     l_img, l_tab = amf_split(cfg.d_out, r)
     record.update({"r_conf": r, "d_out": cfg.d_out, "L_img": l_img, "L_tab": l_tab})
     if rt.is_main:

@@ -22,7 +22,7 @@ RECIPES: dict[str, dict] = {
         "finetune": {"epochs": 5, "batch_size": 64, "lr": 1e-3, "loss_weights": []},
     },
     # What the authors' code ran where it differs from our defaults (each default's reason:
-    # README "The authors' recipe"): FT-Mamba with a 128-dimensional state and bare blocks.
+    # docs/paper-fidelity.md): FT-Mamba with a 128-dimensional state and bare blocks.
     "paper": {
         "description": "the authors' code: FT-Mamba d_state 128 with bare blocks (no residual, no pre-norm)",
         "pretrain": {"d_state": 128, "stacking": "bare"},

@@ -18,8 +18,9 @@ import warnings
 from pathlib import Path
 
 from amfmedit.data.prepared import dataset_path
+from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.errors import UserError
-from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE
+from amfmedit.explain.ig import SUMMARY_FILE, TOP_FILE, IGTruth
 from amfmedit.explain.plots import training_curves
 from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
@@ -29,16 +30,6 @@ from amfmedit.train import rundir
 
 REPORT_FILE = "report.md"
 ASSETS = "report_files"  # figures drawn for the report itself (the others live in stage folders)
-
-
-def truth_sentence(syn: dict, k: int) -> str:
-    """How an IG ranking meets a synthetic cohort's truth (``summary.json``'s ``synthetic``)."""
-    m = syn["n_informative"]
-    text = (f"{syn[f'informative_in_top{k}']} of the top {k} features are informative "
-            f"({syn[f'informative_in_top{m}']} of the top {m}; the generator uses {m})")
-    if syn.get("proxies"):  # they track the image term; never added to the informative count
-        text += f"; {syn[f'proxies_in_top{k}']} more track the image signal ({', '.join(syn['proxies'])})"
-    return text
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -82,7 +73,7 @@ def _data_section(run: rundir.Run) -> str:
         root = dataset_path(run.data, run.data_dir)
     except UserError as exc:
         return "".join(out) + f"The prepared dataset is not where the run recorded it ({exc}).\n"
-    schema = read_json(root / "schema.json")
+    schema = read_json(root / SCHEMA_FILE)
     prov = read_json(root / "provenance.json") if (root / "provenance.json").is_file() else {}
     n_cont = sum(f["kind"] == "continuous" for f in schema["features"])
     img = schema["image"]
@@ -265,7 +256,6 @@ def _explain_section(run: rundir.Run) -> str:
         out.append("### Integrated Gradients\n\n" + _todo("`amfmedit explain --method ig` (tabular feature importance)"))
     for stage, folder in reports.items():
         s = read_json(folder / SUMMARY_FILE)
-        k = len(s.get("top", [])) or 10
         out.append(f"### Integrated Gradients — {stage}\n\n{s['model']}; {s['n_samples']} {s['split']} samples, "
                    f"{s['steps']} steps, baseline: training-set mean.\n\n")
         top = (folder / TOP_FILE).read_text(encoding="utf-8")
@@ -276,7 +266,7 @@ def _explain_section(run: rundir.Run) -> str:
                    f"(relative to mean |f(x) − f(baseline)|: {c['relative']:.3g}).")
         syn = s.get("synthetic")
         if syn:
-            out.append(f" Ground truth: {truth_sentence(syn, k)}.")
+            out.append(f" Ground truth: {IGTruth.from_dict(syn).sentence()}.")
         out.append(f" All features: [`importance.csv`]({_rel(folder / 'importance.csv', run.root)}).\n\n")
         for png, alt in (("importance_distribution.png", "importance over all features (Fig. 4)"),
                          ("top_features.png", "top features"), ("groups.png", "importance by category (Fig. 5a)")):

@@ -1,20 +1,18 @@
 """Tables a person reads: the paper's Table 2 (fusion x encoder, frozen / trainable) and Table 4
-(incomplete tabular data) layouts, the per-stage table, and the ROC plot of ``evaluate``.
+(incomplete tabular data) layouts and the per-stage table of ``evaluate``.
 
 Row titles come from the registries (each fusion's and encoder's ``title``), so a newly
-registered member appears under its own name. Drawing is kept apart from computing;
-matplotlib runs on the Agg backend (no display).
+registered member appears under its own name.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-from amfmedit.io import atomic_path
 from amfmedit.models import FUSIONS, TABULAR_ENCODERS
+from amfmedit.stages.kinds import PREDICTION_KINDS
 from amfmedit.stages.names import NO_FUSION
 
 SUPERVISED = "Supervised"
@@ -29,8 +27,10 @@ def encoder_title(kind: str | None) -> str:
 
 
 def metric_title(metric: str, percent: bool = True) -> str:
-    """Column title of the headline metric: ``AUC (%)`` for binary tasks, ``ACC (%)`` for multiclass."""
-    name = "AUC" if metric == "auc" else "ACC"
+    """Column title of a kind's headline metric by its key: ``AUC (%)`` for binary tasks, ``ACC (%)`` for
+    multiclass ones (the label each prediction kind declares)."""
+    labels = {k.headline.key: k.headline.label for k in PREDICTION_KINDS.values()}
+    name = labels.get(metric, metric.upper())
     return f"{name} (%)" if percent else name
 
 
@@ -135,9 +135,10 @@ def incomplete_markdown(groups: list[dict], *, metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_markdown(rows: list[dict], keys: list[str]) -> str:
-    """One row per stage folder with its test metrics."""
-    lines = ["| stage | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+def stage_markdown(rows: list[dict], keys: list[str], headers: dict[str, str] | None = None) -> str:
+    """One row per stage folder with its test metrics (``headers``: a column title per key, else the key)."""
+    headers = headers or {}
+    lines = ["| stage | " + " | ".join(headers.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for r in rows:
         vals = []
         for k in keys:
@@ -146,26 +147,3 @@ def stage_markdown(rows: list[dict], keys: list[str]) -> str:
                         (f"{v:.4f}" if isinstance(v, float) else str(v)))
         lines.append(f"| {r['stage']} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
-
-
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str) -> None:
-    """ROC curves ``{label: (fpr, tpr, auc)}`` in one PNG, written atomically."""
-    import matplotlib  # matplotlib costs ~0.5 s of start-up; only evaluate draws here
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    for label, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_xlabel("False positive rate")
-    ax.set_ylabel("True positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

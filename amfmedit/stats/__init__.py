@@ -7,6 +7,8 @@ A leaf package: it imports numpy, scipy, scikit-learn, matplotlib and ``amfmedit
   (Sun & Xu 2014 midrank algorithm).
 - :mod:`~amfmedit.stats.weighted`: every metric for many bootstrap resamples at once.
 - :mod:`~amfmedit.stats.bootstrap`: stratified bootstrap intervals, paired differences.
+- :mod:`~amfmedit.stats.proportions`: Clopper-Pearson intervals of sensitivity, specificity,
+  PPV, NPV and top-1 accuracy.
 - :mod:`~amfmedit.stats.threshold`: ``--threshold`` specs, chosen on validation.
 - :mod:`~amfmedit.stats.calibration`: Brier, ECE, reliability data, temperature scaling.
 - :mod:`~amfmedit.stats.decision`: net benefit (decision curve analysis).

@@ -31,7 +31,7 @@ MULTICLASS_METRICS = ("acc", "balanced_acc", "macro_auc", "brier", "ece")
 
 @dataclass(frozen=True)
 class Interval:
-    """Point estimate on all rows and its percentile bootstrap interval."""
+    """Point estimate on all rows and its interval (percentile bootstrap unless ``method`` says otherwise)."""
 
     estimate: float
     low: float
@@ -39,10 +39,18 @@ class Interval:
     level: float
     n_boot: int
     n_undefined: int = 0
-    method: str = "bootstrap"  # or "DeLong" where an AUC interval comes from amfmedit.stats.delong
+    method: str = "bootstrap"  # "DeLong" (amfmedit.stats.delong), "Clopper-Pearson" (amfmedit.stats.proportions)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def text(self, digits: int = 3) -> str:
+        """``0.750 (0.600–0.880)``; ``0.750 (no interval)`` where the interval is undefined; ``n/a``."""
+        if not np.isfinite(self.estimate):
+            return "n/a"
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            return f"{self.estimate:.{digits}f} (no interval)"
+        return f"{self.estimate:.{digits}f} ({self.low:.{digits}f}\u2013{self.high:.{digits}f})"
 
 
 @dataclass(frozen=True)

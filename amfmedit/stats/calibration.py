@@ -174,6 +174,41 @@ def fit_temperature(logits, y, bounds: tuple[float, float] = T_BOUNDS, *,
     return TemperatureFit(t, before, after, len(y), b)
 
 
+def at_bound(fit: TemperatureFit, bounds: tuple[float, float] = T_BOUNDS) -> tuple[str, ...]:
+    """Which of ``"temperature"``, ``"bias"`` ended at the edge of its search range (within 0.1%).
+
+    A parameter at its bound is not a minimum of the validation NLL, only the best the range
+    allowed: the calibrated probabilities are then less trustworthy than the fit suggests.
+    """
+    out = []
+    if min(abs(math.log(fit.temperature / b)) for b in bounds) < 1e-3:
+        out.append("temperature")
+    if abs(fit.bias) >= BIAS_BOUND * (1.0 - 1e-3):
+        out.append("bias")
+    return tuple(out)
+
+
+def bound_warnings(name: str, fits, bounds: tuple[float, float] = T_BOUNDS, hint: str = "") -> list[str]:
+    """One line per parameter that reached its bound in any of ``fits`` (a model's seeds), naming ``name``.
+
+    ``hint``: the likely cause and remedy, in the caller's words (e.g. a class-balanced sampler).
+    """
+    fits = list(fits)
+    extra = f" ({hint})" if hint else ""
+    out = []
+    temps = [f.temperature for f in fits if "temperature" in at_bound(f, bounds)]
+    if temps:
+        out.append(f"{name}: the temperature fitted on validation reached the end of its range ({temps[0]:.3g}; "
+                   f"searched {bounds[0]:g}-{bounds[1]:g}): its probabilities are off in a way one temperature cannot "
+                   f"fix{extra}; read calibrated risks with care")
+    biases = [f.bias for f in fits if "bias" in at_bound(f, bounds)]
+    if biases:
+        out.append(f"{name}: the recalibration bias fitted on validation reached the end of its range "
+                   f"({biases[0]:+.3g} log-odds; searched -{BIAS_BOUND:g} to +{BIAS_BOUND:g}): its probabilities are "
+                   f"shifted further than the recalibration can undo{extra}; read calibrated risks with care")
+    return out
+
+
 def apply_temperature(logits, temperature: float, bias: float = 0.0) -> np.ndarray:
     """Calibrated probabilities: (N,) ``sigmoid(z / T + b)`` for one logit, (N, K) ``softmax(z / T)``
     (a binary model's bias ``b`` added to its positive class's logit)."""

@@ -20,20 +20,40 @@ rounding (tests check this). Intervals are Wald intervals on the AUC scale,
 ``AUC +- z * sqrt(var)``, clipped to [0, 1], without a logit transform: the same convention
 as pROC's ``ci.auc`` / ``roc.test``, whose published values the tests reproduce. A score is
 read as "higher means more likely positive"; no direction is guessed.
+
+With a single positive (or a single negative) the sample covariance of its placement values
+has ``m - 1 = 0`` degrees of freedom: the variance is undefined, not zero. The AUC is still
+reported; variance, interval, ``z`` and ``p`` are NaN and an :class:`UndefinedVarianceWarning`
+is issued (pROC's ``ci.auc`` returns NA there, and its ``roc.test`` NaN).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
 
+MIN_PER_CLASS = 2  # rows of each class DeLong's sample covariances need
+
+
+class UndefinedVarianceWarning(UserWarning):
+    """DeLong's variance is undefined: fewer than two rows of one class."""
+
+
+def undefined_reason(n_pos: int, n_neg: int) -> str:
+    """Why DeLong's variance is undefined for these class counts, in words ("" when it is defined)."""
+    if min(n_pos, n_neg) >= MIN_PER_CLASS:
+        return ""
+    return (f"{n_pos} positive and {n_neg} negative rows: DeLong's variance of the AUC needs at least "
+            f"{MIN_PER_CLASS} of each class, so the AUC has no interval and no test")
+
 
 @dataclass(frozen=True)
 class AucCI:
-    """AUC with DeLong variance and a two-sided Wald interval at ``level``."""
+    """AUC with DeLong variance and a two-sided Wald interval at ``level`` (NaN where undefined)."""
 
     auc: float
     var: float
@@ -49,7 +69,7 @@ class AucCI:
 
 @dataclass(frozen=True)
 class PairedAuc:
-    """Paired DeLong comparison of ``auc_a - auc_b`` on the same rows."""
+    """Paired DeLong comparison of ``auc_a - auc_b`` on the same rows (variance onwards NaN where undefined)."""
 
     auc_a: float
     auc_b: float
@@ -105,13 +125,24 @@ def placements(y, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def delong_covariance(y, scores) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs (k,) and their DeLong covariance matrix (k, k) for ``scores`` (k, N) on labels ``y``."""
+    """AUCs (k,) and their DeLong covariance matrix (k, k) for ``scores`` (k, N) on labels ``y``.
+
+    The matrix is all NaN with fewer than :data:`MIN_PER_CLASS` rows of a class (no warning here;
+    :func:`delong_auc` and :func:`delong_paired` warn).
+    """
     auc, v10, v01 = placements(y, scores)
     m, n = v10.shape[1], v01.shape[1]
+    if min(m, n) < MIN_PER_CLASS:
+        return auc, np.full((len(auc), len(auc)), np.nan)
     # np.cov of a single row is a 0-d array; atleast_2d keeps the (k, k) contract.
-    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((len(auc), len(auc)))
-    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((len(auc), len(auc)))
-    return auc, s10 / m + s01 / n
+    return auc, np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+
+
+def _warn_if_undefined(n_pos: int, n_neg: int) -> bool:
+    reason = undefined_reason(n_pos, n_neg)
+    if reason:
+        warnings.warn(reason, UndefinedVarianceWarning, stacklevel=3)
+    return bool(reason)
 
 
 def _z(level: float) -> float:
@@ -126,22 +157,28 @@ def delong_auc(y, score, level: float = 0.95) -> AucCI:
     Args:
         y: (N,) 0/1 labels, both classes present.
         score: (N,) score or probability of class 1.
+
+    With one row of a class: variance and interval NaN, and an :class:`UndefinedVarianceWarning`.
     """
     from sklearn.metrics import roc_auc_score  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
 
     y = _binary_labels(y)
     _, cov = delong_covariance(y, score)
     auc = float(roc_auc_score(y, np.asarray(score, dtype=np.float64)))
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if _warn_if_undefined(n_pos, n_neg):
+        return AucCI(auc, math.nan, math.nan, math.nan, n_pos, n_neg, level)
     var = float(cov[0, 0])
     half = _z(level) * math.sqrt(max(var, 0.0))
-    return AucCI(auc, var, max(0.0, auc - half), min(1.0, auc + half), int(y.sum()), int((~y).sum()), level)
+    return AucCI(auc, var, max(0.0, auc - half), min(1.0, auc + half), n_pos, n_neg, level)
 
 
 def delong_paired(y, score_a, score_b, level: float = 0.95) -> PairedAuc:
     """Paired DeLong test of ``AUC(a) - AUC(b)`` for two scores on the same rows.
 
     ``z = diff / sqrt(var_a + var_b - 2 cov_ab)``; two-sided normal p-value. Identical
-    scores give ``z = 0, p = 1`` (zero variance of the difference, as pROC reports).
+    scores give ``z = 0, p = 1`` (zero variance of the difference, as pROC reports). With one
+    row of a class: variance, interval, ``z`` and ``p`` NaN, and an :class:`UndefinedVarianceWarning`.
     """
     from sklearn.metrics import roc_auc_score  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
 
@@ -151,6 +188,10 @@ def delong_paired(y, score_a, score_b, level: float = 0.95) -> PairedAuc:
     _, cov = delong_covariance(y, np.stack([sa, sb]))
     auc_a, auc_b = float(roc_auc_score(y, sa)), float(roc_auc_score(y, sb))
     diff = auc_a - auc_b
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if _warn_if_undefined(n_pos, n_neg):
+        nan = math.nan
+        return PairedAuc(auc_a, auc_b, diff, nan, nan, nan, nan, nan, n_pos, n_neg, level)
     var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
     if var <= 1e-15:
         z, p = (0.0, 1.0) if abs(diff) < 1e-12 else (math.copysign(math.inf, diff), 0.0)
@@ -161,4 +202,4 @@ def delong_paired(y, score_a, score_b, level: float = 0.95) -> PairedAuc:
         p = float(2.0 * stats.norm.sf(abs(z)))
     half = _z(level) * sd
     return PairedAuc(auc_a, auc_b, diff, max(var, 0.0), max(-1.0, diff - half), min(1.0, diff + half), float(z), p,
-                     int(y.sum()), int((~y).sum()), level)
+                     n_pos, n_neg, level)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amfmedit.io import atomic_path
+from amfmedit.figures import pyplot, save
 from amfmedit.stats import bootstrap, calibration, decision, weighted
 from amfmedit.stats.delong import delong_auc
 
@@ -22,21 +22,11 @@ LINESTYLES = ["-", "--", "-.", ":"]  # a second cue for grey-scale print
 
 
 def _plt():
-    import matplotlib  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path) -> Path:
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def _style(i: int) -> dict:
@@ -49,6 +39,8 @@ def _counts_line(y) -> str:
 
 
 def _ci(est: float, lo: float, hi: float) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{est:.3f} (no interval)"
     return f"{est:.3f} ({lo:.2f}\u2013{hi:.2f})"
 
 

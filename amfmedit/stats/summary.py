@@ -3,23 +3,30 @@
 For each classifier trained with several seeds, two kinds of spread are reported:
 
 - **over seeds** (as the AMF-MedIT paper's tables): mean and standard deviation (ddof 1) of
-  each metric computed per seed - how much training randomness moves the result;
+  each metric computed per seed - how much training randomness moves the result. The
+  threshold-based metrics (sensitivity, specificity, PPV, NPV, balanced accuracy) score each
+  seed at its own operating point, the one chosen on that seed's validation predictions and
+  applied by ``predict`` with that seed's model;
 - **over patients**: the metric of the seed-averaged prediction (mean probability over
-  seeds) with a 95% interval - DeLong for binary AUC, stratified bootstrap otherwise - how
-  much the result would move on another test sample of the same size.
+  seeds, at the operating point chosen on the seed-averaged validation prediction) with a 95%
+  interval - DeLong for binary AUC, Clopper-Pearson for the proportions (sensitivity,
+  specificity, PPV, NPV, top-1 accuracy; :mod:`amfmedit.stats.proportions`), stratified
+  bootstrap otherwise - how much the result would move on another test sample of the same size.
 
 All models share one resample matrix, so the same bootstrap replicates feed each model's
-intervals and every paired comparison (:mod:`amfmedit.stats.compare`).
+intervals and every paired comparison (:mod:`amfmedit.stats.compare`; paired differences of
+the proportions stay bootstrap ones).
 """
 
 from __future__ import annotations
 
+import warnings as _warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from amfmedit.stats import bootstrap, compare, splits
-from amfmedit.stats.delong import delong_auc
+from amfmedit.stats import bootstrap, compare, proportions, splits
+from amfmedit.stats.delong import UndefinedVarianceWarning, delong_auc, undefined_reason
 
 
 @dataclass
@@ -33,10 +40,11 @@ class ModelSummary:
     seed_std: dict[str, float]
     intervals: dict[str, bootstrap.Interval]  # metric of the seed-averaged prediction
     binary: bool = True
+    seed_thresholds: list[float] = field(default_factory=list)  # each seed's own operating point (binary)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "binary": self.binary, "n_seeds": self.n_seeds, "threshold": self.threshold,
-                "seed_mean": self.seed_mean, "seed_std": self.seed_std,
+                "seed_thresholds": self.seed_thresholds, "seed_mean": self.seed_mean, "seed_std": self.seed_std,
                 "intervals": {k: v.to_dict() for k, v in self.intervals.items()}}
 
 
@@ -65,46 +73,64 @@ def _per_seed(preds) -> tuple[np.ndarray, bool, int]:
 
 def summarise_run(y, preds: dict[str, np.ndarray], thresholds: dict[str, float] | None = None, split: str = "test",
                   n_boot: int = bootstrap.DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
-                  class_names=None) -> RunSummary:
+                  class_names=None, seed_thresholds: dict[str, list[float]] | None = None) -> RunSummary:
     """Intervals for every model and every pair, on labels ``y`` (N,).
 
     Args:
         preds: display name -> (S, N) probability of class 1, (S, N, 2), or (S, N, K) multiclass
             probabilities; seeds first (S = 1 for a single run).
-        thresholds: display name -> operating point chosen on validation (binary; default 0.5).
+        thresholds: display name -> operating point of the seed-averaged prediction, chosen on
+            validation (binary; default 0.5).
+        seed_thresholds: display name -> S operating points, seed ``i``'s chosen on seed ``i``'s
+            validation prediction (binary); the spread over seeds scores each seed at its own.
+            A model left out falls back to ``thresholds`` for every seed.
     """
     y = np.asarray(y)
     thresholds = thresholds or {}
+    seed_thresholds = seed_thresholds or {}
     per_seed = {k: _per_seed(v) for k, v in preds.items()}
     n_classes = next(iter(per_seed.values()))[2] if per_seed else 2
     warnings = splits.split_warnings(y, split, n_classes, class_names)
     skipped = splits.skipped_metrics(y, n_classes)
     W = bootstrap.stratified_counts(y, n_boot, seed)
+    if n_classes == 2 and not skipped:
+        values, counts = np.unique(y, return_counts=True)
+        reason = undefined_reason(int(counts[values == 1].sum()), int(counts[values == 0].sum()))
+        if reason:
+            warnings.append(f"{split} split: {reason}")
 
     models, points, reps, averaged = {}, {}, {}, {}
     for name, (p, binary, _) in per_seed.items():
         thr = float(thresholds.get(name, 0.5))
-        seeds = [bootstrap.point_estimates(y, q, thr) for q in p]
+        own = [float(t) for t in seed_thresholds.get(name, [thr] * len(p))]
+        if len(own) != len(p):
+            raise ValueError(f"{name}: {len(own)} seed thresholds for {len(p)} seeds")
+        seeds = [bootstrap.point_estimates(y, q, t) for q, t in zip(p, own)]
         mean = p.mean(axis=0)  # seed-averaged prediction
         averaged[name] = mean
         points[name] = bootstrap.point_estimates(y, mean, thr)
         reps[name] = bootstrap.replicates(y, mean, W, thr)
         ivs = bootstrap.intervals_from(points[name], reps[name], level)
+        ivs.update(proportions.exact_intervals(y, mean, thr, level))
         if binary and not skipped:
-            d = delong_auc(y, mean, level)
+            with _warnings.catch_warnings():  # said once, in the split's warnings above
+                _warnings.simplefilter("ignore", UndefinedVarianceWarning)
+                d = delong_auc(y, mean, level)
             ivs["auc"] = bootstrap.Interval(d.auc, d.low, d.high, level, 0, 0, "DeLong")
         keep = [m for m in ivs if m not in skipped]
         models[name] = ModelSummary(
             name, len(p), thr,
             {m: float(np.mean([s[m] for s in seeds])) for m in keep},
             {m: float(np.std([s[m] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0 for m in keep},
-            {m: ivs[m] for m in keep}, binary)
+            {m: ivs[m] for m in keep}, binary, own if binary else [])
 
     table = None
     if len(per_seed) > 1:
         first_binary = next(iter(per_seed.values()))[1]
         wanted = compare.BINARY_COMPARED if first_binary else compare.MULTICLASS_COMPARED
-        table = compare.compare_from(y, averaged, points, reps, [m for m in wanted if m not in skipped], level)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore", UndefinedVarianceWarning)
+            table = compare.compare_from(y, averaged, points, reps, [m for m in wanted if m not in skipped], level)
         table.warnings = list(warnings)
     return RunSummary(models, table, warnings, skipped)
 
@@ -133,8 +159,6 @@ def render_models_markdown(run: RunSummary, threshold_names: dict[str, str] | No
         if binary:
             label = (threshold_names or {}).get(name)
             cells.append(f"{m.threshold:.3f}" + (f" ({label})" if label else ""))
-        for c in cols:
-            iv = m.intervals[c]
-            cells.append(f"{iv.estimate:.3f} ({iv.low:.3f}\u2013{iv.high:.3f})")
+        cells += [m.intervals[c].text(3) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -4,7 +4,9 @@ A row is called positive when its probability of class 1 is ``>= value``. The ``
 spec says how ``value`` is chosen on validation:
 
 - ``youden`` (default): maximise Youden's J = sensitivity + specificity - 1 (Youden 1950,
-  Cancer 3:32-35) over the validation ROC curve; among equal J the highest threshold.
+  Cancer 3:32-35) over the validation ROC curve; among equal J the highest threshold. J is
+  compared exactly, as the integer ``TP * n_neg - FP * n_pos``: two cuts with the same J in
+  fractions get the same number, whatever ``tpr - fpr`` rounds to.
 - ``sensitivity:0.9``: the highest threshold whose validation sensitivity is >= 0.9 (so the
   most specific one that meets the target).
 - ``specificity:0.95``: the lowest threshold whose validation specificity is >= 0.95 (so the
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from amfmedit.errors import UserError
-from amfmedit.stats import bootstrap, weighted
+from amfmedit.stats import bootstrap, proportions, weighted
 
 OPTION = "--threshold"
 _HINT = "use youden, sensitivity:0.9, specificity:0.95 or a number in (0, 1)"
@@ -48,7 +50,7 @@ class Threshold:
 
 @dataclass(frozen=True)
 class ConfusionAt:
-    """Counts and rates at one threshold; rates carry stratified bootstrap intervals."""
+    """Counts and rates at one threshold; rates carry Clopper-Pearson intervals (:mod:`amfmedit.stats.proportions`)."""
 
     threshold: float
     tp: int
@@ -128,7 +130,10 @@ def choose_threshold(spec: str, y_val, p_val) -> Threshold:
     fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop scikit-learn's +inf "nobody positive" point
     eps = 1e-12
     if kind == "youden":
-        i = int(np.argmax(tpr - fpr))
+        # J * n_pos * n_neg = TP * n_neg - FP * n_pos, in integers: equal J compare equal, so the first
+        # maximum is the highest threshold (tpr - fpr in floats breaks such ties by rounding noise).
+        tp, fp = np.rint(tpr * n_pos).astype(np.int64), np.rint(fpr * n_neg).astype(np.int64)
+        i = int(np.argmax(tp * n_neg - fp * n_pos))
         rule = "maximum of Youden's J (sensitivity + specificity - 1) on validation"
     elif kind == "sensitivity":
         i = int(np.flatnonzero(tpr >= target - eps)[0])  # tpr rises as thr falls; reaches 1 at the end
@@ -151,9 +156,8 @@ def choose_threshold(spec: str, y_val, p_val) -> Threshold:
     return Threshold(name, value, rule, target, sens, spec_, n_pos, n_neg)
 
 
-def confusion_at(y, p, threshold: float, n_boot: int = bootstrap.DEFAULT_N_BOOT, seed: int = 0,
-                 level: float = 0.95) -> ConfusionAt:
-    """TP/FP/TN/FN and sensitivity, specificity, PPV, NPV (stratified bootstrap intervals) at ``threshold``.
+def confusion_at(y, p, threshold: float, level: float = 0.95) -> ConfusionAt:
+    """TP/FP/TN/FN and sensitivity, specificity, PPV, NPV (Clopper-Pearson intervals) at ``threshold``.
 
     Args:
         y: (N,) 0/1 labels; p: (N,) probability of class 1; threshold: positive when p >= it.
@@ -161,8 +165,6 @@ def confusion_at(y, p, threshold: float, n_boot: int = bootstrap.DEFAULT_N_BOOT,
     pos = np.asarray(y).astype(bool)
     p = np.asarray(p, dtype=np.float64)
     c = weighted.confusion(p, pos, np.ones((1, len(p))), threshold)
-    point = {k: float(v[0]) for k, v in weighted.rates(c).items()}
-    W = bootstrap.stratified_counts(pos, n_boot, seed)
-    ivs = bootstrap.intervals_from(point, weighted.rates(weighted.confusion(p, pos, W, threshold)), level)
+    ivs = proportions.exact_intervals(pos.astype(np.int64), p, threshold, level)
     return ConfusionAt(float(threshold), *(int(c[k][0]) for k in ("tp", "fp", "tn", "fn")),
                        ivs["sensitivity"], ivs["specificity"], ivs["ppv"], ivs["npv"])

@@ -1,6 +1,6 @@
 """A task fed by plain iterables of batches, for training your own model from a notebook.
 
-The stages feed the engine from a prepared dataset (:class:`amfmedit.train.tasks.ClassificationTask`
+The stages feed the engine from a prepared dataset (:class:`amfmedit.train.tasks.SupervisedTask`
 gathers rows by index). :class:`BatchTask` instead takes any re-iterable of batches (a
 ``torch.utils.data.DataLoader``, a list of tuples) and gives :func:`amfmedit.train.fit` everything
 else: the optimizer and schedule, early stopping, checkpoints, ``metrics.jsonl``, ``--resume``.

@@ -10,12 +10,11 @@ reads them.
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 from typing import Any
 
 from amfmedit.errors import UserError
-from amfmedit.io import torch_load, torch_save
+from amfmedit.io import DiskFullError, torch_load, torch_save
 
 FORMAT = "amfmedit-checkpoint/1"
 LAST = "last.pt"
@@ -28,14 +27,10 @@ def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
     obj = {"format": FORMAT, **obj}
     try:
         torch_save(obj, path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = "the previous checkpoint there is intact" if path.exists() else "no earlier checkpoint existed"
-            raise UserError(
-                f"{path}: no space left on the device while writing the checkpoint ({kept}); "
-                f"free some space and continue with --resume"
-            ) from exc
-        raise
+    except DiskFullError as exc:  # the partial file is already gone (amfmedit.io.atomic_path)
+        kept = "the previous checkpoint there is intact" if path.exists() else "no earlier checkpoint existed"
+        hint = "free space and continue with --resume" if path.exists() else "free space and rerun"
+        raise DiskFullError(path, hint, note=f" ({kept})") from exc
 
 
 def load_checkpoint(path: str | Path, *, hint: str = "run the stage again with --force to start over") -> dict:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from amfmedit.errors import UserError
-from amfmedit.io import write_text
+from amfmedit.io import disk_full_as_error, write_text
 from amfmedit.train import seeding
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from amfmedit.train.logging import open_logger
@@ -330,8 +330,7 @@ def fit(
                     "stopped_early": stopped,
                 },
             )
-            with open(metrics_path, "a", encoding="utf-8") as fh:
-
+            with disk_full_as_error(metrics_path), open(metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             logger.log_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})
         rt.barrier()

@@ -5,6 +5,11 @@ Images stay uint8 (4× smaller than float) and live on the GPU when they fit (OL
 processes; augmentation then runs on the batch on the same device
 (:mod:`amfmedit.train.augment`). A dataset larger than memory is read batch by batch from
 the memory-mapped ``images.npy``.
+
+Incomplete rows (docs/missing-data.md): every batch carries the missing mask (B, F) and the
+``image_present`` / ``table_present`` (B,) flags of its rows, gathered on the device like the
+values; :meth:`DeviceData.with_complete_rows` keeps the rows that have both modalities (what
+contrastive pretraining and the R_conf probes train and validate on).
 """
 
 from __future__ import annotations
@@ -100,10 +105,13 @@ class Batch:
     """One batch on the device; ``image`` is uint8 until a task converts/augments it."""
 
     rows: np.ndarray  # (B,) dataset row indices
-    image: torch.Tensor | None  # (B, C, H, W) uint8
+    image: torch.Tensor | None  # (B, C, H, W) uint8 (zeros where the row has no image)
     x_cont: torch.Tensor  # (B, n_cont) float32
     x_cat: torch.Tensor  # (B, n_cat) int64
     label: torch.Tensor  # (B,) int64
+    missing: torch.Tensor | None = None  # (B, F) bool, continuous features first: missing before imputation
+    image_present: torch.Tensor | None = None  # (B,) bool: the row has an image
+    table_present: torch.Tensor | None = None  # (B,) bool: the row has at least one feature value
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -114,7 +122,8 @@ class DeviceData:
 
     Args:
         dataset: a :class:`amfmedit.data.PreparedDataset` (or anything with ``images``,
-            ``x_cont``, ``x_cat``, ``labels`` and ``indices(split)``).
+            ``x_cont``, ``x_cat``, ``labels`` and ``indices(split)``; without ``missing``,
+            ``image_present`` or ``table_present`` nothing is missing and every row complete).
         with_images: False for tabular-only work (images are then never read).
     """
 
@@ -125,7 +134,25 @@ class DeviceData:
         self.x_cont = torch.tensor(np.asarray(dataset.x_cont, dtype=np.float32), device=device)
         self.x_cat = torch.tensor(np.asarray(dataset.x_cat, dtype=np.int64), device=device)
         self.labels = torch.tensor(np.asarray(dataset.labels, dtype=np.int64), device=device)
+        self._set_table(dataset)
+        n = len(self.labels)
+        image_present = getattr(dataset, "image_present", None)
+        self.image_present = torch.tensor(np.ones(n, bool) if image_present is None else
+                                          np.asarray(image_present, dtype=bool), device=device)
         self._split_rows = {}
+
+    def _set_table(self, dataset) -> None:
+        """The missing mask and table flags of ``dataset`` (defaults: nothing missing)."""
+        n, f = len(self.x_cont), self.x_cont.shape[1] + self.x_cat.shape[1]
+        missing = getattr(dataset, "missing", None)
+        missing = np.zeros((n, f), bool) if missing is None else np.asarray(missing, dtype=bool)
+        if missing.shape != (n, f):
+            raise ValueError(f"missing must be (N, F) = {(n, f)}, however: {missing.shape}")
+        self.missing = torch.tensor(missing, device=self.device)
+        table_present = getattr(dataset, "table_present", None)
+        # the prepared rows' own answer when the dataset has one: masking features is not absence
+        table_present = ~missing.all(axis=1) if table_present is None else np.asarray(table_present, dtype=bool)
+        self.table_present = torch.tensor(table_present, device=self.device)
 
     def rows(self, split: str) -> np.ndarray:
         if split not in self._split_rows:
@@ -140,6 +167,9 @@ class DeviceData:
             x_cont=self.x_cont.index_select(0, idx),
             x_cat=self.x_cat.index_select(0, idx),
             label=self.labels.index_select(0, idx),
+            missing=self.missing.index_select(0, idx),
+            image_present=self.image_present.index_select(0, idx),
+            table_present=self.table_present.index_select(0, idx),
         )
 
     def with_table(self, dataset) -> "DeviceData":
@@ -151,8 +181,22 @@ class DeviceData:
         other.dataset, other.device, other.images = dataset, self.device, self.images
         other.x_cont = torch.tensor(np.asarray(dataset.x_cont, dtype=np.float32), device=self.device)
         other.x_cat = torch.tensor(np.asarray(dataset.x_cat, dtype=np.int64), device=self.device)
-        other.labels = self.labels
+        other.labels, other.image_present = self.labels, self.image_present
+        other._set_table(dataset)
         other._split_rows = dict(self._split_rows)
+        return other
+
+    def complete(self, rows: np.ndarray) -> np.ndarray:
+        """(B,) bool: which of ``rows`` have both an image and a table."""
+        both = (self.image_present & self.table_present).cpu().numpy()
+        return both[np.asarray(rows, dtype=np.int64)]
+
+    def with_complete_rows(self) -> "DeviceData":
+        """The same arrays with every split restricted to the rows that have both modalities (in
+        file order): contrastive pretraining pairs and the R_conf probes use these."""
+        other = object.__new__(DeviceData)
+        other.__dict__.update(self.__dict__)
+        other._split_rows = {s: r[self.complete(r)] for s, r in ((s, self.rows(s)) for s in ("train", "val", "test"))}
         return other
 
     def with_train_rows(self, rows: np.ndarray) -> "DeviceData":

@@ -73,14 +73,8 @@ class TensorBoardLogger:
     left by the interrupted run are hidden (TensorBoard's own rule), so no epoch shows twice."""
 
     def __init__(self, folder: str | Path, *, purge_step: int | None = None) -> None:
-        try:
-            # lazy import: keeps start-up free of torch ~3 s until this runs
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise UserError("--log tensorboard: the tensorboard package is not installed; pip install tensorboard "
-                            "(or use --log none)") from exc
         self.folder = Path(folder)
-        self._writer = SummaryWriter(log_dir=str(self.folder), purge_step=purge_step)
+        self._writer = _summary_writer()(log_dir=str(self.folder), purge_step=purge_step)
 
     def log_scalars(self, step: int, scalars: Mapping[str, object]) -> None:
         for k, v in _numbers(scalars).items():
@@ -103,11 +97,7 @@ class MlflowLogger:
     """One MLflow run in a file store at ``folder`` (``mlflow ui --backend-store-uri FOLDER``)."""
 
     def __init__(self, folder: str | Path, *, run_name: str | None = None) -> None:
-        try:
-            import mlflow  # lazy import: keeps start-up free of mlflow (optional) until this runs
-        except ImportError as exc:
-            raise UserError("--log mlflow: the mlflow package is not installed; pip install mlflow "
-                            "(or use --log tensorboard)") from exc
+        mlflow = _mlflow()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._client = mlflow.tracking.MlflowClient(tracking_uri=self.folder.resolve().as_uri())
@@ -124,6 +114,36 @@ class MlflowLogger:
 
     def close(self) -> None:
         self._client.set_terminated(self._run.info.run_id)
+
+
+def _summary_writer():
+    try:
+        # lazy import: keeps start-up free of torch ~3 s until this runs
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise UserError("--log tensorboard: the tensorboard package is not installed; pip install tensorboard "
+                        "(or use --log none)") from exc
+    return SummaryWriter
+
+
+def _mlflow():
+    try:
+        import mlflow  # lazy import: keeps start-up free of mlflow (optional) until this runs
+    except ImportError as exc:
+        raise UserError("--log mlflow: the mlflow package is not installed; pip install mlflow "
+                        "(or use --log tensorboard)") from exc
+    return mlflow
+
+
+#: what each backend needs imported (a missing package is a UserError saying what to install)
+_BACKENDS = {"tensorboard": _summary_writer, "mlflow": _mlflow}
+
+
+def require_logger(kind: str) -> None:
+    """Import what ``--log KIND`` needs now, so that a missing package stops a command before it
+    makes any folder, not when the first epoch ends."""
+    if kind in _BACKENDS:
+        _BACKENDS[kind]()
 
 
 def open_logger(kind: str, folder: str | Path, *, purge_step: int | None = None) -> Logger:

@@ -1,7 +1,8 @@
 """Classification metrics from predicted probabilities (scikit-learn where it has them).
 
-The paper's headline metrics: AUC for binary tasks (OL3I), top-1 accuracy for multiclass
-ones (DVM). Alongside: AUPRC, balanced accuracy and the expected calibration error.
+AUC (one-vs-rest macro average for more than two classes), AUPRC, top-1 and balanced accuracy
+and the expected calibration error; which one heads a task is its prediction kind's choice
+(:mod:`amfmedit.stages.kinds`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,6 @@ import math
 import warnings
 
 import numpy as np
-
-
-def headline_metric(task: str) -> str:
-    """The metric the paper reports and model selection uses: 'auc' or 'acc'."""
-    return "auc" if task == "binary" else "acc"
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:

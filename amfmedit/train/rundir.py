@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amfmedit.errors import UserError, close_matches
-from amfmedit.io import exclusive_lock, lock_file_for, read_json, write_json, write_text
+from amfmedit.io import LOCKS_DIR, exclusive_lock, lock_file_for, lock_holder, pid_alive, read_json, write_json, write_text
 from amfmedit.paths import runs_dir as _runs_dir
 
 RUN_FILE = "run.json"
@@ -220,6 +220,25 @@ def stage_lock(run: Run, stage: str, *, rt=None):
         if error is not None:
             raise UserError(error)
         yield lock
+
+
+def busy_stages(run: Run) -> dict[str, int]:
+    """Stages of ``run`` another live process is writing now: stage (lock) name -> its pid.
+
+    Read from the lock files :func:`stage_lock` keeps in ``<run>/.locks/`` (a holder removes its
+    file on release; the file of a holder killed with ``kill -9`` names a dead pid and is ignored).
+    This process's own locks are left out.
+    """
+    folder = run.root / LOCKS_DIR
+    out: dict[str, int] = {}
+    if not folder.is_dir():
+        return out
+    for lock in sorted(folder.glob("*.lock")):
+        name = lock.name.removesuffix(".lock")
+        pid = lock_holder(run.stage(name))
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            out[name] = pid
+    return out
 
 
 def mark_complete(path: str | Path, summary: dict | None = None) -> None:

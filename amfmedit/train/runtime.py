@@ -1,4 +1,5 @@
-"""Where and how a training process runs: device, DistributedDataParallel, bf16, channels-last.
+"""Where and how a training process runs: device, DistributedDataParallel, bf16, channels-last,
+and the process-wide CPU tuning (glibc's allocator thresholds, :mod:`amfmedit.train.cpu_alloc`).
 
 One :class:`Runtime` per process. Launched under ``torchrun`` (``WORLD_SIZE`` > 1 in the
 environment) it joins the process group (NCCL on CUDA, gloo on the CPU); rank 0 alone logs
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from amfmedit.env import choose_device
+from amfmedit.train.cpu_alloc import tune_cpu_allocator
 
 
 @dataclass
@@ -102,6 +104,10 @@ def _env_int(name: str, default: int) -> int:
 def setup_runtime(device: str | None = "auto", *, compile: bool = False, bf16: bool | None = None) -> Runtime:
     """Resolve ``--device`` and join the process group when launched by ``torchrun``.
 
+    Every stage (training, evaluation, prediction, explanation) starts here, so the settings that
+    act on the whole process are made here too: on the CPU, glibc's mmap and trim thresholds
+    (:func:`~amfmedit.train.cpu_alloc.tune_cpu_allocator`; ``AMFMEDIT_MALLOPT=0`` leaves them).
+
     ``bf16`` defaults to on for CUDA and off for the CPU (CPU runs are the exact, reproducible
     reference; bf16 on the CPU is slower than fp32 on most machines anyway).
     """
@@ -118,6 +124,8 @@ def setup_runtime(device: str | None = "auto", *, compile: bool = False, bf16: b
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         atexit.register(_leave_group)
     on_cuda = dev.type == "cuda"
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # large activations reused instead of mmapped afresh every step
     if on_cuda:
         # TF32 matmuls for whatever stays in fp32 under autocast; cudnn picks the fastest convs.
         torch.backends.cuda.matmul.allow_tf32 = True

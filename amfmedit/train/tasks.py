@@ -1,9 +1,10 @@
-"""The two kinds of training the engine runs: contrastive pretraining and classification.
+"""The two kinds of training the engine runs: contrastive pretraining and supervised training.
 
 A task turns row positions into a loss on the device (gather, augment, corrupt, forward)
-and validates on clean inputs, gathering results across ranks. Classification covers the
+and validates on clean inputs, gathering results across ranks. Supervised training covers the
 rconf probes, fine-tuning (every fusion, frozen or trainable) and the supervised baselines:
-they differ only in the model and which inputs it reads.
+they differ only in the model and which inputs it reads; what the model predicts and how it is
+scored is the prediction kind's (:mod:`amfmedit.stages.kinds`), handed in by the stage.
 """
 
 from __future__ import annotations
@@ -157,55 +158,54 @@ class ContrastiveTask:
         return {"probe_auc": m["auc"], "probe_acc": m["acc"]}
 
 
-class ClassificationTask:
-    """Supervised training of a classifier on images, tabular rows or both.
+class SupervisedTask:
+    """Supervised training of a model on images, tabular rows or both, for one prediction kind.
 
     Args:
-        model: maps ``(image | None, x_cont, x_cat)`` to logits (B, C) or to an object with
+        model: maps ``(image | None, x_cont, x_cat)`` to an output (B, K) or to an object with
             ``logits`` and ``aux`` (a dict of named auxiliary losses, e.g. AMF's).
-        loss: ``(logits, labels, aux) -> scalar``.
-        use_image / use_tabular: which inputs the model reads (the other is passed as None
-            or left unread).
+        loss: ``(output, targets, aux) -> scalar``.
+        kind: the prediction kind (:mod:`amfmedit.stages.kinds`): ``predictions(output)`` maps
+            the model's output to what is stored and scored, ``validation_metrics(outputs,
+            targets)`` scores a split (``loss`` and the headline among them), ``head_size``.
+        use_image: whether the model reads images (tabular models are passed None).
         augment: image augmentation for training rows (None: clean images).
-        metric: validation metric that selects the best epoch ('auc' or 'acc').
     """
 
     def __init__(
         self,
         *,
         model: nn.Module,
-        loss: Callable,
+        loss: Callable | None,
         data: DeviceData,
         use_image: bool,
         augment: ImageAugment | None,
+        kind,
         channels_last: bool = False,
         eval_batch_size: int = 128,
-        spec: dict,
-        n_classes: int,
+        spec: dict | None = None,
     ) -> None:
         self.module = model
         self.loss = loss
         self.data = data
         self.use_image = use_image
         self.augment = augment
+        self.kind = kind
         self.channels_last = channels_last
         self.eval_batch_size = eval_batch_size
-        self.spec = spec
-        self.n_classes = n_classes
+        self.spec = spec or {}
         self.train_rows = data.rows("train")
 
     def model_spec(self) -> dict:
         return self.spec
 
     def train_labels(self) -> np.ndarray:
+        """The groups the class-balanced sampler weighs (class indices)."""
         return self.data.dataset.labels[self.train_rows]
 
     def _forward(self, model, batch: Batch, aug, gen):
         image = _image_input(batch, aug, gen, self.channels_last) if self.use_image else None
-        out = model(image, batch.x_cont, batch.x_cat)
-        logits = getattr(out, "logits", out)
-        aux = getattr(out, "aux", None) or {}
-        return logits, aux
+        return split_output(model(image, batch.x_cont, batch.x_cat))
 
     def train_step(self, model, positions, gen):
         batch = self.data.batch(self.train_rows[positions], images=self.use_image)
@@ -213,25 +213,42 @@ class ClassificationTask:
         return self.loss(logits.float(), batch.label, aux), len(batch)
 
     def predict(self, model, split: str, rt: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows, (N, C) probabilities and labels of ``split`` (all ranks' shares, file order)."""
+        """Rows, predictions (N, K) and targets of ``split`` (all ranks' shares, file order)."""
         rows = self.data.rows(split)
-        parts = []
-        for chunk in _eval_chunks(rows, self.eval_batch_size, rt):
-            batch = self.data.batch(chunk, images=self.use_image)
-            logits, _ = self._forward(model, batch, None, None)
-            parts.append((chunk, torch.softmax(logits.float(), dim=-1).cpu().numpy()))
-        gathered = [p for rank_parts in rt.all_gather_object(parts) for p in rank_parts]
+        chunks = _eval_chunks(rows, self.eval_batch_size, rt)
+        inputs = (self.data.batch(chunk, images=self.use_image) for chunk in chunks)
+        outs = infer(model, self.kind, inputs, channels_last=self.channels_last, use_image=self.use_image)
+        gathered = [p for rank_parts in rt.all_gather_object(list(zip(chunks, outs))) for p in rank_parts]
         if not gathered:
-            return rows[:0], np.zeros((0, self.n_classes)), rows[:0]
+            return rows[:0], np.zeros((0, self.kind.head_size(self.data.dataset.schema))), rows[:0]
         idx = np.concatenate([c for c, _ in gathered])
-        probs = np.concatenate([p for _, p in gathered])
+        preds = np.concatenate([p for _, p in gathered])
         order = np.argsort(idx, kind="stable")
-        idx, probs = idx[order], probs[order]
-        return idx, probs, self.data.dataset.labels[idx]
+        idx, preds = idx[order], preds[order]
+        return idx, preds, self.data.dataset.labels[idx]
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
-        _, probs, labels = self.predict(model, "val", rt)
-        m = classification_metrics(probs, labels)
-        eps = 1e-7
-        nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)))) if len(labels) else math.nan
-        return {"val_loss": nll, **{f"val_{k}": v for k, v in m.items() if k != "n"}}
+        _, preds, targets = self.predict(model, "val", rt)
+        return {f"val_{k}": v for k, v in self.kind.validation_metrics(preds, targets).items()}
+
+
+def split_output(out) -> tuple[torch.Tensor, dict]:
+    """A model's output as ``(logits (B, K), auxiliary losses)``: fusions return both, plain models a tensor."""
+    return getattr(out, "logits", out), (getattr(out, "aux", None) or {})
+
+
+@torch.no_grad()
+def infer(model: nn.Module, kind, inputs, *, channels_last: bool = False, use_image: bool = True) -> list[np.ndarray]:
+    """The predictions of ``model`` for each batch of ``inputs``: the one inference path of
+    ``evaluate``, the R_conf probes and ``predict``.
+
+    ``inputs`` yields objects with ``image`` (uint8 (B, C, H, W) on the model's device, or None),
+    ``x_cont`` and ``x_cat``; each batch gives ``kind.predictions(output)`` as float64 numpy
+    (B, K). The caller holds eval mode and autocast.
+    """
+    out = []
+    for batch in inputs:
+        image = _image_input(batch, None, None, channels_last) if use_image else None
+        logits, _ = split_output(model(image, batch.x_cont, batch.x_cat))
+        out.append(kind.predictions(logits.float()).cpu().numpy().astype(np.float64))
+    return out

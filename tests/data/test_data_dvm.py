@@ -8,7 +8,7 @@ from data_raw import dvm_spec, write_dvm
 from PIL import Image
 
 from amfmedit.data import load_prepared
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.transform import load_image
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from data_raw import ol3i_spec, write_ol3i
 
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.prepared import load_prepared
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, torch_save, write_json
@@ -181,8 +181,9 @@ def test_a_checkpoint_holding_code_is_refused_as_data_only(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"x": np.float64}, path)  # a class reference: weights_only refuses it
-    with pytest.raises(UserError, match=rf"^{path}: not a readable checkpoint \(it holds objects other than tensors and "
-                                        rf"plain data, refused \(a checkpoint is loaded as data only\)\); re-run"):
+    with pytest.raises(UserError, match=rf"^{path}: refused as unsafe: it holds pickled objects other than tensors and "
+                                        rf"plain data, which could run code when loaded \(a checkpoint is read as data "
+                                        rf"only\); re-run"):
         torch_load(path)
     torch_save({"x": torch.ones(2)}, path)
     assert torch_load(path)["x"].sum() == 2

@@ -15,7 +15,8 @@ import pytest
 SCRIPT = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
 
     def progress(phase, done, total):
@@ -57,7 +58,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_kill_9_leaves_no_worker_and_the_next_prepare_no_stale_folder(tmp_path):
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
 
     data, marker, script = tmp_path / "data", tmp_path / "converting", tmp_path / "run_prepare.py"

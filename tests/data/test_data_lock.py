@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from data_raw import ol3i_spec, write_ol3i
 
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.errors import UserError
 from amfmedit.io import exclusive_lock
 

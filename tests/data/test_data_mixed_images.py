@@ -138,8 +138,31 @@ def test_pixel_spacing_is_resampled_to_a_common_spacing(tmp_path):
     # spacing_mm without field_mm keeps a 512-pixel field
     assert read_image(coarse, _spec(spacing_mm=0.8).image).shape == (512, 512)
     no_tag = write_dicom(tmp_path / "notag.dcm", _square(16, 8), spacing=None)
-    assert image_rule(no_tag, spec.image) == "dicom-hu+no-spacing"
-    assert read_image(no_tag, spec.image).shape == (16, 16)
+    assert read_image(no_tag, _spec().image).shape == (16, 16)  # without spacing_mm the tag is not needed
+
+
+def test_a_dicom_without_pixel_spacing_is_refused_where_the_cohort_resamples(cohort, tmp_path):
+    """Resizing it alone would put its anatomy on other pixels than every other slice's."""
+    import pandas as pd
+
+    from amfmedit.stages.prepare import prepare
+
+    folder, _ = cohort
+    spec = _spec(spacing_mm=0.8, field_mm=[16.0, 16.0])
+    no_tag = write_dicom(folder / "notag.dcm", _square(16, 8), spacing=None)
+    message = (r"notag\.dcm: DICOM has no PixelSpacing tag, but this cohort resamples DICOM slices to "
+               r"image\.spacing_mm = 0\.8 mm; add the tag .* or drop image\.spacing_mm from the data spec$")
+    for call in (lambda: read_image(no_tag, spec.image), lambda: image_rule(no_tag, spec.image)):
+        with pytest.raises(UserError, match=message):
+            call()
+    names = ["d.dcm", "a.npy"] * 5 + ["notag.dcm", "d.dcm"]
+    pd.DataFrame({"id": [f"p{i}" for i in range(len(names))], "y": [i % 2 for i in range(len(names))],
+                  "split": ["train"] * 6 + ["val"] * 3 + ["test"] * 3, "path": names,
+                  "age": np.arange(len(names), dtype=float)}).to_csv(folder / "cohort.csv", index=False)
+    spec.table.split = "split"
+    with pytest.raises(UserError, match=message):
+        prepare(spec, raw=folder, data_dir=tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()  # nothing left: no dataset, no staging folder, no lock
 
 
 def test_options_come_from_the_spec_or_the_schema():
@@ -171,7 +194,7 @@ def test_prepare_a_mixed_ct_cohort_records_each_files_rule_and_the_schema_keeps_
     import pandas as pd
 
     from amfmedit.data import load_prepared
-    from amfmedit.data.prepare import prepare
+    from amfmedit.stages.prepare import prepare
 
     folder, want = cohort
     names = list(want) * 3  # 12 rows so that every split has rows of both classes

@@ -10,7 +10,7 @@ import pytest
 from data_raw import ol3i_spec, write_ol3i
 
 from amfmedit.data import load_prepared
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.errors import UserError
 
 CONT = ["age_at_scan", "bmi", "CCI", "C09"]  # continuous features in table order
@@ -28,7 +28,8 @@ def test_prepared_folder_matches_the_contract(release, data_dir):
     prepare(ol3i_spec(), raw=raw, data_dir=data_dir)
     root = data_dir / "ol3i"
     assert sorted(p.name for p in root.iterdir()) == [
-        "COMPLETE", "images.npy", "missing.npy", "provenance.json", "schema.json", "tabular.parquet"]
+        "COMPLETE", "image_present.npy", "images.npy", "missing.npy", "provenance.json", "schema.json",
+        "tabular.parquet"]
     table = pd.read_parquet(root / "tabular.parquet")
     assert list(table.columns) == ["id", "split", "label", *CONT, *CAT]
     assert table["id"].tolist() == df["anon_id"].tolist()
@@ -89,7 +90,8 @@ def test_provenance_and_schema(release, data_dir):
     prov = json.loads((result.path / "provenance.json").read_text())
     train = df[df["set_1y"] == "train"]
     assert prov["counts"]["train"] == {"rows": len(train), "classes": {
-        "0": int((train["label_1y"] == 0).sum()), "1": int((train["label_1y"] == 1).sum())}}
+        "0": int((train["label_1y"] == 0).sum()), "1": int((train["label_1y"] == 1).sum())},
+        "availability": {"complete": len(train), "table_only": 0, "image_only": 0}}
     assert set(prov["sources"]) == {"clinical_data.csv", "l3_slices.h5"}
     assert prov["sources"]["l3_slices.h5"] == (raw / "l3_slices.h5").stat().st_size
     assert prov["spec"]["table"]["label"] == "label_1y" and prov["raw"] == str(raw.resolve())

@@ -12,7 +12,7 @@ from data_raw import leftovers
 from PIL import Image
 
 from amfmedit.data import load_prepared
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.schema import ImageInfo
 from amfmedit.data.spec import load_spec
 from amfmedit.data.transform import load_image, transform_table

@@ -46,7 +46,6 @@ def _bad(tmp_path: Path, old: str, new: str) -> Path:
     ('size = [512, 512]', 'size = "big"', r"bad\.toml: key 'image\.size' must be a list of integers, got 'big'"),
     ('categorical = ["gender", "smoker"]', 'categorical = "gender"',
      r"key 'table\.categorical' must be a list of strings, got 'gender'"),
-    ('task = "binary"', 'task = "regression"', r"key 'task' must be 'binary' or 'multiclass', got 'regression'"),
     ('task = "binary"\n', '', r"bad\.toml: required key 'task' is missing"),
     ('window = [-125.0, 275.0]', 'window = [275.0, -125.0]', r"key 'image\.window' must be \[low, high\]"),
     ('name = "ol3i"', 'name = "ol3i', r"bad\.toml: not valid TOML"),
@@ -55,6 +54,15 @@ def test_bad_spec_names_the_key(tmp_path, old, new, message):
     with pytest.raises(UserError, match=message) as err:
         load_spec(_bad(tmp_path, old, new))
     assert "\n" not in str(err.value)
+
+
+def test_an_unknown_task_names_the_key_and_the_kinds(tmp_path):
+    from amfmedit.stages.prepare import prepare
+
+    with pytest.raises(UserError, match=r"bad\.toml: key 'task' must be one of binary, multiclass.*got 'binry'; "
+                                        r"did you mean binary\?") as err:
+        prepare(load_spec(_bad(tmp_path, 'task = "binary"', 'task = "binry"')), data_dir=tmp_path / "data")
+    assert "\n" not in str(err.value) and not (tmp_path / "data").exists()
 
 
 def test_local_data_specs_come_first(tmp_path, monkeypatch):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from amfmedit.data.prepare import apply_overrides, prepare
+from amfmedit.data.prepare import apply_overrides
+
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.spec import load_spec
 from amfmedit.errors import UserError
 

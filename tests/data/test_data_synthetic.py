@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from amfmedit.data import load_prepared
-from amfmedit.data.prepare import apply_overrides, prepare
+from amfmedit.data.prepare import apply_overrides
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.spec import load_spec
 from amfmedit.data.synthetic import patient_index, region_mask, region_masks
 from amfmedit.data.synthetic.ol3i import INFORMATIVE, select_features
@@ -44,8 +45,8 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
     a, b = _ol3i(tmp_path, "a"), _ol3i(tmp_path, "b")
     assert _digests(tmp_path / "raw-a") == _digests(tmp_path / "raw-b")
     assert _digests(a.path) == _digests(b.path)
-    assert set(_digests(a.path)) == {"COMPLETE", "images.npy", "missing.npy", "provenance.json", "schema.json",
-                                     "tabular.parquet", "truth.parquet"}
+    assert set(_digests(a.path)) == {"COMPLETE", "image_present.npy", "images.npy", "missing.npy", "provenance.json",
+                                     "schema.json", "tabular.parquet", "truth.parquet"}
     c = _ol3i(tmp_path, "c", seed=12)
     differ = {k for k, v in _digests(c.path).items() if _digests(a.path)[k] != v}
     assert {"images.npy", "tabular.parquet", "truth.parquet"} <= differ

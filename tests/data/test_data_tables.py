@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from data_raw import leftovers, ol3i_spec, write_ol3i
 
-from amfmedit.data.prepare import prepare
+from amfmedit.stages.prepare import prepare
 from amfmedit.data.readers import read_table_file
 from amfmedit.data.transform import transform_table
 from amfmedit.errors import UserError

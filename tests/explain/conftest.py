@@ -3,8 +3,9 @@
 The cohort is the shared ``tiny_ol3i`` one (240 patients, 40 features, seed 7) prepared at
 64 x 64: at 32 x 32 ResNet's last stage is a single cell and Grad-CAM has nothing to localise.
 The run holds a 1-epoch contrastive pretraining (ResNet-18 + MLP of width 16), a fine-tuned
-concatenation model with frozen encoders (Grad-CAM's default) and a supervised MLP tabular
-model (IG's default).
+concatenation model with frozen encoders (the run's model: what ``predict`` scores and
+``explain`` explains by default) and a supervised MLP tabular model (IG's paper setting, named
+with ``--stage``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from fixture_records import PreparedFixture, RunFixture  # noqa: E402  (tests/fi
 @pytest.fixture(scope="session")
 def ol3i64(tmp_path_factory) -> PreparedFixture:
     """The tiny synthetic OL3I cohort at 64 x 64 pixels."""
-    from amfmedit.data.prepare import apply_overrides, prepare
+    from amfmedit.data.prepare import apply_overrides
+    from amfmedit.stages.prepare import prepare
     from amfmedit.data.spec import load_spec
 
     data_dir = tmp_path_factory.mktemp("explain-data")

@@ -74,7 +74,8 @@ def test_ig_equals_the_path_integral_and_is_complete():
 def test_ig_report_from_the_cli(trained_run, ol3i64):
     from amfmedit.data import load_prepared
 
-    res = ok("explain", "--method", "ig", "--max-samples", "40", "--steps", "8")
+    # the paper's setting (§4.2.1): the supervised tabular model, named with --stage
+    res = ok("explain", "--method", "ig", "--max-samples", "40", "--steps", "8", "--stage", "supervised-tabular-seed2022")
     folder = trained_run.root / "explain" / "ig-supervised-tabular-seed2022"
     schema = load_prepared(ol3i64).schema
     table = pd.read_csv(folder / "importance.csv")
@@ -97,10 +98,10 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert c["relative"] == pytest.approx(c["mean_abs_delta"] / c["mean_abs_output_change"])
     informative = json.loads((ol3i64.path / "provenance.json").read_text())["synthetic"]["informative_features"]
     in_top = int(table.head(10)["name"].isin(informative).sum())
-    assert summary["synthetic"]["informative_in_top10"] == in_top
+    assert summary["synthetic"]["in_top_k"] == in_top and summary["synthetic"]["top_k"] == 10
     proxies = sorted(json.loads((ol3i64.path / "provenance.json").read_text())["synthetic"]["proxy_features"])
     assert proxies and summary["synthetic"]["proxies"] == proxies  # counted apart from the informative ones
-    assert summary["synthetic"]["proxies_in_top10"] == int(table.head(10)["name"].isin(proxies).sum())
+    assert summary["synthetic"]["proxies_in_top_k"] == int(table.head(10)["name"].isin(proxies).sum())
     assert summary["top"] == list(table["name"].head(10))
 
     top = (folder / "top10.md").read_text()
@@ -124,7 +125,8 @@ def test_ig_report_from_the_cli(trained_run, ol3i64):
     assert top_features(run, 3) == list(table["name"][:3])
     assert resolve_mask(run, (), 2) == list(table["name"][:2])
     # a finished report is not silently replaced
-    again = invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4")
+    again = invoke("explain", "--method", "ig", "--max-samples", "4", "--steps", "4", "--stage",
+                   "supervised-tabular-seed2022")
     assert again.exit_code == 2 and "--force" in again.output
 
 

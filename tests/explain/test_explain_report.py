@@ -13,7 +13,8 @@ def _links(markdown: str) -> list[str]:
 
 
 def test_report_links_existing_files_and_hints_missing_stages(trained_run):
-    ok("explain", "--method", "ig", "--max-samples", "8", "--steps", "4", "--quiet")
+    ok("explain", "--method", "ig", "--max-samples", "8", "--steps", "4", "--quiet", "--stage",
+       "supervised-tabular-seed2022")
     report = trained_run.root / "report.md"
     assert report.is_file()  # refreshed by explain itself
     ok("explain", "--method", "gradcam", "--cases", "1")
@@ -75,3 +76,17 @@ def test_unknown_method_and_stage_are_one_line(trained_run):
     res = invoke("explain", "--method", "ig", "--target", "2")
     assert res.exit_code == 2 and "--target 2: not a class" in res.output
     assert not (trained_run.root / "explain").exists()
+
+
+def test_explain_and_predict_use_the_same_model_by_default(trained_run):
+    """One rule for "the model": predict scores it, explain explains it, and both say which."""
+    from amfmedit.stages.selection import choose_model
+    from amfmedit.train import rundir
+
+    run = rundir.open_run()
+    chosen = choose_model(run, "predict")
+    assert choose_model(run, "ig").stage == choose_model(run, "gradcam").stage == chosen.stage
+    assert chosen.stage == "finetune-concat-frozen-seed2022"  # image-tabular models before baselines
+    res = ok("explain", "--method", "ig", "--max-samples", "4", "--steps", "4")
+    assert chosen.stage in res.output and "best validation AUC" in res.output
+    assert (trained_run.root / "explain" / f"ig-{chosen.stage}").is_dir()

@@ -188,22 +188,6 @@ def test_block_pure_path_equals_the_mamba_reference_computation(impl, parts, L, 
     torch.testing.assert_close(block(x.detach().transpose(0, 1), time_major=True).transpose(0, 1), y.detach())
 
 
-def test_cpu_allocator_tuning_applies_once_and_can_be_disabled(monkeypatch):
-    import platform
-
-    from amfmedit.models import cpu_alloc
-
-    monkeypatch.setattr(cpu_alloc, "_DONE", None)
-    monkeypatch.setenv("AMFMEDIT_MALLOPT", "0")
-    assert cpu_alloc.tune_cpu_allocator() is False
-    monkeypatch.setattr(cpu_alloc, "_DONE", None)
-    monkeypatch.delenv("AMFMEDIT_MALLOPT")
-    applied = cpu_alloc.tune_cpu_allocator()
-    if platform.libc_ver()[0] == "glibc":
-        assert applied is True
-    assert cpu_alloc.tune_cpu_allocator() is applied  # once per process, then remembered
-
-
 def test_ft_mamba_batch_slices_on_cpu_equal_the_whole_batch(monkeypatch):
     # Wide CPU batches run through the blocks in slices of rows; outputs and every gradient
     # must be those of the whole batch at once.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import warnings
 
 import pytest
 import torch
@@ -118,19 +119,60 @@ def test_native_scan_equals_the_sequential_oracle_at_the_ft_mamba_shape_across_t
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * a.abs().max().item(), msg=name)
 
 
-def test_native_scan_falls_back_without_a_compiler(monkeypatch):
-    # A fresh machine without cc: the CPU default is the pure-PyTorch sequential scan, and
-    # forcing "native" says why it cannot run.
+def _without_a_compiler(monkeypatch, tmp_path):
+    """This process as on a machine without cc: PATH holds no compiler, CC unset, empty cache."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("AMFMEDIT_SCAN", raising=False)
     monkeypatch.delenv("AMFMEDIT_NATIVE_SCAN", raising=False)
-    monkeypatch.setattr(native_scan, "_compiler", lambda: None)
+    native_scan._reset_for_tests()
+
+
+def test_native_scan_falls_back_without_a_compiler_with_one_notice(monkeypatch, tmp_path):
+    # A fresh machine without cc: one one-line notice (why, the cost, the remedies), then the
+    # pure-PyTorch sequential scan as the CPU default, with the oracle's values and gradients;
+    # forcing "native" says why it cannot run.
+    _without_a_compiler(monkeypatch, tmp_path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert scan.default_scan_impl("cpu") == "sequential"
+            ref_in = [t.requires_grad_() for t in make_inputs(13, -1.0)]
+            ins = [t.detach().float().requires_grad_() for t in ref_in]
+            out = selective_scan(*ins[:6], z=ins[6], delta_bias=ins[7], delta_softplus=True)
+            assert not native_scan.available() and native_scan.load() is None
+        notices = [str(w.message) for w in caught if issubclass(w.category, native_scan.NativeKernelWarning)]
+        assert len(notices) == 1, notices
+        assert "\n" not in notices[0]
+        for part in ("no C compiler", f"{native_scan.FALLBACK_SLOWDOWN} slower", "gcc", "AMFMEDIT_NATIVE_SCAN=0"):
+            assert part in notices[0], part
+        assert "no C compiler" in native_scan.status()
+        ref_out = oracle(*ref_in)
+        grad_out = torch.randn_like(ref_out)
+        ref_grads = torch.autograd.grad(ref_out, ref_in, grad_out)
+        grads = torch.autograd.grad(out, ins, grad_out.float())
+        torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5 * ref_out.abs().max().item())
+        for name, g, rg in zip(NAMES, grads, ref_grads):
+            torch.testing.assert_close(g.double(), rg, rtol=1e-4, atol=2e-5 * rg.abs().max().item(), msg=name)
+        with pytest.raises(RuntimeError, match="no C compiler"):
+            selective_scan(*[t.detach() for t in ins[:6]], impl="native")
+        assert not list((tmp_path / "cache").glob("**/*.so"))
+    finally:
+        native_scan._reset_for_tests()
+
+
+def test_native_scan_disabled_by_the_user_builds_nothing_and_says_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMFMEDIT_NATIVE_SCAN", "0")
+    monkeypatch.setenv("AMFMEDIT_CACHE", str(tmp_path))
     native_scan._reset_for_tests()
     try:
-        assert scan.default_scan_impl("cpu") == "sequential"
-        assert "no C compiler" in native_scan.status()
-        ins = [t.float() for t in make_inputs(5, 0.0)]
-        with pytest.raises(RuntimeError, match="no C compiler"):
-            selective_scan(*ins[:6], impl="native")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", native_scan.NativeKernelWarning)
+            assert native_scan.load() is None
+        assert native_scan.status() == "disabled by AMFMEDIT_NATIVE_SCAN=0"
+        assert not list(tmp_path.glob("**/*.so"))
     finally:
         native_scan._reset_for_tests()
 

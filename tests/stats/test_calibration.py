@@ -94,3 +94,24 @@ def test_binary_recalibration_undoes_a_sampler_shift_that_one_temperature_cannot
     assert roc_auc_score(y, p) == pytest.approx(roc_auc_score(y, shifted))  # the ranking is untouched
     with pytest.raises(ValueError, match="binary models only"):
         cal.fit_temperature(rng.normal(size=(10, 3)), rng.integers(0, 3, 10), with_bias=True)
+
+
+def test_parameters_at_the_end_of_their_range_are_named():
+    """A shift of the log-odds beyond the bias's +-20 leaves the bias at its bound (the temperature inside
+    its range); logits 50x too sharp leave the temperature at 20. Each is said in one line."""
+    rng = np.random.default_rng(0)
+    n = 600
+    true_logit = rng.normal(-1.4, 1.5, n)
+    y = (rng.random(n) < special.expit(true_logit)).astype(int)
+    shifted = cal.fit_temperature(true_logit + 24.0, y)
+    assert shifted.bias == -cal.BIAS_BOUND and cal.T_BOUNDS[0] < shifted.temperature < cal.T_BOUNDS[1]
+    assert cal.at_bound(shifted) == ("bias",)
+    (line,) = cal.bound_warnings("AMF", [cal.fit_temperature(true_logit, y), shifted], hint="a sampler")
+    assert line.startswith("AMF: the recalibration bias fitted on validation reached the end of its range (-20 ")
+    assert "(a sampler)" in line and "\n" not in line
+
+    sharp = cal.fit_temperature(50.0 * true_logit, y, with_bias=False)
+    assert sharp.temperature == pytest.approx(cal.T_BOUNDS[1]) and cal.at_bound(sharp) == ("temperature",)
+    (line,) = cal.bound_warnings("AMF", [sharp])
+    assert "temperature fitted on validation reached the end of its range (20;" in line
+    assert cal.bound_warnings("AMF", [cal.fit_temperature(true_logit, y)]) == []

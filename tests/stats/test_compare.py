@@ -5,7 +5,9 @@ import io
 
 import numpy as np
 import pytest
+from scipy import stats
 
+from amfmedit.stats import bootstrap as bs
 from amfmedit.stats import compare, splits
 from amfmedit.stats.decision import decision_curve, net_benefit, treat_all
 from amfmedit.stats.delong import delong_paired
@@ -55,6 +57,65 @@ def test_small_split_is_flagged_in_words():
     t = compare.compare_models(y, preds, n_boot=500)
     width = [r.high - r.low for r in t.rows if r.metric == "auc"][0]
     assert width > compare.MAX_DIFF_WIDTH and t.too_small and "wide" in t.note
+    # the detectable difference comes from the measured width, not from the 0.20 cut-off
+    mdd = compare.detectable_difference(width)
+    assert f"{width:.2f}-{width:.2f} wide" in t.note and f"about {mdd:.2f} or larger" in t.note and "80% power" in t.note
+    assert mdd > compare.MAX_DIFF_WIDTH / 2 + 0.03
+
+
+def test_detectable_difference_with_known_numbers():
+    z, z80 = 1.959963984540054, 0.8416212335729143  # normal quantiles 0.975 and 0.80
+    # a 95% interval 0.27 wide: SE = 0.27 / (2 * 1.96) = 0.0689; (1.96 + 0.84) * SE = 0.193 (half-width: 0.135)
+    assert compare.detectable_difference(0.27) == pytest.approx((z + z80) * 0.27 / (2 * z), rel=1e-12)
+    assert compare.detectable_difference(0.27) == pytest.approx(0.19297, abs=5e-6)
+    assert compare.detectable_difference(0.20) == pytest.approx(0.14294, abs=5e-6)  # at the cut-off
+    assert compare.detectable_difference(0.20, power=0.5) == pytest.approx(0.10)  # 50% power: the half-width
+    # pROC's roc.test(ndka, s100b) on aSAH: Wald 95% CI -0.2877 to 0.0489, so SE = half-width / z = 0.0859
+    lo, hi = -0.2876917446341914, 0.0488706064228094
+    se = (hi - lo) / (2 * z)
+    assert compare.detectable_difference(hi - lo) == pytest.approx((z + z80) * se, rel=1e-12)
+    assert compare.detectable_difference(hi - lo) == pytest.approx(0.24054, abs=5e-5)
+    with pytest.raises(ValueError, match="power"):
+        compare.detectable_difference(0.2, power=1.0)
+
+
+def test_seed_metrics_at_each_seeds_own_threshold():
+    """The spread over seeds scores seed i at the threshold chosen on seed i's validation prediction (what
+    ``predict`` applies with it), not at the seed-averaged model's threshold."""
+    rng = np.random.default_rng(7)
+    y = (rng.random(200) < 0.3).astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(size=(3, 200)) + 1.5 * y - 1 + np.array([[-1.0], [0.0], [1.0]]))))
+    own = [0.2, 0.4, 0.6]
+    r = summarise_run(y, {"m": p}, {"m": 0.4}, seed_thresholds={"m": own}, n_boot=100)
+    m = r.models["m"]
+    for metric in ("sensitivity", "specificity", "ppv", "npv", "balanced_acc", "auc"):
+        per_seed = [bs.point_estimates(y, q, t)[metric] for q, t in zip(p, own)]
+        assert m.seed_mean[metric] == pytest.approx(np.mean(per_seed)), metric
+        assert m.seed_std[metric] == pytest.approx(np.std(per_seed, ddof=1)), metric
+    assert m.seed_thresholds == own and m.threshold == 0.4 and m.to_dict()["seed_thresholds"] == own
+    shared = summarise_run(y, {"m": p}, {"m": 0.4}, n_boot=100).models["m"]  # no per-seed thresholds given
+    assert shared.seed_thresholds == [0.4] * 3 and shared.seed_mean["sensitivity"] != m.seed_mean["sensitivity"]
+    assert shared.intervals["sensitivity"] == m.intervals["sensitivity"]  # the averaged model is unchanged
+    with pytest.raises(ValueError, match="2 seed thresholds for 3 seeds"):
+        summarise_run(y, {"m": p}, {"m": 0.4}, seed_thresholds={"m": own[:2]}, n_boot=10)
+
+
+def test_one_positive_in_the_test_split_reports_auc_without_an_interval(recwarn):
+    rng = np.random.default_rng(8)
+    y = np.r_[1, np.zeros(59, int)]
+    preds = {k: rng.random((2, 60)) for k in ("a", "b")}
+    r = summarise_run(y, preds, n_boot=100)
+    auc = r.models["a"].intervals["auc"]
+    assert np.isfinite(auc.estimate) and np.isnan(auc.low) and np.isnan(auc.high)
+    assert auc.text() == f"{auc.estimate:.3f} (no interval)"
+    assert any("DeLong's variance of the AUC needs at least 2 of each class" in w for w in r.warnings)
+    assert r.comparisons.warnings == r.warnings
+    row = [x for x in r.comparisons.rows if x.metric == "auc"][0]
+    assert np.isnan(row.p) and np.isnan(row.p_holm) and row.verdict == "cannot tell apart (test set too small)"
+    assert not recwarn.list  # said once, in the run's warnings, not also as Python warnings
+    from amfmedit.stats.summary import render_models_markdown
+
+    assert "(no interval)" in render_models_markdown(r) and "nan" not in render_models_markdown(r)
 
 
 def test_rendered_tables():
@@ -123,6 +184,10 @@ def test_summarise_run_multiclass():
     assert r.comparisons.headline == "acc"
     acc = [row for row in r.comparisons.rows if row.metric == "acc"][0]
     assert acc.method == "paired bootstrap" and acc.verdict == "b better"
+    iv = r.models["a"].intervals["acc"]  # a proportion of counted rows: exact interval
+    correct = int(np.sum(preds["a"].mean(axis=0).argmax(axis=1) == y))
+    assert iv.method == "Clopper-Pearson" and iv.estimate == correct / 240
+    assert (iv.low, iv.high) == pytest.approx(tuple(stats.binomtest(correct, 240).proportion_ci(method="exact")))
 
 
 def test_models_table_rows_and_intervals():

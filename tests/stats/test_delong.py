@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from amfmedit.stats.delong import delong_auc, delong_covariance, delong_paired, placements
+from amfmedit.stats.delong import UndefinedVarianceWarning, delong_auc, delong_covariance, delong_paired, placements
 
 # Tiny case: positives score a = (0.9, 0.6, 0.4), negatives (0.5, 0.4); model b on the same
 # rows scores positives (0.8, 0.3, 0.7), negatives (0.2, 0.6).
@@ -108,3 +108,30 @@ def test_interval_covers_true_auc_at_nominal_rate():
         ci = delong_auc(y, s)
         hits += ci.low <= true_auc <= ci.high
     assert abs(hits / reps - 0.95) < 0.035, hits / reps
+
+
+def test_one_positive_gives_no_interval_and_a_warning():
+    """pROC's ci.auc returns NA with one case (or one control): the sample variance of a single
+    placement value has no degrees of freedom. A zero there would give a falsely narrow interval."""
+    y = np.r_[1, np.zeros(30, int)]
+    a = np.linspace(0.0, 1.0, 31)[::-1]  # the positive scores highest: AUC 1
+    b = np.r_[0.5, np.linspace(0.0, 1.0, 30)]
+    with pytest.warns(UndefinedVarianceWarning, match="1 positive and 30 negative rows"):
+        one = delong_auc(y, a)
+    assert one.auc == 1.0 and (one.n_pos, one.n_neg) == (1, 30)
+    assert math.isnan(one.var) and math.isnan(one.low) and math.isnan(one.high)
+    with pytest.warns(UndefinedVarianceWarning):
+        t = delong_paired(y, a, b)
+    assert t.diff == pytest.approx(1.0 - roc_auc_score(y, b))
+    assert all(math.isnan(v) for v in (t.var, t.low, t.high, t.z, t.p))
+    with pytest.warns(UndefinedVarianceWarning, match="30 positive and 1 negative"):
+        assert math.isnan(delong_auc(1 - y, b).low)
+    _, cov = delong_covariance(y, np.stack([a, b]))
+    assert cov.shape == (2, 2) and np.isnan(cov).all()
+
+
+def test_two_of_each_class_is_defined(recwarn):
+    y = np.array([1, 1, 0, 0])
+    ci = delong_auc(y, np.array([0.9, 0.4, 0.5, 0.1]))
+    assert ci.auc == 0.75 and np.isfinite([ci.var, ci.low, ci.high]).all()
+    assert not [w for w in recwarn if issubclass(w.category, UndefinedVarianceWarning)]

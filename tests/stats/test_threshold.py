@@ -1,5 +1,7 @@
 """Operating points chosen on validation: targets met, bad specs refused in one line."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix
@@ -49,6 +51,42 @@ def test_youden_maximises_j_over_all_cuts():
     assert choose_threshold(" YOUDEN ", y, p).value == t.value
 
 
+def test_youden_tie_goes_to_the_highest_threshold_by_hand():
+    # Descending: pos .9, pos .8, neg .7, pos .6, neg .5, neg .4 (3 and 3). J at .8 = 2/3 - 0 and at
+    # .6 = 1 - 1/3: equal, but in floats 0.6666666666666666 < 0.6666666666666667.
+    y = np.array([1, 1, 0, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    t = choose_threshold("youden", y, p)
+    assert t.value == 0.8 and (t.val_sensitivity, t.val_specificity) == (2 / 3, 1.0)
+
+
+def _exact_youden(y, p) -> tuple[float, int]:
+    """The highest cut among those with the largest J, and how many cuts share that J (exact fractions)."""
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    j = {}
+    for cut in np.unique(p):
+        called = p >= cut
+        j[cut] = Fraction(int(called[y == 1].sum()), n_pos) - Fraction(int(called[y == 0].sum()), n_neg)
+    best = max(j.values())
+    tied = [cut for cut, v in j.items() if v == best]
+    return max(tied), len(tied)
+
+
+def test_youden_ties_on_validation_sized_sets_follow_the_documented_rule():
+    """Class sizes with common factors (20 positives, 40-100 negatives) tie J often; each tie must go to
+    the highest cut, as the docstring promises, whatever ``tpr - fpr`` rounds to."""
+    n_tied = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        n_pos, n_neg = 20, 20 * int(rng.integers(2, 6))
+        y = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+        p = 1 / (1 + np.exp(-(rng.normal(size=len(y)) + 0.8 * y)))
+        want, n_best = _exact_youden(y, p)
+        n_tied += n_best > 1
+        assert choose_threshold("youden", y, p).value == want, seed
+    assert n_tied >= 5  # the loop exercises ties
+
+
 def test_fixed_number_used_as_given():
     y, p = _val()
     t = choose_threshold("0.3", y, p)
@@ -77,7 +115,7 @@ def test_unreachable_targets_are_refused():
 
 def test_confusion_at_counts_and_intervals():
     y, p = _val(seed=3)
-    c = confusion_at(y, p, 0.4, n_boot=1000)
+    c = confusion_at(y, p, 0.4)
     tn, fp, fn, tp = confusion_matrix(y, (p >= 0.4).astype(int)).ravel()
     assert (c.tp, c.fp, c.tn, c.fn) == (tp, fp, tn, fn)
     assert c.sensitivity.estimate == pytest.approx(tp / (tp + fn))

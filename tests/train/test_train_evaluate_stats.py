@@ -187,14 +187,47 @@ def test_threshold_targets_are_met_on_validation():
 
     preds = {AMF: evalstats.ModelPredictions(probs(y_val), probs(y_test))}
     for spec, key, target in (("sensitivity:0.9", "sens", 0.9), ("specificity:0.95", "spec", 0.95)):
-        stats = evalstats.compute(y_val, y_test, preds, spec, n_boot=200)
+        stats = evalstats.compute(y_val, y_test, preds, spec, n_boot=200, thresholded=True)
         for thr, p in [(stats.thresholds[AMF], preds[AMF].val.mean(axis=0)[:, 1]),
                        *zip(stats.seed_thresholds[AMF], preds[AMF].val[:, :, 1])]:
             called = p >= thr.value
             got = called[y_val == 1].mean() if key == "sens" else (~called[y_val == 0]).mean()
             assert thr.name == spec and got >= target
     with pytest.raises(Exception, match="--threshold"):
-        evalstats.compute(y_val, y_test, preds, "sensitivity:1.5")
+        evalstats.compute(y_val, y_test, preds, "sensitivity:1.5", thresholded=True)
+
+
+def test_seed_spread_uses_each_seeds_own_threshold_and_a_bias_at_its_bound_warns():
+    """The spread over seeds of sensitivity etc. is taken at each seed's own validation threshold (the one
+    ``predict`` applies with that seed); a recalibration bias that reached +-20 says so in the warnings."""
+    from scipy import special
+
+    from amfmedit.stages import evalstats
+    from amfmedit.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    y_val, y_test = (rng.random(300) < 0.25).astype(int), (rng.random(200) < 0.25).astype(int)
+    offsets = np.array([[-1.5], [0.0], [1.5]])  # seeds calibrated differently: their thresholds differ
+
+    def probs(y, extra=0.0):
+        p1 = special.expit(rng.normal(size=(3, len(y))) + 1.5 * y - 1 + offsets + extra)
+        return np.stack([1 - p1, p1], axis=2)
+
+    preds = {AMF: evalstats.ModelPredictions(probs(y_val), probs(y_test))}
+    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=100, thresholded=True)
+    own = [t.value for t in stats.seed_thresholds[AMF]]
+    assert len(set(own)) == 3
+    m = stats.summary.models[AMF]
+    for metric in ("sensitivity", "specificity", "ppv", "npv"):
+        per_seed = [bootstrap.point_estimates(y_test, q[:, 1], t)[metric] for q, t in zip(preds[AMF].test, own)]
+        assert m.seed_mean[metric] == pytest.approx(np.mean(per_seed)), metric
+    assert m.seed_thresholds == own
+    assert not any("bias" in w for w in stats.warnings)
+
+    shifted = {AMF: evalstats.ModelPredictions(probs(y_val, 24.0), probs(y_test, 24.0))}
+    stats = evalstats.compute(y_val, y_test, shifted, "youden", n_boot=100, thresholded=True)
+    assert any(w.startswith(f"{AMF}: the recalibration bias fitted on validation reached the end of its range")
+               and "class-balanced sampler" in w for w in stats.warnings), stats.warnings
 
 
 def test_one_class_test_split_warns_names_the_split_and_skips_figures(tmp_path):
@@ -210,7 +243,7 @@ def test_one_class_test_split_warns_names_the_split_and_skips_figures(tmp_path):
 
     preds = {AMF: evalstats.ModelPredictions(probs(60, y_val), probs(40, 0.0)),
              CONCAT: evalstats.ModelPredictions(probs(60, y_val * 0.5), probs(40, 0.0))}
-    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200)
+    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, thresholded=True)
     (w,) = [w for w in stats.warnings if w.startswith("test split")]
     assert "only class 0" in w and "AUC" in w and "sensitivity" in w and "Brier and ECE still reported" in w
     assert "auc" not in stats.summary.models[AMF].intervals and "brier" in stats.summary.models[AMF].intervals
@@ -232,7 +265,7 @@ def test_multiclass_reports_top1_with_intervals_and_no_threshold():
 
     preds = {"A": evalstats.ModelPredictions(probs(y_val), probs(y_test)),
              "B": evalstats.ModelPredictions(probs(y_val), probs(y_test))}
-    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, class_names=list("abcd"))
+    stats = evalstats.compute(y_val, y_test, preds, "youden", n_boot=200, class_names=list("abcd"), thresholded=False)
     rec = stats.model_record("A")
     assert rec["threshold"] == {"name": "argmax", "value": None}
     acc = rec["intervals"]["acc"]

@@ -166,7 +166,10 @@ def test_bad_experiment_options_are_one_line_errors(pretrained_run):
 
 
 def test_probe_intervals_say_when_a_probe_is_at_chance():
-    from amfmedit.stages.rconf import probe_interval
+    from amfmedit.stages.kinds import BinaryKind, MulticlassKind
+
+    def probe_interval(metric, probs, y, seed):
+        return (BinaryKind() if metric == "auc" else MulticlassKind()).probe_score(probs, y, seed).to_dict()
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 200)

@@ -1,13 +1,14 @@
 """Adding a family member is one class and one registry line (docs/architecture.md).
 
-A FiLM-style fusion and a toy tabular encoder are written here, not shipped: registered with
-one line each, they go through the CLI (choices, stage names, report titles, evaluate) with
-no other change to the package.
+A FiLM-style fusion, a toy tabular encoder, a toy prediction kind and a toy image encoder are
+written here, not shipped: registered with one line each, they go through the CLI (choices,
+stage names, report titles, evaluate) with no other change to the package.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from amfmedit.cli import app
-from amfmedit.models import FUSIONS, TABULAR_ENCODERS, FusionOutput
+from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS, FusionOutput
+from amfmedit.stages.kinds import PREDICTION_KINDS, BinaryKind, Metric
 
 QUICK = ["--epochs", "1", "--lr", "0.001", "--seeds", "2022", "--batch-size", "32", "--quiet"]
 
@@ -29,7 +31,6 @@ class FiLMFusion(nn.Module):
     needs_feature_map = False
     run_inputs: tuple[str, ...] = ()
     aux_weights = {"film_scale": 0.1}
-    cam_rank = 2
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int) -> None:
         super().__init__()
@@ -151,3 +152,96 @@ def test_every_member_has_tiny_settings():
     from tiny_settings import TINY_ENCODERS, TINY_FUSIONS  # tests/tiny_settings.py
 
     assert set(TINY_ENCODERS) == set(TABULAR_ENCODERS) and set(TINY_FUSIONS) == set(FUSIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction kinds and image encoders are families too
+
+
+class BrierKind(BinaryKind):
+    """A toy prediction kind: binary classification that selects models by the Brier score
+    (lower is better), to show a kind is one class and one registry line."""
+
+    name = "brier_binary"
+    title = "binary classification scored by the Brier score"
+    headline = Metric("brier", "Brier", "Brier score", higher_is_better=False)
+
+    def validation_metrics(self, outputs, targets):
+        import numpy as np
+
+        m = super().validation_metrics(outputs, targets)
+        m["brier"] = float(np.mean((outputs[:, 1] - np.asarray(targets)) ** 2))
+        return m
+
+
+def test_a_prediction_kind_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(PREDICTION_KINDS, "brier_binary", BrierKind)  # the one line
+    spec = (Path(__file__).resolve().parents[2] / "data_specs" / "synthetic-ol3i.toml").read_text()
+    (tmp_path / "toy.toml").write_text(spec.replace('name = "synthetic-ol3i"', 'name = "toy"')
+                                       .replace('task = "binary"', 'task = "brier_binary"'))
+    monkeypatch.setenv("AMFMEDIT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("AMFMEDIT_RUNS", str(tmp_path / "runs"))
+    _ok("prepare", "--data", tmp_path / "toy.toml", "--patients", 160, "--features", 16, "--image-size", 32,
+        "--prevalence", 0.25, "--seed", 3, "--quiet")
+    _ok("finetune", "--data", "toy", "--run", "k", "--fusion", "none", "--modality", "tabular",
+        "--tabular-encoder", "mlp", "--tabular-dim", 8, *QUICK)
+    stage = tmp_path / "runs" / "k" / "supervised-tabular-seed2022"
+    history = [json.loads(x) for x in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert "val_brier" in history[0]  # the kind's validation metric selects the epoch ...
+    best = torch.load(stage / "best.pt", weights_only=True)
+    assert best["monitor"] == "val_brier" and best["metric"] == pytest.approx(history[0]["val_brier"])
+    res = _ok("evaluate")
+    metrics = json.loads((tmp_path / "runs" / "k" / "evaluate" / "metrics.json").read_text())
+    assert metrics["metric"] == "brier" and metrics["stages"][0]["brier"] >= 0  # ... and heads evaluate's tables
+    assert "Brier (%)" in res.output
+
+
+class TinyCNN(nn.Module):
+    """A toy image encoder: two convolutions and a global average pool (2-D images)."""
+
+    kind = "tiny_cnn"
+    geometry = "2d"
+    target_layer_name = "conv2"
+
+    def __init__(self, *, in_channels: int = 1, d_out: int = 16, weights=None) -> None:
+        if weights is not None:
+            raise ValueError("tiny_cnn has no pretrained weights")
+        super().__init__()
+        self.config = dict(in_channels=in_channels, d_out=d_out)
+        self.in_channels, self.d_out, self.weights_source = in_channels, d_out, "none"
+        self.conv1 = nn.Conv2d(in_channels, 8, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(8, d_out, 3, stride=2, padding=1)
+
+    @property
+    def target_layer(self) -> nn.Module:
+        return self.conv2
+
+    def forward_features(self, x):
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))))
+
+    @staticmethod
+    def pool(feature_map):
+        return feature_map.mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self.pool(self.forward_features(x))
+
+
+def test_an_image_encoder_is_one_class_and_one_registry_line(tiny_ol3i, tmp_path, monkeypatch):
+    monkeypatch.setitem(IMAGE_ENCODERS, "tiny_cnn", TinyCNN)  # the one line
+    monkeypatch.setenv("AMFMEDIT_DATA", str(tiny_ol3i.data_dir))
+    monkeypatch.setenv("AMFMEDIT_RUNS", str(tmp_path / "runs"))
+    _ok("pretrain", "--data", tiny_ol3i.name, "--run", "c", "--tabular-encoder", "mlp", "--tabular-dim", "8",
+        "--image-arch", "tiny_cnn", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--quiet")
+    _ok("finetune", "--fusion", "cross_attention", "--strategy", "frozen", *QUICK)  # reads its feature map
+    _ok("finetune", "--fusion", "none", "--modality", "image", *QUICK)  # the supervised image baseline
+    _ok("evaluate")
+    stage = tmp_path / "runs" / "c" / "finetune-cross_attention-frozen-seed2022"
+    cfg = torch.load(stage / "best.pt", weights_only=True)["model"]["config"]
+    assert cfg["image_encoder"]["kind"] == "tiny_cnn"  # rebuilt from its checkpoint by its kind
+    _ok("explain", "--method", "gradcam", "--cases", "2")  # Grad-CAM hooks the layer it declares
+    summary = json.loads(next((tmp_path / "runs" / "c" / "explain").glob("gradcam-*/summary.json")).read_text())
+    assert summary["cases"]["positive"]
+    res = CliRunner().invoke(app, ["pretrain", "--data", tiny_ol3i.name, "--run", "d", "--image-arch", "tiny_cnm",
+                                   "--quiet"])
+    assert res.exit_code == 2 and "did you mean tiny_cnn" in res.output

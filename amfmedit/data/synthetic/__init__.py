@@ -17,8 +17,10 @@ from amfmedit.data.synthetic.ol3i import generate_ol3i, patient_index
 from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
 
-# image_strength / tabular_strength: optional OL3I knobs (amfmedit.data.synthetic.ol3i), not spec fields
-GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength"},
+# image_strength / tabular_strength and the missingness options: optional OL3I knobs
+# (amfmedit.data.synthetic.ol3i), not spec fields
+GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength",
+                              "missing_rate", "missing_mechanism", "no_image_rate", "no_table_rate"},
                      "dvm": {"patients", "seed", "classes"}}
 
 

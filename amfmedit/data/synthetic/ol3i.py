@@ -17,6 +17,12 @@ Modality strength (optional, for R_conf studies): ``image_strength`` and ``tabul
 multiply the image and tabular parts of the logit (1 = the model above); the provenance's
 ``oracle.image_only`` / ``oracle.tabular_only`` AUCs then move with them, and their ratio is the
 cohort's true modality-confidence ratio.
+
+Missingness (optional, :mod:`amfmedit.data.synthetic.missingness`): ``missing_rate`` and
+``missing_mechanism`` (MCAR / MAR / MNAR) set how values are hidden, ``no_image_rate`` and
+``no_table_rate`` the patients without a scan or without any feature value; the options and
+the realised rates go into the provenance's ``missingness`` block, and the oracle gains
+``missingness_only``: the AUC of the number of informative values hidden per patient.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import numpy as np
 
 from amfmedit.data.synthetic import phantom
 from amfmedit.data.synthetic.common import Generated, rounded, stratified_split, write_csv
+from amfmedit.data.synthetic.missingness import absent_modalities, check_options, hide_values
 from amfmedit.data.synthetic.vocabulary import FeatureDef, vocabulary
 from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.errors import UserError
+from amfmedit.io import disk_full_as_error
 
 OL3I_SPLIT = (5227, 1303, 1609)  # the release's 1-year split of 8,139 patients
 
@@ -161,10 +169,12 @@ def patient_index(anon: str) -> int:
     return int(str(anon).rsplit("_", 1)[-1])
 
 
-def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: int | None) -> np.ndarray:
+def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: int | None,
+                  skip: np.ndarray | None = None) -> np.ndarray:
     """Render every slice into ``l3_slices.h5`` (streamed, optionally on worker processes).
 
-    Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient.
+    Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient. Patients
+    marked in ``skip`` (N,) bool are rendered (their anatomy enters the risk) but not written.
     """
     import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
 
@@ -175,10 +185,14 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
     traits = np.empty((n, 4))
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
+        # HDF5 writes through a Python file object: on a full disk its own file driver swallows the
+        # errors and then crashes the process (a segmentation fault at close), while a Python
+        # file's OSError propagates and becomes one line (amfmedit.io.DiskFullError)
+        with disk_full_as_error(path), open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:
             for (_, _, idx), results in zip(jobs, ordered_map(_render_chunk, jobs, workers=workers)):
                 for k, (hu, row) in enumerate(results):
-                    f.create_dataset(anon_id(idx.start + k), data=hu, track_times=False)
+                    if skip is None or not skip[idx.start + k]:
+                        f.create_dataset(anon_id(idx.start + k), data=hu, track_times=False)
                     traits[idx.start + k] = row
                 progress("generate images", idx.stop, n)
         os.replace(tmp, path)
@@ -188,12 +202,14 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
 
 
 def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: int = 423, prevalence: float = 0.04,
-                  seed: int = 2022, image_strength: float = 1.0, tabular_strength: float = 1.0, progress=None,
-                  workers: int | None = None) -> Generated:
+                  seed: int = 2022, image_strength: float = 1.0, tabular_strength: float = 1.0,
+                  missing_rate: float | None = None, missing_mechanism: str = "mcar", no_image_rate: float = 0.0,
+                  no_table_rate: float = 0.0, progress=None, workers: int | None = None) -> Generated:
     """Write a synthetic OL3I release into ``raw_dir`` and return its truth.
 
     ``image_strength`` / ``tabular_strength`` (>= 0, not both 0) scale the image and tabular
-    parts of the risk logit (see the module docstring).
+    parts of the risk logit; ``missing_rate`` (None: the vocabulary's rates), ``missing_mechanism``,
+    ``no_image_rate`` and ``no_table_rate`` set the missingness (see the module docstring).
     """
     import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
 
@@ -207,11 +223,14 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
             raise UserError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
     if image_strength == 0 and tabular_strength == 0:
         raise UserError("--image-strength 0 --tabular-strength 0: the label would carry no signal; keep one above 0")
+    check_options(missing_rate, missing_mechanism, no_image_rate, no_table_rate)
     defs = select_features(features)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
+    no_image, no_table = absent_modalities(patients, no_image_rate=no_image_rate, no_table_rate=no_table_rate,
+                                           seed=seed)
 
-    traits = _write_slices(raw_dir / "l3_slices.h5", seed, image_size, patients, progress, workers)
+    traits = _write_slices(raw_dir / "l3_slices.h5", seed, image_size, patients, progress, workers, skip=no_image)
     vat = traits[:, 0]
     anat = {"age": traits[:, 1], "male": traits[:, 2] > 0.5, "adiposity": traits[:, 3]}
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7AB]))
@@ -228,9 +247,13 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     counts = (counts[0], counts[1], patients - counts[0] - counts[1])
     set1 = stratified_split(label1, counts, seed)
     set5 = stratified_split(label5, counts, seed + 1)
-    for f in defs:  # hide values as records do; the risk above used the true ones
-        if f.missing:
-            values[f.name] = np.where(rng.random(patients) < f.missing, np.nan, values[f.name])
+    # hide values as records do; the risk above used the true ones
+    missingness, hidden_informative = hide_values(values, defs, rate=missing_rate, mechanism=missing_mechanism,
+                                                  rng=rng, informative=INFORMATIVE)
+    for f in defs:
+        values[f.name] = np.where(no_table, np.nan, values[f.name])
+    missingness.update(no_image_rate=no_image_rate, no_image=int(no_image.sum()), no_table_rate=no_table_rate,
+                       no_table=int(no_table.sum()))
 
     ids = [anon_id(i) for i in range(patients)]
     cols = {"anon_id": pa.array(ids), "label_1y": pa.array(label1), "label_5y": pa.array(label5),
@@ -251,7 +274,10 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
         "generator": "synthetic-ol3i",
         "seed": seed,
         "options": {"patients": patients, "image_size": image_size, "features": features, "prevalence": prevalence,
-                    "image_strength": image_strength, "tabular_strength": tabular_strength},
+                    "image_strength": image_strength, "tabular_strength": tabular_strength,
+                    "missing_rate": missing_rate, "missing_mechanism": missing_mechanism,
+                    "no_image_rate": no_image_rate, "no_table_rate": no_table_rate},
+        "missingness": missingness,
         "informative_features": INFORMATIVE,
         "proxy_features": {k: v for k, v in PROXY_FEATURES.items() if any(f.name == k for f in defs)},
         "risk_model": {
@@ -292,7 +318,9 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
                   "all": auc(risk, everything),
                   # how much each modality alone can reach (true logit part of that modality)
                   "tabular_only": auc(logits["tabular"][rows], everything),
-                  "image_only": auc(logits["image"][rows], everything)}
+                  "image_only": auc(logits["image"][rows], everything),
+                  # what missingness alone tells: the count of informative values hidden per patient
+                  "missingness_only": auc(hidden_informative[rows].astype(float), everything)}
         table = pd.DataFrame({"id": np.asarray(ids_kept, dtype=str), "risk": risk})
         return table, oracle
 

@@ -8,8 +8,10 @@ into a fresh output against 298 into a reused one. Raising the mmap threshold an
 threshold keeps freed blocks in the heap for the next call to reuse; the cost is that the
 process's resident memory stays at its peak instead of shrinking between calls.
 
-:func:`tune_cpu_allocator` applies it once per process (``AMFMEDIT_MALLOPT=0`` disables
-it); it does nothing where the C library is not glibc.
+It tunes the whole process, so it belongs to the process's set-up, not to a library call:
+:func:`amfmedit.train.runtime.setup_runtime` (what every stage runs first) calls
+:func:`tune_cpu_allocator` for a CPU run, which applies it once per process
+(``AMFMEDIT_MALLOPT=0`` disables it); it does nothing where the C library is not glibc.
 """
 
 from __future__ import annotations

@@ -1,0 +1,133 @@
+"""``amfmedit study``: the plan, the budget, a failure that spares what does not depend on it, the
+report, and a study killed with SIGKILL that ends as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amfmedit.stages import study as study_mod
+from amfmedit.stages import study_plan as plan_mod
+from amfmedit.stages.common import RunOptions
+from amfmedit.stages.study_plan import Sizes, StudyConfig
+
+TINY = dict(encoders=("mlp",), fusions=("concat",), strategies=("frozen",), seeds=(2022, 2023),
+            supervised=("tabular",), table1=("mlp",), rconf_sweep=(), rconf_auto=False, ablation=False,
+            explain=("ig",), pretrain_epochs=2, finetune_epochs=2, ig_samples=16, recipe="cpu")
+
+
+def _fake_pilot(seconds: float = 0.1):
+    def pilot(cfg, opts, pcfg, recipe):
+        shapes = [f"pretrain:{e}" for e in cfg.encoders]
+        shapes += [f"finetune:{e}:{f}:{s}" for e in cfg.encoders for f in cfg.fusions for s in cfg.strategies]
+        shapes += ["supervised:image:-"] + [f"supervised:tabular:{e}" for e in {cfg.encoders[0], *cfg.table1}]
+        timings = {k: seconds for k in shapes} | {f"eval:{k}": seconds / 3 for k in shapes}
+        return timings, Sizes(512, 128, 160, 64, 64, 1)
+    return pilot
+
+
+def test_the_plan_fits_a_budget_and_says_what_it_changed(tiny_ol3i, tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_mod, "pilot", _fake_pilot(0.5))
+    opts = RunOptions(runs_dir=str(tmp_path / "runs"), data_dir=str(tiny_ol3i.data_dir))
+    full = plan_mod.build_plan(StudyConfig(data=tiny_ol3i.name, recipe="cpu"), opts)
+    assert full.pretrain_epochs == 20 and full.seeds == (2022, 2023, 2024, 2025, 2026)
+    kinds = [s.kind for s in full.steps]
+    assert kinds.index("pretrain") < kinds.index("rconf") < kinds.index("finetune") < kinds.index("evaluate")
+    assert {"rconf_sweep", "ablation", "ig"} <= set(kinds)
+    assert "gradcam" not in kinds and any("Grad-CAM left out" in n for n in full.notes)  # 32 px images
+    budget = full.total_estimate() / 4
+    fitted = plan_mod.build_plan(StudyConfig(data=tiny_ol3i.name, recipe="cpu", budget_s=budget), opts)
+    assert fitted.total_estimate() <= plan_mod.SAFETY * budget
+    assert any(n.startswith("budget: pretraining 20 -> ") for n in fitted.notes)  # epochs first ...
+    assert any("dropped" in n for n in fitted.notes) or fitted.pretrain_epochs > plan_mod.MIN_PRETRAIN_EPOCHS
+    for step in fitted.steps:  # nothing left waits on a dropped step
+        assert set(step.after) <= {s.id for s in fitted.steps}
+
+
+def test_dry_run_writes_the_plan_and_a_second_call_reads_it_back(tiny_ol3i, tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_mod, "pilot", _fake_pilot())
+    opts = RunOptions(runs_dir=str(tmp_path / "runs"), data_dir=str(tiny_ol3i.data_dir))
+    cfg = StudyConfig(data=tiny_ol3i.name, **TINY)
+    res = study_mod.run_study(cfg, opts, dry_run=True)
+    plan_md = (res.folder / "plan.md").read_text()
+    assert res.folder == tmp_path / "runs" / f"{tiny_ol3i.name}-study"
+    for step in res.plan.steps:
+        assert f"`{step.command}`" in plan_md
+    assert "amfmedit pretrain --data" in plan_md and "--seeds 2022,2023" in plan_md
+    monkeypatch.setattr(plan_mod, "pilot", lambda *a: pytest.fail("a planned study is not piloted again"))
+    again = study_mod.run_study(cfg, opts, dry_run=True)
+    assert again.plan.to_dict() == res.plan.to_dict()
+    with pytest.raises(Exception, match="planned with other settings"):
+        study_mod.run_study(StudyConfig(data=tiny_ol3i.name, **{**TINY, "seeds": (1,)}), opts, dry_run=True)
+
+
+def test_a_failed_step_skips_what_depends_on_it_and_the_rest_goes_on(tiny_ol3i, tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_mod, "pilot", _fake_pilot())
+    ran = []
+
+    def execute(step, folder, opts, cfg):
+        ran.append(step.id)
+        if step.kind == "rconf":
+            raise study_mod.UserError("the probes broke")
+
+    monkeypatch.setattr(plan_mod, "execute", execute)
+    monkeypatch.setattr(study_mod, "write_study_report", lambda *a, **k: (None, None))
+    opts = RunOptions(runs_dir=str(tmp_path / "runs"), data_dir=str(tiny_ol3i.data_dir))
+    cfg = StudyConfig(data=tiny_ol3i.name, **{**TINY, "fusions": ("concat", "amf")})
+    lines = []
+    res = study_mod.run_study(cfg, opts, line=lines.append)
+    assert res.failed == {"rconf-mlp": "`amfmedit rconf --run mlp --recipe cpu`: the probes broke"}
+    assert "finetune-mlp-amf" in res.skipped and "finetune-mlp-concat" in res.done  # concat needs no R_conf
+    assert "supervised-tabular" in res.done
+    assert any(x.startswith("[fail] R_conf probes") for x in lines)
+    progress = [json.loads(x) for x in (res.folder / "progress.jsonl").read_text().splitlines()]
+    assert {p["step"]: p["status"] for p in progress}["rconf-mlp"] == "failed"
+
+
+def _study(tmp_path: Path, data_dir: Path, name: str, *, kill_when=None, **changes) -> subprocess.CompletedProcess | None:
+    cfg = tmp_path / "study.toml"
+    cfg.write_text("[study]\n" + "\n".join(
+        f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in {**TINY, **changes}.items()) + "\n")
+    env = {**os.environ, "AMFMEDIT_RUNS": str(tmp_path / "runs"), "AMFMEDIT_DATA": str(data_dir)}
+    cmd = [sys.executable, "-m", "amfmedit", "study", "--data", "synthetic-ol3i", "--config", str(cfg), "--name",
+           name, "--quiet"]
+    if kill_when is None:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not kill_when():
+        time.sleep(0.2)
+    assert proc.poll() is None, "the study ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return None
+
+
+def _results(folder: Path) -> dict:
+    m = json.loads((folder / "runs" / "mlp" / "evaluate" / "metrics.json").read_text())
+    return {s["stage"]: (s["best_epoch"], s["val_metric"], s["auc"], s["brier"]) for s in m["stages"]}
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_training_ends_as_an_uninterrupted_one(tiny_ol3i, tmp_path):
+    whole = _study(tmp_path, tiny_ol3i.data_dir, "whole", seeds=(2022,))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    folder = tmp_path / "runs" / "cut"
+    seed = folder / "runs" / "mlp" / "finetune-concat-frozen-seed2022"
+    _study(tmp_path, tiny_ol3i.data_dir, "cut", seeds=(2022,), kill_when=lambda: (seed / "metrics.jsonl").is_file())
+    assert not (seed / "COMPLETE").exists()  # killed inside a training
+    again = _study(tmp_path, tiny_ol3i.data_dir, "cut", seeds=(2022,))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _results(folder) == _results(tmp_path / "runs" / "whole")
+    html = (folder / "report.html").read_text()
+    assert "Table 2" in html and "<table>" in html
+    assert not re.search(r'<img[^>]+src="(?!data:)', html)  # every figure embedded: the page stands alone
+    assert 'src="data:image/png;base64,' in html
