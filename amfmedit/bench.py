@@ -96,10 +96,7 @@ def median_ms(fn: Callable[[], object], device: torch.device, *, repeats: int, w
 
 def count_macs(fn: Callable[[], object]) -> tuple[float, float]:
     """(all MACs, Linear-layer MACs) of ``fn()`` in G: FlopCounterMode FLOPs / 2."""
-    # lazy import: keeps start-up free of torch ~3 s until this runs
     from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    # lazy import: keeps start-up free of torch ~3 s until this runs
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import platform
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from amfmedit import __version__
 from amfmedit.errors import UserError
+from amfmedit.models import native_scan
 
 
 def choose_device(requested: str | None = None):
@@ -17,8 +19,7 @@ def choose_device(requested: str | None = None):
 
     Asking for CUDA on a machine without it is a :class:`UserError`, not a silent fallback.
     """
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
-
+    import torch
 
     req = (requested or "auto").lower()
     if req == "auto":
@@ -34,9 +35,7 @@ def choose_device(requested: str | None = None):
 
 def package_version(distribution: str) -> str | None:
     """The installed version of a distribution, read from its metadata (importing captum or
-    grad-cam to ask would cost seconds of start-up in every command)."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    grad-cam to ask would cost seconds in every command)."""
     try:
         return version(distribution)
     except PackageNotFoundError:
@@ -45,8 +44,7 @@ def package_version(distribution: str) -> str | None:
 
 def environment() -> dict:
     """A JSON-able description of the software and hardware in use."""
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
-
+    import torch
 
     info = {
         "amfmedit": __version__,
@@ -70,18 +68,12 @@ def environment() -> dict:
 def native_kernels() -> str:
     """Whether the compiled CPU kernels of the Mamba blocks are in use here, and why (built at the
     first call where a compiler is found; their fallback notice, if any, is raised then)."""
-    try:
-        # lazy import: keeps start-up free of torch ~3 s until this runs
-        from amfmedit.models import native_scan
-    except ImportError as exc:
-        return f"unknown: amfmedit.models not importable: {exc}"
     return native_scan.status()
 
 
 def mamba_path() -> tuple[str, str]:
     """Which selective-scan implementation FT-Mamba would use here, and why."""
     try:
-        # lazy import: keeps start-up free of torch ~3 s until this runs
         from amfmedit.models.mamba import kernel_status
     except ImportError as exc:  # models not importable: say so rather than guess
         return "unknown", f"amfmedit.models.mamba not importable: {exc}"

@@ -13,10 +13,10 @@ from amfmedit.io import atomic_path
 
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend (imported on first use: matplotlib is a deferred package)."""
-    import matplotlib  # lazy import: keeps start-up free of matplotlib ~0.8 s until a figure is drawn
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy import: as above (start-up)
+    import matplotlib.pyplot as plt
 
     return plt
 

@@ -262,7 +262,7 @@ def torch_save(obj: Any, path) -> None:
     ``RuntimeError: ... unexpected pos``, while a file object's OSError stays in the exception chain
     (:func:`is_disk_full`), so a full disk is a :class:`DiskFullError` naming ``path``.
     """
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
+    import torch
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -286,7 +286,7 @@ def torch_load(path, map_location="cpu", *, hint: str = RERUN_HINT) -> Any:
     without torch's advice to load it with ``weights_only=False``.
     """
 
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
+    import torch
 
     path = Path(path)
     if not path.is_file():

@@ -8,7 +8,8 @@
 
 Without ``--model`` the classifier is built at the demo's shape (``make demo``: ResNet-18 on
 1 x 32 x 32 CT slices, FT-Mamba of width 64 and d_state 16 on 32 features, 30 continuous and 2
-categorical, AMF with D_out 2048, 2 classes) with random weights (speed does not depend on
+categorical, reading the missing mask as ``--missing token`` does, AMF with D_out 2048, 2 classes;
+a tenth of the values marked missing, every row with an image) with random weights (speed does not depend on
 them) and exported once per scan form (``traceable-sequential``, ``traceable-chunked``).
 
 Each variant runs in a process of its own (PyTorch's OpenMP threads and ONNX Runtime's pool
@@ -42,7 +43,7 @@ from amfmedit.models import (  # noqa: E402
     FUSIONS, ImageTabularClassifier, UnimodalClassifier, build_fusion, build_image_encoder, build_tabular_encoder,
     from_checkpoint, to_checkpoint,
 )
-from amfmedit.models.export import export_onnx  # noqa: E402
+from amfmedit.models.export import ExportedClassifier, export_onnx  # noqa: E402
 from amfmedit.models.scan import TRACEABLE_IMPLS  # noqa: E402
 from amfmedit.stages.exported import OnnxPredictor, TorchPredictor  # noqa: E402
 from amfmedit.stages.kinds import get_kind  # noqa: E402
@@ -57,7 +58,7 @@ def demo_model(args) -> torch.nn.Module:
     n_cat = min(2, args.features - 1)
     width = {} if args.tabular_encoder == "mlp" else {"d_block": 64}
     tab = build_tabular_encoder(args.tabular_encoder, n_cont_features=args.features - n_cat,
-                                cat_cardinalities=[3] * n_cat, **width)
+                                cat_cardinalities=[3] * n_cat, missing="token", **width)  # the default --missing
     if args.fusion == "none":
         return UnimodalClassifier(tab, n_classes=2, modality="tabular").eval()
     img = build_image_encoder(args.image_arch, in_channels=1)
@@ -71,7 +72,9 @@ def inputs_for(specs: dict, batch: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     make = {"image": lambda s: rng.integers(0, 256, s, dtype=np.uint8),
             "x_cont": lambda s: rng.standard_normal(s).astype(np.float32),
-            "x_cat": lambda s: rng.integers(0, 3, s).astype(np.int64)}
+            "x_cat": lambda s: rng.integers(0, 3, s).astype(np.int64),
+            "missing": lambda s: rng.random(s) < 0.1,  # a tenth of the values missing
+            "image_present": lambda s: np.ones(s, bool), "table_present": lambda s: np.ones(s, bool)}
     return {k: make[k]((batch, *shape)) for k, shape in specs.items()}
 
 
@@ -79,7 +82,8 @@ def as_batch(arrays: dict) -> Batch:
     """The arrays as the one batch ``predict`` would hand a runner (CPU tensors, no labels)."""
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     n = len(next(iter(arrays.values())))
-    return Batch(rows=np.arange(n), image=t.get("image"), x_cont=t.get("x_cont"), x_cat=t.get("x_cat"), label=None)
+    return Batch(rows=np.arange(n), image=t.get("image"), x_cont=t.get("x_cont"), x_cat=t.get("x_cat"), label=None,
+                 missing=t["missing"], image_present=t["image_present"], table_present=t["table_present"])
 
 
 def rows_per_second(runner, batch: Batch) -> float:
@@ -136,9 +140,11 @@ def main(argv=None) -> None:
             specs = None
             for scan in TRACEABLE_IMPLS:
                 cfg = model.tabular_encoder.config if hasattr(model, "tabular_encoder") else model.encoder.config
+                n_cat = len(cfg["cat_cardinalities"])
                 example = {"image": (1, args.image_size, args.image_size), "x_cont": (cfg["n_cont_features"],),
-                           "x_cat": (len(cfg["cat_cardinalities"]),)}
-                specs = {k: example[k] for k in model.inputs}
+                           "x_cat": (n_cat,), "missing": (cfg["n_cont_features"] + n_cat,), "image_present": (),
+                           "table_present": ()}
+                specs = {k: example[k] for k in ExportedClassifier(model).input_names}
                 t0 = time.perf_counter()
                 info = export_onnx(model, inputs_for(specs, 2), Path(tmp) / f"{scan}.onnx", scan=scan)
                 print(f"exported ({scan}) in {time.perf_counter() - t0:.1f} s, opset {info['opset']}")

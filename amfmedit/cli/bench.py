@@ -8,13 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from amfmedit.bench import run_bench
 from amfmedit.cli.common import command, console
 from amfmedit.cli.options import Device
 from amfmedit.env import choose_device
 from amfmedit.errors import UserError
 from amfmedit.io import write_json
-from amfmedit.stages.common import RunOptions
+from amfmedit.stages.configs import RunOptions
 
 
 def _fmt(value, spec: str) -> str:
@@ -28,13 +27,14 @@ def bench(
     only: Annotated[
         Optional[str], typer.Option("--only", help="Run one part: fusion (Table 3) or tabular (FT-Mamba vs FT-Transformer).")
     ] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", min=1, help="Timed calls per figure \\[100 fusion, 5 tabular].")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads \\[torch's default].")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", min=1, help="Timed calls per figure [100 fusion, 5 tabular].")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads [torch's default].")] = None,
     small: Annotated[bool, typer.Option("--small", help="Tiny shapes: checks the machinery in seconds (figures mean nothing).")] = False,
 ) -> None:
     """Parameters, MACs and batch-1 latency of the fusion modules (Table 3); FT-Mamba vs FT-Transformer time and memory."""
-    import torch  # lazy import: keeps start-up free of torch ~3 s until this runs
+    import torch
 
+    from amfmedit.bench import run_bench
 
     if only not in (None, "fusion", "tabular"):
         raise UserError(f"--only {only!r}: choose fusion or tabular")

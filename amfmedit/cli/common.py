@@ -1,7 +1,8 @@
 """Shared CLI plumbing: the Typer app and error handling (options: :mod:`amfmedit.cli.options`).
 
 Commands are thin: parse, validate, call the library, print. A :class:`UserError` from the
-library becomes one red line on stderr and a non-zero exit, never a traceback.
+library becomes one red line on stderr and a non-zero exit, never a traceback. Help texts are
+printed literally: ``[finetune]`` in a help string is a TOML section name, not Rich markup.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sys
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from amfmedit.errors import UserError
 from amfmedit.io import DISK_FULL_HINT, is_disk_full, written_file
@@ -26,9 +28,31 @@ except ImportError:  # older Typer depends on click itself
     from click import exceptions as click_exceptions
 
 
+def _literally(command) -> None:
+    # Typer reads help texts as Rich markup, which swallows "[pretrain]" and "[default: 5]";
+    # escaped, every help text prints as written.
+    command.help = escape(command.help) if command.help else command.help
+    command.short_help = escape(command.short_help) if command.short_help else command.short_help
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+
+
+class LiteralHelp(TyperCommand):
+    """A command whose help texts (its own and its options') print literally."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _literally(self)
+
+
 class OneLineErrors(TyperGroup):
     """A mistyped option or value is one line on stderr and exit 2, as every other bad input
-    (Typer would draw a usage panel of several lines)."""
+    (Typer would draw a usage panel of several lines); help texts print literally."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _literally(self)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -59,6 +83,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
 
 def warn(messages) -> None:
     """A stage's sanity warnings, one yellow line each on stderr (the text printed literally)."""
@@ -121,6 +146,6 @@ def command(name: str | None = None, **kwargs) -> Callable:
     """``@command()`` = ``@app.command()`` with :func:`guarded` error handling."""
 
     def deco(fn: Callable) -> Callable:
-        return app.command(name, **kwargs)(guarded(fn))
+        return app.command(name, cls=LiteralHelp, **kwargs)(guarded(fn))
 
     return deco

@@ -8,9 +8,7 @@ import typer
 
 from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.options import field_option, given, run_options
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.export import ExportConfig
-from amfmedit.stages.export import export as run_export
+from amfmedit.stages.configs import ExportConfig, RunOptions
 
 X = ExportConfig
 
@@ -24,6 +22,8 @@ def export(
     batch_size: field_option(X, "batch_size", int, "--batch-size", min=1, help="Rows per forward pass of the ONNX-vs-PyTorch check on the test split.") = None,
 ) -> None:
     """Write a classifier with its preprocessing, operating point and model card to a folder that `predict --model` runs without the run."""
+    from amfmedit.stages.export import export as run_export
+
     res = run_export(given(ExportConfig(out=str(out), stage=stage), batch_size=batch_size), opts)
     warn(res.warnings)
     console.print(f"model: {res.model_choice}", highlight=False, markup=False)

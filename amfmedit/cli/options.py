@@ -8,7 +8,10 @@ values to the config.
 
 The run options (``--run --runs-dir --data-dir --device --compile --images-in --resume --force
 --quiet``) are defined once in :data:`RUN_OPTIONS`; :func:`run_options` adds the ones a command
-takes to its signature and hands the command one :class:`~amfmedit.stages.common.RunOptions`.
+takes to its signature and hands the command one :class:`~amfmedit.stages.configs.RunOptions`.
+
+Everything here is read to build ``--help``, so it imports only torch-free modules
+(:mod:`amfmedit.deferred`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Annotated, Any, Callable, List, Optional
 import typer
 
 from amfmedit.errors import UserError, close_matches
-from amfmedit.stages.common import RunOptions
+from amfmedit.stages.configs import RunOptions
 from amfmedit.stages.recipes import RECIPES
 from amfmedit.train.logging import LOG_HELP
 
@@ -78,20 +81,24 @@ def field_option(cls: type, name: str, typ: type, *flags: str, help: str, shown:
 
 def _with_default(help: str, shown: str) -> str:
     # Written into the help text: Typer would print a string default in parentheses.
-    return f"{help} \\[default: {shown}]"
+    return f"{help} [default: {shown}]"
 
 
 def help_default(text: str) -> str:
     """The default an option's help shows (the inverse of :func:`_with_default`), None if it shows none."""
-    mark = "\\[default: "
+    mark = "[default: "
     return text[text.rindex(mark) + len(mark):-1] if mark in text else None
 
 
 def derived_option(typ: type, *flags: str, help: str, shown: str, source: tuple, **kw):
     """An option whose default is resolved from other homes (a registry, a task-dependent constant).
 
-    ``shown`` must be computed from those homes, never written as a literal; ``source``
-    names them for the test that checks every shown default: ``(object, attribute path)``.
+    ``shown`` must be computed from those homes, never written as a literal. ``source`` names
+    every value it shows, for the test that checks them (``tests/test_cli_defaults.py``): a tuple
+    of ``(home, path)`` or ``(home, path, convert)``, where ``home`` is an object or a registry
+    dict (then ``path`` is read on each member that has it), ``path`` dotted attributes and
+    ``convert`` maps the value to its form in ``shown``. ``()``: no constant holds the default
+    (it is read from the run or searched), and ``shown`` says so in words.
     """
     info = typer.Option(*flags, help=_with_default(help, shown), show_default=False, **kw)
     setattr(info, FIELD_ATTR, (source, None, shown))

@@ -48,6 +48,10 @@ def prepare(
     classes: Annotated[Optional[int], typer.Option("--classes", help="DVM car models to generate before the "
                                                                      "min_class_count filter.",
                                                    rich_help_panel=SYNTHETIC)] = None,
+    censoring: Annotated[Optional[float], typer.Option("--censoring", help="OL3I time-to-event outcome "
+                                                                          "(synthetic-ol3i-survival): yearly rate of "
+                                                                          "loss to follow-up (default: the spec's).",
+                                                       rich_help_panel=SYNTHETIC)] = None,
     missing_rate: Annotated[Optional[float], typer.Option("--missing-rate", help="OL3I: rate at which every "
                                                           "feature that records leave blank (labs, vitals, BMI, "
                                                           "smoker) is missing (default: each one's realistic rate).",
@@ -72,7 +76,7 @@ def prepare(
     spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
                            split_column=split_column, image_missing=image_missing)
     synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
-                                         classes=classes, missing_rate=missing_rate,
+                                         classes=classes, censoring=censoring, missing_rate=missing_rate,
                                          missing_mechanism=missing_mechanism, no_image_rate=no_image_rate,
                                          no_table_rate=no_table_rate).items() if v is not None}
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -111,7 +115,7 @@ def _summary(result) -> None:
              f"{f['categorical']} categorical)",
              f"images: {c} x {h} x {w} uint8 ({schema.image.modality}"
              + (f", window {list(schema.image.window)} HU)" if schema.image.window else ")"),
-             f"classes: {schema.n_classes}"]
+             f"task: {kind.title}" + (f", {schema.n_classes} classes" if kind.target_names(schema) else "")]
     if prov["rows"]["dropped"]:
         lines.append("dropped rows: " + ", ".join(f"{k}: {v}" for k, v in prov["rows"]["dropped"].items()))
     avail = {s: c.get("availability") for s, c in prov["counts"].items()}

@@ -9,12 +9,15 @@ from amfmedit.cli.common import command, console, warn
 from amfmedit.cli.finetune import number_list
 from amfmedit.cli.options import field_option, given, run_options
 from amfmedit.cli.train_common import (
+    FocalGamma,
+    LossName,
     LossWeights,
     Lrs,
     MaskFeatures,
     MaskTopK,
     Patience,
     SamplerWeights,
+    ValEvery,
     batch_size_option,
     epochs_option,
     is_main_process,
@@ -23,10 +26,7 @@ from amfmedit.cli.train_common import (
     recipe_from,
 )
 from amfmedit.errors import UserError
-from amfmedit.stages.classify import Recipe
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.rconf import ChanceProbeWarning, RconfConfig, TestSplitWarning
-from amfmedit.stages.rconf import rconf as run_rconf
+from amfmedit.stages.configs import RconfConfig, Recipe, RunOptions
 
 R = RconfConfig
 
@@ -43,21 +43,29 @@ def rconf(
     epochs: epochs_option(Recipe) = None,
     batch_size: batch_size_option(Recipe) = None,
     patience: Patience = None,
+    val_every: ValEvery = None,
     sampler_weights: SamplerWeights = None,
     loss_weights: LossWeights = None,
+    loss: LossName = None,
+    focal_gamma: FocalGamma = None,
     d_out: field_option(R, "d_out", int, "--d-out", min=2, help="AMF's D_out for the reported L_img / L_tab.") = None,
     seed: field_option(R, "seed", int, "--seed", help="Random seed of both probes.") = None,
     mask_features: MaskFeatures = None,
     mask_top_k: MaskTopK = None,
+    missing: field_option(R, "missing", str, "--missing", help="Probe the encoders pretrained with this --missing mode: the run's own, or its second pretraining (pretrain --run RUN --missing MODE; writes rconf-<mode>/).", shown="the run's") = None,
     train_fraction: field_option(R, "train_fraction", str, "--train-fraction", help="Train the probes on this stratified fraction of the training rows (seed --seed); a list runs one rconf-frac<f> stage each.") = None,
 ) -> None:
     """Train image-only and tabular-only probes on the frozen encoders; R_conf = metric_img / metric_tab."""
-    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, epochs=epochs,
+    from amfmedit.stages.rconf import ChanceProbeWarning, TestSplitWarning
+    from amfmedit.stages.rconf import rconf as run_rconf
+
+    recipe = recipe_from(lrs=lrs, sampler_weights=sampler_weights, loss_weights=loss_weights, loss=loss,
+                         focal_gamma=focal_gamma, val_every=val_every, epochs=epochs,
                          batch_size=batch_size, lr=lr, patience=patience)
     fractions = number_list(train_fraction, "--train-fraction")
     if any(not 0 < f <= 1 for f in fractions):
         raise UserError(f"--train-fraction {train_fraction}: fractions of the training rows lie in (0, 1]")
-    base = given(RconfConfig(recipe=recipe), split=split, seed=seed, d_out=d_out,
+    base = given(RconfConfig(recipe=recipe), split=split, seed=seed, d_out=d_out, missing=missing,
                  mask_features=tuple(mask_features) if mask_features else None, mask_top_k=mask_top_k)
     main = is_main_process()
     for fraction in fractions or [base.train_fraction]:

@@ -11,9 +11,7 @@ import typer
 from amfmedit.cli.common import command, console, err_console
 from amfmedit.cli.options import run_options
 from amfmedit.errors import UserError
-from amfmedit.stages.common import RunOptions
-from amfmedit.stages.study import PLAN_FILE, run_study
-from amfmedit.stages.study_plan import load_study_config
+from amfmedit.stages.configs import RunOptions
 
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -37,11 +35,11 @@ def study(
     opts: RunOptions,
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset to study (a name in the data dir).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file choosing what the study runs "
-                                                                    "(\\[study] keys: see docs/study.md).")] = None,
+                                                                    "([study] keys: see docs/study.md).")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Fit the study into this time (20m, 2h, 1h30m): "
                                                                    "shorter epochs, then optional arms dropped, then "
                                                                    "fewer seeds; the plan says which.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Study folder in the runs dir \\[default: "
+    name: Annotated[Optional[str], typer.Option("--name", help="Study folder in the runs dir [default: "
                                                                "<data>-study].")] = None,
     recipe: Annotated[Optional[str], typer.Option("--recipe", help="A preset for every stage (e.g. cpu).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", metavar="", help="Plan (with the pilot's timings) and stop.")] = False,
@@ -49,6 +47,9 @@ def study(
 ) -> None:
     """Run the paper's study on a prepared cohort: pretraining, R_conf, every fusion, the baselines and
     experiments, evaluate, explain, one report (study/report.html). A second call resumes."""
+    from amfmedit.stages.study import PLAN_FILE, run_study
+    from amfmedit.stages.study_plan import load_study_config
+
     cfg = load_study_config(config, data=data, name=name, recipe=recipe, budget_s=parse_duration(budget))
     say = (lambda text: None) if quiet else (lambda text: err_console.print(text, markup=False, highlight=False))
     res = run_study(cfg, opts, line=say, dry_run=dry_run)

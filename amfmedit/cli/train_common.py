@@ -1,7 +1,9 @@
-"""Shared pieces of the training commands (pretrain, rconf, finetune): options and the progress bar.
+"""Shared pieces of the training commands (pretrain, rconf, finetune): options and progress.
 
-The engine reports through a callback; this module turns those reports into one Rich
-progress bar per training run (epoch, loss, validation metric, samples/s) on rank 0.
+The engine reports through a callback; this module turns those reports, on rank 0, into one
+Rich progress bar per training run on a terminal (epoch, loss, validation metric, samples/s,
+then ``elapsed<remaining`` time; on a narrow terminal the numbers take a line of their own, so
+none is cut), or into one plain line per finished epoch when the output is a file or a pipe.
 """
 
 from __future__ import annotations
@@ -9,17 +11,24 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from typing import Annotated, Iterator, List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.padding import Padding
+from rich.progress import Progress, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress_bar import ProgressBar as BarRenderable
+from rich.table import Table
+from rich.text import Text
 
 from amfmedit.cli.common import console
 from amfmedit.cli.options import derived_option, field_option, given
 from amfmedit.errors import UserError
-from amfmedit.models.losses import OL3I_CLASS_WEIGHTS
-from amfmedit.stages.classify import Recipe
+from amfmedit.models.specs import OL3I_CLASS_WEIGHTS
+from amfmedit.stages.configs import Recipe
 from amfmedit.stages.kinds.classification import BINARY_SAMPLER_WEIGHTS
+
 
 def epochs_option(cls: type):
     return field_option(cls, "epochs", int, "--epochs", min=1, help="Maximum number of epochs.")
@@ -30,8 +39,8 @@ def batch_size_option(cls: type):
                         help="Samples per batch (per process under torchrun).")
 
 
-def lr_option(shown: str):
-    return derived_option(float, "--lr", help="Learning rate.", shown=shown, source=("lr",))
+def lr_option(shown: str, source: tuple = ()):
+    return derived_option(float, "--lr", help="Learning rate.", shown=shown, source=source)
 
 
 Lrs = field_option(Recipe, "lrs", str, "--lrs",
@@ -40,11 +49,20 @@ Patience = field_option(Recipe, "patience", int, "--patience", min=1, help="Earl
 SamplerWeights = derived_option(
     str, "--sampler-weights", help="Per-class sampling weights, or none for plain shuffling.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in BINARY_SAMPLER_WEIGHTS)}, else none",
-    source=("amfmedit.stages.kinds.classification", "BINARY_SAMPLER_WEIGHTS"))
+    source=(("amfmedit.stages.kinds.classification", "BINARY_SAMPLER_WEIGHTS"),))
 LossWeights = derived_option(
     str, "--loss-weights", help="Per-class CE weights α (eq. 12), or none for plain CE.",
     shown=f"binary tasks {','.join(f'{w:g}' for w in OL3I_CLASS_WEIGHTS)}, else none",
-    source=("amfmedit.models.losses", "OL3I_CLASS_WEIGHTS"))
+    source=(("amfmedit.models.specs", "OL3I_CLASS_WEIGHTS"),))
+LossName = field_option(
+    Recipe, "loss", str, "--loss",
+    help="Training loss: ce (cross-entropy, eq. 12/13) or focal (Lin et al. 2017, --loss-weights as α; "
+         "the authors' OL3I loss).", shown="the task's own (classification: ce)")
+FocalGamma = field_option(Recipe, "focal_gamma", float, "--focal-gamma", min=0,
+                          help="γ of --loss focal (0: eq. 12).")
+ValEvery = field_option(Recipe, "val_every", int, "--val-every", min=0,
+                       help="Validate after every N-th training batch (the authors' code: 5), 0 once per epoch; "
+                            "the best of all validations is kept, early stopping looks at each epoch's last.")
 MaskFeatures = Annotated[Optional[List[str]], typer.Option("--mask-features", help="Incomplete tabular data (§4.2.4): replace these features by their training mean (categorical: training mode) at train and test time; repeat or comma-separate.")]
 MaskTopK = Annotated[Optional[int], typer.Option("--mask-top-k", help="Mask the K most important features of the run's IG report (`amfmedit explain --method ig`).")]
 
@@ -97,6 +115,16 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
 
 
+def _numbers(p, monitor: str | None, metric) -> str:
+    """The figures of one progress report: ``epoch 3/500  loss 0.6931  val_auc 0.8123  1,234 samples/s``."""
+    text = f"epoch {p.epoch}/{p.epochs}  loss {_fmt(p.loss)}"
+    if monitor:
+        text += f"  {monitor} {_fmt(metric)}"
+    if p.samples_per_s:
+        text += f"  {p.samples_per_s:,.0f} samples/s"
+    return text
+
+
 class ProgressBar:
     """A callable for :func:`amfmedit.train.fit`'s ``progress`` that draws a Rich bar."""
 
@@ -115,30 +143,98 @@ class ProgressBar:
             self.task = self.progress.add_task(self.title, total=total, info="")
         if p.done and p.metrics and self.monitor:
             self.last_metric = p.metrics.get(self.monitor)
-        info = f"epoch {p.epoch}/{p.epochs}  loss {_fmt(p.loss)}"
-        if self.monitor:
-            info += f"  {self.monitor} {_fmt(self.last_metric)}"
-        if p.samples_per_s:
-            info += f"  {p.samples_per_s:,.0f} samples/s"
-        self.progress.update(self.task, completed=(p.epoch - 1) * p.steps + p.step, total=total, info=info)
+        self.progress.update(self.task, completed=(p.epoch - 1) * p.steps + p.step, total=total,
+                             info=_numbers(p, self.monitor, self.last_metric))
+
+
+class EpochLines:
+    """A ``progress`` callable for output that is not a terminal: one plain line per finished epoch
+    (a bar redrawn in place means nothing in a log file, and Rich would print it only at the end)."""
+
+    def __init__(self, console: Console, title: str, monitor: str | None) -> None:
+        self.console = console
+        self.title = title
+        self.monitor = monitor
+        self.started = self.first_epoch = None
+
+    def __call__(self, p) -> None:
+        if self.started is None:  # a resumed training starts at a later epoch
+            self.started, self.first_epoch = time.monotonic(), p.epoch
+        if not p.done:
+            return
+        elapsed = time.monotonic() - self.started
+        metric = (p.metrics or {}).get(self.monitor) if self.monitor else None
+        # at most this much is left: early stopping may end the training sooner
+        left = elapsed / (p.epoch - self.first_epoch + 1) * (p.epochs - p.epoch)
+        self.console.print(f"{self.title}  {_numbers(p, self.monitor, metric)}  elapsed {_clock(elapsed)}"
+                           f"  left <= {_clock(left)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+_MIN_BAR = 10  # the narrowest bar worth drawing, in columns
+
+
+class _Bars:
+    """Every task of a :class:`Progress` as its title, a bar, ``done/total``, its numbers (the
+    ``info`` field) and ``elapsed<remaining`` time: on one line when the width allows; else the
+    numbers on a line of their own (and a title too long to share a line with the bar on its
+    own line), wrapped, never cut."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.elapsed, self.remaining = TimeElapsedColumn(), TimeRemainingColumn()
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        for task in self.progress.tasks:
+            count = f"{int(task.completed)}/{int(task.total)}" if task.total is not None else f"{int(task.completed)}"
+            times = Text.assemble(self.elapsed.render(task), "<", self.remaining.render(task))
+            numbers = Text(task.fields.get("info", ""))
+            title = Text(task.description)
+            bar = BarRenderable(total=task.total, completed=task.completed, pulse=not task.started)
+            beside_bar = len(count) + len(times) + _MIN_BAR + 2
+            if len(title) + beside_bar + len(numbers) + 2 <= width:
+                yield _row(title, bar, count, numbers, times)
+                continue
+            if len(title) + 1 + beside_bar <= width:
+                yield _row(title, bar, count, times)
+            else:
+                yield Text(task.description, overflow="fold")
+                yield _row(bar, count, times)
+            yield Padding(numbers, (0, 0, 0, 2))
+
+
+def _row(*cells) -> Table:
+    grid = Table.grid(padding=(0, 1), expand=True)
+    for cell in cells:
+        if isinstance(cell, BarRenderable):
+            grid.add_column(ratio=1, min_width=_MIN_BAR)
+        else:
+            grid.add_column(no_wrap=True)
+    grid.add_row(*cells)
+    return grid
+
+
+class _NarrowSafeProgress(Progress):
+    def get_renderables(self):
+        yield _Bars(self)
 
 
 @contextlib.contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[callable]:
-    """Yields ``make(title, monitor) -> callback`` (or ``None`` callbacks when disabled)."""
+    """Yields ``make(title, monitor) -> callback`` (or ``None`` callbacks when disabled): Rich bars on
+    a terminal, one line per epoch otherwise (:class:`EpochLines`)."""
     if not enabled:
         yield lambda title, monitor=None: None
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as prog:
+    if not (console.is_terminal or console.is_jupyter):
+        yield lambda title, monitor=None: EpochLines(console, title, monitor)
+        return
+    with _NarrowSafeProgress(console=console, transient=False) as prog:
         yield lambda title, monitor=None: ProgressBar(prog, title, monitor)
 
 

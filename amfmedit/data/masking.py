@@ -14,6 +14,12 @@ can be masked (``--mask-features NAME ...``) or the top K of an IG report (``--m
 ``missing`` is set for masked columns (the value is unknown to the model). The prepared files
 are never modified: :func:`mask_features` returns a masked copy of the in-memory arrays.
 
+Test-time missingness (``evaluate --missing-sweep`` / ``--image-drop``, docs/experiments.md):
+:func:`remove_values` removes a share of each row's feature values completely at random (MCAR),
+as ``prepare`` records a value that was never there (imputed value, ``missing`` set);
+:func:`drop_images` removes the image of a share of the patients that have one. Both draw from
+a fixed seed, so every model is scored on the same removals (paired comparisons).
+
 Which features a stage masks and how its folder is named are run matters
 (:mod:`amfmedit.stages.names`, :func:`amfmedit.stages.common.resolve_mask`); this module only
 transforms the arrays.
@@ -94,3 +100,51 @@ def mask_record(dataset, names: Sequence[str]) -> dict:
     """``{"features": [...], "fill": {name: value}, "rule": ...}`` for a stage's config.json."""
     return {"features": check_feature_names(dataset.schema, names), "fill": fill_values(dataset, names),
             "rule": "continuous: training-split mean of the prepared column; categorical: training-split mode"}
+
+
+def imputed_values(schema) -> tuple[np.ndarray, np.ndarray]:
+    """What ``prepare`` stores for a missing value: (n_cont,) float32 z-scored train median and
+    (n_cat,) int64 code 0."""
+    cont = schema.continuous
+    median = np.array([f.median for f in cont], dtype=np.float64)
+    mean = np.array([f.mean for f in cont], dtype=np.float64)
+    std = np.array([f.std for f in cont], dtype=np.float64)
+    return ((median - mean) / std).astype(np.float32), np.zeros(len(schema.categorical), np.int64)
+
+
+def remove_values(dataset, rows: np.ndarray, rate: float, seed: int = 0):
+    """A copy of ``dataset`` where ``round(rate * F)`` features of each of ``rows``, chosen at random
+    (MCAR), are missing: imputed value and ``missing`` set, as for a value never recorded (a value
+    already missing stays so). ``table_present`` is the prepared one (removal is not absence);
+    other rows, the images and the input are untouched. ``rate`` in [0, 1]; 0 returns ``dataset``."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must lie in [0, 1], however: {rate=}")
+    rows = np.asarray(rows, dtype=np.int64)
+    n_cont, n_features = dataset.x_cont.shape[1], dataset.x_cont.shape[1] + dataset.x_cat.shape[1]
+    k = int(round(rate * n_features))
+    if k == 0 or len(rows) == 0:
+        return dataset
+    # exactly k features per row: the first k of a random permutation (ranks of i.i.d. uniforms)
+    chosen = np.argsort(np.random.default_rng(seed).random((len(rows), n_features)), axis=1)[:, :k]
+    removed = np.zeros((len(rows), n_features), bool)
+    np.put_along_axis(removed, chosen, True, axis=1)
+    fill_cont, fill_cat = imputed_values(dataset.schema)
+    x_cont, x_cat, missing = dataset.x_cont.copy(), dataset.x_cat.copy(), dataset.missing.copy()
+    x_cont[rows] = np.where(removed[:, :n_cont], fill_cont, x_cont[rows])
+    x_cat[rows] = np.where(removed[:, n_cont:], fill_cat, x_cat[rows])
+    missing[rows] |= removed
+    return dataclasses.replace(dataset, x_cont=x_cont, x_cat=x_cat, missing=missing)
+
+
+def drop_images(dataset, rows: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
+    """(N,) bool image flags of ``dataset`` with the image of ``round(rate * n)`` of the ``n`` rows among
+    ``rows`` that have one removed, chosen at random; ``rate`` in [0, 1]."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must lie in [0, 1], however: {rate=}")
+    present = np.asarray(dataset.image_present, dtype=bool).copy()
+    rows = np.asarray(rows, dtype=np.int64)
+    have = rows[present[rows]]
+    k = int(round(rate * len(have)))
+    if k:
+        present[np.random.default_rng(seed).choice(have, k, replace=False)] = False
+    return present

@@ -32,15 +32,13 @@ from amfmedit.data.spec import DataSpec
 from amfmedit.data.synthetic import generate
 from amfmedit.data.transform import (
     ParsedTable,
-    category_key,
     encode,
     fit_features,
     image_to_uint8,
     parse_features,
-    sort_categories,
 )
 from amfmedit.data.workers import default_workers, ordered_map
-from amfmedit.data.targets import ClassTarget
+from amfmedit.data.targets import ClassTarget, NumericTarget, TimeEventTarget, first_bad
 from amfmedit.errors import UserError
 from amfmedit.io import (
     DiskFullError,
@@ -73,7 +71,7 @@ class _Assembled:
 
     ids: np.ndarray  # (N,) str
     split: np.ndarray  # (N,) str
-    labels: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64: class index, or the outcome coding's stratum (amfmedit.data.targets)
     class_names: list[str]
     features: list[Feature]  # fitted, continuous first then categorical
     x_cont: np.ndarray
@@ -83,6 +81,8 @@ class _Assembled:
     image_present: np.ndarray  # (N,) bool
     dropped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # the coding's float columns (time, event, target)
+    target_record: dict = field(default_factory=dict)  # Schema.target
 
 
 IMAGE_MISSING = ("error", "drop", "keep")  # image.missing: a row without an image
@@ -120,7 +120,7 @@ def prepare(
     synthetic: dict | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
-    target: ClassTarget,
+    target: ClassTarget | TimeEventTarget | NumericTarget,
 ) -> PrepareResult:
     """Prepare the dataset described by ``spec`` into ``<data_dir>/<spec.name>/``.
 
@@ -130,8 +130,9 @@ def prepare(
     ``workers`` sets the processes that render synthetic images and convert images (default:
     one per CPU for 1,000 images or more; see :mod:`amfmedit.data.workers`).
     ``progress(phase, done, total)`` is called as work advances. ``target``: how the outcome
-    column is coded (:mod:`amfmedit.data.targets`), the prediction kind's: call
-    :func:`amfmedit.stages.prepare.prepare`, which finds it from the spec's ``task``.
+    column(s) are coded (:mod:`amfmedit.data.targets`: class labels, time and event, a continuous
+    value), the prediction kind's: call :func:`amfmedit.stages.prepare.prepare`, which finds it from
+    the spec's ``task``.
     """
     final = _data_dir(data_dir) / spec.name
     if final.exists() and not force:
@@ -158,7 +159,7 @@ def prepare(
 
 
 def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic: dict | None,
-                    progress: Progress | None, workers: int | None, target: ClassTarget) -> PrepareResult:
+                    progress: Progress | None, workers: int | None, target) -> PrepareResult:
     progress = progress or (lambda phase, done, total: None)
     temp_raw: Path | None = None
     try:
@@ -197,7 +198,7 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
             if not raw_dir.exists():
                 raise UserError(f"{raw_dir}: raw data not found; pass --raw PATH to the folder holding the dataset files")
         cohort = READERS[spec.reader](spec, raw_dir)
-        target.check_spec(spec.table.label_values, spec.path or spec.name)
+        target.check_spec(spec.table, spec.path or spec.name)
         asm = _assemble(spec, cohort, progress, target)
         rules = spec.image.rules()
         ct = spec.image.modality == "ct"
@@ -215,8 +216,9 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
             label_source=spec.table.label,
             image_column=spec.image.column if spec.image.source == "column" else None,
             groups=dict(spec.groups),
+            target=asm.target_record,
         )
-        provenance = _provenance(spec, cohort, asm, raw_dir if temp_raw is None else None)
+        provenance = _provenance(spec, cohort, asm, raw_dir if temp_raw is None else None, target)
         truth = None
         if generated is not None:
             truth, oracle = generated.finish(asm.ids, asm.labels, asm.class_names, asm.split, spec.table.label)
@@ -233,11 +235,11 @@ def _prepare_locked(spec: DataSpec, final: Path, *, raw, force: bool, synthetic:
 # rows, features, labels, splits
 
 
-def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+def _select_features(spec: DataSpec, df, where: str, target) -> list[Feature]:
+    import pandas as pd
 
     t = spec.table
-    reserved = {t.id, t.label, t.split, spec.image.column} - {None}
+    reserved = {t.id, t.label, t.split, spec.image.column, *target.sources(t)} - {None}
     require_columns(df, t.features, where, "feature column")
     require_columns(df, t.categorical, where, "categorical column")
     require_columns(df, list(t.rename) + list(t.strip_suffix) + t.coerce_numeric, where)
@@ -248,7 +250,7 @@ def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
     features = []
     for col in columns:
         if col in reserved:
-            raise UserError(f"{where}: column {col!r} is the id, label, split or image column and cannot be a feature")
+            raise UserError(f"{where}: column {col!r} is the id, outcome, split or image column and cannot be a feature")
         s = df[col]
         if col in t.categorical:
             kind = "categorical"
@@ -276,23 +278,17 @@ def _select_features(spec: DataSpec, df, where: str) -> list[Feature]:
     if dup:
         raise UserError(f"{where}: feature name {dup[0]!r} occurs twice (check table.rename)")
     for f in features:
-        if f.name in ("id", "split", "label"):
+        if f.name in ("id", "split", "label", *target.columns):
             raise UserError(f"{where}: feature {f.name!r} clashes with a prepared-table column; rename it (table.rename) "
                             f"or leave it out (table.exclude)")
     return [f for f in features if f.kind == "continuous"] + [f for f in features if f.kind == "categorical"]
 
 
-def _first(where: str, column: str, ids, mask, what: str, fix: str, values=None) -> UserError:
-    i = int(np.flatnonzero(mask)[0])
-    shown = f" {values[i]!r}" if values is not None else ""
-    return UserError(f"{where}: column {column!r} has {what}{shown} at id {ids[i]!r} "
-                     f"({int(mask.sum())} row{'s' if mask.sum() != 1 else ''}); {fix}")
 
-
-def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: ClassTarget) -> _Assembled:
+def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target) -> _Assembled:
     t = spec.table
     df, where = cohort.table, cohort.where
-    require_columns(df, [t.id, t.label] + ([t.split] if t.split else []), where)
+    require_columns(df, [t.id, *target.sources(t)] + ([t.split] if t.split else []), where)
     ids = df[t.id].astype("string").str.strip().to_numpy(dtype=object, na_value=None)
     if any(i is None for i in ids):
         raise UserError(f"{where}: column {t.id!r} has an empty id at row {[i is None for i in ids].index(True) + 1}; "
@@ -302,7 +298,7 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: Cla
     if (counts > 1).any():
         raise UserError(f"{where}: id {uniq[counts > 1][0]!r} occurs {counts[counts > 1][0]} times in column "
                         f"{t.id!r}; ids must be unique")
-    features = _select_features(spec, df, where)
+    features = _select_features(spec, df, where, target)
     progress("tabular", 0, 1)
     parsed = parse_features(features, df, where=where, ids=ids)
     keep = np.ones(len(df), bool)
@@ -314,34 +310,10 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: Cla
         dropped["missing feature values"] = int(miss.sum())
         keep &= ~miss
 
-    label_keys = np.array([category_key(v) for v in df[t.label].astype(object)], dtype=object)
-    no_label = np.array([k is None for k in label_keys]) & keep
-    if no_label.any():
-        if t.drop_missing:
-            dropped["missing label"] = int(no_label.sum())
-            keep &= ~no_label
-        else:
-            raise _first(where, t.label, ids, no_label, "a missing (NaN) label", "every row needs a label")
-    allowed = target.vocabulary(t.label_values)
-    if allowed is not None:
-        unknown = keep & np.array([k not in allowed for k in label_keys])
-        if unknown.any():
-            raise _first(where, t.label, ids, unknown, "the unknown label", f"labels must be one of "
-                         f"{', '.join(allowed)} (table.label_values)", values=label_keys)
-        class_names = list(allowed)
-    else:
-        class_names = sort_categories(label_keys[keep])
-    if t.min_class_count:
-        present = label_keys[keep]
-        names, counts = np.unique(present.astype(str), return_counts=True)
-        rare = set(names[counts < t.min_class_count].tolist())
-        small = keep & np.array([k in rare for k in label_keys])
-        dropped[f"class with fewer than {t.min_class_count} rows"] = int(small.sum())
-        keep &= ~small
-        class_names = [c for c in class_names if c not in rare]
-        if len(class_names) < 2:
-            raise UserError(f"{where}: fewer than two classes of {t.label!r} have at least {t.min_class_count} "
-                            f"rows; lower table.min_class_count or use more data")
+    coded = target.code(df, t, ids, keep, where)  # the outcome: class labels, time and event, or a value
+    keep = coded.keep
+    dropped.update(coded.dropped)
+    class_names = coded.class_names
 
     present = cohort.images.present()
     no_image = keep & ~present
@@ -374,9 +346,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: Cla
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise UserError(f"{where}: no rows left after filtering ({dropped}); check the spec and the files")
-    label_index = {c: i for i, c in enumerate(class_names)}
-    labels = np.array([label_index[k] for k in label_keys[rows]], dtype=np.int64)
-    split = _splits(spec, df, ids, rows, labels, where)
+    labels = coded.strata[rows]
+    split = _splits(spec, df, ids, rows, labels, where, stratify=target.stratify)
     # NOTE[paper]: the reference DVM preparation draws its split first and then removes the
     # adverts whose image file is missing; doing the same keeps the split identical to it.
     if mode != "keep":
@@ -389,7 +360,8 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: Cla
             counts_text = ", ".join(f"{x} {int((split == x).sum())}" for x in SPLITS)
             raise UserError(f"{where}: split {s!r} is empty ({counts_text}); every split needs rows "
                             f"(fix the split column or split.fractions)")
-    warnings += target.split_warnings(labels, split, SPLITS)
+    values = {k: v[rows] for k, v in coded.values.items()}
+    warnings += target.check_splits(labels, values, split, SPLITS, where)
 
     sub = ParsedTable(cont=parsed.cont[rows], cat=parsed.cat[rows])
     fitted = fit_features(features, sub, split == "train", where=where)
@@ -398,26 +370,25 @@ def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target: Cla
     return _Assembled(ids=ids[rows], split=split, labels=labels, class_names=class_names, features=fitted,
                       x_cont=x_cont, x_cat=x_cat, missing=missing, images=cohort.images.take(rows),
                       image_present=present[rows].copy(), dropped={k: v for k, v in dropped.items() if v},
-                      warnings=warnings)
+                      warnings=warnings, targets=values, target_record=target.schema_record(t, values, split == "train"))
 
 
-def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
+def _splits(spec: DataSpec, df, ids, rows, labels, where, stratify: bool = False) -> np.ndarray:
     t = spec.table
     if t.split:
         raw = df[t.split].astype("string").str.strip().str.lower().to_numpy(dtype=object, na_value=None)[rows]
         bad = np.array([v not in SPLITS for v in raw])
         if bad.any():
             shown = df[t.split].astype(object).to_numpy()[rows]
-            raise _first(where, t.split, ids[rows], bad, "the split value", "allowed values are train, val, test",
+            raise first_bad(where, t.split, ids[rows], bad, "the split value", "allowed values are train, val, test",
                          values=shown)
         return raw.astype(str)
-    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.model_selection import train_test_split
 
     # Two-stage split as the reference DVM preparation: test first, then val from the rest.
     f_train, f_val, f_test = spec.split.fractions
     idx = np.arange(len(rows))
-    strat = labels if spec.split.stratify else None
+    strat = labels if (spec.split.stratify or stratify) else None  # a coding may ask for it (survival: by event)
     try:
         rest, test = train_test_split(idx, test_size=f_test, random_state=spec.split.seed, stratify=strat)
         train, val = train_test_split(rest, test_size=f_val / (f_train + f_val), random_state=spec.split.seed,
@@ -434,7 +405,8 @@ def _splits(spec: DataSpec, df, ids, rows, labels, where) -> np.ndarray:
 # output
 
 
-def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Path | None) -> dict:
+def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Path | None,
+                target) -> dict:
     counts = {}
     table_present = ~asm.missing.all(axis=1)
     for s in SPLITS:
@@ -445,7 +417,8 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
                      "classes": {c: int((lab == i).sum()) for i, c in enumerate(asm.class_names)},
                      # availability patterns: rows with both modalities, without an image, without a table
                      "availability": {"complete": int((img & tab).sum()), "table_only": int((~img & tab).sum()),
-                                      "image_only": int((img & ~tab).sum())}}
+                                      "image_only": int((img & ~tab).sum())},
+                     **target.split_record(lab, {k: v[here] for k, v in asm.targets.items()}, asm.class_names)}
     sources = dict(cohort.sources)
     images = asm.images
     if hasattr(images, "total_bytes"):
@@ -471,11 +444,13 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
 
 def _write(tmp: Path, spec: DataSpec, schema: Schema, asm: _Assembled, provenance: dict, truth,
            progress: Progress, workers: int | None) -> None:
-    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
-    import pyarrow.parquet as pq  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     columns = {"id": pa.array(asm.ids.tolist(), pa.string()), "split": pa.array(asm.split.tolist(), pa.string()),
                "label": pa.array(asm.labels, pa.int64())}
+    for name, values in asm.targets.items():
+        columns[name] = pa.array(values, pa.float64())
     names = schema.feature_names
     for j, name in enumerate(names[: schema.n_cont]):
         columns[name] = pa.array(asm.x_cont[:, j], pa.float32())

@@ -3,7 +3,9 @@
 A prepared dataset is a folder ``<data-dir>/<name>/`` holding:
 
 - ``tabular.parquet``: one row per sample, columns ``id`` (str), ``split`` (train/val/test),
-  ``label`` (int, 0..C-1), then every feature in ``schema.feature_names`` order — continuous
+  ``label`` (int, 0..C-1: the class, or the outcome coding's stratum: the event indicator of a
+  survival task, 0 for regression), the outcome's float columns (``schema.target_columns``:
+  ``time`` and ``event``, or ``target``), then every feature in ``schema.feature_names`` order — continuous
   ones imputed and z-scored (float32), categorical ones as integer codes (int64, 0 = missing).
 - ``images.npy``: uint8 array (N, C, H, W), rows in the same order, windowed to [0, 255];
   zeros for a row without an image.
@@ -20,7 +22,7 @@ A prepared dataset is a folder ``<data-dir>/<name>/`` holding:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,7 @@ class PreparedDataset:
     images: np.ndarray  # (N, C, H, W) uint8, np.memmap
     image_present: np.ndarray | None = None  # (N,) bool; None (a hand-built dataset): every row has one
     table_present: np.ndarray | None = None  # (N,) bool: not every feature missing; None: from ``missing``
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # schema.target_columns -> (N,) float64
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -144,7 +147,7 @@ def npy_header(path: Path, *, hint: str) -> tuple[tuple[int, ...], np.dtype, int
 
 
 def _read_table(path: Path, schema: Schema, hint: str):
-    import pyarrow.parquet as pq  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow.parquet as pq
 
     if not path.is_file():
         raise UserError(f"{path}: file not found; {hint}")
@@ -155,13 +158,14 @@ def _read_table(path: Path, schema: Schema, hint: str):
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}") from None
     types = table.schema
     want = {"id": "string", "split": "string", "label": "integer"}
+    want.update({c: "float" for c in schema.target_columns})
     want.update({f.name: "float" for f in schema.continuous})
     want.update({f.name: "integer" for f in schema.categorical})
     absent = [c for c in want if c not in types.names]
     if absent:
         raise UserError(f"{path}: column {absent[0]!r} of schema.json is missing"
                         + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "") + f"; {hint}")
-    import pyarrow.types as pat  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow.types as pat
 
     check = {"string": lambda t: pat.is_string(t) or pat.is_large_string(t), "integer": pat.is_integer,
              "float": pat.is_floating}
@@ -248,4 +252,15 @@ def load_prepared(name: str | Path, data_dir: str | Path | None = None) -> Prepa
         missing=missing,
         images=images,
         image_present=image_present,
+        targets=_targets(table, schema, where, hint),
     )
+
+
+def _targets(table, schema: Schema, where: Path, hint: str) -> dict[str, np.ndarray]:
+    out = {}
+    for c in schema.target_columns:
+        v = table[c].to_numpy(dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise UserError(f"{where}: outcome column {c!r} holds missing or non-finite values; {hint}")
+        out[c] = v
+    return out

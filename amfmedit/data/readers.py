@@ -52,7 +52,7 @@ class H5Images:
         return len(self.keys)
 
     def _names(self) -> set[str]:
-        import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
+        import h5py
 
         with h5py.File(self.path, "r") as f:
             return set(f.keys())
@@ -72,7 +72,7 @@ class H5Images:
     def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
         """``(HU array, where)`` per row; ``(None, where)`` for an id the file has no dataset for
         (a row kept without an image)."""
-        import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
+        import h5py
 
         with h5py.File(self.path, "r") as f:
             for key in self.keys:
@@ -136,7 +136,7 @@ class FileImages:
 
 def read_table_file(path: Path, *, id_column: str | None = None, option: str = "--raw"):
     """CSV or Parquet -> DataFrame with stripped column names; ids read as text."""
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     if not path.is_file():
         advice = ("pass --raw FOLDER (or set 'raw' in the spec)" if option == "--raw"
@@ -235,7 +235,7 @@ def read_dvm(spec: DataSpec, raw: Path) -> RawCohort:
     (``Genmodel_ID``, ``Reg_year`` = ``Year``); images live under
     ``<folder>/<Maker>/<Year>/<Image_name>`` with Maker and Year the 1st and 3rd ``$$`` parts.
     """
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     d = spec.dvm
     ad_path, price_path, image_path = raw / d.ad_table, raw / d.price_table, raw / d.image_table

@@ -103,7 +103,7 @@ class Schema:
     """Feature order, statistics and label coding of one prepared dataset."""
 
     name: str
-    task: Literal["binary", "multiclass"]
+    task: str  # a prediction kind (amfmedit.stages.kinds.PREDICTION_KINDS)
     class_names: list[str]
     features: list[Feature]
     image: ImageInfo
@@ -111,6 +111,9 @@ class Schema:
     label_source: str = "label"
     image_column: str | None = None  # raw table column with image paths (own cohorts), for predict
     groups: dict[str, str] = field(default_factory=dict)  # regex -> group name (reports)
+    # the outcome's coding beyond class labels (amfmedit.data.targets): its prepared columns
+    # ("time", "event" / "target"), sources and what models need (a regression target's train mean and SD)
+    target: dict = field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
     @property
@@ -137,6 +140,11 @@ class Schema:
     def feature_names(self) -> list[str]:
         """Model input order: continuous features first, then categorical ones."""
         return [f.name for f in self.continuous] + [f.name for f in self.categorical]
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The prepared table's float outcome columns besides ``label`` (none for classification)."""
+        return list(self.target.get("columns") or [])
 
     def feature(self, name: str) -> Feature:
         for f in self.features:

@@ -38,10 +38,16 @@ DEFAULT_WINDOW = (-125.0, 275.0)  # Appendix A.1: HU outside [-125, 275] are cli
 
 @dataclass
 class TableSpec:
-    """The tabular source: which columns are id, label, split and features."""
+    """The tabular source: which columns are id, outcome, split and features.
+
+    The outcome: ``label`` (classification: the class; regression: the continuous value), or
+    ``time`` and ``event`` (survival: time to event or censoring, in ``time_unit``, and 1 = event
+    observed / 0 = censored). Which keys a task needs is checked by its outcome coding
+    (:mod:`amfmedit.data.targets`).
+    """
 
     id: str
-    label: str
+    label: str | None = None
     file: str | None = None  # relative to the raw folder (reader ``ol3i``/``table``)
     alternatives: list[str] = field(default_factory=list)  # other accepted file names
     split: str | None = None  # None: split randomly with [split] fractions and seed
@@ -56,6 +62,10 @@ class TableSpec:
     label_values: list[str] = field(default_factory=list)  # class order; binary default ["0", "1"]
     drop_missing: bool = False  # drop rows with a missing feature instead of imputing
     min_class_count: int = 0  # classes with fewer rows are dropped (DVM: 100)
+    time: str | None = None  # survival: time to event or censoring (>= 0)
+    event: str | None = None  # survival: 1 = event observed, 0 = censored
+    time_unit: str = ""  # survival: the unit of ``time`` ("years", "days"), for reports and --horizons
+    horizons: list[float] = field(default_factory=list)  # survival: default --horizons, in time_unit
 
 
 @dataclass
@@ -126,7 +136,9 @@ class SyntheticSpec:
     patients: int
     seed: int = 2022
     features: int = 423  # ol3i only
-    prevalence: float = 0.04  # ol3i only
+    prevalence: float = 0.04  # ol3i only (survival outcome: the mean 1-year risk)
+    outcome: str = "label"  # ol3i only: label, time_to_event or continuous (amfmedit.data.synthetic.outcomes)
+    censoring: float = 0.1  # ol3i time_to_event only: yearly rate of loss to follow-up (exponential)
     classes: int = 26  # dvm only: car models generated before the min_class_count filter
 
 
@@ -359,6 +371,8 @@ def _check(spec: DataSpec, source: str) -> None:
     if tab.min_class_count < 0:
         raise bad("table.min_class_count", f"must be >= 0, got {tab.min_class_count}")
     reserved = {"id", "split", "label"}
+    if any(not (h > 0 and h == h) for h in tab.horizons):
+        raise bad("table.horizons", f"must be positive times in table.time_unit, got {tab.horizons}")
     for col in tab.features + list(tab.rename.values()):
         if col in reserved:
             raise bad("table.features", f"may not name a feature {col!r} (reserved for the prepared table)")

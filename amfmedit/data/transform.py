@@ -61,7 +61,7 @@ def category_key(value) -> str | None:
 
 def _category_keys(column) -> np.ndarray:
     """(n,) object array of :func:`category_key` values for a pandas Series."""
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     if pd.api.types.is_bool_dtype(column.dtype):
         return np.array([category_key(v) if not pd.isna(v) else None for v in column], dtype=object)
@@ -125,7 +125,7 @@ def _numeric_column(feature: Feature, column, *, where: str, ids) -> np.ndarray:
 
 
 def _numeric_values(feature: Feature, column, *, where: str, ids) -> np.ndarray:
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     if pd.api.types.is_bool_dtype(column.dtype):
         return column.astype("float64").to_numpy(na_value=np.nan)
@@ -213,7 +213,7 @@ def fit_features(features: Sequence[Feature], parsed: ParsedTable, train: np.nda
 
 def encode(features: Sequence[Feature], parsed: ParsedTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply fitted statistics: ``(x_cont (N, n_cont) float32, x_cat (N, n_cat) int64, missing (N, F) bool)``."""
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     cont = [f for f in features if f.kind == "continuous"]
     cat = [f for f in features if f.kind == "categorical"]
@@ -272,7 +272,7 @@ def resize01(x: np.ndarray, size: Sequence[int]) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     if x.shape[1:] == (h, w):
         return x
-    from PIL import Image  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
+    from PIL import Image
 
     # Pillow's bilinear resize widens its triangle filter when shrinking (antialiasing), on
     # 32-bit float channels, so no precision is lost before the final rounding to uint8
@@ -328,7 +328,7 @@ def image_to_uint8(arr: np.ndarray, info: ImageInfo, *, where: str = "image",
 
 
 def _dicom(path: str | Path, *, pixels: bool):
-    import pydicom  # lazy import: keeps start-up free of pydicom ~1.7 s until this runs
+    import pydicom
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
@@ -369,7 +369,7 @@ def resample_to_spacing(hu: np.ndarray, spacing: tuple[float, float], target_mm:
     """(H, W) -> (field_px) at ``target_mm`` per pixel: antialiased bilinear resampling from
     ``spacing`` (row, column mm), then a centred crop or pad with ``fill`` (the same anatomy in mm
     lands on the same pixels for every scanner)."""
-    from PIL import Image  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
+    from PIL import Image
 
     h, w = hu.shape
     nh = max(1, int(round(h * spacing[0] / target_mm)))
@@ -449,7 +449,7 @@ def _check_png_in_ct(path: Path, opts: ImageOptions) -> None:
 
 
 def _read_png(path: Path, mode: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:

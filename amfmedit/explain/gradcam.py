@@ -25,8 +25,9 @@ from amfmedit.explain.targets import ImageOnly, frozen_parameters
 class CamCases:
     """Test cases to draw: rows of N positive and N negative cases (in file order)."""
 
-    positive: np.ndarray  # (N,) dataset rows with label == target
-    negative: np.ndarray  # (N,) dataset rows with another label
+    positive: np.ndarray  # (N,) dataset rows with label == target (or the kind's first group)
+    negative: np.ndarray  # (N,) dataset rows with another label (or the kind's second group)
+    names: tuple[str, str] = ("positive", "negative")  # the two groups in file names and reports
 
     @property
     def rows(self) -> np.ndarray:
@@ -34,18 +35,29 @@ class CamCases:
 
 
 def select_cases(dataset, n: int, target: int, *, split: str = "test", seed: int = 0) -> CamCases:
-    """``n`` random positive and ``n`` random negative cases of ``split`` (the same for the same seed)."""
+    """``n`` random positive and ``n`` random negative cases of ``split`` among its rows with an image
+    (the same for the same seed)."""
     if n < 1:
         raise UserError(f"--cases {n}: must be at least 1")
     rows = dataset.indices(split)
+    present = getattr(dataset, "image_present", None)
+    with_image = "" if present is None or present[rows].all() else " with an image"
+    if present is not None:
+        rows = rows[present[rows]]
     labels = dataset.labels[rows]
     pos, neg = rows[labels == target], rows[labels != target]
     for what, have in (("positive", pos), ("negative", neg)):
         if n > len(have):
-            raise UserError(f"--cases {n}: the {split} split of {dataset.name} has only {len(have)} {what} cases; "
-                            f"use --cases {min(len(pos), len(neg))} or fewer")
+            raise UserError(f"--cases {n}: the {split} split of {dataset.name} has only {len(have)} {what} cases"
+                            f"{with_image}; use --cases {min(len(pos), len(neg))} or fewer")
     rng = np.random.default_rng(seed)
     return CamCases(np.sort(rng.choice(pos, n, replace=False)), np.sort(rng.choice(neg, n, replace=False)))
+
+
+def _table_context(dataset) -> list:
+    """``[missing (N, F), table_present (N,)]`` of a dataset that has them, else []."""
+    missing, present = getattr(dataset, "missing", None), getattr(dataset, "table_present", None)
+    return [] if missing is None or present is None else [missing, present]
 
 
 def images_of(dataset, rows: np.ndarray, device) -> torch.Tensor:
@@ -54,21 +66,18 @@ def images_of(dataset, rows: np.ndarray, device) -> torch.Tensor:
 
 
 def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", batch_size: int = 16,
-              raw: bool = False):
+              raw: bool = False, output: str = "prob"):
     """Grad-CAMs of ``model``'s image encoder (``target_layer``) for dataset ``rows``.
 
-    Returns ``(cams (N, H, W) float32, probs (N,) target-class probability)``. By default each map
+    Returns ``(cams (N, H, W) float32, probs (N,) target-class probability)`` (``output="raw"``: the target
+    output itself, e.g. a risk score, instead of its softmax probability). By default each map
     is ReLU'd, upsampled to the image size and min-max scaled to [0, 1] on its own by
     pytorch-grad-cam. ``raw=True``: the same maps before that scaling (ReLU of the gradient-weighted
     activations, in the model's units, bilinearly upsampled), so that maps of one model can be
     drawn on a common scale (:func:`amfmedit.explain.plots.cam_maps_grid` with ``scale="common"``).
     """
-    # lazy import: keeps start-up free of pytorch-grad-cam (with OpenCV) several s until this runs
     from pytorch_grad_cam import GradCAM
-
-    # lazy import: keeps start-up free of pytorch-grad-cam (with OpenCV) several s until this runs
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
 
     def targets_of(chunk):
         return [ClassifierOutputTarget(target) for _ in chunk]
@@ -82,7 +91,8 @@ def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", ba
             for start in range(0, len(rows), batch_size):
                 chunk = np.asarray(rows[start : start + batch_size])
                 view.fix(torch.from_numpy(dataset.x_cont[chunk]).to(device),
-                         torch.from_numpy(dataset.x_cat[chunk]).to(device))
+                         torch.from_numpy(dataset.x_cat[chunk]).to(device),
+                         *[torch.from_numpy(np.asarray(a)[chunk]).to(device) for a in _table_context(dataset)])
                 maps = cam(input_tensor=images_of(dataset, chunk, device), targets=targets_of(chunk))
                 h, w = cam.activations_and_grads.activations[0].shape[-2:]
                 if h * w == 1:  # a single cell: the min-max scaled map is all zeros
@@ -94,7 +104,8 @@ def grad_cams(model, dataset, rows: np.ndarray, *, target: int, device="cpu", ba
                     maps = _raw_maps(cam, encoder.target_layer, images_of(dataset, chunk, device), targets_of(chunk),
                                      dataset.images.shape[-2:])
                 cams.append(np.asarray(maps, dtype=np.float32))
-                probs.append(torch.softmax(cam.outputs.detach().float(), dim=-1)[:, target].cpu().numpy())
+                out = cam.outputs.detach().float()
+                probs.append((out if output == "raw" else torch.softmax(out, dim=-1))[:, target].cpu().numpy())
         finally:
             cam.activations_and_grads.release()  # remove the hooks from the shared encoder
     h, w = dataset.images.shape[-2:]
@@ -185,7 +196,6 @@ def _verdict_text(verdict: str, region: str, mass: float, area: float, zero: int
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: the image in grey (CT) or colour (RGB) with the heat map blended on top."""
-    # lazy import: keeps start-up free of pytorch-grad-cam (with OpenCV) several s until this runs
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     img = np.asarray(image, dtype=np.float32) / 255.0

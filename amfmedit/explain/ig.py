@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from amfmedit.errors import UserError
-from amfmedit.explain.targets import OUTPUTS
+from amfmedit.explain.configs import IGConfig  # noqa: F401 (its home: configs, torch-free)
 
 IMPORTANCE_FILE = "importance.csv"
 TOP_FILE = "top10.md"
@@ -127,6 +127,7 @@ def integrated_gradients(
     progress: ProgressFn | None = None,
     method: str = "gausslegendre",
     max_tokens_per_pass: int | None = None,
+    missing: Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IG of ``scorer`` (:class:`~amfmedit.explain.targets.TabularScore`) for every row of ``x_cont``.
 
@@ -139,6 +140,9 @@ def integrated_gradients(
         batch_size: sample-steps per forward/backward pass; samples are processed
             ``max(1, batch_size // steps)`` at a time.
         images: for a multimodal scorer, ``positions -> (B, C, H, W)`` float images of those rows.
+        missing: (N, F) bool missing mask of the rows (None: nothing missing); an encoder that
+            reads it gets it as fixed context, held equal at the sample and the baseline, so a
+            missing feature's attribution is 0 and completeness still holds.
         method: captum's quadrature (``"gausslegendre"`` or a ``"riemann_*"`` rule).
         max_tokens_per_pass: cap on rows x (features + 1) per pass, below ``batch_size``;
             None: 2^15 on a CPU (a pass's activations then stay closer to the caches: at
@@ -154,7 +158,7 @@ def integrated_gradients(
     samples (captum's ``return_convergence_delta`` would run both per call). (On a CPU the
     explain stage's process set-up also keeps glibc's large blocks for reuse between passes.)
     """
-    from captum.attr import IntegratedGradients  # lazy import: keeps start-up free of captum several s until this runs
+    from captum.attr import IntegratedGradients
 
     if steps < 2:
         raise UserError(f"--steps {steps}: Integrated Gradients needs at least 2 steps")
@@ -178,6 +182,11 @@ def integrated_gradients(
                 ec = scorer.encoder.embed_categorical(x_cat[start : start + len(pos)])
             tgt = targets[start : start + len(pos)]
             context = scorer.image_context(images(pos)) if images is not None else ()
+            mask_of = getattr(scorer.encoder, "input_mask", None)  # None: an encoder that reads no mask
+            mask = None if mask_of is None else mask_of(x_cat[start : start + len(pos)],
+                                                        None if missing is None else missing[start : start + len(pos)])
+            if mask is not None:  # the row's mask: its baseline output is its own (below)
+                context = (*context, mask)
             bc = b_cont.expand_as(xc).contiguous()
             be = b_cat.expand_as(ec).contiguous()
             a_cont, a_cat = ig.attribute(
@@ -220,6 +229,7 @@ def steps_for_completeness(
     pilot: int = 16,
     batch_size: int = 256,
     images: Callable[[np.ndarray], Tensor] | None = None,
+    missing: Tensor | None = None,
 ) -> tuple[int, float]:
     """The fewest Gauss-Legendre steps whose relative completeness error is within ``tolerance``.
 
@@ -236,7 +246,7 @@ def steps_for_completeness(
     for steps in STEP_LADDER:
         _, delta, change = integrated_gradients(
             scorer, x_cont=x_cont[:k], x_cat=x_cat[:k], baseline=baseline, targets=targets[:k], steps=steps,
-            batch_size=batch_size, images=images,
+            batch_size=batch_size, images=images, missing=None if missing is None else missing[:k],
         )
         mean_change = float(np.abs(change).mean()) if k else 0.0
         rel = float(np.abs(delta).mean() / mean_change) if mean_change > 0 else 0.0
@@ -298,7 +308,7 @@ def importance_table(schema, attributions: Attributions, informative: list[str] 
     mean_attribution (signed: positive pushes toward the target class) and, for synthetic
     cohorts, informative (the generator's risk model uses the feature).
     """
-    import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+    import pandas as pd
 
     features = {f.name: f for f in schema.features}
     pct = attributions.importance_pct()
@@ -344,36 +354,3 @@ def group_shares(table, low_pct: float = LOW_IMPORTANCE_PCT) -> dict[str, float]
     high = table.loc[~low].groupby("group")["importance_pct"].sum().sort_values(ascending=False)
     out.update({str(g): float(v) for g, v in high.items()})
     return out
-
-
-@dataclass
-class IGConfig:
-    """What ``explain --method ig`` computes (the paper's setup by default)."""
-
-    steps: int = 50
-    max_samples: int | None = None  # None: every sample of the split
-    split: str = "train"  # the paper: all training samples
-    target: str | None = None  # None: positive class (binary) / each sample's label (multiclass)
-    output: str = "prob"  # attribute the target's softmax probability ("logit": its raw logit)
-    batch_size: int = 256  # sample-steps per forward/backward pass
-    seed: int = 0  # which samples when --max-samples caps them
-    top_k: int = 10
-    # None: ``steps`` as given; a tolerance such as 0.01: the fewest Gauss-Legendre steps whose
-    # relative completeness error on a pilot of the samples is within it (steps_for_completeness)
-    completeness: float | None = None
-
-    def validate(self) -> None:
-        if self.completeness is not None and not (0 < self.completeness < 1):
-            raise UserError(f"--completeness {self.completeness}: a relative error in (0, 1), e.g. 0.01 for 1%")
-        if self.steps < 2:
-            raise UserError(f"--steps {self.steps}: Integrated Gradients needs at least 2 steps")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise UserError(f"--max-samples {self.max_samples}: must be at least 1")
-        if self.split not in ("train", "val", "test"):
-            raise UserError(f"--split {self.split}: use train, val or test")
-        if self.output not in OUTPUTS:
-            raise UserError(f"--output {self.output}: use {' or '.join(OUTPUTS)}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: must be positive")
-        if self.top_k < 1:
-            raise UserError(f"--top-k {self.top_k}: must be positive")

@@ -208,7 +208,7 @@ def _outline(ax, mask: np.ndarray | None) -> bool:
     """Draw the region's edge (white with a black rim, visible on grey and on the heat map)."""
     if mask is None or not mask.any() or mask.all():
         return False
-    from matplotlib import patheffects  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    from matplotlib import patheffects
 
     cs = ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=OUTLINE_COLOUR, linewidths=0.8)
     cs.set_path_effects([patheffects.withStroke(linewidth=2.0, foreground="black")])
@@ -216,8 +216,8 @@ def _outline(ax, mask: np.ndarray | None) -> bool:
 
 
 def _outline_handle(label: str):
-    from matplotlib import patheffects  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-    from matplotlib.lines import Line2D  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
 
     return Line2D([], [], color=OUTLINE_COLOUR, lw=1.2, label=label,
                   path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")])
@@ -255,9 +255,7 @@ def _draw_cam(ax, image: np.ndarray, cam01: np.ndarray, outline: np.ndarray | No
 
 
 def _cam_colourbar(fig, axes, scale: str) -> None:
-    import matplotlib as mpl  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
-
-    # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    import matplotlib as mpl
     from matplotlib.ticker import PercentFormatter
 
     what = "each map's own maximum" if scale == "per-map" else "the largest value in the figure"
@@ -352,7 +350,7 @@ def training_curves(history: list[dict], path, title: str, *, chance: float | No
     size): pass ``chance=math.log(batch)`` and e.g. ``chance_label="chance, log(batch 32)"``)."""
     if not history:
         return None
-    from matplotlib.ticker import MaxNLocator  # lazy import: keeps start-up free of matplotlib ~0.8 s until this runs
+    from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]

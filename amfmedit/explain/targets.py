@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-OUTPUTS = ("prob", "logit")
+from amfmedit.explain.configs import OUTPUTS
 
 
 @contextlib.contextmanager
@@ -34,9 +34,12 @@ class TabularScore(nn.Module):
     """``(x_cont (B, n_cont), e_cat (B, n_cat, d_e), *context) -> (B, C)``: what IG differentiates.
 
     ``output="prob"``: softmax probabilities (attributions then sum to p(x) - p(baseline) of
-    the target class); ``"logit"``: the raw logits. For a multimodal model ``context`` is
+    the target class); ``"logit"``: the raw logits. For a multimodal model ``context`` starts with
     ``(z_img (B, D_img), feature_map (B, D_img, h, w) | None)`` from :meth:`image_context`, so
-    the image part is computed once per sample, not once per interpolation step.
+    the image part is computed once per sample, not once per interpolation step. An encoder that
+    reads the missing mask (``missing="token"``) gets it as the last item of ``context``: the
+    (B, F) bool of its ``input_mask``, fixed context held equal at the sample and the baseline
+    (docs/missing-data.md).
     """
 
     def __init__(self, model: nn.Module, *, modality: str | None, output: str = "prob") -> None:
@@ -59,9 +62,13 @@ class TabularScore(nn.Module):
         return (z_img, fmap if getattr(self.model.fusion, "needs_feature_map", False) else None)
 
     def forward(self, x_cont: Tensor, e_cat: Tensor, *context) -> Tensor:
-        z_tab = self.encoder.forward_embedded(x_cont, e_cat)
         if self.multimodal:
-            z_img, fmap = context
+            z_img, fmap, *rest = context
+        else:
+            rest = context
+        # the mask goes only to an encoder that reads it (the base contract has none)
+        z_tab = self.encoder.forward_embedded(x_cont, e_cat, *rest[:1])
+        if self.multimodal:
             logits = self.model.fusion(z_img, z_tab, fmap).logits
         else:
             logits = self.model.head(z_tab)
@@ -76,9 +83,13 @@ class ImageOnly(nn.Module):
         self.model = model
         self.x_cont: Tensor | None = None
         self.x_cat: Tensor | None = None
+        self.missing: Tensor | None = None
+        self.table_present: Tensor | None = None
 
-    def fix(self, x_cont: Tensor, x_cat: Tensor) -> None:
-        self.x_cont, self.x_cat = x_cont, x_cat
+    def fix(self, x_cont: Tensor, x_cat: Tensor, missing: Tensor | None = None,
+            table_present: Tensor | None = None) -> None:
+        """The tabular rows (with their (B, F) missing mask and (B,) table flags) that go with the next images."""
+        self.x_cont, self.x_cat, self.missing, self.table_present = x_cont, x_cat, missing, table_present
 
     def forward(self, image: Tensor) -> Tensor:
         if self.x_cont is None or len(self.x_cont) != len(image):
@@ -88,4 +99,5 @@ class ImageOnly(nn.Module):
         # gradient start at the image instead.
         if not image.requires_grad:
             image = image.detach().requires_grad_(True)
-        return self.model(image, self.x_cont, self.x_cat).logits
+        return self.model(image, self.x_cont, self.x_cat, missing=self.missing,
+                          table_present=self.table_present).logits

@@ -36,8 +36,7 @@ from torch import Tensor
 
 from amfmedit.models.fusion import FusionOutput
 from amfmedit.models.heads import ProjectionHead
-
-STRATEGIES = ("trainable", "frozen")
+from amfmedit.models.specs import STRATEGIES
 
 
 def model_config(module: nn.Module) -> dict:

@@ -6,14 +6,22 @@ preprocessing, the operating point and the model card around the graph, and
 (the PyTorch side runs :func:`amfmedit.train.tasks.infer`, the one inference path).
 
 What is exported is :class:`ExportedClassifier`: the classifier with the image scaling that
-``predict`` applies in front of it, taking exactly the arrays the preprocessing produces::
+``predict`` applies in front of it, taking exactly the arrays the preprocessing produces and
+calling the model as :func:`amfmedit.train.tasks.infer` does::
 
-    image   uint8   (batch, C, H, W)   windowed / resized as prepare stored it
-    x_cont  float32 (batch, n_cont)    imputed and z-scored continuous features
-    x_cat   int64   (batch, n_cat)     category codes (0 = missing or unseen)
-    -> logits float32 (batch, n_classes)
+    image          uint8   (batch, C, H, W)   windowed / resized as prepare stored it (zeros: no image)
+    x_cont         float32 (batch, n_cont)    imputed and z-scored continuous features
+    x_cat          int64   (batch, n_cat)     category codes (0 = missing or unseen)
+    missing        bool    (batch, F)         the feature had no value before imputation (continuous first)
+    image_present  bool    (batch,)           the row has an image
+    table_present  bool    (batch,)           the row has at least one feature value
+    -> logits float32 (batch, head size)
 
-only the inputs the classifier reads (``model.inputs``: a tabular baseline takes no image).
+The data arrays are those the classifier reads (``model.inputs``: a tabular baseline takes no
+image, an image baseline no table); the three masks are always inputs, whether or not this
+model reads them (a model in ``--missing impute`` mode ignores ``missing``), so every graph is
+called the same way. A model written before absent-modality vectors does not take the presence
+flags (:func:`reads_presence`): ``predict`` refuses rows lacking a modality for it instead.
 
 Why ``torch.onnx.export(dynamo=True)`` (``torch.export`` underneath) and not TorchScript: every
 classifier of the zoo exports through it, with a dynamic batch dimension; TorchScript is
@@ -45,7 +53,11 @@ from amfmedit.models.scan import TRACEABLE_IMPLS
 #: its fewer ops save), and within 20 % of the chunked form at batch 1.
 EXPORT_SCAN = "traceable-sequential"
 #: dtype of each input the exported graph may take
-INPUT_DTYPES = {"image": np.uint8, "x_cont": np.float32, "x_cat": np.int64}
+INPUT_DTYPES = {"image": np.uint8, "x_cont": np.float32, "x_cat": np.int64, "missing": np.bool_,
+                "image_present": np.bool_, "table_present": np.bool_}
+DATA_INPUTS = ("image", "x_cont", "x_cat")
+#: inputs of every exported graph, after the data arrays the model reads
+MASKS = ("missing", "image_present", "table_present")
 OUTPUT = "logits"
 BATCH = "batch"  # the name of the dynamic first dimension
 #: what ``torch.onnx.export(dynamo=True)`` and a runtime need, by import name
@@ -57,26 +69,37 @@ def missing_packages(names=EXPORT_PACKAGES) -> list[str]:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 
-class ExportedClassifier(nn.Module):
-    """A classifier as exported: ``forward(*inputs) -> logits (B, n_classes)``.
+def reads_presence(model: nn.Module) -> bool:
+    """Whether ``model`` takes the ``image_present`` / ``table_present`` flags: False for a classifier
+    written before absent-modality vectors, which scores only rows that have every modality."""
+    return bool((getattr(model, "config", None) or {}).get("absent_vectors", True))
 
-    ``inputs`` are the arrays named by ``model.inputs``, in that order, with the dtypes of
-    :data:`INPUT_DTYPES`; the uint8 image is scaled to [0, 1] here, as ``predict`` scales it.
+
+class ExportedClassifier(nn.Module):
+    """A classifier as exported: ``forward(*inputs) -> logits (B, head size)``.
+
+    ``inputs`` (:attr:`input_names`) are the data arrays named by ``model.inputs``, in that order,
+    then :data:`MASKS`, with the dtypes of :data:`INPUT_DTYPES`; the uint8 image is scaled to [0, 1]
+    here, as ``predict`` scales it, and everything goes to the model as
+    :func:`amfmedit.train.tasks.infer` passes it.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        inputs = tuple(getattr(model, "inputs", ()))
-        if not inputs or set(inputs) - set(INPUT_DTYPES):
+        data = tuple(getattr(model, "inputs", ()))
+        if not data or set(data) - set(DATA_INPUTS):
             raise ValueError(f"{type(model).__name__} must declare the inputs it reads (model.inputs, a tuple of "
-                             f"{tuple(INPUT_DTYPES)}), however: inputs={inputs!r}")
+                             f"{DATA_INPUTS}), however: inputs={data!r}")
         super().__init__()
-        self.model, self.inputs = model, inputs
+        self.model, self.data_inputs, self.presence = model, data, reads_presence(model)
+        self.input_names = data + MASKS
 
     def forward(self, *args: Tensor) -> Tensor:
-        kw = dict(zip(self.inputs, args))
-        if "image" in kw:
-            kw["image"] = kw["image"].float() / 255.0
-        return self.model(**kw).logits
+        kw = dict(zip(self.input_names, args))
+        image = kw["image"].float() / 255.0 if "image" in kw else None
+        # a model without absent-modality vectors checks its flags in Python (data-dependent, which
+        # torch.export cannot trace); None means "every row has it", which predict guarantees for such a model
+        present = {k: kw[k] if self.presence else None for k in ("image_present", "table_present")}
+        return self.model(image, kw.get("x_cont"), kw.get("x_cat"), missing=kw["missing"], **present).logits
 
 
 def input_specs(example: dict[str, np.ndarray]) -> list[dict]:
@@ -88,8 +111,9 @@ def input_specs(example: dict[str, np.ndarray]) -> list[dict]:
 def export_onnx(model: nn.Module, example: dict[str, np.ndarray], path: str | Path, *, scan: str = EXPORT_SCAN) -> dict:
     """Write ``model`` (a classifier declaring ``inputs``) as ONNX to ``path``; returns what was done.
 
-    ``example``: one array per input of ``model.inputs`` (at least 2 rows: torch.export fixes a
-    dimension of size 1). The batch dimension is dynamic. ``scan`` is the plain-tensor scan FT-Mamba
+    ``example``: one array per input of :attr:`ExportedClassifier.input_names` (the data arrays of
+    ``model.inputs``, then :data:`MASKS`), at least 2 rows (torch.export fixes a dimension of size 1).
+    The batch dimension is dynamic. ``scan`` is the plain-tensor scan FT-Mamba
     runs in the graph (``TRACEABLE_IMPLS``); the caller's model is not changed. Returns
     ``{"exporter", "opset", "scan", "inputs", "output"}``.
     """
@@ -97,7 +121,7 @@ def export_onnx(model: nn.Module, example: dict[str, np.ndarray], path: str | Pa
         raise ValueError(f"scan must be one of {TRACEABLE_IMPLS}, however: {scan=}")
     wrapped = ExportedClassifier(copy.deepcopy(model)).eval()
     n_mamba = set_scan_impl(wrapped, scan)
-    names = list(wrapped.inputs)
+    names = list(wrapped.input_names)
     if list(example) != names:
         raise ValueError(f"example must hold {names} in this order, however: {list(example)}")
     if min(len(v) for v in example.values()) < 2:
@@ -113,16 +137,16 @@ def export_onnx(model: nn.Module, example: dict[str, np.ndarray], path: str | Pa
     return {"exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
             "opset": int(program.model.opset_imports.get("", 0)), "scan": scan if n_mamba else None,
             "inputs": input_specs(example),
-            "output": {"name": OUTPUT, "dtype": "float32", "shape": [BATCH, "n_classes"]}}
+            "output": {"name": OUTPUT, "dtype": "float32", "shape": [BATCH, "head size"]}}
 
 
 class OnnxRunner:
-    """An exported graph on ONNX Runtime's CPU provider: ``logits({input: array}) -> (B, n_classes)``."""
+    """An exported graph on ONNX Runtime's CPU provider: ``logits({input: array}) -> (B, head size)``."""
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        import onnxruntime as ort  # start-up: ~0.3 s, only when an exported model is run
+        import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
@@ -133,5 +157,6 @@ class OnnxRunner:
         self.version = ort.__version__
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """``batch``: at least the graph's inputs (:attr:`inputs`), by name."""
         feed = {k: np.ascontiguousarray(batch[k], dtype=INPUT_DTYPES[k]) for k in self.inputs}
         return self.session.run([OUTPUT], feed)[0]

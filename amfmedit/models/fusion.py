@@ -4,7 +4,9 @@ One contract: ``forward(z_img (B, D_img), z_tab (B, D_tab), feature_map (B, D_im
 -> FusionOutput(logits (B, n_classes), aux)``, where ``aux`` maps names of auxiliary losses to
 scalars (AMF: ``leakage``, ``density``; the others: empty). Each module ends in its classifier.
 
-A fusion class declares what its callers need, so that no caller branches on its name:
+A fusion class declares what its callers need, so that no caller branches on its name (the
+shipped fusions take these from their spec in :mod:`amfmedit.models.specs`, through
+:func:`~amfmedit.models.specs.declares`; a class registered without a spec writes them itself):
 
 - ``kind``: its registry name (``amfmedit.models.FUSIONS``), ``title``: its name in tables;
 - ``needs_feature_map``: whether the caller must pass the image encoder's last feature map;
@@ -31,10 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.heads import ProjectionHead
-from amfmedit.models.losses import LAMBDA_DENSITY, LAMBDA_LEAKAGE, density_loss, leakage_loss
-
-#: AMF's D_out, the length of the fused vector (the reference configuration's ``classify_dim``).
-D_OUT = 2048
+from amfmedit.models.losses import density_loss, leakage_loss
+from amfmedit.models.specs import AMF, CONCAT, CROSS_ATTENTION, NORMALISERS, AMFSettings, declares
 
 
 class FusionOutput(NamedTuple):
@@ -53,15 +53,9 @@ def _check_dims(**dims: int) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+@declares(CONCAT)
 class ConcatFusion(nn.Module):
     """[z_img, z_tab] -> Linear -> logits (Hager et al. 2023; AMF-MedIT §4.2.3)."""
-
-    kind = "concat"
-    title = "Concatenation"
-    needs_feature_map = False
-    run_inputs: tuple[str, ...] = ()
-    aux_weights: dict[str, float] = {}
-    reads_presence = False
 
     def __init__(self, *, d_img: int, d_tab: int, n_classes: int) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
@@ -128,6 +122,7 @@ class _CrossBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+@declares(CROSS_ATTENTION)
 class CrossAttentionFusion(nn.Module):
     """TIP-style cross-attention fusion (AMF-MedIT §4.2.3, after Du et al. 2024).
 
@@ -141,13 +136,6 @@ class CrossAttentionFusion(nn.Module):
     ``z_tab`` may also be a token sequence (B, T, D_tab) (TIP feeds every tabular token);
     Table 3's FLOPs correspond to T = 424 OL3I tokens (see ``amfmedit bench``).
     """
-
-    kind = "cross_attention"
-    title = "Cross-attention"
-    needs_feature_map = True
-    run_inputs: tuple[str, ...] = ()
-    aux_weights: dict[str, float] = {}
-    reads_presence = False
 
     def __init__(
         self,
@@ -238,6 +226,7 @@ def amf_fuse(z_img: Tensor, z_tab: Tensor, m_img: Tensor, m_tab: Tensor) -> Tens
     return torch.addcmul(z_img * m_img, z_tab, m_tab)
 
 
+@declares(AMF)
 class AMFFusion(nn.Module):
     """Adaptive Modulation and Fusion (AMF-MedIT §3.3, Fig. 3).
 
@@ -250,7 +239,9 @@ class AMFFusion(nn.Module):
     being recorded and skips them under ``torch.no_grad()`` (inference, Table 3's latency);
     pass ``with_aux=True`` to get them anyway. With D_img 2048, D_tab 64, D_out 2048 and
     2 classes this has 8,534,082 parameters (Table 3: 8.53 M). The masks are non-persistent
-    buffers: they follow ``.to(device)`` and are rebuilt from ``config``.
+    buffers: they follow ``.to(device)`` and are rebuilt from ``config``. ``normaliser``: how
+    eq. 9/10 divide their sums (:data:`~amfmedit.models.losses.NORMALISERS`; "authors" swaps
+    L_img and L_tab as the authors' code does).
 
     Rows without a modality (``image_present`` / ``table_present`` (B,) bool, None: all rows
     have it) arrive with that modality's z replaced by the classifier's learned absent vector.
@@ -260,18 +251,16 @@ class AMFFusion(nn.Module):
     density loss (eq. 10) runs over the rows that have both (see :func:`amf_aux_losses`).
     """
 
-    kind = "amf"
-    title = "AMF module"
-    needs_feature_map = False
-    run_inputs = ("r_conf",)
-    aux_weights = {"leakage": LAMBDA_LEAKAGE, "density": LAMBDA_DENSITY}  # eq. 14: λ1, λ2
-    reads_presence = True
-
-    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = D_OUT) -> None:
+    def __init__(self, *, d_img: int, d_tab: int, n_classes: int, r_conf: float, d_out: int = AMFSettings.d_out,
+                 normaliser: str = AMFSettings.normaliser) -> None:
         _check_dims(d_img=d_img, d_tab=d_tab, n_classes=n_classes)
         l_img, l_tab = amf_split(d_out, r_conf)
+        if normaliser not in NORMALISERS:
+            raise ValueError(f"normaliser must be one of {NORMALISERS}, however: {normaliser=}")
         super().__init__()
-        self.config = dict(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=float(r_conf), d_out=d_out)
+        self.config = dict(d_img=d_img, d_tab=d_tab, n_classes=n_classes, r_conf=float(r_conf), d_out=d_out,
+                           normaliser=normaliser)
+        self.normaliser = normaliser
         self.l_img, self.l_tab = l_img, l_tab
         m_img, m_tab = amf_masks(d_out, l_img)
         self.register_buffer("m_img", m_img, persistent=False)
@@ -289,14 +278,16 @@ class AMFFusion(nn.Module):
         logits = self.head(amf_fuse(zt_img, zt_tab, m_img, m_tab))
         if not (torch.is_grad_enabled() if with_aux is None else with_aux):
             return FusionOutput(logits, {})
-        return FusionOutput(logits, amf_aux_losses(zt_img, zt_tab, m_img, m_tab, image_present, table_present))
+        return FusionOutput(logits, amf_aux_losses(zt_img, zt_tab, m_img, m_tab, image_present, table_present,
+                                                   self.normaliser))
 
 
 def amf_aux_losses(zt_img: Tensor, zt_tab: Tensor, m_img: Tensor, m_tab: Tensor, image_present: Tensor | None,
-                   table_present: Tensor | None) -> dict[str, Tensor]:
+                   table_present: Tensor | None, normaliser: str = "paper") -> dict[str, Tensor]:
     """``{"leakage": eq. 9, "density": eq. 10}`` over the rows each is defined for.
 
-    zt_img, zt_tab: (B, D_out) transitional features; presence flags (B,) bool or None (all).
+    zt_img, zt_tab: (B, D_out) transitional features; presence flags (B,) bool or None (all);
+    ``normaliser`` as :func:`~amfmedit.models.losses.leakage_loss`.
     """
     # NOTE[paper]: eq. 9-10 assume every row has both modalities. For a row without one, that
     # modality's z' is Psi(learned absent vector), not a feature of the patient: its leakage
@@ -315,6 +306,7 @@ def amf_aux_losses(zt_img: Tensor, zt_tab: Tensor, m_img: Tensor, m_tab: Tensor,
         table_present = ones if table_present is None else table_present
         complete = image_present & table_present
     return {
-        "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab, image_rows=image_present, table_rows=table_present),
-        "density": density_loss(zt_img, zt_tab, m_img, m_tab, rows=complete),
+        "leakage": leakage_loss(zt_img, zt_tab, m_img, m_tab, normaliser, image_rows=image_present,
+                                table_rows=table_present),
+        "density": density_loss(zt_img, zt_tab, m_img, m_tab, normaliser, rows=complete),
     }

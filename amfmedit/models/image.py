@@ -18,13 +18,10 @@ from torch import Tensor
 
 from amfmedit.errors import UserError
 from amfmedit.io import torch_load
+from amfmedit.models.specs import ARCHS
 
-ARCHS = {"resnet50": 2048, "resnet18": 512}
 # torchvision's ImageNet weights per architecture (the enum member's name, looked up lazily)
 IMAGENET_WEIGHTS = {"resnet50": ("ResNet50_Weights", "IMAGENET1K_V2"), "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1")}
-IMAGE_WEIGHTS_HELP = ("image encoder start: 'imagenet' (torchvision's ImageNet weights: ResNet-50 IMAGENET1K_V2, "
-                      "ResNet-18 IMAGENET1K_V1; a 1-channel CT stem gets the RGB filters summed), a PATH to a "
-                      "state dict, or 'none' (random initialisation, as the paper)")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -76,7 +73,7 @@ class ImageEncoder(nn.Module):
         if normalize == "imagenet" and in_channels != 3:
             raise ValueError(f"normalize='imagenet' needs in_channels=3, however: {in_channels=}")
         super().__init__()
-        import torchvision  # lazy import: keeps start-up free of torchvision ~2 s until this runs
+        import torchvision
 
         self.config = dict(arch=arch, in_channels=in_channels, normalize=normalize)
         self.in_channels = in_channels
@@ -160,7 +157,7 @@ class ImageEncoder(nn.Module):
 
 
 def _weights_enum(arch: str):
-    import torchvision  # lazy import: keeps start-up free of torchvision ~2 s until this runs
+    import torchvision
 
     enum, member = IMAGENET_WEIGHTS[arch]
     return getattr(getattr(torchvision.models, enum), member)

@@ -57,18 +57,16 @@ def _load_kernels() -> dict[str, Any]:
         _KERNELS = found
         return found
     try:
-        # lazy import: keeps start-up free of mamba-ssm (optional, CUDA only) until this runs
         from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
 
         found["selective_scan_fn"], found["mamba_inner_fn"] = selective_scan_fn, mamba_inner_fn
-        import mamba_ssm  # lazy import: keeps start-up free of mamba-ssm (optional, CUDA only) until this runs
+        import mamba_ssm
 
         found["version"] = getattr(mamba_ssm, "__version__", "unknown")
     except Exception as exc:  # noqa: BLE001 - see docstring
         found["reason"] = f"mamba_ssm not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     else:
         try:
-            # lazy import: keeps start-up free of causal-conv1d (optional) until this runs
             from causal_conv1d import causal_conv1d_fn
 
             found["causal_conv1d_fn"] = causal_conv1d_fn

@@ -6,7 +6,8 @@ input_mask(x_cat, missing))`` (Integrated Gradients attributes to ``x_cont`` and
 categorical embeddings, summed over the embedding dims; the mask is fixed context).
 Every encoder keeps its constructor arguments in ``.config`` and declares what callers need:
 ``kind`` (registry name), ``title`` (its name in tables) and ``width_argument`` (the
-constructor argument that ``--tabular-dim``, the width D_tab, sets).
+constructor argument that ``--tabular-dim``, the width D_tab, sets); the shipped encoders take
+these, and the defaults of the settings ``--help`` shows, from :mod:`amfmedit.models.specs`.
 
 ``missing="impute"`` (the default, and what a checkpoint written before the setting existed
 means) ignores the mask; ``missing="token"`` reads it (:mod:`amfmedit.models.tokenizer`:
@@ -26,6 +27,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models.mamba import MambaBlock
+from amfmedit.models.specs import (
+    FT_MAMBA,
+    FT_TRANSFORMER,
+    MLP,
+    RESNET,
+    FTMambaSettings,
+    FTTransformerSettings,
+    MLPSettings,
+    ResNetSettings,
+    declares,
+)
 from amfmedit.models.tokenizer import (
     FeatureTokenizer,
     OneHotInputs,
@@ -89,6 +101,7 @@ class _TabularEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+@declares(MLP)
 class MLPEncoder(_TabularEncoder):
     """The MLP tabular encoder of Hager et al. (2023): Linear, then (BatchNorm, ReLU, Linear) x (n_blocks-1).
 
@@ -96,12 +109,9 @@ class MLPEncoder(_TabularEncoder):
     width ``d_block`` (256 in AMF-MedIT §4.2.1), Kaiming-normal weights and zero biases.
     """
 
-    kind = "mlp"
-    title = "MLP"
-
     def __init__(
-        self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = 256, n_blocks: int = 2,
-        missing: str = "impute", missing_features: Sequence[int] | None = None,
+        self, *, n_cont_features: int, cat_cardinalities: Sequence[int], d_block: int = MLPSettings.d_block,
+        n_blocks: int = 2, missing: str = "impute", missing_features: Sequence[int] | None = None,
     ) -> None:
         cards = check_features(n_cont_features, cat_cardinalities)
         if n_blocks < 1:
@@ -131,6 +141,7 @@ class MLPEncoder(_TabularEncoder):
         return self.layers(self.inputs.flat(x_cont, e_cat, missing))
 
 
+@declares(RESNET)
 class ResNetEncoder(_TabularEncoder):
     """ResNet for tabular data (Gorishniy et al. 2021, §3.2) without the output block.
 
@@ -138,15 +149,12 @@ class ResNetEncoder(_TabularEncoder):
     the defaults are the reference configuration (2 blocks, width 256, dropouts 0.25 / 0).
     """
 
-    kind = "resnet"
-    title = "ResNet"
-
     def __init__(
         self,
         *,
         n_cont_features: int,
         cat_cardinalities: Sequence[int],
-        d_block: int = 256,
+        d_block: int = ResNetSettings.d_block,
         n_blocks: int = 2,
         d_hidden: int | None = None,
         dropout1: float = 0.25,
@@ -220,6 +228,7 @@ class _Attention(nn.Module):
         return out if self.W_out is None else self.W_out(out)
 
 
+@declares(FT_TRANSFORMER)
 class FTTransformerEncoder(_TabularEncoder):
     """FT-Transformer (Gorishniy et al. 2021): feature tokenizer, [CLS] first, pre-norm blocks.
 
@@ -230,15 +239,12 @@ class FTTransformerEncoder(_TabularEncoder):
     LayerNorm -> ReLU -> Linear(d_block, d_out) applied to [CLS].
     """
 
-    kind = "ft_transformer"
-    title = "FT-Transformer"
-
     def __init__(
         self,
         *,
         n_cont_features: int,
         cat_cardinalities: Sequence[int],
-        d_block: int = 64,
+        d_block: int = FTTransformerSettings.d_block,
         n_blocks: int = 2,
         n_heads: int = 8,
         attention_dropout: float = 0.2,
@@ -310,6 +316,29 @@ class FTTransformerEncoder(_TabularEncoder):
 # ----------------------------------------------------------------------------------------------
 
 
+class StdNorm(nn.Module):
+    """(x - mean) / (std + eps) * weight + bias over the last dim, std with Bessel's correction:
+    mambular's "LayerNorm", the final norm of the authors' FT-Mamba. ``nn.LayerNorm`` divides by
+    sqrt(biased variance + eps) instead. Same parameter names, so checkpoints move between them.
+    x (..., d) -> (..., d), in fp32 (as torch's LayerNorm under autocast)."""
+
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        centred = x - x.mean(dim=-1, keepdim=True)
+        return centred / (x.std(dim=-1, keepdim=True) + self.eps) * self.weight + self.bias
+
+
+#: FT-Mamba's ``final_norm`` choices: ours (torch's LayerNorm) or the authors' (mambular's)
+FINAL_NORMS = {"layernorm": nn.LayerNorm, "mambular": StdNorm}
+
+
+@declares(FT_MAMBA)
 class FTMambaEncoder(_TabularEncoder):
     """FT-Mamba (AMF-MedIT §3.2): the FT-Transformer tokenizer, a [CLS] token, stacked Mamba blocks.
 
@@ -325,27 +354,29 @@ class FTMambaEncoder(_TabularEncoder):
     token's own embedding does not reach the [CLS] state of a deeper block except through two
     gated, causally mixed projections, and the scale of the activations drifts with depth.
 
+    final_norm: "layernorm" (default, ``nn.LayerNorm``) or "mambular" (:class:`StdNorm`, the
+    authors' code, mambular 0.2.3's LayerNorm); both normalise the pooled vector and differ by
+    the variance estimate and where eps enters.
+
     d_state defaults to 16 (Mamba's default) rather than mambular's 128 that the reference
     code inherits: the scan's cost and memory grow linearly with d_state (~5x for 128 in the
     fused kernels, 3.6 vs 17.6 ms per OL3I batch), and a 424-token tabular sequence with
     d_model 64 does not need a 128-dimensional state per channel; the paper does not report it.
     """
 
-    kind = "ft_mamba"
-    title = "FT-Mamba"
-
     def __init__(
         self,
         *,
         n_cont_features: int,
         cat_cardinalities: Sequence[int],
-        d_block: int = 64,
+        d_block: int = FTMambaSettings.d_block,
         n_blocks: int = 2,
-        d_state: int = 16,
+        d_state: int = FTMambaSettings.d_state,
         d_conv: int = 4,
-        expand: int = 2,
-        pooling: str = "avg",
-        residual: bool = True,
+        expand: int = FTMambaSettings.expand,
+        pooling: str = FTMambaSettings.pooling,
+        residual: bool = FTMambaSettings.residual,
+        final_norm: str = FTMambaSettings.final_norm,
         use_kernels: bool = True,
         missing: str = "impute",
         missing_features: Sequence[int] | None = None,
@@ -357,13 +388,15 @@ class FTMambaEncoder(_TabularEncoder):
             raise ValueError(f"d_block must be positive, however: {d_block=}")
         if pooling not in ("cls", "avg"):
             raise ValueError(f"pooling must be 'cls' or 'avg', however: {pooling=}")
+        if final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {tuple(FINAL_NORMS)}, however: {final_norm=}")
         super().__init__()
         self.n_cont = n_cont_features
         read, cols = self._missing_settings(missing, missing_features, n_cont_features + len(cards))
         self.config = dict(
             n_cont_features=n_cont_features, cat_cardinalities=cards, d_block=d_block, n_blocks=n_blocks,
             d_state=d_state, d_conv=d_conv, expand=expand, pooling=pooling, residual=residual,
-            use_kernels=use_kernels, missing=missing,
+            final_norm=final_norm, use_kernels=use_kernels, missing=missing,
             missing_features=cols,
         )
         self.tokenizer = FeatureTokenizer(n_cont_features=n_cont_features, cat_cardinalities=cards, d_token=d_block,
@@ -373,7 +406,10 @@ class FTMambaEncoder(_TabularEncoder):
             for _ in range(n_blocks)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(d_block) for _ in range(n_blocks)) if residual else None
-        self.norm_f = nn.LayerNorm(d_block)
+        # NOTE[paper]: the authors' FT-Mamba ends in mambular's LayerNorm, (x - mean) / (std + eps)
+        # with the unbiased std; ours is torch's, the form mamba_ssm's norm_f and the rest of the
+        # zoo use. final_norm="mambular" (--final-norm mambular, --recipe paper) keeps theirs.
+        self.norm_f = FINAL_NORMS[final_norm](d_block)
         self.pooling, self.residual = pooling, residual
         self.d_out = d_block
         # As mamba_ssm's MixerModel does for residual stacks (GPT-2 style): scale out_proj by

@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-#: How an encoder reads missing values (see the module docstring).
-MISSING_MODES = ("impute", "token")
+#: How an encoder reads missing values (see the module docstring); torch-free, for --help.
+from amfmedit.models.specs import MISSING_MODES
 
 
 def check_missing_mode(missing: str) -> str:

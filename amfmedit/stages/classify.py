@@ -10,7 +10,7 @@ larger than 0.0002; the best validation epoch is kept (``best.pt``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,68 +21,15 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import from_checkpoint, losses, model_config
 from amfmedit.stages.common import ProgressFactory, jsonable
-from amfmedit.stages.kinds import Metric, Weights, kind_of
+from amfmedit.stages.configs import AUGMENT_RATE_IMAGE_ONLY, AUGMENT_RATE_MULTIMODAL, Recipe
+from amfmedit.stages.kinds import Metric, kind_of
 from amfmedit.train import rundir, seeding
 from amfmedit.train.augment import preset
 from amfmedit.train.checkpoint import BEST, LAST, load_checkpoint
 from amfmedit.train.engine import FitConfig, FitResult, fit
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.optim import OPTIMIZERS
 from amfmedit.train.runtime import Runtime
 from amfmedit.train.tasks import SupervisedTask
-
-
-@dataclass
-class Recipe:
-    """How a classifier is trained (Appendix A.3 defaults)."""
-
-    epochs: int = 500
-    batch_size: int = 128  # the reference fine-tuning batch
-    lr: float | None = None  # None: chosen from ``lrs`` on validation with the first seed
-    lrs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)  # Appendix A.3: searched on validation with the first seed
-    weight_decay: float = 0.0  # Appendix A.3 (cross-attention searched 1e-1..1e-4 in the reference)
-    optimizer: str = "adam"  # adam (the paper) or adamw
-    patience: int = 10  # Appendix A.3: early stopping after 10 epochs without improvement
-    min_delta: float = 2e-4  # ... larger than 0.0002
-    sampler_weights: tuple[float, ...] | None = None  # None: the prediction kind's (binary: ×0.5 / ×5, Appendix A.3)
-    loss_weights: tuple[float, ...] | None = None  # None: the kind's (binary: α of eq. 12 = 0.1 / 2), else unweighted
-    # eq. 14: weights of a fusion's auxiliary losses by name, overriding what the fusion declares
-    # (AMF: leakage λ1 = density λ2 = 5)
-    aux_weights: dict[str, float] = field(default_factory=dict)
-    augment_rate: float | None = None  # None: 0.95 with a tabular input beside the image, 0.8 image only
-
-    def validate(self) -> None:
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr {self.lr}: the learning rate must be positive")
-        if any(not lr > 0 for lr in self.lrs) or not self.lrs:
-            raise UserError(f"--lrs {list(self.lrs)}: learning rates must be positive")
-        if self.augment_rate is not None and not 0 <= self.augment_rate <= 1:
-            raise UserError(f"--augment-rate {self.augment_rate}: must lie in [0, 1]")
-        if self.patience < 1:
-            raise UserError(f"--patience {self.patience}: must be at least 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer {self.optimizer}: use {' or '.join(OPTIMIZERS)}")
-        if self.epochs < 1:
-            raise UserError(f"--epochs {self.epochs}: must be at least 1")
-        if self.batch_size < 2:
-            raise UserError(f"--batch-size {self.batch_size}: must be at least 2")
-        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
-            raise UserError(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
-        for name, w in self.aux_weights.items():
-            if not (math.isfinite(w) and w >= 0):
-                raise UserError(f"auxiliary-loss weight {name}={w}: must be a finite number >= 0")
-
-    def resolved(self, kind, schema) -> "Recipe":
-        """Fill the kind's defaults (Appendix A.3 for binary tasks); check weight vectors against the kind."""
-        default = kind.default_weights(schema)
-        weights = Weights(sampler=tuple(self.sampler_weights if self.sampler_weights is not None else default.sampler),
-                          loss=tuple(self.loss_weights if self.loss_weights is not None else default.loss))
-        kind.check_weights(weights, schema)
-        return replace(self, sampler_weights=weights.sampler, loss_weights=weights.loss)
-
-    @property
-    def weights(self) -> Weights:
-        return Weights(sampler=tuple(self.sampler_weights or ()), loss=tuple(self.loss_weights or ()))
 
 
 def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
@@ -92,9 +39,9 @@ def aux_weights_of(model: nn.Module, recipe: Recipe) -> dict[str, float]:
 
 
 def make_loss(recipe: Recipe, aux_weights: dict[str, float], kind) -> Callable:
-    """``(output, targets, aux) -> loss``: the kind's loss (eq. 12 or 13 for classification) plus the
-    weighted auxiliary losses (eq. 14)."""
-    head_loss = kind.loss(recipe.weights)
+    """``(output, targets, aux) -> loss``: the kind's loss (eq. 12 or 13 for classification, or the one
+    ``--loss`` chose) plus the weighted auxiliary losses (eq. 14)."""
+    head_loss = kind.training_loss(recipe.weights, recipe.loss_choice)
 
     def loss(output: torch.Tensor, targets: torch.Tensor, aux: dict) -> torch.Tensor:
         return losses.finetune_loss(head_loss(output, targets), aux, aux_weights)
@@ -105,9 +52,8 @@ def make_loss(recipe: Recipe, aux_weights: dict[str, float], kind) -> Callable:
 def augment_for(use_image: bool, use_tabular: bool, channels: int, recipe: Recipe):
     if not use_image:
         return None
-    # NOTE[paper]: the reference augments multimodal fine-tuning with rate 0.95 (its
-    # augmentation_rate) and image-only training with 0.8 (eval_train_augment_rate).
-    rate = recipe.augment_rate if recipe.augment_rate is not None else (0.95 if use_tabular else 0.8)
+    default = AUGMENT_RATE_MULTIMODAL if use_tabular else AUGMENT_RATE_IMAGE_ONLY  # NOTE[paper]: see configs
+    rate = recipe.augment_rate if recipe.augment_rate is not None else default
     return preset("finetune", channels).with_rate(rate)
 
 
@@ -141,8 +87,10 @@ def train_one(
     title: str,
     extra_config: dict,
     log: str = "none",
+    modality_dropout: float = 0.0,
 ) -> Trained:
-    """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``."""
+    """Train one classifier in ``out_dir`` (created by the caller); the model is built under ``seed``
+    (``modality_dropout``: :class:`~amfmedit.train.tasks.SupervisedTask`'s, for fusion models)."""
     schema = dataset.schema
     kind = kind_of(schema)
     seeding.seed_everything(seed, seeding.STREAM_INIT)  # head / fusion initialisation: a function of the seed
@@ -158,12 +106,14 @@ def train_one(
         channels_last=rt.channels_last,
         eval_batch_size=max(recipe.batch_size, 2),
         spec=model_config(model),
+        modality_dropout=modality_dropout,
     )
     cfg = FitConfig(
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         lr=lr,
         weight_decay=recipe.weight_decay,
+        weight_decay_scope=recipe.weight_decay_scope,
         optimizer=recipe.optimizer,
         # NOTE[paper]: Appendix A.3 names no schedule for fine-tuning and the reference code
         # returns the optimizer without its scheduler, i.e. a constant learning rate.
@@ -175,6 +125,7 @@ def train_one(
         min_delta=recipe.min_delta,
         seed=seed,
         class_weights=list(recipe.sampler_weights) or None,
+        val_every=recipe.val_every,
         log=log,
     )
     res: FitResult = fit(
@@ -241,14 +192,15 @@ def select_lr(
     return best_lr, results[best_lr], record
 
 
-def check_selectable(dataset, split: str = "val") -> None:
+def check_selectable(dataset, split: str = "val", rows=None) -> None:
     """Model selection needs a defined validation metric (e.g. AUC needs both classes in ``split``).
 
     Called before any folder is made, so a cohort whose validation split cannot select a model
     fails with one line instead of after a learning-rate search has written its candidates.
+    ``rows``: the split's rows that are scored (default all; the R_conf probes: the complete ones).
     """
     kind = kind_of(dataset.schema)
-    targets = kind.targets(dataset)[dataset.indices(split)]
+    targets = kind.targets(dataset)[dataset.indices(split) if rows is None else rows]
     if len(targets) == 0:
         raise UserError(f"{dataset.root}: the {split} split is empty: nothing to select the learning rate and the "
                         "best epoch on; prepare the data with a validation split")

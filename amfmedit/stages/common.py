@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,36 +19,14 @@ from amfmedit.errors import UserError, close_matches
 from amfmedit.explain.ig import IMPORTANCE_FILE
 from amfmedit.io import write_json, write_text
 from amfmedit.stages import names as stage_names
+from amfmedit.stages.configs import PAPER_SEEDS, RunOptions, check_choice  # noqa: F401 (the stages import them from here)
 from amfmedit.train import rundir
 from amfmedit.train.engine import ProgressFn
 from amfmedit.train.inputs import DeviceData
-from amfmedit.train.logging import LOG_KINDS, require_logger
 from amfmedit.train.runtime import Runtime, setup_runtime
 
 # ``progress(title, monitor) -> callback or None``: the CLI draws one bar per training run.
 ProgressFactory = Callable[[str, "str | None"], "ProgressFn | None"]
-
-PAPER_SEEDS = (2022, 2023, 2024, 2025, 2026)  # Appendix A.3: five seeds, the first one searches the lr
-
-
-@dataclass
-class RunOptions:
-    """Where and how a stage runs (not what it computes: that is the stage config)."""
-
-    runs_dir: str | None = None
-    run: str | None = None
-    data_dir: str | None = None
-    device: str = "auto"
-    compile: bool = False
-    images_in: str = "auto"  # auto | device | host | stream
-    resume: bool = False
-    force: bool = False
-    log: str = "none"  # also log every metrics.jsonl scalar: none | tensorboard | mlflow (amfmedit.train.logging)
-    argv: list[str] | None = None  # the command line to record in run.json (None: sys.argv)
-
-    def __post_init__(self) -> None:
-        check_choice(self.log, LOG_KINDS, "--log")
-        require_logger(self.log)  # a missing backend package is refused before any folder exists
 
 
 def runtime_for(opts: RunOptions) -> Runtime:
@@ -118,14 +96,6 @@ def jsonable(obj) -> dict:
     return json.loads(json.dumps(asdict(obj) if dataclasses.is_dataclass(obj) else obj))
 
 
-def check_choice(value, choices, option: str) -> None:
-    if value not in choices:
-        hint = close_matches(str(value), [str(c) for c in choices])
-        raise UserError(
-            f"{option} {value}: not one of {', '.join(map(str, choices))}" + (f"; did you mean {hint}?" if hint else "")
-        )
-
-
 # ----------------------------------------------------------------------------------------------
 # Incomplete tabular data: which features a stage masks
 # ----------------------------------------------------------------------------------------------
@@ -137,7 +107,7 @@ def top_features(run: rundir.Run, k: int, *, ig_stage: str | None = None) -> lis
     ``ig_stage``: the explained stage (``ig-<stage>`` folder); default the supervised tabular
     model's report as in §4.2.4, else the most recent IG report of the run.
     """
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only masking by IG rank needs it here
+    import pandas as pd
 
     if k < 1:
         raise UserError(f"--mask-top-k {k}: must be at least 1")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from amfmedit.errors import UserError
+from amfmedit.stages.kinds.base import KindStatistics
 from amfmedit.stats import bootstrap, calibration, compare, plots, splits, weighted
 from amfmedit.stats.summary import RunSummary, render_models_markdown, summarise_run
 from amfmedit.stats.threshold import Threshold, choose_threshold, parse_threshold
@@ -38,14 +39,16 @@ SPLIT_WORDS = {"val": "validation", "test": "test"}
 
 @dataclass
 class ModelPredictions:
-    """One classifier's probabilities, seeds first: ``val`` (S, N_val, C), ``test`` (S, N, C)."""
+    """One model's outputs, seeds first: ``val`` (S, N_val, K), ``test`` (S, N, K) and, for a kind with a
+    ``fit_split``, ``fit`` (S, N_fit, K) (survival: the training split, for the baseline hazard)."""
 
     val: np.ndarray
     test: np.ndarray
+    fit: np.ndarray | None = None
 
 
 @dataclass
-class Statistics:
+class Statistics(KindStatistics):
     """A classification kind's evaluation (see the module docstring); ``evaluate`` asks it for its
     records, report sections, figures and prediction columns without knowing the kind."""
 
@@ -177,10 +180,22 @@ class Statistics:
             parts.append(f"\n**{table.note}**\n")
         return "".join(parts)
 
+    def stage_columns(self) -> list[str]:
+        return ["Threshold", "T"]
+
     def stage_cell(self, row: dict) -> str:
-        """The per-stage terminal table's operating-point cell."""
+        """The per-stage terminal table's operating-point and temperature cells."""
         thr = row.get("threshold")
-        return "argmax" if thr is None else f"{thr:.3f}"
+        return ("argmax" if thr is None else f"{thr:.3f}") + f" | {row['temperature']:.2f}"
+
+    def figures_markdown(self, figures: dict[str, str]) -> str:
+        if not figures:
+            return ""
+        words = {"roc": "ROC curves", "pr": "precision-recall curves", "decision": "decision curve"}
+        links = [f"[{words[k]}]({v})" for k, v in figures.items() if k in words]
+        rel = [f"[{k.split(':', 1)[1]}]({v})" for k, v in figures.items() if k.startswith("reliability:")]
+        return ("\n## Figures\n\n" + ", ".join(links) + ".\n" +
+                ("\nReliability diagrams: " + ", ".join(rel) + ".\n" if rel else ""))
 
     def write_figures(self, folder: Path, y_test, seed_outputs: dict[str, tuple[str, list]]) -> dict:
         """The figures of :func:`write_figures` and one ROC figure per model with each seed's curve

@@ -25,9 +25,10 @@ import torch
 
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json, write_json, write_text
-from amfmedit.stages import evalstats, experiments, names, sanity
+from amfmedit.stages import availability, evalpatterns, evalstats, experiments, missing_sweep, names, sanity
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, load_dataset, masked_data, runtime_for
+from amfmedit.stages.configs import EvaluateConfig
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import require_no_writer, staged
 from amfmedit.stages.tables import incomplete_markdown, model_title, stage_markdown, table2_markdown
@@ -42,13 +43,6 @@ RESULTS_FILE = names.RESULTS_FILE
 OPERATING_FILE = "operating_points.json"  # evaluate/: per stage the threshold and temperature predict applies
 COMPARISONS_MD, COMPARISONS_CSV = "comparisons.md", "comparisons.csv"
 SPLITS = ("val", "test")
-
-
-@dataclass
-class EvaluateConfig:
-    split: str = "test"
-    batch_size: int = 128
-    threshold: str = "youden"  # youden | sensitivity:X | specificity:X | a number; chosen on validation
 
 
 @dataclass
@@ -88,7 +82,7 @@ def _sanity_warnings(kind, per_group, titles, outputs, val_outputs, split: str) 
         val_p = np.mean([val_outputs[r["stage"]][1] for r in rows], axis=0)
         y_val = val_outputs[rows[0]["stage"]][2]
         score = kind.probe_score(val_p, y_val, seed=0)
-        if score.low is not None and score.chance is not None and score.low <= score.chance:
+        if score.low is not None and score.chance is not None and not score.informative:
             label = kind.headline.label
             out.append(f"{title}: no better than chance on the validation split ({label} {score.value:.3f}, 95% CI "
                        f"{score.low:.3f}-{score.high:.3f} covers {score.chance:.3g}); its test figures rank noise")
@@ -107,6 +101,8 @@ def variant_text(variant: tuple) -> str:
             parts.append(f"{100 * float(value):g}% of training labels")
         elif key == "rconf":
             parts.append(f"R_conf {value:g}" if isinstance(value, float) else f"R_conf {value}")
+        elif key == "missing":
+            parts.append(availability.MODE_WORDS.get(value, str(value)))
         elif key == "encoder":
             continue  # the encoder is already in the title
     return f" ({'; '.join(parts)})" if parts else ""
@@ -141,6 +137,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     if cfg.split not in SPLITS:
         raise UserError(f"--split {cfg.split}: use val or test")
     parse_threshold(cfg.threshold)  # a bad spec stops before any work
+    sweep = missing_sweep.Sweep(tuple(cfg.missingness_sweep), tuple(cfg.image_drop))
+    sweep.validate()
     rt = runtime_for(opts)
     run = rundir.open_run(opts.runs_dir, opts.run)
     require_no_writer(run, "amfmedit evaluate")  # a stage still training would be left out silently
@@ -157,8 +155,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     kind = kind_of(schema)
     metric = kind.headline.key
     data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    sweeper = missing_sweep.SweepScorer(sweep, ds, data, cfg.split) if sweep.active else None
     stages, per_group = [], defaultdict(list)
-    outputs, val_outputs = {}, {}
+    outputs, val_outputs, fit_outputs = {}, {}, {}
     masked_sets = {}
     for name in stage_list:
         info = parsed[name]
@@ -180,6 +179,10 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
         with torch.no_grad(), rt.autocast():
             rows, preds, targets = task.predict(model, cfg.split, rt)
             val_outputs[name] = task.predict(model, "val", rt) if cfg.split != "val" else (rows, preds, targets)
+            if sweeper is not None and not info["mask"]:  # Table 4's masked models keep their own table
+                sweeper.score(name, model, modality=info["modality"], kind=kind, rt=rt, batch_size=cfg.batch_size)
+            if kind.fit_split is not None:  # what the kind fits on (survival: the baseline hazard, on train)
+                fit_outputs[name] = task.predict(model, kind.fit_split, rt)
         m = kind.validation_metrics(preds, targets)
         m.pop("loss", None)
         row = {"stage": name, **info, "mask_features": names.stage_mask(stage_dir), "r_conf": scfg.get("r_conf"),
@@ -213,11 +216,19 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     # intervals, operating points, calibration, comparisons: all on the seed-averaged predictions
     first = stage_list[0]
     y_test, y_val = outputs[first][2], val_outputs[first][2]
-    preds = {titles[key]: evalstats.ModelPredictions(np.stack([val_outputs[r["stage"]][1] for r in rows]),
-                                                     np.stack([outputs[r["stage"]][1] for r in rows]))
-             for key, rows in per_group.items()}
-    stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema)
+    y_fit = fit_outputs[first][2] if fit_outputs else None
+    preds = {titles[key]: evalstats.ModelPredictions(
+        np.stack([val_outputs[r["stage"]][1] for r in rows]), np.stack([outputs[r["stage"]][1] for r in rows]),
+        np.stack([fit_outputs[r["stage"]][1] for r in rows]) if fit_outputs else None)
+        for key, rows in per_group.items()}
+    stats = kind.statistics(y_val, y_test, preds, spec=cfg.threshold, split=cfg.split, schema=schema, y_fit=y_fit,
+                            horizons=cfg.horizons)
     stats.warnings.extend(_sanity_warnings(kind, per_group, titles, outputs, val_outputs, cfg.split))
+    patterns = evalpatterns.by_pattern(kind, ds, outputs[first][0], y_val, y_test, preds, spec=cfg.threshold,
+                                       split=cfg.split, schema=schema)
+    swept = None if sweeper is None else sweeper.result(
+        kind, {titles[k]: [r["stage"] for r in rows] for k, rows in per_group.items()}, y_test,
+        missing_sweep.unimodal_titles(per_group, titles))
     operating = {}
     for key, rows, g in zip(per_group, per_group.values(), groups):
         g.update(stats.model_record(titles[key]))
@@ -229,7 +240,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
     operating = {**stats.operating_header(schema.class_names), "stages": operating}
     oracle = oracle_auc(ds, cfg.split, metric)
     md = _markdown(run, cfg.split, kind, groups, stages, oracle, stats, metric_keys)
+    md += evalpatterns.markdown(kind, patterns, stats, cfg.split)
     term = _terminal(run, cfg.split, kind, groups, stages, oracle, stats)
+    term += evalpatterns.terminal(kind, patterns, stats)
 
     if not rt.is_main:
         return EvaluateResult(run.name, final, metric, groups, stages, oracle, md, term, stats.warnings)
@@ -240,7 +253,13 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
                         for key, rows in per_group.items()}
         figures = stats.write_figures(tmp, y_test, seed_outputs)
         md += experiments.write(run, tmp, groups, metric=metric)  # Tables 1, 5, 6 and learning curves, when run
-        write_text(tmp / RESULTS_FILE, md + _figures_markdown(figures))
+        if swept is not None:
+            figure = missing_sweep.plot(swept, tmp / missing_sweep.FIGURE)
+            md += missing_sweep.markdown(swept, missing_sweep.FIGURE if figure else None)
+            if figure:
+                figures["missingness_sweep"] = missing_sweep.FIGURE
+        evalpatterns.write(tmp, patterns, run.name)
+        write_text(tmp / RESULTS_FILE, md + stats.figures_markdown(figures))
         table = stats.summary.comparisons
         if table is not None:
             write_text(tmp / COMPARISONS_MD, compare.render_markdown(table, title=f"Paired comparisons, run {run.name}"))
@@ -254,7 +273,9 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> EvaluateResult:
             "split": cfg.split, "metric": metric, "oracle_auc": oracle, "groups": groups, "stages": stages,
             "threshold_spec": cfg.threshold, "threshold_chosen_on": "val", "warnings": stats.warnings,
             "skipped": list(stats.summary.skipped), "comparisons": table.to_dict() if table else None,
-            "figures": figures, "n_boot": bootstrap.DEFAULT_N_BOOT})
+            "figures": figures, "n_boot": bootstrap.DEFAULT_N_BOOT,
+            "patterns": evalpatterns.record(patterns, list(preds)),
+            "missingness_sweep": swept.to_dict() if swept is not None else None})
         titled = {r["stage"]: titles[key] for key, rows in per_group.items() for r in rows}
         seed_index = {r["stage"]: i for rows in per_group.values() for i, r in enumerate(rows)}
         for folder, outs in ((tmp / "predictions", outputs), (tmp / "predictions" / "val", val_outputs)):
@@ -275,7 +296,7 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
     parts = [
         f"# Results of run {run.name}\n\n",
         f"Data: `{run.data}`. Metric: {kind.headline.title} on the {split} split, mean ± standard deviation over "
-        "seeds (%).\n\n",
+        f"seeds{' (%)' if kind.headline.percent else ''}.\n\n",
         table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric, oracle=oracle),
     ]
     masked = incomplete_markdown(groups, metric=metric)
@@ -292,21 +313,12 @@ def _markdown(run, split, kind, groups, stages, oracle, stats, metric_keys) -> s
     return "".join(parts)
 
 
-def _figures_markdown(figures: dict[str, str]) -> str:
-    if not figures:
-        return ""
-    words = {"roc": "ROC curves", "pr": "precision-recall curves", "decision": "decision curve"}
-    links = [f"[{words[k]}]({v})" for k, v in figures.items() if k in words]
-    rel = [f"[{k.split(':', 1)[1]}]({v})" for k, v in figures.items() if k.startswith("reliability:")]
-    return ("\n## Figures\n\n" + ", ".join(links) + ".\n" +
-            ("\nReliability diagrams: " + ", ".join(rel) + ".\n" if rel else ""))
-
-
 def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     """What the CLI prints: Table 2, the intervals at the operating point, per stage by model and seed."""
     metric, label = kind.headline.key, kind.headline.label
     parts = [f"# Results of run {run.name}\n",
-             f"{kind.headline.title} on the {split} split, mean ± SD over seeds (%).\n",
+             f"{kind.headline.title} on the {split} split, mean ± SD over seeds"
+             f"{' (%)' if kind.headline.percent else ''}.\n",
              table2_markdown([g for g in experiments.ordinary(groups) if not g.get("mask")], metric=metric,
                              oracle=oracle)]
     if oracle is not None:
@@ -315,11 +327,13 @@ def _terminal(run, split, kind, groups, stages, oracle, stats) -> str:
     if masked:  # Table 4: each masked model's drop against its complete-data counterpart
         parts.append("\n## Incomplete tabular data (drop = complete − masked, points)\n\n" + masked)
     parts.append(stats.terminal())
-    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | Threshold | T |", "|---|--:|--:|--:|--:|--:|--:|"]
+    extra = stats.stage_columns()
+    lines = [f"| Model | Seed | Epoch | Val {label} | Test {label} | " + " | ".join(extra) + " |",
+             "|---|--:|--:|--:|--:|" + "--:|" * len(extra)]
     for g in groups:
         for r in (s for s in stages if s["seed"] in g["seeds"] and _same_group(s, g)):
             lines.append(f"| {g['title']} | {r['seed']} | {r['best_epoch']} | {_f(r['val_metric'])} | "
-                         f"{_f(r[metric])} | {stats.stage_cell(r)} | {r['temperature']:.2f} |")
+                         f"{_f(r[metric])} | {stats.stage_cell(r)} |")
     parts.append("\n## Per stage\n\n" + "\n".join(lines) + "\n")
     return "".join(parts)
 
@@ -333,12 +347,13 @@ def _f(v) -> str:
 
 
 def _write_predictions(folder: Path, ds, schema, outputs, stats, titled: dict, seed_index: dict) -> None:
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only this writer needs it
+    import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (rows, preds, targets) in outputs.items():
-        df = pd.DataFrame({"id": ds.ids[rows], "label": targets})
+        df = pd.DataFrame({"id": ds.ids[rows], **stats.target_columns(targets)})
         for col, values in stats.prediction_columns(titled[name], seed_index[name], preds, schema.class_names).items():
             df[col] = values
+        df["inputs"] = evalpatterns.pattern_of(ds, rows)  # the availability pattern: which inputs the row had
         with atomic_path(folder / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)

@@ -28,7 +28,7 @@ from amfmedit.io import read_json
 from amfmedit.models import FUSIONS, amf_split, options_of
 from amfmedit.stages import names
 from amfmedit.stages.rconf import read_rconf
-from amfmedit.stages.tables import encoder_title, fusion_title, mean_std, metric_title, model_title
+from amfmedit.stages.tables import encoder_title, fusion_title, mean_std, metric_scale, metric_title, model_title
 from amfmedit.train import rundir
 
 RCONF_FIGURE = "rconf_sweep.png"
@@ -83,25 +83,26 @@ def rconf_sets(groups: list[dict]) -> dict[tuple, list[dict]]:
     for g in groups:
         if _uses_rconf(g) and g.get("r_conf") is not None:
             v = _variant(g)
-            sets[(g["fusion"], g["strategy"], g.get("mask"), tuple(v.get("off") or ()), v.get("fraction"))].append(g)
+            sets[(g["fusion"], g["strategy"], g.get("mask"), tuple(v.get("off") or ()), v.get("fraction"),
+                  v.get("missing"))].append(g)
     return {k: sorted(v, key=lambda g: g["r_conf"]) for k, v in sets.items()
             if any(_variant(g).get("rconf") is not None for g in v)}
 
 
 def _measured(run: rundir.Run, key: tuple, rows: list[dict]) -> float | None:
     """The R_conf ``amfmedit rconf`` measured for these groups (same masked table and label fraction)."""
-    return read_rconf(run, rows[0].get("mask_features") or (), key[4] or 1.0)
+    return read_rconf(run, rows[0].get("mask_features") or (), key[4] or 1.0, key[5])
 
 
 def table5_markdown(run: rundir.Run, groups: list[dict], *, metric: str) -> str:
     """Table 5's layout per fusion x strategy: R_conf, L_img / L_tab (eq. 6), metric mean ± std."""
     out = []
     for key, rows in rconf_sets(groups).items():
-        fusion, strategy, mask, off, fraction = key
+        fusion, strategy, mask, off, fraction, missing = key
         measured = _measured(run, key, rows)
         head = f"**{fusion_title(fusion)}, {strategy}**"
         extras = [f"mask {mask}" if mask else "", f"losses off: {'+'.join(off)}" if off else "",
-                  f"label fraction {fraction:g}" if fraction else ""]
+                  f"label fraction {fraction:g}" if fraction else "", f"--missing {missing}" if missing else ""]
         head += "".join(f", {e}" for e in extras if e)
         if measured is not None:
             head += f"; measured R_conf {measured:.4f}"
@@ -119,7 +120,7 @@ def table5_markdown(run: rundir.Run, groups: list[dict], *, metric: str) -> str:
                 label += f" (auto, chosen on validation from {tried})" if tried else " (auto)"
             elif tag is None:
                 label += " (measured)" if measured is not None and abs(r - measured) < 1e-9 else " (given)"
-            out.append(f"| {label} | {split} | {mean_std(g['values'])} | {_n(g)} |\n")
+            out.append(f"| {label} | {split} | {mean_std(g['values'], metric_scale(metric))} | {_n(g)} |\n")
         out.append("\n")
     return "".join(out)
 
@@ -184,7 +185,8 @@ def curve_markdown(groups: list[dict], *, metric: str) -> str:
     out = ["| Model | " + " | ".join(f"{f:g}" for f in fractions) + " |\n",
            "|---|" + "---|" * len(fractions) + "\n"]
     for label, line in lines.items():
-        out.append(f"| {label} | " + " | ".join(mean_std(line[f]["values"]) if f in line else "-" for f in fractions)
+        cells = (mean_std(line[f]["values"], metric_scale(metric)) if f in line else "-" for f in fractions)
+        out.append(f"| {label} | " + " | ".join(cells)
                    + " |\n")
     return "".join(out)
 
@@ -225,7 +227,7 @@ def table1_markdown(groups: list[dict], *, metric: str) -> str:
     rows = [g for g in rows if _variant(g).get("encoder") or g.get("encoder") not in swept]  # one row per encoder
     out = [f"| Tabular encoder | {metric_title(metric)} | seeds |\n|---|---|---:|\n"]
     for g in rows:
-        out.append(f"| {encoder_title(g.get('encoder'))} | {mean_std(g['values'])} | {_n(g)} |\n")
+        out.append(f"| {encoder_title(g.get('encoder'))} | {mean_std(g['values'], metric_scale(metric))} | {_n(g)} |\n")
     return "".join(out)
 
 
@@ -251,7 +253,7 @@ def table6_markdown(run: rundir.Run, groups: list[dict], *, metric: str) -> str:
             off = set(_variant(g).get("off") or ())
             weights = ((_config(run, g).get("config") or {}).get("recipe") or {}).get("aux_weights") or {}
             cells = ["✗" if n in off else f"✓ ({weights.get(n, FUSIONS[fusion].aux_weights[n]):g})" for n in losses]
-            out.append("| " + " | ".join(cells) + f" | {mean_std(g['values'])} | {_n(g)} |\n")
+            out.append("| " + " | ".join(cells) + f" | {mean_std(g['values'], metric_scale(metric))} | {_n(g)} |\n")
         out.append("\n")
     return "".join(out)
 

@@ -8,6 +8,12 @@
                                  cams.npz, summary.json, [compare-positive.png, compare-negative.png], COMPLETE
 ```
 
+The two groups of Grad-CAM cases are the prediction kind's (``kind.cam_cases``): N positive and N
+negative cases for classification, the N earliest events and the N longest event-free follow-ups
+for survival (``earliest-events.png``, ``longest-event-free.png``), the N highest and lowest
+observed values for regression; IG attributes the kind's output (``kind.explain_output``: a
+class probability, or the risk score / predicted value itself).
+
 Which model is explained: the run's model (:mod:`amfmedit.stages.selection`, the rule ``predict``
 and ``export`` follow: the image-tabular model with the best validation metric), its tabular
 branch for Integrated Gradients (each sample's image held fixed) and its image encoder for
@@ -24,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +62,14 @@ from amfmedit.explain.targets import TabularScore, frozen_parameters
 from amfmedit.io import atomic_path, write_json, write_text
 from amfmedit.stages import names, sanity
 from amfmedit.stages.classify import best_model
-from amfmedit.stages.common import RunOptions, check_choice, load_dataset, runtime_for
+from amfmedit.stages.common import RunOptions, load_dataset, runtime_for
+from amfmedit.stages.configs import METHODS, CamConfig
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import staged
 from amfmedit.stages.selection import choose_model
 from amfmedit.stages.tables import encoder_title, fusion_title
 from amfmedit.train import rundir
 
-METHODS = ("ig", "gradcam")
-CAM_SCALES = ("per-map", "common")
 IG_COMPLETENESS_TOLERANCE = 0.05  # mean |delta| / mean |f(x) - f(baseline)| above this: too few steps
 # what the outline drawn on synthetic OL3I CAMs is (the region the generator puts the risk in)
 REGION_LABELS = {"visceral_fat": "visceral fat (the risk region)"}
@@ -200,18 +205,27 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
     schema = ds.schema
     kind = kind_of(schema)
     kind.explain_target(schema, cfg.target)  # a bad --target fails before any work
+    cfg = replace(cfg, output=kind.explain_output(cfg.output))  # a one-output head: its raw output
 
     rows = ds.indices(cfg.split)
     if len(rows) == 0:
         raise UserError(f"--split {cfg.split}: dataset {ds.name} has no rows in that split")
+    modality = ex.info["modality"]
+    # attributions to the table need a table; a fusion's also an image of the patient (complete rows)
+    has = ds.table_present[rows] & (ds.image_present[rows] if modality is None else True)
+    if not has.any():
+        raise UserError(f"--split {cfg.split}: none of its {len(rows)} rows has "
+                        + ("a table" if modality is not None else "both an image and a table")
+                        + " to attribute; choose another split")
+    rows = rows[has]
     if cfg.max_samples is not None and cfg.max_samples < len(rows):
         rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.max_samples, replace=False))
     train = ds.indices("train")
     dev = rt.device
     x_cont = torch.from_numpy(ds.x_cont[rows]).to(dev)
     x_cat = torch.from_numpy(ds.x_cat[rows]).to(dev)
+    missing = torch.from_numpy(np.asarray(ds.missing[rows])).to(dev)
     targets = torch.from_numpy(kind.explain_targets(schema, cfg.target, kind.targets(ds)[rows])).to(dev)
-    modality = ex.info["modality"]
     scorer = TabularScore(ex.model, modality=modality, output=cfg.output).to(dev).eval()
     baseline = tabular_baseline(scorer.encoder, torch.from_numpy(ds.x_cont[train]).to(dev),
                                 torch.from_numpy(ds.x_cat[train]).to(dev))
@@ -226,10 +240,10 @@ def explain_ig(cfg: IGConfig, opts: RunOptions, *, stage: str | None = None, pro
         if cfg.completeness is not None:  # the fewest steps that meet the asked completeness error
             steps, pilot_error = steps_for_completeness(
                 scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, tolerance=cfg.completeness,
-                batch_size=cfg.batch_size, images=images)
+                batch_size=cfg.batch_size, images=images, missing=missing)
         values, delta, change = integrated_gradients(
             scorer, x_cont=x_cont, x_cat=x_cat, baseline=baseline, targets=targets, steps=steps,
-            batch_size=cfg.batch_size, images=images, progress=progress)
+            batch_size=cfg.batch_size, images=images, progress=progress, missing=missing)
     elapsed = time.perf_counter() - t0
     cfg = replace(cfg, steps=steps)
     attr = Attributions(schema.feature_names, rows, values, delta, change, steps, targets.cpu().numpy())
@@ -320,28 +334,6 @@ def _top_page(summary: dict, md_top: str, k: int) -> str:
 
 
 @dataclass
-class CamConfig:
-    """What ``explain --method gradcam`` draws."""
-
-    cases: int = 4  # positive and negative cases each
-    split: str = "test"
-    target: str | None = None  # None: the positive class (binary); required for multiclass
-    seed: int = 0
-    batch_size: int = 16
-    compare: list[str] = field(default_factory=list)  # other runs: "RUN" or "RUN:STAGE"
-    scale: str = CAM_SCALES[0]  # per-map (each map over its own maximum) or common (one scale per figure)
-
-    def validate(self) -> None:
-        check_choice(self.scale, CAM_SCALES, "--cam-scale")
-        if self.cases < 1:
-            raise UserError(f"--cases {self.cases}: must be at least 1")
-        if self.split not in ("train", "val", "test"):
-            raise UserError(f"--split {self.split}: use train, val or test")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size}: must be positive")
-
-
-@dataclass
 class CamReport:
     run: str
     stage: str
@@ -380,47 +372,50 @@ def explain_gradcam(cfg: CamConfig, opts: RunOptions, *, stage: str | None = Non
     cases = kind.cam_cases(ds, cfg.cases, target, split=cfg.split, seed=cfg.seed)
     rows = cases.rows
     common = cfg.scale == "common"  # maps in the model's units, so one scale compares cases
-    cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size, raw=common)
+    cams, probs = grad_cams(ex.model, ds, rows, target=target, device=rt.device, batch_size=cfg.batch_size, raw=common,
+                            output=kind.cam_output)
     masks, region = _region_masks(ds, rows)
     n = cfg.cases
-    cls = str(ds.schema.class_names[target])
+    cls = kind.cam_target_name(ds.schema, target)
+    toward = f"class {cls}" if kind.target_names(ds.schema) else cls
+    first, second = cases.names  # positive / negative, or the kind's two groups (earliest events / event-free)
     summary: dict = {
         "run": run.name, "stage": name, "model": ex.describe("gradcam"), "model_choice": choice.rule,
         "method": "gradcam",
         "grad_cam": package_version("grad-cam"), "target_layer": "image_encoder.layer4 (last ResNet stage)",
         "target": {"index": target, "name": cls}, "split": cfg.split, "masked_features": ex.mask,
-        "cases": {"positive": [str(i) for i in ds.ids[cases.positive]],
-                  "negative": [str(i) for i in ds.ids[cases.negative]]},
-        "probability": {"positive": [float(p) for p in probs[:n]], "negative": [float(p) for p in probs[n:]]},
+        "cases": {first: [str(i) for i in ds.ids[cases.positive]],
+                  second: [str(i) for i in ds.ids[cases.negative]]},
+        "probability" if kind.cam_output == "prob" else "output": {first: [float(p) for p in probs[:n]],
+                                                                    second: [float(p) for p in probs[n:]]},
     }
     if masks is not None:
-        summary["region"] = {"positive": region_summary(cams[:n], masks[:n], region),
-                             "negative": region_summary(cams[n:], masks[n:], region)}
+        summary["region"] = {first: region_summary(cams[:n], masks[:n], region),
+                             second: region_summary(cams[n:], masks[n:], region)}
 
     def titles(part: slice) -> list[str]:
-        return [f"{ds.ids[r]} (label {ds.schema.class_names[ds.labels[r]]}) p={p:.2f}"
-                for r, p in zip(rows[part], probs[part])]
+        return [kind.case_title(ds, r, p) for r, p in zip(rows[part], probs[part])]
 
     images = [ds.images[r] for r in rows]
     compare_maps, compare_titles = [], []
     if others:
         summary["compare"] = []
-        cases_job = CamCases(ds, rows, target, cfg, opts, rt.device, masks, region, n)
+        cases_job = CamCases(ds, rows, target, cfg, opts, rt.device, masks, region, n, cases.names)
         for other, other_stage in others:
             o_cams, o_summary = _cams_of_other(other, other_stage, cases_job)
             compare_maps.append(o_cams)
             compare_titles.append(f"{other.name}\n{other_stage}")
             summary["compare"].append(o_summary)
     summary["scale"] = cfg.scale
-    summary["warnings"] = (sanity.cam_warnings(cams[:n], f"positive {cfg.split} cases")
-                           + sanity.cam_warnings(cams[n:], f"negative {cfg.split} cases"))
+    summary["warnings"] = (sanity.cam_warnings(cams[:n], f"{first} {cfg.split} cases")
+                           + sanity.cam_warnings(cams[n:], f"{second} {cfg.split} cases"))
     outline_label = REGION_LABELS.get(region or "", f"{region} (the signal region)")
 
     with staged(run, final, force=opts.force) as stage_out:
         tmp = stage_out.folder
-        for label, part in (("positive", slice(0, n)), ("negative", slice(n, 2 * n))):
+        for label, part in ((first, slice(0, n)), (second, slice(n, 2 * n))):
             plots.cam_maps_grid(images[part], cams[part], titles(part), tmp / f"{label}.png",
-                                f"Grad-CAM toward class {cls}: {label} {cfg.split} cases — {name}", scale=cfg.scale,
+                                f"Grad-CAM toward {toward}: {label} {cfg.split} cases — {name}", scale=cfg.scale,
                                 outlines=None if masks is None else masks[part], outline_label=outline_label)
             vmax = float(cams[part].max()) if common and len(cams[part]) else None
             for i, (r, t) in enumerate(zip(rows[part], titles(part))):
@@ -448,7 +443,7 @@ class CamCases:
     """The cases of one Grad-CAM report, for drawing another run's maps of the same patients."""
 
     dataset: object  # the explained PreparedDataset
-    rows: np.ndarray  # its rows: n positive cases, then n negative ones
+    rows: np.ndarray  # its rows: n cases of the kind's first group, then n of its second
     target: int
     cfg: CamConfig
     opts: RunOptions
@@ -456,6 +451,7 @@ class CamCases:
     masks: np.ndarray | None  # the synthetic signal region per case (None for real data)
     region: str | None
     n: int
+    names: tuple[str, str] = ("positive", "negative")  # the kind's two case groups (kind.cam_cases)
 
 
 def _cams_of_other(other: rundir.Run, stage: str, job: CamCases):
@@ -473,13 +469,16 @@ def _cams_of_other(other: rundir.Run, stage: str, job: CamCases):
     o_rows = np.array([where[str(i)] for i in ds.ids[rows]])
     if ods.images.shape[1:] != ds.images.shape[1:]:
         raise UserError(f"--compare {other.name}: its images are {ods.images.shape[1:]}, not {ds.images.shape[1:]}")
+    kind = kind_of(ods.schema)
+    first, second = job.names
     cams, probs = grad_cams(ex.model, ods, o_rows, target=job.target, device=job.device, batch_size=job.cfg.batch_size,
-                            raw=job.cfg.scale == "common")
+                            raw=job.cfg.scale == "common", output=kind.cam_output)
     out = {"run": other.name, "stage": stage, "model": ex.describe("gradcam"),
-           "probability": {"positive": [float(p) for p in probs[:n]], "negative": [float(p) for p in probs[n:]]}}
+           "probability" if kind.cam_output == "prob" else "output": {first: [float(p) for p in probs[:n]],
+                                                                       second: [float(p) for p in probs[n:]]}}
     if masks is not None:
-        out["region"] = {"positive": region_summary(cams[:n], masks[:n], region),
-                         "negative": region_summary(cams[n:], masks[n:], region)}
+        out["region"] = {first: region_summary(cams[:n], masks[:n], region),
+                         second: region_summary(cams[n:], masks[n:], region)}
     return cams, out
 
 

@@ -2,10 +2,11 @@
 
 ``amfmedit export --out DIR`` writes (built aside, renamed into place when complete)::
 
-    DIR/model.onnx            the classifier, uint8 image / float32 x_cont / int64 x_cat -> logits
+    DIR/model.onnx            the classifier, uint8 image / float32 x_cont / int64 x_cat / bool missing,
+                              image_present, table_present -> logits
                               (amfmedit.models.export: ONNX through torch.onnx.export's dynamo path)
     DIR/model.pt              the same weights as a checkpoint {kind, config, state_dict} for
-                              PyTorch where ONNX Runtime is not installed (loaded weights_only)
+                              PyTorch, what predict --model runs by default (loaded weights_only)
     DIR/schema.json           the preprocessing: the prepared dataset's schema (imputation medians,
                               z-score statistics, category codes, HU window, image size)
     DIR/operating_point.json  evaluate's threshold (chosen on validation) and calibration
@@ -16,7 +17,7 @@
 
 ``predict --model DIR`` (:mod:`amfmedit.stages.predict`) opens the folder with
 :func:`amfmedit.stages.exported.open_export`, which checks every hash first, and scores new rows
-with ONNX Runtime when it is installed, PyTorch otherwise.
+on PyTorch (``--runtime onnxruntime``: the ONNX graph on ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from amfmedit.data.prepared import dataset_path
 from amfmedit.errors import UserError
 from amfmedit.io import read_json, staging_dir, torch_save, write_json, write_text
 from amfmedit.models import model_config, to_checkpoint
-from amfmedit.models.export import EXPORT_PACKAGES, export_onnx, missing_packages
+from amfmedit.models.export import EXPORT_PACKAGES, ExportedClassifier, export_onnx, missing_packages, reads_presence
 from amfmedit.stages import names
 from amfmedit.stages.classify import best_model
-from amfmedit.stages.common import RunOptions, load_dataset
+from amfmedit.stages.common import load_dataset
+from amfmedit.stages.configs import ExportConfig, RunOptions
 from amfmedit.stages.evaluate import OPERATING_FILE
 from amfmedit.stages.exported import (
     CARD_FILE,
@@ -64,13 +66,6 @@ from amfmedit.train.inputs import DeviceData
 #: the exported graph should give the PyTorch model's probabilities to within PARITY_TARGET on the test
 #: split (a warning otherwise); beyond PARITY_LIMIT the export is refused (a graph that computes something else)
 PARITY_TARGET, PARITY_LIMIT = 1e-5, 1e-4
-
-
-@dataclass
-class ExportConfig:
-    out: str
-    stage: str | None = None  # a finetune-*/supervised-* folder; None: the run's model (stages.selection)
-    batch_size: int = 64  # rows per forward pass of the parity check
 
 
 @dataclass
@@ -141,9 +136,9 @@ def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
     test = np.asarray(ds.indices("test"), dtype=np.int64)
     use_image = "image" in model.inputs
     data = DeviceData(ds, device=torch.device("cpu"), with_images=use_image)
-    pool = {"image": ds.images, "x_cont": ds.x_cont, "x_cat": ds.x_cat}
     rows = test if len(test) >= 2 else np.arange(min(2, len(ds)))  # torch.export needs 2 example rows
-    example = {k: np.asarray(pool[k][rows[:2]]) for k in model.inputs}
+    first = data.batch(rows[:2], images=use_image)
+    example = {k: getattr(first, k).cpu().numpy() for k in ExportedClassifier(model).input_names}
     eval_op = read_json(run.stage(names.EVALUATE) / OPERATING_FILE)
     record = {**op, "stage": stage, "positive_class": eval_op.get("positive_class"), "note": eval_op.get("note"),
               "threshold_spec": eval_op.get("threshold_spec"), "chosen_on": eval_op.get("chosen_on")}
@@ -167,6 +162,7 @@ def export(cfg: ExportConfig, opts: RunOptions) -> ExportResult:
             "format": FORMAT, "format_version": FORMAT_VERSION, "created": dt.datetime.now(dt.timezone.utc)
             .isoformat(timespec="seconds"), "amfmedit": __version__,
             "run": run.name, "stage": stage, "title": op.get("title"), "best_epoch": int(ckpt["epoch"]),
+            "modality": names.parse_stage(stage)["modality"], "reads_presence": reads_presence(model),
             "model": {**model_config(model), "parameters": sum(p.numel() for p in model.parameters()),
                       "onnx": ONNX_FILE, "torch": TORCH_FILE, **{k: info[k] for k in ("exporter", "opset", "scan")}},
             "inputs": info["inputs"], "output": info["output"], "class_names": schema.class_names,

@@ -2,7 +2,8 @@
 
 The folder is written by :mod:`amfmedit.stages.export` (its docstring lists the files);
 :func:`open_export` checks every file against ``SHA256SUMS`` before anything is read, and
-:meth:`Exported.runner` runs the model on ONNX Runtime when it is installed, else on PyTorch.
+:meth:`Exported.runner` runs the model on PyTorch when torch is importable (the faster on the CPUs
+measured, docs/export.md), else on ONNX Runtime (a deployment without torch).
 Both runners give the prediction kind's outputs (``kind.predictions`` of the logits: class
 probabilities), the PyTorch one through :func:`amfmedit.train.tasks.infer`, the inference path
 of ``evaluate`` and ``predict``. Nothing here reads a run folder.
@@ -28,7 +29,7 @@ from amfmedit.models.export import OnnxRunner, missing_packages
 from amfmedit.stages.kinds import kind_of
 from amfmedit.train.tasks import infer
 
-FORMAT, FORMAT_VERSION = "amfmedit-export", 1
+FORMAT, FORMAT_VERSION = "amfmedit-export", 2  # 2: the graph takes the missing mask and presence flags
 ONNX_FILE, TORCH_FILE = "model.onnx", "model.pt"
 OPERATING_POINT_FILE, MANIFEST_FILE, CARD_FILE, HASH_FILE = ("operating_point.json", "export.json", "model_card.md",
                                                              "SHA256SUMS")
@@ -40,7 +41,8 @@ INSTALL_HINT = "pip install 'amfmedit[export]'"
 class OnnxPredictor:
     """An exported graph on ONNX Runtime: ``predictions(batches) -> (N, K)`` float64, the kind's outputs.
 
-    ``batches`` yields :class:`~amfmedit.train.inputs.Batch` objects on the CPU (uint8 images).
+    ``batches`` yields :class:`~amfmedit.train.inputs.Batch` objects on the CPU (uint8 images, the
+    missing mask and presence flags): each of the graph's inputs is the batch's field of that name.
     """
 
     name = "onnxruntime"
@@ -99,15 +101,30 @@ class Exported:
     def inputs(self) -> tuple[str, ...]:
         return tuple(s["name"] for s in self.manifest["inputs"])
 
+    @property
+    def modality(self) -> str:
+        """``multimodal``, ``image`` or ``tabular``: which inputs the model reads."""
+        return self.manifest["modality"]
+
+    @property
+    def reads_presence(self) -> bool:
+        """Whether the model scores rows lacking a modality (:func:`amfmedit.models.export.reads_presence`)."""
+        return bool(self.manifest["reads_presence"])
+
     def runner(self, runtime: str = "auto", device: str | torch.device = "cpu") -> OnnxPredictor | TorchPredictor:
-        """The model on ONNX Runtime (``auto``: when installed and on a CPU) or on PyTorch."""
+        """The model on PyTorch or on ONNX Runtime.
+
+        ``auto`` is PyTorch: this module imports torch, so torch is importable wherever it runs, and
+        PyTorch eager was the faster of the two on the CPUs measured (docs/export.md). ONNX Runtime is
+        for ``--runtime onnxruntime`` and for deployments without torch, which run ``model.onnx``
+        themselves (docs/export.md has the example).
+        """
         if runtime not in RUNTIMES:
             raise UserError(f"--runtime {runtime}: use {', '.join(RUNTIMES)}")
-        has_ort = not missing_packages(("onnxruntime",))
-        if runtime == "onnxruntime" and not has_ort:
-            raise UserError(f"--runtime onnxruntime: onnxruntime is not installed; {INSTALL_HINT}, or pass "
-                            "--runtime pytorch")
-        if runtime == "onnxruntime" or (runtime == "auto" and has_ort and torch.device(device).type == "cpu"):
+        if runtime == "onnxruntime":
+            if missing_packages(("onnxruntime",)):
+                raise UserError(f"--runtime onnxruntime: onnxruntime is not installed; {INSTALL_HINT}, or pass "
+                                "--runtime pytorch")
             return OnnxPredictor(self.path / ONNX_FILE, kind_of(self.schema))
         ckpt = torch_load(self.path / TORCH_FILE, hint=f"export the model again (`amfmedit export --out {self.path} "
                                                         "--force`)")

@@ -34,8 +34,6 @@ from amfmedit.errors import UserError
 from amfmedit.io import read_json, write_json
 from amfmedit.models import (
     FUSIONS,
-    IMAGE_ENCODERS,
-    STRATEGIES,
     TABULAR_ENCODERS,
     ImageTabularClassifier,
     UnimodalClassifier,
@@ -47,13 +45,11 @@ from amfmedit.models import (
 )
 from amfmedit.data import load_prepared
 from amfmedit.paths import runs_dir
-from amfmedit.stages import names, run_inputs
-from amfmedit.stages.classify import Recipe, Trained, check_selectable, select_lr, train_one
+from amfmedit.stages import availability, names, run_inputs
+from amfmedit.stages.classify import Trained, check_selectable, select_lr, train_one
 from amfmedit.stages.common import (
-    PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
-    check_choice,
     check_new_run_mask,
     load_dataset,
     masked_data,
@@ -62,103 +58,23 @@ from amfmedit.stages.common import (
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import FinetuneConfig, Recipe
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import PretrainConfig, image_encoder, load_pretrained, tabular_kwargs
+from amfmedit.stages.pretrain import (
+    BLOCK_OPTIONS,
+    PretrainConfig,
+    image_encoder,
+    load_pretrained,
+    run_missing,
+    second_pretrain_command,
+    tabular_kwargs,
+)
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 
 NO_FUSION = names.NO_FUSION
-
-
-def fusion_choices() -> list[str]:
-    """``--fusion`` values: the registered fusions and ``none`` (a supervised baseline)."""
-    return [*FUSIONS, NO_FUSION]
-
-
-@dataclass
-class FinetuneConfig:
-    """One fusion x strategy (or one supervised baseline), over seeds."""
-
-    fusion: str = "amf"
-    strategy: str = "trainable"
-    modality: str | None = None  # fusion "none": the baseline's input, image or tabular
-    rconf: float | str | None = None  # fusions with run input r_conf (AMF): None reads <run>/rconf/rconf.json,
-    # "auto" chooses among measured x rconf_multipliers on validation with the first seed
-    # ``--rconf auto``: candidates = measured R_conf x these; the ±10-25 % span covers the probes'
-    # run-to-run spread, and candidates giving the same eq. 6 split (L_img, L_tab) are trained once
-    rconf_multipliers: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
-    rconf_in_name: bool = False  # a member of an R_conf sweep: the value is part of the stage name
-    d_out: int | None = None  # fusions with a d_out setting (AMF's D_out): None keeps the fusion's default
-    seeds: tuple[int, ...] = PAPER_SEEDS
-    recipe: Recipe = field(default_factory=Recipe)
-    # supervised baselines without a pretrain stage in the run (else the pretrain settings are used)
-    tabular_encoder: str | None = None
-    tabular_dim: int | None = None
-    image_arch: str | None = None
-    # incomplete tabular data (§4.2.4): these features replaced by training constants at train
-    # and test time (amfmedit.data.masking), or the top K of the run's IG report
-    mask_features: tuple[str, ...] = ()
-    mask_top_k: int | None = None
-    # label fractions: train on this stratified fraction of the training rows (amfmedit.data.subsets),
-    # nested across fractions and fixed per seed; validation and test rows are untouched
-    train_fraction: float = 1.0
-    aux_off: tuple[str, ...] = ()  # Table 6: these auxiliary losses switched off (weight 0)
-    encoder_in_name: bool = False  # a member of a --tabular-encoder sweep (Table 1): the encoder is in the stage name
-
-    def validate(self) -> None:
-        check_choice(self.fusion, fusion_choices(), "--fusion")
-        if self.tabular_encoder is not None:  # each item of a --tabular-encoder list, before any trains
-            check_choice(self.tabular_encoder, list(TABULAR_ENCODERS), "--tabular-encoder")
-        if self.image_arch is not None:
-            check_choice(self.image_arch, list(IMAGE_ENCODERS), "--image-arch")
-        if self.tabular_dim is not None and self.tabular_dim < 1:
-            raise UserError(f"--tabular-dim {self.tabular_dim}: must be a positive width")
-        if not (0 < self.train_fraction <= 1):
-            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        check_choice(self.strategy, STRATEGIES, "--strategy")
-        if self.fusion == NO_FUSION:
-            if self.modality is None:
-                raise UserError("--fusion none trains a supervised baseline: add --modality image or --modality tabular")
-            check_choice(self.modality, names.MODALITIES, "--modality")
-            if self.strategy == "frozen":
-                raise UserError("--fusion none --strategy frozen: a supervised baseline is trained from scratch; "
-                                "use --strategy trainable (frozen unimodal probes are what `amfmedit rconf` trains)")
-        elif self.modality is not None:
-            raise UserError(f"--modality {self.modality} is for --fusion none (supervised baselines) only")
-        if self.fusion == NO_FUSION and self.aux_off:
-            raise UserError("--ablate-losses: a supervised baseline has no auxiliary losses")
-        if self.fusion != NO_FUSION:
-            declared = FUSIONS[self.fusion].aux_weights
-            unknown = [n for n in self.aux_off if n not in declared]
-            if unknown:
-                raise UserError(f"auxiliary loss {unknown[0]}: fusion {self.fusion} has "
-                                f"{', '.join(declared) or 'no auxiliary losses'}; nothing to switch off")
-            settings = options_of(FUSIONS[self.fusion])
-            if self.d_out is not None:
-                if "d_out" not in settings:
-                    having = [k for k, c in FUSIONS.items() if "d_out" in options_of(c)]
-                    raise UserError(f"--d-out {self.d_out}: only for --fusion {' or '.join(having)} (not {self.fusion})")
-                if self.d_out < 2:
-                    raise UserError(f"--d-out {self.d_out}: D_out must be at least 2")
-            for inp in run_inputs.declared(self.fusion):
-                inp.validate(self, self.d_out or settings.get("d_out"))
-        if not self.seeds:
-            raise UserError("--seeds: give at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"--seeds {','.join(map(str, self.seeds))}: repeated seed")
-        self.recipe.validate()
-        self.stage(self.seeds[0])  # a value the stage name cannot hold is refused before anything trains
-
-    @property
-    def prefix(self) -> str:
-        parts = {k: v for inp in run_inputs.declared(self.fusion) for k, v in inp.name_part(self).items()}
-        return names.classifier_prefix(self.fusion, self.strategy, self.modality,
-                                       encoder=self.tabular_encoder if self.encoder_in_name else None,
-                                       off=self.aux_off, fraction=self.train_fraction, **parts)
-
-    def stage(self, seed: int) -> str:
-        return names.seed_stage(self.prefix, seed, self.mask_features)
+BASELINE_BLOCKS = ("d_state", "stacking", "final_norm")  # FinetuneConfig fields set on a baseline's encoder
 
 
 @dataclass
@@ -172,20 +88,41 @@ class FinetuneResult:
     search: dict | None = None  # a run input searched on validation (--rconf auto): candidates, scores, choice
 
 
-def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -> tuple[Callable, dict]:
-    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses."""
+def resolve_missing(cfg: FinetuneConfig, run: rundir.Run) -> FinetuneConfig:
+    """``cfg`` with ``missing`` resolved against the run (None: the mode of its ``pretrain/``). A model
+    reading missing values otherwise carries its mode in its stage name; a fusion model's encoders then
+    come from the run's second pretraining, ``pretrain-<missing>/``, which must exist."""
+    pretrained = run_missing(run)
+    if cfg.fusion != NO_FUSION and pretrained is None:
+        return cfg  # the missing pretrain stage is reported by the caller
+    mode = pretrained or PretrainConfig().missing
+    chosen = cfg.missing or mode
+    if cfg.fusion != NO_FUSION and chosen != mode:
+        rundir.require_stage(run, names.pretrain_stage(chosen), second_pretrain_command(run, chosen))
+    return replace(cfg, missing=chosen, missing_in_name=chosen != mode)
+
+
+def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict,
+                   missing_features: list[int] | None = None) -> tuple[Callable, dict]:
+    """A function building a fresh model (pretrained weights reloaded each call) and the encoders it uses
+    (``missing_features``: the features a baseline's token encoder reads as missing)."""
     if cfg.fusion == NO_FUSION:
         pcfg = PretrainConfig()
         if run.is_complete(names.PRETRAIN):
             _, pcfg = load_pretrained(run)
+        pcfg = replace(pcfg, missing=cfg.missing or pcfg.missing, corruption="swap")
         if cfg.tabular_encoder is not None:
             pooling = pcfg.ft_mamba_pooling if cfg.tabular_encoder == pcfg.tabular_encoder else None
             same = cfg.tabular_encoder == pcfg.tabular_encoder  # another encoder starts from its own defaults
             pcfg = replace(pcfg, tabular_encoder=cfg.tabular_encoder, tabular_dim=cfg.tabular_dim,
                            ft_mamba_pooling=pooling, d_state=pcfg.d_state if same else None,
-                           expand=pcfg.expand if same else None, stacking=pcfg.stacking if same else None)
+                           expand=pcfg.expand if same else None, stacking=pcfg.stacking if same else None,
+                           final_norm=pcfg.final_norm if same else None)
         if cfg.image_arch is not None:
             pcfg = replace(pcfg, image_arch=cfg.image_arch)
+        accepted = options_of(TABULAR_ENCODERS[pcfg.tabular_encoder]) if pcfg.tabular_encoder in TABULAR_ENCODERS else {}
+        pcfg = replace(pcfg, **{name: getattr(cfg, name) for name in BASELINE_BLOCKS
+                                if getattr(cfg, name) is not None and BLOCK_OPTIONS[name][0] in accepted})
         pcfg.validate()
 
         def build_supervised():
@@ -193,15 +130,19 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                 enc = image_encoder(pcfg.image_arch, schema)
             else:
                 enc = build_tabular_encoder(pcfg.tabular_encoder, n_cont_features=schema.n_cont,
-                                            cat_cardinalities=schema.cardinalities, **tabular_kwargs(pcfg))
+                                            cat_cardinalities=schema.cardinalities,
+                                            **tabular_kwargs(pcfg, missing_features))
             return UnimodalClassifier(enc, n_classes=kind_of(schema).head_size(schema), modality=cfg.modality,
                                       strategy="trainable")
 
-        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+        return build_supervised, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
+                                  "missing": pcfg.missing}
 
-    pretrained, pcfg = load_pretrained(run)
+    pretrained, pcfg = load_pretrained(run, cfg.missing)
     spec, state = model_config(pretrained), pretrained.state_dict()
     settings = {"d_out": cfg.d_out} if cfg.d_out is not None else {}
+    if cfg.amf_normaliser is not None and "normaliser" in options_of(FUSIONS[cfg.fusion]):
+        settings["normaliser"] = cfg.amf_normaliser
 
     def build_multimodal():
         pm = from_checkpoint({**spec, "state_dict": state})
@@ -210,7 +151,8 @@ def _model_builder(cfg: FinetuneConfig, run: rundir.Run, schema, inputs: dict) -
                               **inputs, **settings)
         return ImageTabularClassifier(img, tab, fusion, strategy=cfg.strategy)
 
-    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch}
+    return build_multimodal, {"tabular_encoder": pcfg.tabular_encoder, "image_arch": pcfg.image_arch,
+                              "missing": availability.missing_mode(pretrained.tabular_encoder)}
 
 
 def resolve_inputs(cfg: FinetuneConfig, run: rundir.Run) -> dict:
@@ -270,6 +212,7 @@ class FinetuneJob:
     build: Callable[[dict], tuple[Callable, dict]]  # inputs -> (model factory, encoder names)
     mask: dict | None  # masked features record (incomplete-data stages)
     progress: ProgressFactory
+    modality_dropout: float = 0.0  # resolved (availability.modality_dropout)
 
     @property
     def use_image(self) -> bool:
@@ -309,6 +252,7 @@ def finetune(
                                                         data_dir=opts.data_dir)), mask_top_k=None)
     if cfg.fusion != NO_FUSION:
         rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")
+    cfg = resolve_missing(cfg, run)
     inputs = resolve_inputs(cfg, run)
     searched = next((inp for inp in run_inputs.declared(cfg.fusion) if inp.searches(cfg)), None)
     if data is None:
@@ -317,6 +261,9 @@ def finetune(
         dd = DeviceData(ds, device=rt.device, residency=opts.images_in, with_images=cfg.modality != "tabular")
     else:
         ds, dd = data
+    # the features a baseline's token encoder reads, from the prepared mask: masked features (Table 4)
+    # stay constants, as for the pretrained encoders
+    missing_features = ds.missing_features("train")
     mask = mask_record(ds, cfg.mask_features) if cfg.mask_features else None
     if cfg.mask_features:  # train, validation and test rows all see the constants
         ds, dd = masked_data(ds, dd, cfg.mask_features)
@@ -329,10 +276,13 @@ def finetune(
     def build(values: dict) -> tuple[Callable, dict]:
         key = tuple(sorted(values.items()))
         if key not in builders:
-            builders[key] = _model_builder(cfg, run, schema, values)
+            builders[key] = _model_builder(cfg, run, schema, values, missing_features)
         return builders[key]
 
-    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress)
+    dropout = 0.0 if cfg.fusion == NO_FUSION else \
+        availability.modality_dropout(cfg.modality_dropout, ds, dd.rows("train"))
+    cfg = replace(cfg, modality_dropout=dropout)
+    job = FinetuneJob(cfg, opts, run, rt, ds, dd, recipe, inputs, searched, build, mask, progress, dropout)
     # One writer per combination (its search and every seed), from before the clobber check to the end.
     with rundir.stage_lock(run, names.lr_search_stage(cfg.prefix, cfg.mask_features), rt=rt):
         return _train_seeds(job)
@@ -376,7 +326,9 @@ def _train_seeds(job: FinetuneJob) -> FinetuneResult:
             use_image=job.use_image, use_tabular=job.use_tabular, out_dir=out_dir, rt=rt, resume=resume,
             progress=job.progress, log=opts.log, title=f"{cfg.prefix} seed={seed} lr={lr:g}{tried}",
             extra_config={"stage": cfg.prefix, "fusion": cfg.fusion, "strategy": cfg.strategy,
-                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, **values},
+                          "modality": cfg.modality, "train_fraction": cfg.train_fraction, "missing": cfg.missing,
+                          "modality_dropout": job.modality_dropout, **values},
+            modality_dropout=job.modality_dropout,
         )
 
     first = cfg.seeds[0]
@@ -491,8 +443,9 @@ def finetune_many(
                             f"need a pretrained run: `amfmedit pretrain --data {data}`")
         opts = replace(opts, run=_baseline_run(data, opts, rt, configs))
     run = rundir.open_run(opts.runs_dir, opts.run)
-    configs = [replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k, data_dir=opts.data_dir)),
-                       mask_top_k=None) for c in configs]
+    configs = [resolve_missing(replace(c, mask_features=tuple(resolve_mask(run, c.mask_features, c.mask_top_k,
+                                                                           data_dir=opts.data_dir)),
+                                       mask_top_k=None), run) for c in configs]
     for cfg in configs:
         if cfg.fusion != NO_FUSION:
             rundir.require_stage(run, names.PRETRAIN, f"amfmedit pretrain --data {run.data}")

@@ -2,7 +2,8 @@
 
 ```
 pretrain/                                  PRETRAIN
-rconf[-<mask>]/                            RCONF (probes on a masked table carry the mask tag)
+pretrain-<missing>/                        encoders pretrained reading missing values otherwise than pretrain/'s
+rconf[<variant>][-<mask>]/                 RCONF (probes on a masked table carry the mask tag)
 finetune-<fusion>-<strategy>[<variant>]-seed<N>[-<mask>]/
 finetune-<fusion>-<strategy>[<variant>]-lrsearch[-<mask>]/     the learning-rate search of the first seed
 finetune-<fusion>-<strategy>-rconfauto[<variant>]-rconfsearch[-<mask>]/   ``--rconf auto``'s candidates
@@ -22,6 +23,9 @@ today's names stay as they are; otherwise it is, in this order:
 ``-rconf<value>``        a member of an R_conf sweep (Table 5), ``-rconfauto`` for ``--rconf auto``
 ``-off-<loss>[+<loss>]`` auxiliary losses switched off (weight 0; Table 6's ablation rows)
 ``-frac<fraction>``      trained on a stratified fraction (< 1) of the training rows (learning curves)
+``-impute`` / ``-token``  a model reading missing values otherwise than the run's ``pretrain/`` encoders
+                         (``--missing``; a fusion's encoders come from ``pretrain-<missing>/``;
+                         docs/missing-data.md)
 
 e.g. ``finetune-amf-trainable-rconf0.95-seed2022``, ``finetune-amf-trainable-off-leakage-frac0.1-seed2023``.
 """
@@ -35,7 +39,7 @@ from typing import Sequence
 
 from amfmedit.errors import UserError
 from amfmedit.io import read_json
-from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
+from amfmedit.models import MISSING_MODES, STRATEGIES
 from amfmedit.train import rundir
 
 PRETRAIN = "pretrain"
@@ -53,7 +57,7 @@ RESULTS_FILE = "results.md"  # evaluate/: the tables a person reads
 
 AUTO = "auto"  # ``--rconf auto``: R_conf chosen on validation (amfmedit.stages.finetune)
 #: the keys of a stage's variant, as :func:`parse_stage` returns them (None / () when absent)
-VARIANT_KEYS = ("encoder", "rconf", "off", "fraction")
+VARIANT_KEYS = ("encoder", "rconf", "off", "fraction", "missing")
 _MASK_SUFFIX = re.compile(r"-(mask(?:-[A-Za-z0-9_.+]+|\d+-[0-9a-f]{8}))$")
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
 _MAX_READABLE = 40  # longer tags are replaced by a count and a hash
@@ -110,7 +114,7 @@ def _number(value: float) -> str:
 
 
 def variant_tag(*, encoder: str | None = None, rconf: float | str | None = None, off: Sequence[str] = (),
-                fraction: float | None = None) -> str:
+                fraction: float | None = None, missing: str | None = None) -> str:
     """The variant part of a stage name ("" for an ordinary stage); see the module docstring."""
     parts = []
     if encoder is not None:
@@ -121,12 +125,14 @@ def variant_tag(*, encoder: str | None = None, rconf: float | str | None = None,
         parts.append("off-" + "+".join(sorted(off)))
     if fraction is not None and fraction < 1:
         parts.append("frac" + _number(fraction))
+    if missing is not None:
+        parts.append(missing)
     return "".join("-" + p for p in parts)
 
 
 def classifier_prefix(fusion: str, strategy: str, modality: str | None = None, **variant) -> str:
     """``finetune-<fusion>-<strategy>``, or ``supervised-<modality>`` for ``fusion == NO_FUSION``,
-    followed by the :func:`variant_tag` of ``variant`` (encoder, rconf, off, fraction)."""
+    followed by the :func:`variant_tag` of ``variant`` (encoder, rconf, off, fraction, missing)."""
     base = f"supervised-{modality}" if fusion == NO_FUSION else f"finetune-{fusion}-{strategy}"
     return base + variant_tag(**variant)
 
@@ -151,24 +157,35 @@ def rconf_search_stage(prefix: str, mask: Sequence[str] = ()) -> str:
     return masked_stage_name(f"{prefix}-rconfsearch", mask)
 
 
-def rconf_stage(mask: Sequence[str] = (), fraction: float | None = None) -> str:
-    """``rconf[-frac<f>][-<mask>]``: the probes (on a fraction of the training labels)."""
-    return masked_stage_name(RCONF + variant_tag(fraction=fraction), mask)
+def rconf_stage(mask: Sequence[str] = (), fraction: float | None = None, missing: str | None = None) -> str:
+    """``rconf[-frac<f>][-<missing>][-<mask>]``: the probes (on a fraction of the training labels; on the
+    encoders of ``pretrain-<missing>/``)."""
+    return masked_stage_name(RCONF + variant_tag(fraction=fraction, missing=missing), mask)
+
+
+def pretrain_stage(missing: str | None = None) -> str:
+    """``pretrain/``, or ``pretrain-<missing>/``: the run's second pretraining, reading missing values
+    the other way (``pretrain --missing``)."""
+    return PRETRAIN if missing is None else f"{PRETRAIN}-{missing}"
 
 
 _NUM = r"\d+(?:\.\d+)?"
 
 
 def _stage_re() -> re.Pattern:
+    from amfmedit.models import FUSIONS, TABULAR_ENCODERS  # as registered now (a plugin fusion has folders too)
+
     fusions = "|".join(sorted(map(re.escape, FUSIONS), key=len, reverse=True))
     strategies = "|".join(map(re.escape, STRATEGIES))
     modalities = "|".join(MODALITIES)
     encoders = "|".join(sorted(map(re.escape, TABULAR_ENCODERS), key=len, reverse=True))
     losses = r"[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)*"
+    modes = "|".join(map(re.escape, MISSING_MODES))
     return re.compile(rf"^(?:finetune-(?P<fusion>{fusions})-(?P<strategy>{strategies})"
                       rf"|supervised-(?P<modality>{modalities}))"
                       rf"(?:-enc-(?P<encoder>{encoders}))?(?:-rconf(?P<rconf>{_NUM}|{AUTO}))?"
-                      rf"(?:-off-(?P<off>{losses}))?(?:-frac(?P<fraction>{_NUM}))?-seed(?P<seed>\d+)$")
+                      rf"(?:-off-(?P<off>{losses}))?(?:-frac(?P<fraction>{_NUM}))?(?:-(?P<missing>{modes}))?"
+                      rf"-seed(?P<seed>\d+)$")
 
 
 def parse_stage(name: str) -> dict | None:
@@ -176,7 +193,8 @@ def parse_stage(name: str) -> dict | None:
 
     Keys: fusion, strategy, modality, seed, mask and the variant (:data:`VARIANT_KEYS`):
     encoder (str or None), rconf (float, ``AUTO`` or None), off (tuple of loss names, () when
-    none) and fraction (float or None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
+    none), fraction (float or None) and missing (``--missing`` of a model that differs from the
+    run's ``pretrain/``, else None). ``fusion`` is ``NO_FUSION`` and ``strategy`` "trainable"
     for a supervised baseline; ``mask`` is the mask tag or None.
     """
     base, tag = split_mask_suffix(name)
@@ -188,7 +206,7 @@ def parse_stage(name: str) -> dict | None:
     return {"fusion": d["fusion"] or NO_FUSION, "strategy": d["strategy"] or "trainable",
             "modality": d["modality"], "seed": int(d["seed"]), "mask": tag,
             "encoder": d["encoder"], "rconf": rconf, "off": tuple(d["off"].split("+")) if d["off"] else (),
-            "fraction": float(d["fraction"]) if d["fraction"] else None}
+            "fraction": float(d["fraction"]) if d["fraction"] else None, "missing": d["missing"]}
 
 
 def variant_of(info: dict) -> tuple:
@@ -245,3 +263,13 @@ def ig_reports(run: rundir.Run) -> dict[str, Path]:
 def cam_reports(run: rundir.Run) -> dict[str, Path]:
     """Finished Grad-CAM reports: explained stage -> ``explain/gradcam-<stage>/`` (oldest first)."""
     return _finished(run, CAM_PREFIX)
+
+
+def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0, missing: str | None = None) -> float | None:
+    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked, probes
+    trained on ``fraction`` of the training labels, on the encoders of ``pretrain-<missing>/``), or None."""
+    stage = rconf_stage(mask_features, fraction, missing)
+    path = run.stage(stage) / RCONF_FILE
+    if not run.is_complete(stage) or not path.is_file():
+        return None
+    return float(read_json(path)["r_conf"])

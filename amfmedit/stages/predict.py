@@ -5,8 +5,12 @@ The new table goes through the prepared dataset's ``schema.json`` with the same 
 imputation, scaling, category codes; :func:`amfmedit.data.transform.load_image`: HU
 window, scaling, resizing), so a new row is transformed exactly as training rows were.
 Images are found through the table's image-path column (relative paths are relative to
-the table's folder). Writes a CSV: id, one probability per class, the decision, the
-threshold and its name, the calibration and the model.
+the table's folder); a blank cell is a patient without a scan, scored as ``prepare`` keeps
+such rows (docs/missing-data.md), and missing values are read as the model reads them
+(``--missing``). Writes a CSV: id, one probability per class, the decision, the threshold
+and its name, the calibration, the model, and which inputs the row had (``has_image``,
+``has_table``, ``n_missing``: features without a value; ``inputs``: its availability pattern).
+A row without any input the model reads has nothing to score and is a bad row.
 
 Operating point and calibration come from ``evaluate`` (``evaluate/operating_points.json``):
 the threshold chosen on the validation split for this classifier and the temperature fitted
@@ -16,16 +20,19 @@ A multiclass decision is the most probable class. Without an evaluation of this 
 (or one older than its checkpoint), ``predict`` warns and writes probabilities as trained
 with empty decision columns: it never cuts at 0.5 behind the user's back.
 
+The columns are the prediction kind's (:meth:`amfmedit.stages.kinds.PredictionKind.predict_columns`):
+a survival model writes its risk score and the survival probability at each horizon (the Breslow
+baseline hazard ``evaluate`` fitted on the training split), a regression model the predicted value.
+
 ``--model DIR`` scores with a folder written by ``amfmedit export`` instead of a run: its own
-schema, operating point and calibration, its files checked against their hashes first, the model
-on ONNX Runtime when installed (else PyTorch). The new rows are read, checked and transformed by
-the same :func:`read_new_rows` and scored by the same :func:`scored_table` as a run's.
+schema, operating point and calibration, its files checked against their hashes first. The new
+rows are read, checked and transformed by the same :func:`read_new_rows` (masks and presence
+flags included) and written by the same :func:`scored_table` as a run's.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -37,18 +44,19 @@ from amfmedit.data import Schema
 from amfmedit.data.schema import SCHEMA_FILE
 from amfmedit.data.prepared import dataset_path
 from amfmedit.data.readers import read_table_file
-from amfmedit.data.transform import category_key, load_image, transform_table
+from amfmedit.data.transform import category_key, image_path, load_optional_image, transform_table
 from amfmedit.errors import UserError
 from amfmedit.io import atomic_path, read_json
 from amfmedit.stages import names
+from amfmedit.stages.availability import pattern_title
 from amfmedit.stages.classify import best_model
 from amfmedit.stages.common import RunOptions, runtime_for
-from amfmedit.stages.evalstats import calibrated_threshold
+from amfmedit.stages.configs import PredictConfig
 from amfmedit.stages.evaluate import OPERATING_FILE
+from amfmedit.models.export import reads_presence
 from amfmedit.stages.exported import RUNTIMES, open_export
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.selection import choose_model
-from amfmedit.stats import calibration as calib
 from amfmedit.train import rundir
 from amfmedit.train.inputs import Batch
 from amfmedit.train.tasks import infer
@@ -80,22 +88,38 @@ def _bad_table_rows(schema, df, where: str) -> dict[int, str]:
     return bad
 
 
-def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None, dict[int, str]]:
-    """Each row's image read as prepare read the cohort's; unreadable files and rows without an image
-    (``None``) are collected, not raised."""
-    out, bad = [], {}
+def _checked_images(paths: list[Path | None], schema) -> tuple[np.ndarray | None, np.ndarray, dict[int, str]]:
+    """Each row's image read as prepare read the cohort's (None: a row without an image, zeros as
+    prepare keeps it); unreadable files are collected, not raised. Returns the images, the (N,) bool
+    image-present flags and the bad rows."""
+    out, present, bad = [], [], {}
     blank = np.zeros(schema.image.shape, np.uint8)
     for i, p in enumerate(paths):
-        if p is None:
-            bad[i] = "no image path; this classifier reads an image for every row it scores"
-            out.append(blank)
-            continue
         try:
-            out.append(load_image(p, schema.image))
+            img, has = load_optional_image(p, schema.image)
         except UserError as exc:
             bad[i] = str(exc)
-            out.append(blank)
-    return (np.stack(out) if out else None), bad
+            img, has = blank, False
+        out.append(img)
+        present.append(has)
+    return (np.stack(out) if out else None), np.array(present, dtype=bool), bad
+
+
+def _nothing_to_score(presence: bool, uses_image: bool, uses_table: bool, image_present, table_present) -> dict[int, str]:
+    """Rows without any input the model reads (or, for a model that does not read the presence flags:
+    one written before absent-modality vectors, without one of them): row position -> why."""
+    legacy = not presence
+    read = [(flags, what) for used, flags, what in ((uses_image, image_present, "image"),
+                                                     (uses_table, table_present, "feature value")) if used]
+    bad = {}
+    for i in range(len(table_present)):
+        lacking = [what for flags, what in read if not flags[i]]
+        if legacy and lacking:
+            bad[i] = (f"no {' and no '.join(lacking)}: this model was trained before rows without a modality could "
+                      "be scored; train it again to score such rows")
+        elif lacking and len(lacking) == len(read):
+            bad[i] = f"no {' and no '.join(lacking)}: nothing this model reads"
+    return bad
 
 
 def unseen_categories(schema, df) -> list[str]:
@@ -116,19 +140,6 @@ def unseen_categories(schema, df) -> list[str]:
 
 
 @dataclass
-class PredictConfig:
-    table: str
-    stage: str | None = None  # a finetune-*/supervised-* folder; None: the best on validation
-    image_column: str | None = None  # None: the schema's image column
-    out: str | None = None  # None: <run>/predict/<table stem>.csv
-    batch_size: int = 64
-    calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
-    skip_bad_rows: bool = False  # score the good rows and list the bad ones in <out>.skipped.csv
-    model: str | None = None  # an `amfmedit export` folder instead of a run's classifier
-    runtime: str = "auto"  # with model: auto (ONNX Runtime when installed, else PyTorch) | onnxruntime | pytorch
-
-
-@dataclass
 class PredictResult:
     run: str
     stage: str
@@ -137,6 +148,7 @@ class PredictResult:
     threshold_name: str | None = None  # None: no decisions written (evaluate has not run)
     warnings: list[str] = field(default_factory=list)
     model_choice: str = ""  # how the model was chosen (amfmedit.stages.selection)
+    columns: list[str] = field(default_factory=list)  # the prediction kind's columns written
 
 
 def operating_point(run: rundir.Run, stage: str, best_epoch: int) -> tuple[dict | None, str | None]:
@@ -161,39 +173,48 @@ def choose_stage(run: rundir.Run, name: str | None, data_dir=None) -> str:
 
 @dataclass
 class NewRows:
-    """New patients read, checked and transformed through a schema, ready for a model."""
+    """New patients read, checked and transformed through a schema, ready for a model (n rows kept)."""
 
     ids: np.ndarray  # (n,) str
-    x_cont: np.ndarray  # (n, n_cont) float32
+    x_cont: np.ndarray  # (n, n_cont) float32, imputed and scaled
     x_cat: np.ndarray  # (n, n_cat) int64
-    images: np.ndarray | None  # (n, C, H, W) uint8, None for a tabular model
+    missing: np.ndarray  # (n, F) bool: the feature had no value before imputation (continuous first)
+    images: np.ndarray | None  # (n, C, H, W) uint8 (zeros where the row has none), None for a model without images
+    image_present: np.ndarray  # (n,) bool
+    table_present: np.ndarray  # (n,) bool: at least one feature value
+    uses_image: bool
     skipped: object = None  # pandas DataFrame (id, problem) of the rows left out by skip_bad_rows, else None
     warnings: list[str] = field(default_factory=list)
 
     def batches(self, batch_size: int, device) -> Iterator[Batch]:
         """The rows as :class:`~amfmedit.train.inputs.Batch` objects on ``device`` (no labels)."""
+        def on(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
         for i in range(0, len(self.ids), batch_size):
             sl = slice(i, i + batch_size)
-            img = torch.from_numpy(self.images[sl]).to(device) if self.images is not None else None
-            yield Batch(rows=np.arange(len(self.ids))[sl], image=img,
-                        x_cont=torch.from_numpy(np.ascontiguousarray(self.x_cont[sl])).to(device),
-                        x_cat=torch.from_numpy(np.ascontiguousarray(self.x_cat[sl])).to(device), label=None)
+            yield Batch(rows=np.arange(len(self.ids))[sl], image=on(self.images[sl]) if self.images is not None else None,
+                        x_cont=on(self.x_cont[sl]), x_cat=on(self.x_cat[sl]), label=None, missing=on(self.missing[sl]),
+                        image_present=on(self.image_present[sl]), table_present=on(self.table_present[sl]))
 
 
-def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses_image: bool, skip_bad_rows: bool,
-                  skipped_file: Path) -> NewRows:
+def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, modality: str, presence: bool,
+                  skip_bad_rows: bool, skipped_file: Path) -> NewRows:
     """Read a table of new patients (and their images), check every row, transform them as prepare did.
 
-    Every row is checked before any is scored, so all problems are reported at once: one
-    UserError naming every bad row, or with ``skip_bad_rows`` the good rows and the bad ones in
-    ``skipped`` (the warning names ``skipped_file``, where the caller writes them). A row whose
-    image cannot be read (none given included) is a bad row: new rows are scored with an image.
+    ``modality`` is the model's (``image``, ``tabular`` or ``multimodal``: which inputs it reads);
+    ``presence``: whether it reads the presence flags (absent-modality vectors), so that a row
+    without an image (a blank cell) or without any feature value can be scored. Every row is
+    checked before any is scored, so all problems are reported at once: one UserError naming every
+    bad row, or with ``skip_bad_rows`` the good rows and the bad ones in ``skipped`` (the warning
+    names ``skipped_file``, where the caller writes them).
     """
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only reading the new table needs it
+    import pandas as pd
 
     df = read_table_file(table, id_column=schema.id_column, option="--table")
     if schema.id_column not in df.columns:
         raise UserError(f"{table}: no id column {schema.id_column!r} (the schema's); add it to the table")
+    uses_image = modality != "tabular"
     paths = None
     if uses_image:
         column = image_column or schema.image_column
@@ -202,11 +223,18 @@ def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses
                             "with --image-column")
         if column not in df.columns:
             raise UserError(f"{table}: no image-path column {column!r}; pass --image-column with the right name")
-        given = [None if pd.isna(p) or not str(p).strip() else str(p) for p in df[column]]
-        paths = [None if p is None else Path(p) if Path(p).is_absolute() else table.parent / p for p in given]
+        paths = [image_path(v, table.parent) for v in df[column].tolist()]
     # every row is checked before any is scored: all problems are reported at once
-    images, bad = _checked_images(paths, schema) if paths is not None else (None, {})
+    images, image_present, bad = _checked_images(paths, schema) if paths is not None else \
+        (None, np.ones(len(df), bool), {})
     bad = {**_bad_table_rows(schema, df, str(table)), **{k: v for k, v in bad.items()}}
+    if len(df):  # rows whose values transform: which of them hold nothing the model reads
+        good = np.array([i not in bad for i in range(len(df))])
+        _, _, miss = transform_table(schema, df.loc[good], where=str(table))
+        table_present = np.ones(len(df), bool)
+        table_present[good] = ~miss.all(axis=1) if miss.shape[1] else True
+        empty = _nothing_to_score(presence, uses_image, modality != "image", image_present, table_present)
+        bad = {**bad, **{i: why for i, why in empty.items() if i not in bad}}
     warnings = unseen_categories(schema, df)
     ids_all = df[schema.id_column].astype(str).to_numpy()
     skipped = None
@@ -221,15 +249,55 @@ def read_new_rows(schema: Schema, table: Path, *, image_column: str | None, uses
         skipped = pd.DataFrame({"id": ids_all[sorted(bad)], "problem": [bad[i] for i in sorted(bad)]})
         keep = np.array([i not in bad for i in range(len(df))])
         df = df.loc[keep].reset_index(drop=True)
+        image_present = image_present[keep]
         if images is not None:
             images = images[keep]
         warnings.append(f"{len(bad)} of {len(keep)} rows skipped (--skip-bad-rows), listed in {skipped_file}")
-    x_cont, x_cat, _ = transform_table(schema, df, where=str(table))
-    return NewRows(df[schema.id_column].astype(str).to_numpy(), x_cont, x_cat, images, skipped, warnings)
+    x_cont, x_cat, missing = transform_table(schema, df, where=str(table))
+    table_present = ~missing.all(axis=1) if missing.shape[1] else np.ones(len(df), bool)
+    return NewRows(df[schema.id_column].astype(str).to_numpy(), x_cont, x_cat, missing.astype(bool), images,
+                   image_present, table_present, uses_image, skipped, warnings)
+
+
+def scored_table(raw: np.ndarray, rows: NewRows, schema: Schema, op: dict | None, *, calibration: str,
+                 horizons: str | None, model_name: str, where: Path):
+    """The output table of the predictions ``raw`` (n, K), as :func:`amfmedit.train.tasks.infer` gives
+    them, for ``rows``: (table, threshold name or None, the kind's notes, the kind's columns).
+
+    ``op`` is the model's record of ``evaluate/operating_points.json`` (None: no decisions).
+    """
+    import pandas as pd
+
+    kind = kind_of(schema)
+    ids = rows.ids
+    bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
+    if len(bad):
+        raise UserError(f"{where}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
+                        "check that row's values and image (e.g. an infinite or huge number)")
+    # the kind's columns: probabilities and decisions, a risk score and survival probabilities, a value
+    cols, threshold_name, notes = kind.predict_columns(raw, op, schema, calibration=calibration, horizons=horizons)
+    res = pd.DataFrame({"id": ids})
+    for name, values in cols.items():
+        res[name] = values
+    res["model"] = model_name
+    res["has_image"] = rows.image_present if rows.uses_image else None  # empty: the model reads no image
+    res["has_table"] = rows.table_present
+    res["n_missing"] = rows.missing.sum(axis=1)
+    res["inputs"] = [pattern_title(bool(i) and rows.uses_image, bool(t))
+                     for i, t in zip(rows.image_present, rows.table_present)]
+    return res, threshold_name, notes, list(cols)
 
 
 def _skipped_file(out: Path) -> Path:
     return out.with_name(out.stem + ".skipped.csv")
+
+
+def _write_scores(out: Path, res, skipped) -> None:
+    with atomic_path(out) as tmp:
+        res.to_csv(tmp, index=False)
+    if skipped is not None:
+        with atomic_path(_skipped_file(out)) as tmp:
+            skipped.to_csv(tmp, index=False)
 
 
 def _check_request(cfg: PredictConfig) -> None:
@@ -254,72 +322,25 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     out = Path(cfg.out) if cfg.out else run.root / "predict" / f"{table.stem}.csv"
     if out.exists() and not opts.force:
         raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
-    rows = read_new_rows(schema, table, image_column=cfg.image_column, uses_image=info["modality"] != "tabular",
-                         skip_bad_rows=cfg.skip_bad_rows, skipped_file=_skipped_file(out))
-    warnings = rows.warnings
-
     model, ckpt = best_model(run.stage(stage))
+    rows = read_new_rows(schema, table, image_column=cfg.image_column, modality=info["modality"],
+                         presence=reads_presence(model), skip_bad_rows=cfg.skip_bad_rows,
+                         skipped_file=_skipped_file(out))
+    warnings = rows.warnings
     op, why = operating_point(run, stage, int(ckpt["epoch"]))
-    if op is None:
-        warnings.append(f"{why}; writing probabilities as trained, without decisions (no threshold is known)")
     model = model.to(rt.device).eval()
     kind = kind_of(schema)
     with torch.no_grad(), rt.autocast():
         parts = infer(model, kind, rows.batches(cfg.batch_size, rt.device), channels_last=rt.channels_last,
                       use_image=rows.images is not None)
     raw = np.concatenate(parts) if parts else np.zeros((0, kind.head_size(schema)))
-    res, threshold_name = scored_table(raw, rows.ids, schema, op, cfg.calibration, model_name=stage, where=table)
+    res, threshold_name, notes, cols = scored_table(raw, rows, schema, op, calibration=cfg.calibration,
+                                                    horizons=cfg.horizons, model_name=stage, where=table)
+    if op is None:
+        warnings.append(f"{why}; {notes.pop(0)}" if notes else why)
+    warnings += notes
     _write_scores(out, res, rows.skipped)
-    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule)
-
-
-def scored_table(raw: np.ndarray, ids: np.ndarray, schema: Schema, op: dict | None, calibration: str, *,
-                 model_name: str, where: Path):
-    """(the output table, the threshold's name or None) of the predictions ``raw`` (n, K) as trained.
-
-    ``raw`` is what :func:`amfmedit.train.tasks.infer` gives (the kind's predictions: class
-    probabilities); ``op`` is the classifier's record of ``evaluate/operating_points.json`` (None:
-    no decisions); ``calibration`` is ``temperature`` (its temperature and bias applied) or ``none``.
-    """
-    import pandas as pd  # pandas costs ~0.3 s of start-up; only the output table needs it
-
-    kind = kind_of(schema)
-    bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
-    if len(bad):
-        raise UserError(f"{where}: row id {ids[bad[0]]!r} (and {len(bad) - 1} more) gave a non-finite model output; "
-                        "check that row's values and image (e.g. an infinite or huge number)")
-    scaled = op is not None and calibration == "temperature"
-    temperature = float(op["temperature"]) if scaled else 1.0
-    bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
-    # the same recalibration evaluate fitted and scored (on the probabilities' log-odds)
-    p = calib.apply_temperature(calib.logits_from_probs(raw), temperature, bias) if scaled else raw
-    res = pd.DataFrame({"id": ids})
-    for c, name in enumerate(schema.class_names):
-        res[f"prob_{name}"] = p[:, c]
-    threshold_name = None
-    if op is not None and op.get("threshold") is not None and kind.has_operating_point:
-        threshold_name = op["threshold_name"]
-        cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
-        res["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
-        res["threshold"] = calibrated_threshold(cut, temperature, bias) if scaled else cut
-    elif op is not None:
-        threshold_name = op["threshold_name"]
-        res["decision"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
-        res["threshold"] = math.nan
-    else:
-        res["decision"], res["threshold"] = "", math.nan
-    res["threshold_name"] = threshold_name or ""
-    res["calibration"] = (f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled else "none"
-    res["model"] = model_name
-    return res, threshold_name
-
-
-def _write_scores(out: Path, res, skipped) -> None:
-    with atomic_path(out) as tmp:
-        res.to_csv(tmp, index=False)
-    if skipped is not None:
-        with atomic_path(_skipped_file(out)) as tmp:
-            skipped.to_csv(tmp, index=False)
+    return PredictResult(run.name, stage, out, len(res), threshold_name, warnings, choice.rule, cols)
 
 
 def predict_exported(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
@@ -327,22 +348,25 @@ def predict_exported(cfg: PredictConfig, opts: RunOptions) -> PredictResult:
     if cfg.stage is not None or opts.run is not None:
         raise UserError("--model scores with the export folder alone; drop --run and --stage")
     _check_request(cfg)
-    exported = open_export(cfg.model)
     if cfg.runtime not in RUNTIMES:
         raise UserError(f"--runtime {cfg.runtime}: use {', '.join(RUNTIMES)}")
+    exported = open_export(cfg.model)
     table = Path(cfg.table)
     out = Path(cfg.out) if cfg.out else table.with_name(f"{table.stem}.predictions.csv")
     if out.exists() and not opts.force:
         raise UserError(f"{out} exists; pass --force to replace it or --out to write elsewhere")
     schema = exported.schema
-    rows = read_new_rows(schema, table, image_column=cfg.image_column, uses_image="image" in exported.inputs,
-                         skip_bad_rows=cfg.skip_bad_rows, skipped_file=_skipped_file(out))
+    rows = read_new_rows(schema, table, image_column=cfg.image_column, modality=exported.modality,
+                         presence=exported.reads_presence, skip_bad_rows=cfg.skip_bad_rows,
+                         skipped_file=_skipped_file(out))
     runner = exported.runner(cfg.runtime, runtime_for(opts).device)
     raw = runner.predictions(rows.batches(cfg.batch_size, runner.device))
     if not len(raw):
         raw = np.zeros((0, kind_of(schema).head_size(schema)))
-    res, threshold_name = scored_table(raw, rows.ids, schema, exported.operating_point, cfg.calibration,
-                                       model_name=exported.stage, where=table)
+    res, threshold_name, notes, cols = scored_table(raw, rows, schema, exported.operating_point,
+                                                    calibration=cfg.calibration, horizons=cfg.horizons,
+                                                    model_name=exported.stage, where=table)
     _write_scores(out, res, rows.skipped)
     rule = f"{exported.stage} of run {exported.manifest['run']}, exported to {exported.path} ({runner.name})"
-    return PredictResult(str(exported.path), exported.stage, out, len(res), threshold_name, rows.warnings, rule)
+    return PredictResult(str(exported.path), exported.stage, out, len(res), threshold_name, rows.warnings + notes, rule,
+                         cols)

@@ -18,7 +18,7 @@ the same fraction.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,30 +26,30 @@ import torch
 from amfmedit.data.masking import mask_features, mask_record
 from amfmedit.data.subsets import subset_record, train_subset
 from amfmedit.errors import UserError
-from amfmedit.io import read_json, write_json
-from amfmedit.models import D_OUT, UnimodalClassifier, amf_split, from_checkpoint, model_config
+from amfmedit.io import write_json
+from amfmedit.models import UnimodalClassifier, amf_split, from_checkpoint, model_config
 from amfmedit.stages import names
-from amfmedit.stages.classify import Recipe, check_selectable, best_model, select_lr, train_one
+from amfmedit.stages.availability import check_complete_splits, missing_mode
+from amfmedit.stages.classify import check_selectable, best_model, select_lr, train_one
 from amfmedit.stages.common import (
-    PAPER_SEEDS,
     ProgressFactory,
     RunOptions,
-    check_choice,
     load_dataset,
     no_progress,
     resolve_mask,
     runtime_for,
     write_stage_config,
 )
+from amfmedit.stages.configs import RconfConfig, Recipe
 from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.lifecycle import finish_stage
-from amfmedit.stages.pretrain import load_pretrained
+from amfmedit.stages.pretrain import load_pretrained, missing_tag
 from amfmedit.train import rundir
 from amfmedit.train.inputs import DeviceData
 from amfmedit.train.tasks import SupervisedTask
 
 RCONF_FILE = names.RCONF_FILE
-SPLITS = ("val", "test")
+read_rconf = names.read_rconf  # its home is names (run_inputs reads it without the stage modules)
 
 
 class TestSplitWarning(UserWarning):
@@ -58,27 +58,6 @@ class TestSplitWarning(UserWarning):
 
 class ChanceProbeWarning(UserWarning):
     """A probe's metric interval covers chance: R_conf built on it is noise."""
-
-
-@dataclass
-class RconfConfig:
-    split: str = "val"
-    seed: int = PAPER_SEEDS[0]
-    d_out: int = D_OUT  # AMF's D_out for the reported L_img / L_tab
-    recipe: Recipe = field(default_factory=Recipe)
-    # incomplete tabular data (§4.5): R_conf of probes on the masked table (amfmedit.data.masking)
-    mask_features: tuple[str, ...] = ()
-    mask_top_k: int | None = None
-    # probes trained on this stratified fraction of the training rows (amfmedit.data.subsets, seed ``seed``)
-    train_fraction: float = 1.0
-
-    def validate(self) -> None:
-        check_choice(self.split, SPLITS, "--split")
-        if not (0 < self.train_fraction <= 1):
-            raise UserError(f"--train-fraction {self.train_fraction:g}: a fraction of the training rows, in (0, 1]")
-        if self.d_out < 2:
-            raise UserError(f"--d-out {self.d_out}: AMF's D_out must be at least 2")
-        self.recipe.validate()
 
 
 @dataclass
@@ -102,7 +81,7 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
     run = rundir.open_run(opts.runs_dir, opts.run)
     masked = resolve_mask(run, cfg.mask_features, cfg.mask_top_k, data_dir=opts.data_dir)
     cfg = replace(cfg, mask_features=tuple(masked), mask_top_k=None)
-    pretrained, pcfg = load_pretrained(run)  # no pretrain stage -> says which command to run
+    pretrained, pcfg = load_pretrained(run, cfg.missing)  # no pretrain stage -> says which command to run
     ds = load_dataset(run, opts)
     extra = {"data": run.data}
     if masked:  # the probes train and are measured on the masked table
@@ -110,10 +89,12 @@ def rconf(cfg: RconfConfig, opts: RunOptions, *, progress: ProgressFactory = no_
         ds = mask_features(ds, masked)
     schema = ds.schema
     recipe = cfg.recipe.resolved(kind_of(schema), schema)
-    stage_name = names.rconf_stage(masked, cfg.train_fraction)
-    check_selectable(ds)  # before any folder: the probes' learning rate and epoch are chosen on validation
+    stage_name = names.rconf_stage(masked, cfg.train_fraction, missing_tag(run, cfg.missing))
+    check_complete_splits(ds, ("train", "val", cfg.split))
+    check_selectable(ds, rows=ds.indices("val")[ds.complete[ds.indices("val")]])  # before any folder
     job = ProbeJob(cfg, opts, run, rt, ds, recipe, stage_name, extra, model_config(pretrained),
-                   pretrained.state_dict(), pcfg.tabular_encoder, progress)
+                   pretrained.state_dict(), pcfg.tabular_encoder, progress,
+                   missing=missing_mode(pretrained.tabular_encoder))
     with rundir.stage_lock(run, stage_name, rt=rt):  # one writer of this stage, until it is complete
         return _probes(job)
 
@@ -134,6 +115,7 @@ class ProbeJob:
     pretrain_state: dict  # ... and its weights
     pretrain_tabular_encoder: str
     progress: ProgressFactory
+    missing: str = "impute"  # how the pretrained tabular encoder reads missing values
 
 
 def _probes(job: ProbeJob) -> RconfResult:
@@ -143,7 +125,8 @@ def _probes(job: ProbeJob) -> RconfResult:
     schema = ds.schema
     masked = list(cfg.mask_features)
     stage_dir = rundir.begin_stage(run, stage_name, force=opts.force, resume=opts.resume, rt=rt)
-    data = DeviceData(ds, device=rt.device, residency=opts.images_in)
+    # R_conf compares the two modalities on the same patients: both probes see the complete rows only
+    data = DeviceData(ds, device=rt.device, residency=opts.images_in).with_complete_rows()
     if cfg.train_fraction < 1:  # the probes see only the labelled fraction; val / test untouched
         all_train = data.rows("train")
         rows = train_subset(ds.labels, all_train, cfg.train_fraction, cfg.seed)
@@ -160,7 +143,9 @@ def _probes(job: ProbeJob) -> RconfResult:
         return model.image_encoder, model.tabular_encoder
 
     record: dict = {"metric": metric, "split": cfg.split, "seed": cfg.seed, "pretrain_tabular_encoder": job.pretrain_tabular_encoder,
-                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": []}
+                    "mask_features": list(masked), "train_fraction": cfg.train_fraction, "warnings": [],
+                    "missing": job.missing, "rows": "complete (an image and a table)",
+                    "complete_rows": {s: len(data.rows(s)) for s in ("train", "val", "test")}}
     for modality in ("image", "tabular"):
 
         def build(modality=modality):
@@ -214,12 +199,3 @@ def _probes(job: ProbeJob) -> RconfResult:
     finish_stage(run, stage_dir, {"r_conf": r, "warnings": list(record["warnings"])}, rt=rt)
     return RconfResult(run.name, stage_dir, record)
 
-
-def read_rconf(run: rundir.Run, mask_features=(), fraction: float = 1.0) -> float | None:
-    """R_conf recorded by ``amfmedit rconf`` in this run (on data with ``mask_features`` masked and
-    probes trained on ``fraction`` of the training labels), or None."""
-    stage = names.rconf_stage(mask_features, fraction)
-    path = run.stage(stage) / RCONF_FILE
-    if not run.is_complete(stage) or not path.is_file():
-        return None
-    return float(read_json(path)["r_conf"])

@@ -91,6 +91,14 @@ def _data_section(run: rundir.Run) -> str:
             cells = [str(rec["classes"].get(c, 0)) for c in shown]
             out.append(f"| {s} | {rec['rows']} | " + " | ".join(cells) + (" | … |" if len(classes) > 6 else " |")
                        + "\n")
+        follow = {s: rec["follow_up"] for s, rec in counts.items() if rec.get("follow_up")}
+        if follow:  # a time-to-event outcome: events, censoring and follow-up per split
+            unit = (schema.get("target") or {}).get("time_unit") or ""
+            out.append(f"\n| split | events | censored | median follow-up{f' ({unit})' if unit else ''} "
+                       "(reverse Kaplan-Meier) |\n|---|---:|---:|---:|\n")
+            for s, f in follow.items():
+                med = f.get("median_follow_up")
+                out.append(f"| {s} | {f['events']} | {f['censored']} | {'—' if med is None else f'{med:.3g}'} |\n")
     syn = prov.get("synthetic")
     if syn:
         oracle = syn.get("oracle") or {}
@@ -277,27 +285,27 @@ def _explain_section(run: rundir.Run) -> str:
         out.append("### Grad-CAM\n\n" + _todo("`amfmedit explain --method gradcam` (CAM overlays of test cases)"))
     for folder in cams:
         s = read_json(folder / SUMMARY_FILE)
-        out.append(f"### Grad-CAM — {s['stage']}\n\n{s['model']}; class {s['target']['name']}, "
-                   f"{len(s['cases']['positive'])} positive and {len(s['cases']['negative'])} negative "
-                   f"{s['split']} cases.\n\n")
+        groups = list(s["cases"])  # the prediction kind's two case groups (positive / negative for classification)
+        out.append(f"### Grad-CAM — {s['stage']}\n\n{s['model']}; toward {s['target']['name']}, "
+                   + " and ".join(f"{len(s['cases'][g])} {g}" for g in groups) + f" {s['split']} cases.\n\n")
         if "region" in s:
-            out.append(_region_table(s))
-        for png, alt in (("positive.png", "positive cases"), ("negative.png", "negative cases"),
-                         ("compare-positive.png", "positive cases, runs side by side"),
-                         ("compare-negative.png", "negative cases, runs side by side")):
-            out.append(_img(folder / png, run.root, alt))
+            out.append(_region_table(s, groups))
+        for g in groups:
+            out.append(_img(folder / f"{g}.png", run.root, f"{g} cases"))
+        for g in groups:
+            out.append(_img(folder / f"compare-{g}.png", run.root, f"{g} cases, runs side by side"))
         out.append("\n")
     return "".join(out)
 
 
-def _region_table(s: dict) -> str:
-    region = s["region"]["positive"]["region"]
+def _region_table(s: dict, groups: list[str]) -> str:
+    region = s["region"][groups[0]]["region"]
     lines = [f"Share of the CAM heat inside the generator's signal region `{region}` against the region's share "
              "of the image (mean over cases; a map spread evenly would put the area share there):\n\n",
              "| run | cases | heat in region | region area | ratio | verdict |\n|---|---|---:|---:|---:|---|\n"]
     texts = []
     for name, rec in [(s["run"], s)] + [(c["run"], c) for c in s.get("compare", [])]:
-        for part in ("positive", "negative"):
+        for part in groups:
             r = rec["region"][part]
             lines.append(f"| {name} | {part} | {_pct(r['cam_mass_in_region'])} | {_pct(r['region_area_share'])} | "
                          f"{_fmt(r['enrichment'], 2)} | {r.get('verdict', '—')} |\n")

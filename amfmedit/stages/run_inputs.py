@@ -16,7 +16,6 @@ from typing import Any
 from amfmedit.errors import UserError
 from amfmedit.models import FUSIONS, amf_split, options_of
 from amfmedit.stages import names
-from amfmedit.stages.rconf import read_rconf
 from amfmedit.train import rundir
 
 AUTO = names.AUTO
@@ -97,11 +96,13 @@ class RConfInput:
         ``--rconf auto`` the measured value the candidates centre on."""
         if cfg.rconf is not None and cfg.rconf != AUTO:
             return float(cfg.rconf)
-        value = read_rconf(run, cfg.mask_features, cfg.train_fraction)
+        missing = cfg.missing if cfg.missing_in_name else None  # probes of the run's second pretraining
+        value = names.read_rconf(run, cfg.mask_features, cfg.train_fraction, missing)
         if value is None:
             args = " ".join([*(f"--mask-features {n}" for n in cfg.mask_features),
-                             *([f"--train-fraction {cfg.train_fraction:g}"] if cfg.train_fraction < 1 else [])])
-            stage = names.rconf_stage(cfg.mask_features, cfg.train_fraction)
+                             *([f"--train-fraction {cfg.train_fraction:g}"] if cfg.train_fraction < 1 else []),
+                             *([f"--missing {missing}"] if missing else [])])
+            stage = names.rconf_stage(cfg.mask_features, cfg.train_fraction, missing)
             raise UserError(
                 f"--fusion {cfg.fusion}{' --rconf auto' if cfg.rconf == AUTO else ''} needs R_conf and run "
                 f"{run.name} has no finished {stage}/ stage; run `amfmedit rconf{' ' + args if args else ''}` first"

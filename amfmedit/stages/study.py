@@ -102,8 +102,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions, *, line: Line = lambda s: None
             res.done.append(step.id)
             budget_left -= step.estimate_s
             continue
-        line(f"[{len(res.done) + len(res.failed) + len(res.skipped) + 1}/{len(plan.steps)}] {step.title} "
-             f"(estimate {_duration(step.estimate_s * ratio)}; remaining {_duration(budget_left * ratio)})")
+        # short lines (80 columns): the step's number ties its "done" line to its title
+        tag = f"{len(res.done) + len(res.failed) + len(res.skipped) + 1}/{len(plan.steps)}"
+        line(f"[{tag}] {step.title} (~{_duration(step.estimate_s * ratio)}; ~{_duration(budget_left * ratio)} left)")
         start = time.perf_counter()
         try:
             with warnings.catch_warnings(record=True) as caught:  # a stage's warnings, as one line each
@@ -127,8 +128,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions, *, line: Line = lambda s: None
         _record(folder, step, "done", took)
         if step.estimate_s > 0:
             ratio = max(0.25, min(4.0, (ratio + took / step.estimate_s) / 2))
-        line(f"[done] {step.title} in {_duration(took)}; elapsed {_duration(time.perf_counter() - t0)}, "
-             f"remaining about {_duration(max(budget_left, 0) * ratio)}")
+        line(f"[{tag} done] in {_duration(took)}; {_duration(time.perf_counter() - t0)} in all, "
+             f"about {_duration(max(budget_left, 0) * ratio)} left")
     res.report, res.html = write_study_report(folder, plan, cfg, opts, failed=res.failed, skipped=res.skipped)
     res.seconds = time.perf_counter() - t0
     return res

@@ -15,15 +15,21 @@ import statistics
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from amfmedit.data import load_prepared
 from amfmedit.errors import UserError, close_matches
 from amfmedit.io import read_json
 from amfmedit.models import FUSIONS, STRATEGIES, TABULAR_ENCODERS
 from amfmedit.stages import names
 from amfmedit.stages.classify import Recipe
 from amfmedit.stages.common import PAPER_SEEDS, RunOptions, check_choice
+from amfmedit.stages.kinds import kind_of
 from amfmedit.stages.recipes import RECIPES
+from amfmedit.train import rundir
 
 #: optional arms, dropped in this order when the budget is short (the core study is kept)
 OPTIONAL_ARMS = ("fractions", "masked", "ablation", "rconf_sweep", "table1", "encoders", "gradcam")
@@ -218,9 +224,23 @@ def _recipe_fields(recipe: str | None, stage: str) -> dict:
     return dict(RECIPES[recipe].get(stage, {})) if recipe else {}
 
 
+def _training_fields(recipe: str | None, stage: str) -> dict:
+    """A recipe's settings of ``stage`` that are :class:`Recipe` fields (how a classifier trains)."""
+    own = {f.name for f in dataclasses.fields(Recipe)}
+    return {k: v for k, v in _recipe_fields(recipe, stage).items() if k in own}
+
+
+def stage_fields(recipe: str | None, stage: str) -> dict:
+    """A recipe's settings of ``stage`` that belong to the stage's config (e.g. FinetuneConfig.rconf,
+    RconfConfig.split), not to its :class:`Recipe`."""
+    own = {f.name for f in dataclasses.fields(Recipe)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in _recipe_fields(recipe, stage).items()
+            if k not in own}
+
+
 def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
     """The pretrain, probe and fine-tuning settings every step uses (recipe, then the study's epochs)."""
-    from amfmedit.stages.pretrain import PretrainConfig  # torch-heavy stage modules: only when a study runs (start-up)
+    from amfmedit.stages.pretrain import PretrainConfig
 
     pre = {k: v for k, v in _recipe_fields(cfg.recipe, "pretrain").items()}
     pre["epochs"] = pretrain_epochs
@@ -228,7 +248,7 @@ def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
     recipes = {}
     full = default_epochs(cfg)[1]
     for stage in ("rconf", "finetune"):
-        fields = _recipe_fields(cfg.recipe, stage)
+        fields = _training_fields(cfg.recipe, stage)
         own = fields.get("epochs", Recipe.epochs) if stage == "rconf" else full
         # the probes keep their own epochs (the recipe's), cut in the same proportion as fine-tuning's
         fields["epochs"] = finetune_epochs if stage == "finetune" else max(1, round(own * finetune_epochs / full))
@@ -237,7 +257,7 @@ def stage_configs(cfg: StudyConfig, pretrain_epochs: int, finetune_epochs: int):
 
 
 def default_epochs(cfg: StudyConfig) -> tuple[int, int]:
-    from amfmedit.stages.pretrain import PretrainConfig  # torch-heavy stage modules: only when a study runs (start-up)
+    from amfmedit.stages.pretrain import PretrainConfig
 
     pre = cfg.pretrain_epochs or _recipe_fields(cfg.recipe, "pretrain").get("epochs") or PretrainConfig.epochs
     fin = cfg.finetune_epochs or _recipe_fields(cfg.recipe, "finetune").get("epochs") or Recipe.epochs
@@ -357,26 +377,23 @@ def _median_seconds(fn, steps: int = PILOT_STEPS) -> float:
 def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, float], Sizes]:
     """Seconds per training batch of every model shape the study trains, measured here on the real data
     through the stages' own tasks (one optimiser step each), and per evaluation batch (``eval:<shape>``)."""
-    import numpy as np  # the pilot runs models: torch and the stage modules load only when a study runs (start-up)
-    import torch  # as above (start-up)
+    import torch
 
-    from amfmedit.data import load_prepared  # as above (start-up)
-    from amfmedit.models import (  # as above (start-up)
+    from amfmedit.models import (
         ImageTabularClassifier,
         UnimodalClassifier,
         build_fusion,
         build_tabular_encoder,
         losses,
     )
-    from amfmedit.stages.classify import make_loss  # as above (start-up)
-    from amfmedit.stages.kinds import kind_of  # as above (start-up)
-    from amfmedit.stages.pretrain import build_contrastive, image_encoder, tabular_kwargs  # as above (start-up)
-    from amfmedit.train.augment import preset  # as above (start-up)
-    from amfmedit.train.corruption import TabularCorruptor  # as above (start-up)
-    from amfmedit.train.inputs import DeviceData  # as above (start-up)
-    from amfmedit.train.optim import build_optimizer  # as above (start-up)
-    from amfmedit.train.runtime import setup_runtime  # as above (start-up)
-    from amfmedit.train.tasks import ContrastiveTask, SupervisedTask  # as above (start-up)
+    from amfmedit.stages.classify import make_loss
+    from amfmedit.stages.pretrain import build_contrastive, image_encoder, tabular_kwargs
+    from amfmedit.train.augment import preset
+    from amfmedit.train.corruption import TabularCorruptor
+    from amfmedit.train.inputs import DeviceData
+    from amfmedit.train.optim import build_optimizer
+    from amfmedit.train.runtime import setup_runtime
+    from amfmedit.train.tasks import ContrastiveTask, SupervisedTask
 
     rt = setup_runtime(opts.device)
     ds = load_prepared(cfg.data, opts.data_dir)
@@ -387,6 +404,7 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
                   1 if recipe.lr is not None else len(recipe.lrs))
     gen = torch.Generator().manual_seed(0)
     resolved = recipe.resolved(kind, schema)
+    features = ds.missing_features("train")  # what a token encoder reads, as the stages build it
     out: dict[str, float] = {}
 
     def time_task(key: str, model, task, batch_size: int, use_image: bool) -> None:
@@ -410,7 +428,7 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
     head = kind.head_size(schema)
     for enc in cfg.encoders:
         p = replace(pcfg, tabular_encoder=enc)
-        model = build_contrastive(schema, p)
+        model = build_contrastive(schema, p, features)
         idx = torch.as_tensor(train, device=rt.device)
         corruptor = TabularCorruptor(x_cont=dd.x_cont.index_select(0, idx), x_cat=dd.x_cat.index_select(0, idx),
                                      rate=p.corruption_rate)
@@ -419,7 +437,8 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
         time_task(f"pretrain:{enc}", model, task, p.batch_size, True)
         for fusion in cfg.fusions:
             for strategy in cfg.strategies:
-                img, tab = build_contrastive(schema, p).image_encoder, build_contrastive(schema, p).tabular_encoder
+                pair = build_contrastive(schema, p, features)
+                img, tab = pair.image_encoder, pair.tabular_encoder
                 inputs = {n: 1.0 for n in FUSIONS[fusion].run_inputs}
                 fm = ImageTabularClassifier(img, tab, build_fusion(fusion, d_img=img.d_out, d_tab=tab.d_out,
                                                                    n_classes=head, **inputs), strategy=strategy)
@@ -427,11 +446,13 @@ def pilot(cfg: StudyConfig, opts: RunOptions, pcfg, recipe) -> tuple[dict[str, f
                                     loss=make_loss(resolved, dict(getattr(fm.fusion, "aux_weights", {})), kind),
                                     augment=preset("finetune", schema.image.channels))
                 time_task(f"finetune:{enc}:{fusion}:{strategy}", fm, ft, recipe.batch_size, True)
-    for modality in ("image", "tabular"):
+    # only the unimodal shapes the study trains (the IG estimate reads the tabular one)
+    tabular = bool(cfg.table1) or "ig" in cfg.explain
+    for modality in dict.fromkeys([*cfg.supervised, *(["tabular"] if tabular else [])]):
         for enc in ([None] if modality == "image" else list(dict.fromkeys([cfg.encoders[0], *cfg.table1]))):
             e = (image_encoder(pcfg.image_arch, schema) if modality == "image" else
                  build_tabular_encoder(enc, n_cont_features=schema.n_cont, cat_cardinalities=schema.cardinalities,
-                                       **tabular_kwargs(replace(pcfg, tabular_encoder=enc))))
+                                       **tabular_kwargs(replace(pcfg, tabular_encoder=enc), features)))
             um = UnimodalClassifier(e, n_classes=head, modality=modality)
             task = SupervisedTask(model=um, loss=make_loss(resolved, {}, kind), data=dd, kind=kind,
                                   use_image=modality == "image",
@@ -498,7 +519,6 @@ def _estimate_all(steps: list[Step], pilot: dict, sz: Sizes, cfg: StudyConfig, p
 def build_plan(cfg: StudyConfig, opts: RunOptions, *, line=lambda s: None) -> StudyPlan:
     """Steps, timed by a pilot on this machine, fitted to ``cfg.budget_s`` (shorter epochs first, then
     optional arms dropped in :data:`OPTIONAL_ARMS` order, then fewer seeds), every change noted."""
-    from datetime import datetime, timezone  # stdlib; only a plan needs the date (start-up)
 
     pe, fe = default_epochs(cfg)
     pcfg, _, recipe = stage_configs(cfg, pe, fe)
@@ -553,8 +573,6 @@ def build_plan(cfg: StudyConfig, opts: RunOptions, *, line=lambda s: None) -> St
 
 
 def _image_side(cfg: StudyConfig, opts: RunOptions) -> int:
-    from amfmedit.data import load_prepared  # reads the prepared dataset (start-up)
-
     info = load_prepared(cfg.data, opts.data_dir).schema.image
     return min(info.height, info.width)
 
@@ -578,8 +596,6 @@ def run_options(folder: Path, opts: RunOptions, step: Step, *, resume: bool) -> 
 
 
 def _run(folder: Path, step: Step):
-    from amfmedit.train import rundir  # torch-heavy training core: only when a study runs (start-up)
-
     path = folder / "runs" / step.run
     return rundir.Run(path) if (path / rundir.RUN_FILE).is_file() else None
 
@@ -593,38 +609,42 @@ def _finished(run, config) -> bool:
 
 
 def _top(run, k: int) -> tuple[str, ...]:
-    from amfmedit.stages.common import top_features  # torch-heavy stage modules (start-up)
+    from amfmedit.stages.common import top_features
 
     return tuple(top_features(run, k))
 
 
 def _configs(step: Step, cfg: StudyConfig, plan: StudyPlan, run=None):
     """The fine-tuning configurations of a training step (as the command's expansion gives them)."""
-    from amfmedit.stages.finetune import FinetuneConfig, experiment_configs  # torch-heavy (start-up)
+    from amfmedit.stages.finetune import FinetuneConfig, experiment_configs
 
     _, _, recipe = stage_configs(cfg, plan.pretrain_epochs, plan.finetune_epochs)
     seeds = tuple(plan.seeds)
+    settings = stage_fields(cfg.recipe, "finetune")
+
+    def config(**kw):  # the recipe's stage settings (e.g. a fixed R_conf) under the step's own
+        return FinetuneConfig(**{**settings, **kw})
+
     if step.kind == "finetune":
-        return [FinetuneConfig(fusion=step.args["fusion"], strategy=s, seeds=seeds, recipe=recipe)
+        return [config(fusion=step.args["fusion"], strategy=s, seeds=seeds, recipe=recipe)
                 for s in step.args["strategies"]]
     if step.kind == "supervised":
-        base = FinetuneConfig(fusion=names.NO_FUSION, modality=step.args["modality"], seeds=seeds, recipe=recipe,
-                              tabular_encoder=(step.args["encoders"] or [None])[0] if step.id != "table1" else None)
+        base = config(fusion=names.NO_FUSION, modality=step.args["modality"], seeds=seeds, recipe=recipe,
+                      tabular_encoder=(step.args["encoders"] or [None])[0] if step.id != "table1" else None)
         encs = step.args["encoders"]
         return experiment_configs(base, encoders=encs) if step.id == "table1" else [base]
-    base = FinetuneConfig(fusion=step.args.get("fusion", "amf"), strategy=cfg.strategies[-1], seeds=seeds,
-                          recipe=recipe)
+    base = config(fusion=step.args.get("fusion", "amf"), strategy=cfg.strategies[-1], seeds=seeds, recipe=recipe)
     if step.kind == "rconf_sweep":
         return experiment_configs(base, rconfs=tuple(step.args["values"]))
     if step.kind == "ablation":
         return experiment_configs(base, ablate=True)
     if step.kind == "fractions":
-        tab = FinetuneConfig(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
-                             tabular_encoder=cfg.encoders[0])
+        tab = config(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
+                     tabular_encoder=cfg.encoders[0])
         return [c for b in (base, tab) for c in experiment_configs(b, fractions=tuple(step.args["fractions"]))]
     if step.kind == "masked":
-        tab = FinetuneConfig(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
-                             tabular_encoder=cfg.encoders[0])
+        tab = config(fusion=names.NO_FUSION, modality="tabular", seeds=seeds, recipe=recipe,
+                     tabular_encoder=cfg.encoders[0])
         return [replace(c, mask_features=_top(run, step.args["k"])) for c in (base, tab)]
     return []
 
@@ -646,14 +666,19 @@ def is_done(step: Step, folder: Path, opts: RunOptions) -> bool:
 
 def execute(step: Step, folder: Path, opts: RunOptions, cfg: StudyConfig) -> None:
     """Run one step through the stage functions; an interrupted one is resumed."""
-    from amfmedit.stages import evaluate as evaluate_mod  # torch-heavy stage modules (start-up)
-    from amfmedit.stages import explain as explain_mod  # as above (start-up)
-    from amfmedit.stages.finetune import finetune_many  # as above (start-up)
-    from amfmedit.stages.pretrain import pretrain  # as above (start-up)
-    from amfmedit.stages.rconf import RconfConfig, rconf  # as above (start-up)
+    from amfmedit.stages import evaluate as evaluate_mod
+    from amfmedit.stages import explain as explain_mod
+    from amfmedit.stages.finetune import finetune_many
+    from amfmedit.stages.pretrain import pretrain
+    from amfmedit.stages.rconf import RconfConfig, rconf
 
     plan = _plan_of(folder)
     pcfg, probe_recipe, _ = stage_configs(cfg, plan.pretrain_epochs, plan.finetune_epochs)
+    probe_settings = stage_fields(cfg.recipe, "rconf")
+
+    def probes(**kw):  # the recipe's probe settings (e.g. the split) under the step's own
+        return RconfConfig(**{**probe_settings, **kw})
+
     run = _run(folder, step)
     if step.kind == "pretrain":
         started = run is not None and (run.root / names.PRETRAIN).is_dir()
@@ -662,18 +687,18 @@ def execute(step: Step, folder: Path, opts: RunOptions, cfg: StudyConfig) -> Non
         return
     if step.kind == "rconf":
         started = (run.root / names.rconf_stage()).is_dir()
-        rconf(RconfConfig(recipe=probe_recipe), run_options(folder, opts, step, resume=started))
+        rconf(probes(recipe=probe_recipe), run_options(folder, opts, step, resume=started))
         return
     if step.kind in ("finetune", "supervised", "rconf_sweep", "ablation", "fractions", "masked"):
         if step.kind == "fractions":
             for f in step.args["fractions"]:
                 if not run.is_complete(names.rconf_stage((), f)):
                     started = (run.root / names.rconf_stage((), f)).is_dir()
-                    rconf(RconfConfig(recipe=probe_recipe, train_fraction=f), run_options(folder, opts, step, resume=started))
+                    rconf(probes(recipe=probe_recipe, train_fraction=f), run_options(folder, opts, step, resume=started))
         if step.kind == "masked":
             stage = names.rconf_stage(_top(run, step.args["k"]))
             if not run.is_complete(stage):
-                rconf(RconfConfig(recipe=probe_recipe, mask_top_k=step.args["k"]),
+                rconf(probes(recipe=probe_recipe, mask_top_k=step.args["k"]),
                       run_options(folder, opts, step, resume=(run.root / stage).is_dir()))
         configs = [c for c in _configs(step, cfg, plan, run) if not _finished(run, c)]
         if configs:

@@ -16,6 +16,8 @@ import json
 import re
 from pathlib import Path
 
+import markdown
+
 from amfmedit.io import read_json, write_text
 from amfmedit.stages import names
 from amfmedit.stages.tables import table2_markdown
@@ -131,8 +133,6 @@ blockquote{border-left:4px solid #ddd;margin:1em 0;padding:.2em 1em;color:#444}h
 
 
 def to_html(markdown_text: str, folder: Path, title: str) -> str:
-    import markdown  # Python-Markdown: only the study's html page needs it (start-up)
-
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{_embed(body, folder)}</body></html>\n")

@@ -26,12 +26,22 @@ def encoder_title(kind: str | None) -> str:
     return getattr(TABULAR_ENCODERS.get(kind or ""), "title", kind or "—")
 
 
+def _headline(metric: str):
+    return next((k.headline for k in PREDICTION_KINDS.values() if k.headline.key == metric), None)
+
+
+def metric_scale(metric: str) -> float:
+    """100 for a metric tables show in % (AUC, C-index), 1 for one shown in its own unit (RMSE)."""
+    m = _headline(metric)
+    return 100.0 if m is None or m.percent else 1.0
+
+
 def metric_title(metric: str, percent: bool = True) -> str:
     """Column title of a kind's headline metric by its key: ``AUC (%)`` for binary tasks, ``ACC (%)`` for
-    multiclass ones (the label each prediction kind declares)."""
-    labels = {k.headline.key: k.headline.label for k in PREDICTION_KINDS.values()}
-    name = labels.get(metric, metric.upper())
-    return f"{name} (%)" if percent else name
+    multiclass ones, ``RMSE`` for regression (the label each prediction kind declares)."""
+    m = _headline(metric)
+    name = m.label if m is not None else metric.upper()
+    return f"{name} (%)" if percent and metric_scale(metric) == 100.0 else name
 
 
 def model_title(fusion: str, strategy: str, modality: str | None, encoder: str | None) -> str:
@@ -61,6 +71,7 @@ def table2_markdown(groups: list[dict], *, metric: str, oracle: float | None = N
         oracle: the true-risk AUC of a synthetic cohort's test split, shown as its own row.
     """
     title = metric_title(metric)
+    scale = metric_scale(metric)
     lines = [
         f"| Fusion method | Tabular encoder | Frozen {title} | Trainable {title} |",
         "|---|---|---|---|",
@@ -73,7 +84,8 @@ def table2_markdown(groups: list[dict], *, metric: str, oracle: float | None = N
             cells[key] = {}
             order.append(key)
         n = len([v for v in g["values"] if v is not None and math.isfinite(v)])
-        cells[key][g["strategy"]] = f"{mean_std(g['values'])} (n={n})" if n > 1 else mean_std(g["values"])
+        cell = mean_std(g["values"], scale)
+        cells[key][g["strategy"]] = f"{cell} (n={n})" if n > 1 else cell
     rank = {t: i for i, t in enumerate([*(fusion_title(k) for k in FUSIONS), SUPERVISED])}
     order.sort(key=lambda k: (rank.get(k[0], 99), k[1]))
     prev = None
@@ -84,7 +96,7 @@ def table2_markdown(groups: list[dict], *, metric: str, oracle: float | None = N
         )
         prev = fusion
     if oracle is not None and math.isfinite(oracle):
-        lines.append(f"| Oracle (true risk) | — | {oracle * 100:.2f} | {oracle * 100:.2f} |")
+        lines.append(f"| Oracle (true risk) | — | {oracle * scale:.2f} | {oracle * scale:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -120,8 +132,8 @@ def incomplete_markdown(groups: list[dict], *, metric: str) -> str:
         ref = complete.get((key(g), g["strategy"]))
         drop = "—"
         if ref is not None and math.isfinite(ref.get("mean", math.nan)) and math.isfinite(g.get("mean", math.nan)):
-            drop = f"{(ref['mean'] - g['mean']) * 100:.2f}"
-        row[g["strategy"]] = (mean_std(g["values"]), drop)
+            drop = f"{(ref['mean'] - g['mean']) * metric_scale(metric):.2f}"
+        row[g["strategy"]] = (mean_std(g["values"], metric_scale(metric)), drop)
     if not rows:
         return ""
     title = metric_title(metric)

@@ -1,6 +1,6 @@
 """Uncertainty, paired comparisons, operating points and calibration for test-split results.
 
-A leaf package: it imports numpy, scipy, scikit-learn, matplotlib and ``amfmedit.errors`` /
+A leaf package: it imports numpy, scipy, scikit-learn, scikit-survival, matplotlib and ``amfmedit.errors`` /
 ``amfmedit.io`` only, takes plain arrays keyed by display name, and knows nothing of runs.
 
 - :mod:`~amfmedit.stats.delong`: DeLong AUC variance / interval and the paired DeLong test
@@ -16,4 +16,8 @@ A leaf package: it imports numpy, scipy, scikit-learn, matplotlib and ``amfmedit
 - :mod:`~amfmedit.stats.splits`: warnings for one-class or few-event splits.
 - :mod:`~amfmedit.stats.summary`: one call per run (spread over seeds and over patients).
 - :mod:`~amfmedit.stats.plots`: ROC, PR, reliability and decision-curve figures.
+- :mod:`~amfmedit.stats.survival`: C-indices, time-dependent AUC, Brier scores, Breslow baseline,
+  calibration and Kaplan-Meier by risk group, with every bootstrap resample at once.
+- :mod:`~amfmedit.stats.regression`: RMSE, MAE, R², calibration slope, with replicates.
+- :mod:`~amfmedit.stats.outcome_plots`: Kaplan-Meier, survival calibration, predicted vs observed.
 """

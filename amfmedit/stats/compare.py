@@ -110,16 +110,28 @@ class ComparisonTable:
     n_boot: int = bootstrap.DEFAULT_N_BOOT
     alpha: float = 0.05
     warnings: list[str] = field(default_factory=list)
+    # metrics of other prediction kinds (compare_replicates): their names, which are lower-is-better,
+    # and what the counted strata are called (survival: censored / event)
+    labels: dict[str, str] = field(default_factory=dict)
+    lower_is_better: tuple[str, ...] = ()
+    count_names: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["rows"] = [r.to_dict() for r in self.rows]
         return d
 
+    def label(self, metric: str) -> str:
+        return self.labels.get(metric) or LABELS.get(metric, metric)
 
-def _verdict(metric: str, diff: float, p_holm: float, a: str, b: str, alpha: float, too_small: bool) -> str:
+    def lower(self, metric: str) -> bool:
+        return metric in LOWER_IS_BETTER or metric in self.lower_is_better
+
+
+def _verdict(metric: str, diff: float, p_holm: float, a: str, b: str, alpha: float, too_small: bool,
+             lower: frozenset | tuple = LOWER_IS_BETTER) -> str:
     if np.isfinite(p_holm) and p_holm < alpha:
-        a_better = (diff < 0) if metric in LOWER_IS_BETTER else (diff > 0)
+        a_better = (diff < 0) if metric in lower else (diff > 0)
         return f"{a if a_better else b} better"
     return "cannot tell apart (test set too small)" if too_small else "no detectable difference"
 
@@ -185,6 +197,54 @@ def compare_from(y, preds: dict[str, np.ndarray], points: dict[str, dict], reps:
                            bool(note), note, level, n_boot, alpha)
 
 
+def compare_replicates(names: list[str], points: dict[str, dict], reps: dict[str, dict], metrics, *, headline: str,
+                       n: int, counts: dict[int, int], few_events: bool, labels: dict[str, str] | None = None,
+                       lower_is_better: tuple[str, ...] = (), count_names: dict[int, str] | None = None,
+                       level: float = 0.95, alpha: float = 0.05, max_width: float = MAX_DIFF_WIDTH) -> ComparisonTable:
+    """Every pair of ``names`` on every metric by the paired bootstrap (replicates on one shared ``W``),
+    Holm-adjusted per metric, with the same too-small rule as :func:`compare_from`.
+
+    For prediction kinds whose metrics are not the classification ones (C-index, RMSE, ...):
+    ``headline`` sizes the too-small note, ``few_events`` says the split has too few events to tell
+    models apart whatever the widths, ``counts`` are its strata (e.g. censored / event).
+    """
+    labels = dict(labels or {})
+    n_boot = len(next(iter(reps[names[0]].values()))) if names else 0
+    raw: dict[str, list] = {m: [] for m in metrics}
+    pairs = list(itertools.combinations(names, 2))
+    for a, b in pairs:
+        boot = bootstrap.paired_from(points[a], points[b], reps[a], reps[b], level)
+        for m in metrics:
+            r = boot[m]
+            raw[m].append((a, b, "paired bootstrap", r.estimate_a, r.estimate_b, r.diff, r.low, r.high, r.p))
+    widths = {(r[0], r[1]): r[7] - r[6] for r in raw.get(headline, [])}
+    lower = frozenset(lower_is_better)
+    rows = []
+    for m in metrics:
+        adjusted = holm([r[8] for r in raw[m]]) if raw[m] else []
+        for r, ph in zip(raw[m], adjusted):
+            small = few_events or not widths.get((r[0], r[1]), 0.0) <= max_width
+            rows.append(Comparison(r[0], r[1], m, *r[2:], float(ph),
+                                   _verdict(m, r[5], ph, r[0], r[1], alpha, small, lower)))
+    note = ""
+    wide = [w for w in widths.values() if not w <= max_width]
+    names_of = count_names or {}
+    cls = ", ".join(f"{c} {names_of.get(k, f'rows of stratum {k}')}" for k, c in counts.items())
+    if pairs and few_events:
+        note = (f"The test split ({cls}) is too small to tell these models apart; read every difference below as "
+                "undetermined.")
+    elif wide:
+        lo, hi = (detectable_difference(w, level) for w in (min(wide), max(wide)))
+        span = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
+        note = (f"The test split ({cls}) is too small to tell {len(wide)} of {len(pairs)} pairs apart: their "
+                f"{100 * level:g}% intervals of the {labels.get(headline, headline)} difference are "
+                f"{min(wide):.2f}-{max(wide):.2f} wide (more than {max_width:.2f}), so a true difference would need "
+                f"to be about {span} or larger to be detected with {100 * POWER:g}% power.")
+    return ComparisonTable(rows, headline, int(n), {int(k): int(v) for k, v in counts.items()}, bool(note), note,
+                           level, n_boot, alpha, labels=labels, lower_is_better=tuple(lower_is_better),
+                           count_names=dict(names_of))
+
+
 def compare_models(y, preds: dict[str, np.ndarray], thresholds: dict[str, float] | None = None, metrics=None,
                    n_boot: int = bootstrap.DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
                    alpha: float = 0.05) -> ComparisonTable:
@@ -215,7 +275,7 @@ def _fmt_diff(c: Comparison) -> str:
 def render_markdown(table: ComparisonTable, title: str = "Paired comparisons") -> str:
     """``comparisons.md``: the headline table, then every other metric; the flag in words on top."""
     pct = f"{100 * table.level:g}%"
-    counts = ", ".join(f"class {k}: {v}" for k, v in table.class_counts.items())
+    counts = ", ".join(f"{table.count_names.get(k, f'class {k}')}: {v}" for k, v in table.class_counts.items())
     lines = [f"# {title}", "", f"Test rows: {table.n} ({counts}). Differences are model A minus model B "
              f"(A - B) with {pct} intervals; p-values Holm-adjusted across the pairs for each metric "
              f"(alpha {table.alpha:g}).", ""]
@@ -231,8 +291,8 @@ def render_markdown(table: ComparisonTable, title: str = "Paired comparisons") -
     for metric, rows in by_metric.items():
         method = rows[0].method
         how = "paired DeLong test" if method == "DeLong" else f"paired stratified bootstrap, {table.n_boot} resamples"
-        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
-        label = LABELS.get(metric, metric)
+        better = "lower is better" if table.lower(metric) else "higher is better"
+        label = table.label(metric)
         lines += [f"## {label} ({how}; {better})", "",
                   f"| A | B | {label} A | {label} B | A - B ({pct} CI) | p | p (Holm) | verdict |",
                   "|---|---|--:|--:|---|--:|--:|---|"]

@@ -160,7 +160,7 @@ def delong_auc(y, score, level: float = 0.95) -> AucCI:
 
     With one row of a class: variance and interval NaN, and an :class:`UndefinedVarianceWarning`.
     """
-    from sklearn.metrics import roc_auc_score  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+    from sklearn.metrics import roc_auc_score
 
     y = _binary_labels(y)
     _, cov = delong_covariance(y, score)
@@ -180,7 +180,7 @@ def delong_paired(y, score_a, score_b, level: float = 0.95) -> PairedAuc:
     scores give ``z = 0, p = 1`` (zero variance of the difference, as pROC reports). With one
     row of a class: variance, interval, ``z`` and ``p`` NaN, and an :class:`UndefinedVarianceWarning`.
     """
-    from sklearn.metrics import roc_auc_score  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+    from sklearn.metrics import roc_auc_score
 
     y = _binary_labels(y)
     sa = np.asarray(score_a, dtype=np.float64)

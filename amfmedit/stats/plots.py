@@ -61,7 +61,7 @@ def roc_figure(y, scores: dict[str, np.ndarray], path, *, title: str = "ROC curv
         auc_ci: name -> (auc, low, high); DeLong intervals at ``level`` when omitted.
         operating_points: name -> threshold, marked on that model's curve.
     """
-    from sklearn.metrics import roc_curve  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+    from sklearn.metrics import roc_curve
 
     plt = _plt()
     y = np.asarray(y).astype(int)
@@ -101,7 +101,6 @@ def pr_figure(y, scores: dict[str, np.ndarray], path, *, title: str = "Precision
 
     ``ap_ci``: name -> (average precision, low, high); stratified bootstrap when omitted.
     """
-    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.metrics import precision_recall_curve
 
     plt = _plt()

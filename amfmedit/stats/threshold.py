@@ -111,7 +111,7 @@ def choose_threshold(spec: str, y_val, p_val) -> Threshold:
         UserError: bad spec, a validation split with one class, or a target that validation
             cannot meet with a threshold that separates anyone.
     """
-    from sklearn.metrics import roc_curve  # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+    from sklearn.metrics import roc_curve
 
     kind, target = parse_threshold(spec)
     y = np.asarray(y_val).astype(bool)

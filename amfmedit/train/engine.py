@@ -43,8 +43,10 @@ class FitConfig:
     batch_size: int
     lr: float
     weight_decay: float = 0.0
+    weight_decay_scope: Literal["selective", "all"] = "selective"  # amfmedit.train.optim.DECAY_SCOPES
     optimizer: Literal["adam", "adamw"] = "adam"
     schedule: Literal["cosine", "constant"] = "cosine"
+    schedule_unit: Literal["step", "epoch"] = "step"  # the schedule advances per step or per epoch (optim)
     warmup_epochs: int = 0
     monitor: str = "val_loss"  # key of the validation dict that selects the best epoch
     mode: Literal["min", "max"] = "min"
@@ -52,6 +54,11 @@ class FitConfig:
     min_delta: float = 2e-4
     seed: int = 2022
     class_weights: list[float] | None = None  # class-balanced sampling (A.3); None: plain shuffling
+    # 0: validate once, after each epoch. N: after every N-th training batch of an epoch instead
+    # (Lightning's integer val_check_interval, the authors' fine-tuning: 5); best.pt is the best of
+    # every validation, early stopping looks at each epoch's last one (their EarlyStopping checks at
+    # the end of the training epoch), so patience still counts epochs
+    val_every: int = 0
     log: str = "none"  # also log each metrics.jsonl line: "tensorboard" / "mlflow" (amfmedit.train.logging)
 
     def __post_init__(self) -> None:
@@ -63,6 +70,8 @@ class FitConfig:
             raise ValueError(f"{self.mode=} must be 'min' or 'max'")
         if self.warmup_epochs < 0 or (self.patience is not None and self.patience < 1):
             raise ValueError(f"bad {self.warmup_epochs=} or {self.patience=}")
+        if self.val_every < 0:
+            raise ValueError(f"{self.val_every=} must be >= 0")
 
 
 class Task(Protocol):
@@ -199,12 +208,16 @@ def fit(
         steps_per_epoch = len(batches(np.arange(sampler.per_rank), cfg.batch_size))
     else:
         steps_per_epoch = task.steps_per_epoch()
-    optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(module, kind=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                weight_decay_scope=cfg.weight_decay_scope)
+    per_epoch = cfg.schedule_unit == "epoch"
+    units = 1 if per_epoch else steps_per_epoch  # scheduler steps per epoch
     scheduler = build_scheduler(
         optimizer,
         schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
-        total_steps=cfg.epochs * steps_per_epoch,
+        warmup_steps=cfg.warmup_epochs * units,
+        total_steps=cfg.epochs * units,
+        unit=cfg.schedule_unit,
     )
     stopper = _EarlyStopping(cfg.mode, cfg.patience, cfg.min_delta)
     # where the scalars are also logged is not a training setting: a run may resume with another
@@ -248,6 +261,26 @@ def fit(
     if rt.compile:
         model = torch.compile(model)
 
+    def validate() -> dict[str, float]:
+        if rt.distributed:
+            # DDP copies rank 0's buffers at each forward, so after the last step every rank holds
+            # BatchNorm statistics updated by its own last batch; validate (and save) rank 0's.
+            for buf in module.buffers():
+                torch.distributed.broadcast(buf, src=0)
+        module.eval()
+        with torch.no_grad(), rt.autocast():
+            return task.validate(module, rt)
+
+    def keep_if_best(val: dict[str, float], epoch: int, batch: int) -> None:
+        nonlocal best_metric, best_epoch
+        metric = float(val[cfg.monitor])
+        if _better(metric, best_metric, cfg.mode):
+            best_metric, best_epoch = metric, epoch
+            if rt.is_main:
+                spec = {**task.model_spec(), "state_dict": module.state_dict()}
+                save_checkpoint(best_path, {"model": spec, "epoch": epoch, "batch": batch, "metric": metric,
+                                            "monitor": cfg.monitor})
+
     stopped = False
     epoch = start
     for epoch in range(start + 1, cfg.epochs + 1):
@@ -258,6 +291,7 @@ def fit(
         gen = seeding.generator(cfg.seed, epoch, rt.rank, seeding.STREAM_AUGMENT, device=rt.device)
         steps = batches(sampler.epoch(epoch), cfg.batch_size) if own_batches is None else own_batches(epoch)
         module.train()
+        val, validations = None, 0
         loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
         seen = 0
         t0 = last_report = time.perf_counter()
@@ -267,9 +301,15 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if not per_epoch:
+                scheduler.step()
             loss_sum += loss.detach().double() * n
             seen += n
+            if cfg.val_every and (i + 1) % cfg.val_every == 0 and i + 1 < len(steps):
+                val = validate()
+                validations += 1
+                keep_if_best(val, epoch, i + 1)
+                module.train()
             now = time.perf_counter()
             if progress is not None and rt.is_main and (now - last_report > 0.5 or i == len(steps) - 1):
                 last_report = now
@@ -279,6 +319,8 @@ def fit(
                 progress(Progress(epoch, cfg.epochs, i + 1, len(steps), loss=mean,
                                   samples_per_s=seen * rt.world_size / max(now - t0, 1e-9)))
         train_time = time.perf_counter() - t0
+        if per_epoch:
+            scheduler.step()
         totals = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=rt.device)])
         if rt.distributed:
             torch.distributed.all_reduce(totals)
@@ -286,14 +328,12 @@ def fit(
         if not math.isfinite(train_loss):
             _non_finite(train_loss, epoch, cfg, out_dir, history)
 
-        if rt.distributed:
-            # DDP copies rank 0's buffers at each forward, so after the last step every rank holds
-            # BatchNorm statistics updated by its own last batch; validate (and save) rank 0's.
-            for buf in module.buffers():
-                torch.distributed.broadcast(buf, src=0)
-        module.eval()
-        with torch.no_grad(), rt.autocast():
-            val = task.validate(module, rt)
+        # With val_every, batches after an epoch's last multiple of N are not validated (as in
+        # Lightning) unless the epoch had no validation at all (fewer than N batches).
+        if val is None or not cfg.val_every or len(steps) % cfg.val_every == 0:
+            val = validate()
+            validations += 1
+            keep_if_best(val, epoch, len(steps))
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -301,18 +341,13 @@ def fit(
             **{k: float(v) for k, v in val.items()},
             "time_s": round(train_time, 3),
             "samples_per_s": round(float(totals[1]) / max(train_time, 1e-9), 2),
+            **({"validations": validations} if cfg.val_every else {}),
         }
         history.append(record)
-        metric = float(val[cfg.monitor])
-        improved = _better(metric, best_metric, cfg.mode)
-        if improved:
-            best_metric, best_epoch = metric, epoch
-        stopped = stopper.update(metric)
+        stopped = stopper.update(float(val[cfg.monitor]))
         finished = stopped or epoch == cfg.epochs
         if rt.is_main:
             spec = {**task.model_spec(), "state_dict": module.state_dict()}
-            if improved:
-                save_checkpoint(best_path, {"model": spec, "epoch": epoch, "metric": metric, "monitor": cfg.monitor})
             save_checkpoint(
                 last_path,
                 {

@@ -186,6 +186,18 @@ class DeviceData:
         other._split_rows = dict(self._split_rows)
         return other
 
+    def with_image_present(self, image_present: np.ndarray) -> "DeviceData":
+        """The same arrays with these (N,) bool image flags (e.g. images withheld at test time by
+        :func:`amfmedit.data.masking.drop_images`); the images themselves are shared."""
+        flags = np.asarray(image_present, dtype=bool)
+        if flags.shape != tuple(self.image_present.shape):
+            raise ValueError(f"image_present must be ({len(self.image_present)},), however: {flags.shape}")
+        other = object.__new__(DeviceData)
+        other.__dict__.update(self.__dict__)
+        other.image_present = torch.tensor(flags, device=self.device)
+        other._split_rows = dict(self._split_rows)
+        return other
+
     def complete(self, rows: np.ndarray) -> np.ndarray:
         """(B,) bool: which of ``rows`` have both an image and a table."""
         both = (self.image_present & self.table_present).cpu().numpy()

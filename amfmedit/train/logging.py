@@ -82,7 +82,7 @@ class TensorBoardLogger:
         self._writer.flush()
 
     def log_figure(self, tag: str, path: str | Path, step: int = 0) -> None:
-        from PIL import Image  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
+        from PIL import Image
 
         with Image.open(path) as im:
             pixels = np.asarray(im.convert("RGB"))
@@ -118,7 +118,6 @@ class MlflowLogger:
 
 def _summary_writer():
     try:
-        # lazy import: keeps start-up free of torch ~3 s until this runs
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise UserError("--log tensorboard: the tensorboard package is not installed; pip install tensorboard "
@@ -128,7 +127,7 @@ def _summary_writer():
 
 def _mlflow():
     try:
-        import mlflow  # lazy import: keeps start-up free of mlflow (optional) until this runs
+        import mlflow
     except ImportError as exc:
         raise UserError("--log mlflow: the mlflow package is not installed; pip install mlflow "
                         "(or use --log tensorboard)") from exc

@@ -41,7 +41,6 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         probs: (N, C) class probabilities, C >= 2.
         labels: (N,) int labels in [0, C).
     """
-    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, roc_auc_score
 
     probs = np.asarray(probs, dtype=np.float64)

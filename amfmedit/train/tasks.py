@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from amfmedit.train.augment import ImageAugment, augment_batch
-from amfmedit.train.corruption import TabularCorruptor
+from amfmedit.train.corruption import TabularCorruptor, drop_modalities
 from amfmedit.train.inputs import Batch, DeviceData
 from amfmedit.train.metrics import classification_metrics
 from amfmedit.train.runtime import Runtime, gather_with_grad
@@ -56,8 +56,9 @@ class ContrastiveTask:
     """ITC pretraining (§3.4): augmented image vs corrupted tabular row; clean pairs for validation.
 
     Args:
-        model: maps ``(image (B, C, H, W) float, x_cont, x_cat)`` to projected
-            ``(z_img, z_tab)``, each (B, d_proj).
+        model: maps ``(image (B, C, H, W) float, x_cont, x_cat, missing=(B, F) bool)`` to projected
+            ``(z_img, z_tab)``, each (B, d_proj). ``data`` should hold complete pairs only
+            (:meth:`DeviceData.with_complete_rows`).
         loss: ``(z_img, z_tab) -> scalar`` (the ITC loss, eq. 11).
         probe_every: every this many epochs also fit a logistic-regression probe on the
             frozen image embeddings of the training rows and report its validation metric
@@ -109,8 +110,8 @@ class ContrastiveTask:
     def train_step(self, model, positions, gen):
         batch = self.data.batch(self.train_rows[positions])
         image = _image_input(batch, self.augment, gen, self.channels_last)
-        x_cont, x_cat, _ = self.corruptor(batch.x_cont, batch.x_cat, gen)
-        z_img, z_tab = model(image, x_cont, x_cat)
+        c = self.corruptor.corrupt(batch.x_cont, batch.x_cat, batch.missing, gen)
+        z_img, z_tab = model(image, c.x_cont, c.x_cat, missing=c.missing)
         return global_contrastive_loss(self.loss, z_img, z_tab), len(batch)
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
@@ -121,7 +122,8 @@ class ContrastiveTask:
             if len(rows) < 2:  # a contrastive loss needs negatives
                 continue
             batch = self.data.batch(rows)
-            z_img, z_tab = model(_image_input(batch, None, None, self.channels_last), batch.x_cont, batch.x_cat)
+            z_img, z_tab = model(_image_input(batch, None, None, self.channels_last), batch.x_cont, batch.x_cat,
+                                 missing=batch.missing)
             total[0] += self.loss(z_img.float(), z_tab.float()).double() * len(rows)
             total[1] += len(rows)
         if rt.distributed:
@@ -144,7 +146,6 @@ class ContrastiveTask:
         return emb[order], self.data.dataset.labels[idx[order]]
 
     def _probe(self, model, rt: Runtime) -> dict[str, float]:
-        # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
         from sklearn.linear_model import LogisticRegression
 
         x_tr, y_tr = self._embeddings(model, self.train_rows, rt)
@@ -162,14 +163,19 @@ class SupervisedTask:
     """Supervised training of a model on images, tabular rows or both, for one prediction kind.
 
     Args:
-        model: maps ``(image | None, x_cont, x_cat)`` to an output (B, K) or to an object with
-            ``logits`` and ``aux`` (a dict of named auxiliary losses, e.g. AMF's).
+        model: maps ``(image | None, x_cont, x_cat, *, missing, image_present, table_present)``
+            (the classifiers of :mod:`amfmedit.models.composite`) to an output (B, K) or to an
+            object with ``logits`` and ``aux`` (a dict of named auxiliary losses, e.g. AMF's).
         loss: ``(output, targets, aux) -> scalar``.
-        kind: the prediction kind (:mod:`amfmedit.stages.kinds`): ``predictions(output)`` maps
-            the model's output to what is stored and scored, ``validation_metrics(outputs,
+        kind: the prediction kind (:mod:`amfmedit.stages.kinds`): ``targets(dataset)`` is what the
+            loss and the metrics take (class indices, time and event, values), ``predictions(output)``
+            maps the model's output to what is stored and scored, ``validation_metrics(outputs,
             targets)`` scores a split (``loss`` and the headline among them), ``head_size``.
         use_image: whether the model reads images (tabular models are passed None).
         augment: image augmentation for training rows (None: clean images).
+        modality_dropout: each complete training row loses its image or its table with this
+            probability (:func:`~amfmedit.train.corruption.drop_modalities`); validation and
+            prediction use the rows' own flags.
     """
 
     def __init__(
@@ -184,10 +190,12 @@ class SupervisedTask:
         channels_last: bool = False,
         eval_batch_size: int = 128,
         spec: dict | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
         self.module = model
         self.loss = loss
         self.data = data
+        self.modality_dropout = modality_dropout
         self.use_image = use_image
         self.augment = augment
         self.kind = kind
@@ -195,22 +203,28 @@ class SupervisedTask:
         self.eval_batch_size = eval_batch_size
         self.spec = spec or {}
         self.train_rows = data.rows("train")
+        self.targets = np.asarray(kind.targets(data.dataset))  # (N, ...) every row's outcome, as the kind codes it
+        # on the device once: int64 class indices stay int64, time / event / values are float32
+        dtype = torch.int64 if self.targets.dtype.kind in "iu" else torch.float32
+        self._targets = torch.as_tensor(self.targets, dtype=dtype, device=data.device)
 
     def model_spec(self) -> dict:
         return self.spec
 
     def train_labels(self) -> np.ndarray:
-        """The groups the class-balanced sampler weighs (class indices)."""
+        """The groups the class-balanced sampler weighs (the prepared strata: class indices; survival: events)."""
         return self.data.dataset.labels[self.train_rows]
-
-    def _forward(self, model, batch: Batch, aug, gen):
-        image = _image_input(batch, aug, gen, self.channels_last) if self.use_image else None
-        return split_output(model(image, batch.x_cont, batch.x_cat))
 
     def train_step(self, model, positions, gen):
         batch = self.data.batch(self.train_rows[positions], images=self.use_image)
-        logits, aux = self._forward(model, batch, self.augment, gen)
-        return self.loss(logits.float(), batch.label, aux), len(batch)
+        image = _image_input(batch, self.augment, gen, self.channels_last) if self.use_image else None
+        image_present, table_present = batch.image_present, batch.table_present
+        if self.modality_dropout > 0:
+            image_present, table_present = drop_modalities(image_present, table_present, self.modality_dropout, gen)
+        logits, aux = split_output(model(image, batch.x_cont, batch.x_cat, missing=batch.missing,
+                                         image_present=image_present, table_present=table_present))
+        targets = self._targets.index_select(0, torch.as_tensor(batch.rows, device=self._targets.device))
+        return self.loss(logits.float(), targets, aux), len(batch)
 
     def predict(self, model, split: str, rt: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, predictions (N, K) and targets of ``split`` (all ranks' shares, file order)."""
@@ -220,12 +234,12 @@ class SupervisedTask:
         outs = infer(model, self.kind, inputs, channels_last=self.channels_last, use_image=self.use_image)
         gathered = [p for rank_parts in rt.all_gather_object(list(zip(chunks, outs))) for p in rank_parts]
         if not gathered:
-            return rows[:0], np.zeros((0, self.kind.head_size(self.data.dataset.schema))), rows[:0]
+            return rows[:0], np.zeros((0, self.kind.head_size(self.data.dataset.schema))), self.targets[rows[:0]]
         idx = np.concatenate([c for c, _ in gathered])
         preds = np.concatenate([p for _, p in gathered])
         order = np.argsort(idx, kind="stable")
         idx, preds = idx[order], preds[order]
-        return idx, preds, self.data.dataset.labels[idx]
+        return idx, preds, self.targets[idx]
 
     def validate(self, model, rt: Runtime) -> dict[str, float]:
         _, preds, targets = self.predict(model, "val", rt)
@@ -243,12 +257,14 @@ def infer(model: nn.Module, kind, inputs, *, channels_last: bool = False, use_im
     ``evaluate``, the R_conf probes and ``predict``.
 
     ``inputs`` yields objects with ``image`` (uint8 (B, C, H, W) on the model's device, or None),
-    ``x_cont`` and ``x_cat``; each batch gives ``kind.predictions(output)`` as float64 numpy
-    (B, K). The caller holds eval mode and autocast.
+    ``x_cont``, ``x_cat``, ``missing`` (B, F) bool and the ``image_present`` / ``table_present``
+    (B,) bool flags (:class:`~amfmedit.train.inputs.Batch`); each batch gives
+    ``kind.predictions(output)`` as float64 numpy (B, K). The caller holds eval mode and autocast.
     """
     out = []
     for batch in inputs:
         image = _image_input(batch, None, None, channels_last) if use_image else None
-        logits, _ = split_output(model(image, batch.x_cont, batch.x_cat))
+        logits, _ = split_output(model(image, batch.x_cont, batch.x_cat, missing=batch.missing,
+                                       image_present=batch.image_present, table_present=batch.table_present))
         out.append(kind.predictions(logits.float()).cpu().numpy().astype(np.float64))
     return out

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from data_raw import leftovers, ol3i_spec, write_ol3i
 
-from amfmedit.stages.prepare import prepare
+from amfmedit.stages.prepare import prepare  # the stage: the spec task's outcome coding (binary: 0, 1)
 from amfmedit.errors import UserError
 
 

@@ -46,6 +46,7 @@ def _bad(tmp_path: Path, old: str, new: str) -> Path:
     ('size = [512, 512]', 'size = "big"', r"bad\.toml: key 'image\.size' must be a list of integers, got 'big'"),
     ('categorical = ["gender", "smoker"]', 'categorical = "gender"',
      r"key 'table\.categorical' must be a list of strings, got 'gender'"),
+    ('task = "binary"', 'task = 7', r"key 'task' must be a string, got 7"),  # which kinds exist: the prepare stage's
     ('task = "binary"\n', '', r"bad\.toml: required key 'task' is missing"),
     ('window = [-125.0, 275.0]', 'window = [275.0, -125.0]', r"key 'image\.window' must be \[low, high\]"),
     ('name = "ol3i"', 'name = "ol3i', r"bad\.toml: not valid TOML"),

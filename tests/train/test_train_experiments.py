@@ -37,6 +37,7 @@ def test_stage_names_carry_the_variant_and_parse_back():
         names.classifier_prefix(names.NO_FUSION, "trainable", "tabular", encoder="ft_transformer", fraction=0.01):
             {"encoder": "ft_transformer", "fraction": 0.01},
         names.classifier_prefix("concat", "trainable", off=("density", "leakage")): {"off": ("density", "leakage")},
+        names.classifier_prefix("amf", "trainable", fraction=0.1, missing="impute"): {"fraction": 0.1, "missing": "impute"},
     }
     for prefix, variant in cases.items():
         info = names.parse_stage(names.seed_stage(prefix, 2023, ["age_at_scan"]))
@@ -44,7 +45,10 @@ def test_stage_names_carry_the_variant_and_parse_back():
         assert {k: info[k] for k in variant} == variant
         assert all(not info[k] for k in names.VARIANT_KEYS if k not in variant)
     plain = names.parse_stage("finetune-amf-trainable-seed2022")
-    assert not names.is_variant(plain) and names.variant_of(plain) == (None, None, (), None)
+    assert not names.is_variant(plain) and names.variant_of(plain) == (None, None, (), None, None)
+    # a second pretraining and the probes on it (docs/missing-data.md)
+    assert names.pretrain_stage() == "pretrain" and names.pretrain_stage("impute") == "pretrain-impute"
+    assert names.rconf_stage(fraction=0.1, missing="token") == "rconf-frac0.1-token"
     assert names.parse_stage(names.rconf_search_stage("finetune-amf-trainable-rconfauto")) is None
     assert names.classifier_prefix("amf", "trainable", rconf=0.5) != names.classifier_prefix("amf", "trainable", rconf=0.55)
 

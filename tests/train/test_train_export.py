@@ -86,8 +86,8 @@ def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion,
                            "--image-column", "image", "--out", str(tmp_path / "from-export.csv")],
                           cwd=tmp_path / "new", env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout
-    _cli("predict", "--model", folder, "--table", table, "--image-column", "image", "--runtime", "pytorch",
-         "--out", tmp_path / "from-export-torch.csv")
+    _cli("predict", "--model", folder, "--table", table, "--image-column", "image", "--runtime", "onnxruntime",
+         "--out", tmp_path / "from-export-onnx.csv")
 
     want = pd.read_csv(tmp_path / "from-run.csv", dtype={"id": str})
     probs = [c for c in want.columns if c.startswith("prob_")]
@@ -96,7 +96,7 @@ def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion,
         assert list(scored["id"]) == list(want["id"])
         assert list(scored["decision"].astype(str)) == list(want["decision"].astype(str))
         assert (scored["prob"] - want[probs[1]]).abs().max() <= PROB_TOLERANCE
-    for name in ("from-export.csv", "from-export-torch.csv"):
+    for name in ("from-export.csv", "from-export-onnx.csv"):
         got = pd.read_csv(tmp_path / name, dtype={"id": str})
         assert list(got.columns) == list(want.columns) and list(got["id"]) == list(want["id"])
         delta = (got[probs] - want[probs]).abs().to_numpy().max()

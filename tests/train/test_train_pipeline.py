@@ -87,7 +87,8 @@ def test_pipeline_defaults_to_the_latest_run(pretrained_run, tiny_ol3i, tmp_path
 
 
 def _raw_test_table(fx, folder):
-    """The test rows written back as raw values (inverse of prepare) with HU images as .npy files."""
+    """The test rows written back as raw values (inverse of prepare; blank where they were missing) with
+    HU images as .npy files."""
     from amfmedit.data import load_prepared
 
     ds = load_prepared(fx)
@@ -95,7 +96,9 @@ def _raw_test_table(fx, folder):
     rows = ds.indices("test")
     out = {ds.schema.id_column: ds.ids[rows]}
     for j, f in enumerate(ds.schema.continuous):
-        out[f.column] = ds.x_cont[rows, j].astype(np.float64) * f.std + f.mean
+        values = ds.x_cont[rows, j].astype(np.float64) * f.std + f.mean
+        values[ds.missing[rows, j]] = np.nan
+        out[f.column] = values
     for j, f in enumerate(ds.schema.categorical):
         codes = ds.x_cat[rows, j]
         out[f.column] = [f.categories[c - 1] if c > 0 else None for c in codes]

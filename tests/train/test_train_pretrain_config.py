@@ -16,7 +16,8 @@ def test_ft_mamba_pooling_reaches_the_encoder(tiny_ol3i):
     assert build_contrastive(schema, PretrainConfig(**base)).tabular_encoder.pooling == "avg"
     cfg = PretrainConfig(**base, ft_mamba_pooling="cls")
     cfg.validate()
-    assert tabular_kwargs(cfg) == {"d_block": 8, "pooling": "cls"}
+    # token mode (the default) without a list of missing features: every feature may be missing
+    assert tabular_kwargs(cfg) == {"d_block": 8, "pooling": "cls", "missing": "token", "missing_features": None}
     model = build_contrastive(schema, cfg)
     assert model.tabular_encoder.pooling == "cls" and model.tabular_encoder.config["pooling"] == "cls"
 

@@ -7,6 +7,7 @@ stage names, report titles, evaluate) with no other change to the package.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from amfmedit.cli import app
-from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS, FusionOutput
+from amfmedit.models import FUSIONS, IMAGE_ENCODERS, TABULAR_ENCODERS, FusionOutput, options_of
+from amfmedit.models.specs import ARCHS, FUSION_SPECS, TABULAR_ENCODER_SPECS, settings_of
 from amfmedit.stages.kinds import PREDICTION_KINDS, BinaryKind, Metric
 
 QUICK = ["--epochs", "1", "--lr", "0.001", "--seeds", "2022", "--batch-size", "32", "--quiet"]
@@ -148,6 +150,26 @@ def test_every_encoder_declares_what_callers_need(name):
     assert cls.width_argument in options_of(cls)  # --tabular-dim sets a real constructor argument
 
 
+@pytest.mark.parametrize(("registry", "specs"), [(FUSIONS, FUSION_SPECS), (TABULAR_ENCODERS, TABULAR_ENCODER_SPECS)])
+def test_every_shipped_member_agrees_with_its_torch_free_spec(registry, specs):
+    """--help reads the specs (amfmedit.models.specs); the classes must declare and default the same."""
+    assert list(registry) == list(specs)
+    for name, cls in registry.items():
+        spec = specs[name]
+        assert cls.spec is spec
+        for f in dataclasses.fields(spec):
+            if f.name != "settings":
+                assert getattr(cls, f.name) == getattr(spec, f.name), (name, f.name)
+        assert {k: options_of(cls).get(k, "missing") for k in settings_of(spec)} == settings_of(spec), name
+
+
+def test_the_shipped_image_encoders_are_the_torch_free_list():
+    """``--image-arch``'s help lists amfmedit.models.specs.ARCHS; the registry ships the same members."""
+    assert list(IMAGE_ENCODERS) == list(ARCHS)
+    for name, make in IMAGE_ENCODERS.items():
+        assert make(in_channels=1).d_out == ARCHS[name]
+
+
 def test_every_member_has_tiny_settings():
     from tiny_settings import TINY_ENCODERS, TINY_FUSIONS  # tests/tiny_settings.py
 
@@ -245,3 +267,11 @@ def test_an_image_encoder_is_one_class_and_one_registry_line(tiny_ol3i, tmp_path
     res = CliRunner().invoke(app, ["pretrain", "--data", tiny_ol3i.name, "--run", "d", "--image-arch", "tiny_cnm",
                                    "--quiet"])
     assert res.exit_code == 2 and "did you mean tiny_cnn" in res.output
+
+
+def test_torch_free_choice_lists_match_the_modules_that_build_them():
+    """--final-norm and --amf-normaliser are checked against specs' names; the models build exactly those."""
+    from amfmedit.models import losses, specs, tabular
+
+    assert tuple(tabular.FINAL_NORMS) == specs.FINAL_NORM_NAMES
+    assert losses.NORMALISERS is specs.NORMALISERS

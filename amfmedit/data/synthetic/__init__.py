@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from amfmedit.data.synthetic.dvm import generate_dvm
 from amfmedit.data.synthetic.ol3i import generate_ol3i, patient_index
 from amfmedit.data.synthetic.phantom import REGIONS, region_mask
 from amfmedit.errors import UserError
 
-# image_strength / tabular_strength and the missingness options: optional OL3I knobs
+# image_strength / tabular_strength, the missingness and outcome options: optional OL3I knobs
 # (amfmedit.data.synthetic.ol3i), not spec fields
 GENERATOR_OPTIONS = {"ol3i": {"patients", "seed", "features", "prevalence", "image_strength", "tabular_strength",
-                              "missing_rate", "missing_mechanism", "no_image_rate", "no_table_rate"},
+                              "missing_rate", "missing_mechanism", "no_image_rate", "no_table_rate", "outcome",
+                              "censoring"},
                      "dvm": {"patients", "seed", "classes"}}
 
 
@@ -41,8 +43,6 @@ def generate(spec, raw_dir: Path, *, overrides: dict, progress=None, workers: in
     opts.update(overrides)
     if syn.generator == "ol3i":
         return generate_ol3i(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
-    from amfmedit.data.synthetic.dvm import generate_dvm  # lazy import: start-up of OL3I runs skips the DVM generator
-
     return generate_dvm(raw_dir, image_size=spec.image.size[0], progress=progress, workers=workers, **opts)
 
 

@@ -38,7 +38,7 @@ class CarShape:
 
 def draw_car(shape: CarShape, colour: tuple[int, int, int], size: int, rng: np.random.Generator) -> np.ndarray:
     """(size, size, 3) uint8 front view; ``rng`` adds position jitter, shading and sensor noise."""
-    from PIL import Image, ImageDraw  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
+    from PIL import Image, ImageDraw
 
     shape = CarShape(**{k: (max(v, 0.02) if isinstance(v, float) else v) for k, v in vars(shape).items()})
     s = float(size)

@@ -30,8 +30,8 @@ def write_csv(path: Path, columns: dict, *, header: list[str] | None = None) -> 
 
     ``columns`` maps names to pyarrow arrays; nulls become empty fields.
     """
-    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
-    import pyarrow.csv as pacsv  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
     table = pa.table(columns)
     buf = io.BytesIO()
@@ -42,7 +42,6 @@ def write_csv(path: Path, columns: dict, *, header: list[str] | None = None) -> 
 
 def stratified_split(labels: np.ndarray, counts: tuple[int, int, int], seed: int) -> np.ndarray:
     """(N,) 'train'/'val'/'test' with exactly ``counts`` rows each, stratified by ``labels``."""
-    # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))

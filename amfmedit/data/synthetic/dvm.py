@@ -104,7 +104,7 @@ def _log_normal_pdf(x, mean, sd):
 
 def _render_adverts(args: tuple) -> list[bytes]:
     """Worker: JPEG bytes of the front views of a run of adverts."""
-    from PIL import Image  # lazy import: keeps start-up free of Pillow ~0.3 s until this runs
+    from PIL import Image
 
     seed, size, items = args
     out = []
@@ -119,7 +119,7 @@ def _render_adverts(args: tuple) -> list[bytes]:
 def generate_dvm(raw_dir: Path, *, patients: int, image_size: int, classes: int = 26, seed: int = 2022,
                  progress=None, workers: int | None = None) -> Generated:
     """Write a synthetic DVM release (``patients`` adverts) into ``raw_dir``."""
-    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    import pyarrow as pa
 
     progress = progress or (lambda *a: None)
     if patients < 20:
@@ -269,7 +269,7 @@ def generate_dvm(raw_dir: Path, *, patients: int, image_size: int, classes: int 
     }
 
     def finish(ids_kept, labels, class_names, split, label_column):
-        import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
+        import pandas as pd
 
         if label_column != "Genmodel_ID":
             raise UserError(f"synthetic DVM has no truth for label column {label_column!r}; use Genmodel_ID")

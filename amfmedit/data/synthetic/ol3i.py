@@ -18,6 +18,9 @@ multiply the image and tabular parts of the logit (1 = the model above); the pro
 ``oracle.image_only`` / ``oracle.tabular_only`` AUCs then move with them, and their ratio is the
 cohort's true modality-confidence ratio.
 
+Other outcomes (``outcome``, :mod:`amfmedit.data.synthetic.outcomes`): a proportional-hazards time to
+event with independent censoring, or a continuous score, from the same tabular and image terms.
+
 Missingness (optional, :mod:`amfmedit.data.synthetic.missingness`): ``missing_rate`` and
 ``missing_mechanism`` (MCAR / MAR / MNAR) set how values are hidden, ``no_image_rate`` and
 ``no_table_rate`` the patients without a scan or without any feature value; the options and
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amfmedit.data.synthetic import phantom
+from amfmedit.data.synthetic import outcomes, phantom
 from amfmedit.data.synthetic.common import Generated, rounded, stratified_split, write_csv
 from amfmedit.data.synthetic.missingness import absent_modalities, check_options, hide_values
 from amfmedit.data.synthetic.vocabulary import FeatureDef, vocabulary
@@ -176,7 +179,7 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
     Returns (N, 4): visceral fat area (cm^2), age, male, adiposity of each patient. Patients
     marked in ``skip`` (N,) bool are rendered (their anatomy enters the risk) but not written.
     """
-    import h5py  # lazy import: keeps start-up free of h5py ~0.9 s until this runs
+    import h5py
 
     if workers is None:  # worker processes pay off only for large cohorts
         workers = default_workers(n, 1000)
@@ -204,14 +207,18 @@ def _write_slices(path: Path, seed: int, size: int, n: int, progress, workers: i
 def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: int = 423, prevalence: float = 0.04,
                   seed: int = 2022, image_strength: float = 1.0, tabular_strength: float = 1.0,
                   missing_rate: float | None = None, missing_mechanism: str = "mcar", no_image_rate: float = 0.0,
-                  no_table_rate: float = 0.0, progress=None, workers: int | None = None) -> Generated:
+                  no_table_rate: float = 0.0, progress=None, workers: int | None = None, outcome: str = "label",
+                  censoring: float = 0.1) -> Generated:
     """Write a synthetic OL3I release into ``raw_dir`` and return its truth.
 
     ``image_strength`` / ``tabular_strength`` (>= 0, not both 0) scale the image and tabular
     parts of the risk logit; ``missing_rate`` (None: the vocabulary's rates), ``missing_mechanism``,
     ``no_image_rate`` and ``no_table_rate`` set the missingness (see the module docstring).
+    ``outcome``: also write a time to event (``censoring``: yearly rate of loss to follow-up) or a
+    continuous score (:mod:`amfmedit.data.synthetic.outcomes`).
     """
-    import pyarrow as pa  # lazy import: keeps start-up free of pyarrow ~1 s until this runs
+    outcomes.check(outcome, censoring)
+    import pyarrow as pa
 
     progress = progress or (lambda *a: None)
     if patients < 20:
@@ -247,6 +254,7 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     counts = (counts[0], counts[1], patients - counts[0] - counts[1])
     set1 = stratified_split(label1, counts, seed)
     set5 = stratified_split(label5, counts, seed + 1)
+    drawn = outcomes.draw(outcome, tab_logit, img_logit, seed=seed, prevalence=prevalence, censoring=censoring)
     # hide values as records do; the risk above used the true ones
     missingness, hidden_informative = hide_values(values, defs, rate=missing_rate, mechanism=missing_mechanism,
                                                   rng=rng, informative=INFORMATIVE)
@@ -258,6 +266,8 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
     ids = [anon_id(i) for i in range(patients)]
     cols = {"anon_id": pa.array(ids), "label_1y": pa.array(label1), "label_5y": pa.array(label5),
             "set_1y": pa.array(set1.tolist()), "set_5y": pa.array(set5.tolist())}
+    if drawn is not None:
+        cols.update({k: pa.array(v) for k, v in drawn.columns.items()})
     for f in defs:
         v = values[f.name]
         integral = f.kind in ("sex", "smoker", "cci", "count")
@@ -295,15 +305,21 @@ def generate_ol3i(raw_dir: Path, *, patients: int, image_size: int, features: in
         },
         "truth_columns": {"risk": "true probability of label 1 for the prepared label column"},
     }
+    if drawn is not None:
+        record["options"].update(outcome=outcome, censoring=censoring)
+        record["outcome"] = drawn.record
+        record["truth_columns"] = {"risk": f"the true {drawn.truth_name} of the {outcome} outcome"}
     truth = {"label_1y": risk1, "label_5y": risk5}
     logits = {"tabular": tab_logit, "image": img_logit}
 
     def finish(ids_kept, labels, class_names, split, label_column):
-        import pandas as pd  # lazy import: keeps start-up free of pandas ~0.7 s until this runs
-
-        # lazy import: keeps start-up free of scikit-learn ~1.7 s until this runs
+        import pandas as pd
         from sklearn.metrics import roc_auc_score
 
+        if drawn is not None:  # the outcome's own truth (true log hazard ratio, expected value) and oracle
+            rows = np.array([patient_index(i) for i in ids_kept])
+            risk, oracle = drawn.finish(rows, np.asarray(split))
+            return pd.DataFrame({"id": np.asarray(ids_kept, dtype=str), "risk": risk}), oracle
         if label_column not in truth:
             raise UserError(f"synthetic OL3I has no truth for label column {label_column!r}; use label_1y or label_5y")
         rows = np.array([patient_index(i) for i in ids_kept])

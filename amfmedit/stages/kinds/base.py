@@ -6,9 +6,14 @@ A kind is one class (a subclass of :class:`PredictionKind`) and one line in
 of the kind; no caller compares a kind's name. Arrays it is handed:
 
 - ``targets``: a prepared dataset's outcome of the rows, as :meth:`PredictionKind.targets`
-  reads it (class indices (N,) for classification);
+  reads it (class indices (N,) for classification; (N, 2) time and event for survival; (N,)
+  values for regression);
 - ``outputs``: what a model's head outputs after :meth:`PredictionKind.predictions`
-  (class probabilities (N, C) for classification), the array every metric and file is computed from.
+  (class probabilities (N, C) for classification, the risk score or the predicted value (N, 1)
+  otherwise), the array every metric and file is computed from.
+
+``evaluate`` hands a kind's :meth:`PredictionKind.statistics` every model's outputs and uses only
+the :class:`KindStatistics` interface of what it returns.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from amfmedit.data.targets import ClassTarget
+from amfmedit.errors import UserError
+from amfmedit.models.specs import FOCAL_GAMMA
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Metric:
     label: str  # short, for table headers ("AUC")
     title: str  # in sentences ("AUC", "top-1 accuracy")
     higher_is_better: bool = True
+    percent: bool = True  # tables show it x 100 (AUC, C-index); False: in its own unit (RMSE)
 
     @property
     def mode(self) -> str:
@@ -67,16 +75,101 @@ class Weights:
     loss: tuple[float, ...] = ()
 
 
+@dataclass(frozen=True)
+class LossChoice:
+    """``--loss``: the training loss chosen (None: the kind's own, :meth:`PredictionKind.loss`) and
+    the settings of the alternatives (``focal_gamma``: γ of the focal loss)."""
+
+    name: str | None = None
+    focal_gamma: float = FOCAL_GAMMA
+
+
+class KindStatistics:
+    """What ``evaluate`` asks of a kind's evaluation (:meth:`PredictionKind.statistics`), whatever the kind.
+
+    ``name`` is a model's display name (one group of seeds), ``i`` a seed's position in it;
+    ``preds`` / ``targets`` as the kind's ``outputs`` / ``targets``.
+    """
+
+    warnings: list[str]
+    summary: Any  # .comparisons (amfmedit.stats.compare.ComparisonTable or None), .skipped (metric names)
+
+    def model_record(self, name: str) -> dict:
+        """``metrics.json``'s record of one model (intervals, ...)."""
+        raise NotImplementedError
+
+    def stage_record(self, name: str, i: int, preds: np.ndarray, targets: np.ndarray) -> dict:
+        """Metrics of seed ``i``'s model beyond the kind's validation metrics."""
+        raise NotImplementedError
+
+    def operating_record(self, name: str, i: int) -> dict:
+        """What ``predict`` applies with seed ``i``'s model (``operating_points.json``)."""
+        raise NotImplementedError
+
+    def operating_header(self, class_names) -> dict:
+        raise NotImplementedError
+
+    def prediction_columns(self, name: str, i: int, preds: np.ndarray, class_names) -> dict[str, np.ndarray]:
+        """Columns of a predictions file beside ``id`` and :meth:`target_columns`."""
+        raise NotImplementedError
+
+    def target_columns(self, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """The observed outcome's columns in a predictions file."""
+        return {"label": np.asarray(targets)}
+
+    def stage_keys(self) -> list[str]:
+        """Extra per-stage columns of ``results.md``."""
+        return []
+
+    def stage_columns(self) -> list[str]:
+        """Headers of the per-stage terminal table's last columns, filled by :meth:`stage_cell`."""
+        raise NotImplementedError
+
+    def stage_cell(self, row: dict) -> str:
+        """The cells (joined by `` | ``) of :meth:`stage_columns` for one stage's row."""
+        raise NotImplementedError
+
+    def markdown(self) -> str:
+        """``results.md``'s sections after Table 2."""
+        raise NotImplementedError
+
+    def terminal(self) -> str:
+        """The terminal's section after Table 2 (80 columns)."""
+        raise NotImplementedError
+
+    def write_figures(self, folder, y_test, seed_outputs: dict) -> dict[str, str]:
+        """Figures into ``folder``; returns figure key -> path relative to it."""
+        raise NotImplementedError
+
+    def figures_markdown(self, figures: dict[str, str]) -> str:
+        """``results.md``'s links to the figures."""
+        if not figures:
+            return ""
+        return "\n## Figures\n\n" + ", ".join(f"[{k}]({v})" for k, v in figures.items()) + ".\n"
+
+
 class PredictionKind:
     """One kind of prediction. Subclasses set the class attributes and implement the methods."""
 
     name: ClassVar[str]
     title: ClassVar[str]  # in sentences ("binary classification")
-    target: ClassVar[ClassTarget]  # how prepare codes the outcome (amfmedit.data.targets)
+    target: ClassVar[ClassTarget]  # how prepare codes the outcome (amfmedit.data.targets: a coding)
     headline: ClassVar[Metric]  # selects the learning rate and the best epoch; heads Table 2
     pretrain_lr: ClassVar[float]  # Appendix A.2's contrastive learning rate for this kind of cohort
     has_operating_point: ClassVar[bool] = False  # a decision threshold chosen on validation
     has_calibration: ClassVar[bool] = False  # probabilities recalibrated on validation
+    #: the losses ``--loss`` may name for this kind (name -> what it is); empty: its own loss only
+    loss_choices: ClassVar[dict[str, str]] = {}
+    # a split whose predictions evaluate also computes and hands to statistics (y_fit, preds' ``fit``):
+    # survival fits the Breslow baseline hazard on the training split's risk scores
+    fit_split: ClassVar[str | None] = None
+    cam_output: ClassVar[str] = "prob"  # what Grad-CAM's case titles show: the target's probability or the raw output
+
+    @classmethod
+    def for_schema(cls, schema) -> "PredictionKind":
+        """The kind of a prepared dataset (a kind whose model needs the dataset's facts, e.g. the
+        scale of a regression outcome, reads them here)."""
+        return cls()
 
     # ------------------------------------------------------------------------------- data
 
@@ -106,6 +199,18 @@ class PredictionKind:
     def loss(self, weights: Weights) -> Callable:
         """``(output (B, K) float, targets (B, ...)) -> scalar``: the kind's training loss."""
         raise NotImplementedError
+
+    def check_loss(self, choice: LossChoice) -> None:
+        """``--loss`` names a loss this kind has (one line naming them otherwise)."""
+        if choice.name is not None and choice.name not in self.loss_choices:
+            known = ", ".join(self.loss_choices) or "none: it trains with its own loss only"
+            raise UserError(f"--loss {choice.name}: not a loss of {self.title} (losses: {known})")
+
+    def training_loss(self, weights: Weights, choice: LossChoice) -> Callable:
+        """The loss ``--loss`` chose; with none named the kind's own (:meth:`loss`). Kinds with
+        ``loss_choices`` override this to build the others."""
+        self.check_loss(choice)
+        return self.loss(weights)
 
     def predictions(self, output):
         """The model's raw output (B, K) -> the stored predictions (a torch tensor)."""
@@ -139,6 +244,19 @@ class PredictionKind:
         fixed = self.explain_target(schema, requested)
         return np.full(len(targets), fixed, dtype=np.int64) if fixed is not None else np.asarray(targets, np.int64)
 
+    def explain_output(self, requested: str) -> str:
+        """What IG attributes: ``requested`` ("prob": the target's softmax probability, "logit": the raw
+        output); a kind with one raw output (a risk score, a value) always attributes that."""
+        return requested
+
+    def cam_target_name(self, schema, target: int) -> str:
+        """The output Grad-CAM draws evidence for ("1": a class; "higher risk")."""
+        return str(schema.class_names[target])
+
+    def case_title(self, dataset, row: int, value: float) -> str:
+        """A Grad-CAM case's title: its id, outcome and the model's output (``value``)."""
+        return f"{dataset.ids[row]} (label {dataset.schema.class_names[dataset.labels[row]]}) p={value:.2f}"
+
     def explain_description(self, schema, requested) -> dict[str, Any]:
         """How the explained output is described in reports."""
         fixed = self.explain_target(schema, requested)
@@ -148,8 +266,21 @@ class PredictionKind:
 
     # ---------------------------------------------------------------------------- evaluation
 
-    def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, **kw):
-        """Intervals, operating points, calibration and comparisons of every model (see evaluate)."""
+    def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, y_fit=None,
+                   horizons: str | None = None, **kw) -> KindStatistics:
+        """Intervals, operating points, calibration and comparisons of every model (see evaluate).
+
+        ``preds``: display name -> ``ModelPredictions`` (``val``, ``test`` and, for a kind with a
+        :attr:`fit_split`, ``fit``: (S, N, K) each); ``y_fit``: that split's targets; ``horizons``:
+        ``--horizons`` (survival)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------- prediction
+
+    def predict_columns(self, raw: np.ndarray, op: dict | None, schema, *, calibration: str,
+                        horizons: str | None = None) -> tuple[dict[str, Any], str | None, list[str]]:
+        """``predict``'s columns for outputs ``raw`` (N, K) with the stage's ``operating_points.json``
+        record ``op`` (None: not evaluated): (columns, the operating point's name or None, warnings)."""
         raise NotImplementedError
 
     def summary_columns(self, schema) -> list[str]:

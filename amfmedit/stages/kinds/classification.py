@@ -11,16 +11,12 @@ import math
 from typing import Callable
 
 import numpy as np
-import torch
 
 from amfmedit.data.targets import ClassTarget
 from amfmedit.errors import UserError, close_matches
-from amfmedit.explain.gradcam import select_cases
-from amfmedit.models import losses
-from amfmedit.stages import evalstats
-from amfmedit.stages.kinds.base import Metric, PredictionKind, ProbeScore, Weights
+from amfmedit.models.specs import OL3I_CLASS_WEIGHTS
+from amfmedit.stages.kinds.base import LossChoice, Metric, PredictionKind, ProbeScore, Weights
 from amfmedit.stats.bootstrap import bootstrap_metrics
-from amfmedit.stats.delong import delong_auc, undefined_reason
 from amfmedit.train.metrics import classification_metrics
 
 #: Appendix A.3: class-balanced sampling for binary tasks, class 0 down-sampled x0.5, class 1 over-sampled x5.
@@ -32,6 +28,10 @@ class ClassificationKind(PredictionKind):
     """What binary and multiclass classification share."""
 
     has_calibration = True
+    loss_choices = {
+        "ce": "cross-entropy: eq. 12 with --loss-weights, else eq. 13",
+        "focal": "focal loss (Lin et al. 2017) with --loss-weights as α and --focal-gamma as γ: the authors' OL3I loss",
+    }
 
     def head_size(self, schema) -> int:
         return schema.n_classes
@@ -48,11 +48,25 @@ class ClassificationKind(PredictionKind):
 
     def loss(self, weights: Weights) -> Callable:
         """Eq. 12 (class-weighted cross-entropy) with loss weights, else eq. 13."""
+        from amfmedit.models import losses
+
         if weights.loss:
             return lambda logits, y: losses.weighted_ce_loss(logits, y, weights.loss)
         return losses.ce_loss
 
+    def training_loss(self, weights: Weights, choice: LossChoice) -> Callable:
+        """``--loss focal``: :func:`~amfmedit.models.losses.focal_loss`; ``ce`` or none: :meth:`loss`."""
+        from amfmedit.models import losses
+
+        self.check_loss(choice)
+        if choice.name == "focal":
+            alpha, gamma = weights.loss or None, choice.focal_gamma
+            return lambda logits, y: losses.focal_loss(logits, y, gamma, alpha)
+        return self.loss(weights)
+
     def predictions(self, output):
+        import torch
+
         return torch.softmax(output.float(), dim=-1)
 
     def validation_metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -95,11 +109,51 @@ class ClassificationKind(PredictionKind):
 
     def cam_cases(self, dataset, n: int, target: int, *, split: str, seed: int):
         """Grad-CAM's cases: ``n`` rows of the target class and ``n`` of the others (Fig. 6)."""
+        from amfmedit.explain.gradcam import select_cases
+
         return select_cases(dataset, n, target, split=split, seed=seed)
 
-    def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, **kw):
+    def statistics(self, y_val, y_test, preds: dict, *, spec: str, split: str, schema, y_fit=None, horizons=None,
+                   **kw):
+        from amfmedit.stages import evalstats
+
         return evalstats.compute(y_val, y_test, preds, spec, split, class_names=schema.class_names,
                                  thresholded=self.has_operating_point, **kw)
+
+    def predict_columns(self, raw: np.ndarray, op: dict | None, schema, *, calibration: str,
+                        horizons: str | None = None) -> tuple[dict, str | None, list[str]]:
+        """Each class's probability (temperature-scaled as fitted on validation with ``calibration``
+        "temperature"), the decision at the operating point ``evaluate`` chose, the threshold."""
+        from amfmedit.stages import evalstats
+        from amfmedit.stats import calibration as calib
+
+        warnings = []
+        if op is None:  # first: predict puts why there is no record in front of it
+            warnings.append("writing probabilities as trained, without decisions (no threshold is known)")
+        if horizons:
+            warnings.append(f"--horizons {horizons}: a {self.title} model has no time horizons; ignored")
+        scaled = op is not None and calibration == "temperature"
+        temperature = float(op["temperature"]) if scaled else 1.0
+        bias = float(op.get("bias") or 0.0) if scaled else 0.0  # binary recalibration (Platt); 0 in older evaluations
+        # the same recalibration evaluate fitted and scored (on the probabilities' log-odds)
+        p = calib.apply_temperature(calib.logits_from_probs(raw), temperature, bias) if scaled else raw
+        cols: dict = {f"prob_{name}": p[:, c] for c, name in enumerate(schema.class_names)}
+        threshold_name = None
+        if op is not None and op.get("threshold") is not None and self.has_operating_point:
+            threshold_name = op["threshold_name"]
+            cut = float(op["threshold"])  # on the probabilities as trained: the decision does not depend on calibration
+            cols["decision"] = [schema.class_names[k] for k in (raw[:, 1] >= cut).astype(int)]
+            cols["threshold"] = evalstats.calibrated_threshold(cut, temperature, bias) if scaled else cut
+        elif op is not None:
+            threshold_name = op["threshold_name"]
+            cols["decision"] = [schema.class_names[k] for k in p.argmax(axis=1)] if len(p) else []
+            cols["threshold"] = math.nan
+        else:
+            cols["decision"], cols["threshold"] = "", math.nan
+        cols["threshold_name"] = threshold_name or ""
+        cols["calibration"] = ((f"temperature {temperature:.4g}" + (f", bias {bias:+.4g}" if bias else "")) if scaled
+                               else "none")
+        return cols, threshold_name, warnings
 
 
 class BinaryKind(ClassificationKind):
@@ -118,7 +172,7 @@ class BinaryKind(ClassificationKind):
                             f"({', '.join(map(str, schema.class_names[:5]))}); prepare it with task = \"multiclass\"")
 
     def default_weights(self, schema) -> Weights:
-        return Weights(sampler=BINARY_SAMPLER_WEIGHTS, loss=losses.OL3I_CLASS_WEIGHTS)
+        return Weights(sampler=BINARY_SAMPLER_WEIGHTS, loss=OL3I_CLASS_WEIGHTS)
 
     def selectable(self, targets: np.ndarray) -> str | None:
         present = np.unique(targets)
@@ -128,6 +182,8 @@ class BinaryKind(ClassificationKind):
 
     def probe_score(self, outputs: np.ndarray, targets: np.ndarray, seed: int) -> ProbeScore:
         """The probe's AUC with its DeLong interval; chance 0.5."""
+        from amfmedit.stats.delong import delong_auc, undefined_reason
+
         value = classification_metrics(outputs, targets)["auc"]
         y = np.asarray(targets)
         if undefined_reason(int((y == 1).sum()), int((y == 0).sum())):  # DeLong needs two rows of each class
