@@ -50,7 +50,7 @@ from amfmedit.models.scan import TRACEABLE_IMPLS
 #: The scan form written into exported graphs, chosen by the exported model's speed on ONNX
 #: Runtime (benchmarks/bench_export.py, docs/export.md): one step at a time is the faster at
 #: batch 64 (the chunked form's materialised (L, B, N, D) tensors cost more memory traffic than
-#: its fewer ops save), and within 20 % of the chunked form at batch 1.
+#: its fewer ops save); at batch 1 the two trade places from one model to the next.
 EXPORT_SCAN = "traceable-sequential"
 #: dtype of each input the exported graph may take
 INPUT_DTYPES = {"image": np.uint8, "x_cont": np.float32, "x_cat": np.int64, "missing": np.bool_,
