@@ -31,7 +31,7 @@ def _interval_rows(intervals: dict) -> list[str]:
     return rows
 
 
-def _data_section(schema, provenance: dict) -> list[str]:
+def _data_section(schema, provenance: dict, reads_presence: bool) -> list[str]:
     counts = provenance.get("counts", {})
     split_text = ", ".join(f"{s} {c['rows']}" for s, c in counts.items())
     classes = counts.get("train", {}).get("classes", {})
@@ -47,7 +47,12 @@ def _data_section(schema, provenance: dict) -> list[str]:
         + (f"; training rows per class: {class_text}." if class_text else "."),
         f"- Tabular inputs: {schema.n_cont} continuous features (missing values imputed with the training median, "
         f"then z-scored with training statistics) and {len(schema.categorical)} categorical features (codes; a "
-        "missing or unseen value is code 0). All statistics were fitted on the training split only (`schema.json`).",
+        "missing or unseen value is code 0). All statistics were fitted on the training split only (`schema.json`). "
+        "Which values were missing is an input of its own (`missing`), as is whether the row has an image "
+        "(`image_present`) and any feature value (`table_present`); "
+        + ("the model scores rows without an image or without feature values from its learned absent-modality "
+           "vectors." if reads_presence else "this model was trained before rows without a modality "
+           "could be scored: it scores only rows that have every input it reads."),
         f"- Image input: {img.modality.upper() if img.modality == 'ct' else img.modality}, {img.channels} x "
         f"{img.height} x {img.width}{window}, stored as uint8.",
     ]
@@ -85,7 +90,7 @@ def model_card(manifest: dict, schema, operating: dict, evaluation: dict, datase
         "turns a raw row and image file into these arrays is `schema.json`; `amfmedit predict --model` applies it.",
         f"- Checked at export: on the {parity['rows']} test rows the ONNX Runtime and PyTorch probabilities differ "
         f"by at most {parity['max_abs_prob_delta']:.1e} ({parity['between']}).", "",
-        *_data_section(schema, dataset.provenance), "",
+        *_data_section(schema, dataset.provenance, bool(manifest.get("reads_presence"))), "",
         f"## Performance (test split, {row.get('n', '?')} rows)", "",
     ]
     intervals = group.get("intervals", {})

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from amfmedit.cli import app
 from amfmedit.models.export import EXPORT_PACKAGES, missing_packages
+from amfmedit.stages.exported import open_export
 from test_train_pipeline import _raw_test_table  # noqa: E402 (tests/train: the pipeline test's inverse of prepare)
 
 pytestmark = pytest.mark.skipif(bool(missing_packages()), reason=f"the export extra is not installed "
@@ -75,7 +76,9 @@ def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion,
     manifest = json.loads((folder / "export.json").read_text())
     assert manifest["stage"] == stage and manifest["parity"]["max_abs_prob_delta"] <= PROB_TOLERANCE
     assert (manifest["model"]["scan"] is not None) == (encoder == "ft_mamba")
+    assert open_export(folder).runner().name == "pytorch"  # --runtime auto: the faster here (docs/export.md)
     card = (folder / "model_card.md").read_text()
+    assert "absent-modality vectors" in card
     assert "95% interval" in card and "## Intended use" in card and "## Limits" in card and "synthetic" in card
 
     # a fresh process that cannot see the run: the runs folder is moved away first
