@@ -33,4 +33,5 @@ DEFERRED: dict[str, str] = {
     "mamba_ssm": "fused Mamba kernels (CUDA only, optional)",
     "causal_conv1d": "fused causal convolution (CUDA only, optional)",
     "mlflow": "--log mlflow (optional)",
+    "onnxruntime": "running an exported model's ONNX graph, ~0.3 s (optional: the export extra)",
 }

@@ -18,6 +18,7 @@ from amfmedit.cli import finetune as _finetune  # noqa: E402,F401
 from amfmedit.cli import baseline as _baseline  # noqa: E402,F401
 from amfmedit.cli import evaluate as _evaluate  # noqa: E402,F401
 from amfmedit.cli import predict as _predict  # noqa: E402,F401
+from amfmedit.cli import export as _export  # noqa: E402,F401
 from amfmedit.cli import explain as _explain  # noqa: E402,F401
 from amfmedit.cli import report as _report  # noqa: E402,F401
 from amfmedit.cli import bench as _bench  # noqa: E402,F401

@@ -28,16 +28,21 @@ def predict(
     horizons: field_option(P, "horizons", str, "--horizons", shown="the horizons evaluate used",
                            help="Survival: times of the survival probabilities written, e.g. 1,2,5.") = None,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", metavar="", help="Score the rows that can be scored and list the others (id, what is wrong) in <out>.skipped.csv; without it one bad row stops the whole table, naming every bad row.")] = False,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A folder written by `amfmedit export`: score with it alone, no run needed (its files are checked against their hashes first); the output defaults to <table>.predictions.csv beside the table.")] = None,
+    runtime: field_option(P, "runtime", str, "--runtime",
+                          help="With --model: auto (PyTorch: the faster on the CPUs measured, docs/export.md), pytorch or onnxruntime.") = None,
 ) -> None:
     """Score new patients with a trained classifier; writes probabilities and the decision at the threshold evaluate chose."""
     from amfmedit.stages.predict import predict as run_predict
 
-    cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None)
+    cfg = PredictConfig(table=str(table), stage=stage, image_column=image_column, out=str(out) if out else None,
+                        model=str(model) if model else None)
     res = run_predict(given(cfg, batch_size=batch_size, calibration=calibration, skip_bad_rows=skip_bad_rows or None,
-                            horizons=horizons), opts)
+                            horizons=horizons, runtime=runtime), opts)
     warn(res.warnings)
     how = f"decisions at the {res.threshold_name} threshold" if res.threshold_name else \
         ("no decisions" if "decision" in res.columns else ", ".join(res.columns))
     console.print(f"model: {res.model_choice}", highlight=False, markup=False)
-    console.print(f"{res.n} patients scored with {res.stage} of run {res.run} ({how}) -> {res.out}", highlight=False,
+    source = f"the export {res.run}" if model else f"run {res.run}"
+    console.print(f"{res.n} patients scored with {res.stage} of {source} ({how}) -> {res.out}", highlight=False,
                   markup=False)

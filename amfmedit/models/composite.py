@@ -186,6 +186,8 @@ class ImageTabularClassifier(_Classifier):
     kind = "image_tabular_classifier"
     #: what a config written before a constructor argument existed stands for (build_model)
     legacy_config = {"absent_vectors": False}
+    #: the forward arguments the model reads, in order (what an exported graph takes)
+    inputs = ("image", "x_cont", "x_cat")
 
     def __init__(
         self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: nn.Module, *, strategy: str = "trainable",
@@ -272,6 +274,11 @@ class UnimodalClassifier(_Classifier):
 
     def _encoders(self) -> list[nn.Module]:
         return [self.encoder]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The forward arguments the model reads, in order (what an exported graph takes)."""
+        return ("image",) if self.modality == "image" else ("x_cont", "x_cat")
 
     def forward(self, image: Tensor | None = None, x_cont: Tensor | None = None, x_cat: Tensor | None = None, *,
                 missing: Tensor | None = None, image_present: Tensor | None = None,

@@ -21,12 +21,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amfmedit.models import native_scan
-from amfmedit.models.scan import SCAN_IMPLS, default_scan_impl, mamba_inner_native, selective_scan_time_major
+from amfmedit.models.scan import (
+    SCAN_IMPLS,
+    TRACEABLE_IMPLS,
+    default_scan_impl,
+    mamba_inner_native,
+    selective_scan_time_major,
+)
 
 log = logging.getLogger(__name__)
 
 #: The fused selective-scan kernel is compiled for d_state up to this value.
 KERNEL_MAX_D_STATE = 256
+
+#: every path a block can be forced onto (``MambaBlock.impl``, :func:`set_scan_impl`)
+IMPLS = ("fused", *SCAN_IMPLS, *TRACEABLE_IMPLS)
 
 _KERNELS: dict[str, Any] | None = None  # filled once by _load_kernels()
 _LOGGED_PATHS: set[str] = set()
@@ -107,7 +116,9 @@ class MambaBlock(nn.Module):
 
     ``impl`` (attribute, not part of the checkpoint): ``None`` = fused kernels on CUDA when
     available, else the pure scan's default for the device (on a CPU the compiled ``"native"``
-    scan when a C compiler is there); ``"fused"``, ``"sequential"``, ``"chunked"`` or ``"native"`` force a path (used by benchmarks to time the variants).
+    scan when a C compiler is there); ``"fused"``, ``"sequential"``, ``"chunked"`` or ``"native"`` force a path (used by benchmarks to time the variants);
+    ``"traceable-sequential"`` / ``"traceable-chunked"`` run the scan as plain tensor operations,
+    forward only, for ``torch.export`` and ONNX.
     """
 
     kind = "mamba_block"
@@ -193,8 +204,8 @@ class MambaBlock(nn.Module):
     # ------------------------------------------------------------------------------------
     def _choose_path(self, hidden: Tensor) -> str:
         impl = self.impl
-        if impl is not None and impl not in ("fused", *SCAN_IMPLS):
-            raise ValueError(f"impl must be None, 'fused', 'sequential', 'chunked' or 'native', however: {impl=}")
+        if impl is not None and impl not in IMPLS:
+            raise ValueError(f"impl must be None or one of {IMPLS}, however: {impl=}")
         fused_ok = hidden.is_cuda and self.use_kernels and kernels_available()
         if impl == "fused":
             if not fused_ok:
@@ -299,8 +310,8 @@ class MambaBlock(nn.Module):
 
 def set_scan_impl(module: nn.Module, impl: str | None) -> int:
     """Force the path of every :class:`MambaBlock` inside ``module``; returns how many."""
-    if impl is not None and impl not in ("fused", *SCAN_IMPLS):
-        raise ValueError(f"impl must be None, 'fused', 'sequential', 'chunked' or 'native', however: {impl=}")
+    if impl is not None and impl not in IMPLS:
+        raise ValueError(f"impl must be None or one of {IMPLS}, however: {impl=}")
     n = 0
     for m in module.modules():
         if isinstance(m, MambaBlock):

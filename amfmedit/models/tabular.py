@@ -436,11 +436,12 @@ class FTMambaEncoder(_TabularEncoder):
         tokens = self.tokenizer.tokens(x_cont, e_cat, cls=cls, missing=missing)
         B, L = tokens.shape[:2]
         rows = max(1, self.CPU_TOKENS_PER_SLICE // L) if tokens.device.type == "cpu" else B
-        if B <= rows:
-            return self._blocks(tokens)
         # On a CPU, wide batches run through the blocks in slices of rows (rows are independent):
         # one slice's activations stay nearer the caches (at 128 x 424 tokens: 20 % less time
-        # per training step); the result and the gradients are those of the whole batch.
+        # per training step); the result and the gradients are those of the whole batch. An
+        # exported graph takes any batch size, so it has no such branch on B.
+        if torch.compiler.is_exporting() or B <= rows:
+            return self._blocks(tokens)
         return torch.cat([self._blocks(tokens[i : i + rows]) for i in range(0, B, rows)])
 
     #: Tokens per slice of the batch on a CPU (see forward_embedded).

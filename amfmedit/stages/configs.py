@@ -456,6 +456,15 @@ class PredictConfig:
     calibration: str = "temperature"  # temperature (fitted on validation by evaluate) | none
     skip_bad_rows: bool = False  # score the good rows and list the bad ones in <out>.skipped.csv
     horizons: str | None = None  # survival: times of the survival probabilities (default: those evaluated)
+    model: str | None = None  # an `amfmedit export` folder instead of a run's classifier
+    runtime: str = "auto"  # with model: auto (PyTorch when importable, else ONNX Runtime) | onnxruntime | pytorch
+
+
+@dataclass
+class ExportConfig:
+    out: str
+    stage: str | None = None  # a finetune-*/supervised-* folder; None: the run's model (stages.selection)
+    batch_size: int = 64  # rows per forward pass of the parity check
 
 
 METHODS = ("ig", "gradcam", "permutation")  # explain --method; permutation: the scikit-learn baselines (amfmedit.stages.permutation)

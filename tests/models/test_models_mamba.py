@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from amfmedit.models import mamba, native_scan, scan
 from amfmedit.models.mamba import MambaBlock, kernel_status, set_scan_impl
+from amfmedit.models.scan import TRACEABLE_IMPLS
 
 
 def mamba_ssm_state_dict_table(d_model, d_state=16, d_conv=4, expand=2):
@@ -156,7 +157,7 @@ def mamba_reference_forward(block, hidden):
 
 
 @pytest.mark.parametrize("impl", ["sequential", "chunked", pytest.param("native", marks=pytest.mark.skipif(
-    not native_scan.available(), reason="native scan unavailable (no C compiler)"))])
+    not native_scan.available(), reason="native scan unavailable (no C compiler)")), *TRACEABLE_IMPLS])
 @pytest.mark.parametrize("parts", [1, 3], ids=["one-part", "batch-split"])
 @pytest.mark.parametrize("L", [37, 2], ids=["L37", "shorter-than-the-conv"])
 def test_block_pure_path_equals_the_mamba_reference_computation(impl, parts, L, monkeypatch):

@@ -219,3 +219,48 @@ def test_a_second_pretraining_compares_impute_with_token(trained, tmp_path):
     assert not any("missing" in k for k in state)  # an imputing encoder holds no missing embeddings
     assert json.loads((run / "rconf-impute" / "rconf.json").read_text())["r_conf"] > 0
     assert not (run / "rconf").exists()  # the run's own probes were never asked for
+
+
+@pytest.mark.skipif(bool(__import__("amfmedit.models.export", fromlist=["x"]).missing_packages()),
+                    reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
+@pytest.mark.parametrize("stage", ["finetune-concat-frozen-seed2022", "supervised-tabular-seed2022"])
+def test_export_then_predict_model_scores_rows_with_missing_values_or_without_an_image(stage, trained, tmp_path):
+    """The exported graph takes the missing mask and the presence flags: on PyTorch and on ONNX Runtime,
+    ``predict --model`` gives the run's ``predict`` probabilities for rows with missing values and rows
+    without an image, and evaluate's for the rows as prepared."""
+    work, ds, _ = trained
+    table, rows, blank = _new_patients(ds, tmp_path / "new")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        _cli("predict", "--table", table, "--image-column", "image", "--stage", stage, "--out", tmp_path / "run.csv")
+        res = _cli("export", "--stage", stage, "--out", tmp_path / "export")
+    finally:
+        os.chdir(cwd)
+    manifest = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert [s["name"] for s in manifest["inputs"]][-3:] == ["missing", "image_present", "table_present"]
+    assert manifest["parity"]["max_abs_prob_delta"] <= 1e-5, res.output
+    want = pd.read_csv(tmp_path / "run.csv", dtype={"id": str})
+    probs = ["prob_0", "prob_1"]
+    no_image = ~ds.image_present[rows]
+    no_image[blank] = True
+    missing = ds.missing[rows].any(axis=1)
+    assert missing.sum() >= 5 and (no_image & missing).sum() >= 1  # the cohort holds both kinds of row
+    evaluated = pd.read_csv(work / "runs" / "inc" / "evaluate" / "predictions" / f"{stage}.csv", dtype={"id": str})
+    for runtime in ("pytorch", "onnxruntime"):
+        out = tmp_path / f"{runtime}.csv"
+        _cli("predict", "--model", tmp_path / "export", "--table", table, "--image-column", "image",
+             "--runtime", runtime, "--out", out)
+        got = pd.read_csv(out, dtype={"id": str})
+        assert list(got.columns) == list(want.columns) and list(got["id"]) == list(want["id"])
+        assert np.abs(got[probs].to_numpy() - want[probs].to_numpy()).max() <= 1e-5, runtime
+        for col in ("decision", "has_image", "has_table", "n_missing", "inputs"):
+            assert got[col].equals(want[col]), f"{runtime}: column {col} differs"
+        # as evaluate scored them: every row but the one whose image cell was blanked by hand
+        same = [k for k in range(len(rows)) if k != blank]
+        assert np.array_equal(got["decision"].to_numpy()[same], evaluated["decision"].to_numpy()[same]), runtime
+    # evaluate's probabilities are as trained: the graph's, uncalibrated, are the same
+    _cli("predict", "--model", tmp_path / "export", "--table", table, "--image-column", "image", "--runtime",
+         "onnxruntime", "--calibration", "none", "--out", tmp_path / "raw.csv")
+    raw = pd.read_csv(tmp_path / "raw.csv", dtype={"id": str})
+    assert np.abs(raw["prob_1"].to_numpy()[same] - evaluated["prob_1"].to_numpy()[same]).max() <= 1e-5
