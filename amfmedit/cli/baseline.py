@@ -22,7 +22,7 @@ def baseline(
     quiet: bool,
     model: Annotated[Optional[List[str]], typer.Option(
         "--model", help=f"Baseline to fit, repeat for more: {', '.join(f'{k} ({v.title})' for k, v in BASELINES.items())} "
-                        f"\\[default: all]")] = None,
+                        f"[default: all]")] = None,
     seeds: field_option(B, "seeds", str, "--seeds", help="Seeds, e.g. 2022-2026 or 2022,2023; hyper-parameters "
                                                           "are chosen on validation with the first.") = None,
     pca_components: field_option(B, "pca_components", int, "--pca-components", min=1,

@@ -18,7 +18,7 @@ X = ExportConfig
 def export(
     opts: RunOptions,
     out: Annotated[Path, typer.Option("--out", help="Folder to write (refused if it exists, unless --force replaces an earlier export).")],
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Classifier folder, e.g. finetune-amf-trainable-seed2022 \\[default: the run's model, as predict chooses it].")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Classifier folder, e.g. finetune-amf-trainable-seed2022 [default: the run's model, as predict chooses it].")] = None,
     batch_size: field_option(X, "batch_size", int, "--batch-size", min=1, help="Rows per forward pass of the ONNX-vs-PyTorch check on the test split.") = None,
 ) -> None:
     """Write a classifier with its preprocessing, operating point and model card to a folder that `predict --model` runs without the run."""
