@@ -87,11 +87,11 @@ def test_pipeline_defaults_to_the_latest_run(pretrained_run, tiny_ol3i, tmp_path
 
 
 def _raw_test_table(fx, folder):
-    """The test rows written back as raw values (inverse of prepare; blank where they were missing) with
-    HU images as .npy files."""
+    """The test rows of ``fx`` (a prepared fixture or a loaded dataset) written back as raw values
+    (inverse of prepare; blank where they were missing) with HU images as .npy files."""
     from amfmedit.data import load_prepared
 
-    ds = load_prepared(fx)
+    ds = fx if hasattr(fx, "indices") else load_prepared(fx)
     folder.mkdir()
     rows = ds.indices("test")
     out = {ds.schema.id_column: ds.ids[rows]}

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from amfmedit.cli import app
+from test_stages_pipeline import _raw_test_table  # noqa: E402 (tests/stages: the inverse of prepare)
 
 SIZE = dict(patients=140, image=64, features=24)  # Grad-CAM needs 64 pixels (a 2 x 2 map at ResNet's last stage)
 PRETRAIN = ["--tabular-encoder", "mlp", "--tabular-dim", "16", "--image-arch", "resnet18", "--epochs", "1",
@@ -22,27 +23,6 @@ def _cli(*args):
     res = CliRunner().invoke(app, [str(a) for a in args])
     assert res.exit_code == 0, res.output
     return res
-
-
-def _new_patients(ds, folder):
-    """The test rows written back as raw values (blank where they were missing) with HU images as .npy
-    files (as a new hospital's table)."""
-    folder.mkdir()
-    rows = ds.indices("test")
-    out = {ds.schema.id_column: ds.ids[rows]}
-    for j, f in enumerate(ds.schema.continuous):
-        values = ds.x_cont[rows, j].astype(np.float64) * f.std + f.mean
-        values[ds.missing[rows, j]] = np.nan
-        out[f.column] = values
-    for j, f in enumerate(ds.schema.categorical):
-        out[f.column] = [f.categories[c - 1] if c > 0 else None for c in ds.x_cat[rows, j]]
-    low, high = ds.schema.image.window
-    out["image"] = []
-    for i in rows:
-        np.save(folder / f"{ds.ids[i]}.npy", ds.images[i, 0].astype(np.float32) / 255.0 * (high - low) + low)
-        out["image"].append(f"{ds.ids[i]}.npy")
-    pd.DataFrame(out).to_csv(folder / "new.csv", index=False)
-    return folder / "new.csv"
 
 
 def _pipeline(tmp_path, monkeypatch, spec: str, *evaluate_args):
@@ -114,10 +94,10 @@ def test_survival_end_to_end(tmp_path, monkeypatch):
     _cli("report")  # the report names the kind's case groups, not positive / negative
     assert "2 earliest-events and 2 longest-event-free test cases" in (run / "report.md").read_text()
 
-    table = _new_patients(ds, tmp_path / "new")
+    table = _raw_test_table(ds, tmp_path / "new")
     res = _cli("predict", "--table", table, "--image-column", "image")
     stage = res.output.split("scored with ")[1].split()[0]
-    got = pd.read_csv(run / "predict" / "new.csv").set_index("id")
+    got = pd.read_csv(run / "predict" / "new_patients.csv").set_index("id")
     want = pd.read_csv(ev / "predictions" / f"{stage}.csv").set_index("id").loc[got.index]
     for col in ("risk_score", "surv_1", "surv_2"):
         np.testing.assert_allclose(got[col], want[col], rtol=1e-5, atol=1e-6)
@@ -151,9 +131,9 @@ def test_regression_end_to_end(tmp_path, monkeypatch):
     _cli("explain", "--method", "gradcam", "--cases", "2")
     cam = json.loads(next((run / "explain").glob("gradcam-*/summary.json")).read_text())
     assert list(cam["cases"]) == ["highest", "lowest"]
-    table = _new_patients(ds, tmp_path / "new")
+    table = _raw_test_table(ds, tmp_path / "new")
     res = _cli("predict", "--table", table, "--image-column", "image")
     stage = res.output.split("scored with ")[1].split()[0]
-    got = pd.read_csv(run / "predict" / "new.csv").set_index("id")
+    got = pd.read_csv(run / "predict" / "new_patients.csv").set_index("id")
     want = pd.read_csv(ev / "predictions" / f"{stage}.csv").set_index("id").loc[got.index]
     np.testing.assert_allclose(got["predicted_cardiometabolic_score"], want["predicted"], rtol=1e-5)
