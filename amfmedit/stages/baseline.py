@@ -109,22 +109,26 @@ def _fit_one(estimators, model: BaselineModel, params: dict, seed: int, designs:
     return estimators.fit(est, model.encoding, designs["train"].X, y["train"], designs["val"].X, y["val"])
 
 
-def search(estimators, kind, model: BaselineModel, seed: int, designs: dict, y: dict) -> dict:
+def search(estimators, kind, model: BaselineModel, seed: int, designs: dict, y: dict) -> tuple[dict, object]:
     """Every candidate of the kind's grid fitted with ``seed`` and scored on validation; the best by the
-    kind's headline metric (ties to the earlier candidate)."""
+    kind's headline metric (ties to the earlier candidate). Returns the record and the best candidate's fitted
+    estimator (the first seed's model: the same parameters, seed and rows would fit it again)."""
     metric = kind.headline
-    tried = []
-    for params in estimators.grid(model.encoding):
+    key = f"val_{metric.key}"
+    tried, best, best_fit = [], None, None
+    for i, params in enumerate(estimators.grid(model.encoding)):
         est = _fit_one(estimators, model, params, seed, designs, y)
-        value = kind.validation_metrics(estimators.outputs(est, designs["val"].X), y["val"])[metric.key]
-        tried.append({"params": params, f"val_{metric.key}": float(value), "iterations": estimators.iterations(est)})
-    finite = [i for i, t in enumerate(tried) if math.isfinite(t[f"val_{metric.key}"])]
-    if not finite:
+        value = float(kind.validation_metrics(estimators.outputs(est, designs["val"].X), y["val"])[metric.key])
+        tried.append({"params": params, key: value, "iterations": estimators.iterations(est)})
+        # strictly better only: ties go to the earlier candidate; only the leader's fit is kept in memory
+        if math.isfinite(value) and (best is None or metric.rank(value) > metric.rank(tried[best][key])):
+            best, best_fit = i, est
+    if best is None:
         raise UserError(f"{model.name}: no candidate gave a finite validation {metric.title}; check that the validation "
                         "split has every class")
-    best = max(finite, key=lambda i: (metric.rank(tried[i][f"val_{metric.key}"]), -i))
-    return {"model": model.name, "metric": metric.key, "seed": seed, "chosen": tried[best]["params"],
-            "estimator": estimators.describe(model.encoding), "candidates": tried}
+    record = {"model": model.name, "metric": metric.key, "seed": seed, "chosen": tried[best]["params"],
+              "estimator": estimators.describe(model.encoding), "candidates": tried}
+    return record, best_fit
 
 
 def _check_free(run: rundir.Run, cfg: BaselineConfig, force: bool) -> None:
@@ -177,11 +181,15 @@ def baseline(cfg: BaselineConfig, opts: RunOptions, *, progress: Callable[[str],
             reduced = {s: reduce_embedding(pca, embedding[r], present[r]) for s, r in rows.items()}
             pre_sha = sha256(pretrain_checkpoint(run))
         designs = {s: design_for(model, ds, r, reduced.get(s)) for s, r in rows.items()}
-        record = _search_record(run, cfg, opts, estimators, kind, model, designs, y, say)
+        record, first = _search_record(run, cfg, opts, estimators, kind, model, designs, y, say)
         result.searches[model.name] = record
         for seed in cfg.seeds:
             start = time.perf_counter()
-            est = _fit_one(estimators, model, record["chosen"], seed, designs, y)
+            # the search's fit is the first seed's model, and an unseeded estimator fits the same model for every seed
+            reused = first is not None and (seed == record["seed"] or not estimators.seeded(model.encoding))
+            est = first if reused else _fit_one(estimators, model, record["chosen"], seed, designs, y)
+            if first is None and not estimators.seeded(model.encoding):
+                first = est
             preds = {s: estimators.outputs(est, designs[s].X) for s in ("val", "test")}
             val = float(kind.validation_metrics(preds["val"], y["val"])[kind.headline.key])
             stage = names.baseline_stage(model.name, seed)
@@ -204,26 +212,29 @@ def baseline(cfg: BaselineConfig, opts: RunOptions, *, progress: Callable[[str],
             result.stages.append({"stage": stage, "model": model.name, "seed": seed, f"val_{kind.headline.key}": val,
                                   "iterations": estimators.iterations(est), "params": record["chosen"],
                                   "seconds": seconds})
-            say(f"{stage}: validation {kind.headline.label} {val:.4f} ({seconds:.1f} s)")
+            say(f"{stage}: validation {kind.headline.label} {val:.4f} ({seconds:.1f} s"
+                + (", the search's fit)" if reused and seed == record["seed"] else
+                   ", the same model as every seed: the fit does not depend on it)" if reused else ")"))
     return result
 
 
-def _search_record(run, cfg, opts, estimators, kind, model, designs, y, say) -> dict:
-    """The search of ``model`` with the first seed: reused when finished (unless ``--force``), else run and written."""
+def _search_record(run, cfg, opts, estimators, kind, model, designs, y, say) -> tuple[dict, object]:
+    """The search of ``model`` with the first seed: reused when finished (unless ``--force``; no fitted model then),
+    else run and written (with the chosen candidate's fitted estimator)."""
     folder = run.stage(names.baseline_search_stage(model.name))
     done = folder / SEARCH_FILE
     if (folder / rundir.MARKER).is_file() and done.is_file() and not opts.force:
         rec = read_json(done)
         if rec.get("seed") == cfg.seeds[0] and rec.get("features") == designs["train"].names:
             say(f"{folder.name}: reusing the hyper-parameters chosen on validation ({rec['chosen']})")
-            return rec
+            return rec, None
     say(f"{folder.name}: {len(estimators.grid(model.encoding))} candidates on the validation split")
-    rec = search(estimators, kind, model, cfg.seeds[0], designs, y)
+    rec, best = search(estimators, kind, model, cfg.seeds[0], designs, y)
     rec["features"] = designs["train"].names
     with staged(run, folder, force=True) as out:
         write_json(out.folder / SEARCH_FILE, rec)
         out.summary = {"chosen": rec["chosen"], "seed": rec["seed"]}
-    return rec
+    return rec, best
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class StudyResult:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # step id -> one line: the command and the error
     skipped: dict[str, str] = field(default_factory=dict)  # step id -> why
+    dropped: list[str] = field(default_factory=list)  # optional steps left out at run time to keep to the budget
     report: Path | None = None
     html: Path | None = None
     seconds: float = 0.0
@@ -87,11 +88,12 @@ def run_study(cfg: StudyConfig, opts: RunOptions, *, line: Line = lambda s: None
     if dry_run:
         return res
     finished = _finished_steps(folder)
+    spent_before = _spent(folder)  # earlier calls of an interrupted study
     budget_left = plan.total_estimate()
     elapsed_study = 0.0
     ratio = 1.0  # measured / estimated time of the steps run so far: corrects the remaining estimate
-    for step in plan.steps:
-        blocked = [d for d in step.after if d in res.failed or d in res.skipped]
+    for i, step in enumerate(plan.steps):
+        blocked = [d for d in step.after if (d in res.failed or d in res.skipped) and d not in res.dropped]
         if blocked:
             why = f"depends on {', '.join(blocked)}, which did not finish"
             res.skipped[step.id] = why
@@ -100,6 +102,20 @@ def run_study(cfg: StudyConfig, opts: RunOptions, *, line: Line = lambda s: None
             continue
         if step.id in finished and plan_mod.is_done(step, folder, opts):
             res.done.append(step.id)
+            budget_left -= step.estimate_s
+            continue
+        why = _over_budget(plan, i, finished, spent_before + time.perf_counter() - t0, ratio)
+        if why:  # the whole rest of the arm goes, as the plan drops arms (its dependents run without it)
+            for later in plan.steps[i:]:
+                if later.arm == step.arm and later.id not in finished:
+                    res.skipped[later.id] = why
+                    res.dropped.append(later.id)
+            _record(folder, step, "skipped", 0.0, why)
+            line(f"[skip] {step.title} and the rest of its arm: {why}")
+            budget_left -= step.estimate_s
+            continue
+        if step.id in res.dropped:
+            _record(folder, step, "skipped", 0.0, res.skipped[step.id])
             budget_left -= step.estimate_s
             continue
         # short lines (80 columns): the step's number ties its "done" line to its title
@@ -153,6 +169,35 @@ def _finished_steps(folder: Path) -> set[str]:
         if rec.get("status") == "done":
             done.add(rec["step"])
     return done
+
+
+def _spent(folder: Path) -> float:
+    """Seconds the steps of earlier calls took (progress.jsonl)."""
+    path = folder / PROGRESS_FILE
+    total = 0.0
+    for text in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            total += float(json.loads(text).get("seconds", 0.0))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            continue
+    return total
+
+
+def _over_budget(plan: StudyPlan, i: int, finished: set[str], spent: float, ratio: float) -> str | None:
+    """Why step ``i``, an optional arm's, is left out at run time, or None to run it.
+
+    The plan fits the budget with the pilot's timings; when the steps so far ran slower than planned (``ratio``,
+    measured / estimated: another job on the machine, a pilot taken at another load), the steps still to run,
+    corrected by it, may no longer fit in what is left. Optional arms then go, so that the core steps, evaluate
+    and the report, still finish within the budget."""
+    step = plan.steps[i]
+    if not plan.budget_s or step.arm == "core":
+        return None
+    rest = sum(s.estimate_s for s in plan.steps[i:] if s.id not in finished) * ratio
+    if spent + rest <= plan.budget_s:
+        return None
+    return (f"budget: {_duration(spent)} spent of {_duration(plan.budget_s)}, the remaining steps need about "
+            f"{_duration(rest)} at the pace measured so far ({ratio:.2f} x the plan)")
 
 
 def _record(folder: Path, step: Step, status: str, seconds: float, note: str = "") -> None:

@@ -497,6 +497,7 @@ def _pilot_baselines(cfg: StudyConfig, ds, kind) -> dict[str, float]:
         estimators.fit(est, encoding, design.X, y[train], design_val.X, y[val])
         out[f"baseline:{encoding}"] = time.perf_counter() - t
         out[f"baseline:{encoding}:grid"] = float(len(estimators.grid(encoding)))
+        out[f"baseline:{encoding}:seeded"] = float(estimators.seeded(encoding))
     return out
 
 
@@ -539,12 +540,12 @@ def estimate(step: Step, pilot: dict, sz: Sizes, cfg: StudyConfig, pe: int, fe: 
         share = sum(step.args.get("fractions", [1.0])) / max(len(step.args.get("fractions", [1.0])), 1)
         key = f"finetune:{main}:{step.args['fusion']}:{cfg.strategies[-1]}"
         return share * fine(key, step.args["trainings"] / len(cfg.seeds) * seeds)
-    if step.kind == "baseline":  # the grid searched with the first seed, then one fit per seed
-
+    if step.kind == "baseline":  # the grid searched with the first seed (its fit is that seed's), then the other seeds
         total = 0.0
         for b in step.args["models"]:
             enc = BASELINES[b].encoding
-            total += (pilot.get(f"baseline:{enc}:grid", 0.0) + seeds) * pilot.get(f"baseline:{enc}", 0.0)
+            refits = (seeds - 1) * pilot.get(f"baseline:{enc}:seeded", 1.0)  # an unseeded fit serves every seed
+            total += (pilot.get(f"baseline:{enc}:grid", 0.0) + refits) * pilot.get(f"baseline:{enc}", 0.0)
             if BASELINES[b].uses_image:  # one pass of the frozen image encoder over every row
                 batch = BaselineConfig.batch_size
                 total += math.ceil((tr + va + sz.n_test) / batch) * pilot[f"eval:pretrain:{main}"] * batch / max(

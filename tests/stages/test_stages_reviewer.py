@@ -143,6 +143,27 @@ def test_gbdt_is_scored_by_the_same_delong_code(reviewed):
         (ref.auc, ref.low, ref.high))
 
 
+def test_each_seed_is_the_model_a_fresh_fit_gives(reviewed):
+    """The first seed's trees are the search's fit of the chosen candidate, later seeds are refitted, and the
+    logistic regression (lbfgs: no seed) is one model for every seed."""
+    from amfmedit.data.design import table_design
+    from amfmedit.stages.kinds.tabular import ClassifierBaselines
+
+    run, ds = reviewed["run"], load_prepared(reviewed["data"])
+    chosen = json.loads((run / "baseline-gbdt-search" / "selection.json").read_text())["chosen"]
+    est = ClassifierBaselines(2)
+    designs = {s: table_design(ds, ds.indices(s), "trees") for s in ("train", "val", "test")}
+    for seed in (2022, 2023):
+        fresh = est.fit(est.build("trees", chosen, seed, designs["train"]), "trees", designs["train"].X,
+                        ds.labels[ds.indices("train")], designs["val"].X, ds.labels[ds.indices("val")])
+        rows, stored = _stored(run, f"baseline-gbdt-seed{seed}", "test")
+        np.testing.assert_array_equal(rows, ds.indices("test"))
+        np.testing.assert_allclose(stored, est.outputs(fresh, designs["test"].X), rtol=0, atol=1e-12)
+    _, a = _stored(run, "baseline-logistic-seed2022", "test")
+    _, b = _stored(run, "baseline-logistic-seed2023", "test")
+    np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------------------------- external
 
 

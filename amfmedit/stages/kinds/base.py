@@ -201,6 +201,11 @@ class BaselineEstimators:
         """Boosting rounds or solver iterations the fit ran (the baselines' "epoch" in reports)."""
         raise NotImplementedError
 
+    def seeded(self, encoding: str) -> bool:
+        """Whether the seed changes the fitted estimator (False: every seed fits the same model, so one fit
+        serves them all)."""
+        return True
+
 
 class PredictionKind:
     """One kind of prediction. Subclasses set the class attributes and implement the methods."""

@@ -85,6 +85,11 @@ class ClassifierBaselines(BaselineEstimators):
         out[:, np.asarray(estimator.classes_, dtype=np.int64)] = proba
         return out
 
+    def seeded(self, encoding: str) -> bool:
+        # lbfgs is deterministic (LogisticRegression reads random_state only for sag, saga and liblinear): every seed
+        # is the same model; the trees draw their features per split from the seed
+        return encoding == "trees"
+
     def iterations(self, estimator) -> int:
         fitted = estimator[-1] if hasattr(estimator, "steps") else estimator
         n = fitted.n_iter_
