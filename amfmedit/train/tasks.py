@@ -206,7 +206,8 @@ class SupervisedTask:
         self.targets = np.asarray(kind.targets(data.dataset))  # (N, ...) every row's outcome, as the kind codes it
         # on the device once: int64 class indices stay int64, time / event / values are float32
         dtype = torch.int64 if self.targets.dtype.kind in "iu" else torch.float32
-        self._targets = torch.as_tensor(self.targets, dtype=dtype, device=data.device)
+        # a copy: the prepared arrays are read-only memory maps, which torch would share (and warn about)
+        self._targets = torch.tensor(self.targets, dtype=dtype, device=data.device)
 
     def model_spec(self) -> dict:
         return self.spec
