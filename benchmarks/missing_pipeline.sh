@@ -32,6 +32,41 @@ for mode in token impute; do
     "$BIN/amfmedit" finetune --run "$NAME" --recipe cpu --fusion none --modality tabular \
         --epochs 5 --seeds "$SEEDS" --missing "$mode" -q
 done
-"$BIN/amfmedit" evaluate --run "$NAME"
+"$BIN/amfmedit" evaluate --run "$NAME" -q
 end=$(date +%s)
+
+# token against impute for each model: the test AUC of every seed, their mean with a t interval of the paired
+# per-seed difference (the same seed trains both), and the seed-averaged predictions' DeLong comparison
+"$BIN/python" - "$OUT/runs/$NAME/evaluate" <<'PY'
+import csv, json, math, statistics, sys
+from pathlib import Path
+from scipy import stats
+
+folder = Path(sys.argv[1])
+m = json.loads((folder / "metrics.json").read_text())
+by = {}
+for g in m["groups"]:
+    mode = (g.get("variant") or {}).get("missing") or "token"
+    by.setdefault(g["title"].replace(" (imputed values)", ""), {})[mode] = g
+delong = {frozenset((r["a"], r["b"])): r for r in csv.DictReader(open(folder / "comparisons.csv")) if r["metric"] == "auc"}
+c = m["groups"][0]["counts"]
+print(f"test split: {c['tp'] + c['fn']} positives of {sum(c.values())} patients; oracle AUC {m['oracle_auc']:.3f}")
+print("| model | impute: AUC, mean +- sd over seeds | token | token - impute, mean over seeds (95% t CI) "
+      "| seed-averaged: impute | token | DeLong p |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for title, modes in by.items():
+    if set(modes) != {"token", "impute"}:
+        continue
+    a, b = modes["impute"], modes["token"]
+    va, vb = dict(zip(a["seeds"], a["values"])), dict(zip(b["seeds"], b["values"]))
+    d = [vb[s] - va[s] for s in sorted(set(va) & set(vb))]
+    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    ia, ib = a["intervals"]["auc"], b["intervals"]["auc"]
+    row = delong.get(frozenset((a["title"], b["title"])))
+    p = f"{float(row['p']):.2f}" if row else "n/a"
+    print(f"| {title} | {a['mean']:.3f} +- {a['std']:.3f} | {b['mean']:.3f} +- {b['std']:.3f} | "
+          f"{statistics.mean(d):+.3f} ({statistics.mean(d) - half:+.3f} to {statistics.mean(d) + half:+.3f}) | "
+          f"{ia['estimate']:.3f} ({ia['low']:.2f}-{ia['high']:.2f}) | {ib['estimate']:.3f} ({ib['low']:.2f}-{ib['high']:.2f}) | "
+          f"{p} |")
+PY
 echo "pipeline took $((end - start)) s; tables: $OUT/runs/$NAME/evaluate/"
