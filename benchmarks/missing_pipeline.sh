@@ -32,7 +32,7 @@ for mode in token impute; do
     "$BIN/amfmedit" finetune --run "$NAME" --recipe cpu --fusion none --modality tabular \
         --epochs 5 --seeds "$SEEDS" --missing "$mode" -q
 done
-"$BIN/amfmedit" evaluate --run "$NAME" -q
+"$BIN/amfmedit" evaluate --run "$NAME" --missingness-sweep 0,0.25,0.5 --image-drop 0,0.5,1
 end=$(date +%s)
 
 # token against impute for each model: the test AUC of every seed, their mean with a t interval of the paired
