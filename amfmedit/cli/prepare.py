@@ -84,12 +84,17 @@ def prepare(
     image_missing: Annotated[Optional[str], typer.Option("--image-missing", help="A row without an image: error, "
                                                          "drop, or keep it and score it without one (default: the "
                                                          "spec's image.missing).")] = None,
+    categorical: Annotated[Optional[str], typer.Option("--categorical", help="The categorical columns, replacing "
+                                                       "the spec's (table.categorical, and no column made "
+                                                       "categorical by its dtype): none makes every feature "
+                                                       "continuous (the authors' OL3I code), or a,b names them "
+                                                       "(default: the spec's).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Prepare a dataset: readers for OL3I, DVM and your own table, preprocessing of Appendix A.1."""
 
     spec = apply_overrides(load_spec(data), name=name, image_size=image_size, label=label,
-                           split_column=split_column, image_missing=image_missing)
+                           split_column=split_column, image_missing=image_missing, categorical=categorical)
     synthetic = {k: v for k, v in dict(patients=patients, seed=seed, features=features, prevalence=prevalence,
                                          classes=classes, censoring=censoring, age_shift=age_shift, hu_scale=hu_scale,
                                          missing_rate=missing_rate, missing_mechanism=missing_mechanism,
@@ -137,8 +142,9 @@ def _summary(result) -> None:
     console.print(table)
     f = prov["features"]
     c, h, w = prov["image_shape"]
+    typed = prov.get("overrides", {}).get("--categorical")
     lines = [f"features: {f['continuous'] + f['categorical']} ({f['continuous']} continuous, "
-             f"{f['categorical']} categorical)",
+             f"{f['categorical']} categorical" + (f"; --categorical {typed})" if typed is not None else ")"),
              f"images: {c} x {h} x {w} uint8 ({schema.image.modality}"
              + (f", window {list(schema.image.window)} HU)" if schema.image.window else ")"),
              f"task: {kind.title}" + (f", {schema.n_classes} classes" if kind.target_names(schema) else "")]

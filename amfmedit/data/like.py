@@ -2,9 +2,10 @@
 
 The external cohort is read with its own spec (its reader, file and column names, per-file image
 rules) and transformed with the training dataset's ``schema.json``, never refitted: the same
-feature list and order, imputation medians, z-score means and standard deviations, category codes
-(a category never seen in training becomes code 0, as a missing value), class coding, HU window,
-image size and channels. What does not fit is refused in one line (a feature the models need is
+feature list, order and typing (continuous or categorical, whatever the spec's ``table.categorical``
+says; ``--categorical`` is refused), imputation medians, z-score means and standard deviations,
+category codes (a category never seen in training becomes code 0, as a missing value), class
+coding, HU window, image size and channels. What does not fit is refused in one line (a feature the models need is
 absent, a label value that is not one of the training classes, images of another modality); what
 fits but differs is reported in ``provenance.json``'s ``checks`` (columns the pipeline ignores,
 categories never seen, values far outside the training range).
@@ -81,6 +82,9 @@ def prepare_like(spec: DataSpec, like: str, *, raw=None, data_dir=None, force: b
     """Prepare ``spec``'s cohort into ``<data_dir>/<spec.name>/`` through the pipeline of dataset ``like``."""
     progress = progress or (lambda phase, done, total: None)
     where_spec = spec.path or spec.name
+    if "--categorical" in spec.overrides:  # the typing is the schema's: re-deciding it would change the inputs
+        raise UserError(f"--categorical {spec.overrides['--categorical']}: an external cohort takes the training "
+                        f"dataset's feature typing (--like {like}); leave the option out")
     train_root = find_training(like, data_dir)
     training = load_prepared(train_root)
     schema = training.schema
@@ -310,6 +314,7 @@ def _provenance(spec: DataSpec, schema: Schema, train_root: Path, cohort, asm: d
         "amfmedit": __version__,
         "spec_file": spec.path,
         "spec": spec.to_dict(),
+        "overrides": dict(spec.overrides),
         "like": {"dataset": schema.name, "path": str(train_root.resolve()), "schema_sha256": schema_digest(schema)},
         "sources": sources,
         "rows": {"read": asm["read"], "kept": int(len(asm["ids"])), "dropped": asm["checks"]["dropped"]},

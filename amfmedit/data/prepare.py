@@ -37,7 +37,9 @@ from amfmedit.data.transform import (
     encode,
     fit_features,
     image_to_uint8,
+    is_boolean,
     parse_features,
+    sort_categories,
 )
 from amfmedit.data.workers import default_workers, ordered_map
 from amfmedit.data.targets import ClassTarget, NumericTarget, TimeEventTarget, first_bad
@@ -92,26 +94,56 @@ IMAGE_MISSING = ("error", "drop", "keep")  # image.missing: a row without an ima
 
 
 def apply_overrides(spec: DataSpec, *, name=None, image_size=None, label=None, split_column=None,
-                    image_missing=None) -> DataSpec:
-    """Command-line overrides of a spec (a new object; the spec itself is untouched)."""
-    spec = dataclasses.replace(spec, table=dataclasses.replace(spec.table), image=dataclasses.replace(spec.image))
+                    image_missing=None, categorical: str | None = None) -> DataSpec:
+    """Command-line overrides of a spec (a new object; the spec itself is untouched), recorded in its
+    ``overrides`` as typed.
+
+    ``categorical``: ``"none"`` (every feature continuous, as the authors' OL3I code) or columns
+    ``"a,b"``; it replaces ``table.categorical`` and switches off ``table.categorical_dtypes``, so
+    the columns named are exactly the categorical ones.
+    """
+    spec = dataclasses.replace(spec, table=dataclasses.replace(spec.table), image=dataclasses.replace(spec.image),
+                               overrides=dict(spec.overrides))
     if name is not None:
         if not name or "/" in name or name.startswith("."):
             raise UserError(f"--name {name!r}: must be a plain folder name")
         spec.name = name
+        spec.overrides["--name"] = name
     if image_size is not None:
         if image_size < 8:
             raise UserError(f"--image-size {image_size}: must be at least 8 pixels")
         spec.image.size = [image_size, image_size]
+        spec.overrides["--image-size"] = str(image_size)
     if label is not None:
         spec.table.label = label
+        spec.overrides["--label"] = label
     if split_column is not None:
         spec.table.split = split_column or None
+        spec.overrides["--split-column"] = split_column
     if image_missing is not None:
         if image_missing not in IMAGE_MISSING:
             raise UserError(f"--image-missing {image_missing}: use one of {', '.join(IMAGE_MISSING)}")
         spec.image.missing = image_missing
+        spec.overrides["--image-missing"] = image_missing
+    if categorical is not None:
+        spec.table.categorical = categorical_columns(categorical)
+        spec.table.categorical_dtypes = []
+        spec.overrides["--categorical"] = categorical
     return spec
+
+
+def categorical_columns(text: str) -> list[str]:
+    """``--categorical`` as typed -> the column names: ``none`` is no column, ``a,b`` are a and b."""
+    if text.strip().lower() == "none":
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise UserError(f"--categorical {text!r}: give column names separated by commas (gender,smoker), "
+                        f"or none for every feature continuous")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"--categorical {text}: column {dup[0]!r} is named twice")
+    return names
 
 
 def prepare(
@@ -250,6 +282,11 @@ def _select_features(spec: DataSpec, df, where: str, target) -> list[Feature]:
     columns = t.features or [c for c in df.columns if c not in reserved and c not in set(t.exclude) | set(t.keep)]
     if not columns:
         raise UserError(f"{where}: no feature columns left after excluding id, label, split and table.exclude")
+    typed = spec.overrides.get("--categorical")
+    outside = [c for c in t.categorical if c not in columns]
+    if typed is not None and outside:  # a spec may list columns it excludes; a typed option names features
+        raise UserError(f"--categorical {typed}: column {outside[0]!r} is not a feature of {where} (it is the id, "
+                        f"outcome, split or image column, or in table.exclude / table.keep)")
     groups = [(re.compile(rx), g) for rx, g in spec.groups.items()]
     features = []
     for col in columns:
@@ -258,7 +295,7 @@ def _select_features(spec: DataSpec, df, where: str, target) -> list[Feature]:
         s = df[col]
         if col in t.categorical:
             kind = "categorical"
-        elif pd.api.types.is_bool_dtype(s.dtype):
+        elif is_boolean(s):
             kind = "categorical" if "bool" in t.categorical_dtypes else "continuous"
         elif pd.api.types.is_numeric_dtype(s.dtype) or col in t.strip_suffix or col in t.coerce_numeric:
             kind = "continuous"
@@ -266,7 +303,11 @@ def _select_features(spec: DataSpec, df, where: str, target) -> list[Feature]:
             # a text column is categorical only when most of its values are not numbers: a
             # numeric column with a few typos must fail loudly, not become a category
             text = s.dropna().astype("string").str.strip()
-            numeric = pd.to_numeric(text, errors="coerce").notna().mean() if len(text) else 0.0
+            numbers = pd.to_numeric(text, errors="coerce").notna()
+            numeric = numbers.mean() if len(text) else 0.0
+            words = text[~numbers & (text != "")]
+            if "string" not in t.categorical_dtypes and numeric < 0.5 and len(words):
+                raise _text_not_continuous(col, words, where, typed)  # continuous, it would be all missing
             kind = "categorical" if ("string" in t.categorical_dtypes and numeric < 0.5) else "continuous"
         name = t.rename.get(col, col)
         features.append(Feature(
@@ -287,6 +328,16 @@ def _select_features(spec: DataSpec, df, where: str, target) -> list[Feature]:
                             f"or leave it out (table.exclude)")
     return [f for f in features if f.kind == "continuous"] + [f for f in features if f.kind == "categorical"]
 
+
+
+def _text_not_continuous(column: str, text, where: str, typed: str | None) -> UserError:
+    """A text column typed continuous: its values would all become missing, so it is refused."""
+    values = sort_categories(text.tolist())
+    shown = ", ".join(repr(v) for v in values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
+    asked = f"--categorical {typed}" if typed is not None else "table.categorical_dtypes leaves out \"string\""
+    return UserError(f"{where}: column {column!r} holds text ({shown}), not numbers, so it cannot be continuous "
+                     f"({asked}); keep it categorical (name it in --categorical or table.categorical) or recode it "
+                     f"as numbers (0/1)")
 
 
 def _assemble(spec: DataSpec, cohort: RawCohort, progress: Progress, target) -> _Assembled:
@@ -434,6 +485,7 @@ def _provenance(spec: DataSpec, cohort: RawCohort, asm: _Assembled, raw_dir: Pat
         "amfmedit": __version__,
         "spec_file": spec.path,
         "spec": spec.used_dict(),  # only the blocks this preparation read
+        "overrides": dict(spec.overrides),  # the command-line options that changed the spec, as typed
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the report lists it with the run's
         "raw": str(Path(raw_dir).resolve()) if raw_dir is not None else None,
         "sources": sources,

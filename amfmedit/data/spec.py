@@ -34,6 +34,7 @@ else:  # pragma: no cover - Python 3.10
 
 SPEC_DIR = "data_specs"
 DEFAULT_WINDOW = (-125.0, 275.0)  # Appendix A.1: HU outside [-125, 275] are clipped
+NOT_KEYS = ("path", "overrides")  # DataSpec fields set in code, never read from a spec file
 
 
 @dataclass
@@ -44,6 +45,13 @@ class TableSpec:
     ``time`` and ``event`` (survival: time to event or censoring, in ``time_unit``, and 1 = event
     observed / 0 = censored). Which keys a task needs is checked by its outcome coding
     (:mod:`amfmedit.data.targets`).
+
+    Typing: a feature is categorical when ``categorical`` lists it or its dtype is one of
+    ``categorical_dtypes``; every other one is continuous (median-imputed, z-scored), so
+    ``categorical = []`` with ``categorical_dtypes = []`` makes every feature continuous (the
+    authors' OL3I code; ``prepare --categorical none`` does the same without editing the spec).
+    A text column left continuous is refused, never read as missing (unless ``coerce_numeric``
+    lists it).
     """
 
     id: str
@@ -177,10 +185,14 @@ class DataSpec:
     groups: dict[str, str] = field(default_factory=dict)  # regex -> group name (reports)
     descriptions: dict[str, str] = field(default_factory=dict)  # feature -> description
     path: str | None = None  # the file it was read from (set by load_spec, not a TOML key)
+    # command-line options that changed it, as typed ({"--categorical": "none"}; set by
+    # amfmedit.data.prepare.apply_overrides, not a TOML key): provenance records them
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("path")
+        d.pop("overrides")
         return d
 
     def used_dict(self) -> dict:
@@ -338,7 +350,7 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
 
 def _build(cls, data: dict, source: str, *, prefix: str):
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:

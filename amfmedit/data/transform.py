@@ -125,10 +125,21 @@ def _numeric_column(feature: Feature, column, *, where: str, ids) -> np.ndarray:
     return values
 
 
-def _numeric_values(feature: Feature, column, *, where: str, ids) -> np.ndarray:
+def is_boolean(column) -> bool:
+    """A bool column: a bool dtype, or objects that are all True / False where present (pandas reads
+    a CSV column of True, False and blanks so)."""
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(column.dtype):
+        return True
+    present = column.dropna()
+    return column.dtype == object and len(present) > 0 and all(isinstance(v, (bool, np.bool_)) for v in present)
+
+
+def _numeric_values(feature: Feature, column, *, where: str, ids) -> np.ndarray:
+    import pandas as pd
+
+    if is_boolean(column):  # False / True -> 0 / 1
         return column.astype("float64").to_numpy(na_value=np.nan)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -189,10 +189,16 @@ def integrated_gradients(
                 context = (*context, mask)
             bc = b_cont.expand_as(xc).contiguous()
             be = b_cat.expand_as(ec).contiguous()
-            a_cont, a_cat = ig.attribute(
-                (xc, ec), baselines=(bc, be), target=tgt, additional_forward_args=context or None,
-                n_steps=steps, method=method, internal_batch_size=internal,
-            )
+            if ec.shape[1]:
+                a_cont, a_cat = ig.attribute(
+                    (xc, ec), baselines=(bc, be), target=tgt, additional_forward_args=context or None,
+                    n_steps=steps, method=method, internal_batch_size=internal,
+                )
+            else:  # no categorical feature: the empty (B, 0, d_e) embedding is no part of the graph, and
+                # autograd refuses an input it cannot reach; it goes along as a fixed argument
+                a_cont = ig.attribute(xc, baselines=bc, target=tgt, additional_forward_args=(ec, *context),
+                                      n_steps=steps, method=method, internal_batch_size=internal)
+                a_cat = ec
             f_x = _target_output(scorer, xc, ec, context, tgt)
             if context:
                 f_b = _target_output(scorer, bc, be, context, tgt)

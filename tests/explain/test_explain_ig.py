@@ -178,6 +178,33 @@ def test_ig_equals_plain_captum_one_sample_at_a_time(kind):
     assert np.abs(attr).max() > 1e-4  # not a trivially equal pair of zeros
 
 
+def test_ig_without_categorical_features_equals_captum_on_the_continuous_inputs():
+    # every feature continuous (prepare --categorical none, the authors' OL3I typing): the empty
+    # categorical embedding is no input to attribute; the attributions are plain captum's over x_cont
+    from captum.attr import IntegratedGradients
+
+    from amfmedit.explain.ig import integrated_gradients, tabular_baseline
+    from amfmedit.explain.targets import TabularScore
+    from amfmedit.models import UnimodalClassifier, build_tabular_encoder
+
+    torch.manual_seed(0)
+    enc = build_tabular_encoder("ft_mamba", n_cont_features=5, cat_cardinalities=[], d_block=8, n_blocks=1)
+    scorer = TabularScore(UnimodalClassifier(enc, n_classes=2, modality="tabular").eval(), modality="tabular",
+                          output="prob").eval()
+    gen = torch.Generator().manual_seed(3)
+    x_cont, x_cat = 2 * torch.randn(5, 5, generator=gen), torch.zeros(5, 0, dtype=torch.long)
+    b_cont, b_cat = tabular_baseline(scorer.encoder, torch.randn(40, 5, generator=gen), x_cat.repeat(8, 1))
+    targets = torch.tensor([1, 0, 1, 1, 0])
+    attr, delta, change = integrated_gradients(scorer, x_cont=x_cont, x_cat=x_cat, baseline=(b_cont, b_cat),
+                                               targets=targets, steps=24, batch_size=48)
+    assert attr.shape == (5, 5)
+    empty = scorer.encoder.embed_categorical(x_cat[:1]).detach()
+    ref = IntegratedGradients(lambda xc: scorer(xc, empty.expand(len(xc), -1, -1))).attribute(
+        x_cont, baselines=b_cont[None], target=targets, n_steps=24).double().numpy()
+    np.testing.assert_allclose(attr, ref, rtol=1e-4, atol=1e-7)
+    assert np.abs(attr).max() > 1e-4 and np.abs(delta).max() <= 1e-3 * np.abs(change).max()
+
+
 def test_steps_for_completeness_picks_the_fewest_steps_within_the_tolerance():
     from amfmedit.errors import UserError
     from amfmedit.explain.ig import STEP_LADDER, integrated_gradients, steps_for_completeness, tabular_baseline
