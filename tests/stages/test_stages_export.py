@@ -1,5 +1,11 @@
 """``amfmedit export`` then ``predict --model`` in a fresh process, with the run folder gone, gives what
-``predict`` gives from the run: the same probabilities and decisions. Bad requests are one line."""
+``predict`` gives from the run: the same probabilities and decisions. Bad requests are one line.
+
+Each classifier is trained, evaluated, predicted from its run and exported once per module
+(:func:`exported`: tracing a model to ONNX takes 10-20 s on a CPU); the tests read those folders
+and change only copies, except that the fresh-process test moves the runs folder away while it
+scores and puts it back.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +24,7 @@ from typer.testing import CliRunner
 
 from amfmedit.cli import app
 from amfmedit.models.export import EXPORT_PACKAGES, missing_packages
+from amfmedit.stages import export as export_stage
 from amfmedit.stages.exported import open_export
 from test_stages_pipeline import _raw_test_table  # noqa: E402 (tests/train: the pipeline test's inverse of prepare)
 
@@ -33,11 +41,62 @@ def _cli(*args, code: int = 0):
     return res
 
 
+@dataclass(frozen=True)
+class Exported:
+    """A classifier fine-tuned on a copy of the tiny pretrained run, evaluated, and exported."""
+
+    work: Path  # the folder holding ./data and ./runs, where every command was typed
+    run: Path  # the run folder (work/runs/NAME)
+    stage: str  # the exported stage
+    folder: Path  # what ``export --out`` wrote
+    table: Path  # new patients: the test rows written back as raw values, with .npy images beside them
+    from_run: Path  # ``predict --table`` of those patients from the run
+    output: str  # what ``export`` printed
+
+
+def _export_pipeline(work: Path, template, tiny_ol3i, fusion: str, encoder: str) -> Exported:
+    shutil.copytree(template.root, work / "runs" / template.run)
+    (work / "data").symlink_to(template.data_dir, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AMFMEDIT_RUNS", raising=False)
+        mp.delenv("AMFMEDIT_DATA", raising=False)
+        mp.chdir(work)
+        if encoder != "ft_mamba":  # the template run was pretrained with FT-Mamba (tests/conftest.py)
+            _cli("pretrain", "--data", tiny_ol3i.name, "--run", f"pre-{encoder}", "--tabular-encoder", encoder,
+                 "--tabular-dim", "16", "--image-arch", "resnet18", "--epochs", "1", "--warmup-epochs", "0",
+                 "--batch-size", "32", "--quiet")
+        if fusion == "amf":
+            _cli("rconf", "--lr", "0.01", "--epochs", "1", "--quiet")
+        _cli("finetune", "--fusion", fusion, *FINETUNE)
+        _cli("evaluate")
+        table = _raw_test_table(tiny_ol3i, work / "new")
+        _cli("predict", "--table", table, "--image-column", "image", "--out", work / "from-run.csv")
+        res = _cli("export", "--out", work / "export")
+    manifest = json.loads((work / "export" / "export.json").read_text())
+    return Exported(work, work / "runs" / manifest["run"], manifest["stage"], work / "export", table,
+                    work / "from-run.csv", res.output)
+
+
+@pytest.fixture(scope="module")
+def exported(pretrained_template, tiny_ol3i, tmp_path_factory):
+    """``exported(fusion, encoder) -> Exported``, built on first request and kept for the module."""
+    made: dict[tuple[str, str], Exported] = {}
+
+    def get(fusion: str, encoder: str) -> Exported:
+        if (fusion, encoder) not in made:
+            made[fusion, encoder] = _export_pipeline(tmp_path_factory.mktemp(f"export-{fusion}-{encoder}"),
+                                                     pretrained_template, tiny_ol3i, fusion, encoder)
+        return made[fusion, encoder]
+
+    return get
+
+
 def _run_docs_example(folder: Path, table: Path):
     text = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- example:export -->\s*```python\n(.*?)```", text, re.S)
     assert m, "docs/export.md lost its <!-- example:export --> code block"
-    (table.parent / "model-export").symlink_to(folder, target_is_directory=True)
+    link = table.parent / "model-export"
+    link.symlink_to(folder, target_is_directory=True)
     old = os.getcwd()
     os.chdir(table.parent)
     try:
@@ -45,6 +104,7 @@ def _run_docs_example(folder: Path, table: Path):
         exec(compile(m.group(1), "docs/export.md", "exec"), namespace)  # noqa: S102 - the documented example itself
     finally:
         os.chdir(old)
+        link.unlink()
     return namespace["scored"]
 
 
@@ -55,22 +115,11 @@ def _one_line(res) -> str:
 
 
 @pytest.mark.parametrize("fusion,encoder", [("amf", "ft_mamba"), ("concat", "ft_transformer")])
-def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion, encoder, pretrained_run, tiny_ol3i,
-                                                                         tmp_path):
-    if encoder != "ft_mamba":  # the fixture's run was pretrained with FT-Mamba (tests/train/conftest.py)
-        _cli("pretrain", "--data", tiny_ol3i.name, "--run", f"pre-{encoder}", "--tabular-encoder", encoder,
-             "--tabular-dim", "16", "--image-arch", "resnet18", "--epochs", "1", "--warmup-epochs", "0",
-             "--batch-size", "32", "--quiet")
-    if fusion == "amf":
-        _cli("rconf", "--lr", "0.01", "--epochs", "1", "--quiet")
-    _cli("finetune", "--fusion", fusion, *FINETUNE)
-    _cli("evaluate")
-    table = _raw_test_table(tiny_ol3i, tmp_path / "new")
-    _cli("predict", "--table", table, "--image-column", "image", "--out", tmp_path / "from-run.csv")
-    res = _cli("export", "--out", tmp_path / "export")
-    stage = f"finetune-{fusion}-frozen-seed2022"
-    assert f"{stage} of run" in res.output
-    folder = tmp_path / "export"
+def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion, encoder, exported, tmp_path,
+                                                                         monkeypatch):
+    done = exported(fusion, encoder)
+    folder, table, stage = done.folder, done.table, f"finetune-{fusion}-frozen-seed2022"
+    assert done.stage == stage and f"{stage} of run" in done.output
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.pt", "schema.json", "operating_point.json",
                                                   "export.json", "model_card.md", "SHA256SUMS"}
     manifest = json.loads((folder / "export.json").read_text())
@@ -81,21 +130,28 @@ def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion,
     assert "absent-modality vectors" in card
     assert "95% interval" in card and "## Intended use" in card and "## Limits" in card and "synthetic" in card
 
-    # a fresh process that cannot see the run: the runs folder is moved away first
-    shutil.move(pretrained_run.runs_dir, tmp_path / "elsewhere")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMFMEDIT_")}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([sys.executable, "-m", "amfmedit", "predict", "--model", str(folder), "--table", str(table),
-                           "--image-column", "image", "--out", str(tmp_path / "from-export.csv")],
-                          cwd=tmp_path / "new", env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr + done.stdout
-    _cli("predict", "--model", folder, "--table", table, "--image-column", "image", "--runtime", "onnxruntime",
-         "--out", tmp_path / "from-export-onnx.csv")
+    # a fresh process that cannot see the run: the runs folder is moved away first (and back at the end)
+    aside = tmp_path / "elsewhere"
+    shutil.move(done.work / "runs", aside)
+    monkeypatch.delenv("AMFMEDIT_RUNS", raising=False)
+    monkeypatch.delenv("AMFMEDIT_DATA", raising=False)
+    monkeypatch.chdir(done.work)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMFMEDIT_")}
+        env["PYTHONPATH"] = str(REPO)
+        proc = subprocess.run([sys.executable, "-m", "amfmedit", "predict", "--model", str(folder), "--table",
+                               str(table), "--image-column", "image", "--out", str(tmp_path / "from-export.csv")],
+                              cwd=table.parent, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        _cli("predict", "--model", folder, "--table", table, "--image-column", "image", "--runtime", "onnxruntime",
+             "--out", tmp_path / "from-export-onnx.csv")
+        scored = _run_docs_example(folder, table) if fusion == "amf" else None
+    finally:
+        shutil.move(aside, done.work / "runs")
 
-    want = pd.read_csv(tmp_path / "from-run.csv", dtype={"id": str})
+    want = pd.read_csv(done.from_run, dtype={"id": str})
     probs = [c for c in want.columns if c.startswith("prob_")]
-    if fusion == "amf":  # docs/export.md's Python example, verbatim, beside the new table
-        scored = _run_docs_example(folder, table)
+    if scored is not None:  # docs/export.md's Python example, verbatim, beside the new table
         assert list(scored["id"]) == list(want["id"])
         assert list(scored["decision"].astype(str)) == list(want["decision"].astype(str))
         assert (scored["prob"] - want[probs[1]]).abs().max() <= PROB_TOLERANCE
@@ -110,14 +166,36 @@ def test_export_then_predict_model_in_a_fresh_process_reproduces_predict(fusion,
         assert want["decision"].notna().all()
 
 
-def test_export_and_predict_model_refuse_bad_requests_in_one_line(pretrained_run, tiny_ol3i, tmp_path):
-    _cli("finetune", "--fusion", "concat", *FINETUNE)
-    out = tmp_path / "export"
-    line = _one_line(_cli("export", "--out", out, code=2))  # evaluate has not run
-    assert "operating_points.json" in line and "amfmedit evaluate" in line and not out.exists()
-    _cli("evaluate")
+def _reuse_graph(folder: Path):
+    """A stand-in for ``export_onnx`` that copies the graph ``folder`` holds instead of tracing the model
+    again: the export stage around it runs unchanged, and its parity check (ONNX Runtime against the
+    PyTorch model on the test split) refuses the copy unless it was traced from the same weights."""
+    manifest = json.loads((folder / "export.json").read_text())
 
-    run = pretrained_run.root
+    def export_onnx(model, example, path, **_):
+        shutil.copyfile(folder / "model.onnx", path)
+        return {**{k: manifest["model"][k] for k in ("exporter", "opset", "scan")}, "inputs": manifest["inputs"],
+                "output": manifest["output"]}
+
+    return export_onnx
+
+
+def test_export_and_predict_model_refuse_bad_requests_in_one_line(exported, tiny_ol3i, tmp_path, monkeypatch):
+    """On a copy of the exported concatenation run: every refusal comes before any export work."""
+    shared = exported("concat", "ft_transformer")
+    shutil.copytree(shared.work / "runs", tmp_path / "runs")
+    (tmp_path / "data").symlink_to((shared.work / "data").resolve(), target_is_directory=True)
+    monkeypatch.delenv("AMFMEDIT_RUNS", raising=False)
+    monkeypatch.delenv("AMFMEDIT_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / shared.run.name
+    out = tmp_path / "export"
+
+    shutil.move(run / "evaluate", tmp_path / "evaluate-aside")  # the run as it was before `amfmedit evaluate`
+    line = _one_line(_cli("export", "--out", out, code=2))
+    assert "operating_points.json" in line and "amfmedit evaluate" in line and not out.exists()
+    shutil.move(tmp_path / "evaluate-aside", run / "evaluate")
+
     unfinished = run / "finetune-concat-frozen-seed2023"
     shutil.copytree(run / "finetune-concat-frozen-seed2022", unfinished)
     (unfinished / "COMPLETE").unlink()
@@ -126,12 +204,14 @@ def test_export_and_predict_model_refuse_bad_requests_in_one_line(pretrained_run
     line = _one_line(_cli("export", "--out", out, "--stage", "finetune-amf-frozen-seed7", code=2))
     assert "--stage finetune-amf-frozen-seed7: not a finished classifier" in line
 
-    _cli("export", "--out", out)
+    shutil.copytree(shared.folder, out)  # `amfmedit export --out export` of this run, made by the fixture
     line = _one_line(_cli("export", "--out", out, code=2))
     assert f"--out {out}: exists; pass --force" in line
     before = (out / "export.json").stat().st_mtime_ns
+    monkeypatch.setattr(export_stage, "export_onnx", _reuse_graph(shared.folder))
     _cli("export", "--out", out, "--force")  # an earlier export is replaced
     assert (out / "export.json").stat().st_mtime_ns != before
+    assert json.loads((out / "export.json").read_text())["stage"] == shared.stage
     mine = tmp_path / "my-notes"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
