@@ -619,8 +619,10 @@ def build_plan(cfg: StudyConfig, opts: RunOptions, *, line=lambda s: None) -> St
             notes.append(f"budget: {seeds} seed{'s' if seeds > 1 else ''} instead of {len(cfg.seeds)}")
         final = _estimate_all(steps, timings, sz, cfg, pe, fe, seeds)
         if final > cfg.budget_s:
+            hint = "a smaller cohort or smaller images" + ("" if cfg.recipe == "cpu" else ", or --recipe cpu")
             notes.append(f"budget: even the smallest study is estimated at {_minutes(final)}, over the budget of "
-                         f"{_minutes(cfg.budget_s)}; it runs anyway (shorten it with a smaller cohort or --recipe cpu)")
+                         f"{_minutes(cfg.budget_s)}; it runs anyway (shorten it with {hint}, or run it when the "
+                         "machine is not busy: the pilot measured this machine as it is now)")
     kept_seeds = tuple(cfg.seeds[:seeds])
     steps = [_with_seeds(st, kept_seeds, cfg) for st in steps]
     for st in steps:
