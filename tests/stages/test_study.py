@@ -54,6 +54,9 @@ def test_the_plan_fits_a_budget_and_says_what_it_changed(tiny_ol3i, tmp_path, mo
     assert any("dropped" in n for n in fitted.notes) or fitted.pretrain_epochs > plan_mod.MIN_PRETRAIN_EPOCHS
     for step in fitted.steps:  # nothing left waits on a dropped step
         assert set(step.after) <= {s.id for s in fitted.steps}
+    tiny = plan_mod.build_plan(StudyConfig(data=tiny_ol3i.name, recipe="cpu", budget_s=1.0), opts)
+    (note,) = [n for n in tiny.notes if "even the smallest study" in n]
+    assert "--recipe cpu" not in note  # the study already uses it
 
 
 def test_the_baselines_are_an_arm_after_fine_tuning_and_before_evaluate(tiny_ol3i, tmp_path, monkeypatch):
